@@ -1,0 +1,56 @@
+//! `warden`: one binary, one subcommand per part. Each subcommand lives in its own module; this
+//! file only parses the command line and maps outcomes to exit codes.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Federated analysis where every data owner decides, checks and records what runs on its data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the normalised form of an image reference, as policy rules see it.
+    Reference {
+        /// Image reference, e.g. `ubuntu:22.04` or `registry.example.org:5000/team/avg@sha256:...`.
+        image: String,
+    },
+}
+
+/// Exit status for bad input (an unreadable policy, a malformed reference, a registry failure).
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Reference { image } => match warden_reference::Reference::parse(&image) {
+            Ok(r) => {
+                let out = serde_json::json!({
+                    "reference": r.to_string(),
+                    "repository": r.repository().to_string(),
+                    "tag": r.tag(),
+                    "digest": r.digest().map(|d| d.to_string()),
+                });
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{out:#}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
+    }
+}
