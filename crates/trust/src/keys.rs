@@ -1,13 +1,29 @@
-//! Public keys: ECDSA P-256 and Ed25519, read from PEM SPKI (`-----BEGIN PUBLIC KEY-----`).
+//! Keys: ECDSA P-256 and Ed25519.
 //!
-//! A key is identified by its public key material: [`KeyId`] is the sha256 of the DER
-//! SubjectPublicKeyInfo, so the same key read from two files is one key.
+//! Public keys are read from PEM SPKI (`-----BEGIN PUBLIC KEY-----`). A key is identified by its
+//! public key material: [`KeyId`] is the sha256 of the DER SubjectPublicKeyInfo, so the same key
+//! read from two files is one key.
+//!
+//! Signatures, as cosign makes them:
+//! - ECDSA P-256: ASN.1 DER `ECDSA-Sig-Value` over SHA-256 of the message. Verification accepts
+//!   high-S signatures (Go's `crypto/ecdsa` produces them) by normalising S first; signing
+//!   produces low-S. The fixed-size `r || s` form is refused.
+//! - Ed25519: the raw 64-byte signature over the message itself (PureEdDSA, RFC 8032), verified
+//!   strictly (canonical S, no small-order keys). Ed25519ph, which cosign 2.x uses by default
+//!   for Ed25519 keys, is not accepted.
+//!
+//! Private keys live in [`SigningKey`]; their encrypted files are read and written by
+//! [`crate::keyfile`].
 
 use std::fmt;
+use std::str::FromStr;
 
 use p256::pkcs8::DecodePublicKey as _;
+use pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use rand_core::{OsRng, RngCore as _};
 use sha2::Digest as _;
 use spki::EncodePublicKey as _;
+use zeroize::Zeroizing;
 
 /// Why a key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +34,61 @@ pub enum KeyError {
     Unsupported(String),
     #[error("malformed public key: {0}")]
     Malformed(String),
+    #[error("malformed private key: {0}")]
+    MalformedPrivate(String),
+    #[error("the operating system's random number generator failed: {0}; check /dev/urandom")]
+    Random(String),
+}
+
+/// Why a signature did not verify under one key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("malformed {algorithm} signature: {why}")]
+    Malformed {
+        algorithm: &'static str,
+        why: String,
+    },
+    #[error("the signature does not verify under key {0}")]
+    Invalid(KeyId),
+}
+
+/// A signature algorithm Warden accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyAlgorithm {
+    /// ECDSA over NIST P-256 with SHA-256, cosign's default.
+    EcdsaP256,
+    /// Ed25519 (PureEdDSA).
+    Ed25519,
+}
+
+impl KeyAlgorithm {
+    /// `ecdsa-p256` or `ed25519`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyAlgorithm::EcdsaP256 => "ecdsa-p256",
+            KeyAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for KeyAlgorithm {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ecdsa-p256" => Ok(KeyAlgorithm::EcdsaP256),
+            "ed25519" => Ok(KeyAlgorithm::Ed25519),
+            other => Err(KeyError::Unsupported(format!(
+                "algorithm `{}`",
+                other.escape_debug()
+            ))),
+        }
+    }
 }
 
 /// The identity of a public key: sha256 over its DER SubjectPublicKeyInfo.
@@ -126,19 +197,218 @@ impl PublicKey {
 
     /// `ecdsa-p256` or `ed25519`.
     pub fn algorithm(&self) -> &'static str {
+        self.key_algorithm().name()
+    }
+
+    /// The key's algorithm.
+    pub fn key_algorithm(&self) -> KeyAlgorithm {
         match self {
-            PublicKey::EcdsaP256(_) => "ecdsa-p256",
-            PublicKey::Ed25519(_) => "ed25519",
+            PublicKey::EcdsaP256(_) => KeyAlgorithm::EcdsaP256,
+            PublicKey::Ed25519(_) => KeyAlgorithm::Ed25519,
+        }
+    }
+
+    /// Verifies `signature` over exactly `message`. See the module documentation for the
+    /// signature encodings.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+        use p256::ecdsa::signature::Verifier as _;
+        match self {
+            PublicKey::EcdsaP256(key) => {
+                let sig = parse_p256_der(signature)?;
+                let sig = sig.normalize_s().unwrap_or(sig);
+                key.verify(message, &sig)
+                    .map_err(|_| SignatureError::Invalid(self.id()))
+            }
+            PublicKey::Ed25519(key) => {
+                let sig = parse_ed25519(signature)?;
+                key.verify_strict(message, &sig)
+                    .map_err(|_| SignatureError::Invalid(self.id()))
+            }
         }
     }
 }
 
-fn pem_rfc7468_decode(pem: &str) -> Result<(String, Vec<u8>), pkcs8::der::pem::Error> {
+/// Parses an ASN.1 DER ECDSA P-256 signature (strict DER, nothing trailing).
+pub(crate) fn parse_p256_der(signature: &[u8]) -> Result<p256::ecdsa::Signature, SignatureError> {
+    p256::ecdsa::Signature::from_der(signature).map_err(|_| SignatureError::Malformed {
+        algorithm: "ecdsa-p256",
+        why: format!(
+            "expected ASN.1 DER of two integers, got {} bytes that are not",
+            signature.len()
+        ),
+    })
+}
+
+/// Parses a raw 64-byte Ed25519 signature.
+pub(crate) fn parse_ed25519(signature: &[u8]) -> Result<ed25519_dalek::Signature, SignatureError> {
+    ed25519_dalek::Signature::from_slice(signature).map_err(|_| SignatureError::Malformed {
+        algorithm: "ed25519",
+        why: format!("expected 64 bytes, got {}", signature.len()),
+    })
+}
+
+/// A private signing key. Its secret is wiped from memory when it is dropped.
+pub enum SigningKey {
+    EcdsaP256(p256::ecdsa::SigningKey),
+    Ed25519(ed25519_dalek::SigningKey),
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let public = self.public_key();
+        write!(f, "SigningKey({} {})", public.algorithm(), public.id())
+    }
+}
+
+/// Attempts at drawing a valid P-256 scalar before giving up (each fails with probability
+/// about 2^-32).
+const P256_DRAWS: usize = 8;
+
+impl SigningKey {
+    /// A fresh key from the operating system's random number generator.
+    pub fn generate(algorithm: KeyAlgorithm) -> Result<Self, KeyError> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        match algorithm {
+            KeyAlgorithm::EcdsaP256 => {
+                for _ in 0..P256_DRAWS {
+                    fill_random(seed.as_mut())?;
+                    if let Ok(k) = p256::ecdsa::SigningKey::from_slice(seed.as_ref()) {
+                        return Ok(SigningKey::EcdsaP256(k));
+                    }
+                }
+                Err(KeyError::Random(
+                    "no valid P-256 scalar drawn; the generator is not random".into(),
+                ))
+            }
+            KeyAlgorithm::Ed25519 => {
+                fill_random(seed.as_mut())?;
+                Ok(SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(
+                    &seed,
+                )))
+            }
+        }
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        match self {
+            SigningKey::EcdsaP256(_) => KeyAlgorithm::EcdsaP256,
+            SigningKey::Ed25519(_) => KeyAlgorithm::Ed25519,
+        }
+    }
+
+    /// Signs `message`: ECDSA P-256 returns DER (deterministic, RFC 6979, low S), Ed25519 the
+    /// raw 64 bytes.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use p256::ecdsa::signature::Signer as _;
+        match self {
+            SigningKey::EcdsaP256(k) => {
+                let sig: p256::ecdsa::Signature = k.sign(message);
+                sig.to_der().as_bytes().to_vec()
+            }
+            SigningKey::Ed25519(k) => k.sign(message).to_bytes().to_vec(),
+        }
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        match self {
+            SigningKey::EcdsaP256(k) => PublicKey::EcdsaP256(*k.verifying_key()),
+            SigningKey::Ed25519(k) => PublicKey::Ed25519(k.verifying_key()),
+        }
+    }
+
+    /// Reads a DER PKCS#8 `PrivateKeyInfo` (or `OneAsymmetricKey`) of either algorithm.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
+        let bad = |e: String| KeyError::MalformedPrivate(e);
+        let info = pkcs8::PrivateKeyInfo::try_from(der).map_err(|e| bad(e.to_string()))?;
+        let oid = info.algorithm.oid.to_string();
+        match oid.as_str() {
+            OID_EC_PUBLIC_KEY => {
+                let curve = info
+                    .algorithm
+                    .parameters_oid()
+                    .map(|o| o.to_string())
+                    .unwrap_or_default();
+                if curve != OID_P256 {
+                    return Err(KeyError::Unsupported(format!("EC curve {curve}")));
+                }
+                p256::ecdsa::SigningKey::from_pkcs8_der(der)
+                    .map(SigningKey::EcdsaP256)
+                    .map_err(|e| bad(e.to_string()))
+            }
+            OID_ED25519 => ed25519_dalek::SigningKey::from_pkcs8_der(der)
+                .map(SigningKey::Ed25519)
+                .map_err(|e| bad(e.to_string())),
+            other => Err(KeyError::Unsupported(format!("algorithm OID {other}"))),
+        }
+    }
+
+    /// DER PKCS#8, as Go's `x509.MarshalPKCS8PrivateKey` writes it: for P-256 an `ECPrivateKey`
+    /// with the public key, for Ed25519 version 1 without the public key.
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let doc = match self {
+            SigningKey::EcdsaP256(k) => k.to_pkcs8_der(),
+            SigningKey::Ed25519(k) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_der(),
+        }
+        .map_err(|e| KeyError::MalformedPrivate(e.to_string()))?;
+        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+    }
+
+    /// Reads an encrypted private key file (cosign's `ENCRYPTED COSIGN PRIVATE KEY` or
+    /// `ENCRYPTED SIGSTORE PRIVATE KEY`, or Warden's `ENCRYPTED WARDEN PRIVATE KEY`).
+    pub fn from_encrypted_pem(
+        pem: &str,
+        password: &[u8],
+    ) -> Result<Self, crate::keyfile::KeyFileError> {
+        let file = crate::keyfile::EncryptedKeyFile::from_pem(pem)?;
+        let der = file.decrypt(password)?;
+        Ok(SigningKey::from_pkcs8_der(&der)?)
+    }
+
+    /// Writes this key encrypted under `password` with cosign's default scrypt parameters:
+    /// P-256 keys as `ENCRYPTED COSIGN PRIVATE KEY` (so cosign reads them), Ed25519 keys as
+    /// `ENCRYPTED WARDEN PRIVATE KEY` (cosign would sign with Ed25519ph). Refuses an empty
+    /// password.
+    pub fn to_encrypted_pem(
+        &self,
+        password: &[u8],
+    ) -> Result<String, crate::keyfile::KeyFileError> {
+        self.to_encrypted_pem_with(password, crate::keyfile::ScryptParams::COSIGN_DEFAULT)
+    }
+
+    /// [`SigningKey::to_encrypted_pem`] with chosen scrypt parameters.
+    pub fn to_encrypted_pem_with(
+        &self,
+        password: &[u8],
+        params: crate::keyfile::ScryptParams,
+    ) -> Result<String, crate::keyfile::KeyFileError> {
+        let label = match self {
+            SigningKey::EcdsaP256(_) => crate::keyfile::COSIGN_LABEL,
+            SigningKey::Ed25519(_) => crate::keyfile::WARDEN_LABEL,
+        };
+        let der = self.to_pkcs8_der()?;
+        let file = crate::keyfile::EncryptedKeyFile::encrypt(label, &der, password, params)?;
+        Ok(file.to_pem())
+    }
+}
+
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), KeyError> {
+    OsRng
+        .try_fill_bytes(buf)
+        .map_err(|e| KeyError::Random(e.to_string()))
+}
+
+pub(crate) fn pem_rfc7468_decode(pem: &str) -> Result<(String, Vec<u8>), pkcs8::der::pem::Error> {
     let (label, der) = pkcs8::der::pem::decode_vec(pem.trim().as_bytes())?;
     Ok((label.to_owned(), der))
 }
 
-fn pem_rfc7468_encode(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem_rfc7468_encode(label: &str, der: &[u8]) -> String {
     pkcs8::der::pem::encode_string(label, pkcs8::der::pem::LineEnding::LF, der).unwrap_or_default()
 }
 

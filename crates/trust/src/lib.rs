@@ -1,8 +1,17 @@
 //! Signing keys and signature verification. This crate does no I/O: callers read files and
 //! fetch evidence, and pass bytes in.
+//!
+//! - [`keys`]: public and private keys (ECDSA P-256, Ed25519), signing and verifying;
+//! - [`keyfile`]: encrypted private key files in cosign's format (and Warden's label);
+//! - [`cosign`]: cosign keyed signatures (simple signing payloads), verification and creation;
+//! - [`dsse`]: DSSE envelopes carrying in-toto statements (review attestations).
 
 #![forbid(unsafe_code)]
 
+pub mod cosign;
+pub mod dsse;
+pub mod keyfile;
 pub mod keys;
 
-pub use keys::{KeyError, KeyId, PublicKey};
+pub use cosign::{SignatureCandidate, Verification};
+pub use keys::{KeyAlgorithm, KeyError, KeyId, PublicKey, SignatureError, SigningKey};

@@ -1,0 +1,41 @@
+//! Verification cost of one cosign signature: base64, signature check over the exact payload,
+//! payload parse and the digest and repository checks.
+//!
+//! Run: `cargo bench -p warden-trust --bench verify -- --warm-up-time 1 --measurement-time 3`
+
+#![allow(clippy::unwrap_used)] // bench setup on constant inputs
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use warden_reference::{Digest, Repository};
+use warden_trust::cosign::{self, SignatureCandidate};
+use warden_trust::{KeyAlgorithm, SigningKey};
+
+fn bench(c: &mut Criterion) {
+    let repository = Repository::parse("registry.example.org:5000/team/average").unwrap();
+    let digest = Digest::sha256_of(b"manifest");
+    for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519] {
+        let key = SigningKey::generate(alg).unwrap();
+        let signed = cosign::sign(&key, &repository, &digest, None);
+        let candidates = [SignatureCandidate {
+            payload: signed.payload,
+            signature_b64: signed.signature_b64,
+            origin: "bench".into(),
+        }];
+        let pinned = [key.public_key()];
+        c.bench_function(&format!("verify one {alg} cosign signature"), |b| {
+            b.iter(|| {
+                let v = cosign::verify(
+                    std::hint::black_box(&candidates),
+                    &pinned,
+                    &repository,
+                    &digest,
+                );
+                assert_eq!(v.verified.len(), 1);
+                v
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
