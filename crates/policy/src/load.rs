@@ -1,0 +1,552 @@
+//! Reading and validating a policy file. [`Policy::load`] is the only function here that touches
+//! the filesystem; everything else works on text and a key loader passed in.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use regex::RegexSetBuilder;
+use regex_syntax::hir::Look;
+use serde::Deserialize;
+use toml::Spanned;
+use warden_reference::{Digest, Repository};
+use warden_trust::{KeyId, PublicKey};
+
+use crate::rule::{Index, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
+
+/// The policy file format version this crate reads.
+pub const SUPPORTED_VERSION: i64 = 1;
+/// Largest policy file accepted, in bytes.
+pub const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest key file accepted, in bytes.
+pub const MAX_KEY_BYTES: u64 = 64 * 1024;
+/// Compiled size limit for all regexes of one kind together, in bytes.
+const REGEX_SET_SIZE_LIMIT: usize = 256 * 1024 * 1024;
+
+/// Why a policy was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {}: {source}; check the path and its permissions", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: `{key}`: {message}")]
+    Invalid {
+        /// The policy file as named by the caller.
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        /// The key at fault, e.g. `allow[2].signed_by.threshold`.
+        key: String,
+        message: String,
+    },
+}
+
+/// Why the key loader could not produce a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyLoadError(pub String);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: Spanned<i64>,
+    #[serde(default)]
+    allow: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    deny: Vec<Spanned<RawRule>>,
+}
+
+type SpannedList = Spanned<Vec<Spanned<String>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    repository: Option<Spanned<String>>,
+    repository_regex: Option<Spanned<String>>,
+    digests: Option<SpannedList>,
+    signed_by: Option<Spanned<RawSignedBy>>,
+    organizations: Option<SpannedList>,
+    users: Option<SpannedList>,
+    collaborations: Option<SpannedList>,
+    functions: Option<SpannedList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignedBy {
+    keys: SpannedList,
+    threshold: Spanned<i64>,
+}
+
+/// Turns byte offsets into `line:column` and builds errors that name the file and key.
+struct Locator<'a> {
+    origin: &'a str,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        (line, column)
+    }
+
+    fn error(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        let (line, column) = self.line_col(span.start);
+        PolicyError::Invalid {
+            origin: self.origin.to_owned(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Maps a TOML syntax or type error to the key it is about.
+    fn toml_error(&self, e: &toml::de::Error) -> PolicyError {
+        let span = e.span().unwrap_or(0..0);
+        // serde names a missing field in its message; the key is the field under its table.
+        let missing = e
+            .message()
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field);
+        let parent = if missing == Some("version") {
+            None
+        } else {
+            key_at(self.text, span.start).or_else(|| key_on_line(self.text, span.start))
+        };
+        let key = match (parent, missing) {
+            (Some(p), Some(m)) => format!("{p}.{m}"),
+            (None, Some(m)) => m.to_owned(),
+            (Some(p), None) => p,
+            (None, None) => "(document)".to_owned(),
+        };
+        let message = e.message().trim().replace('\n', "; ");
+        self.error(span, key, message)
+    }
+}
+
+/// The dotted key path (`allow[2].signed_by.keys[1]`, arrays 1-based) of the innermost key or
+/// value whose span holds `offset`, from a second, untyped parse of the text.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let table = toml::de::DeTable::parse(text).ok()?;
+    walk_table(table.get_ref(), offset)
+}
+
+/// For a syntax error: the key or table header written on the line of `offset`.
+fn key_on_line(text: &str, offset: usize) -> Option<String> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?.trim();
+    let key = if line.starts_with('[') {
+        line.trim_matches(|c| c == '[' || c == ']').trim()
+    } else {
+        line.split_once('=')?.0.trim()
+    };
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+fn holds(span: &Range<usize>, offset: usize) -> bool {
+    span.contains(&offset) || (span.is_empty() && span.start == offset)
+}
+
+// The spans of tables and arrays of tables cover only their headers, so every child is searched.
+fn walk_table(table: &toml::de::DeTable<'_>, offset: usize) -> Option<String> {
+    for (key, value) in table.iter() {
+        if holds(&key.span(), offset) {
+            return Some(key.get_ref().to_string());
+        }
+        if let Some(sub) = walk_value(value.get_ref(), offset) {
+            let sep = if sub.starts_with('[') { "" } else { "." };
+            return Some(format!("{}{sep}{sub}", key.get_ref()));
+        }
+        if holds(&value.span(), offset) {
+            return Some(key.get_ref().to_string());
+        }
+    }
+    None
+}
+
+fn walk_value(value: &toml::de::DeValue<'_>, offset: usize) -> Option<String> {
+    match value {
+        toml::de::DeValue::Table(t) => walk_table(t, offset),
+        toml::de::DeValue::Array(a) => {
+            for (i, item) in a.iter().enumerate() {
+                if let Some(sub) = walk_value(item.get_ref(), offset) {
+                    let sep = if sub.starts_with('[') { "" } else { "." };
+                    return Some(format!("[{}]{sep}{sub}", i + 1));
+                }
+                if holds(&item.span(), offset) {
+                    return Some(format!("[{}]", i + 1));
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+impl Policy {
+    /// Reads and validates the policy at `path`, reading key files relative to the policy's
+    /// folder. A node must refuse to start when this fails.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = read_capped(path, MAX_POLICY_BYTES).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let origin = path.display().to_string();
+        Policy::from_toml_str(&text, &origin, |key_file| {
+            let key_path = base.join(key_file);
+            let pem = read_capped(&key_path, MAX_KEY_BYTES).map_err(|e| {
+                KeyLoadError(format!(
+                    "cannot read key file {}: {e}; the path is relative to the policy file",
+                    key_path.display()
+                ))
+            })?;
+            PublicKey::from_pem(&pem)
+                .map_err(|e| KeyLoadError(format!("key file {}: {e}", key_path.display())))
+        })
+    }
+
+    /// Validates a policy from its text. `origin` names it in errors (usually the file name);
+    /// `load_key` turns a `signed_by.keys` entry, exactly as written, into a public key.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        mut load_key: impl FnMut(&str) -> Result<PublicKey, KeyLoadError>,
+    ) -> Result<Policy, PolicyError> {
+        let loc = Locator { origin, text };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
+        if *raw.version.get_ref() != SUPPORTED_VERSION {
+            return Err(loc.error(
+                raw.version.span(),
+                "version",
+                format!(
+                    "unsupported policy version {}; this Warden reads `version = {SUPPORTED_VERSION}`",
+                    raw.version.get_ref()
+                ),
+            ));
+        }
+        let mut builder = Builder {
+            loc: &loc,
+            load_key: &mut load_key,
+            key_cache: HashMap::new(),
+        };
+        let allow = raw
+            .allow
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| builder.rule(RuleKind::Allow, i + 1, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let deny = raw
+            .deny
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| builder.rule(RuleKind::Deny, i + 1, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let allow_index = build_index(&loc, RuleKind::Allow, &allow)?;
+        let deny_index = build_index(&loc, RuleKind::Deny, &deny)?;
+        Ok(Policy {
+            origin: origin.to_owned(),
+            allow,
+            deny,
+            allow_index,
+            deny_index,
+        })
+    }
+}
+
+fn read_capped(path: &Path, cap: u64) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(cap + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > cap {
+        return Err(std::io::Error::other(format!(
+            "the file is larger than {cap} bytes"
+        )));
+    }
+    Ok(text)
+}
+
+/// The regex as compiled: anchored at both ends of the whole repository.
+pub(crate) fn anchored(source: &str) -> String {
+    format!(r"\A(?:{source})\z")
+}
+
+/// Checks a rule regex on its own, then proves that its anchored form matches whole strings only.
+fn check_regex(source: &str) -> Result<String, String> {
+    if source.is_empty() {
+        return Err("the regex is empty; write the repository pattern, e.g. 'registry\\.example\\.org/team/.+'".into());
+    }
+    regex_syntax::Parser::new()
+        .parse(source)
+        .map_err(|e| format!("invalid regex: {}", e.to_string().replace('\n', " ")))?;
+    let wrapped = anchored(source);
+    let hir = regex_syntax::Parser::new().parse(&wrapped).map_err(|e| {
+        format!(
+            "the regex cannot be anchored: {}",
+            e.to_string().replace('\n', " ")
+        )
+    })?;
+    let props = hir.properties();
+    if !props.look_set_prefix().contains(Look::Start)
+        || !props.look_set_suffix().contains(Look::End)
+    {
+        return Err("the regex cannot be anchored to the whole repository; remove inline flags such as (?x) comments".into());
+    }
+    Ok(wrapped)
+}
+
+fn build_index(loc: &Locator<'_>, kind: RuleKind, rules: &[Rule]) -> Result<Index, PolicyError> {
+    let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut patterns = Vec::new();
+    let mut regex_rules = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        match &rule.repository {
+            RepositoryMatch::Exact(r) => exact.entry(r.to_string()).or_default().push(i),
+            RepositoryMatch::Regex { source } => {
+                patterns.push(anchored(source));
+                regex_rules.push(i);
+            }
+        }
+    }
+    let regex = RegexSetBuilder::new(&patterns)
+        .size_limit(REGEX_SET_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            loc.error(
+                0..0,
+                kind.name(),
+                format!(
+                    "the {} rules' regexes together are too large to compile ({}); use fewer or simpler regexes",
+                    kind.name(),
+                    e.to_string().replace('\n', " ")
+                ),
+            )
+        })?;
+    Ok(Index::new(exact, regex, regex_rules))
+}
+
+struct Builder<'a, 'b, F> {
+    loc: &'a Locator<'b>,
+    load_key: &'a mut F,
+    /// Key file as written -> key id, so a file named by many rules is read once.
+    key_cache: HashMap<String, KeyId>,
+}
+
+impl<F: FnMut(&str) -> Result<PublicKey, KeyLoadError>> Builder<'_, '_, F> {
+    fn rule(
+        &mut self,
+        kind: RuleKind,
+        number: usize,
+        raw: Spanned<RawRule>,
+    ) -> Result<Rule, PolicyError> {
+        let span = raw.span();
+        // The span of an `[[allow]]` table is its header; of an inline table, the table.
+        let (line, _) = self.loc.line_col(span.start);
+        let id = RuleId { kind, number, line };
+        let name = id.name();
+        let raw = raw.into_inner();
+        let repository = match (raw.repository, raw.repository_regex) {
+            (Some(_), Some(re)) => {
+                return Err(self.loc.error(
+                    re.span(),
+                    format!("{name}.repository_regex"),
+                    "a rule sets exactly one of `repository` or `repository_regex`; remove one",
+                ));
+            }
+            (None, None) => {
+                return Err(self.loc.error(
+                    span,
+                    name,
+                    "the rule names no repository; set `repository` or `repository_regex`",
+                ));
+            }
+            (Some(r), None) => {
+                let repo = Repository::parse(r.get_ref()).map_err(|e| {
+                    self.loc.error(
+                        r.span(),
+                        format!("{name}.repository"),
+                        format!("{e}; write a repository name without tag or digest, e.g. registry.example.org/team/average"),
+                    )
+                })?;
+                RepositoryMatch::Exact(repo)
+            }
+            (None, Some(re)) => {
+                check_regex(re.get_ref()).map_err(|m| {
+                    self.loc
+                        .error(re.span(), format!("{name}.repository_regex"), m)
+                })?;
+                RepositoryMatch::Regex {
+                    source: re.into_inner(),
+                }
+            }
+        };
+        let digests = match raw.digests {
+            None => None,
+            Some(list) => {
+                let key = format!("{name}.digests");
+                let items = self.non_empty(list, &key)?;
+                let mut set = BTreeSet::new();
+                for (i, d) in items.into_iter().enumerate() {
+                    let digest = Digest::parse(d.get_ref()).map_err(|e| {
+                        self.loc.error(
+                            d.span(),
+                            format!("{key}[{}]", i + 1),
+                            format!("{e}; write `sha256:<64 lower-case hex>`"),
+                        )
+                    })?;
+                    set.insert(digest);
+                }
+                Some(set)
+            }
+        };
+        let signed_by = match raw.signed_by {
+            None => None,
+            Some(s) => Some(self.signed_by(&name, s)?),
+        };
+        let organizations = self.names(raw.organizations, &format!("{name}.organizations"))?;
+        let users = self.names(raw.users, &format!("{name}.users"))?;
+        let collaborations = self.names(raw.collaborations, &format!("{name}.collaborations"))?;
+        let functions = self.names(raw.functions, &format!("{name}.functions"))?;
+        Ok(Rule {
+            id,
+            repository,
+            digests,
+            signed_by,
+            organizations,
+            users,
+            collaborations,
+            functions,
+        })
+    }
+
+    fn non_empty(&self, list: SpannedList, key: &str) -> Result<Vec<Spanned<String>>, PolicyError> {
+        if list.get_ref().is_empty() {
+            return Err(self.loc.error(
+                list.span(),
+                key,
+                "the list is empty, so the condition could never hold; list at least one entry or remove the key",
+            ));
+        }
+        Ok(list.into_inner())
+    }
+
+    fn names(
+        &self,
+        list: Option<SpannedList>,
+        key: &str,
+    ) -> Result<Option<BTreeSet<String>>, PolicyError> {
+        let Some(list) = list else { return Ok(None) };
+        let items = self.non_empty(list, key)?;
+        let mut set = BTreeSet::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let s = item.get_ref();
+            let problem = if s.is_empty() {
+                Some("an empty name never matches; remove it")
+            } else if s.trim() != s {
+                Some(
+                    "the name has leading or trailing whitespace and would never match; names are compared exactly",
+                )
+            } else if s.chars().any(char::is_control) {
+                Some("the name has a control character; names are compared exactly")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(self
+                    .loc
+                    .error(item.span(), format!("{key}[{}]", i + 1), problem));
+            }
+            set.insert(item.into_inner());
+        }
+        Ok(Some(set))
+    }
+
+    fn signed_by(
+        &mut self,
+        name: &str,
+        raw: Spanned<RawSignedBy>,
+    ) -> Result<SignedBy, PolicyError> {
+        let key = format!("{name}.signed_by");
+        let raw = raw.into_inner();
+        let threshold_span = raw.threshold.span();
+        let threshold = *raw.threshold.get_ref();
+        let files = self.non_empty(raw.keys, &format!("{key}.keys"))?;
+        let mut keys: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
+        let mut in_order: Vec<String> = Vec::new();
+        for (i, file) in files.into_iter().enumerate() {
+            let id = match self.key_cache.get(file.get_ref()) {
+                Some(id) => *id,
+                None => {
+                    let public = (self.load_key)(file.get_ref()).map_err(|e| {
+                        self.loc
+                            .error(file.span(), format!("{key}.keys[{}]", i + 1), e.0)
+                    })?;
+                    let id = public.id();
+                    self.key_cache.insert(file.get_ref().clone(), id);
+                    id
+                }
+            };
+            let names = keys.entry(id).or_default();
+            if !names.contains(file.get_ref()) {
+                names.push(file.get_ref().clone());
+                in_order.push(file.into_inner());
+            }
+        }
+        if threshold < 1 {
+            return Err(self.loc.error(
+                threshold_span,
+                format!("{key}.threshold"),
+                format!("threshold {threshold} would accept unsigned images; set it to at least 1"),
+            ));
+        }
+        let distinct = keys.len();
+        let threshold = usize::try_from(threshold).unwrap_or(usize::MAX);
+        if threshold > distinct {
+            let same: Vec<String> = keys
+                .values()
+                .filter(|v| v.len() > 1)
+                .map(|v| v.join(" = "))
+                .collect();
+            let note = if same.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (files holding the same key count once: {})",
+                    same.join("; ")
+                )
+            };
+            return Err(self.loc.error(
+                threshold_span,
+                format!("{key}.threshold"),
+                format!(
+                    "threshold {threshold} is above the {distinct} distinct keys listed{note}, so the rule could never hold; lower it or list more keys"
+                ),
+            ));
+        }
+        Ok(SignedBy {
+            keys,
+            files: in_order,
+            threshold,
+        })
+    }
+}

@@ -1,0 +1,240 @@
+//! The validated, compiled policy: rules and the index that finds candidate rules for a
+//! repository in one pass.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use regex::RegexSet;
+use warden_reference::{Digest, Repository};
+use warden_trust::KeyId;
+
+/// Whether a rule allows or denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleKind {
+    Allow,
+    Deny,
+}
+
+impl RuleKind {
+    /// `allow` or `deny`, as the table is named in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Allow => "allow",
+            RuleKind::Deny => "deny",
+        }
+    }
+}
+
+/// A rule's name: `allow[N]` or `deny[N]`, 1-based in file order, and its line in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleId {
+    pub kind: RuleKind,
+    /// 1-based position among the rules of its kind.
+    pub number: usize,
+    /// 1-based line of the rule's `[[allow]]`/`[[deny]]` header.
+    pub line: usize,
+}
+
+impl RuleId {
+    /// `allow[2]`, without the line.
+    pub fn name(&self) -> String {
+        format!("{}[{}]", self.kind.name(), self.number)
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}[{}] (line {})",
+            self.kind.name(),
+            self.number,
+            self.line
+        )
+    }
+}
+
+/// How a rule names repositories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositoryMatch {
+    /// Exactly this normalised repository.
+    Exact(Repository),
+    /// Every normalised repository that the whole regex matches. `source` is the regex as the
+    /// policy wrote it; it is compiled as `\A(?:source)\z`.
+    Regex { source: String },
+}
+
+impl fmt::Display for RepositoryMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepositoryMatch::Exact(r) => write!(f, "repository {r}"),
+            RepositoryMatch::Regex { source } => write!(f, "repository_regex '{source}'"),
+        }
+    }
+}
+
+/// The `signed_by` condition: at least `threshold` distinct keys among `keys` signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedBy {
+    /// Distinct keys by identity, each with the file names that held it.
+    pub keys: BTreeMap<KeyId, Vec<String>>,
+    /// The key files as listed, without repeats.
+    pub files: Vec<String>,
+    pub threshold: usize,
+}
+
+impl SignedBy {
+    /// How many distinct keys of this condition are among `signers`.
+    pub fn count(&self, signers: &BTreeSet<KeyId>) -> usize {
+        if self.keys.len() <= signers.len() {
+            self.keys.keys().filter(|k| signers.contains(k)).count()
+        } else {
+            signers.iter().filter(|k| self.keys.contains_key(k)).count()
+        }
+    }
+}
+
+/// One validated rule. `None` means the condition is not stated (it does not restrict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: RuleId,
+    pub repository: RepositoryMatch,
+    pub digests: Option<BTreeSet<Digest>>,
+    pub signed_by: Option<SignedBy>,
+    pub organizations: Option<BTreeSet<String>>,
+    pub users: Option<BTreeSet<String>>,
+    pub collaborations: Option<BTreeSet<String>>,
+    pub functions: Option<BTreeSet<String>>,
+}
+
+impl Rule {
+    /// Whether every condition besides the repository is about the requester (organization,
+    /// user, collaboration, function), so the rule can be judged before any evidence exists.
+    pub fn names_and_requester_only(&self) -> bool {
+        self.digests.is_none() && self.signed_by.is_none()
+    }
+}
+
+fn list(f: &mut fmt::Formatter<'_>, key: &str, set: &Option<BTreeSet<String>>) -> fmt::Result {
+    if let Some(set) = set {
+        let items: Vec<&str> = set.iter().map(String::as_str).collect();
+        write!(f, "; {key}: {}", items.join(", "))?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.id, self.repository)?;
+        if let Some(d) = &self.digests {
+            let items: Vec<String> = d.iter().map(Digest::to_string).collect();
+            write!(f, "; digests: {}", items.join(", "))?;
+        }
+        if let Some(s) = &self.signed_by {
+            write!(
+                f,
+                "; signed_by: {} of {} distinct keys ({})",
+                s.threshold,
+                s.keys.len(),
+                s.files.join(", ")
+            )?;
+        }
+        list(f, "organizations", &self.organizations)?;
+        list(f, "users", &self.users)?;
+        list(f, "collaborations", &self.collaborations)?;
+        list(f, "functions", &self.functions)
+    }
+}
+
+/// Finds the rules of one kind that name a repository: exact rules through a hash map, regex
+/// rules through one anchored [`RegexSet`] pass.
+#[derive(Debug, Clone)]
+pub(crate) struct Index {
+    exact: HashMap<String, Vec<usize>>,
+    regex: RegexSet,
+    /// Position in the regex set -> rule index.
+    regex_rules: Vec<usize>,
+}
+
+impl Index {
+    pub(crate) fn new(
+        exact: HashMap<String, Vec<usize>>,
+        regex: RegexSet,
+        regex_rules: Vec<usize>,
+    ) -> Self {
+        Index {
+            exact,
+            regex,
+            regex_rules,
+        }
+    }
+
+    /// Indices of the rules that name `repository`, ascending (file order).
+    pub(crate) fn candidates(&self, repository: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = self.exact.get(repository).cloned().unwrap_or_default();
+        if !self.regex_rules.is_empty() {
+            out.extend(
+                self.regex
+                    .matches(repository)
+                    .into_iter()
+                    .filter_map(|i| self.regex_rules.get(i).copied()),
+            );
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// A loaded, validated policy. Build it with [`Policy::load`] or [`Policy::from_toml_str`].
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub(crate) origin: String,
+    pub(crate) allow: Vec<Rule>,
+    pub(crate) deny: Vec<Rule>,
+    pub(crate) allow_index: Index,
+    pub(crate) deny_index: Index,
+}
+
+impl Policy {
+    /// Where the policy came from (its file name), as errors and summaries name it.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The `[[allow]]` rules in file order.
+    pub fn allow_rules(&self) -> &[Rule] {
+        &self.allow
+    }
+
+    /// The `[[deny]]` rules in file order.
+    pub fn deny_rules(&self) -> &[Rule] {
+        &self.deny
+    }
+
+    /// Whether the policy has no rules at all (and so denies everything).
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+
+    /// The rule with this id, if the policy has it.
+    pub fn rule(&self, id: RuleId) -> Option<&Rule> {
+        let rules = match id.kind {
+            RuleKind::Allow => &self.allow,
+            RuleKind::Deny => &self.deny,
+        };
+        rules.get(id.number.checked_sub(1)?)
+    }
+
+    /// The rules of `kind` that name `repository` (exactly or by regex), in file order.
+    pub fn rules_naming(&self, kind: RuleKind, repository: &Repository) -> Vec<&Rule> {
+        let (rules, index) = match kind {
+            RuleKind::Allow => (&self.allow, &self.allow_index),
+            RuleKind::Deny => (&self.deny, &self.deny_index),
+        };
+        index
+            .candidates(&repository.to_string())
+            .into_iter()
+            .filter_map(|i| rules.get(i))
+            .collect()
+    }
+}
