@@ -1,0 +1,593 @@
+//! HTTP JSON wire types of the Warden coordination server.
+//!
+//! This is the only crate that defines what travels over HTTP: request and response bodies, the
+//! error body, pagination, and the events a node receives. The server, the node and the CLI all
+//! depend on it, so a change here is a change of the protocol.
+//!
+//! Request bodies refuse unknown fields. Binary payloads (encrypted inputs) travel as standard
+//! base64 in JSON; results travel as raw `application/octet-stream` bodies.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Version prefix of every API path.
+pub const API_PREFIX: &str = "/api";
+
+/// Largest page a list endpoint returns; a larger `limit` is refused.
+pub const MAX_PAGE_LIMIT: u32 = 500;
+/// Page size when `limit` is absent.
+pub const DEFAULT_PAGE_LIMIT: u32 = 50;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// Machine-readable error class; each maps to exactly one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the request body or a parameter is malformed or violates a limit.
+    InvalidRequest,
+    /// 401: no credential, or the credential is unknown, expired or revoked.
+    Unauthenticated,
+    /// 403: the credential is valid but does not allow this action on this resource.
+    Forbidden,
+    /// 404: no such resource (or it is not visible to the caller).
+    NotFound,
+    /// 409: the request conflicts with the current state (duplicate name, illegal transition).
+    Conflict,
+    /// 413: the body exceeds the size limit.
+    PayloadTooLarge,
+    /// 429: too many attempts; the account is temporarily locked.
+    TooManyRequests,
+    /// 500: a server fault; the details are in the server log, not in the body.
+    Internal,
+    /// 503: the server cannot reach its database.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status code for this class.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManyRequests => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+}
+
+/// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// Code, human message and (for invalid requests) the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+                field: None,
+            },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared enums
+// ---------------------------------------------------------------------------------------------
+
+/// A user's role. Root is global; the others are scoped to the user's organization and to the
+/// collaborations that organization is a member of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Root,
+    OrgAdmin,
+    Researcher,
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Root, Role::OrgAdmin, Role::Researcher, Role::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Root => "root",
+            Role::OrgAdmin => "org_admin",
+            Role::Researcher => "researcher",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Returned when a role, state or similar name is not one of the known values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName(pub String);
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown name `{}`", self.0)
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+impl FromStr for Role {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownName(s.to_owned()))
+    }
+}
+
+/// The state of one run (one target organization of a task).
+///
+/// `pending -> admitted -> running -> completed | failed`, and `rejected` when the node's policy
+/// refuses the run (from `pending` or `admitted`). `failed` is reachable from every non-final
+/// state. The final states are `completed`, `failed` and `rejected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Pending,
+    Admitted,
+    Running,
+    Completed,
+    Failed,
+    Rejected,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 6] = [
+        RunState::Pending,
+        RunState::Admitted,
+        RunState::Running,
+        RunState::Completed,
+        RunState::Failed,
+        RunState::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Pending => "pending",
+            RunState::Admitted => "admitted",
+            RunState::Running => "running",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Rejected => "rejected",
+        }
+    }
+
+    /// A final state never changes again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Completed | RunState::Failed | RunState::Rejected
+        )
+    }
+
+    /// Whether the state machine allows `self -> next`.
+    pub fn can_become(self, next: RunState) -> bool {
+        use RunState::*;
+        matches!(
+            (self, next),
+            (Pending, Admitted)
+                | (Pending, Rejected)
+                | (Pending, Failed)
+                | (Admitted, Running)
+                | (Admitted, Rejected)
+                | (Admitted, Failed)
+                | (Running, Completed)
+                | (Running, Failed)
+        )
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunState {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunState::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownName(s.to_owned()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pagination
+// ---------------------------------------------------------------------------------------------
+
+/// One page of a list, newest first. `next` is the opaque cursor for the following page
+/// (pass it as `?after=`); it is absent on the last page. No total count is computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+impl fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshRequest(<redacted>)")
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLoginRequest {
+    pub api_key: String,
+}
+
+impl fmt::Debug for NodeLoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NodeLoginRequest(<redacted>)")
+    }
+}
+
+/// Tokens issued by a login or a refresh. `refresh_token` is absent for node and run tokens.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Lifetime of the access token in seconds.
+    pub expires_in: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who the presented credential belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WhoAmI {
+    User {
+        id: i64,
+        username: String,
+        role: Role,
+        organization_id: Option<i64>,
+    },
+    Node {
+        id: i64,
+        organization_id: i64,
+        collaboration_id: i64,
+    },
+    Run {
+        run_id: i64,
+        task_id: i64,
+        collaboration_id: i64,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Organizations, collaborations, users, nodes
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganization {
+    pub name: String,
+    /// The organization's X25519 public encryption key, standard base64 of 32 bytes.
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organization {
+    pub id: i64,
+    pub name: String,
+    pub public_key: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCollaboration {
+    pub name: String,
+    /// Member organization ids; at least one, no duplicates.
+    pub organizations: Vec<i64>,
+    /// Whether inputs and results must be encrypted (defaults to true).
+    #[serde(default = "default_true")]
+    pub encrypted: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collaboration {
+    pub id: i64,
+    pub name: String,
+    pub encrypted: bool,
+    pub organizations: Vec<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub username: String,
+    pub password: String,
+    pub role: Role,
+    /// Required for every role except root.
+    #[serde(default)]
+    pub organization_id: Option<i64>,
+}
+
+impl fmt::Debug for CreateUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateUser")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("organization_id", &self.organization_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    pub organization_id: Option<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNode {
+    pub organization_id: i64,
+    pub collaboration_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub id: i64,
+    pub organization_id: i64,
+    pub collaboration_id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen_at: Option<OffsetDateTime>,
+}
+
+/// The answer to node creation: the API key is shown exactly once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedNode {
+    pub node: Node,
+    /// `wdn_<node id>_<secret>`; only its hash is stored.
+    pub api_key: String,
+}
+
+impl fmt::Debug for CreatedNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedNode")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks, runs, results
+// ---------------------------------------------------------------------------------------------
+
+/// Input for one target organization: ciphertext sealed for that organization, in base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskInput {
+    pub organization_id: i64,
+    /// Standard base64 of the (encrypted) input bytes.
+    pub input: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    pub collaboration_id: i64,
+    #[serde(default)]
+    pub name: String,
+    /// OCI image reference; validated and normalised by the server.
+    pub image: String,
+    /// One entry per target organization; at least one, no duplicates.
+    pub inputs: Vec<TaskInput>,
+    /// Parent task for a subtask.
+    #[serde(default)]
+    pub parent_task_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Task {
+    pub id: i64,
+    pub collaboration_id: i64,
+    pub name: String,
+    pub image: String,
+    pub organization_id: i64,
+    #[serde(default)]
+    pub creator_user_id: Option<i64>,
+    #[serde(default)]
+    pub creator_run_id: Option<i64>,
+    #[serde(default)]
+    pub parent_task_id: Option<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A task with its runs, as returned by creation and `GET /api/tasks/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDetail {
+    pub task: Task,
+    pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    pub id: i64,
+    pub task_id: i64,
+    pub collaboration_id: i64,
+    pub organization_id: i64,
+    pub state: RunState,
+    /// The node's reason for a rejection or a failure.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The manifest digest the node resolved and admitted.
+    #[serde(default)]
+    pub digest: Option<String>,
+    pub has_result: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub admitted_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub acked_at: Option<OffsetDateTime>,
+}
+
+/// A node reports a state transition of one of its runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRun {
+    pub state: RunState,
+    /// Required for `rejected` and `failed`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Required for `admitted`: the `sha256:<hex>` manifest digest the node admitted.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// What a node receives when it starts a run: the run's own token for the algorithm.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunToken {
+    pub token: String,
+    /// Upper bound in seconds; the token dies earlier when the run reaches a final state.
+    pub expires_in: u64,
+}
+
+impl fmt::Debug for RunToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunToken")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node events
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new run for the node's organization in its collaboration.
+    RunCreated,
+}
+
+/// One event for a node. `id` increases monotonically; a node resumes with `?after=<last id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub id: i64,
+    pub kind: EventKind,
+    pub run_id: i64,
+    pub task_id: i64,
+    pub image: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Health probe answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub status: String,
+    pub database: String,
+}
+
+#[cfg(test)]
+mod tests;
