@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod keys;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "warden",
@@ -25,6 +27,11 @@ enum Command {
         /// Image reference, e.g. `ubuntu:22.04` or `registry.example.org:5000/team/avg@sha256:...`.
         image: String,
     },
+    /// Create signing keys and inspect public keys.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 /// Exit status for bad input (an unreadable policy, a malformed reference, a registry failure).
@@ -33,6 +40,19 @@ const EXIT_BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Keys { command } => match keys::run(command) {
+            Ok(out) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{out:#}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
         Command::Reference { image } => match warden_reference::Reference::parse(&image) {
             Ok(r) => {
                 let out = serde_json::json!({

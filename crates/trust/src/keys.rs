@@ -36,6 +36,8 @@ pub enum KeyError {
     Malformed(String),
     #[error("malformed private key: {0}")]
     MalformedPrivate(String),
+    #[error("unknown key algorithm `{0}`; use ecdsa-p256 or ed25519")]
+    UnknownAlgorithm(String),
     #[error("the operating system's random number generator failed: {0}; check /dev/urandom")]
     Random(String),
 }
@@ -83,10 +85,7 @@ impl FromStr for KeyAlgorithm {
         match s {
             "ecdsa-p256" => Ok(KeyAlgorithm::EcdsaP256),
             "ed25519" => Ok(KeyAlgorithm::Ed25519),
-            other => Err(KeyError::Unsupported(format!(
-                "algorithm `{}`",
-                other.escape_debug()
-            ))),
+            other => Err(KeyError::UnknownAlgorithm(other.escape_debug().to_string())),
         }
     }
 }
