@@ -1,0 +1,587 @@
+//! The hardened run of one algorithm: spec, limits, outcome, and the run itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::engine::{BindMount, ContainerSpec, Engine, EngineError, ImageId};
+use crate::output::{OutputProblem, collect_output, prepare_output_dir};
+use crate::pinned::PinnedImage;
+
+/// Where the input directory appears in the container (read-only).
+pub const INPUT_MOUNT: &str = "/mnt/input";
+/// Where the data directory appears in the container (read-only).
+pub const DATA_MOUNT: &str = "/mnt/data";
+/// Where the output directory appears in the container (writable).
+pub const OUTPUT_MOUNT: &str = "/mnt/output";
+/// Where the proxy socket's directory appears in the container (read-only).
+pub const PROXY_MOUNT: &str = "/mnt/proxy";
+/// The output file's name inside the output directory.
+pub const OUTPUT_FILE: &str = "output";
+/// The proxy socket's name inside the proxy socket directory.
+pub const PROXY_SOCKET: &str = "proxy.sock";
+/// Scratch space: a size-capped tmpfs, the only writable path besides the output directory.
+pub const SCRATCH_MOUNT: &str = "/tmp";
+
+/// Environment variables the runtime sets; a [`RunSpec`] may not set them.
+pub const ENV_INPUT_DIR: &str = "WARDEN_INPUT_DIR";
+pub const ENV_DATA_DIR: &str = "WARDEN_DATA_DIR";
+pub const ENV_OUTPUT: &str = "WARDEN_OUTPUT";
+pub const ENV_PROXY_SOCKET: &str = "WARDEN_PROXY_SOCKET";
+
+/// Label keys put on every container, for reconciliation.
+pub const LABEL_RUN: &str = "org.warden.run";
+pub const LABEL_NODE: &str = "org.warden.node";
+/// The output cap the run was started with, so reconciliation applies the same one.
+pub const LABEL_OUTPUT_CAP: &str = "org.warden.output-max-bytes";
+
+/// Defaults of [`Limits`].
+pub const DEFAULT_MEMORY_BYTES: u64 = 1 << 30;
+pub const DEFAULT_NANO_CPUS: u64 = 1_000_000_000;
+pub const DEFAULT_PIDS: u64 = 128;
+pub const DEFAULT_SCRATCH_BYTES: u64 = 64 << 20;
+pub const DEFAULT_OUTPUT_BYTES: u64 = 64 << 20;
+pub const DEFAULT_LOG_TAIL_BYTES: usize = 16 << 10;
+pub const DEFAULT_LOG_FILE_BYTES: u64 = 1 << 20;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `nobody:nogroup`.
+pub const DEFAULT_UID: u32 = 65534;
+pub const DEFAULT_GID: u32 = 65534;
+
+/// Longest run or node ID (they go into container names and labels).
+pub const ID_MAX_LEN: usize = 64;
+
+/// Resource limits of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory, swap included (swap is not allowed beyond it).
+    pub memory_bytes: u64,
+    /// CPU in billionths of a CPU (1_000_000_000 = one CPU).
+    pub nano_cpus: u64,
+    /// Processes and threads.
+    pub pids: u64,
+    /// Size of the `/tmp` tmpfs.
+    pub scratch_bytes: u64,
+    /// Largest accepted output file; also the per-file write limit (`RLIMIT_FSIZE` = cap + 1).
+    pub output_bytes: u64,
+    /// How much of the end of the log is kept in the report.
+    pub log_tail_bytes: usize,
+    /// Cap on the engine's stored log of the container.
+    pub log_file_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            nano_cpus: DEFAULT_NANO_CPUS,
+            pids: DEFAULT_PIDS,
+            scratch_bytes: DEFAULT_SCRATCH_BYTES,
+            output_bytes: DEFAULT_OUTPUT_BYTES,
+            log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
+            log_file_bytes: DEFAULT_LOG_FILE_BYTES,
+        }
+    }
+}
+
+/// One run of an algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// `[A-Za-z0-9_.-]`, at most [`ID_MAX_LEN`].
+    pub run_id: String,
+    /// `[A-Za-z0-9_.-]`, at most [`ID_MAX_LEN`].
+    pub node_id: String,
+    /// Existing host directory, mounted read-only at [`INPUT_MOUNT`].
+    pub input_dir: PathBuf,
+    /// Existing host directory, mounted read-only at [`DATA_MOUNT`].
+    pub data_dir: Option<PathBuf>,
+    /// Existing host directory, mounted writable at [`OUTPUT_MOUNT`]; the runtime makes it
+    /// writable for the run's user and reads [`OUTPUT_FILE`] from it afterwards.
+    pub output_dir: PathBuf,
+    /// Existing host directory holding the proxy's Unix socket, mounted read-only at
+    /// [`PROXY_MOUNT`].
+    pub proxy_socket_dir: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    /// Arguments replacing the image's `CMD` (the `ENTRYPOINT` stays).
+    pub args: Option<Vec<String>>,
+    /// Never 0.
+    pub uid: u32,
+    /// Never 0.
+    pub gid: u32,
+    pub limits: Limits,
+    /// Wall-clock limit from start to exit.
+    pub timeout: Duration,
+}
+
+impl RunSpec {
+    /// A spec with default limits, user and timeout, no data, no proxy, no extra environment.
+    pub fn new(
+        run_id: impl Into<String>,
+        node_id: impl Into<String>,
+        input_dir: impl Into<PathBuf>,
+        output_dir: impl Into<PathBuf>,
+    ) -> RunSpec {
+        RunSpec {
+            run_id: run_id.into(),
+            node_id: node_id.into(),
+            input_dir: input_dir.into(),
+            data_dir: None,
+            output_dir: output_dir.into(),
+            proxy_socket_dir: None,
+            env: BTreeMap::new(),
+            args: None,
+            uid: DEFAULT_UID,
+            gid: DEFAULT_GID,
+            limits: Limits::default(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureReason {
+    InvalidSpec(String),
+    /// The created container's image is not the pinned image ID.
+    ImageMismatch {
+        expected: String,
+        found: String,
+    },
+    NonZeroExit(i64),
+    OutOfMemory,
+    TimedOut(Duration),
+    OutputTooLarge {
+        cap: u64,
+    },
+    OutputMissing,
+    OutputUnreadable(String),
+    /// Found running by [`crate::reconcile`] after a node restart.
+    NodeRestarted,
+    /// Found created but never started by [`crate::reconcile`].
+    NeverStarted,
+    Engine(String),
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureReason::InvalidSpec(why) => write!(f, "invalid run: {why}"),
+            FailureReason::ImageMismatch { expected, found } => write!(
+                f,
+                "the container was created from image {found}, not the pinned {expected}"
+            ),
+            FailureReason::NonZeroExit(code) => write!(f, "the algorithm exited with code {code}"),
+            FailureReason::OutOfMemory => {
+                write!(f, "the algorithm ran out of memory and was killed")
+            }
+            FailureReason::TimedOut(t) => write!(f, "timed out after {}s", t.as_secs()),
+            FailureReason::OutputTooLarge { cap } => {
+                write!(f, "the output is larger than the cap of {cap} bytes")
+            }
+            FailureReason::OutputMissing => write!(
+                f,
+                "the algorithm wrote no output file ({OUTPUT_MOUNT}/{OUTPUT_FILE})"
+            ),
+            FailureReason::OutputUnreadable(why) => write!(f, "the output is unreadable: {why}"),
+            FailureReason::NodeRestarted => {
+                write!(f, "node restarted while the run was executing")
+            }
+            FailureReason::NeverStarted => write!(f, "node restarted before the run started"),
+            FailureReason::Engine(e) => write!(f, "container engine error: {e}"),
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed { output: Vec<u8> },
+    Failed { reason: FailureReason },
+}
+
+/// A run's outcome with what was observed on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub run_id: String,
+    pub outcome: Outcome,
+    pub exit_code: Option<i64>,
+    /// The end of stdout and stderr, at most `limits.log_tail_bytes`.
+    pub logs: Vec<u8>,
+    /// Whether the container was removed afterwards.
+    pub removed: bool,
+}
+
+impl RunReport {
+    fn failed(run_id: &str, reason: FailureReason) -> RunReport {
+        RunReport {
+            run_id: run_id.to_owned(),
+            outcome: Outcome::Failed { reason },
+            exit_code: None,
+            logs: Vec::new(),
+            removed: true,
+        }
+    }
+
+    /// The failure reason, if the run failed.
+    pub fn reason(&self) -> Option<&FailureReason> {
+        match &self.outcome {
+            Outcome::Failed { reason } => Some(reason),
+            Outcome::Completed { .. } => None,
+        }
+    }
+
+    /// The log tail as text (lossy).
+    pub fn logs_text(&self) -> String {
+        String::from_utf8_lossy(&self.logs).into_owned()
+    }
+}
+
+/// Runs a pinned image hardened (see [`ContainerSpec`]) and always removes the container.
+///
+/// If the future is dropped mid-run the container stays behind, labelled; [`crate::reconcile`]
+/// finds and removes it.
+pub async fn run_pinned<E: Engine + ?Sized>(
+    engine: &E,
+    image: &PinnedImage,
+    spec: &RunSpec,
+) -> RunReport {
+    run_image(engine, image.image_id(), spec).await
+}
+
+/// Runs `image` hardened. Crate-private: callers outside hold a [`PinnedImage`] or a
+/// [`crate::ProbeImage`].
+pub(crate) async fn run_image<E: Engine + ?Sized>(
+    engine: &E,
+    image: &ImageId,
+    spec: &RunSpec,
+) -> RunReport {
+    let started = Instant::now();
+    let container_spec = match validate(spec).and_then(|()| container_spec(image, spec)) {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::warn!(run = %spec.run_id, %why, "run refused");
+            return RunReport::failed(&spec.run_id, FailureReason::InvalidSpec(why));
+        }
+    };
+    if let Err(why) = prepare_output_dir(&spec.output_dir, spec.uid, spec.gid) {
+        return RunReport::failed(&spec.run_id, FailureReason::InvalidSpec(why));
+    }
+    let id = match engine.create_container(&container_spec).await {
+        Ok(id) => id,
+        Err(e) => return RunReport::failed(&spec.run_id, FailureReason::Engine(e.to_string())),
+    };
+    let mut report = run_created(engine, image, spec, &id).await;
+    report.removed = remove(engine, &id).await;
+    if let Outcome::Completed { .. } = report.outcome {
+        // Only a completed run's output is read, and only after the container is gone.
+        report.outcome = match collect_output(&spec.output_dir, spec.limits.output_bytes) {
+            Ok(output) => Outcome::Completed { output },
+            Err(problem) => Outcome::Failed {
+                reason: problem.into(),
+            },
+        };
+    }
+    crate::output::remove_extra_entries(&spec.output_dir);
+    tracing::info!(
+        run = %spec.run_id,
+        image = %image,
+        outcome = %match &report.outcome { Outcome::Completed { .. } => "completed".to_owned(), Outcome::Failed { reason } => reason.to_string() },
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "run finished"
+    );
+    report
+}
+
+/// The part of a run between create and remove.
+async fn run_created<E: Engine + ?Sized>(
+    engine: &E,
+    image: &ImageId,
+    spec: &RunSpec,
+    id: &str,
+) -> RunReport {
+    let fail = |reason| RunReport::failed(&spec.run_id, reason);
+    let engine_fail =
+        |e: EngineError| RunReport::failed(&spec.run_id, FailureReason::Engine(e.to_string()));
+    match engine.inspect_container(id).await {
+        Ok(info) if info.image == image.as_str() => {}
+        Ok(info) => {
+            tracing::error!(run = %spec.run_id, expected = %image, found = %info.image, "container image mismatch");
+            return fail(FailureReason::ImageMismatch {
+                expected: image.to_string(),
+                found: info.image,
+            });
+        }
+        Err(e) => return engine_fail(e),
+    }
+    if let Err(e) = engine.start_container(id).await {
+        return engine_fail(e);
+    }
+    let timed_out = match tokio::time::timeout(spec.timeout, engine.wait_container(id)).await {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => {
+            let _ = engine.kill_container(id).await;
+            return engine_fail(e);
+        }
+        Err(_) => {
+            if let Err(e) = engine.kill_container(id).await {
+                return engine_fail(e);
+            }
+            // Wait for the kill to land so that logs and state are final.
+            let _ = tokio::time::timeout(KILL_GRACE, engine.wait_container(id)).await;
+            true
+        }
+    };
+    finished(engine, spec, id, timed_out).await
+}
+
+/// After a kill, how long to wait for the container to stop.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Reads the state, the logs and judges the outcome of a container that is no longer running
+/// (before its output is read).
+pub(crate) async fn finished<E: Engine + ?Sized>(
+    engine: &E,
+    spec: &RunSpec,
+    id: &str,
+    timed_out: bool,
+) -> RunReport {
+    let info = match engine.inspect_container(id).await {
+        Ok(info) => info,
+        Err(e) => return RunReport::failed(&spec.run_id, FailureReason::Engine(e.to_string())),
+    };
+    let logs = engine
+        .logs_tail(id, spec.limits.log_tail_bytes)
+        .await
+        .unwrap_or_else(|e| format!("(logs unavailable: {e})").into_bytes());
+    let reason = judge(
+        timed_out.then_some(spec.timeout),
+        info.oom_killed,
+        crate::output::output_too_large(&spec.output_dir, spec.limits.output_bytes),
+        info.exit_code,
+    );
+    RunReport {
+        run_id: spec.run_id.clone(),
+        outcome: match reason {
+            Some(reason) => Outcome::Failed { reason },
+            // the output is read after removal
+            None => Outcome::Completed { output: Vec::new() },
+        },
+        exit_code: info.exit_code,
+        logs,
+        removed: false,
+    }
+}
+
+/// The failure, if any, in order of precedence: timeout, out of memory, output too large (the
+/// file-size limit kills a writer with SIGXFSZ, so this goes before the exit code), nonzero exit.
+pub(crate) fn judge(
+    timed_out: Option<Duration>,
+    oom_killed: bool,
+    output_too_large: Option<u64>,
+    exit_code: Option<i64>,
+) -> Option<FailureReason> {
+    if let Some(t) = timed_out {
+        return Some(FailureReason::TimedOut(t));
+    }
+    if oom_killed {
+        return Some(FailureReason::OutOfMemory);
+    }
+    if let Some(cap) = output_too_large {
+        return Some(FailureReason::OutputTooLarge { cap });
+    }
+    match exit_code {
+        Some(0) => None,
+        Some(code) => Some(FailureReason::NonZeroExit(code)),
+        None => Some(FailureReason::Engine(
+            "the engine reported no exit code".into(),
+        )),
+    }
+}
+
+/// Removes the container, retrying once; returns whether it is gone.
+pub(crate) async fn remove<E: Engine + ?Sized>(engine: &E, id: &str) -> bool {
+    for attempt in 0..2 {
+        match engine.remove_container(id).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(container = %id, attempt, error = %e, "removing the container failed")
+            }
+        }
+    }
+    false
+}
+
+impl From<OutputProblem> for FailureReason {
+    fn from(p: OutputProblem) -> Self {
+        match p {
+            OutputProblem::Missing => FailureReason::OutputMissing,
+            OutputProblem::TooLarge { cap } => FailureReason::OutputTooLarge { cap },
+            OutputProblem::Unreadable(why) => FailureReason::OutputUnreadable(why),
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= ID_MAX_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Host paths that must never be mounted: the root and anything that holds the engine's socket.
+const FORBIDDEN_SOURCES: &[&str] = &[
+    "/",
+    "/run",
+    "/var",
+    "/var/run",
+    "/run/docker",
+    "/proc",
+    "/sys",
+    "/dev",
+];
+
+fn check_dir(what: &str, dir: &Path) -> Result<PathBuf, String> {
+    if !dir.is_absolute() {
+        return Err(format!(
+            "the {what} directory {} must be an absolute path",
+            dir.display()
+        ));
+    }
+    let canonical = dir
+        .canonicalize()
+        .map_err(|e| format!("the {what} directory {} is not usable: {e}", dir.display()))?;
+    if !canonical.is_dir() {
+        return Err(format!(
+            "the {what} path {} is not a directory",
+            dir.display()
+        ));
+    }
+    let s = canonical.to_string_lossy();
+    if FORBIDDEN_SOURCES.contains(&s.as_ref())
+        || s.contains("docker.sock")
+        || s.contains(',')
+        || s.contains(':')
+    {
+        return Err(format!(
+            "the {what} directory {} may not be mounted into an algorithm",
+            dir.display()
+        ));
+    }
+    Ok(canonical)
+}
+
+fn validate(spec: &RunSpec) -> Result<(), String> {
+    if !valid_id(&spec.run_id) {
+        return Err(format!(
+            "run id `{}` must be 1 to {ID_MAX_LEN} of [A-Za-z0-9_.-]",
+            spec.run_id
+        ));
+    }
+    if !valid_id(&spec.node_id) {
+        return Err(format!(
+            "node id `{}` must be 1 to {ID_MAX_LEN} of [A-Za-z0-9_.-]",
+            spec.node_id
+        ));
+    }
+    if spec.uid == 0 || spec.gid == 0 {
+        return Err("algorithms never run as root: pick a uid and gid other than 0".into());
+    }
+    for name in spec.env.keys() {
+        let ok = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !name.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(format!(
+                "environment variable name `{name}` must be [A-Za-z_][A-Za-z0-9_]*"
+            ));
+        }
+        if [ENV_INPUT_DIR, ENV_DATA_DIR, ENV_OUTPUT, ENV_PROXY_SOCKET].contains(&name.as_str()) {
+            return Err(format!(
+                "environment variable `{name}` is set by the runtime"
+            ));
+        }
+    }
+    let l = &spec.limits;
+    if l.memory_bytes < (6 << 20)
+        || l.nano_cpus == 0
+        || l.pids == 0
+        || l.scratch_bytes == 0
+        || l.log_file_bytes == 0
+    {
+        return Err(
+            "limits must be positive, and memory at least 6 MiB (the engine's minimum)".into(),
+        );
+    }
+    if spec.timeout.is_zero() {
+        return Err("the timeout must be positive".into());
+    }
+    Ok(())
+}
+
+/// Builds the hardened container spec of a validated run.
+pub(crate) fn container_spec(image: &ImageId, spec: &RunSpec) -> Result<ContainerSpec, String> {
+    let mut mounts = vec![
+        BindMount {
+            source: check_dir("input", &spec.input_dir)?,
+            target: INPUT_MOUNT,
+            read_only: true,
+        },
+        BindMount {
+            source: check_dir("output", &spec.output_dir)?,
+            target: OUTPUT_MOUNT,
+            read_only: false,
+        },
+    ];
+    let mut env = vec![
+        format!("{ENV_INPUT_DIR}={INPUT_MOUNT}"),
+        format!("{ENV_OUTPUT}={OUTPUT_MOUNT}/{OUTPUT_FILE}"),
+    ];
+    if let Some(data) = &spec.data_dir {
+        mounts.push(BindMount {
+            source: check_dir("data", data)?,
+            target: DATA_MOUNT,
+            read_only: true,
+        });
+        env.push(format!("{ENV_DATA_DIR}={DATA_MOUNT}"));
+    }
+    if let Some(proxy) = &spec.proxy_socket_dir {
+        mounts.push(BindMount {
+            source: check_dir("proxy socket", proxy)?,
+            target: PROXY_MOUNT,
+            read_only: true,
+        });
+        env.push(format!("{ENV_PROXY_SOCKET}={PROXY_MOUNT}/{PROXY_SOCKET}"));
+    }
+    env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let labels = BTreeMap::from([
+        (LABEL_RUN.to_owned(), spec.run_id.clone()),
+        (LABEL_NODE.to_owned(), spec.node_id.clone()),
+        (
+            LABEL_OUTPUT_CAP.to_owned(),
+            spec.limits.output_bytes.to_string(),
+        ),
+    ]);
+    Ok(ContainerSpec {
+        name: container_name(&spec.node_id, &spec.run_id),
+        image: image.clone(),
+        user: format!("{}:{}", spec.uid, spec.gid),
+        env,
+        args: spec.args.clone(),
+        labels,
+        mounts,
+        tmpfs_target: SCRATCH_MOUNT,
+        tmpfs_bytes: spec.limits.scratch_bytes,
+        memory_bytes: spec.limits.memory_bytes,
+        nano_cpus: spec.limits.nano_cpus,
+        pids: spec.limits.pids,
+        file_size_bytes: spec.limits.output_bytes.saturating_add(1),
+        log_file_bytes: spec.limits.log_file_bytes,
+    })
+}
+
+/// `warden-<node>-<run>`.
+pub fn container_name(node_id: &str, run_id: &str) -> String {
+    format!("warden-{node_id}-{run_id}")
+}
