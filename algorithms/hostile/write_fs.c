@@ -22,7 +22,7 @@ static int try_write(const char *path, int flags) {
 int main(void) {
     int wrote = 0;
     wrote |= try_write("/pwned", O_WRONLY | O_CREAT | O_TRUNC);
-    wrote |= try_write("/write_fs", O_WRONLY | O_APPEND);
+    wrote |= try_write("/writable", O_WRONLY | O_APPEND);
     wrote |= try_write("/mnt/data/pwned", O_WRONLY | O_CREAT | O_TRUNC);
     wrote |= try_write("/mnt/data/data.csv", O_WRONLY | O_APPEND);
     wrote |= try_write("/mnt/input/pwned", O_WRONLY | O_CREAT | O_TRUNC);
