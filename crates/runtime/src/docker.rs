@@ -200,10 +200,19 @@ impl Engine for DockerEngine {
         };
         let body = bollard::body_full(rootfs_tar.into());
         let mut stream = self.docker.create_image(Some(options), Some(body), None);
+        // The engine's last status message is the new image's ID; reading it (rather than
+        // inspecting the repository name afterwards) is safe against a concurrent import.
+        let mut id = None;
         while let Some(item) = stream.next().await {
-            item.map_err(|e| engine_error(op, "image", repository, e))?;
+            let info = item.map_err(|e| engine_error(op, "image", repository, e))?;
+            if let Some(status) = info.status.filter(|s| s.starts_with("sha256:")) {
+                id = Some(status);
+            }
         }
-        self.inspect_image(repository).await.map(|i| i.id)
+        id.ok_or(EngineError::Incomplete {
+            op,
+            field: "the new image ID",
+        })
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
