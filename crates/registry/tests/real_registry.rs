@@ -1,6 +1,8 @@
 //! Against the real `docker-registry` (CNCF distribution 2.8) with images built FROM scratch and
 //! pushed by the real Docker engine: resolution, cosign signatures, the attacks of issue 3.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Shared test helpers: a small hostile HTTP/1.1 server on loopback, keys, and a client with
 //! short timeouts.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::future::Future;
