@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs and starts what Warden's tests and demo need on a Debian machine with the Docker engine
+# running: Debian's OCI registry (docker-registry), PostgreSQL, gcc, and the Python packages of the
+# independent test peers. Idempotent; safe to run again. Sourced by scripts/test and .ci/run.
+
+warden_need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: installing prerequisites needs root (apt-get); run as root or install: $*" >&2
+        return 1
+    fi
+}
+
+warden_prereqs() {
+    local missing=()
+    command -v docker >/dev/null || { echo "error: the docker CLI is missing; install docker.io and start dockerd" >&2; return 1; }
+    docker version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
+        { echo "error: the Docker engine is not reachable; start dockerd" >&2; return 1; }
+    [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+    command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+    command -v gcc >/dev/null || missing+=(gcc)
+    [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+    if [ ${#missing[@]} -gt 0 ]; then
+        warden_need_root "${missing[*]}" || return 1
+        echo "installing: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    # Debian starts a registry service on :5000 on some setups; the tests start their own.
+    python3 -c 'import cryptography, nacl' 2>/dev/null ||
+        python3 -m pip install -q cryptography pynacl
+}
+
+# Starts the local PostgreSQL cluster and makes sure the `warden` test role exists.
+# Prints the URL the storage tests use.
+warden_postgres() {
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -n | tail -1)
+    [ -n "$version" ] || { echo "error: no PostgreSQL cluster found under /etc/postgresql" >&2; return 1; }
+    pg_ctlcluster "$version" main status >/dev/null 2>&1 || pg_ctlcluster "$version" main start
+    for _ in $(seq 1 50); do
+        su postgres -c "psql -qAtc 'select 1'" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname = 'warden'\"" | grep -q 1 ||
+        su postgres -c "psql -qc \"create role warden login superuser password 'warden'\"" >/dev/null
+    su postgres -c "psql -qAtc \"select 1 from pg_database where datname = 'warden'\"" | grep -q 1 ||
+        su postgres -c "createdb -O warden warden"
+    echo "postgres://warden:warden@127.0.0.1:5432/warden"
+}
