@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod image;
 mod keys;
 
 #[derive(Debug, Parser)]
@@ -27,6 +28,11 @@ enum Command {
         /// Image reference, e.g. `ubuntu:22.04` or `registry.example.org:5000/team/avg@sha256:...`.
         image: String,
     },
+    /// Sign images and verify them against a node policy (cosign-compatible signatures).
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
     /// Create signing keys and inspect public keys.
     Keys {
         #[command(subcommand)]
@@ -40,6 +46,19 @@ const EXIT_BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Image { command } => match image::run(command) {
+            Ok(outcome) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{}", outcome.output);
+                }
+                ExitCode::from(outcome.exit)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
         Command::Keys { command } => match keys::run(command) {
             Ok(out) => {
                 #[allow(clippy::print_stdout)]

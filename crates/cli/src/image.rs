@@ -1,0 +1,421 @@
+//! `warden image sign` and `warden image verify`: image provenance with cosign-compatible
+//! signatures, checked the way a node checks them.
+//!
+//! `verify` walks the node's trust chain in order, failing closed at every step:
+//! 1. parse and normalise the reference;
+//! 2. policy pre-check on names and requester, before any network I/O;
+//! 3. resolve the tag to a manifest digest once (the digest is the sha256 of the raw bytes);
+//! 4. fetch signatures for that digest (and, for an image index, for the chosen platform's
+//!    manifest digest, as cosign accepts either);
+//! 5. verify them against the keys pinned in the policy's `signed_by` rules;
+//! 6. decide with the policy, given the digest and the verified signer key ids.
+//!
+//! Exit status: 0 allowed (or signed), 1 denied, 2 bad input or registry failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use warden_policy::{Decision, KeyLoadError, Policy, Precheck, Request, Requester};
+use warden_reference::Reference;
+use warden_registry::{Client, ClientOptions, DockerConfig, Platform};
+use warden_trust::{KeyId, PublicKey, SignatureCandidate, SigningKey, cosign};
+use zeroize::Zeroizing;
+
+/// The environment variable that holds the private key password.
+const PASSWORD_ENV: &str = "WARDEN_PASSWORD";
+const MAX_POLICY_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_SMALL_FILE: u64 = 64 * 1024;
+
+pub const EXIT_ALLOWED: u8 = 0;
+pub const EXIT_DENIED: u8 = 1;
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Sign the image's manifest digest and push a cosign-compatible signature (legacy
+    /// `sha256-<hex>.sig` tag), appended to the signatures already there.
+    Sign {
+        /// Encrypted private key file (cosign's `ENCRYPTED COSIGN PRIVATE KEY` or Warden's).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// File holding the key's password; without it, WARDEN_PASSWORD is read.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// Image reference, e.g. `registry.example.org/team/avg:1.0`.
+        image: String,
+    },
+    /// Resolve the image, verify its signatures against the policy's pinned keys, and decide.
+    Verify {
+        /// The node policy file.
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        #[arg(long)]
+        organization: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        collaboration: Option<String>,
+        /// The algorithm entry point to be called.
+        #[arg(long)]
+        function: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// Image reference, e.g. `registry.example.org/team/avg:1.0`.
+        image: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// A registry (`host` or `host:port`) that may be reached over plain http; loopback
+    /// registries always may. Repeat for several.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+    /// Platform to pick from an image index, `os/arch[/variant]`.
+    #[arg(long, default_value = "linux/amd64")]
+    platform: String,
+}
+
+/// What to print and the exit status.
+#[derive(Debug)]
+pub struct Outcome {
+    pub output: String,
+    pub exit: u8,
+}
+
+/// Runs a `warden image` subcommand.
+pub fn run(command: ImageCommand) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match command {
+        ImageCommand::Sign {
+            key,
+            password_file,
+            registry,
+            image,
+        } => runtime.block_on(sign(&key, password_file.as_deref(), &registry, &image)),
+        ImageCommand::Verify {
+            policy,
+            organization,
+            user,
+            collaboration,
+            function,
+            json,
+            registry,
+            image,
+        } => {
+            let requester = Requester {
+                organization,
+                user,
+                collaboration,
+                function,
+            };
+            runtime.block_on(verify(&policy, requester, json, &registry, &image))
+        }
+    }
+}
+
+fn client(args: &RegistryArgs) -> anyhow::Result<Client> {
+    let credentials = DockerConfig::load_default()?;
+    let mut parts = args.platform.split('/');
+    let platform = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(os), Some(arch), variant, None) if !os.is_empty() && !arch.is_empty() => Platform {
+            os: os.to_owned(),
+            architecture: arch.to_owned(),
+            variant: variant.map(str::to_owned),
+        },
+        _ => bail!(
+            "--platform `{}` is not `os/arch[/variant]`, e.g. linux/amd64",
+            args.platform
+        ),
+    };
+    Ok(Client::new(ClientOptions {
+        credentials,
+        insecure_registries: args.insecure_registries.clone(),
+        platform,
+        ..ClientOptions::default()
+    })?)
+}
+
+async fn sign(
+    key_path: &Path,
+    password_file: Option<&Path>,
+    registry: &RegistryArgs,
+    image: &str,
+) -> anyhow::Result<Outcome> {
+    let reference = Reference::parse(image)?;
+    let pem = read_small(key_path)?;
+    let pem = std::str::from_utf8(&pem)
+        .with_context(|| format!("{} is not a PEM text file", key_path.display()))?;
+    let password = password(password_file)?;
+    let key = SigningKey::from_encrypted_pem(pem, &password)
+        .with_context(|| format!("cannot open private key {}", key_path.display()))?;
+    let client = client(registry)?;
+    let resolved = client.resolve(&reference).await?;
+    let repository = reference.repository();
+    let signed = cosign::sign(&key, repository, &resolved.digest, None);
+    let pushed = client
+        .push_signature(
+            repository,
+            &resolved.digest,
+            &signed.payload,
+            &signed.signature_b64,
+        )
+        .await?;
+    let out = serde_json::json!({
+        "image": reference.to_string(),
+        "repository": repository.to_string(),
+        "digest": resolved.digest.to_string(),
+        "key_id": key.public_key().id().to_string(),
+        "signature_tag": pushed.tag,
+        "signature_manifest": pushed.manifest_digest.to_string(),
+        "signatures": pushed.layers,
+        "appended": pushed.appended,
+    });
+    Ok(Outcome {
+        output: format!("{out:#}"),
+        exit: EXIT_ALLOWED,
+    })
+}
+
+/// The policy and the keys its `signed_by` rules pin, with the file names that held them.
+struct LoadedPolicy {
+    policy: Policy,
+    keys: Vec<PublicKey>,
+    key_files: BTreeMap<KeyId, Vec<String>>,
+}
+
+/// Loads the policy as `Policy::load` does, keeping the public keys for verification.
+fn load_policy(path: &Path) -> anyhow::Result<LoadedPolicy> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    if meta.len() > MAX_POLICY_BYTES {
+        bail!(
+            "policy {} is larger than {MAX_POLICY_BYTES} bytes; is it the right file?",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read policy {}", path.display()))?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut keys: BTreeMap<KeyId, PublicKey> = BTreeMap::new();
+    let mut key_files: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
+    let policy = Policy::from_toml_str(&text, &path.display().to_string(), |file| {
+        let key_path = base.join(file);
+        let pem = read_small(&key_path).map_err(|e| {
+            KeyLoadError(format!(
+                "cannot read key file {}: {e:#}; the path is relative to the policy file",
+                key_path.display()
+            ))
+        })?;
+        let pem = std::str::from_utf8(&pem)
+            .map_err(|_| KeyLoadError(format!("key file {} is not text", key_path.display())))?;
+        let key = PublicKey::from_pem(pem)
+            .map_err(|e| KeyLoadError(format!("key file {}: {e}", key_path.display())))?;
+        let names = key_files.entry(key.id()).or_default();
+        if !names.iter().any(|n| n == file) {
+            names.push(file.to_owned());
+        }
+        keys.insert(key.id(), key.clone());
+        Ok(key)
+    })?;
+    Ok(LoadedPolicy {
+        policy,
+        keys: keys.into_values().collect(),
+        key_files,
+    })
+}
+
+async fn verify(
+    policy_path: &Path,
+    requester: Requester,
+    json: bool,
+    registry: &RegistryArgs,
+    image: &str,
+) -> anyhow::Result<Outcome> {
+    // 1. Parse and normalise.
+    let reference = Reference::parse(image)?;
+    let loaded = load_policy(policy_path)?;
+    let mut report = Report {
+        image: reference.to_string(),
+        repository: reference.repository().to_string(),
+        ..Report::default()
+    };
+
+    // 2. Pre-check on names and requester, before any network I/O.
+    if let Precheck::Deny { reasons } =
+        warden_policy::precheck(&loaded.policy, &reference, &requester)
+    {
+        report.stage = "precheck";
+        report.decision = Some(Decision::Deny { reasons });
+        return Ok(report.finish(json, &loaded.key_files));
+    }
+    let client = client(registry)?;
+
+    // 3. Resolve once.
+    let resolved = client.resolve(&reference).await?;
+    report.digest = Some(resolved.digest.to_string());
+    report.platform_digest = resolved.platform.as_ref().map(|p| p.digest.to_string());
+
+    // 4 and 5. Fetch and verify, for each digest a signature may cover.
+    let repository = reference.repository();
+    let mut signers = BTreeSet::new();
+    for digest in resolved.signed_digests() {
+        let set = client.fetch_signatures(repository, &digest).await?;
+        let candidates: Vec<SignatureCandidate> = set
+            .candidates
+            .iter()
+            .map(|c| SignatureCandidate {
+                payload: c.payload.clone(),
+                signature_b64: c.signature_b64.clone(),
+                origin: c.origin.clone(),
+            })
+            .collect();
+        let v = cosign::verify(&candidates, &loaded.keys, repository, &digest);
+        signers.extend(v.verified.iter().copied());
+        report
+            .rejected
+            .extend(v.rejected.iter().map(|r| format!("{digest}: {r}")));
+        report.rejected.extend(
+            set.skipped
+                .iter()
+                .map(|s| format!("{digest}: {}: {}", s.origin, s.reason)),
+        );
+        report.candidates += set.candidates.len();
+    }
+    report.signers = signers.iter().copied().collect();
+
+    // 6. Decide.
+    let decision = warden_policy::decide(
+        &loaded.policy,
+        &Request {
+            reference: &reference,
+            digest: Some(&resolved.digest),
+            signers: &signers,
+            requester: &requester,
+        },
+    );
+    report.stage = "decision";
+    report.decision = Some(decision);
+    Ok(report.finish(json, &loaded.key_files))
+}
+
+#[derive(Default)]
+struct Report {
+    image: String,
+    repository: String,
+    digest: Option<String>,
+    platform_digest: Option<String>,
+    candidates: usize,
+    signers: Vec<KeyId>,
+    rejected: Vec<String>,
+    stage: &'static str,
+    decision: Option<Decision>,
+}
+
+impl Report {
+    fn finish(self, json: bool, key_files: &BTreeMap<KeyId, Vec<String>>) -> Outcome {
+        let allowed = self.decision.as_ref().is_some_and(Decision::is_permit);
+        let exit = if allowed { EXIT_ALLOWED } else { EXIT_DENIED };
+        let rule = self.decision.as_ref().and_then(Decision::rule);
+        let reasons: Vec<String> = self
+            .decision
+            .as_ref()
+            .map(|d| d.reasons().iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let signer_files = |k: &KeyId| key_files.get(k).cloned().unwrap_or_default();
+        if json {
+            let out = serde_json::json!({
+                "image": self.image,
+                "repository": self.repository,
+                "digest": self.digest,
+                "platform_digest": self.platform_digest,
+                "signers": self.signers.iter().map(|k| serde_json::json!({
+                    "key_id": k.to_string(),
+                    "files": signer_files(k),
+                })).collect::<Vec<_>>(),
+                "candidates": self.candidates,
+                "rejected": self.rejected,
+                "stage": self.stage,
+                "decision": if allowed { "allow" } else { "deny" },
+                "rule": rule.map(|r| r.name()),
+                "rule_line": rule.map(|r| r.line),
+                "reasons": reasons,
+            });
+            return Outcome {
+                output: format!("{out:#}"),
+                exit,
+            };
+        }
+        let mut out = format!("image:      {}\n", self.image);
+        match &self.digest {
+            Some(d) => out.push_str(&format!("digest:     {d}\n")),
+            None => out.push_str("digest:     (not resolved: denied before any registry access)\n"),
+        }
+        if let Some(p) = &self.platform_digest {
+            out.push_str(&format!("platform:   {p}\n"));
+        }
+        if self.signers.is_empty() {
+            out.push_str("signers:    none verified\n");
+        }
+        for k in &self.signers {
+            out.push_str(&format!(
+                "signer:     {k} ({})\n",
+                signer_files(k).join(", ")
+            ));
+        }
+        for r in &self.rejected {
+            out.push_str(&format!("not counted: {r}\n"));
+        }
+        match &self.decision {
+            Some(d) => out.push_str(&format!("decision:   {d}")),
+            None => out.push_str("decision:   denied"),
+        }
+        Outcome { output: out, exit }
+    }
+}
+
+fn password(password_file: Option<&Path>) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut password = match password_file {
+        Some(path) => read_small(path)?,
+        None => match std::env::var_os(PASSWORD_ENV) {
+            Some(v) => Zeroizing::new(v.into_encoded_bytes()),
+            None => bail!("no password given; set {PASSWORD_ENV} or pass --password-file FILE"),
+        },
+    };
+    if password_file.is_some() {
+        if password.ends_with(b"\r\n") {
+            let n = password.len() - 2;
+            password.truncate(n);
+        } else if password.ends_with(b"\n") {
+            let n = password.len() - 1;
+            password.truncate(n);
+        }
+    }
+    if password.is_empty() {
+        bail!("refusing an empty password; give the key's password");
+    }
+    Ok(password)
+}
+
+fn read_small(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() > MAX_SMALL_FILE {
+        bail!(
+            "{} is {} bytes, more than the {MAX_SMALL_FILE} expected; is it the right file?",
+            path.display(),
+            meta.len()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Zeroizing::new(bytes))
+}
