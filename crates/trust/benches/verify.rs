@@ -22,6 +22,14 @@ fn bench(c: &mut Criterion) {
             origin: "bench".into(),
         }];
         let pinned = [key.public_key()];
+        let signature = key.sign(&candidates[0].payload);
+        c.bench_function(&format!("{alg} signature check alone"), |b| {
+            b.iter(|| {
+                pinned[0]
+                    .verify(std::hint::black_box(&candidates[0].payload), &signature)
+                    .unwrap()
+            })
+        });
         c.bench_function(&format!("verify one {alg} cosign signature"), |b| {
             b.iter(|| {
                 let v = cosign::verify(
@@ -37,5 +45,13 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+fn parse(c: &mut Criterion) {
+    let repository = Repository::parse("registry.example.org:5000/team/average").unwrap();
+    let payload = cosign::payload_for(&repository, &Digest::sha256_of(b"manifest"), None);
+    c.bench_function("payload parse and checks alone", |b| {
+        b.iter(|| cosign::parse_payload(std::hint::black_box(&payload)).unwrap())
+    });
+}
+
+criterion_group!(benches, bench, parse);
 criterion_main!(benches);
