@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod image;
 mod keys;
+mod policy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +39,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Dry-run a node policy against an image, and lint policy files.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
 }
 
 /// Exit status for bad input (an unreadable policy, a malformed reference, a registry failure).
@@ -47,6 +53,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Image { command } => match image::run(command) {
+            Ok(outcome) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{}", outcome.output);
+                }
+                ExitCode::from(outcome.exit)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
+        Command::Policy { command } => match policy::run(command) {
             Ok(outcome) => {
                 #[allow(clippy::print_stdout)]
                 {

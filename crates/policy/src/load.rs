@@ -6,7 +6,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use regex::RegexSetBuilder;
-use regex_syntax::hir::Look;
 use serde::Deserialize;
 use toml::Spanned;
 use warden_reference::{Digest, Repository};
@@ -291,8 +290,10 @@ pub(crate) fn anchored(source: &str) -> String {
     format!(r"\A(?:{source})\z")
 }
 
-/// Checks a rule regex on its own, then proves that its anchored form matches whole strings only.
-fn check_regex(source: &str) -> Result<String, String> {
+/// Checks a rule regex on its own, then proves that its anchored form is `\A`, one group that
+/// spans exactly the rule's regex, and `\z`: so every match is the whole repository.
+fn check_regex(source: &str) -> Result<(), String> {
+    use regex_syntax::ast::{AssertionKind, Ast, GroupKind};
     if source.is_empty() {
         return Err("the regex is empty; write the repository pattern, e.g. 'registry\\.example\\.org/team/.+'".into());
     }
@@ -300,19 +301,33 @@ fn check_regex(source: &str) -> Result<String, String> {
         .parse(source)
         .map_err(|e| format!("invalid regex: {}", e.to_string().replace('\n', " ")))?;
     let wrapped = anchored(source);
-    let hir = regex_syntax::Parser::new().parse(&wrapped).map_err(|e| {
-        format!(
-            "the regex cannot be anchored: {}",
-            e.to_string().replace('\n', " ")
-        )
-    })?;
-    let props = hir.properties();
-    if !props.look_set_prefix().contains(Look::Start)
-        || !props.look_set_suffix().contains(Look::End)
-    {
-        return Err("the regex cannot be anchored to the whole repository; remove inline flags such as (?x) comments".into());
+    let cannot =
+        "the regex cannot be anchored to the whole repository; remove inline `(?x)` comments";
+    let ast = regex_syntax::ast::parse::Parser::new()
+        .parse(&wrapped)
+        .map_err(|_| cannot.to_owned())?;
+    let Ast::Concat(concat) = &ast else {
+        return Err(cannot.into());
+    };
+    let anchored_whole = match concat.asts.as_slice() {
+        [
+            Ast::Assertion(start),
+            Ast::Group(group),
+            Ast::Assertion(end),
+        ] => {
+            start.kind == AssertionKind::StartText
+                && end.kind == AssertionKind::EndText
+                && matches!(&group.kind, GroupKind::NonCapturing(flags) if flags.items.is_empty())
+                && group.span.start.offset == 2
+                && group.span.end.offset == wrapped.len() - 2
+        }
+        _ => false,
+    };
+    if anchored_whole {
+        Ok(())
+    } else {
+        Err(cannot.into())
     }
-    Ok(wrapped)
 }
 
 fn build_index(loc: &Locator<'_>, kind: RuleKind, rules: &[Rule]) -> Result<Index, PolicyError> {

@@ -1,0 +1,482 @@
+//! `warden policy check` and `warden policy lint`, run as the built binary against policy files
+//! in a temporary directory.
+
+// Helpers outside `#[test]` functions are test code too.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Command;
+
+const ALICE_PUB: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAD8mpsGrRQPD8srSnS027ThaZ07oRBWRRNkrClM/ax6s=
+-----END PUBLIC KEY-----
+";
+const BOB_PUB: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAyAwaAiapDQ5TWGGfd2Q3+u+9ua88tArvsClcEkQh+k4=
+-----END PUBLIC KEY-----
+";
+const CAROL_PUB: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEoXaYL3Xy/ucNK82Db0j/0XkD9/0S
+WTNmsKTArhtRvTaMEgBJj5JMvxySHYvd0/1RNSkwMScAzFmpRS0XJZMLfw==
+-----END PUBLIC KEY-----
+";
+const GOOD: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const BAD: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+const POLICY: &str = r#"version = 1
+
+[[allow]]
+repository = "registry.example.org/team/average"
+organizations = ["hospital-a"]
+functions = ["partial_mean", "central_mean"]
+
+[[allow]]
+repository_regex = 'registry\.example\.org/trusted/.+'
+digests = ["sha256:1111111111111111111111111111111111111111111111111111111111111111"]
+signed_by = { keys = ["keys/alice.pub", "keys/bob.pub", "keys/alice-again.pub"], threshold = 2 }
+
+[[allow]]
+repository = "ubuntu"
+
+[[deny]]
+repository_regex = '.+/experimental/.+'
+"#;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn warden(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the warden binary runs");
+    Run {
+        code: out.status.code().expect("warden exited, not killed"),
+        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+    }
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The policy and its keys live in their own folder: key paths are relative to the policy.
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("keys")).expect("mkdir");
+    std::fs::write(etc.join("policy.toml"), POLICY).expect("write policy");
+    std::fs::write(etc.join("keys/alice.pub"), ALICE_PUB).expect("write key");
+    std::fs::write(etc.join("keys/alice-again.pub"), ALICE_PUB).expect("write key");
+    std::fs::write(etc.join("keys/bob.pub"), BOB_PUB).expect("write key");
+    std::fs::write(dir.path().join("alice.pub"), ALICE_PUB).expect("write key");
+    std::fs::write(dir.path().join("bob.pub"), BOB_PUB).expect("write key");
+    std::fs::write(dir.path().join("carol.pub"), CAROL_PUB).expect("write key");
+    dir
+}
+
+/// Runs `warden policy check --json` with `args` before the image; returns exit code and JSON.
+fn check_json(dir: &Path, args: &[&str], image: &str) -> (i32, serde_json::Value) {
+    let mut all = vec!["policy", "check", "--policy", "etc/policy.toml", "--json"];
+    all.extend_from_slice(args);
+    all.push(image);
+    let run = warden(dir, &all);
+    let json = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} {image}: stdout is not one JSON object ({e}): {:?} stderr {:?}",
+            run.stdout, run.stderr
+        )
+    });
+    (run.code, json)
+}
+
+#[track_caller]
+fn check(dir: &Path, args: &[&str], image: &str, expect_rule: Option<&str>, reason: &str) {
+    let (code, json) = check_json(dir, args, image);
+    let reasons: Vec<String> = json["reasons"]
+        .as_array()
+        .expect("reasons is an array")
+        .iter()
+        .map(|r| r.as_str().expect("reason is a string").to_owned())
+        .collect();
+    match expect_rule {
+        Some(rule) if rule.starts_with("allow") => {
+            assert_eq!(
+                (code, json["decision"].as_str()),
+                (0, Some("allow")),
+                "{image} {args:?}: {json}"
+            );
+            assert_eq!(json["rule"], rule, "{json}");
+            assert!(reasons.is_empty(), "{json}");
+        }
+        _ => {
+            assert_eq!(
+                (code, json["decision"].as_str()),
+                (1, Some("deny")),
+                "{image} {args:?}: {json}"
+            );
+            match expect_rule {
+                Some(rule) => assert_eq!(json["rule"], rule, "{json}"),
+                None => assert!(json["rule"].is_null(), "{json}"),
+            }
+            assert!(!reasons.is_empty(), "{json}");
+            assert!(
+                reasons.join("\n").contains(reason),
+                "{image} {args:?}: {reasons:?} lacks {reason:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_decides_and_exits_0_or_1() {
+    let dir = setup();
+    let d = dir.path();
+    let requester = ["--organization", "hospital-a", "--function", "partial_mean"];
+    check(
+        d,
+        &requester,
+        "registry.example.org/team/average:1.0",
+        Some("allow[1]"),
+        "",
+    );
+    check(
+        d,
+        &["--organization", "hospital-b", "--function", "partial_mean"],
+        "registry.example.org/team/average",
+        None,
+        "organization `hospital-b` is not listed",
+    );
+    check(
+        d,
+        &["--organization", "hospital-a"],
+        "registry.example.org/team/average",
+        None,
+        "names no function",
+    );
+    check(
+        d,
+        &requester,
+        "registry.example.org/team/average-evil",
+        None,
+        "no allow rule names repository registry.example.org/team/average-evil",
+    );
+    check(
+        d,
+        &requester,
+        "evil.org/registry.example.org/team/average",
+        None,
+        "no allow rule",
+    );
+    check(d, &[], "docker.io/library/ubuntu", Some("allow[3]"), "");
+    check(d, &[], "index.docker.io/ubuntu:22.04", Some("allow[3]"), "");
+    check(
+        d,
+        &[],
+        "evil/ubuntu",
+        None,
+        "no allow rule names repository docker.io/evil/ubuntu",
+    );
+    // Digests and signers.
+    let trusted = "registry.example.org/trusted/tool";
+    check(
+        d,
+        &["--signer", "alice.pub", "--signer", "bob.pub"],
+        trusted,
+        None,
+        "the manifest digest is not known",
+    );
+    check(
+        d,
+        &[
+            "--digest",
+            GOOD,
+            "--signer",
+            "alice.pub",
+            "--signer",
+            "bob.pub",
+        ],
+        trusted,
+        Some("allow[2]"),
+        "",
+    );
+    check(
+        d,
+        &["--signer", "alice.pub", "--signer", "bob.pub"],
+        &format!("{trusted}:v1@{GOOD}"),
+        Some("allow[2]"),
+        "",
+    );
+    check(
+        d,
+        &[
+            "--digest",
+            GOOD,
+            "--signer",
+            "alice.pub",
+            "--signer",
+            "etc/keys/alice-again.pub",
+        ],
+        trusted,
+        None,
+        "1 of the rule's keys signed",
+    );
+    check(
+        d,
+        &[
+            "--digest",
+            GOOD,
+            "--signer",
+            "alice.pub",
+            "--signer",
+            "carol.pub",
+        ],
+        trusted,
+        None,
+        "1 of the rule's keys signed",
+    );
+    check(
+        d,
+        &[
+            "--digest",
+            BAD,
+            "--signer",
+            "alice.pub",
+            "--signer",
+            "bob.pub",
+        ],
+        trusted,
+        None,
+        "is not among the rule's digests",
+    );
+    check(
+        d,
+        &[
+            "--digest",
+            BAD,
+            "--signer",
+            "alice.pub",
+            "--signer",
+            "bob.pub",
+        ],
+        &format!("{trusted}@{GOOD}"),
+        None,
+        "conflicting digests are refused",
+    );
+    // Deny rules win and are named.
+    check(
+        d,
+        &[
+            "--digest",
+            GOOD,
+            "--signer",
+            "alice.pub",
+            "--signer",
+            "bob.pub",
+        ],
+        "registry.example.org/trusted/experimental/x",
+        Some("deny[1]"),
+        "denied by deny[1] (line 16)",
+    );
+
+    let (_, json) = check_json(d, &requester, "registry.example.org/team/average");
+    assert_eq!(json["line"], 3);
+    assert_eq!(json["repository"], "registry.example.org/team/average");
+    assert_eq!(
+        json["reference"],
+        "registry.example.org/team/average:latest"
+    );
+}
+
+#[test]
+fn check_prints_an_explanation_without_json() {
+    let dir = setup();
+    let run = warden(
+        dir.path(),
+        &[
+            "policy",
+            "check",
+            "--policy",
+            "etc/policy.toml",
+            "--organization",
+            "hospital-b",
+            "registry.example.org/team/average",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("denied"), "{}", run.stdout);
+    assert!(run.stdout.contains("allow[1] (line 3) names this repository but organization `hospital-b` is not listed; the request names no function"), "{}", run.stdout);
+    let run = warden(
+        dir.path(),
+        &["policy", "check", "--policy", "etc/policy.toml", "ubuntu"],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("docker.io/library/ubuntu:latest (repository docker.io/library/ubuntu) under etc/policy.toml: allowed by allow[3] (line 13)"), "{}", run.stdout);
+}
+
+#[track_caller]
+fn bad_input(dir: &Path, args: &[&str], stderr: &str) {
+    let run = warden(dir, args);
+    assert_eq!(
+        run.code, 2,
+        "{args:?}: stdout {:?} stderr {:?}",
+        run.stdout, run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{args:?}: {:?}", run.stdout);
+    assert!(
+        run.stderr.contains(stderr),
+        "{args:?}: {:?} lacks {stderr:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_the_error_on_stderr() {
+    let dir = setup();
+    let d = dir.path();
+    let check = ["policy", "check", "--policy", "etc/policy.toml"];
+    let with = |extra: &[&'static str]| [check.as_slice(), extra].concat();
+    bad_input(
+        d,
+        &with(&["registry.example.org/team/../x"]),
+        "invalid image reference",
+    );
+    bad_input(
+        d,
+        &with(&["registry.example.org/team/av\u{435}rage"]),
+        "non-ASCII",
+    );
+    bad_input(
+        d,
+        &with(&["registry.example.org/team/average\nevil.org/x"]),
+        "whitespace or control character",
+    );
+    bad_input(
+        d,
+        &with(&["--digest", "sha256:abc", "ubuntu"]),
+        "--digest takes",
+    );
+    bad_input(
+        d,
+        &with(&["--signer", "missing.pub", "ubuntu"]),
+        "cannot read signer key file missing.pub",
+    );
+    bad_input(
+        d,
+        &with(&["--signer", "etc/policy.toml", "ubuntu"]),
+        "is not a usable public key",
+    );
+    bad_input(
+        d,
+        &["policy", "check", "--policy", "etc/absent.toml", "ubuntu"],
+        "cannot read policy file etc/absent.toml",
+    );
+
+    std::fs::write(
+        d.join("etc/bad.toml"),
+        POLICY.replace("threshold = 2", "threshold = 3"),
+    )
+    .expect("write");
+    bad_input(
+        d,
+        &["policy", "check", "--policy", "etc/bad.toml", "ubuntu"],
+        "etc/bad.toml:11:",
+    );
+    bad_input(
+        d,
+        &["policy", "check", "--policy", "etc/bad.toml", "ubuntu"],
+        "`allow[2].signed_by.threshold`: threshold 3 is above the 2 distinct keys listed (files holding the same key count once: keys/alice.pub = keys/alice-again.pub)",
+    );
+    std::fs::write(
+        d.join("etc/bad.toml"),
+        POLICY.replace("functions =", "function ="),
+    )
+    .expect("write");
+    bad_input(
+        d,
+        &["policy", "check", "--policy", "etc/bad.toml", "ubuntu"],
+        "etc/bad.toml:6:1: `allow[1].function`: unknown field `function`",
+    );
+}
+
+#[test]
+fn lint_validates_and_summarises() {
+    let dir = setup();
+    let d = dir.path();
+    let run = warden(d, &["policy", "lint", "etc/policy.toml"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "etc/policy.toml: valid, version 1, 3 allow rules, 1 deny rule"
+    );
+    assert_eq!(
+        lines[1].trim(),
+        "deny[1] (line 16): repository_regex '.+/experimental/.+'"
+    );
+    assert_eq!(
+        lines[2].trim(),
+        "allow[1] (line 3): repository registry.example.org/team/average; organizations: hospital-a; functions: central_mean, partial_mean"
+    );
+    assert!(lines[3].contains("allow[2] (line 8)") && lines[3].contains("signed_by: 2 of 2 distinct keys (keys/alice.pub, keys/bob.pub, keys/alice-again.pub)"), "{}", lines[3]);
+    assert_eq!(
+        lines[4].trim(),
+        "allow[3] (line 13): repository docker.io/library/ubuntu"
+    );
+
+    std::fs::write(d.join("empty.toml"), "version = 1\n").expect("write");
+    let run = warden(d, &["policy", "lint", "empty.toml"]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout
+            .contains("no rules: this policy denies everything"),
+        "{}",
+        run.stdout
+    );
+    let (code, json) = {
+        let run = warden(
+            d,
+            &[
+                "policy",
+                "check",
+                "--policy",
+                "empty.toml",
+                "--json",
+                "ubuntu",
+            ],
+        );
+        (
+            run.code,
+            serde_json::from_str::<serde_json::Value>(&run.stdout).expect("json"),
+        )
+    };
+    assert_eq!((code, json["decision"].as_str()), (1, Some("deny")));
+
+    for (text, error) in [
+        (
+            "version = 2\n",
+            "empty.toml:1:11: `version`: unsupported policy version 2",
+        ),
+        (
+            "version = 1\n[[allow]]\nrepository_regex = '(a'\n",
+            "empty.toml:3:20: `allow[1].repository_regex`: invalid regex",
+        ),
+        (
+            "version = 1\n[[allow]]\nrepository = \"a.org/x\"\nrepository_regex = 'a'\n",
+            "`allow[1].repository_regex`: a rule sets exactly one",
+        ),
+        (
+            "version = 1\n[[deny]]\nrepository = \"a.org/x\"\ndigests = []\n",
+            "empty.toml:4:11: `deny[1].digests`: the list is empty",
+        ),
+        (
+            "version = 1\n[[allow]]\nrepository = \"a.org/x\"\nsigned_by = { keys = [\"keys/x.pub\"], threshold = 1 }\n",
+            "`allow[1].signed_by.keys[1]`: cannot read key file",
+        ),
+        ("version = 1\n[[allow]\n", "empty.toml:2:"),
+    ] {
+        std::fs::write(d.join("empty.toml"), text).expect("write");
+        bad_input(d, &["policy", "lint", "empty.toml"], error);
+    }
+}
