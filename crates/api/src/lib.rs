@@ -581,6 +581,63 @@ pub struct Event {
     pub created_at: OffsetDateTime,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Query strings of the list endpoints (all optional; unknown parameters are refused)
+// ---------------------------------------------------------------------------------------------
+
+/// `?after=&limit=` of lists without further filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserQuery {
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+    pub organization_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeQuery {
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+    pub collaboration_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+    pub collaboration_id: Option<i64>,
+    pub parent_task_id: Option<i64>,
+    pub creator_user_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+    pub collaboration_id: Option<i64>,
+    pub organization_id: Option<i64>,
+    pub task_id: Option<i64>,
+    pub state: Option<RunState>,
+}
+
+/// `?after=` of the event poll and WebSocket: the last event id the node has seen (0 = all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+}
+
 /// Health probe answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

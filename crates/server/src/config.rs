@@ -1,0 +1,355 @@
+//! The server's TOML configuration, validated while it is parsed so that every error names the
+//! file, the line and the key.
+//!
+//! ```toml
+//! [http]
+//! listen = "127.0.0.1:7600"
+//! [database]
+//! url = "sqlite:///var/lib/warden/server.db"   # or postgres://user@host/db
+//! [bootstrap]
+//! admin_password_file = "admin.pw"
+//! ```
+//!
+//! Relative paths (the SQLite file, the password file) are relative to the config file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+/// Upper bound of any configured lifetime: one year.
+const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+/// Upper bound of any configured size: 1 GiB.
+const MAX_SIZE_BYTES: u64 = 1 << 30;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub bootstrap: BootstrapConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Directory of the config file; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created when missing) or `postgres://USER@HOST/DB`.
+    #[serde(deserialize_with = "database_url")]
+    pub url: String,
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "max_connections"
+    )]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapConfig {
+    /// File holding the password of the `admin` user created on first start. Read when it
+    /// exists; otherwise a random password is generated and written there (mode 0600). Without
+    /// this key the generated password is printed once on standard output.
+    #[serde(default)]
+    pub admin_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "d_access", deserialize_with = "ttl")]
+    pub access_token_ttl_secs: u64,
+    #[serde(default = "d_refresh", deserialize_with = "ttl")]
+    pub refresh_token_ttl_secs: u64,
+    #[serde(default = "d_node", deserialize_with = "ttl")]
+    pub node_token_ttl_secs: u64,
+    #[serde(default = "d_run", deserialize_with = "ttl")]
+    pub run_token_ttl_secs: u64,
+    /// Failed logins in a row after which the account is locked.
+    #[serde(default = "d_threshold", deserialize_with = "threshold")]
+    pub lockout_threshold: u32,
+    #[serde(default = "d_lockout", deserialize_with = "ttl")]
+    pub lockout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest JSON request body.
+    #[serde(default = "d_body", deserialize_with = "size")]
+    pub max_body_bytes: u64,
+    /// Largest result upload.
+    #[serde(default = "d_result", deserialize_with = "size")]
+    pub max_result_bytes: u64,
+    /// Most target organizations of one task.
+    #[serde(default = "d_targets", deserialize_with = "targets")]
+    pub max_targets: u32,
+}
+
+fn default_max_connections() -> u32 {
+    16
+}
+fn d_access() -> u64 {
+    15 * 60
+}
+fn d_refresh() -> u64 {
+    7 * 24 * 3600
+}
+fn d_node() -> u64 {
+    3600
+}
+fn d_run() -> u64 {
+    24 * 3600
+}
+fn d_threshold() -> u32 {
+    5
+}
+fn d_lockout() -> u64 {
+    15 * 60
+}
+fn d_body() -> u64 {
+    16 << 20
+}
+fn d_result() -> u64 {
+    64 << 20
+}
+fn d_targets() -> u32 {
+    1000
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_token_ttl_secs: d_access(),
+            refresh_token_ttl_secs: d_refresh(),
+            node_token_ttl_secs: d_node(),
+            run_token_ttl_secs: d_run(),
+            lockout_threshold: d_threshold(),
+            lockout_secs: d_lockout(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: d_body(),
+            max_result_bytes: d_result(),
+            max_targets: d_targets(),
+        }
+    }
+}
+
+fn in_range<'de, D, T>(d: D, lo: T, hi: T, what: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + PartialOrd + fmt::Display + Copy,
+{
+    let v = T::deserialize(d)?;
+    if v < lo || v > hi {
+        return Err(serde::de::Error::custom(format!(
+            "{what} must be between {lo} and {hi}, got {v}"
+        )));
+    }
+    Ok(v)
+}
+
+fn ttl<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, MAX_TTL_SECS, "a duration in seconds")
+}
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1024, MAX_SIZE_BYTES, "a size in bytes")
+}
+fn threshold<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 1000, "the lockout threshold")
+}
+fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 100_000, "the target count")
+}
+fn max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 1000, "the connection count")
+}
+
+fn database_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    let ok = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| url.starts_with(p) && url.len() > p.len());
+    if !ok {
+        return Err(serde::de::Error::custom(
+            "the database url must start with sqlite:// (a file path) or postgres://",
+        ));
+    }
+    Ok(url)
+}
+
+/// A configuration error with its location.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        config.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(config)
+    }
+
+    /// Parse configuration text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let located = |key: String, message: String, span: Option<std::ops::Range<usize>>| {
+            let offset = span.map(|s| s.start).unwrap_or(0).min(text.len());
+            let before = &text[..offset];
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .map(|l| l.chars().count())
+                .unwrap_or(0)
+                + 1;
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message,
+            }
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| located(String::new(), e.message().to_owned(), e.span()))?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            located(
+                if key == "." { String::new() } else { key },
+                inner.message().to_owned(),
+                inner.span(),
+            )
+        })?;
+        config.base_dir = PathBuf::from(".");
+        Ok(config)
+    }
+
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[http]
+listen = "127.0.0.1:7600"
+[database]
+url = "sqlite:///var/lib/warden/server.db"   # or postgres://user@host/db
+[bootstrap]
+admin_password_file = "admin.pw"             # the administrator's user name is "admin"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("server.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_minimal_configuration_loads_with_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("server.toml")).unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:7600".parse().unwrap());
+        assert_eq!(c.database.url, "sqlite:///var/lib/warden/server.db");
+        assert_eq!(
+            c.bootstrap.admin_password_file,
+            Some(PathBuf::from("admin.pw"))
+        );
+        assert_eq!(c.auth, AuthConfig::default());
+        assert_eq!(c.limits, LimitsConfig::default());
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(
+            c.resolve(Path::new("admin.pw")),
+            dir.path().join("admin.pw")
+        );
+        assert_eq!(c.resolve(Path::new("/x/y")), PathBuf::from("/x/y"));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = err(
+            "[http]\nlisten = \"127.0.0.1:7600\"\nport = 3\n[database]\nurl = \"sqlite://a.db\"\n",
+        );
+        assert!(e.starts_with("server.toml:3:1: key `http.port`"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+
+        let e = err("[http]\nlisten = \"nowhere\"\n[database]\nurl = \"sqlite://a.db\"\n");
+        assert!(e.starts_with("server.toml:2:10: key `http.listen`"), "{e}");
+
+        let e = err("[http]\nlisten = \"127.0.0.1:1\"\n[database]\nurl = \"mysql://x\"\n");
+        assert!(e.starts_with("server.toml:4:7: key `database.url`"), "{e}");
+        assert!(e.contains("sqlite://"), "{e}");
+
+        let e = err(
+            "[http]\nlisten = \"127.0.0.1:1\"\n[database]\nurl = \"sqlite://a\"\n[auth]\nlockout_threshold = 0\n",
+        );
+        assert!(
+            e.starts_with("server.toml:6:21: key `auth.lockout_threshold`"),
+            "{e}"
+        );
+        assert!(e.contains("between 1 and 1000"), "{e}");
+
+        let e = err("[http]\nlisten = \"127.0.0.1:1\"\n");
+        assert!(e.contains("missing field `database`"), "{e}");
+
+        let e = err("[http\n");
+        assert!(e.starts_with("server.toml:1:"), "{e}");
+    }
+}

@@ -1,0 +1,99 @@
+//! Fan-out of "new events exist" wake-ups to connected nodes.
+//!
+//! The events themselves live in the database with increasing ids; the hub only wakes the
+//! WebSocket sessions, which then read `id > last seen` from the database. A lost or spurious
+//! wake-up is therefore harmless: delivery is at least once and ordered by id.
+//!
+//! SQLite (one process): the service wakes the hub after each commit. PostgreSQL (many
+//! replicas): every replica also LISTENs on [`crate::storage::EVENT_CHANNEL`], which the
+//! inserting transaction NOTIFYs at commit, and forwards it to its own hub.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::broadcast;
+
+use crate::storage::EVENT_CHANNEL;
+
+/// Which nodes a wake-up concerns.
+#[derive(Debug, Clone)]
+pub enum Wake {
+    /// (collaboration, organization) pairs that got new events.
+    Nodes(Arc<[(i64, i64)]>),
+    /// Some node may have new events (another replica wrote them).
+    All,
+}
+
+impl Wake {
+    pub fn concerns(&self, collaboration_id: i64, organization_id: i64) -> bool {
+        match self {
+            Wake::All => true,
+            Wake::Nodes(v) => v.contains(&(collaboration_id, organization_id)),
+        }
+    }
+}
+
+/// Capacity of the wake-up channel; a session that lags simply re-reads from the database.
+const HUB_CAPACITY: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    tx: broadcast::Sender<Wake>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        let (tx, _) = broadcast::channel(HUB_CAPACITY);
+        EventHub { tx }
+    }
+}
+
+impl EventHub {
+    pub fn wake(&self, w: Wake) {
+        // No receiver is not an error: no node is connected.
+        let _ = self.tx.send(w);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Wake> {
+        self.tx.subscribe()
+    }
+
+    /// Forward PostgreSQL notifications to this hub until the pool closes. Reconnects after
+    /// an error and wakes everyone, since notifications may have been missed meanwhile.
+    pub fn spawn_pg_listener(&self, pool: PgPool) -> tokio::task::JoinHandle<()> {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if pool.is_closed() {
+                    return;
+                }
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut l) => {
+                        if let Err(e) = l.listen(EVENT_CHANNEL).await {
+                            tracing::warn!(error = %e, "cannot LISTEN for events; retrying");
+                        } else {
+                            hub.wake(Wake::All);
+                            loop {
+                                match l.recv().await {
+                                    Ok(_) => hub.wake(Wake::All),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "event listener lost; reconnecting");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if pool.is_closed() {
+                            return;
+                        }
+                        tracing::warn!(error = %e, "cannot connect the event listener; retrying");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+}

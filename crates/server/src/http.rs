@@ -1,0 +1,668 @@
+//! The HTTP edge: extractors that only parse (bodies, queries, ids, bearer credentials), one
+//! handler per route that calls one service method, and the single mapping from service errors
+//! to status codes and error bodies.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast::error::RecvError;
+use warden_api as api;
+use warden_api::{ErrorBody, ErrorCode};
+
+use crate::service::{
+    Bearer, PageRequest, RunQuery, RunUpdate, Service, ServiceError, TaskQuery, TaskRequest,
+};
+
+/// How often a WebSocket session pings the node and re-checks its token.
+const WS_PING_EVERY: Duration = Duration::from_secs(20);
+/// Events sent per database read in a session.
+const WS_BATCH: u32 = 200;
+
+/// An error answer: status plus `{"error": {...}}`.
+#[derive(Debug)]
+pub struct ApiError(pub ErrorBody);
+
+impl ApiError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError(ErrorBody::new(code, message))
+    }
+    fn field(code: ErrorCode, message: impl Into<String>, field: &str) -> Self {
+        let mut b = ErrorBody::new(code, message);
+        b.error.field = Some(field.to_owned());
+        ApiError(b)
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid { field, message } => {
+                let mut b = ErrorBody::new(ErrorCode::InvalidRequest, message);
+                b.error.field = field.map(str::to_owned);
+                ApiError(b)
+            }
+            ServiceError::Unauthenticated(m) => ApiError::new(ErrorCode::Unauthenticated, m),
+            ServiceError::Forbidden(d) => ApiError::new(ErrorCode::Forbidden, d.0),
+            ServiceError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
+            ServiceError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
+            ServiceError::TooLarge(m) => ApiError::new(ErrorCode::PayloadTooLarge, m),
+            ServiceError::Storage(e) => {
+                tracing::error!(error = %e, "storage error");
+                match e {
+                    crate::storage::StorageError::Database(sqlx::Error::PoolTimedOut)
+                    | crate::storage::StorageError::Database(sqlx::Error::Io(_)) => ApiError::new(
+                        ErrorCode::Unavailable,
+                        "the database is unavailable; retry later",
+                    ),
+                    _ => ApiError::new(ErrorCode::Internal, "internal error; see the server log"),
+                }
+            }
+            ServiceError::Auth(e) => {
+                tracing::error!(error = %e, "credential error");
+                ApiError::new(ErrorCode::Internal, "internal error; see the server log")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.error.code.status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, Json(self.0)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The bearer credential, if any. Only parsed here; resolution happens in the service.
+#[derive(Debug)]
+pub struct Credential(pub Option<Bearer>);
+
+impl Credential {
+    fn get(&self) -> Option<&Bearer> {
+        self.0.as_ref()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Credential {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Credential(bearer_of(&parts.headers)))
+    }
+}
+
+fn bearer_of(headers: &HeaderMap) -> Option<Bearer> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    (!token.is_empty() && token.len() <= 256).then(|| Bearer(token.to_owned()))
+}
+
+/// A JSON body, parsed with the request type's own rules (unknown fields refused); every
+/// failure becomes a 400 (or 413) error body.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+            } else {
+                ApiError::new(ErrorCode::InvalidRequest, "cannot read the request body")
+            }
+        })?;
+        parse_body(&bytes).map(Body)
+    }
+}
+
+/// The parse step of every JSON body (exposed for property tests).
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("the request body is not valid: {e}"),
+        )
+    })
+}
+
+/// A query string parsed with the type's rules (unknown parameters refused).
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| Params(q))
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("the query string is not valid: {}", e.body_text()),
+                )
+            })
+    }
+}
+
+/// A positive numeric id from the path.
+#[derive(Debug, Clone, Copy)]
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let bad = || {
+            ApiError::field(
+                ErrorCode::InvalidRequest,
+                "the id must be a positive integer",
+                "id",
+            )
+        };
+        let Path(id) = Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad())?;
+        if id <= 0 {
+            return Err(bad());
+        }
+        Ok(Id(id))
+    }
+}
+
+fn page(after: Option<i64>, limit: Option<u32>) -> ApiResult<PageRequest> {
+    Ok(PageRequest::parse(after, limit)?)
+}
+
+fn created<T: serde::Serialize>(v: T) -> Response {
+    (StatusCode::CREATED, Json(v)).into_response()
+}
+
+fn octets(data: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()
+}
+
+// ---- router ----------------------------------------------------------------------------------
+
+pub fn router(service: Service) -> Router {
+    let limits = service.limits().clone();
+    let body_limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    let result_limit = usize::try_from(limits.max_result_bytes).unwrap_or(usize::MAX);
+    let results = Router::new()
+        .route("/api/runs/{id}/result", get(get_result).put(put_result))
+        .layer(DefaultBodyLimit::max(result_limit));
+    let api = Router::new()
+        .route("/api/health", get(health))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/node", post(node_login))
+        .route("/api/auth/whoami", get(whoami))
+        .route(
+            "/api/organizations",
+            post(create_organization).get(list_organizations),
+        )
+        .route("/api/organizations/{id}", get(get_organization))
+        .route(
+            "/api/collaborations",
+            post(create_collaboration).get(list_collaborations),
+        )
+        .route("/api/collaborations/{id}", get(get_collaboration))
+        .route("/api/users", post(create_user).get(list_users))
+        .route("/api/users/{id}", get(get_user))
+        .route("/api/nodes", post(create_node).get(list_nodes))
+        .route("/api/nodes/{id}", get(get_node))
+        .route("/api/tasks", post(create_task).get(list_tasks))
+        .route("/api/tasks/{id}", get(get_task))
+        .route("/api/runs", get(list_runs))
+        .route("/api/runs/{id}", get(get_run).patch(update_run))
+        .route("/api/runs/{id}/ack", post(ack_run))
+        .route("/api/runs/{id}/input", get(get_input))
+        .route("/api/runs/{id}/token", post(run_token))
+        .route("/api/events", get(poll_events))
+        .route("/api/events/ws", get(event_socket))
+        .layer(DefaultBodyLimit::max(body_limit));
+    Router::new()
+        .merge(api)
+        .merge(results)
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(service.clone(), count))
+        .with_state(service)
+}
+
+async fn count(State(svc): State<Service>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    svc.metrics().count_status(resp.status().as_u16());
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such endpoint; see /api/openapi.json",
+    )
+}
+
+// ---- handlers --------------------------------------------------------------------------------
+
+async fn health(State(svc): State<Service>) -> Response {
+    match svc.health().await {
+        Ok(()) => Json(api::Health {
+            status: "ok".into(),
+            database: "ok".into(),
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            ApiError::new(ErrorCode::Unavailable, "the database is unavailable").into_response()
+        }
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(svc): State<Service>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        svc.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn login(
+    State(svc): State<Service>,
+    Body(req): Body<api::LoginRequest>,
+) -> ApiResult<Json<api::TokenResponse>> {
+    Ok(Json(svc.login(req).await?))
+}
+
+async fn refresh(
+    State(svc): State<Service>,
+    Body(req): Body<api::RefreshRequest>,
+) -> ApiResult<Json<api::TokenResponse>> {
+    Ok(Json(svc.refresh(req).await?))
+}
+
+async fn logout(State(svc): State<Service>, cred: Credential) -> ApiResult<StatusCode> {
+    svc.logout(cred.get()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn node_login(
+    State(svc): State<Service>,
+    Body(req): Body<api::NodeLoginRequest>,
+) -> ApiResult<Json<api::TokenResponse>> {
+    Ok(Json(svc.node_login(req).await?))
+}
+
+async fn whoami(State(svc): State<Service>, cred: Credential) -> ApiResult<Json<api::WhoAmI>> {
+    Ok(Json(svc.whoami(cred.get()).await?))
+}
+
+async fn create_organization(
+    State(svc): State<Service>,
+    cred: Credential,
+    Body(req): Body<api::CreateOrganization>,
+) -> ApiResult<Response> {
+    Ok(created(svc.create_organization(cred.get(), req).await?))
+}
+
+async fn list_organizations(
+    State(svc): State<Service>,
+    cred: Credential,
+    Params(q): Params<api::PageQuery>,
+) -> ApiResult<Json<api::Page<api::Organization>>> {
+    Ok(Json(
+        svc.list_organizations(cred.get(), page(q.after, q.limit)?)
+            .await?,
+    ))
+}
+
+async fn get_organization(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::Organization>> {
+    Ok(Json(svc.organization(cred.get(), id).await?))
+}
+
+async fn create_collaboration(
+    State(svc): State<Service>,
+    cred: Credential,
+    Body(req): Body<api::CreateCollaboration>,
+) -> ApiResult<Response> {
+    Ok(created(svc.create_collaboration(cred.get(), req).await?))
+}
+
+async fn list_collaborations(
+    State(svc): State<Service>,
+    cred: Credential,
+    Params(q): Params<api::PageQuery>,
+) -> ApiResult<Json<api::Page<api::Collaboration>>> {
+    Ok(Json(
+        svc.list_collaborations(cred.get(), page(q.after, q.limit)?)
+            .await?,
+    ))
+}
+
+async fn get_collaboration(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::Collaboration>> {
+    Ok(Json(svc.collaboration(cred.get(), id).await?))
+}
+
+async fn create_user(
+    State(svc): State<Service>,
+    cred: Credential,
+    Body(req): Body<api::CreateUser>,
+) -> ApiResult<Response> {
+    Ok(created(svc.create_user(cred.get(), req).await?))
+}
+
+async fn list_users(
+    State(svc): State<Service>,
+    cred: Credential,
+    Params(q): Params<api::UserQuery>,
+) -> ApiResult<Json<api::Page<api::User>>> {
+    Ok(Json(
+        svc.list_users(cred.get(), q.organization_id, page(q.after, q.limit)?)
+            .await?,
+    ))
+}
+
+async fn get_user(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::User>> {
+    Ok(Json(svc.user(cred.get(), id).await?))
+}
+
+async fn create_node(
+    State(svc): State<Service>,
+    cred: Credential,
+    Body(req): Body<api::CreateNode>,
+) -> ApiResult<Response> {
+    Ok(created(svc.create_node(cred.get(), req).await?))
+}
+
+async fn list_nodes(
+    State(svc): State<Service>,
+    cred: Credential,
+    Params(q): Params<api::NodeQuery>,
+) -> ApiResult<Json<api::Page<api::Node>>> {
+    Ok(Json(
+        svc.list_nodes(cred.get(), q.collaboration_id, page(q.after, q.limit)?)
+            .await?,
+    ))
+}
+
+async fn get_node(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::Node>> {
+    Ok(Json(svc.node(cred.get(), id).await?))
+}
+
+async fn create_task(
+    State(svc): State<Service>,
+    cred: Credential,
+    Body(req): Body<api::CreateTask>,
+) -> ApiResult<Response> {
+    let max = usize::try_from(svc.limits().max_targets).unwrap_or(usize::MAX);
+    let req = TaskRequest::parse(req, max)?;
+    Ok(created(svc.create_task(cred.get(), req).await?))
+}
+
+async fn list_tasks(
+    State(svc): State<Service>,
+    cred: Credential,
+    Params(q): Params<api::TaskQuery>,
+) -> ApiResult<Json<api::Page<api::Task>>> {
+    let filter = TaskQuery {
+        collaboration_id: q.collaboration_id,
+        parent_task_id: q.parent_task_id,
+        creator_user_id: q.creator_user_id,
+    };
+    Ok(Json(
+        svc.list_tasks(cred.get(), filter, page(q.after, q.limit)?)
+            .await?,
+    ))
+}
+
+async fn get_task(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::TaskDetail>> {
+    Ok(Json(svc.task(cred.get(), id).await?))
+}
+
+async fn list_runs(
+    State(svc): State<Service>,
+    cred: Credential,
+    Params(q): Params<api::RunQuery>,
+) -> ApiResult<Json<api::Page<api::Run>>> {
+    let filter = RunQuery {
+        collaboration_id: q.collaboration_id,
+        organization_id: q.organization_id,
+        task_id: q.task_id,
+        state: q.state,
+    };
+    Ok(Json(
+        svc.list_runs(cred.get(), filter, page(q.after, q.limit)?)
+            .await?,
+    ))
+}
+
+async fn get_run(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::Run>> {
+    Ok(Json(svc.run(cred.get(), id).await?))
+}
+
+async fn update_run(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+    Body(req): Body<api::UpdateRun>,
+) -> ApiResult<Json<api::Run>> {
+    let update = RunUpdate::parse(req)?;
+    Ok(Json(svc.update_run(cred.get(), id, update).await?))
+}
+
+async fn ack_run(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::Run>> {
+    Ok(Json(svc.ack_run(cred.get(), id).await?))
+}
+
+async fn get_input(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Response> {
+    Ok(octets(svc.run_input(cred.get(), id).await?))
+}
+
+async fn run_token(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::RunToken>> {
+    Ok(Json(svc.run_token(cred.get(), id).await?))
+}
+
+async fn put_result(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<StatusCode> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the result is larger than the server accepts",
+            )
+        } else {
+            ApiError::new(ErrorCode::InvalidRequest, "cannot read the result body")
+        }
+    })?;
+    svc.put_result(cred.get(), id, &body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_result(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Response> {
+    Ok(octets(svc.result(cred.get(), id).await?))
+}
+
+fn event_params(q: &api::EventQuery) -> ApiResult<(i64, u32)> {
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::field(
+            ErrorCode::InvalidRequest,
+            "after must be 0 or a positive event id",
+            "after",
+        ));
+    }
+    let limit = q.limit.unwrap_or(api::DEFAULT_PAGE_LIMIT);
+    if limit == 0 || limit > api::MAX_PAGE_LIMIT {
+        return Err(ApiError::field(
+            ErrorCode::InvalidRequest,
+            format!("limit must be between 1 and {}", api::MAX_PAGE_LIMIT),
+            "limit",
+        ));
+    }
+    Ok((after, limit))
+}
+
+/// Poll fallback: the events after `?after=`, oldest first.
+async fn poll_events(
+    State(svc): State<Service>,
+    cred: Credential,
+    Params(q): Params<api::EventQuery>,
+) -> ApiResult<Json<Vec<api::Event>>> {
+    let (after, limit) = event_params(&q)?;
+    let node = svc.event_subscriber(cred.get()).await?;
+    Ok(Json(svc.events(node, after, limit).await?))
+}
+
+/// Push: a WebSocket that first replays every event after `?after=` and then sends new ones
+/// as they are committed, one JSON [`api::Event`] per text message.
+async fn event_socket(
+    State(svc): State<Service>,
+    cred: Credential,
+    Params(q): Params<api::EventQuery>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let (after, _) = event_params(&q)?;
+    let node = svc.event_subscriber(cred.get()).await?;
+    let bearer = cred.0;
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| session(svc, socket, node, bearer, after)))
+}
+
+struct SessionGuard(Service);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.session_closed();
+    }
+}
+
+async fn session(
+    svc: Service,
+    mut socket: WebSocket,
+    node: (i64, i64),
+    bearer: Option<Bearer>,
+    mut after: i64,
+) {
+    svc.session_opened();
+    let _guard = SessionGuard(svc.clone());
+    // Subscribe before the first read so that nothing committed in between is missed.
+    let mut wakes = svc.hub().subscribe();
+    let mut ping = tokio::time::interval(WS_PING_EVERY);
+    ping.tick().await;
+    let mut drain = true;
+    loop {
+        while drain {
+            let events = match svc.events(node, after, WS_BATCH).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read events for a session");
+                    return;
+                }
+            };
+            drain = events.len() == WS_BATCH as usize;
+            for e in events {
+                let Ok(text) = serde_json::to_string(&e) else {
+                    return;
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+                after = e.id;
+            }
+        }
+        tokio::select! {
+            w = wakes.recv() => match w {
+                Ok(w) => drain = w.concerns(node.0, node.1),
+                Err(RecvError::Lagged(_)) => drain = true,
+                Err(RecvError::Closed) => return,
+            },
+            _ = ping.tick() => {
+                if svc.event_subscriber(bearer.as_ref()).await.is_err() {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+                // Also a periodic safety net against a lost wake-up.
+                drain = true;
+            }
+            m = socket.recv() => match m {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The OpenAPI 3.1 document served at `/api/openapi.json`, written by hand from the routes in
+//! [`crate::http::router`] and the wire types in `warden-api`.
+
+use serde_json::{Value, json};
+
+fn op(summary: &str, body: Option<&str>, ok: &str) -> Value {
+    let mut v = json!({
+        "summary": summary,
+        "responses": {
+            ok: {"description": "success"},
+            "400": {"$ref": "#/components/responses/Error"},
+            "401": {"$ref": "#/components/responses/Error"},
+            "403": {"$ref": "#/components/responses/Error"},
+            "404": {"$ref": "#/components/responses/Error"}
+        }
+    });
+    if let Some(schema) = body {
+        v["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+        });
+    }
+    v
+}
+
+fn page_params(extra: &[&str]) -> Value {
+    let mut p = vec![
+        json!({"name": "after", "in": "query", "schema": {"type": "integer"}, "description": "cursor: the `next` of the previous page"}),
+        json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": warden_api::MAX_PAGE_LIMIT}}),
+    ];
+    for name in extra {
+        p.push(json!({"name": name, "in": "query", "schema": {"type": if *name == "state" {"string"} else {"integer"}}}));
+    }
+    Value::Array(p)
+}
+
+fn list(summary: &str, extra: &[&str]) -> Value {
+    let mut v = op(summary, None, "200");
+    v["parameters"] = page_params(extra);
+    v
+}
+
+/// The document as a JSON string.
+pub fn document() -> String {
+    let id = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}]);
+    let with_id = |mut v: Value| {
+        v["parameters"] = id.clone();
+        v
+    };
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Warden coordination server", "version": env!("CARGO_PKG_VERSION")},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}},
+            "schemas": {
+                "ErrorBody": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                    "code": {"type": "string", "enum": ["invalid_request", "unauthenticated", "forbidden", "not_found", "conflict", "payload_too_large", "too_many_requests", "internal", "unavailable"]},
+                    "message": {"type": "string"}, "field": {"type": "string"}}}}},
+                "LoginRequest": {"type": "object", "additionalProperties": false, "required": ["username", "password"], "properties": {"username": {"type": "string"}, "password": {"type": "string", "maxLength": 256}}},
+                "RefreshRequest": {"type": "object", "additionalProperties": false, "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}},
+                "NodeLoginRequest": {"type": "object", "additionalProperties": false, "required": ["api_key"], "properties": {"api_key": {"type": "string"}}},
+                "CreateOrganization": {"type": "object", "additionalProperties": false, "required": ["name", "public_key"], "properties": {"name": {"type": "string"}, "public_key": {"type": "string", "description": "base64 X25519 public key"}}},
+                "CreateCollaboration": {"type": "object", "additionalProperties": false, "required": ["name", "organizations"], "properties": {"name": {"type": "string"}, "organizations": {"type": "array", "items": {"type": "integer"}}, "encrypted": {"type": "boolean", "default": true}}},
+                "CreateUser": {"type": "object", "additionalProperties": false, "required": ["username", "password", "role"], "properties": {"username": {"type": "string"}, "password": {"type": "string", "minLength": 12, "maxLength": 256}, "role": {"type": "string", "enum": ["root", "org_admin", "researcher", "viewer"]}, "organization_id": {"type": "integer"}}},
+                "CreateNode": {"type": "object", "additionalProperties": false, "required": ["organization_id", "collaboration_id"], "properties": {"organization_id": {"type": "integer"}, "collaboration_id": {"type": "integer"}}},
+                "CreateTask": {"type": "object", "additionalProperties": false, "required": ["collaboration_id", "image", "inputs"], "properties": {
+                    "collaboration_id": {"type": "integer"}, "name": {"type": "string"}, "image": {"type": "string"},
+                    "inputs": {"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["organization_id", "input"], "properties": {"organization_id": {"type": "integer"}, "input": {"type": "string", "contentEncoding": "base64"}}}},
+                    "parent_task_id": {"type": "integer"}}},
+                "UpdateRun": {"type": "object", "additionalProperties": false, "required": ["state"], "properties": {"state": {"type": "string", "enum": ["admitted", "running", "completed", "failed", "rejected"]}, "reason": {"type": "string"}, "digest": {"type": "string"}}}
+            }
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/health": {"get": op("database reachability", None, "200")},
+            "/api/auth/login": {"post": op("user login: access and refresh token", Some("LoginRequest"), "200")},
+            "/api/auth/refresh": {"post": op("rotate a refresh token", Some("RefreshRequest"), "200")},
+            "/api/auth/logout": {"post": op("revoke the session of the access token", None, "204")},
+            "/api/auth/node": {"post": op("node login with its API key", Some("NodeLoginRequest"), "200")},
+            "/api/auth/whoami": {"get": op("who the token belongs to", None, "200")},
+            "/api/organizations": {"post": op("create an organization (root)", Some("CreateOrganization"), "201"), "get": list("organizations sharing a collaboration with the caller", &[])},
+            "/api/organizations/{id}": {"get": with_id(op("one organization", None, "200"))},
+            "/api/collaborations": {"post": op("create a collaboration (root)", Some("CreateCollaboration"), "201"), "get": list("collaborations of the caller", &[])},
+            "/api/collaborations/{id}": {"get": with_id(op("one collaboration", None, "200"))},
+            "/api/users": {"post": op("create a user", Some("CreateUser"), "201"), "get": list("users", &["organization_id"])},
+            "/api/users/{id}": {"get": with_id(op("one user", None, "200"))},
+            "/api/nodes": {"post": op("create a node; the API key is shown once", Some("CreateNode"), "201"), "get": list("nodes", &["collaboration_id"])},
+            "/api/nodes/{id}": {"get": with_id(op("one node", None, "200"))},
+            "/api/tasks": {"post": op("create a task and one run per target organization", Some("CreateTask"), "201"), "get": list("tasks, newest first", &["collaboration_id", "parent_task_id", "creator_user_id"])},
+            "/api/tasks/{id}": {"get": with_id(op("one task with its runs", None, "200"))},
+            "/api/runs": {"get": list("runs, newest first", &["collaboration_id", "organization_id", "task_id", "state"])},
+            "/api/runs/{id}": {"get": with_id(op("one run", None, "200")), "patch": with_id(op("node: report a state transition", Some("UpdateRun"), "200"))},
+            "/api/runs/{id}/ack": {"post": with_id(op("node: acknowledge delivery (idempotent)", None, "200"))},
+            "/api/runs/{id}/input": {"get": with_id(op("node: the run's encrypted input (octet-stream)", None, "200"))},
+            "/api/runs/{id}/token": {"post": with_id(op("node: a token for the run's algorithm", None, "200"))},
+            "/api/runs/{id}/result": {
+                "put": with_id(op("node: upload the encrypted result (octet-stream)", None, "204")),
+                "get": with_id(op("the encrypted result (octet-stream)", None, "200"))
+            },
+            "/api/events": {"get": {"summary": "node: poll events after ?after=", "parameters": page_params(&[]), "responses": {"200": {"description": "events, oldest first"}}}},
+            "/api/events/ws": {"get": {"summary": "node: WebSocket push of events after ?after=", "responses": {"101": {"description": "switching protocols"}}}}
+        }
+    });
+    doc.to_string()
+}

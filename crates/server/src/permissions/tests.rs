@@ -1,0 +1,249 @@
+//! The permission table: organizations 1, 2, 3; collaboration 10 = {1, 2}, 20 = {2, 3}.
+
+use warden_api::Role;
+
+use super::*;
+
+fn user(id: i64, role: Role, org: i64, collabs: &[i64]) -> Actor {
+    Actor::User {
+        id,
+        role,
+        organization_id: Some(org),
+        collaborations: collabs.to_vec(),
+    }
+}
+
+fn root() -> Actor {
+    Actor::User {
+        id: 1000,
+        role: Role::Root,
+        organization_id: None,
+        collaborations: vec![],
+    }
+}
+
+fn admin1() -> Actor {
+    user(1, Role::OrgAdmin, 1, &[10])
+}
+fn researcher1() -> Actor {
+    user(2, Role::Researcher, 1, &[10])
+}
+fn viewer1() -> Actor {
+    user(3, Role::Viewer, 1, &[10])
+}
+fn researcher3() -> Actor {
+    user(4, Role::Researcher, 3, &[20])
+}
+fn node1() -> Actor {
+    Actor::Node {
+        id: 100,
+        organization_id: 1,
+        collaboration_id: 10,
+    }
+}
+fn node2_in_20() -> Actor {
+    Actor::Node {
+        id: 101,
+        organization_id: 2,
+        collaboration_id: 20,
+    }
+}
+fn run1() -> Actor {
+    Actor::Run {
+        run_id: 500,
+        task_id: 50,
+        organization_id: 1,
+        collaboration_id: 10,
+        digest: Some("sha256:aa".into()),
+    }
+}
+
+#[track_caller]
+fn check_case(actor: Actor, op: Op<'_>, allowed: bool) {
+    let got = check(&actor, &op);
+    assert_eq!(got.is_ok(), allowed, "{actor:?} {op:?} -> {got:?}");
+}
+
+#[test]
+fn organizations_and_collaborations() {
+    let org2 = Op::ReadOrganization {
+        organization_id: 2,
+        collaborations: &[10, 20],
+    };
+    let org3 = Op::ReadOrganization {
+        organization_id: 3,
+        collaborations: &[20],
+    };
+    check_case(root(), Op::CreateOrganization, true);
+    check_case(root(), Op::CreateCollaboration, true);
+    for a in [admin1(), researcher1(), viewer1(), node1(), run1()] {
+        check_case(a.clone(), Op::CreateOrganization, false);
+        check_case(a.clone(), Op::CreateCollaboration, false);
+        check_case(a.clone(), org2.clone(), true);
+        check_case(a.clone(), org3.clone(), false);
+        check_case(
+            a.clone(),
+            Op::ReadCollaboration {
+                collaboration_id: 10,
+            },
+            true,
+        );
+        check_case(
+            a,
+            Op::ReadCollaboration {
+                collaboration_id: 20,
+            },
+            false,
+        );
+    }
+    check_case(researcher3(), org3.clone(), true);
+    check_case(
+        researcher3(),
+        Op::ReadCollaboration {
+            collaboration_id: 10,
+        },
+        false,
+    );
+    check_case(
+        node2_in_20(),
+        Op::ReadCollaboration {
+            collaboration_id: 10,
+        },
+        false,
+    );
+    check_case(node2_in_20(), org3, true);
+}
+
+#[test]
+fn users() {
+    let new = |org: Option<i64>, role| Op::CreateUser {
+        organization_id: org,
+        role,
+    };
+    check_case(root(), new(None, Role::Root), true);
+    check_case(root(), new(Some(3), Role::OrgAdmin), true);
+    check_case(admin1(), new(Some(1), Role::Researcher), true);
+    check_case(admin1(), new(Some(1), Role::OrgAdmin), true);
+    check_case(admin1(), new(Some(1), Role::Root), false);
+    check_case(admin1(), new(None, Role::Root), false);
+    check_case(admin1(), new(Some(2), Role::Viewer), false);
+    for a in [researcher1(), viewer1(), node1(), run1()] {
+        check_case(a, new(Some(1), Role::Viewer), false);
+    }
+    let read = |id, org| Op::ReadUser {
+        user_id: id,
+        organization_id: Some(org),
+    };
+    check_case(admin1(), read(2, 1), true);
+    check_case(admin1(), read(4, 3), false);
+    check_case(researcher1(), read(2, 1), true);
+    check_case(researcher1(), read(3, 1), false);
+    check_case(viewer1(), read(3, 1), true);
+    check_case(node1(), read(2, 1), false);
+    check_case(run1(), read(2, 1), false);
+    check_case(root(), read(4, 3), true);
+}
+
+#[test]
+fn nodes() {
+    check_case(root(), Op::CreateNode { organization_id: 2 }, true);
+    check_case(admin1(), Op::CreateNode { organization_id: 1 }, true);
+    check_case(admin1(), Op::CreateNode { organization_id: 2 }, false);
+    check_case(researcher1(), Op::CreateNode { organization_id: 1 }, false);
+    check_case(node1(), Op::CreateNode { organization_id: 1 }, false);
+    let read = |node_id, org| Op::ReadNode {
+        node_id,
+        organization_id: org,
+    };
+    check_case(viewer1(), read(100, 1), true);
+    check_case(viewer1(), read(101, 2), false);
+    check_case(node1(), read(100, 1), true);
+    check_case(node1(), read(102, 1), false);
+    check_case(run1(), read(100, 1), false);
+}
+
+#[test]
+fn tasks() {
+    let create = |c, d: Option<&'static str>, p| Op::CreateTask {
+        collaboration_id: c,
+        digest: d,
+        parent_task_id: p,
+    };
+    check_case(root(), create(10, None, None), false);
+    check_case(admin1(), create(10, None, None), true);
+    check_case(researcher1(), create(10, None, None), true);
+    check_case(researcher1(), create(20, None, None), false);
+    check_case(viewer1(), create(10, None, None), false);
+    check_case(node1(), create(10, None, None), false);
+    check_case(run1(), create(10, Some("sha256:aa"), Some(50)), true);
+    check_case(run1(), create(10, Some("sha256:aa"), None), true);
+    check_case(run1(), create(10, Some("sha256:bb"), Some(50)), false);
+    check_case(run1(), create(10, None, Some(50)), false);
+    check_case(run1(), create(20, Some("sha256:aa"), Some(50)), false);
+    check_case(run1(), create(10, Some("sha256:aa"), Some(51)), false);
+    let no_digest = Actor::Run {
+        run_id: 500,
+        task_id: 50,
+        organization_id: 1,
+        collaboration_id: 10,
+        digest: None,
+    };
+    check_case(no_digest, create(10, Some("sha256:aa"), Some(50)), false);
+
+    let read = |c, r| Op::ReadTask {
+        collaboration_id: c,
+        creator_run_id: r,
+    };
+    check_case(root(), read(20, None), true);
+    check_case(viewer1(), read(10, None), true);
+    check_case(viewer1(), read(20, None), false);
+    check_case(node1(), read(10, None), true);
+    check_case(node1(), read(20, None), false);
+    check_case(run1(), read(10, None), false);
+    check_case(run1(), read(10, Some(500)), true);
+    check_case(run1(), read(10, Some(501)), false);
+}
+
+#[test]
+fn runs_and_results() {
+    let read = |c, o, r| Op::ReadRun {
+        collaboration_id: c,
+        organization_id: o,
+        creator_run_id: r,
+    };
+    let operate = |c, o| Op::OperateRun {
+        collaboration_id: c,
+        organization_id: o,
+    };
+    check_case(researcher1(), read(10, 2, None), true);
+    check_case(researcher3(), read(10, 2, None), false);
+    check_case(node1(), read(10, 1, None), true);
+    check_case(node1(), read(10, 2, None), false);
+    check_case(node2_in_20(), read(10, 2, None), false);
+    check_case(run1(), read(10, 2, Some(500)), true);
+    check_case(run1(), read(10, 2, None), false);
+
+    check_case(node1(), operate(10, 1), true);
+    check_case(node1(), operate(10, 2), false);
+    check_case(node2_in_20(), operate(10, 2), false);
+    for a in [root(), admin1(), researcher1(), viewer1(), run1()] {
+        check_case(a.clone(), operate(10, 1), false);
+        check_case(a, Op::ReceiveEvents, false);
+    }
+    check_case(node1(), Op::ReceiveEvents, true);
+
+    let result = |c, o, r| Op::ReadResult {
+        collaboration_id: c,
+        task_organization_id: o,
+        creator_run_id: r,
+    };
+    check_case(root(), result(10, 1, None), true);
+    check_case(researcher1(), result(10, 1, None), true);
+    check_case(admin1(), result(10, 1, None), true);
+    check_case(researcher1(), result(10, 2, None), false);
+    check_case(viewer1(), result(10, 1, None), false);
+    check_case(researcher3(), result(10, 3, None), false);
+    check_case(node1(), result(10, 1, None), false);
+    check_case(run1(), result(10, 1, Some(500)), true);
+    check_case(run1(), result(10, 1, None), false);
+}

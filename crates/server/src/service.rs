@@ -1,0 +1,1715 @@
+//! The service layer: for every operation it opens the transaction, resolves who is asking
+//! from the presented credential, gathers the facts, asks [`permissions::check`], and then calls
+//! storage. Handlers only parse HTTP and call one method here.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use time::OffsetDateTime;
+use warden_api as api;
+use warden_api::{Role, RunState};
+use warden_reference::{Digest, Reference};
+
+use crate::auth::{self, AuthError};
+use crate::config::{AuthConfig, LimitsConfig};
+use crate::events::{EventHub, Wake};
+use crate::metrics::Metrics;
+use crate::permissions::{self, Actor, Denied, Op};
+use crate::storage::{
+    Db, NewTask, RunFilter, RunRow, StorageError, TaskFilter, TaskRow, TokenKind, TokenRow, Tx,
+    UserRow,
+};
+
+/// Longest user, organization or collaboration name.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest task name.
+pub const MAX_TASK_NAME_CHARS: usize = 200;
+/// Longest rejection or failure reason.
+pub const MAX_REASON_CHARS: usize = 2000;
+/// Most member organizations of a collaboration.
+pub const MAX_MEMBERS: usize = 10_000;
+/// The one message of every failed login.
+pub const LOGIN_FAILED: &str = "invalid user name or password";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{message}")]
+    Invalid {
+        field: Option<&'static str>,
+        message: String,
+    },
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(#[from] Denied),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Storage(StorageError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+impl From<StorageError> for ServiceError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Conflict => {
+                ServiceError::Conflict("a resource with this name already exists".into())
+            }
+            e => ServiceError::Storage(e),
+        }
+    }
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid {
+        field: Some(field),
+        message: message.into(),
+    }
+}
+
+/// A bearer credential as presented; only parsed, never logged.
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(<redacted>)")
+    }
+}
+
+/// Pagination as parsed at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+impl PageRequest {
+    pub fn parse(after: Option<i64>, limit: Option<u32>) -> Result<Self> {
+        let limit = limit.unwrap_or(api::DEFAULT_PAGE_LIMIT);
+        if limit == 0 || limit > api::MAX_PAGE_LIMIT {
+            return Err(invalid(
+                "limit",
+                format!("limit must be between 1 and {}", api::MAX_PAGE_LIMIT),
+            ));
+        }
+        if after.is_some_and(|a| a <= 0) {
+            return Err(invalid("after", "after must be a positive id"));
+        }
+        Ok(PageRequest { after, limit })
+    }
+
+    /// Fetch one row more than the page to know whether there is a next page.
+    fn fetch(&self) -> u32 {
+        self.limit + 1
+    }
+
+    fn page<T, U>(
+        &self,
+        mut rows: Vec<T>,
+        id: impl Fn(&T) -> i64,
+        f: impl FnMut(T) -> U,
+    ) -> api::Page<U> {
+        let more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        let next = if more { rows.last().map(&id) } else { None };
+        api::Page {
+            items: rows.into_iter().map(f).collect(),
+            next,
+        }
+    }
+}
+
+/// A validated task creation request: what the core sees after the edge parsed the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRequest {
+    pub collaboration_id: i64,
+    pub name: String,
+    pub image: Reference,
+    pub inputs: Vec<(i64, Vec<u8>)>,
+    pub parent_task_id: Option<i64>,
+}
+
+impl TaskRequest {
+    /// Validate a wire request; `max_targets` bounds the number of target organizations.
+    pub fn parse(req: api::CreateTask, max_targets: usize) -> Result<TaskRequest> {
+        if req.collaboration_id <= 0 {
+            return Err(invalid(
+                "collaboration_id",
+                "collaboration_id must be a positive id",
+            ));
+        }
+        check_text("name", &req.name, MAX_TASK_NAME_CHARS, true)?;
+        let image = Reference::parse(&req.image)
+            .map_err(|e| invalid("image", format!("image is not a valid reference: {e}")))?;
+        if req.inputs.is_empty() {
+            return Err(invalid(
+                "inputs",
+                "inputs must name at least one organization",
+            ));
+        }
+        if req.inputs.len() > max_targets {
+            return Err(invalid(
+                "inputs",
+                format!("a task may target at most {max_targets} organizations"),
+            ));
+        }
+        let mut inputs = Vec::with_capacity(req.inputs.len());
+        for i in req.inputs {
+            if i.organization_id <= 0 {
+                return Err(invalid("inputs", "organization_id must be a positive id"));
+            }
+            if inputs.iter().any(|(o, _)| *o == i.organization_id) {
+                return Err(invalid(
+                    "inputs",
+                    format!("organization {} is targeted twice", i.organization_id),
+                ));
+            }
+            let bytes = STANDARD.decode(i.input.as_bytes()).map_err(|_| {
+                invalid(
+                    "inputs",
+                    format!(
+                        "input for organization {} is not standard base64",
+                        i.organization_id
+                    ),
+                )
+            })?;
+            inputs.push((i.organization_id, bytes));
+        }
+        if req.parent_task_id.is_some_and(|p| p <= 0) {
+            return Err(invalid(
+                "parent_task_id",
+                "parent_task_id must be a positive id",
+            ));
+        }
+        Ok(TaskRequest {
+            collaboration_id: req.collaboration_id,
+            name: req.name,
+            image,
+            inputs,
+            parent_task_id: req.parent_task_id,
+        })
+    }
+}
+
+/// A validated run update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunUpdate {
+    Admitted { digest: Digest },
+    Running,
+    Completed,
+    Failed { reason: String },
+    Rejected { reason: String },
+}
+
+impl RunUpdate {
+    pub fn parse(req: api::UpdateRun) -> Result<RunUpdate> {
+        let reason = |r: Option<String>| -> Result<String> {
+            let r = r.ok_or_else(|| invalid("reason", "a reason is required for this state"))?;
+            check_text("reason", &r, MAX_REASON_CHARS, false)?;
+            Ok(r)
+        };
+        let no_reason = |r: &Option<String>| {
+            if r.is_some() {
+                Err(invalid(
+                    "reason",
+                    "a reason is only allowed for failed and rejected",
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if req.digest.is_some() && req.state != RunState::Admitted {
+            return Err(invalid("digest", "a digest is only allowed for admitted"));
+        }
+        Ok(match req.state {
+            RunState::Pending => {
+                return Err(invalid("state", "a run cannot go back to pending"));
+            }
+            RunState::Admitted => {
+                no_reason(&req.reason)?;
+                let d = req
+                    .digest
+                    .ok_or_else(|| invalid("digest", "admitted requires the admitted digest"))?;
+                let digest = Digest::parse(&d)
+                    .map_err(|e| invalid("digest", format!("digest is not valid: {e}")))?;
+                RunUpdate::Admitted { digest }
+            }
+            RunState::Running => {
+                no_reason(&req.reason)?;
+                RunUpdate::Running
+            }
+            RunState::Completed => {
+                no_reason(&req.reason)?;
+                RunUpdate::Completed
+            }
+            RunState::Failed => RunUpdate::Failed {
+                reason: reason(req.reason)?,
+            },
+            RunState::Rejected => RunUpdate::Rejected {
+                reason: reason(req.reason)?,
+            },
+        })
+    }
+
+    pub fn state(&self) -> RunState {
+        match self {
+            RunUpdate::Admitted { .. } => RunState::Admitted,
+            RunUpdate::Running => RunState::Running,
+            RunUpdate::Completed => RunState::Completed,
+            RunUpdate::Failed { .. } => RunState::Failed,
+            RunUpdate::Rejected { .. } => RunState::Rejected,
+        }
+    }
+}
+
+/// Refuse empty (unless allowed), over-long, or control-character text.
+fn check_text(field: &'static str, s: &str, max: usize, allow_empty: bool) -> Result<()> {
+    if !allow_empty && s.trim().is_empty() {
+        return Err(invalid(field, format!("{field} must not be empty")));
+    }
+    if s.chars().count() > max {
+        return Err(invalid(
+            field,
+            format!("{field} is longer than {max} characters"),
+        ));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(invalid(
+            field,
+            format!("{field} contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_name(field: &'static str, s: &str) -> Result<()> {
+    check_text(field, s, MAX_NAME_CHARS, false)?;
+    if s.trim() != s {
+        return Err(invalid(
+            field,
+            format!("{field} has leading or trailing spaces"),
+        ));
+    }
+    Ok(())
+}
+
+/// User names: 1 to 64 of `a-z 0-9 . _ - @`.
+pub fn check_username(s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "username",
+            "username must be 1 to 64 characters of a-z, 0-9, '.', '_', '-', '@'",
+        ))
+    }
+}
+
+pub fn check_new_password(p: &str) -> Result<()> {
+    if p.len() > auth::MAX_PASSWORD_BYTES {
+        return Err(invalid(
+            "password",
+            format!("password is longer than {} bytes", auth::MAX_PASSWORD_BYTES),
+        ));
+    }
+    if p.chars().count() < auth::MIN_PASSWORD_CHARS {
+        return Err(invalid(
+            "password",
+            format!(
+                "password must have at least {} characters",
+                auth::MIN_PASSWORD_CHARS
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn now_micros() -> i64 {
+    micros(OffsetDateTime::now_utc())
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX / 2_000_000) * 1_000_000
+}
+
+pub fn time_of(us: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn opt_time(us: Option<i64>) -> Option<OffsetDateTime> {
+    us.map(time_of)
+}
+
+fn run_view(r: RunRow) -> api::Run {
+    api::Run {
+        id: r.id,
+        task_id: r.task_id,
+        collaboration_id: r.collaboration_id,
+        organization_id: r.organization_id,
+        state: r.state,
+        reason: r.reason,
+        digest: r.digest,
+        has_result: r.has_result,
+        created_at: time_of(r.created_at),
+        admitted_at: opt_time(r.admitted_at),
+        started_at: opt_time(r.started_at),
+        finished_at: opt_time(r.finished_at),
+        acked_at: opt_time(r.acked_at),
+    }
+}
+
+fn task_view(t: TaskRow) -> api::Task {
+    api::Task {
+        id: t.id,
+        collaboration_id: t.collaboration_id,
+        name: t.name,
+        image: t.image,
+        organization_id: t.organization_id,
+        creator_user_id: t.creator_user_id,
+        creator_run_id: t.creator_run_id,
+        parent_task_id: t.parent_task_id,
+        created_at: time_of(t.created_at),
+    }
+}
+
+fn user_view(u: UserRow) -> api::User {
+    api::User {
+        id: u.id,
+        username: u.username,
+        role: u.role,
+        organization_id: u.organization_id,
+        created_at: time_of(u.created_at),
+    }
+}
+
+fn node_view(n: crate::storage::NodeRow) -> api::Node {
+    api::Node {
+        id: n.id,
+        organization_id: n.organization_id,
+        collaboration_id: n.collaboration_id,
+        created_at: time_of(n.created_at),
+        last_seen_at: opt_time(n.last_seen_at),
+    }
+}
+
+/// Filters of the task list, parsed at the edge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskQuery {
+    pub collaboration_id: Option<i64>,
+    pub parent_task_id: Option<i64>,
+    pub creator_user_id: Option<i64>,
+}
+
+/// Filters of the run list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    pub collaboration_id: Option<i64>,
+    pub organization_id: Option<i64>,
+    pub task_id: Option<i64>,
+    pub state: Option<RunState>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    hub: EventHub,
+    auth: AuthConfig,
+    limits: LimitsConfig,
+    metrics: Metrics,
+    dummy_hash: String,
+}
+
+/// The service handle shared by all handlers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+impl Service {
+    pub async fn new(db: Db, auth: AuthConfig, limits: LimitsConfig) -> Result<Service> {
+        let hub = EventHub::default();
+        if let Some(pool) = db.pg_pool() {
+            hub.spawn_pg_listener(pool.clone());
+        }
+        let dummy_hash = auth::dummy_hash().await?;
+        Ok(Service {
+            inner: Arc::new(Inner {
+                db,
+                hub,
+                auth,
+                limits,
+                metrics: Metrics::default(),
+                dummy_hash,
+            }),
+        })
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn hub(&self) -> &EventHub {
+        &self.inner.hub
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.inner.limits
+    }
+
+    // ---- identity ----------------------------------------------------------------------------
+
+    /// Resolve a bearer token to an actor inside `tx`. Unknown, expired, refresh-only, or
+    /// run tokens of finished runs are all "unauthenticated".
+    async fn actor(&self, tx: &mut Tx, bearer: Option<&Bearer>) -> Result<Actor> {
+        const BAD: &str = "the access token is missing, expired or revoked; log in again";
+        let bearer = bearer.ok_or(ServiceError::Unauthenticated(BAD))?;
+        let token = tx
+            .token(&auth::token_hash(&bearer.0))
+            .await?
+            .ok_or(ServiceError::Unauthenticated(BAD))?;
+        if token.expires_at <= now_micros() {
+            return Err(ServiceError::Unauthenticated(BAD));
+        }
+        match token.kind {
+            TokenKind::Access => {
+                let id = token.user_id.ok_or(ServiceError::Unauthenticated(BAD))?;
+                let user = tx
+                    .user(id)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated(BAD))?;
+                let collaborations = match user.organization_id {
+                    Some(o) => tx.collaborations_of(o).await?,
+                    None => Vec::new(),
+                };
+                Ok(Actor::User {
+                    id: user.id,
+                    role: user.role,
+                    organization_id: user.organization_id,
+                    collaborations,
+                })
+            }
+            TokenKind::Node => {
+                let id = token.node_id.ok_or(ServiceError::Unauthenticated(BAD))?;
+                let node = tx
+                    .node(id)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated(BAD))?;
+                Ok(Actor::Node {
+                    id: node.id,
+                    organization_id: node.organization_id,
+                    collaboration_id: node.collaboration_id,
+                })
+            }
+            TokenKind::Run => {
+                let id = token.run_id.ok_or(ServiceError::Unauthenticated(BAD))?;
+                let run = tx
+                    .run(id)
+                    .await?
+                    .ok_or(ServiceError::Unauthenticated(BAD))?;
+                if run.run.state.is_final() {
+                    return Err(ServiceError::Unauthenticated(
+                        "the run has ended, so its token has expired",
+                    ));
+                }
+                Ok(Actor::Run {
+                    run_id: run.run.id,
+                    task_id: run.run.task_id,
+                    organization_id: run.run.organization_id,
+                    collaboration_id: run.run.collaboration_id,
+                    digest: run.run.digest,
+                })
+            }
+            TokenKind::Refresh => Err(ServiceError::Unauthenticated(
+                "a refresh token cannot be used as an access token",
+            )),
+        }
+    }
+
+    fn check(&self, actor: &Actor, op: &Op<'_>) -> Result<permissions::Permit> {
+        permissions::check(actor, op).map_err(|d| {
+            tracing::info!(actor = ?actor, op = ?op, reason = d.0, "denied");
+            ServiceError::Forbidden(d)
+        })
+    }
+
+    pub async fn whoami(&self, bearer: Option<&Bearer>) -> Result<api::WhoAmI> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        Ok(match actor {
+            Actor::User {
+                id,
+                role,
+                organization_id,
+                ..
+            } => {
+                let user = tx
+                    .user(id)
+                    .await?
+                    .ok_or(ServiceError::NotFound("no such user"))?;
+                api::WhoAmI::User {
+                    id,
+                    username: user.username,
+                    role,
+                    organization_id,
+                }
+            }
+            Actor::Node {
+                id,
+                organization_id,
+                collaboration_id,
+            } => api::WhoAmI::Node {
+                id,
+                organization_id,
+                collaboration_id,
+            },
+            Actor::Run {
+                run_id,
+                task_id,
+                collaboration_id,
+                ..
+            } => api::WhoAmI::Run {
+                run_id,
+                task_id,
+                collaboration_id,
+            },
+        })
+    }
+
+    // ---- login -------------------------------------------------------------------------------
+
+    async fn issue_session(
+        &self,
+        tx: &mut Tx,
+        user_id: i64,
+        family: &str,
+    ) -> Result<api::TokenResponse> {
+        let now = now_micros();
+        let access = auth::new_token(auth::ACCESS_PREFIX);
+        let refresh = auth::new_token(auth::REFRESH_PREFIX);
+        for (token, kind, ttl) in [
+            (
+                &access,
+                TokenKind::Access,
+                self.inner.auth.access_token_ttl_secs,
+            ),
+            (
+                &refresh,
+                TokenKind::Refresh,
+                self.inner.auth.refresh_token_ttl_secs,
+            ),
+        ] {
+            tx.insert_token(&TokenRow {
+                hash: auth::token_hash(token),
+                kind,
+                user_id: Some(user_id),
+                node_id: None,
+                run_id: None,
+                family: Some(family.to_owned()),
+                consumed: false,
+                expires_at: now.saturating_add(secs(ttl)),
+            })
+            .await?;
+        }
+        Ok(api::TokenResponse {
+            access_token: access,
+            expires_in: self.inner.auth.access_token_ttl_secs,
+            refresh_token: Some(refresh),
+        })
+    }
+
+    /// Password login. Every failure (unknown user, wrong password, locked account) answers
+    /// with the same message; unknown users cost one dummy verification.
+    pub async fn login(&self, req: api::LoginRequest) -> Result<api::TokenResponse> {
+        let fail = || {
+            Metrics::inc(&self.inner.metrics.logins_failed);
+            ServiceError::Unauthenticated(LOGIN_FAILED)
+        };
+        if req.password.len() > auth::MAX_PASSWORD_BYTES || req.username.len() > 64 {
+            return Err(fail());
+        }
+        let user = {
+            let mut tx = self.inner.db.read().await?;
+            tx.user_by_name(&req.username).await?
+        };
+        let Some(user) = user else {
+            auth::verify_password(req.password, self.inner.dummy_hash.clone()).await?;
+            return Err(fail());
+        };
+        let now = now_micros();
+        if user.locked_until.is_some_and(|t| t > now) {
+            tracing::info!(user = user.id, "login refused: account locked");
+            return Err(fail());
+        }
+        let ok = auth::verify_password(req.password, user.password_hash.clone()).await?;
+        let mut tx = self.inner.db.write().await?;
+        if !ok {
+            let a = &self.inner.auth;
+            tx.record_login_failure(
+                user.id,
+                i64::from(a.lockout_threshold),
+                now.saturating_add(secs(a.lockout_secs)),
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(user = user.id, "login failed");
+            return Err(fail());
+        }
+        if user.failed_logins != 0 || user.locked_until.is_some() {
+            tx.reset_login_failures(user.id).await?;
+        }
+        let family = auth::random_secret();
+        let tokens = self.issue_session(&mut tx, user.id, &family).await?;
+        tx.commit().await?;
+        Metrics::inc(&self.inner.metrics.logins_ok);
+        Ok(tokens)
+    }
+
+    /// Rotate a refresh token. Presenting one that was already used revokes the whole session.
+    pub async fn refresh(&self, req: api::RefreshRequest) -> Result<api::TokenResponse> {
+        const BAD: &str = "the refresh token is unknown, expired or revoked; log in again";
+        let mut tx = self.inner.db.write().await?;
+        let hash = auth::token_hash(&req.refresh_token);
+        let token = tx
+            .token(&hash)
+            .await?
+            .ok_or(ServiceError::Unauthenticated(BAD))?;
+        let (Some(user_id), Some(family), TokenKind::Refresh) =
+            (token.user_id, token.family.clone(), token.kind)
+        else {
+            return Err(ServiceError::Unauthenticated(BAD));
+        };
+        if token.expires_at <= now_micros() {
+            return Err(ServiceError::Unauthenticated(BAD));
+        }
+        if !tx.consume_token(&hash).await? {
+            tx.delete_token_family(&family).await?;
+            tx.commit().await?;
+            tracing::warn!(user = user_id, "refresh token replayed; session revoked");
+            return Err(ServiceError::Unauthenticated(BAD));
+        }
+        let tokens = self.issue_session(&mut tx, user_id, &family).await?;
+        tx.commit().await?;
+        Ok(tokens)
+    }
+
+    /// Revoke the session of the presented access token.
+    pub async fn logout(&self, bearer: Option<&Bearer>) -> Result<()> {
+        let mut tx = self.inner.db.write().await?;
+        let b = bearer.ok_or(ServiceError::Unauthenticated("no access token"))?;
+        let token = tx.token(&auth::token_hash(&b.0)).await?;
+        if let Some(family) = token.and_then(|t| t.family) {
+            tx.delete_token_family(&family).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Exchange a node API key for a node token.
+    pub async fn node_login(&self, req: api::NodeLoginRequest) -> Result<api::TokenResponse> {
+        const BAD: &str = "invalid node api key";
+        let (id, secret) =
+            auth::parse_node_key(&req.api_key).ok_or(ServiceError::Unauthenticated(BAD))?;
+        let mut tx = self.inner.db.write().await?;
+        let node = tx
+            .node(id)
+            .await?
+            .ok_or(ServiceError::Unauthenticated(BAD))?;
+        if !auth::hashes_equal(&auth::token_hash(secret), &node.api_key_hash) {
+            return Err(ServiceError::Unauthenticated(BAD));
+        }
+        let now = now_micros();
+        let token = auth::new_token(auth::ACCESS_PREFIX);
+        tx.insert_token(&TokenRow {
+            hash: auth::token_hash(&token),
+            kind: TokenKind::Node,
+            user_id: None,
+            node_id: Some(node.id),
+            run_id: None,
+            family: None,
+            consumed: false,
+            expires_at: now.saturating_add(secs(self.inner.auth.node_token_ttl_secs)),
+        })
+        .await?;
+        tx.touch_node(node.id, now).await?;
+        tx.commit().await?;
+        Metrics::inc(&self.inner.metrics.node_logins);
+        Ok(api::TokenResponse {
+            access_token: token,
+            expires_in: self.inner.auth.node_token_ttl_secs,
+            refresh_token: None,
+        })
+    }
+
+    /// Create the `admin` root user if there are no users at all. Returns whether it did.
+    pub async fn bootstrap_admin(&self, password: &str) -> Result<bool> {
+        check_new_password(password)?;
+        let hash = auth::hash_password(password.to_owned()).await?;
+        let mut tx = self.inner.db.write().await?;
+        if tx.count_users().await? > 0 {
+            return Ok(false);
+        }
+        tx.insert_user("admin", None, Role::Root, &hash, now_micros())
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn has_users(&self) -> Result<bool> {
+        let mut tx = self.inner.db.read().await?;
+        Ok(tx.count_users().await? > 0)
+    }
+
+    /// Remove expired tokens.
+    pub async fn sweep_tokens(&self) -> Result<u64> {
+        let mut tx = self.inner.db.write().await?;
+        let n = tx.delete_expired_tokens(now_micros()).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    // ---- organizations -----------------------------------------------------------------------
+
+    pub async fn create_organization(
+        &self,
+        bearer: Option<&Bearer>,
+        req: api::CreateOrganization,
+    ) -> Result<api::Organization> {
+        check_name("name", &req.name)?;
+        let key = STANDARD
+            .decode(req.public_key.as_bytes())
+            .map_err(|_| invalid("public_key", "public_key is not standard base64"))?;
+        if key.len() != 32 {
+            return Err(invalid(
+                "public_key",
+                "public_key must be a 32-byte X25519 public key",
+            ));
+        }
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let _permit = self.check(&actor, &Op::CreateOrganization)?;
+        let now = now_micros();
+        let id = tx
+            .insert_organization(&req.name, &req.public_key, now)
+            .await?;
+        tx.commit().await?;
+        Ok(api::Organization {
+            id,
+            name: req.name,
+            public_key: req.public_key,
+            created_at: time_of(now),
+        })
+    }
+
+    pub async fn organization(
+        &self,
+        bearer: Option<&Bearer>,
+        id: i64,
+    ) -> Result<api::Organization> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let org = tx
+            .organization(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such organization"))?;
+        let collaborations = tx.collaborations_of(id).await?;
+        let _permit = self.check(
+            &actor,
+            &Op::ReadOrganization {
+                organization_id: id,
+                collaborations: &collaborations,
+            },
+        )?;
+        Ok(api::Organization {
+            id: org.id,
+            name: org.name,
+            public_key: org.public_key,
+            created_at: time_of(org.created_at),
+        })
+    }
+
+    pub async fn list_organizations(
+        &self,
+        bearer: Option<&Bearer>,
+        page: PageRequest,
+    ) -> Result<api::Page<api::Organization>> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let visible = match &actor {
+            Actor::User {
+                role: Role::Root, ..
+            } => None,
+            Actor::User {
+                organization_id: Some(o),
+                ..
+            } => Some(tx.partners_of(*o).await?),
+            Actor::User { .. } => Some(Vec::new()),
+            Actor::Node {
+                collaboration_id, ..
+            }
+            | Actor::Run {
+                collaboration_id, ..
+            } => Some(tx.members(*collaboration_id).await?),
+        };
+        let rows = tx
+            .list_organizations(visible.as_deref(), page.after, page.fetch())
+            .await?;
+        Ok(page.page(
+            rows,
+            |r| r.id,
+            |o| api::Organization {
+                id: o.id,
+                name: o.name,
+                public_key: o.public_key,
+                created_at: time_of(o.created_at),
+            },
+        ))
+    }
+
+    // ---- collaborations ----------------------------------------------------------------------
+
+    pub async fn create_collaboration(
+        &self,
+        bearer: Option<&Bearer>,
+        req: api::CreateCollaboration,
+    ) -> Result<api::Collaboration> {
+        check_name("name", &req.name)?;
+        if req.organizations.is_empty() {
+            return Err(invalid(
+                "organizations",
+                "a collaboration needs at least one organization",
+            ));
+        }
+        if req.organizations.len() > MAX_MEMBERS {
+            return Err(invalid(
+                "organizations",
+                format!("a collaboration has at most {MAX_MEMBERS} organizations"),
+            ));
+        }
+        let mut members = req.organizations.clone();
+        members.sort_unstable();
+        members.dedup();
+        if members.len() != req.organizations.len() {
+            return Err(invalid("organizations", "an organization is listed twice"));
+        }
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let _permit = self.check(&actor, &Op::CreateCollaboration)?;
+        for o in &members {
+            if tx.organization(*o).await?.is_none() {
+                return Err(invalid(
+                    "organizations",
+                    format!("organization {o} does not exist"),
+                ));
+            }
+        }
+        let now = now_micros();
+        let id = tx
+            .insert_collaboration(&req.name, req.encrypted, now)
+            .await?;
+        for o in &members {
+            tx.add_member(id, *o).await?;
+        }
+        tx.commit().await?;
+        Ok(api::Collaboration {
+            id,
+            name: req.name,
+            encrypted: req.encrypted,
+            organizations: members,
+            created_at: time_of(now),
+        })
+    }
+
+    pub async fn collaboration(
+        &self,
+        bearer: Option<&Bearer>,
+        id: i64,
+    ) -> Result<api::Collaboration> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let c = tx
+            .collaboration(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such collaboration"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::ReadCollaboration {
+                collaboration_id: id,
+            },
+        )?;
+        let organizations = tx.members(id).await?;
+        Ok(api::Collaboration {
+            id,
+            name: c.name,
+            encrypted: c.encrypted,
+            organizations,
+            created_at: time_of(c.created_at),
+        })
+    }
+
+    pub async fn list_collaborations(
+        &self,
+        bearer: Option<&Bearer>,
+        page: PageRequest,
+    ) -> Result<api::Page<api::Collaboration>> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let visible = actor.visible_collaborations();
+        let rows = tx
+            .list_collaborations(visible.as_deref(), page.after, page.fetch())
+            .await?;
+        let mut members = Vec::with_capacity(rows.len());
+        for r in rows.iter().take(page.limit as usize) {
+            members.push(tx.members(r.id).await?);
+        }
+        let mut members = members.into_iter();
+        Ok(page.page(
+            rows,
+            |r| r.id,
+            |c| api::Collaboration {
+                id: c.id,
+                name: c.name,
+                encrypted: c.encrypted,
+                organizations: members.next().unwrap_or_default(),
+                created_at: time_of(c.created_at),
+            },
+        ))
+    }
+
+    // ---- users -------------------------------------------------------------------------------
+
+    pub async fn create_user(
+        &self,
+        bearer: Option<&Bearer>,
+        req: api::CreateUser,
+    ) -> Result<api::User> {
+        check_username(&req.username)?;
+        check_new_password(&req.password)?;
+        match (req.role, req.organization_id) {
+            (Role::Root, Some(_)) => {
+                return Err(invalid(
+                    "organization_id",
+                    "a root user has no organization",
+                ));
+            }
+            (Role::Root, None) => {}
+            (_, None) => {
+                return Err(invalid(
+                    "organization_id",
+                    "this role needs an organization_id",
+                ));
+            }
+            (_, Some(_)) => {}
+        }
+        // Check the caller before spending an argon2 hash on the request.
+        {
+            let mut tx = self.inner.db.read().await?;
+            let actor = self.actor(&mut tx, bearer).await?;
+            let _permit = self.check(
+                &actor,
+                &Op::CreateUser {
+                    organization_id: req.organization_id,
+                    role: req.role,
+                },
+            )?;
+        }
+        let hash = auth::hash_password(req.password).await?;
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let _permit = self.check(
+            &actor,
+            &Op::CreateUser {
+                organization_id: req.organization_id,
+                role: req.role,
+            },
+        )?;
+        if let Some(o) = req.organization_id {
+            if tx.organization(o).await?.is_none() {
+                return Err(invalid(
+                    "organization_id",
+                    format!("organization {o} does not exist"),
+                ));
+            }
+        }
+        let now = now_micros();
+        let id = tx
+            .insert_user(&req.username, req.organization_id, req.role, &hash, now)
+            .await
+            .map_err(|e| match e {
+                StorageError::Conflict => {
+                    ServiceError::Conflict("this user name is taken; choose another".into())
+                }
+                e => e.into(),
+            })?;
+        tx.commit().await?;
+        Ok(api::User {
+            id,
+            username: req.username,
+            role: req.role,
+            organization_id: req.organization_id,
+            created_at: time_of(now),
+        })
+    }
+
+    pub async fn user(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::User> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let u = tx
+            .user(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such user"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::ReadUser {
+                user_id: id,
+                organization_id: u.organization_id,
+            },
+        )?;
+        Ok(user_view(u))
+    }
+
+    pub async fn list_users(
+        &self,
+        bearer: Option<&Bearer>,
+        organization_id: Option<i64>,
+        page: PageRequest,
+    ) -> Result<api::Page<api::User>> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let rows = match &actor {
+            Actor::User {
+                role: Role::Root, ..
+            } => {
+                tx.list_users(organization_id, page.after, page.fetch())
+                    .await?
+            }
+            Actor::User {
+                role: Role::OrgAdmin,
+                organization_id: Some(own),
+                ..
+            } => {
+                if organization_id.is_some_and(|o| o != *own) {
+                    return Err(ServiceError::Forbidden(Denied(
+                        "this belongs to another organization",
+                    )));
+                }
+                tx.list_users(Some(*own), page.after, page.fetch()).await?
+            }
+            Actor::User { id, .. } => {
+                let me = tx.user(*id).await?;
+                me.into_iter()
+                    .filter(|u| page.after.is_none_or(|a| u.id < a))
+                    .filter(|u| organization_id.is_none_or(|o| u.organization_id == Some(o)))
+                    .collect()
+            }
+            _ => return Err(ServiceError::Forbidden(Denied("only users may list users"))),
+        };
+        Ok(page.page(rows, |u| u.id, user_view))
+    }
+
+    // ---- nodes -------------------------------------------------------------------------------
+
+    pub async fn create_node(
+        &self,
+        bearer: Option<&Bearer>,
+        req: api::CreateNode,
+    ) -> Result<api::CreatedNode> {
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let _permit = self.check(
+            &actor,
+            &Op::CreateNode {
+                organization_id: req.organization_id,
+            },
+        )?;
+        if tx.collaboration(req.collaboration_id).await?.is_none() {
+            return Err(invalid("collaboration_id", "no such collaboration"));
+        }
+        if !tx
+            .members(req.collaboration_id)
+            .await?
+            .contains(&req.organization_id)
+        {
+            return Err(invalid(
+                "organization_id",
+                "the organization is not a member of the collaboration",
+            ));
+        }
+        let now = now_micros();
+        let id = tx
+            .insert_node(req.organization_id, req.collaboration_id, "", now)
+            .await
+            .map_err(|e| match e {
+                StorageError::Conflict => ServiceError::Conflict(
+                    "this organization already has a node in this collaboration".into(),
+                ),
+                e => e.into(),
+            })?;
+        let (api_key, hash) = auth::new_node_key(id);
+        tx.set_node_key(id, &hash).await?;
+        tx.commit().await?;
+        Ok(api::CreatedNode {
+            node: api::Node {
+                id,
+                organization_id: req.organization_id,
+                collaboration_id: req.collaboration_id,
+                created_at: time_of(now),
+                last_seen_at: None,
+            },
+            api_key,
+        })
+    }
+
+    pub async fn node(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::Node> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let n = tx
+            .node(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such node"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::ReadNode {
+                node_id: id,
+                organization_id: n.organization_id,
+            },
+        )?;
+        Ok(node_view(n))
+    }
+
+    pub async fn list_nodes(
+        &self,
+        bearer: Option<&Bearer>,
+        collaboration_id: Option<i64>,
+        page: PageRequest,
+    ) -> Result<api::Page<api::Node>> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let rows = match &actor {
+            Actor::User {
+                role: Role::Root, ..
+            } => {
+                tx.list_nodes(None, collaboration_id, page.after, page.fetch())
+                    .await?
+            }
+            Actor::User {
+                organization_id: Some(own),
+                ..
+            } => {
+                tx.list_nodes(Some(*own), collaboration_id, page.after, page.fetch())
+                    .await?
+            }
+            Actor::Node { id, .. } => tx
+                .node(*id)
+                .await?
+                .into_iter()
+                .filter(|n| page.after.is_none_or(|a| n.id < a))
+                .collect(),
+            _ => {
+                return Err(ServiceError::Forbidden(Denied(
+                    "this token may not list nodes",
+                )));
+            }
+        };
+        Ok(page.page(rows, |n| n.id, node_view))
+    }
+
+    // ---- tasks -------------------------------------------------------------------------------
+
+    pub async fn create_task(
+        &self,
+        bearer: Option<&Bearer>,
+        req: TaskRequest,
+    ) -> Result<api::TaskDetail> {
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let collab = tx
+            .collaboration(req.collaboration_id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such collaboration"))?;
+        let digest = req.image.digest().map(|d| d.to_string());
+        let _permit = self.check(
+            &actor,
+            &Op::CreateTask {
+                collaboration_id: collab.id,
+                digest: digest.as_deref(),
+                parent_task_id: req.parent_task_id,
+            },
+        )?;
+        let (organization_id, creator_user_id, creator_run_id, parent) = match &actor {
+            Actor::User {
+                id,
+                organization_id: Some(o),
+                ..
+            } => (*o, Some(*id), None, req.parent_task_id),
+            Actor::Run {
+                run_id,
+                task_id,
+                organization_id,
+                ..
+            } => (*organization_id, None, Some(*run_id), Some(*task_id)),
+            _ => {
+                return Err(ServiceError::Forbidden(Denied(
+                    "this caller cannot create tasks",
+                )));
+            }
+        };
+        let members = tx.members(collab.id).await?;
+        if let Some((o, _)) = req.inputs.iter().find(|(o, _)| !members.contains(o)) {
+            return Err(invalid(
+                "inputs",
+                format!("organization {o} is not a member of the collaboration"),
+            ));
+        }
+        if let Some(p) = parent {
+            match tx.task(p).await? {
+                Some(t) if t.collaboration_id == collab.id => {}
+                _ => {
+                    return Err(invalid(
+                        "parent_task_id",
+                        "the parent task does not exist in this collaboration",
+                    ));
+                }
+            }
+        }
+        let now = now_micros();
+        let image = req.image.to_string();
+        let task = NewTask {
+            collaboration_id: collab.id,
+            name: &req.name,
+            image: &image,
+            organization_id,
+            creator_user_id,
+            creator_run_id,
+            parent_task_id: parent,
+            created_at: now,
+        };
+        let task_id = tx.insert_task(&task).await?;
+        let mut runs = Vec::with_capacity(req.inputs.len());
+        let mut keys = Vec::with_capacity(req.inputs.len());
+        for (org, input) in &req.inputs {
+            let run_id = tx.insert_run(task_id, collab.id, *org, input, now).await?;
+            runs.push(RunRow {
+                id: run_id,
+                task_id,
+                collaboration_id: collab.id,
+                organization_id: *org,
+                state: RunState::Pending,
+                reason: None,
+                digest: None,
+                has_result: false,
+                created_at: now,
+                admitted_at: None,
+                started_at: None,
+                finished_at: None,
+                acked_at: None,
+            });
+            keys.push((run_id, collab.id, *org));
+        }
+        tx.insert_run_events(&keys, now).await?;
+        tx.commit().await?;
+        let m = &self.inner.metrics;
+        Metrics::inc(&m.tasks_created);
+        Metrics::add(&m.runs_created, runs.len() as u64);
+        self.inner
+            .hub
+            .wake(Wake::Nodes(keys.iter().map(|(_, c, o)| (*c, *o)).collect()));
+        tracing::info!(task = task_id, collaboration = collab.id, image = %image, runs = runs.len(), "task created");
+        Ok(api::TaskDetail {
+            task: api::Task {
+                id: task_id,
+                collaboration_id: collab.id,
+                name: req.name,
+                image,
+                organization_id,
+                creator_user_id,
+                creator_run_id,
+                parent_task_id: parent,
+                created_at: time_of(now),
+            },
+            runs: runs.into_iter().map(run_view).collect(),
+        })
+    }
+
+    pub async fn task(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::TaskDetail> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let t = tx
+            .task(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such task"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::ReadTask {
+                collaboration_id: t.collaboration_id,
+                creator_run_id: t.creator_run_id,
+            },
+        )?;
+        let runs = tx
+            .runs_of_task(id)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                permissions::check(
+                    &actor,
+                    &Op::ReadRun {
+                        collaboration_id: r.collaboration_id,
+                        organization_id: r.organization_id,
+                        creator_run_id: t.creator_run_id,
+                    },
+                )
+                .is_ok()
+            })
+            .map(run_view)
+            .collect();
+        Ok(api::TaskDetail {
+            task: task_view(t),
+            runs,
+        })
+    }
+
+    pub async fn list_tasks(
+        &self,
+        bearer: Option<&Bearer>,
+        q: TaskQuery,
+        page: PageRequest,
+    ) -> Result<api::Page<api::Task>> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let visible = actor.visible_collaborations();
+        let creator_run_id = match &actor {
+            Actor::Run { run_id, .. } => Some(*run_id),
+            _ => None,
+        };
+        let filter = TaskFilter {
+            collaborations: visible.as_deref(),
+            collaboration_id: q.collaboration_id,
+            parent_task_id: q.parent_task_id,
+            creator_run_id,
+            creator_user_id: q.creator_user_id,
+        };
+        let rows = tx.list_tasks(&filter, page.after, page.fetch()).await?;
+        Ok(page.page(rows, |t| t.id, task_view))
+    }
+
+    // ---- runs --------------------------------------------------------------------------------
+
+    pub async fn run(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::Run> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let r = tx
+            .run(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such run"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::ReadRun {
+                collaboration_id: r.run.collaboration_id,
+                organization_id: r.run.organization_id,
+                creator_run_id: r.task_creator_run_id,
+            },
+        )?;
+        Ok(run_view(r.run))
+    }
+
+    pub async fn list_runs(
+        &self,
+        bearer: Option<&Bearer>,
+        q: RunQuery,
+        page: PageRequest,
+    ) -> Result<api::Page<api::Run>> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let visible = actor.visible_collaborations();
+        let mut filter = RunFilter {
+            collaborations: visible.as_deref(),
+            collaboration_id: q.collaboration_id,
+            organization_id: q.organization_id,
+            task_id: q.task_id,
+            state: q.state,
+            creator_run_id: None,
+        };
+        match &actor {
+            Actor::Node {
+                organization_id, ..
+            } => {
+                if q.organization_id.is_some_and(|o| o != *organization_id) {
+                    return Err(ServiceError::Forbidden(Denied(
+                        "this run is not for your node",
+                    )));
+                }
+                filter.organization_id = Some(*organization_id);
+            }
+            Actor::Run { run_id, .. } => filter.creator_run_id = Some(*run_id),
+            Actor::User { .. } => {}
+        }
+        let rows = tx.list_runs(&filter, page.after, page.fetch()).await?;
+        Ok(page.page(rows, |r| r.id, run_view))
+    }
+
+    /// Load a run and require that the caller is its node.
+    async fn operated_run(
+        &self,
+        tx: &mut Tx,
+        bearer: Option<&Bearer>,
+        id: i64,
+    ) -> Result<crate::storage::RunWithTask> {
+        let actor = self.actor(tx, bearer).await?;
+        let r = tx
+            .run(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such run"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::OperateRun {
+                collaboration_id: r.run.collaboration_id,
+                organization_id: r.run.organization_id,
+            },
+        )?;
+        Ok(r)
+    }
+
+    /// Acknowledge delivery of a run; repeating it changes nothing.
+    pub async fn ack_run(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::Run> {
+        let mut tx = self.inner.db.write().await?;
+        let r = self.operated_run(&mut tx, bearer, id).await?;
+        let now = now_micros();
+        tx.ack_run(id, now).await?;
+        tx.commit().await?;
+        let mut run = r.run;
+        run.acked_at = run.acked_at.or(Some(now));
+        Ok(run_view(run))
+    }
+
+    pub async fn run_input(&self, bearer: Option<&Bearer>, id: i64) -> Result<Vec<u8>> {
+        let mut tx = self.inner.db.read().await?;
+        self.operated_run(&mut tx, bearer, id).await?;
+        tx.run_input(id)
+            .await?
+            .ok_or(ServiceError::NotFound("the run has no input"))
+    }
+
+    /// Apply a state transition reported by the run's node. Repeating the transition that put
+    /// the run in its current state succeeds without change (at-least-once reporting).
+    pub async fn update_run(
+        &self,
+        bearer: Option<&Bearer>,
+        id: i64,
+        update: RunUpdate,
+    ) -> Result<api::Run> {
+        let mut tx = self.inner.db.write().await?;
+        let r = self.operated_run(&mut tx, bearer, id).await?;
+        let current = r.run.state;
+        let next = update.state();
+        let (reason, digest) = match &update {
+            RunUpdate::Admitted { digest } => (None, Some(digest.to_string())),
+            RunUpdate::Failed { reason } | RunUpdate::Rejected { reason } => {
+                (Some(reason.clone()), None)
+            }
+            RunUpdate::Running | RunUpdate::Completed => (None, None),
+        };
+        if current == next {
+            let same = (reason.is_none() || reason == r.run.reason)
+                && (digest.is_none() || digest == r.run.digest);
+            if same {
+                return Ok(run_view(r.run));
+            }
+            return Err(ServiceError::Conflict(format!(
+                "the run is already {current} with different details"
+            )));
+        }
+        if !current.can_become(next) {
+            return Err(ServiceError::Conflict(format!(
+                "the run is {current} and cannot become {next}"
+            )));
+        }
+        if next == RunState::Completed && !r.run.has_result {
+            return Err(ServiceError::Conflict(
+                "upload the result before marking the run completed".into(),
+            ));
+        }
+        if let (RunUpdate::Admitted { digest: d }, Ok(reference)) =
+            (&update, Reference::parse(&r.image))
+        {
+            if reference.digest().is_some_and(|want| want != d) {
+                return Err(invalid(
+                    "digest",
+                    "the digest differs from the one pinned in the task's image reference",
+                ));
+            }
+        }
+        let now = now_micros();
+        let moved = tx
+            .transition_run(id, current, next, reason.as_deref(), digest.as_deref(), now)
+            .await?;
+        if !moved {
+            return Err(ServiceError::Conflict(
+                "the run changed concurrently; read it again".into(),
+            ));
+        }
+        tx.commit().await?;
+        Metrics::inc(&self.inner.metrics.run_transitions);
+        tracing::info!(run = id, from = %current, to = %next, reason = reason.as_deref().unwrap_or(""), "run transition");
+        let mut run = r.run;
+        run.state = next;
+        if reason.is_some() {
+            run.reason = reason;
+        }
+        if digest.is_some() {
+            run.digest = digest;
+        }
+        match next {
+            RunState::Admitted => run.admitted_at = Some(now),
+            RunState::Running => run.started_at = Some(now),
+            _ => run.finished_at = Some(now),
+        }
+        Ok(run_view(run))
+    }
+
+    /// Store a run's (encrypted) result. Allowed while the run is running.
+    pub async fn put_result(&self, bearer: Option<&Bearer>, id: i64, data: &[u8]) -> Result<()> {
+        let mut tx = self.inner.db.write().await?;
+        let r = self.operated_run(&mut tx, bearer, id).await?;
+        if r.run.state != RunState::Running {
+            return Err(ServiceError::Conflict(format!(
+                "the run is {}; a result can only be uploaded while it is running",
+                r.run.state
+            )));
+        }
+        tx.put_result(id, data, now_micros()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn result(&self, bearer: Option<&Bearer>, id: i64) -> Result<Vec<u8>> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let r = tx
+            .run(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such run"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::ReadResult {
+                collaboration_id: r.run.collaboration_id,
+                task_organization_id: r.task_organization_id,
+                creator_run_id: r.task_creator_run_id,
+            },
+        )?;
+        tx.result(id)
+            .await?
+            .ok_or(ServiceError::NotFound("the run has no result yet"))
+    }
+
+    /// Issue the token for the algorithm container of a running run.
+    pub async fn run_token(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::RunToken> {
+        let mut tx = self.inner.db.write().await?;
+        let r = self.operated_run(&mut tx, bearer, id).await?;
+        if r.run.state != RunState::Running {
+            return Err(ServiceError::Conflict(format!(
+                "the run is {}; a run token is only issued while it is running",
+                r.run.state
+            )));
+        }
+        let token = auth::new_token(auth::RUN_PREFIX);
+        let ttl = self.inner.auth.run_token_ttl_secs;
+        tx.insert_token(&TokenRow {
+            hash: auth::token_hash(&token),
+            kind: TokenKind::Run,
+            user_id: None,
+            node_id: None,
+            run_id: Some(id),
+            family: None,
+            consumed: false,
+            expires_at: now_micros().saturating_add(secs(ttl)),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(api::RunToken {
+            token,
+            expires_in: ttl,
+        })
+    }
+
+    // ---- events ------------------------------------------------------------------------------
+
+    /// Who is receiving events: checked once at connection and on every poll.
+    pub async fn event_subscriber(&self, bearer: Option<&Bearer>) -> Result<(i64, i64)> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let _permit = self.check(&actor, &Op::ReceiveEvents)?;
+        match actor {
+            Actor::Node {
+                organization_id,
+                collaboration_id,
+                ..
+            } => Ok((collaboration_id, organization_id)),
+            _ => Err(ServiceError::Forbidden(Denied("only nodes receive events"))),
+        }
+    }
+
+    /// Events for the node after `after`, oldest first.
+    pub async fn events(
+        &self,
+        node: (i64, i64),
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<api::Event>> {
+        let mut tx = self.inner.db.read().await?;
+        let rows = tx.events_after(node.0, node.1, after, limit).await?;
+        Metrics::add(&self.inner.metrics.events_delivered, rows.len() as u64);
+        Ok(rows
+            .into_iter()
+            .map(|e| api::Event {
+                id: e.id,
+                kind: api::EventKind::RunCreated,
+                run_id: e.run_id,
+                task_id: e.task_id,
+                image: e.image,
+                created_at: time_of(e.created_at),
+            })
+            .collect())
+    }
+
+    pub fn session_opened(&self) {
+        self.inner
+            .metrics
+            .ws_sessions
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn session_closed(&self) {
+        self.inner
+            .metrics
+            .ws_sessions
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub async fn health(&self) -> Result<()> {
+        let mut tx = self.inner.db.read().await?;
+        tx.ping().await?;
+        Ok(())
+    }
+}

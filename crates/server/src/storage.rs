@@ -1,0 +1,1116 @@
+//! Storage: one enum over a SQLite and a PostgreSQL backend, each with its own migrations.
+//!
+//! Every operation runs inside a [`Tx`] that the service layer opens and commits, so a
+//! multi-step write is all-or-nothing. The SQL text is shared (both engines accept `$N`
+//! placeholders, `RETURNING` and `ON CONFLICT`); where the engines differ (event ordering and
+//! notification) the backend arm says so.
+//!
+//! SQLite runs in WAL mode with `synchronous = FULL`: a commit returns only after the WAL frame
+//! is on disk, so an acknowledged write survives a power loss, not only a process crash. Writes
+//! go through a single-connection pool (SQLite has one writer anyway; a single writer connection
+//! also avoids `SQLITE_BUSY` on lock upgrades), reads through a separate pool that WAL lets run
+//! concurrently with the writer.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Postgres, Sqlite, Transaction};
+use warden_api::{Role, RunState};
+
+/// PostgreSQL channel on which committed events are announced to every replica.
+pub const EVENT_CHANNEL: &str = "warden_events";
+/// Advisory lock key that orders event insertion in PostgreSQL so that event ids become
+/// visible in increasing order (a node resuming "after id N" never misses a late commit).
+const EVENT_ORDER_LOCK: i64 = 0x5741_5244_454e; // "WARDEN"
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database url `{0}` is not supported; use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+    #[error("cannot create the database directory {path}: {source}; check permissions")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a row with the same unique value already exists")]
+    Conflict,
+    #[error("a referenced row does not exist")]
+    MissingReference,
+    #[error("stored value `{0}` is not valid; the database may have been edited by hand")]
+    Corrupt(String),
+    #[error("database migration failed: {0}; check the database url and permissions")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(d) = &e {
+            if d.is_unique_violation() {
+                return StorageError::Conflict;
+            }
+            if d.is_foreign_key_violation() {
+                return StorageError::MissingReference;
+            }
+        }
+        StorageError::Database(e)
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite { write: SqlitePool, read: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// Connection options beyond the URL.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    /// PostgreSQL only: a schema to create and use (tests give each run a fresh one).
+    pub pg_schema: Option<String>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_connections: 16,
+            pg_schema: None,
+        }
+    }
+}
+
+/// Path of the SQLite file named by `url` (`sqlite://PATH`, `sqlite:PATH`); relative paths are
+/// resolved against `base`.
+pub fn sqlite_path(url: &str, base: &Path) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = rest.split('?').next().unwrap_or(rest);
+    if rest.is_empty() {
+        return None;
+    }
+    let p = Path::new(rest);
+    Some(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    })
+}
+
+impl Db {
+    /// Connect and run the backend's migrations. For SQLite the file and its directory are
+    /// created when missing.
+    pub async fn connect(url: &str, base: &Path, options: &ConnectOptions) -> Result<Db> {
+        if url.starts_with("sqlite:") {
+            let path = sqlite_path(url, base)
+                .ok_or_else(|| StorageError::UnsupportedUrl(url.to_owned()))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| StorageError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            let opts = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .connect_with(opts.clone())
+                .await?;
+            SQLITE_MIGRATOR.run(&write).await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .connect_with(opts.read_only(true))
+                .await?;
+            Ok(Db::Sqlite { write, read })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut opts = PgConnectOptions::from_str(url)?;
+            if let Some(schema) = &options.pg_schema {
+                let admin = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(opts.clone())
+                    .await?;
+                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                    .execute(&admin)
+                    .await?;
+                admin.close().await;
+                opts = opts.options([("search_path", schema.as_str())]);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(1))
+                .connect_with(opts)
+                .await?;
+            POSTGRES_MIGRATOR.run(&pool).await?;
+            Ok(Db::Postgres(pool))
+        } else {
+            Err(StorageError::UnsupportedUrl(url.to_owned()))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite { .. } => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// A transaction for reads only (SQLite: from the reader pool).
+    pub async fn read(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Sqlite { read, .. } => Tx::Sqlite(read.begin().await?),
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// A transaction that may write (SQLite: the single writer connection).
+    pub async fn write(&self) -> Result<Tx> {
+        Ok(match self {
+            Db::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// The PostgreSQL pool, for LISTEN.
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        match self {
+            Db::Postgres(p) => Some(p),
+            Db::Sqlite { .. } => None,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// An open transaction. Dropping it without [`Tx::commit`] rolls back.
+#[derive(Debug)]
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Run the same body against whichever connection the transaction holds. Each arm is type
+/// checked on its own, so the body must be valid for both engines.
+macro_rules! on {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            Tx::Sqlite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            Tx::Postgres(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+/// A bind value of a dynamically built filter.
+#[derive(Debug, Clone)]
+enum Arg {
+    I64(i64),
+    Str(&'static str),
+}
+
+/// Builds `WHERE ...` clauses with `$N` placeholders for keyset pagination and filters.
+#[derive(Debug, Default)]
+struct Filter {
+    clauses: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Filter {
+    fn next(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+    fn eq(&mut self, col: &str, v: Option<i64>) {
+        if let Some(v) = v {
+            let p = self.next(Arg::I64(v));
+            self.clauses.push(format!("{col} = {p}"));
+        }
+    }
+    fn eq_str(&mut self, col: &str, v: Option<&'static str>) {
+        if let Some(v) = v {
+            let p = self.next(Arg::Str(v));
+            self.clauses.push(format!("{col} = {p}"));
+        }
+    }
+    fn lt(&mut self, col: &str, v: Option<i64>) {
+        if let Some(v) = v {
+            let p = self.next(Arg::I64(v));
+            self.clauses.push(format!("{col} < {p}"));
+        }
+    }
+    fn in_list(&mut self, col: &str, vs: Option<&[i64]>) {
+        if let Some(vs) = vs {
+            if vs.is_empty() {
+                self.clauses.push("1 = 0".to_owned());
+            } else {
+                let ps: Vec<String> = vs.iter().map(|v| self.next(Arg::I64(*v))).collect();
+                self.clauses.push(format!("{col} IN ({})", ps.join(", ")));
+            }
+        }
+    }
+    fn sql(&self, select: &str, order_col: &str, limit: u32) -> String {
+        let mut s = select.to_owned();
+        if !self.clauses.is_empty() {
+            s.push_str(" WHERE ");
+            s.push_str(&self.clauses.join(" AND "));
+        }
+        s.push_str(&format!(" ORDER BY {order_col} DESC LIMIT {limit}"));
+        s
+    }
+}
+
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Arg::I64(v) => q.bind(*v),
+                Arg::Str(v) => q.bind(*v),
+            };
+        }
+        q
+    }};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct OrganizationRow {
+    pub id: i64,
+    pub name: String,
+    pub public_key: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct CollaborationRow {
+    pub id: i64,
+    pub name: String,
+    pub encrypted: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+struct RawUserRow {
+    id: i64,
+    username: String,
+    organization_id: Option<i64>,
+    role: String,
+    password_hash: String,
+    failed_logins: i64,
+    locked_until: Option<i64>,
+    created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub organization_id: Option<i64>,
+    pub role: Role,
+    pub password_hash: String,
+    pub failed_logins: i64,
+    pub locked_until: Option<i64>,
+    pub created_at: i64,
+}
+
+impl TryFrom<RawUserRow> for UserRow {
+    type Error = StorageError;
+    fn try_from(r: RawUserRow) -> Result<Self> {
+        let role = Role::from_str(&r.role).map_err(|_| StorageError::Corrupt(r.role.clone()))?;
+        Ok(UserRow {
+            id: r.id,
+            username: r.username,
+            organization_id: r.organization_id,
+            role,
+            password_hash: r.password_hash,
+            failed_logins: r.failed_logins,
+            locked_until: r.locked_until,
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct NodeRow {
+    pub id: i64,
+    pub organization_id: i64,
+    pub collaboration_id: i64,
+    pub api_key_hash: String,
+    pub created_at: i64,
+    pub last_seen_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct TaskRow {
+    pub id: i64,
+    pub collaboration_id: i64,
+    pub name: String,
+    pub image: String,
+    pub organization_id: i64,
+    pub creator_user_id: Option<i64>,
+    pub creator_run_id: Option<i64>,
+    pub parent_task_id: Option<i64>,
+    pub created_at: i64,
+}
+
+/// A task about to be inserted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask<'a> {
+    pub collaboration_id: i64,
+    pub name: &'a str,
+    pub image: &'a str,
+    pub organization_id: i64,
+    pub creator_user_id: Option<i64>,
+    pub creator_run_id: Option<i64>,
+    pub parent_task_id: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+struct RawRunRow {
+    id: i64,
+    task_id: i64,
+    collaboration_id: i64,
+    organization_id: i64,
+    state: String,
+    reason: Option<String>,
+    digest: Option<String>,
+    has_result: bool,
+    created_at: i64,
+    admitted_at: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    acked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    pub id: i64,
+    pub task_id: i64,
+    pub collaboration_id: i64,
+    pub organization_id: i64,
+    pub state: RunState,
+    pub reason: Option<String>,
+    pub digest: Option<String>,
+    pub has_result: bool,
+    pub created_at: i64,
+    pub admitted_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub acked_at: Option<i64>,
+}
+
+impl TryFrom<RawRunRow> for RunRow {
+    type Error = StorageError;
+    fn try_from(r: RawRunRow) -> Result<Self> {
+        let state =
+            RunState::from_str(&r.state).map_err(|_| StorageError::Corrupt(r.state.clone()))?;
+        Ok(RunRow {
+            id: r.id,
+            task_id: r.task_id,
+            collaboration_id: r.collaboration_id,
+            organization_id: r.organization_id,
+            state,
+            reason: r.reason,
+            digest: r.digest,
+            has_result: r.has_result,
+            created_at: r.created_at,
+            admitted_at: r.admitted_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            acked_at: r.acked_at,
+        })
+    }
+}
+
+/// A run together with the facts of its task that permission checks need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunWithTask {
+    pub run: RunRow,
+    pub task_organization_id: i64,
+    pub task_creator_run_id: Option<i64>,
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct EventRow {
+    pub id: i64,
+    pub kind: String,
+    pub run_id: i64,
+    pub task_id: i64,
+    pub image: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+    Node,
+    Run,
+}
+
+impl TokenKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+            TokenKind::Node => "node",
+            TokenKind::Run => "run",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "access" => TokenKind::Access,
+            "refresh" => TokenKind::Refresh,
+            "node" => TokenKind::Node,
+            "run" => TokenKind::Run,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+struct RawTokenRow {
+    hash: String,
+    kind: String,
+    user_id: Option<i64>,
+    node_id: Option<i64>,
+    run_id: Option<i64>,
+    family: Option<String>,
+    consumed: bool,
+    expires_at: i64,
+}
+
+/// A stored token: only the sha256 of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub hash: String,
+    pub kind: TokenKind,
+    pub user_id: Option<i64>,
+    pub node_id: Option<i64>,
+    pub run_id: Option<i64>,
+    pub family: Option<String>,
+    pub consumed: bool,
+    pub expires_at: i64,
+}
+
+/// Filters of `list_tasks`; `None` means "no restriction".
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter<'a> {
+    /// Only tasks in these collaborations (the caller's visible set).
+    pub collaborations: Option<&'a [i64]>,
+    pub collaboration_id: Option<i64>,
+    pub parent_task_id: Option<i64>,
+    pub creator_run_id: Option<i64>,
+    pub creator_user_id: Option<i64>,
+}
+
+/// Filters of `list_runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter<'a> {
+    pub collaborations: Option<&'a [i64]>,
+    pub collaboration_id: Option<i64>,
+    pub organization_id: Option<i64>,
+    pub task_id: Option<i64>,
+    pub state: Option<RunState>,
+    /// Only runs of tasks created by this run (subtasks).
+    pub creator_run_id: Option<i64>,
+}
+
+const RUN_COLUMNS: &str = "runs.id, runs.task_id, runs.collaboration_id, runs.organization_id, \
+    runs.state, runs.reason, runs.digest, runs.has_result, runs.created_at, runs.admitted_at, \
+    runs.started_at, runs.finished_at, runs.acked_at";
+const TASK_COLUMNS: &str = "id, collaboration_id, name, image, organization_id, creator_user_id, \
+    creator_run_id, parent_task_id, created_at";
+const USER_COLUMNS: &str =
+    "id, username, organization_id, role, password_hash, failed_logins, locked_until, created_at";
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Tx::Sqlite(_) => Backend::Sqlite,
+            Tx::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn ping(&mut self) -> Result<()> {
+        on!(self, c => sqlx::query("SELECT 1").execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    // ---- organizations -----------------------------------------------------------------------
+
+    pub async fn insert_organization(
+        &mut self,
+        name: &str,
+        public_key: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let sql = "INSERT INTO organizations (name, public_key, created_at) VALUES ($1, $2, $3) \
+                   RETURNING id";
+        Ok(
+            on!(self, c => sqlx::query_scalar(sql).bind(name).bind(public_key).bind(now)
+            .fetch_one(&mut *c).await)?,
+        )
+    }
+
+    pub async fn organization(&mut self, id: i64) -> Result<Option<OrganizationRow>> {
+        let sql = "SELECT id, name, public_key, created_at FROM organizations WHERE id = $1";
+        Ok(on!(self, c => sqlx::query_as(sql).bind(id).fetch_optional(&mut *c).await)?)
+    }
+
+    /// Organizations, newest first; `ids` restricts to a visible set.
+    pub async fn list_organizations(
+        &mut self,
+        ids: Option<&[i64]>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<OrganizationRow>> {
+        let mut f = Filter::default();
+        f.in_list("id", ids);
+        f.lt("id", after);
+        let sql = f.sql(
+            "SELECT id, name, public_key, created_at FROM organizations",
+            "id",
+            limit,
+        );
+        Ok(on!(self, c => bind_all!(sqlx::query_as(&sql), &f.args).fetch_all(&mut *c).await)?)
+    }
+
+    // ---- collaborations ----------------------------------------------------------------------
+
+    pub async fn insert_collaboration(
+        &mut self,
+        name: &str,
+        encrypted: bool,
+        now: i64,
+    ) -> Result<i64> {
+        let sql = "INSERT INTO collaborations (name, encrypted, created_at) VALUES ($1, $2, $3) \
+                   RETURNING id";
+        Ok(
+            on!(self, c => sqlx::query_scalar(sql).bind(name).bind(encrypted).bind(now)
+            .fetch_one(&mut *c).await)?,
+        )
+    }
+
+    pub async fn add_member(&mut self, collaboration_id: i64, organization_id: i64) -> Result<()> {
+        let sql = "INSERT INTO collaboration_members (collaboration_id, organization_id) \
+                   VALUES ($1, $2)";
+        on!(self, c => sqlx::query(sql).bind(collaboration_id).bind(organization_id)
+            .execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn collaboration(&mut self, id: i64) -> Result<Option<CollaborationRow>> {
+        let sql = "SELECT id, name, encrypted, created_at FROM collaborations WHERE id = $1";
+        Ok(on!(self, c => sqlx::query_as(sql).bind(id).fetch_optional(&mut *c).await)?)
+    }
+
+    /// Member organizations of a collaboration, ascending.
+    pub async fn members(&mut self, collaboration_id: i64) -> Result<Vec<i64>> {
+        let sql = "SELECT organization_id FROM collaboration_members WHERE collaboration_id = $1 \
+                   ORDER BY organization_id";
+        Ok(on!(self, c => sqlx::query_scalar(sql).bind(collaboration_id).fetch_all(&mut *c).await)?)
+    }
+
+    /// Collaborations an organization is a member of, ascending.
+    pub async fn collaborations_of(&mut self, organization_id: i64) -> Result<Vec<i64>> {
+        let sql = "SELECT collaboration_id FROM collaboration_members WHERE organization_id = $1 \
+                   ORDER BY collaboration_id";
+        Ok(on!(self, c => sqlx::query_scalar(sql).bind(organization_id).fetch_all(&mut *c).await)?)
+    }
+
+    /// Organizations that share at least one collaboration with `organization_id` (itself
+    /// included).
+    pub async fn partners_of(&mut self, organization_id: i64) -> Result<Vec<i64>> {
+        let sql = "SELECT DISTINCT b.organization_id FROM collaboration_members a \
+                   JOIN collaboration_members b ON a.collaboration_id = b.collaboration_id \
+                   WHERE a.organization_id = $1 ORDER BY b.organization_id";
+        let mut v: Vec<i64> = on!(self, c => sqlx::query_scalar(sql).bind(organization_id)
+            .fetch_all(&mut *c).await)?;
+        if !v.contains(&organization_id) {
+            v.push(organization_id);
+        }
+        Ok(v)
+    }
+
+    pub async fn list_collaborations(
+        &mut self,
+        ids: Option<&[i64]>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<CollaborationRow>> {
+        let mut f = Filter::default();
+        f.in_list("id", ids);
+        f.lt("id", after);
+        let sql = f.sql(
+            "SELECT id, name, encrypted, created_at FROM collaborations",
+            "id",
+            limit,
+        );
+        Ok(on!(self, c => bind_all!(sqlx::query_as(&sql), &f.args).fetch_all(&mut *c).await)?)
+    }
+
+    // ---- users -------------------------------------------------------------------------------
+
+    pub async fn insert_user(
+        &mut self,
+        username: &str,
+        organization_id: Option<i64>,
+        role: Role,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let sql = "INSERT INTO users (username, organization_id, role, password_hash, created_at) \
+                   VALUES ($1, $2, $3, $4, $5) RETURNING id";
+        Ok(
+            on!(self, c => sqlx::query_scalar(sql).bind(username).bind(organization_id)
+            .bind(role.as_str()).bind(password_hash).bind(now).fetch_one(&mut *c).await)?,
+        )
+    }
+
+    pub async fn user(&mut self, id: i64) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let raw: Option<RawUserRow> =
+            on!(self, c => sqlx::query_as(&sql).bind(id).fetch_optional(&mut *c).await)?;
+        raw.map(UserRow::try_from).transpose()
+    }
+
+    pub async fn user_by_name(&mut self, username: &str) -> Result<Option<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1");
+        let raw: Option<RawUserRow> =
+            on!(self, c => sqlx::query_as(&sql).bind(username).fetch_optional(&mut *c).await)?;
+        raw.map(UserRow::try_from).transpose()
+    }
+
+    pub async fn count_users(&mut self) -> Result<i64> {
+        let sql = "SELECT COUNT(*) FROM users";
+        Ok(on!(self, c => sqlx::query_scalar(sql).fetch_one(&mut *c).await)?)
+    }
+
+    /// Count one failed login; at `threshold` failures in a row the account is locked until
+    /// `lock_until` and the counter restarts. Atomic, so concurrent attempts all count.
+    pub async fn record_login_failure(
+        &mut self,
+        user_id: i64,
+        threshold: i64,
+        lock_until: i64,
+    ) -> Result<()> {
+        let sql = "UPDATE users SET \
+                   locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END, \
+                   failed_logins = CASE WHEN failed_logins + 1 >= $1 THEN 0 \
+                   ELSE failed_logins + 1 END WHERE id = $3";
+        on!(self, c => sqlx::query(sql).bind(threshold).bind(lock_until).bind(user_id)
+            .execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn reset_login_failures(&mut self, user_id: i64) -> Result<()> {
+        let sql = "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1";
+        on!(self, c => sqlx::query(sql).bind(user_id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn list_users(
+        &mut self,
+        organization_id: Option<i64>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<UserRow>> {
+        let mut f = Filter::default();
+        f.eq("organization_id", organization_id);
+        f.lt("id", after);
+        let sql = f.sql(&format!("SELECT {USER_COLUMNS} FROM users"), "id", limit);
+        let raw: Vec<RawUserRow> =
+            on!(self, c => bind_all!(sqlx::query_as(&sql), &f.args).fetch_all(&mut *c).await)?;
+        raw.into_iter().map(UserRow::try_from).collect()
+    }
+
+    // ---- nodes -------------------------------------------------------------------------------
+
+    pub async fn insert_node(
+        &mut self,
+        organization_id: i64,
+        collaboration_id: i64,
+        api_key_hash: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let sql = "INSERT INTO nodes (organization_id, collaboration_id, api_key_hash, created_at) \
+                   VALUES ($1, $2, $3, $4) RETURNING id";
+        Ok(
+            on!(self, c => sqlx::query_scalar(sql).bind(organization_id).bind(collaboration_id)
+            .bind(api_key_hash).bind(now).fetch_one(&mut *c).await)?,
+        )
+    }
+
+    pub async fn set_node_key(&mut self, id: i64, api_key_hash: &str) -> Result<()> {
+        let sql = "UPDATE nodes SET api_key_hash = $1 WHERE id = $2";
+        on!(self, c => sqlx::query(sql).bind(api_key_hash).bind(id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn touch_node(&mut self, id: i64, now: i64) -> Result<()> {
+        let sql = "UPDATE nodes SET last_seen_at = $1 WHERE id = $2";
+        on!(self, c => sqlx::query(sql).bind(now).bind(id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn node(&mut self, id: i64) -> Result<Option<NodeRow>> {
+        let sql = "SELECT id, organization_id, collaboration_id, api_key_hash, created_at, \
+                   last_seen_at FROM nodes WHERE id = $1";
+        Ok(on!(self, c => sqlx::query_as(sql).bind(id).fetch_optional(&mut *c).await)?)
+    }
+
+    pub async fn list_nodes(
+        &mut self,
+        organization_id: Option<i64>,
+        collaboration_id: Option<i64>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<NodeRow>> {
+        let mut f = Filter::default();
+        f.eq("organization_id", organization_id);
+        f.eq("collaboration_id", collaboration_id);
+        f.lt("id", after);
+        let sql = f.sql(
+            "SELECT id, organization_id, collaboration_id, api_key_hash, created_at, \
+             last_seen_at FROM nodes",
+            "id",
+            limit,
+        );
+        Ok(on!(self, c => bind_all!(sqlx::query_as(&sql), &f.args).fetch_all(&mut *c).await)?)
+    }
+
+    // ---- tasks and runs ----------------------------------------------------------------------
+
+    pub async fn insert_task(&mut self, t: &NewTask<'_>) -> Result<i64> {
+        let sql = "INSERT INTO tasks (collaboration_id, name, image, organization_id, \
+                   creator_user_id, creator_run_id, parent_task_id, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+        Ok(
+            on!(self, c => sqlx::query_scalar(sql).bind(t.collaboration_id).bind(t.name)
+            .bind(t.image).bind(t.organization_id).bind(t.creator_user_id)
+            .bind(t.creator_run_id).bind(t.parent_task_id).bind(t.created_at)
+            .fetch_one(&mut *c).await)?,
+        )
+    }
+
+    /// Insert a pending run, its input, and the event that announces it to the node.
+    pub async fn insert_run(
+        &mut self,
+        task_id: i64,
+        collaboration_id: i64,
+        organization_id: i64,
+        input: &[u8],
+        now: i64,
+    ) -> Result<i64> {
+        let sql = "INSERT INTO runs (task_id, collaboration_id, organization_id, state, created_at) \
+                   VALUES ($1, $2, $3, 'pending', $4) RETURNING id";
+        let run_id: i64 = on!(self, c => sqlx::query_scalar(sql).bind(task_id)
+            .bind(collaboration_id).bind(organization_id).bind(now).fetch_one(&mut *c).await)?;
+        let sql = "INSERT INTO run_inputs (run_id, input) VALUES ($1, $2)";
+        on!(self, c => sqlx::query(sql).bind(run_id).bind(input).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(run_id)
+    }
+
+    /// Append the node events for new runs, in one statement per run. On PostgreSQL the
+    /// insertion is serialised by a transaction-scoped advisory lock (so ids commit in order)
+    /// and announced with NOTIFY, which PostgreSQL delivers only at commit.
+    pub async fn insert_run_events(
+        &mut self,
+        runs: &[(i64, i64, i64)], // (run id, collaboration, organization)
+        now: i64,
+    ) -> Result<Vec<i64>> {
+        if let Tx::Postgres(t) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(EVENT_ORDER_LOCK)
+                .execute(&mut **t)
+                .await?;
+        }
+        let sql = "INSERT INTO events (collaboration_id, organization_id, kind, run_id, created_at) \
+                   VALUES ($1, $2, 'run_created', $3, $4) RETURNING id";
+        let mut ids = Vec::with_capacity(runs.len());
+        for (run, collab, org) in runs {
+            let id: i64 = on!(self, c => sqlx::query_scalar(sql).bind(collab).bind(org)
+                .bind(run).bind(now).fetch_one(&mut *c).await)?;
+            ids.push(id);
+        }
+        if let Tx::Postgres(t) = self {
+            if let Some(last) = ids.last() {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(EVENT_CHANNEL)
+                    .bind(last.to_string())
+                    .execute(&mut **t)
+                    .await?;
+            }
+        }
+        Ok(ids)
+    }
+
+    pub async fn task(&mut self, id: i64) -> Result<Option<TaskRow>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+        Ok(on!(self, c => sqlx::query_as(&sql).bind(id).fetch_optional(&mut *c).await)?)
+    }
+
+    /// Tasks newest first, keyset paginated on the id.
+    pub async fn list_tasks(
+        &mut self,
+        filter: &TaskFilter<'_>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TaskRow>> {
+        let mut f = Filter::default();
+        f.in_list("collaboration_id", filter.collaborations);
+        f.eq("collaboration_id", filter.collaboration_id);
+        f.eq("parent_task_id", filter.parent_task_id);
+        f.eq("creator_run_id", filter.creator_run_id);
+        f.eq("creator_user_id", filter.creator_user_id);
+        f.lt("id", after);
+        let sql = f.sql(&format!("SELECT {TASK_COLUMNS} FROM tasks"), "id", limit);
+        Ok(on!(self, c => bind_all!(sqlx::query_as(&sql), &f.args).fetch_all(&mut *c).await)?)
+    }
+
+    pub async fn runs_of_task(&mut self, task_id: i64) -> Result<Vec<RunRow>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE task_id = $1 ORDER BY id");
+        let raw: Vec<RawRunRow> =
+            on!(self, c => sqlx::query_as(&sql).bind(task_id).fetch_all(&mut *c).await)?;
+        raw.into_iter().map(RunRow::try_from).collect()
+    }
+
+    pub async fn run(&mut self, id: i64) -> Result<Option<RunWithTask>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, tasks.organization_id AS task_organization_id, \
+             tasks.creator_run_id AS task_creator_run_id, tasks.image AS image \
+             FROM runs JOIN tasks ON tasks.id = runs.task_id WHERE runs.id = $1"
+        );
+        #[derive(FromRow)]
+        struct Joined {
+            #[sqlx(flatten)]
+            run: RawRunRow,
+            task_organization_id: i64,
+            task_creator_run_id: Option<i64>,
+            image: String,
+        }
+        let j: Option<Joined> =
+            on!(self, c => sqlx::query_as(&sql).bind(id).fetch_optional(&mut *c).await)?;
+        j.map(|j| {
+            Ok(RunWithTask {
+                run: RunRow::try_from(j.run)?,
+                task_organization_id: j.task_organization_id,
+                task_creator_run_id: j.task_creator_run_id,
+                image: j.image,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn list_runs(
+        &mut self,
+        filter: &RunFilter<'_>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<RunRow>> {
+        let mut f = Filter::default();
+        f.in_list("runs.collaboration_id", filter.collaborations);
+        f.eq("runs.collaboration_id", filter.collaboration_id);
+        f.eq("runs.organization_id", filter.organization_id);
+        f.eq("runs.task_id", filter.task_id);
+        f.eq_str("runs.state", filter.state.map(RunState::as_str));
+        f.lt("runs.id", after);
+        let select = if let Some(r) = filter.creator_run_id {
+            f.eq("tasks.creator_run_id", Some(r));
+            format!("SELECT {RUN_COLUMNS} FROM runs JOIN tasks ON tasks.id = runs.task_id")
+        } else {
+            format!("SELECT {RUN_COLUMNS} FROM runs")
+        };
+        let sql = f.sql(&select, "runs.id", limit);
+        let raw: Vec<RawRunRow> =
+            on!(self, c => bind_all!(sqlx::query_as(&sql), &f.args).fetch_all(&mut *c).await)?;
+        raw.into_iter().map(RunRow::try_from).collect()
+    }
+
+    /// Move a run from `from` to `to` if it is still in `from`; returns whether it moved. The
+    /// timestamp column that belongs to `to` is set to `now`.
+    pub async fn transition_run(
+        &mut self,
+        id: i64,
+        from: RunState,
+        to: RunState,
+        reason: Option<&str>,
+        digest: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let column = match to {
+            RunState::Pending => "created_at",
+            RunState::Admitted => "admitted_at",
+            RunState::Running => "started_at",
+            RunState::Completed | RunState::Failed | RunState::Rejected => "finished_at",
+        };
+        let sql = format!(
+            "UPDATE runs SET state = $1, {column} = $2, reason = COALESCE($3, reason), \
+             digest = COALESCE($4, digest) WHERE id = $5 AND state = $6"
+        );
+        let done = on!(self, c => sqlx::query(&sql).bind(to.as_str()).bind(now).bind(reason)
+            .bind(digest).bind(id).bind(from.as_str()).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
+    }
+
+    /// Record the first delivery acknowledgement; later ones change nothing.
+    pub async fn ack_run(&mut self, id: i64, now: i64) -> Result<()> {
+        let sql = "UPDATE runs SET acked_at = $1 WHERE id = $2 AND acked_at IS NULL";
+        on!(self, c => sqlx::query(sql).bind(now).bind(id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn run_input(&mut self, run_id: i64) -> Result<Option<Vec<u8>>> {
+        let sql = "SELECT input FROM run_inputs WHERE run_id = $1";
+        Ok(on!(self, c => sqlx::query_scalar(sql).bind(run_id).fetch_optional(&mut *c).await)?)
+    }
+
+    /// Store (or replace) the result bytes of a run and flag the run as having one.
+    pub async fn put_result(&mut self, run_id: i64, data: &[u8], now: i64) -> Result<()> {
+        let sql = "INSERT INTO results (run_id, data, created_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (run_id) DO UPDATE SET data = excluded.data, \
+                   created_at = excluded.created_at";
+        on!(self, c => sqlx::query(sql).bind(run_id).bind(data).bind(now).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        let sql = "UPDATE runs SET has_result = TRUE WHERE id = $1";
+        on!(self, c => sqlx::query(sql).bind(run_id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn result(&mut self, run_id: i64) -> Result<Option<Vec<u8>>> {
+        let sql = "SELECT data FROM results WHERE run_id = $1";
+        Ok(on!(self, c => sqlx::query_scalar(sql).bind(run_id).fetch_optional(&mut *c).await)?)
+    }
+
+    // ---- events ------------------------------------------------------------------------------
+
+    /// Events for one node (organization in a collaboration) with an id above `after`,
+    /// oldest first.
+    pub async fn events_after(
+        &mut self,
+        collaboration_id: i64,
+        organization_id: i64,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
+        let sql = format!(
+            "SELECT events.id, events.kind, events.run_id, runs.task_id, tasks.image, \
+             events.created_at FROM events JOIN runs ON runs.id = events.run_id \
+             JOIN tasks ON tasks.id = runs.task_id \
+             WHERE events.collaboration_id = $1 AND events.organization_id = $2 \
+             AND events.id > $3 ORDER BY events.id LIMIT {limit}"
+        );
+        Ok(
+            on!(self, c => sqlx::query_as(&sql).bind(collaboration_id).bind(organization_id)
+            .bind(after).fetch_all(&mut *c).await)?,
+        )
+    }
+
+    /// The highest event id, 0 when there is none.
+    pub async fn last_event_id(&mut self) -> Result<i64> {
+        let sql = "SELECT COALESCE(MAX(id), 0) FROM events";
+        Ok(on!(self, c => sqlx::query_scalar(sql).fetch_one(&mut *c).await)?)
+    }
+
+    // ---- tokens ------------------------------------------------------------------------------
+
+    pub async fn insert_token(&mut self, t: &TokenRow) -> Result<()> {
+        let sql = "INSERT INTO tokens (hash, kind, user_id, node_id, run_id, family, consumed, \
+                   expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+        on!(self, c => sqlx::query(sql).bind(&t.hash).bind(t.kind.as_str()).bind(t.user_id)
+            .bind(t.node_id).bind(t.run_id).bind(&t.family).bind(t.consumed).bind(t.expires_at)
+            .execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn token(&mut self, hash: &str) -> Result<Option<TokenRow>> {
+        let sql = "SELECT hash, kind, user_id, node_id, run_id, family, consumed, expires_at \
+                   FROM tokens WHERE hash = $1";
+        let raw: Option<RawTokenRow> =
+            on!(self, c => sqlx::query_as(sql).bind(hash).fetch_optional(&mut *c).await)?;
+        raw.map(|r| {
+            let kind = TokenKind::parse(&r.kind).ok_or_else(|| StorageError::Corrupt(r.kind))?;
+            Ok(TokenRow {
+                hash: r.hash,
+                kind,
+                user_id: r.user_id,
+                node_id: r.node_id,
+                run_id: r.run_id,
+                family: r.family,
+                consumed: r.consumed,
+                expires_at: r.expires_at,
+            })
+        })
+        .transpose()
+    }
+
+    /// Mark a refresh token used; returns false if it was already used (a replay).
+    pub async fn consume_token(&mut self, hash: &str) -> Result<bool> {
+        let sql = "UPDATE tokens SET consumed = TRUE WHERE hash = $1 AND consumed = FALSE";
+        let done = on!(self, c => sqlx::query(sql).bind(hash).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
+    }
+
+    /// Revoke every token of a login session (access and refresh tokens share a family).
+    pub async fn delete_token_family(&mut self, family: &str) -> Result<u64> {
+        let sql = "DELETE FROM tokens WHERE family = $1";
+        let done = on!(self, c => sqlx::query(sql).bind(family).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(done)
+    }
+
+    pub async fn delete_expired_tokens(&mut self, now: i64) -> Result<u64> {
+        let sql = "DELETE FROM tokens WHERE expires_at < $1";
+        let done = on!(self, c => sqlx::query(sql).bind(now).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(done)
+    }
+}

@@ -1,0 +1,1054 @@
+//! End-to-end tests of the HTTP API against the real server on loopback.
+
+mod kit;
+
+use kit::{Kit, World};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const OTHER_DIGEST: &str =
+    "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test]
+async fn health_openapi_metrics_and_unknown_routes() {
+    let kit = Kit::start().await;
+    let (s, v) = kit.call(Method::GET, None, "/api/health", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], "ok");
+    let (s, v) = kit.call(Method::GET, None, "/api/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["openapi"], "3.1.0");
+    assert!(v["paths"]["/api/tasks"]["post"].is_object());
+    let (s, v) = kit.call(Method::GET, None, "/api/nothing", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(code(&v), "not_found");
+    let r = kit.client.get(kit.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("warden_user_logins_total{outcome=\"success\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warden_http_responses_total{class=\"4xx\"}"),
+        "{text}"
+    );
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn login_failures_are_generic_and_lock_the_account() {
+    let kit = Kit::start().await;
+    let org = kit.org("one").await;
+    kit.user("alice", "researcher", org).await;
+    let attempt = |u: &'static str, p: &'static str| {
+        let kit = &kit;
+        async move {
+            kit.call(
+                Method::POST,
+                None,
+                "/api/auth/login",
+                Some(json!({"username": u, "password": p})),
+            )
+            .await
+        }
+    };
+    let (s1, v1) = attempt("alice", "wrong password 1").await;
+    let (s2, v2) = attempt("nobody", "wrong password 1").await;
+    assert_eq!(s1, StatusCode::UNAUTHORIZED);
+    assert_eq!(s2, StatusCode::UNAUTHORIZED);
+    assert_eq!(v1, v2, "unknown users and wrong passwords look the same");
+    assert_eq!(v1["error"]["message"], "invalid user name or password");
+    // Four more failures reach the default threshold of five.
+    for _ in 0..4 {
+        assert_eq!(
+            attempt("alice", "wrong password").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (s, v) = attempt("alice", kit::PASSWORD).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "locked account refuses the right password"
+    );
+    assert_eq!(v, v1);
+    // An over-long password is refused without hashing, with the same answer.
+    let long = "x".repeat(10_000);
+    let (s, v) = kit
+        .call(
+            Method::POST,
+            None,
+            "/api/auth/login",
+            Some(json!({"username": "admin", "password": long})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(v, v1);
+    // Unknown fields in the login body are refused.
+    let (s, v) = kit
+        .call(
+            Method::POST,
+            None,
+            "/api/auth/login",
+            Some(json!({"username": "admin", "password": "x", "otp": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(code(&v), "invalid_request");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_replay_revokes_the_session() {
+    let kit = Kit::start().await;
+    let (s, first) = kit
+        .call(
+            Method::POST,
+            None,
+            "/api/auth/login",
+            Some(json!({"username": "admin", "password": kit::ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r1 = first["refresh_token"].as_str().unwrap();
+    let (s, second) = kit
+        .call(
+            Method::POST,
+            None,
+            "/api/auth/refresh",
+            Some(json!({"refresh_token": r1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{second}");
+    let a2 = second["access_token"].as_str().unwrap();
+    assert_ne!(a2, first["access_token"].as_str().unwrap());
+    assert_eq!(kit.get(a2, "/api/auth/whoami").await.0, StatusCode::OK);
+    // A refresh token is not an access token.
+    let (s, _) = kit
+        .get(
+            second["refresh_token"].as_str().unwrap(),
+            "/api/auth/whoami",
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Replaying the used refresh token revokes every token of the session.
+    let (s, _) = kit
+        .call(
+            Method::POST,
+            None,
+            "/api/auth/refresh",
+            Some(json!({"refresh_token": r1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        kit.get(a2, "/api/auth/whoami").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        kit.get(first["access_token"].as_str().unwrap(), "/api/auth/whoami")
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Logout revokes the session of a fresh login; other sessions stay.
+    let t = kit.login("admin", kit::ADMIN_PASSWORD).await;
+    let (s, _) = kit
+        .call(Method::POST, Some(&t), "/api/auth/logout", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        kit.get(&t, "/api/auth/whoami").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        kit.get(&kit.admin, "/api/auth/whoami").await.0,
+        StatusCode::OK
+    );
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn short_lived_access_tokens_expire() {
+    let auth = warden_server::config::AuthConfig {
+        access_token_ttl_secs: 1,
+        ..Default::default()
+    };
+    let kit = Kit::start_with(auth, Default::default()).await;
+    assert_eq!(
+        kit.get(&kit.admin, "/api/auth/whoami").await.0,
+        StatusCode::OK
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (s, v) = kit.get(&kit.admin, "/api/auth/whoami").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(code(&v), "unauthenticated");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn node_keys_log_in_once_checked() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let (s, v) = kit.get(&w.node1, "/api/auth/whoami").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["kind"], "node");
+    assert_eq!(v["organization_id"], w.org1);
+    for bad in ["", "wdn_1_wrong", "wdn_999_abc", "garbage"] {
+        let (s, v) = kit
+            .call(
+                Method::POST,
+                None,
+                "/api/auth/node",
+                Some(json!({"api_key": bad})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{bad}: {v}");
+    }
+    // One node per organization per collaboration.
+    let (s, v) = kit
+        .post(
+            &kit.admin,
+            "/api/nodes",
+            json!({"organization_id": w.org1, "collaboration_id": w.c12}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // Only members get a node.
+    let (s, v) = kit
+        .post(
+            &kit.admin,
+            "/api/nodes",
+            json!({"organization_id": w.org1, "collaboration_id": w.c23}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_goes_through_its_states_with_timestamps() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let detail = kit.task(&w.researcher1, w.c12, &[w.org1, w.org2]).await;
+    assert_eq!(detail["task"]["image"], "registry.example.org/team/avg:1.0");
+    let runs = detail["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r["state"] == "pending"));
+    let run1 = runs
+        .iter()
+        .find(|r| r["organization_id"] == w.org1)
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let run2 = runs
+        .iter()
+        .find(|r| r["organization_id"] == w.org2)
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+
+    // The node sees the run by poll and acknowledges it twice harmlessly.
+    let (s, events) = kit.get(&w.node1, "/api/events?after=0").await;
+    assert_eq!(s, StatusCode::OK);
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["run_id"], run1);
+    let (s, a1) = kit
+        .post(&w.node1, &format!("/api/runs/{run1}/ack"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a1}");
+    let (s, a2) = kit
+        .post(&w.node1, &format!("/api/runs/{run1}/ack"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(a1["acked_at"], a2["acked_at"]);
+    let (s, input) = kit
+        .get_bytes(&w.node1, &format!("/api/runs/{run1}/input"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(input, b"hello");
+
+    let path = format!("/api/runs/{run1}");
+    // Illegal transitions are conflicts; the digest is required for admitted.
+    let (s, v) = kit
+        .patch(&w.node1, &path, json!({"state": "running"}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (s, v) = kit
+        .patch(&w.node1, &path, json!({"state": "admitted"}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "digest");
+    let (s, v) = kit
+        .patch(
+            &w.node1,
+            &path,
+            json!({"state": "admitted", "digest": DIGEST}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "admitted");
+    assert!(v["admitted_at"].is_string());
+    // Reporting the same transition again is harmless; a different digest is not.
+    let (s, _) = kit
+        .patch(
+            &w.node1,
+            &path,
+            json!({"state": "admitted", "digest": DIGEST}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = kit
+        .patch(
+            &w.node1,
+            &path,
+            json!({"state": "admitted", "digest": OTHER_DIGEST}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // A token for the algorithm is only issued while running.
+    let (s, _) = kit
+        .post(&w.node1, &format!("/api/runs/{run1}/token"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, v) = kit
+        .patch(&w.node1, &path, json!({"state": "running"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["started_at"].is_string());
+    // Completed needs a result first.
+    let (s, _) = kit
+        .patch(&w.node1, &path, json!({"state": "completed"}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let s = kit
+        .put_bytes(
+            &w.node1,
+            &format!("/api/runs/{run1}/result"),
+            b"ciphertext".to_vec(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = kit
+        .patch(&w.node1, &path, json!({"state": "completed"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["has_result"], true);
+    assert!(v["finished_at"].is_string());
+    let (s, v) = kit
+        .patch(
+            &w.node1,
+            &path,
+            json!({"state": "failed", "reason": "late"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "final states never change: {v}");
+    // The researcher reads the result.
+    let (s, bytes) = kit
+        .get_bytes(&w.researcher1, &format!("/api/runs/{run1}/result"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(bytes, b"ciphertext");
+
+    // The other organization's node rejects with a reason.
+    let (s, v) = kit
+        .patch(
+            &w.node2,
+            &format!("/api/runs/{run2}"),
+            json!({"state": "rejected"}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "a rejection needs a reason: {v}"
+    );
+    let (s, v) = kit
+        .patch(
+            &w.node2,
+            &format!("/api/runs/{run2}"),
+            json!({"state": "rejected", "reason": "rule deny-unsigned: no signature"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = kit
+        .get(
+            &w.researcher1,
+            &format!("/api/tasks/{}", detail["task"]["id"]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r2 = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == run2)
+        .unwrap()
+        .clone();
+    assert_eq!(r2["state"], "rejected");
+    assert_eq!(r2["reason"], "rule deny-unsigned: no signature");
+    // A rejected run has no result for anyone.
+    let (s, _) = kit
+        .get_bytes(&w.researcher1, &format!("/api/runs/{run2}/result"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_run_token_allows_only_same_digest_subtasks_and_their_results() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let detail = kit.task(&w.researcher1, w.c12, &[w.org1]).await;
+    let task = detail["task"]["id"].as_i64().unwrap();
+    let run = detail["runs"][0]["id"].as_i64().unwrap();
+    let path = format!("/api/runs/{run}");
+    kit.patch(
+        &w.node1,
+        &path,
+        json!({"state": "admitted", "digest": DIGEST}),
+    )
+    .await;
+    kit.patch(&w.node1, &path, json!({"state": "running"}))
+        .await;
+    let (s, v) = kit
+        .post(&w.node1, &format!("/api/runs/{run}/token"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rt = v["token"].as_str().unwrap().to_owned();
+
+    let sub = |image: String, collab: i64, orgs: Vec<i64>| {
+        let inputs: Vec<Value> = orgs
+            .iter()
+            .map(|o| json!({"organization_id": o, "input": ""}))
+            .collect();
+        json!({"collaboration_id": collab, "image": image, "inputs": inputs})
+    };
+    let pinned = format!("registry.example.org/team/avg@{DIGEST}");
+    let (s, v) = kit
+        .post(
+            &rt,
+            "/api/tasks",
+            sub(pinned.clone(), w.c12, vec![w.org1, w.org2]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["task"]["parent_task_id"], task);
+    assert_eq!(v["task"]["creator_run_id"], run);
+    let subrun = v["runs"][0]["id"].as_i64().unwrap();
+    // Another digest, an unpinned tag, or another collaboration is refused.
+    let (s, v) = kit
+        .post(
+            &rt,
+            "/api/tasks",
+            sub(
+                format!("registry.example.org/team/avg@{OTHER_DIGEST}"),
+                w.c12,
+                vec![w.org1],
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, _) = kit
+        .post(
+            &rt,
+            "/api/tasks",
+            sub(
+                "registry.example.org/team/avg:1.0".into(),
+                w.c12,
+                vec![w.org1],
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = kit
+        .post(&rt, "/api/tasks", sub(pinned.clone(), w.c23, vec![w.org2]))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // It sees its subtasks only.
+    let (s, v) = kit.get(&rt, "/api/tasks").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        kit.get(&rt, &format!("/api/tasks/{task}")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(kit.get(&rt, "/api/users").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        kit.get(&rt, &format!("/api/runs/{run}/input")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // It reads its subtask's result once the subtask's node produced one.
+    let sp = format!("/api/runs/{subrun}");
+    kit.patch(
+        &w.node1,
+        &sp,
+        json!({"state": "admitted", "digest": DIGEST}),
+    )
+    .await;
+    kit.patch(&w.node1, &sp, json!({"state": "running"})).await;
+    assert_eq!(
+        kit.put_bytes(&w.node1, &format!("{sp}/result"), b"partial".to_vec())
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    let (s, bytes) = kit.get_bytes(&rt, &format!("{sp}/result")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(bytes, b"partial");
+    // The token dies with the run.
+    kit.put_bytes(&w.node1, &format!("{path}/result"), b"r".to_vec())
+        .await;
+    let (s, _) = kit
+        .patch(&w.node1, &path, json!({"state": "completed"}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = kit.get(&rt, "/api/tasks").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_is_401_and_forbidden_is_403() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let (s, v) = kit.call(Method::GET, None, "/api/tasks", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(code(&v), "unauthenticated");
+    let (s, _) = kit.get("wat_not-a-real-token", "/api/tasks").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = kit
+        .post(
+            &w.researcher1,
+            "/api/organizations",
+            json!({"name": "x", "public_key": kit::PUBLIC_KEY}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(code(&v), "forbidden");
+    kit.stop().await;
+}
+
+/// Every resource, read and written across organizations and collaborations.
+#[tokio::test]
+async fn cross_organization_and_cross_collaboration_access_is_denied() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let admin3 = kit.user("admin3", "org_admin", w.org3).await;
+    let researcher3 = kit.user("res3", "researcher", w.org3).await;
+    let viewer1 = kit.user("view1", "viewer", w.org1).await;
+    let admin1 = kit.user("admin1", "org_admin", w.org1).await;
+    let t12 = kit.task(&w.researcher1, w.c12, &[w.org1, w.org2]).await;
+    let task12 = t12["task"]["id"].as_i64().unwrap();
+    let run_org1 = t12["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["organization_id"] == w.org1)
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let run_org2 = t12["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["organization_id"] == w.org2)
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+
+    // Organizations: org3 shares nothing with org1.
+    assert_eq!(
+        kit.get(&researcher3, &format!("/api/organizations/{}", w.org1))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&researcher3, &format!("/api/organizations/{}", w.org3))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (_, v) = kit.get(&researcher3, "/api/organizations").await;
+    let ids: Vec<i64> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    assert!(!ids.contains(&w.org1), "{ids:?}");
+    // Collaborations.
+    assert_eq!(
+        kit.get(&researcher3, &format!("/api/collaborations/{}", w.c12))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&w.node2_in_c23, &format!("/api/collaborations/{}", w.c12))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, v) = kit.get(&researcher3, "/api/collaborations").await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    // Users: an org admin creates and reads users of its own organization only.
+    let (s, _) = kit
+        .post(&admin3, "/api/users", json!({"username": "intruder", "password": kit::PASSWORD, "role": "researcher", "organization_id": w.org1}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = kit
+        .post(
+            &admin1,
+            "/api/users",
+            json!({"username": "newroot", "password": kit::PASSWORD, "role": "root"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = kit
+        .post(&admin1, "/api/users", json!({"username": "colleague", "password": kit::PASSWORD, "role": "viewer", "organization_id": w.org1}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let colleague = v["id"].as_i64().unwrap();
+    assert_eq!(
+        kit.get(&admin3, &format!("/api/users/{colleague}")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&admin3, &format!("/api/users?organization_id={}", w.org1))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, v) = kit.get(&admin3, "/api/users").await;
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["organization_id"] == w.org3),
+        "{v}"
+    );
+    assert_eq!(
+        kit.get(&w.researcher1, &format!("/api/users/{colleague}"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    // Nodes.
+    let (s, _) = kit
+        .post(
+            &admin3,
+            "/api/nodes",
+            json!({"organization_id": w.org1, "collaboration_id": w.c12}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (_, v) = kit.get(&admin3, "/api/nodes").await;
+    assert!(v["items"].as_array().unwrap().is_empty(), "{v}");
+    let (_, v) = kit.get(&admin1, "/api/nodes").await;
+    let node1_id = v["items"][0]["id"].as_i64().unwrap();
+    assert_eq!(
+        kit.get(&admin3, &format!("/api/nodes/{node1_id}")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Tasks: no creation or reading outside one's collaborations; viewers cannot create.
+    let (s, _) = kit
+        .post(&researcher3, "/api/tasks", json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": [{"organization_id": w.org2, "input": ""}]}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = kit
+        .post(&viewer1, "/api/tasks", json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": [{"organization_id": w.org2, "input": ""}]}))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        kit.get(&researcher3, &format!("/api/tasks/{task12}"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&w.node2_in_c23, &format!("/api/tasks/{task12}"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&viewer1, &format!("/api/tasks/{task12}")).await.0,
+        StatusCode::OK
+    );
+    let (_, v) = kit.get(&researcher3, "/api/tasks").await;
+    assert!(v["items"].as_array().unwrap().is_empty());
+    let (_, v) = kit
+        .get(
+            &researcher3,
+            &format!("/api/tasks?collaboration_id={}", w.c12),
+        )
+        .await;
+    assert!(v["items"].as_array().unwrap().is_empty());
+    // Runs: a node sees and operates only its own organization's runs in its collaboration.
+    assert_eq!(
+        kit.get(&w.node1, &format!("/api/runs/{run_org2}")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&w.node2_in_c23, &format!("/api/runs/{run_org2}"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.post(&w.node1, &format!("/api/runs/{run_org2}/ack"), json!(null))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get_bytes(&w.node1, &format!("/api/runs/{run_org2}/input"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.patch(
+            &w.node2_in_c23,
+            &format!("/api/runs/{run_org2}"),
+            json!({"state": "rejected", "reason": "x"})
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.put_bytes(&w.node1, &format!("/api/runs/{run_org2}/result"), vec![1])
+            .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&researcher3, &format!("/api/runs/{run_org1}"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, v) = kit.get(&w.node1, "/api/runs").await;
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["organization_id"] == w.org1)
+    );
+    assert_eq!(
+        kit.get(&w.node1, &format!("/api/runs?organization_id={}", w.org2))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, v) = kit.get(&w.node2_in_c23, "/api/runs").await;
+    assert!(v["items"].as_array().unwrap().is_empty());
+    // Users may not act as nodes.
+    assert_eq!(
+        kit.post(
+            &w.researcher1,
+            &format!("/api/runs/{run_org1}/ack"),
+            json!(null)
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.post(
+            &kit.admin,
+            &format!("/api/runs/{run_org1}/ack"),
+            json!(null)
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&w.researcher1, "/api/events").await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Results: only the creating organization (not viewers, not other members, not nodes).
+    let p = format!("/api/runs/{run_org2}");
+    kit.patch(&w.node2, &p, json!({"state": "admitted", "digest": DIGEST}))
+        .await;
+    kit.patch(&w.node2, &p, json!({"state": "running"})).await;
+    assert_eq!(
+        kit.put_bytes(&w.node2, &format!("{p}/result"), b"sealed".to_vec())
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        kit.get_bytes(&w.researcher1, &format!("{p}/result"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        kit.get_bytes(&viewer1, &format!("{p}/result")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let res2 = kit.user("res2", "researcher", w.org2).await;
+    assert_eq!(
+        kit.get_bytes(&res2, &format!("{p}/result")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get_bytes(&researcher3, &format!("{p}/result")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get_bytes(&w.node2, &format!("{p}/result")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Events: a node only sees events for itself.
+    let (_, v) = kit.get(&w.node2_in_c23, "/api/events").await;
+    assert!(v.as_array().unwrap().is_empty());
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_without_partial_writes() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let post = |body: Value| {
+        let kit = &kit;
+        let t = w.researcher1.clone();
+        async move { kit.post(&t, "/api/tasks", body).await }
+    };
+    let ok_inputs = json!([{"organization_id": w.org1, "input": ""}]);
+    let cases = [
+        (
+            json!({"collaboration_id": w.c12, "image": "spaces are not allowed:1", "inputs": ok_inputs}),
+            "image",
+        ),
+        (
+            json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": []}),
+            "inputs",
+        ),
+        (
+            json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": [{"organization_id": w.org1, "input": "***"}]}),
+            "inputs",
+        ),
+        (
+            json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": [{"organization_id": w.org1, "input": ""}, {"organization_id": w.org1, "input": ""}]}),
+            "inputs",
+        ),
+        (
+            json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": [{"organization_id": w.org1, "input": ""}, {"organization_id": w.org3, "input": ""}]}),
+            "inputs",
+        ),
+        (
+            json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": ok_inputs, "parent_task_id": 999}),
+            "parent_task_id",
+        ),
+        (
+            json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": ok_inputs, "name": "x".repeat(300)}),
+            "name",
+        ),
+    ];
+    for (body, field) in cases {
+        let (s, v) = post(body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["error"]["field"], field, "{body}: {v}");
+    }
+    for body in [
+        json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": ok_inputs, "priority": 1}),
+        json!({"collaboration_id": "one", "image": "a/b:1", "inputs": ok_inputs}),
+        json!({"image": "a/b:1", "inputs": ok_inputs}),
+    ] {
+        let (s, v) = post(body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(code(&v), "invalid_request");
+    }
+    let r = kit
+        .client
+        .post(kit.url("/api/tasks"))
+        .bearer_auth(&w.researcher1)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Nothing was written by any of the refused requests.
+    let (_, v) = kit.get(&w.researcher1, "/api/tasks").await;
+    assert!(v["items"].as_array().unwrap().is_empty(), "{v}");
+    let (_, v) = kit.get(&w.node1, "/api/events").await;
+    assert!(v.as_array().unwrap().is_empty());
+    // Query strings and ids are validated too.
+    assert_eq!(
+        kit.get(&w.researcher1, "/api/tasks?limit=0").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        kit.get(&w.researcher1, "/api/tasks?limit=501").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        kit.get(&w.researcher1, "/api/tasks?colour=red").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        kit.get(&w.researcher1, "/api/runs?state=done").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        kit.get(&w.researcher1, "/api/tasks/abc").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        kit.get(&w.researcher1, "/api/tasks/-3").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        kit.get(&w.researcher1, "/api/tasks/12345").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Other bodies.
+    let (s, v) = kit
+        .post(
+            &kit.admin,
+            "/api/organizations",
+            json!({"name": "x", "public_key": "c2hvcnQ="}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("public_key"))
+    );
+    let (s, _) = kit
+        .post(
+            &kit.admin,
+            "/api/organizations",
+            json!({"name": "one", "public_key": kit::PUBLIC_KEY}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = kit
+        .post(
+            &kit.admin,
+            "/api/collaborations",
+            json!({"name": "c", "organizations": [w.org1, 999]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, v) = kit.get(&kit.admin, "/api/collaborations").await;
+    assert_eq!(
+        v["items"].as_array().unwrap().len(),
+        2,
+        "no half-made collaboration: {v}"
+    );
+    let (s, v) = kit
+        .post(&kit.admin, "/api/users", json!({"username": "Bad Name", "password": kit::PASSWORD, "role": "viewer", "organization_id": w.org1}))
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("username"))
+    );
+    let (s, v) = kit
+        .post(&kit.admin, "/api/users", json!({"username": "shorty", "password": "short", "role": "viewer", "organization_id": w.org1}))
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("password"))
+    );
+    let (s, _) = kit
+        .post(&kit.admin, "/api/users", json!({"username": "res1", "password": kit::PASSWORD, "role": "viewer", "organization_id": w.org1}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn request_bodies_are_size_limited() {
+    let limits = warden_server::config::LimitsConfig {
+        max_body_bytes: 4096,
+        max_result_bytes: 8192,
+        max_targets: 2,
+    };
+    let kit = Kit::start_with(Default::default(), limits).await;
+    let w = World::build(&kit).await;
+    let big = "A".repeat(8000);
+    let (s, v) = kit
+        .post(&w.researcher1, "/api/tasks", json!({"collaboration_id": w.c12, "image": "a/b:1", "inputs": [{"organization_id": w.org1, "input": big}]}))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(code(&v), "payload_too_large");
+    let d = kit.task(&w.researcher1, w.c12, &[w.org1]).await;
+    let run = d["runs"][0]["id"].as_i64().unwrap();
+    let p = format!("/api/runs/{run}");
+    kit.patch(&w.node1, &p, json!({"state": "admitted", "digest": DIGEST}))
+        .await;
+    kit.patch(&w.node1, &p, json!({"state": "running"})).await;
+    assert_eq!(
+        kit.put_bytes(&w.node1, &format!("{p}/result"), vec![0; 8000])
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        kit.put_bytes(&w.node1, &format!("{p}/result"), vec![0; 9000])
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn lists_are_keyset_paginated_and_filtered() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(
+            kit.task(&w.researcher1, w.c12, &[w.org1]).await["task"]["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut path = "/api/tasks?limit=3".to_owned();
+    loop {
+        let (s, v) = kit.get(&w.researcher1, &path).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        seen.extend(
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_i64().unwrap()),
+        );
+        match v["next"].as_i64() {
+            Some(n) => path = format!("/api/tasks?limit=3&after={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "newest first, no gaps or repeats");
+    let (_, v) = kit
+        .get(
+            &w.researcher1,
+            &format!(
+                "/api/runs?state=pending&organization_id={}&limit=500",
+                w.org1
+            ),
+        )
+        .await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 7);
+    let (_, v) = kit.get(&w.researcher1, "/api/runs?state=completed").await;
+    assert!(v["items"].as_array().unwrap().is_empty());
+    let (_, v) = kit
+        .get(&w.researcher1, &format!("/api/runs?task_id={}", ids[0]))
+        .await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    kit.stop().await;
+}
