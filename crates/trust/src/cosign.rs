@@ -5,11 +5,12 @@
 //! against the keys the node pins. Fetching is separate from judging: nothing here does I/O.
 //!
 //! A candidate counts for a key only if all of these hold:
-//! 1. the payload is at most [`MAX_PAYLOAD_LEN`] bytes and the base64 signature at most
+//! 1. it is among the first [`MAX_CANDIDATES`] candidates;
+//! 2. the payload is at most [`MAX_PAYLOAD_LEN`] bytes and the base64 signature at most
 //!    [`MAX_SIGNATURE_B64_LEN`] characters;
-//! 2. the signature (standard base64) verifies over the EXACT payload bytes under one of the
+//! 3. the signature (standard base64) verifies over the EXACT payload bytes under one of the
 //!    pinned keys (see [`crate::keys`] for the encodings);
-//! 3. the payload parses as a simple signing document ([`SimpleSigning::parse`]):
+//! 4. the payload parses as a simple signing document ([`SimpleSigning::parse`]):
 //!    `critical.type` is `cosign container image signature`,
 //!    `critical.image.docker-manifest-digest` equals the digest being admitted, and
 //!    `critical.identity.docker-reference` names the same repository after normalisation (a
@@ -38,6 +39,9 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const MAX_PAYLOAD_LEN: usize = 64 * 1024;
 /// Largest base64 signature accepted, in characters (a P-256 DER signature is at most 72 bytes).
 pub const MAX_SIGNATURE_B64_LEN: usize = 1024;
+/// Most candidates judged for one image; the rest are rejected unexamined, so that a hostile
+/// registry cannot make a node spend minutes verifying signatures.
+pub const MAX_CANDIDATES: usize = 64;
 
 /// One signature found in a registry, as the registry crate hands it over. This type is a
 /// stable interface between the crates: plain data, no checks.
@@ -93,6 +97,8 @@ impl fmt::Display for Rejection {
 /// Why a candidate did not count.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RejectReason {
+    #[error("more than {MAX_CANDIDATES} signature candidates; this one was not examined")]
+    TooManyCandidates,
     #[error("payload is {len} bytes, more than the {max} accepted")]
     PayloadTooLarge { len: usize, max: usize },
     #[error("signature annotation is {len} characters, more than the {max} accepted")]
@@ -214,7 +220,15 @@ pub fn verify(
     digest: &Digest,
 ) -> Verification {
     let mut out = Verification::default();
-    for c in candidates {
+    for (i, c) in candidates.iter().enumerate() {
+        if i >= MAX_CANDIDATES {
+            out.rejected.push(Rejection {
+                origin: c.origin.clone(),
+                signed_by: None,
+                reason: RejectReason::TooManyCandidates,
+            });
+            continue;
+        }
         match verify_one(c, pinned_keys, repository, digest) {
             Ok(key) => {
                 out.verified.insert(key);

@@ -546,3 +546,25 @@ fn generated_keys_sign() {
         assert!(k.public_key().verify(b"m", &k.sign(b"m")).is_ok());
     }
 }
+
+#[test]
+fn candidates_beyond_the_cap_are_not_examined() {
+    let a = p256(1);
+    let mut cands: Vec<SignatureCandidate> = (0..MAX_CANDIDATES)
+        .map(|i| candidate(&p256(9), &good(), &format!("junk {i}")))
+        .collect();
+    cands.push(candidate(&a, &good(), "late"));
+    let v = verify(
+        &cands,
+        &[a.public_key()],
+        &repo("example.org/team/algo"),
+        &digest(DIGEST),
+    );
+    assert!(v.verified.is_empty());
+    assert_eq!(v.rejected.len(), MAX_CANDIDATES + 1);
+    let last = v.rejected.last().unwrap();
+    assert_eq!(
+        (last.origin.as_str(), &last.reason),
+        ("late", &RejectReason::TooManyCandidates)
+    );
+}
