@@ -111,24 +111,34 @@ impl Client {
     pub fn send(&self, request: &Request<'_>, timeout: Duration) -> Result<Response, HttpError> {
         let head = encode_head(request)?;
         let deadline = Deadline::new(timeout);
-        let mut stream =
-            UnixStream::connect(&self.socket).map_err(|source| HttpError::Connect {
-                path: self.socket.clone(),
-                source,
-            })?;
-        deadline.write_all(&mut stream, &head)?;
-        if let Some(body) = request.body {
-            deadline.write_all(&mut stream, body)?;
-        }
-        let mut reader = Reader {
-            stream,
-            buf: Vec::with_capacity(READ_BUF),
-            pos: 0,
-            eof: false,
-            deadline,
-        };
-        read_response(&mut reader, self.max_body_bytes)
+        let stream = UnixStream::connect(&self.socket).map_err(|source| HttpError::Connect {
+            path: self.socket.clone(),
+            source,
+        })?;
+        exchange(stream, &head, request.body, deadline, self.max_body_bytes)
     }
+}
+
+/// Writes the request on a connected stream and reads the answer.
+fn exchange(
+    mut stream: UnixStream,
+    head: &[u8],
+    body: Option<&[u8]>,
+    deadline: Deadline,
+    max_body: usize,
+) -> Result<Response, HttpError> {
+    deadline.write_all(&mut stream, head)?;
+    if let Some(body) = body {
+        deadline.write_all(&mut stream, body)?;
+    }
+    let mut reader = Reader {
+        stream,
+        buf: Vec::with_capacity(READ_BUF),
+        pos: 0,
+        eof: false,
+        deadline,
+    };
+    read_response(&mut reader, max_body)
 }
 
 /// Serialises the request line and headers.

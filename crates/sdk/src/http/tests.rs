@@ -354,3 +354,93 @@ fn requests_that_could_smuggle_are_refused_before_sending() {
         );
     }
 }
+
+mod props {
+    use std::io::Read;
+    use std::net::Shutdown;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Feeds `answer` to the parser over a socket pair, as a peer that then hangs up.
+    fn parse(answer: Vec<u8>, cap: usize) -> Result<Response, HttpError> {
+        let (client, mut server) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            let _ = server.write_all(&answer);
+            let _ = server.shutdown(Shutdown::Write);
+            let _ = server.read_to_end(&mut Vec::new());
+        });
+        let out = crate::http::exchange(
+            client,
+            b"GET / HTTP/1.1\r\n\r\n",
+            None,
+            Deadline::new(T),
+            cap,
+        );
+        peer.join().unwrap();
+        out
+    }
+
+    fn chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
+        let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut rest = body;
+        let mut sizes = sizes.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*sizes.next().unwrap()).clamp(1, rest.len());
+            out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            out.extend_from_slice(&rest[..n]);
+            out.extend_from_slice(b"\r\n");
+            rest = &rest[n..];
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_answers_never_panic(answer in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(answer, 1024);
+        }
+
+        #[test]
+        fn arbitrary_tails_after_a_valid_status_line_never_panic(
+            tail in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            let mut answer = b"HTTP/1.1 200 OK\r\n".to_vec();
+            answer.extend(tail);
+            let _ = parse(answer, 1024);
+        }
+
+        #[test]
+        fn chunked_bodies_round_trip(
+            body in proptest::collection::vec(any::<u8>(), 0..4096),
+            sizes in proptest::collection::vec(1usize..700, 1..8),
+        ) {
+            let r = parse(chunked(&body, &sizes), 4096).unwrap();
+            prop_assert_eq!(r.body, body);
+        }
+
+        #[test]
+        fn content_length_bodies_round_trip_up_to_the_cap(
+            body in proptest::collection::vec(any::<u8>(), 0..4096),
+            cap in 0usize..4096,
+        ) {
+            let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            answer.extend_from_slice(&body);
+            match parse(answer, cap) {
+                Ok(r) => {
+                    prop_assert!(body.len() <= cap);
+                    prop_assert_eq!(r.body, body);
+                }
+                Err(HttpError::TooLarge { limit }) => {
+                    prop_assert!(body.len() > cap);
+                    prop_assert_eq!(limit, cap);
+                }
+                Err(e) => prop_assert!(false, "{e:?}"),
+            }
+        }
+    }
+}
