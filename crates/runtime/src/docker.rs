@@ -288,17 +288,22 @@ impl Engine for DockerEngine {
         let options = WaitContainerOptions {
             condition: "not-running".into(),
         };
-        let mut stream = self.docker.wait_container(id, Some(options));
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(_) => {}
-                // bollard reports a nonzero exit code as an error; the exit code is read by
-                // inspecting the container afterwards.
-                Err(BollardError::DockerContainerWaitError { .. }) => {}
-                Err(e) => return Err(engine_error("wait container", "container", id, e)),
+        'request: loop {
+            let mut stream = self.docker.wait_container(id, Some(options.clone()));
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(_) => {}
+                    // bollard reports a nonzero exit code as an error; the exit code is read by
+                    // inspecting the container afterwards.
+                    Err(BollardError::DockerContainerWaitError { .. }) => {}
+                    // The client timeout bounds the wait for response headers; API >= 1.30
+                    // sends them at once, but ask again rather than fail a long run.
+                    Err(BollardError::RequestTimeoutError) => continue 'request,
+                    Err(e) => return Err(engine_error("wait container", "container", id, e)),
+                }
             }
+            return Ok(());
         }
-        Ok(())
     }
 
     async fn kill_container(&self, id: &str) -> Result<(), EngineError> {

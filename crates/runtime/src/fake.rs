@@ -30,6 +30,7 @@ struct Fake {
     created_image: Option<String>,
     exit_code: i64,
     hang: bool,
+    logs: Option<Vec<u8>>,
     containers: BTreeMap<String, ContainerInfo>,
     calls: Vec<String>,
 }
@@ -139,7 +140,9 @@ impl Engine for FakeEngine {
         Ok(())
     }
     async fn logs_tail(&self, _: &str, _: usize) -> Result<Vec<u8>, EngineError> {
-        Ok(b"log line\n".to_vec())
+        Ok(self
+            .with(|s| s.logs.clone())
+            .unwrap_or_else(|| b"log line\n".to_vec()))
     }
     async fn list_containers(&self, key: &str, value: &str) -> Result<Vec<String>, EngineError> {
         Ok(self.with(|s| {
@@ -371,4 +374,37 @@ fn the_docker_config_carries_every_control() {
             .unwrap()
             .contains(&format!("WARDEN_OUTPUT={OUTPUT_MOUNT}/{OUTPUT_FILE}"))
     );
+}
+
+#[tokio::test]
+async fn the_self_check_names_the_failed_checks() {
+    let engine = FakeEngine::default();
+    let probe = crate::import_probe(&engine, b"probe").await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    engine.with(|s| {
+        s.exit_code = 1;
+        s.logs = Some(
+            b"ok non-root user\nFAIL only the loopback interface: lo eth0 \nok no ipv4 routes\n"
+                .to_vec(),
+        );
+    });
+    let err = crate::self_check(&engine, &probe, "node-1", work.path())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        crate::IsolationError::NotIsolated {
+            failed: "FAIL only the loopback interface: lo eth0 ".into()
+        }
+    );
+    assert!(err.to_string().contains("must not run algorithms"), "{err}");
+
+    engine.with(|s| {
+        s.exit_code = 0;
+        s.logs = Some(b"ok non-root user\n".to_vec());
+    });
+    crate::self_check(&engine, &probe, "node-1", work.path())
+        .await
+        .unwrap();
+    assert!(engine.with(|s| s.containers.is_empty()));
 }
