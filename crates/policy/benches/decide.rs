@@ -1,54 +1,20 @@
 //! One decision against a 1,000-rule policy (mixed exact and regex rules), and loading that
 //! policy. Run: `cargo bench -p warden-policy -- --warm-up-time 1 --measurement-time 3`.
 
+// Bench setup is test code: a broken fixture should stop the bench.
+#![allow(clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use warden_policy::{KeyLoadError, Policy, Request, Requester, decide, precheck};
+use warden_policy::{Policy, Request, Requester, decide, precheck};
 use warden_reference::{Digest, Reference};
-use warden_trust::PublicKey;
 
-const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+#[path = "common/mod.rs"]
+mod common;
 
-/// 600 exact allow rules, 300 regex allow rules, 50 exact and 50 regex deny rules; a third of
-/// the rules carry requester conditions and some carry digests.
-fn policy_text() -> String {
-    let mut s = String::from("version = 1\n");
-    for i in 0..600 {
-        s.push_str(&format!(
-            "[[allow]]\nrepository = \"registry{}.example.org/team{i}/average\"\n",
-            i % 7
-        ));
-        if i % 3 == 0 {
-            s.push_str("organizations = [\"hospital-a\", \"hospital-b\"]\nfunctions = [\"partial_mean\"]\n");
-        }
-        if i % 5 == 0 {
-            s.push_str(&format!("digests = [\"{DIGEST}\"]\n"));
-        }
-    }
-    for i in 0..300 {
-        s.push_str(&format!(
-            "[[allow]]\nrepository_regex = 'registry\\.example\\.org/project{i}/[a-z0-9-]+(/[a-z0-9-]+)?'\n"
-        ));
-        if i % 3 == 0 {
-            s.push_str("collaborations = [\"cardio\"]\n");
-        }
-    }
-    for i in 0..50 {
-        s.push_str(&format!(
-            "[[deny]]\nrepository = \"registry.example.org/project{i}/revoked\"\n"
-        ));
-        s.push_str(&format!(
-            "[[deny]]\nrepository_regex = '.+/experimental{i}/.+'\n"
-        ));
-    }
-    s
-}
-
-fn no_keys(_: &str) -> Result<PublicKey, KeyLoadError> {
-    Err(KeyLoadError("no keys in this bench".into()))
-}
+use common::{DIGEST, no_keys, policy_text};
 
 fn benches(c: &mut Criterion) {
     let text = policy_text();

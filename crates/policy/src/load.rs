@@ -86,19 +86,40 @@ struct RawSignedBy {
 struct Locator<'a> {
     origin: &'a str,
     text: &'a str,
+    /// Byte offset of the start of every line, for a binary search per lookup.
+    line_starts: Vec<usize>,
 }
 
-impl Locator<'_> {
+impl<'a> Locator<'a> {
+    fn new(origin: &'a str, text: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Locator {
+            origin,
+            text,
+            line_starts,
+        }
+    }
+
     fn line_col(&self, offset: usize) -> (usize, usize) {
         let mut offset = offset.min(self.text.len());
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
-        (line, column)
+        // Lines whose start is at or before the offset; the last of them holds it.
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self
+            .line_starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let column = self
+            .text
+            .get(line_start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        (line.max(1), column)
     }
 
     fn error(
@@ -231,7 +252,7 @@ impl Policy {
         origin: &str,
         mut load_key: impl FnMut(&str) -> Result<PublicKey, KeyLoadError>,
     ) -> Result<Policy, PolicyError> {
-        let loc = Locator { origin, text };
+        let loc = Locator::new(origin, text);
         let raw: RawPolicy = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
         if *raw.version.get_ref() != SUPPORTED_VERSION {
             return Err(loc.error(

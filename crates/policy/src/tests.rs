@@ -201,6 +201,15 @@ fn exact_rule_bypass_attempts() {
     check(&p, "Registry.Example.Org/team/average:V1", "", "allow[1]");
     check_unparseable("registry.example.org/Team/average");
     check_unparseable("registry.example.org/team/AVERAGE");
+    // An upper-case first component is a registry host (Docker's rule), lower-cased: `REGISTRY`
+    // is the host `registry`, not Docker Hub, and never a trusted host.
+    check(
+        &p,
+        "REGISTRY/team/average",
+        "",
+        "deny: no allow rule names repository registry/team/average",
+    );
+    check(&p, "Registry.Example.Org/team/average", "", "allow[1]");
     // Unicode look-alikes (Cyrillic a and e, fullwidth solidus, zero-width space).
     check_unparseable("registry.ex\u{430}mple.org/team/average");
     check_unparseable("registry.example.org/team/av\u{435}rage");
@@ -976,6 +985,18 @@ fn bad_policies_are_refused_with_file_line_and_key() {
         2,
         "allow[2].x",
         "unknown field `x`",
+    );
+}
+
+#[test]
+fn error_columns_count_characters() {
+    let text = "version = 1\n[[allow]]\nrepository = \"a.org/x\"\nusers = [\"\u{e9}\", 2]\n";
+    let e = Policy::from_toml_str(text, "p.toml", test_keys)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("p.toml:4:15: `allow[1].users[2]`: invalid type"),
+        "{e}"
     );
 }
 
