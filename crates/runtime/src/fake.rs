@@ -349,6 +349,12 @@ fn the_docker_config_carries_every_control() {
     assert_eq!(h.pids_limit, Some(crate::DEFAULT_PIDS as i64));
     assert_eq!(h.nano_cpus, Some(crate::DEFAULT_NANO_CPUS as i64));
     assert_eq!(h.auto_remove, Some(false));
+    assert_eq!(h.ipc_mode.as_deref(), Some("private"));
+    assert_eq!(
+        h.cgroupns_mode,
+        Some(bollard::models::HostConfigCgroupnsModeEnum::PRIVATE)
+    );
+    assert_eq!(h.oom_score_adj, Some(1000));
     assert!(h.devices.is_none() && h.mounts.is_none() && h.volumes_from.is_none());
     let fsize = h
         .ulimits

@@ -337,16 +337,40 @@ async fn a_run_past_its_timeout_is_killed_and_removed() {
 #[tokio::test]
 async fn an_image_that_says_user_root_runs_as_nobody_without_capabilities() {
     let mut w = World::new().await;
-    for user in ["USER root", "USER 0:0"] {
-        let pinned = w.pinned_program("whoami", &[], &[user]).await;
+    // The image also tries to put its user into group 0 through /etc/passwd and /etc/group.
+    let passwd: &[u8] = b"root:x:0:0:root:/:/whoami\nnobody:x:65534:65534:nobody:/:/whoami\n";
+    let group: &[u8] = b"root:x:0:nobody\nnogroup:x:65534:\n";
+    for user in ["USER root", "USER 0:0", "USER nobody"] {
+        let pinned = w
+            .pinned_program(
+                "whoami",
+                &[("/etc/passwd", passwd), ("/etc/group", group)],
+                &[user],
+            )
+            .await;
         let report = run_pinned(&w.engine, &pinned, &w.spec("whoami")).await;
-        assert_eq!(
-            report.outcome,
-            Outcome::Completed {
-                output: b"uid=65534 gid=65534 euid=65534 capeff=0000000000000000\n".to_vec()
-            },
-            "{user}: {}",
-            report.logs_text()
+        let output = match &report.outcome {
+            Outcome::Completed { output } => String::from_utf8_lossy(output).into_owned(),
+            other => panic!("{user}: {other:?}: {}", report.logs_text()),
+        };
+        assert!(
+            output.starts_with("uid=65534 gid=65534 euid=65534 groups="),
+            "{user}: {output}"
+        );
+        assert!(
+            output.ends_with(" capeff=0000000000000000\n"),
+            "{user}: {output}"
+        );
+        let groups = output
+            .split("groups=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        assert!(
+            groups.split(',').all(|g| g.is_empty() || g == "65534"),
+            "{user}: supplementary groups {groups}"
         );
     }
     w.assert_no_containers_left().await;

@@ -171,7 +171,8 @@ async fn reconcile_settles_every_container_a_crashed_node_left() {
     assert_eq!(
         reports[1].outcome,
         Outcome::Completed {
-            output: b"uid=65534 gid=65534 euid=65534 capeff=0000000000000000\n".to_vec()
+            output: b"uid=65534 gid=65534 euid=65534 groups=65534 capeff=0000000000000000\n"
+                .to_vec()
         }
     );
     assert_eq!(reports[2].reason(), Some(&FailureReason::NodeRestarted));
