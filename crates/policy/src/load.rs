@@ -321,6 +321,10 @@ fn check_regex(source: &str) -> Result<(), String> {
     regex_syntax::Parser::new()
         .parse(source)
         .map_err(|e| format!("invalid regex: {}", e.to_string().replace('\n', " ")))?;
+    let ast = regex_syntax::ast::parse::Parser::new()
+        .parse(source)
+        .map_err(|e| format!("invalid regex: {}", e.to_string().replace('\n', " ")))?;
+    dead_literal(&ast, source.contains("(?i"))?;
     let wrapped = anchored(source);
     let cannot =
         "the regex cannot be anchored to the whole repository; remove inline `(?x)` comments";
@@ -348,6 +352,42 @@ fn check_regex(source: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(cannot.into())
+    }
+}
+
+/// Normalised repositories are lower-case ASCII, so a literal that is not could never match: in a
+/// deny rule that would silently let everything through. Refuses non-ASCII literals (look-alikes
+/// such as a Cyrillic `е`, also when escaped) and, unless the regex sets `(?i)`, upper case.
+fn dead_literal(ast: &regex_syntax::ast::Ast, case_insensitive: bool) -> Result<(), String> {
+    use regex_syntax::ast::Ast;
+    match ast {
+        Ast::Literal(lit) => {
+            let c = lit.c;
+            if !c.is_ascii() {
+                return Err(format!(
+                    "the regex has the non-ASCII character `{}` (U+{:04X}); repositories are ASCII only, so it could never match",
+                    c.escape_debug(),
+                    c as u32
+                ));
+            }
+            if c.is_ascii_uppercase() && !case_insensitive {
+                return Err(format!(
+                    "the regex has the upper-case letter `{c}`; normalised repositories are lower case, so it could never match"
+                ));
+            }
+            Ok(())
+        }
+        Ast::Repetition(r) => dead_literal(&r.ast, case_insensitive),
+        Ast::Group(g) => dead_literal(&g.ast, case_insensitive),
+        Ast::Alternation(a) => a
+            .asts
+            .iter()
+            .try_for_each(|a| dead_literal(a, case_insensitive)),
+        Ast::Concat(c) => c
+            .asts
+            .iter()
+            .try_for_each(|a| dead_literal(a, case_insensitive)),
+        _ => Ok(()),
     }
 }
 

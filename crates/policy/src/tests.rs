@@ -1194,3 +1194,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn dead_regex_literals_are_refused() {
+    let rule = "version = 1\n[[allow]]\n";
+    // Literals that a normalised repository can never contain would make a rule dead, and a dead
+    // deny rule lets everything through.
+    check_refused(
+        &format!("{rule}repository_regex = '.+/\u{435}xperimental/.+'\n"),
+        3,
+        "allow[1].repository_regex",
+        "non-ASCII character `\u{435}` (U+0435)",
+    );
+    check_refused(
+        &format!("{rule}repository_regex = '.+/\\x{{435}}xperimental/.+'\n"),
+        3,
+        "allow[1].repository_regex",
+        "U+0435",
+    );
+    check_refused(
+        "version = 1\n[[deny]]\nrepository_regex = '.+/Experimental/.+'\n",
+        3,
+        "deny[1].repository_regex",
+        "upper-case letter `E`",
+    );
+    // Case-insensitive, extended-mode and class-based regexes still load and stay anchored.
+    let flags = policy(
+        "version = 1\n[[allow]]\nrepository_regex = '(?i)REGISTRY\\.example\\.org/[A-Za-z]+'\n\
+         [[allow]]\nrepository_regex = '''(?x) registry\\.example\\.org / x [0-9]+ # comment\n'''\n",
+    );
+    check(&flags, "registry.example.org/abc", "", "allow[1]");
+    check(&flags, "evil.org/registry.example.org/abc", "", "deny");
+    check(&flags, "registry.example.org/x12", "", "allow[2]");
+    check(&flags, "registry.example.org/x12/y", "", "deny");
+}
