@@ -18,6 +18,8 @@ const WAIT_SLACK: Duration = Duration::from_secs(10);
 /// Least time between two polls of an incomplete subtask, so that a proxy that answers at once
 /// (ignoring `wait`) is not hammered.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest pause between retries of a rate-limited or unavailable results request.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(8);
 /// Longest error message kept from an answer that is not a JSON error body.
 const MAX_ERROR_EXCERPT: usize = 200;
 
@@ -367,7 +369,9 @@ impl Proxy {
 
     /// Waits until every run of `task_id` has finished, or `timeout` has passed
     /// ([`ProxyError::Timeout`]). Failed and rejected runs are returned, not errors: use
-    /// [`SubtaskResult::bytes`] or [`SubtaskResult::json`] on each.
+    /// [`SubtaskResult::bytes`] or [`SubtaskResult::json`] on each. Answers 429 (rate limited)
+    /// and 503 (server unavailable) are retried with backoff until the deadline; a 429 or 503
+    /// at the deadline is returned as it is.
     pub fn wait_results(
         &self,
         task_id: TaskId,
@@ -375,20 +379,34 @@ impl Proxy {
     ) -> Result<Vec<SubtaskResult>, ProxyError> {
         let started = Instant::now();
         let deadline = started + timeout;
+        let mut backoff = MIN_POLL_INTERVAL;
         loop {
             let poll_started = Instant::now();
             let left = deadline.saturating_duration_since(poll_started);
-            let answer = self.results(task_id, left)?;
-            if answer.complete {
-                return Ok(answer.runs);
-            }
+            let (pending, total) = match self.results(task_id, left) {
+                Ok(answer) if answer.complete => return Ok(answer.runs),
+                Ok(answer) => {
+                    backoff = MIN_POLL_INTERVAL;
+                    let pending = answer.runs.iter().filter(|r| !r.state.is_final()).count();
+                    (pending, answer.runs.len())
+                }
+                // Rate limited, or the server behind the proxy is briefly away: retry until
+                // the deadline, backing off.
+                Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                    let now = Instant::now();
+                    std::thread::sleep(backoff.min(deadline - now));
+                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let now = Instant::now();
             if now >= deadline {
                 return Err(ProxyError::Timeout {
                     task_id,
                     waited: now - started,
-                    pending: answer.runs.iter().filter(|r| !r.state.is_final()).count(),
-                    total: answer.runs.len(),
+                    pending,
+                    total,
                 });
             }
             let since = now - poll_started;
@@ -445,6 +463,17 @@ impl Proxy {
             ),
         })
     }
+}
+
+/// A refusal worth retrying: too many requests, or the server behind the proxy unavailable.
+fn is_transient(e: &ProxyError) -> bool {
+    matches!(
+        e,
+        ProxyError::Refused {
+            status: 429 | 503,
+            ..
+        }
+    )
 }
 
 /// The start of a body as printable text, for error messages.

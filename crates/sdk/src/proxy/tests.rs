@@ -371,3 +371,54 @@ fn tokens_that_would_break_the_header_are_refused() {
     let e = p.organizations().unwrap_err();
     assert!(e.to_string().contains("/nonexistent.sock"), "{e}");
 }
+
+#[test]
+fn wait_results_retries_rate_limits_and_unavailability_but_not_refusals() {
+    let done = json!({"complete": true, "runs": [
+        {"organization_id": 1, "state": "completed", "result": b64(b"1")}
+    ]})
+    .to_string();
+    let server = scripted(vec![
+        json_answer(
+            503,
+            r#"{"error": {"code": "unavailable", "message": "retry later"}}"#,
+        ),
+        json_answer(
+            429,
+            r#"{"error": {"code": "too_many_requests", "message": "slow down"}}"#,
+        ),
+        json_answer(200, &done),
+    ]);
+    let runs = proxy(&server)
+        .wait_results(TaskId(2), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(runs[0].bytes().unwrap(), b"1");
+    assert_eq!(server.finish().len(), 3);
+
+    let server = scripted(vec![json_answer(
+        403,
+        r#"{"error": {"code": "forbidden", "message": "task 2 is not a subtask created by this run"}}"#,
+    )]);
+    let e = proxy(&server)
+        .wait_results(TaskId(2), Duration::from_secs(30))
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403));
+    assert!(
+        e.to_string().contains("not a subtask created by this run"),
+        "{e}"
+    );
+    assert_eq!(server.finish().len(), 1);
+
+    // Still unavailable at the deadline: the last refusal is the answer.
+    let unavailable = json_answer(
+        503,
+        r#"{"error": {"code": "unavailable", "message": "down"}}"#,
+    );
+    let server = scripted(vec![unavailable.clone(), unavailable.clone(), unavailable]);
+    let e = proxy(&server)
+        .wait_results(TaskId(2), Duration::from_millis(1200))
+        .unwrap_err();
+    assert_eq!(e.status(), Some(503), "{e:?}");
+    // Two or three polls depending on scheduling; the server thread is left to its fate.
+    drop(server);
+}
