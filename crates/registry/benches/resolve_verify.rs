@@ -52,6 +52,28 @@ fn bench(c: &mut Criterion) {
         "resolve + fetch 2 signatures + verify (loopback registry)",
         |b| b.to_async(&rt).iter(run),
     );
+    c.bench_function("fetch signatures only (loopback registry)", |b| {
+        b.to_async(&rt)
+            .iter(|| async { client.fetch_signatures(&repository, &digest).await.unwrap() })
+    });
+    let sig_tag = digest.signature_tag();
+    c.bench_function("signature manifest GET (loopback registry)", |b| {
+        b.to_async(&rt).iter(|| async {
+            client
+                .fetch_manifest(&repository, &sig_tag, 1 << 20, None)
+                .await
+                .unwrap()
+        })
+    });
+    let missing = format!("sha256-{}", digest.hex());
+    c.bench_function("missing tag GET (loopback registry)", |b| {
+        b.to_async(&rt).iter(|| async {
+            client
+                .fetch_manifest(&repository, &missing, 1 << 20, None)
+                .await
+                .unwrap()
+        })
+    });
     c.bench_function("resolve only (loopback registry)", |b| {
         b.to_async(&rt)
             .iter(|| async { client.resolve(&reference).await.unwrap() })

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, WWW_AUTHENTICATE,
@@ -20,6 +21,14 @@ use crate::manifest::{
     OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, SIGNATURE_ANNOTATION, SIMPLESIGNING,
 };
 use crate::transport::{base_url, check_url, map_reqwest, read_capped};
+
+/// Signature manifests found, and what was skipped on the way.
+type Found = (Vec<(String, ImageManifest)>, Vec<SkippedSignature>);
+
+/// Payload blobs and referrer manifests fetched at once.
+const BLOB_CONCURRENCY: usize = 8;
+/// Longest signature annotation read.
+const SIGNATURE_ANNOTATION_MAX: usize = 16 * 1024;
 
 /// Size, count and time caps. The defaults suit a node; tests shorten the times.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -613,51 +622,66 @@ impl Client {
             candidates: Vec::new(),
             skipped: Vec::new(),
         };
-        let mut budget = limits.max_signatures;
+        // The two sources are independent: ask both at once.
+        let (legacy, referrers) = tokio::join!(
+            self.legacy_signature_manifest(repository, digest),
+            self.referrer_manifests(repository, digest),
+        );
+        let mut manifests = Vec::new();
+        let mut skipped = Vec::new();
+        for found in [legacy?, referrers?] {
+            manifests.extend(found.0);
+            skipped.extend(found.1);
+        }
+        set.skipped.extend(skipped);
 
-        // 1. cosign's legacy tag.
-        let tag = digest.signature_tag();
-        let origin = format!("tag {tag}");
-        if let Some(raw) = self
-            .fetch_manifest(repository, &tag, limits.signature_manifest_max_bytes, None)
-            .await?
-        {
-            match manifest::parse(&raw.bytes, raw.media_type.as_deref()) {
-                Ok(Manifest::Image(m)) => {
-                    self.collect_layers(repository, &m, &origin, &mut set, &mut budget)
-                        .await;
+        // Walk the layers in order, applying the checks and the count cap, then fetch the
+        // payloads concurrently (in order, a few at a time).
+        let mut budget = limits.max_signatures;
+        let mut slots: Vec<Option<Result<FetchedSignature, SkippedSignature>>> = Vec::new();
+        let mut jobs = Vec::new();
+        for (origin, m) in &manifests {
+            for (i, layer) in m.layers.iter().enumerate() {
+                let origin = format!("{origin} layer {i}");
+                match self.check_layer(layer, &mut budget) {
+                    Ok((d, sig)) => {
+                        jobs.push((slots.len(), origin, d, layer.size, sig));
+                        slots.push(None);
+                    }
+                    Err(reason) => slots.push(Some(Err(SkippedSignature { origin, reason }))),
                 }
-                Ok(Manifest::Index(_)) => set.skipped.push(SkippedSignature {
-                    origin,
-                    reason: "the signature tag holds an index, not a signature manifest".into(),
-                }),
-                Err(reason) => set.skipped.push(SkippedSignature { origin, reason }),
             }
         }
-
-        // 2. OCI 1.1 referrers.
-        let (referrers, list_origin) = self.referrers(repository, digest, &mut set).await?;
-        for desc in referrers {
-            if desc.artifact_type.as_deref() != Some(COSIGN_SIGNATURE_ARTIFACT) {
-                continue;
+        let fetched: Vec<_> = futures_util::stream::iter(jobs)
+            .map(|(slot, origin, d, size, signature_b64)| async move {
+                let r = self
+                    .fetch_blob(repository, &d, Some(size), limits.payload_max_bytes)
+                    .await;
+                let r = match r {
+                    Ok(payload) => Ok(FetchedSignature {
+                        payload,
+                        signature_b64,
+                        origin,
+                    }),
+                    Err(e) => Err(SkippedSignature {
+                        origin,
+                        reason: e.to_string(),
+                    }),
+                };
+                (slot, r)
+            })
+            .buffered(BLOB_CONCURRENCY)
+            .collect()
+            .await;
+        for (slot, r) in fetched {
+            if let Some(s) = slots.get_mut(slot) {
+                *s = Some(r);
             }
-            let origin = format!("{list_origin} referrer {}", desc.digest);
-            if budget == 0 {
-                set.skipped.push(SkippedSignature {
-                    origin,
-                    reason: format!(
-                        "over the cap of {} signatures per image",
-                        limits.max_signatures
-                    ),
-                });
-                continue;
-            }
-            match self.fetch_referrer(repository, digest, &desc).await {
-                Ok(m) => {
-                    self.collect_layers(repository, &m, &origin, &mut set, &mut budget)
-                        .await;
-                }
-                Err(reason) => set.skipped.push(SkippedSignature { origin, reason }),
+        }
+        for r in slots.into_iter().flatten() {
+            match r {
+                Ok(c) => set.candidates.push(c),
+                Err(s) => set.skipped.push(s),
             }
         }
         for s in &set.skipped {
@@ -666,13 +690,92 @@ impl Client {
         Ok(set)
     }
 
+    /// The manifest at cosign's legacy tag, if any.
+    async fn legacy_signature_manifest(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Found, RegistryError> {
+        let tag = digest.signature_tag();
+        let origin = format!("tag {tag}");
+        let Some(raw) = self
+            .fetch_manifest(
+                repository,
+                &tag,
+                self.opts.limits.signature_manifest_max_bytes,
+                None,
+            )
+            .await?
+        else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        Ok(
+            match manifest::parse(&raw.bytes, raw.media_type.as_deref()) {
+                Ok(Manifest::Image(m)) => (vec![(origin, *m)], Vec::new()),
+                Ok(Manifest::Index(_)) => (
+                    Vec::new(),
+                    vec![SkippedSignature {
+                        origin,
+                        reason: "the signature tag holds an index, not a signature manifest".into(),
+                    }],
+                ),
+                Err(reason) => (Vec::new(), vec![SkippedSignature { origin, reason }]),
+            },
+        )
+    }
+
+    /// The cosign signature manifests among the OCI 1.1 referrers of `digest`.
+    async fn referrer_manifests(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Found, RegistryError> {
+        let limits = &self.opts.limits;
+        let mut skipped = Vec::new();
+        let (referrers, list_origin) = self.referrers(repository, digest, &mut skipped).await?;
+        let mut wanted = Vec::new();
+        for desc in referrers {
+            if desc.artifact_type.as_deref() != Some(COSIGN_SIGNATURE_ARTIFACT) {
+                continue;
+            }
+            let origin = format!("{list_origin} referrer {}", desc.digest);
+            if wanted.len() >= limits.max_signatures {
+                skipped.push(SkippedSignature {
+                    origin,
+                    reason: format!(
+                        "over the cap of {} signatures per image",
+                        limits.max_signatures
+                    ),
+                });
+                continue;
+            }
+            wanted.push((origin, desc));
+        }
+        let fetched: Vec<_> = futures_util::stream::iter(wanted)
+            .map(|(origin, desc)| async move {
+                let r = self.fetch_referrer(repository, digest, &desc).await;
+                (origin, r)
+            })
+            .buffered(BLOB_CONCURRENCY)
+            .collect()
+            .await;
+        let mut manifests = Vec::new();
+        for (origin, r) in fetched {
+            match r {
+                Ok(m) => manifests.push((origin, m)),
+                Err(reason) => skipped.push(SkippedSignature { origin, reason }),
+            }
+        }
+        Ok((manifests, skipped))
+    }
+
     /// The referrers of `digest`: from the endpoint, or from the tag schema fallback when the
     /// endpoint is missing. Returns the descriptors and where they came from.
     async fn referrers(
         &self,
         repository: &Repository,
         digest: &Digest,
-        set: &mut SignatureSet,
+        skipped: &mut Vec<SkippedSignature>,
     ) -> Result<(Vec<Descriptor>, String), RegistryError> {
         let registry = repository.registry();
         let limits = &self.opts.limits;
@@ -697,7 +800,7 @@ impl Client {
             return match serde_json::from_slice::<manifest::ImageIndex>(&bytes) {
                 Ok(index) => Ok((index.manifests, origin)),
                 Err(e) => {
-                    set.skipped.push(SkippedSignature {
+                    skipped.push(SkippedSignature {
                         origin,
                         reason: format!("the referrers list is not an image index: {e}"),
                     });
@@ -723,14 +826,14 @@ impl Client {
         match manifest::parse(&raw.bytes, raw.media_type.as_deref()) {
             Ok(Manifest::Index(index)) => Ok((index.manifests, origin)),
             Ok(Manifest::Image(_)) => {
-                set.skipped.push(SkippedSignature {
+                skipped.push(SkippedSignature {
                     origin,
                     reason: "the referrers tag holds an image manifest, not an index".into(),
                 });
                 Ok((Vec::new(), String::new()))
             }
             Err(reason) => {
-                set.skipped.push(SkippedSignature { origin, reason });
+                skipped.push(SkippedSignature { origin, reason });
                 Ok((Vec::new(), String::new()))
             }
         }
@@ -790,70 +893,45 @@ impl Client {
         Ok(*m)
     }
 
-    async fn collect_layers(
+    /// Checks a signature layer before its payload is fetched; counts it against the cap.
+    fn check_layer(
         &self,
-        repository: &Repository,
-        m: &ImageManifest,
-        origin: &str,
-        set: &mut SignatureSet,
+        layer: &Descriptor,
         budget: &mut usize,
-    ) {
+    ) -> Result<(Digest, String), String> {
         let limits = &self.opts.limits;
-        for (i, layer) in m.layers.iter().enumerate() {
-            let origin = format!("{origin} layer {i}");
-            let skip = |reason: String| SkippedSignature {
-                origin: origin.clone(),
-                reason,
-            };
-            if layer.media_type != SIMPLESIGNING {
-                set.skipped.push(skip(format!(
-                    "media type `{}` is not cosign simple signing",
-                    layer.media_type
-                )));
-                continue;
-            }
-            let Some(sig) = layer
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SIGNATURE_ANNOTATION))
-                .filter(|s| !s.is_empty())
-            else {
-                set.skipped
-                    .push(skip(format!("no `{SIGNATURE_ANNOTATION}` annotation")));
-                continue;
-            };
-            if *budget == 0 {
-                set.skipped.push(skip(format!(
-                    "over the cap of {} signatures per image",
-                    limits.max_signatures
-                )));
-                continue;
-            }
-            *budget -= 1;
-            if sig.len() > 16 * 1024 {
-                set.skipped
-                    .push(skip("the signature annotation is over 16 KiB".into()));
-                continue;
-            }
-            let d = match layer.parsed_digest() {
-                Ok(d) => d,
-                Err(why) => {
-                    set.skipped.push(skip(why));
-                    continue;
-                }
-            };
-            match self
-                .fetch_blob(repository, &d, Some(layer.size), limits.payload_max_bytes)
-                .await
-            {
-                Ok(payload) => set.candidates.push(FetchedSignature {
-                    payload,
-                    signature_b64: sig.clone(),
-                    origin,
-                }),
-                Err(e) => set.skipped.push(skip(e.to_string())),
-            }
+        if layer.media_type != SIMPLESIGNING {
+            return Err(format!(
+                "media type `{}` is not cosign simple signing",
+                layer.media_type
+            ));
         }
+        let Some(sig) = layer
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SIGNATURE_ANNOTATION))
+            .filter(|s| !s.is_empty())
+        else {
+            return Err(format!("no `{SIGNATURE_ANNOTATION}` annotation"));
+        };
+        if *budget == 0 {
+            return Err(format!(
+                "over the cap of {} signatures per image",
+                limits.max_signatures
+            ));
+        }
+        *budget -= 1;
+        if sig.len() > SIGNATURE_ANNOTATION_MAX {
+            return Err("the signature annotation is over 16 KiB".into());
+        }
+        let d = layer.parsed_digest()?;
+        if layer.size > limits.payload_max_bytes {
+            return Err(format!(
+                "declared size {} is over the payload cap of {} bytes",
+                layer.size, limits.payload_max_bytes
+            ));
+        }
+        Ok((d, sig.clone()))
     }
 
     async fn push_signature_inner(
