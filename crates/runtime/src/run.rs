@@ -52,8 +52,10 @@ pub const DEFAULT_GID: u32 = 65534;
 /// Longest run or node ID (they go into container names and labels).
 pub const ID_MAX_LEN: usize = 64;
 
-/// Resource limits of one run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Resource limits of one run. Readable from a node's configuration (every key optional,
+/// unknown keys refused), e.g. `[limits]` `memory_bytes = 536870912`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Memory, swap included (swap is not allowed beyond it).
     pub memory_bytes: u64,
@@ -584,4 +586,24 @@ pub(crate) fn container_spec(image: &ImageId, spec: &RunSpec) -> Result<Containe
 /// `warden-<node>-<run>`.
 pub fn container_name(node_id: &str, run_id: &str) -> String {
     format!("warden-{node_id}-{run_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_from_configuration_default_missing_keys_and_refuse_unknown_ones() {
+        let limits: Limits = toml::from_str("memory_bytes = 1048576\npids = 16").unwrap();
+        assert_eq!(
+            limits,
+            Limits {
+                memory_bytes: 1 << 20,
+                pids: 16,
+                ..Limits::default()
+            }
+        );
+        let err = toml::from_str::<Limits>("memory = 1").unwrap_err();
+        assert!(err.to_string().contains("unknown field `memory`"), "{err}");
+    }
 }
