@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod image;
 mod keys;
 mod policy;
@@ -28,6 +29,11 @@ enum Command {
     Reference {
         /// Image reference, e.g. `ubuntu:22.04` or `registry.example.org:5000/team/avg@sha256:...`.
         image: String,
+    },
+    /// Verify and read a node's audit log, without the server.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// Sign images and verify them against a node policy (cosign-compatible signatures).
     Image {
@@ -52,6 +58,19 @@ const EXIT_BAD_INPUT: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Audit { command } => match audit::run(command) {
+            Ok(outcome) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{}", outcome.output);
+                }
+                ExitCode::from(outcome.exit)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
         Command::Image { command } => match image::run(command) {
             Ok(outcome) => {
                 #[allow(clippy::print_stdout)]
