@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod image;
 mod keys;
+mod node;
 mod policy;
 
 #[derive(Debug, Parser)]
@@ -44,6 +45,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Run a node: a data owner's station that admits, runs and records algorithms.
+    Node {
+        #[command(subcommand)]
+        command: node::NodeCommand,
     },
     /// Dry-run a node policy against an image, and lint policy files.
     Policy {
@@ -92,6 +98,13 @@ fn main() -> ExitCode {
                 }
                 ExitCode::from(outcome.exit)
             }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
+        Command::Node { command } => match node::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(EXIT_BAD_INPUT)

@@ -1,0 +1,364 @@
+//! Admission: steps 2 to 7 of the trust chain (docs/node.md), as types.
+//!
+//! 2. [`Gate::precheck`] parses and normalises the reference and runs the policy pre-check on
+//!    names and requester alone, before any network I/O; it returns a [`Prechecked`].
+//! 3. [`Gate::admit`] resolves the tag to a manifest digest once (warden-registry, from raw bytes
+//!    with caps), 4. gathers cosign signatures for that digest, 5. verifies them against the keys
+//!    the node's own policy pins (a verifier error counts as a missing signature), and 6. decides
+//!    with the pure `warden_policy::decide`. Only a permit produces an [`Admitted`]; its fields
+//!    are private, so nothing else can make one.
+//! 7. [`pin`] pulls `repository@digest` of an [`Admitted`] and checks `RepoDigests` and the image
+//!    ID (warden-runtime's [`PinnedImage`]); the runtime runs only a `PinnedImage`.
+//!
+//! The server's word never enters: the image reference is the only input from outside, the
+//! digest is what this node resolved, the keys are the node's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use warden_policy::{Decision, KeyLoadError, Policy, Precheck, Request, Requester, RuleId};
+use warden_reference::{Digest, Reference};
+use warden_registry::ImageSource;
+use warden_runtime::{Engine, PinError, PinnedImage, pull_pinned};
+use warden_trust::{KeyId, PublicKey, SignatureCandidate, cosign};
+
+/// Largest policy file and key file read.
+const MAX_POLICY_BYTES: u64 = 16 << 20;
+const MAX_KEY_BYTES: u64 = 64 << 10;
+
+/// Why the gate could not be built (the node refuses to start).
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("cannot read the policy {path}: {source}; check node.policy in the configuration")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the policy is refused: {0}; the node does not start on a bad policy")]
+    Policy(#[from] warden_policy::PolicyError),
+}
+
+/// The step of the chain at which a run was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The reference does not parse.
+    Reference,
+    /// Denied on names and requester alone; nothing was fetched.
+    Precheck,
+    /// The registry could not resolve the reference (or lied about it).
+    Resolve,
+    /// Signatures could not be fetched.
+    Signatures,
+    /// The policy denied after the evidence was gathered.
+    Decision,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Reference => "reference",
+            Stage::Precheck => "precheck",
+            Stage::Resolve => "resolve",
+            Stage::Signatures => "signatures",
+            Stage::Decision => "decision",
+        }
+    }
+}
+
+/// What was learnt from the registry on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// The digest this node resolved.
+    pub digest: Option<Digest>,
+    /// For an image index: the chosen platform manifest's digest.
+    pub platform_digest: Option<Digest>,
+    /// Signature candidates found.
+    pub candidates: usize,
+    /// Keys whose signature verified.
+    pub signers: BTreeSet<KeyId>,
+    /// Candidates that did not count, and why.
+    pub not_counted: Vec<String>,
+}
+
+/// A refused run: the stage, the reason (the policy's explanation for a denial) and what was
+/// learnt before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub stage: Stage,
+    pub reason: String,
+    pub rule: Option<RuleId>,
+    pub evidence: Box<Evidence>,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl Rejection {
+    fn new(stage: Stage, reason: impl Into<String>, evidence: Evidence) -> Rejection {
+        Rejection {
+            stage,
+            reason: reason.into(),
+            rule: None,
+            evidence: Box::new(evidence),
+        }
+    }
+}
+
+/// A reference that passed the pre-check; nothing has been fetched for it yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prechecked {
+    reference: Reference,
+    requester: Requester,
+}
+
+impl Prechecked {
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+}
+
+/// A permit: the digest this node resolved, the rule that allowed it and the verified signers.
+/// Only [`Gate::admit`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    reference: Reference,
+    digest: Digest,
+    rule: RuleId,
+    evidence: Evidence,
+}
+
+impl Admitted {
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+    /// The digest to run: resolved once by this node.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+    pub fn rule(&self) -> RuleId {
+        self.rule
+    }
+    pub fn evidence(&self) -> &Evidence {
+        &self.evidence
+    }
+    /// `registry/path@digest`: the only form of the image used after admission.
+    pub fn pinned_reference(&self) -> String {
+        self.reference.pinned(&self.digest)
+    }
+}
+
+/// The node's policy with the public keys its rules pin.
+pub struct Gate {
+    policy: Policy,
+    keys: Vec<PublicKey>,
+    key_files: BTreeMap<KeyId, Vec<String>>,
+}
+
+impl fmt::Debug for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gate")
+            .field("policy", &self.policy.origin())
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut out = Vec::new();
+    f.take(cap + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > cap {
+        return Err(std::io::Error::other(format!("larger than {cap} bytes")));
+    }
+    Ok(out)
+}
+
+impl Gate {
+    /// Loads and validates the policy, reading the key files its rules name (relative to the
+    /// policy's folder).
+    pub fn load(path: &Path) -> Result<Gate, GateError> {
+        let bytes = read_capped(path, MAX_POLICY_BYTES).map_err(|source| GateError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| GateError::Read {
+            path: path.display().to_string(),
+            source: std::io::Error::other("not UTF-8 text"),
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let mut keys: BTreeMap<KeyId, PublicKey> = BTreeMap::new();
+        let mut key_files: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
+        let policy = Policy::from_toml_str(&text, &path.display().to_string(), |file| {
+            let key_path = base.join(file);
+            let pem = read_capped(&key_path, MAX_KEY_BYTES).map_err(|e| {
+                KeyLoadError(format!(
+                    "cannot read key file {}: {e}; the path is relative to the policy file",
+                    key_path.display()
+                ))
+            })?;
+            let pem = std::str::from_utf8(&pem).map_err(|_| {
+                KeyLoadError(format!("key file {} is not text", key_path.display()))
+            })?;
+            let key = PublicKey::from_pem(pem)
+                .map_err(|e| KeyLoadError(format!("key file {}: {e}", key_path.display())))?;
+            let names = key_files.entry(key.id()).or_default();
+            if !names.iter().any(|n| n == file) {
+                names.push(file.to_owned());
+            }
+            keys.insert(key.id(), key.clone());
+            Ok(key)
+        })?;
+        Ok(Gate {
+            policy,
+            keys: keys.into_values().collect(),
+            key_files,
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The policy key files that hold `key`.
+    pub fn key_files(&self, key: &KeyId) -> &[String] {
+        self.key_files.get(key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Steps 2 and 3: normalise the reference and pre-check names and requester. No I/O.
+    pub fn precheck(&self, image: &str, requester: &Requester) -> Result<Prechecked, Rejection> {
+        let reference = Reference::parse(image).map_err(|e| {
+            Rejection::new(
+                Stage::Reference,
+                format!("the image reference `{image}` is not valid: {e}"),
+                Evidence::default(),
+            )
+        })?;
+        if let Precheck::Deny { reasons } =
+            warden_policy::precheck(&self.policy, &reference, requester)
+        {
+            let decision = Decision::Deny { reasons };
+            let mut r = Rejection::new(
+                Stage::Precheck,
+                decision_text(&decision),
+                Evidence::default(),
+            );
+            r.rule = decision.rule();
+            return Err(r);
+        }
+        Ok(Prechecked {
+            reference,
+            requester: requester.clone(),
+        })
+    }
+
+    /// Steps 4 to 6: resolve once, gather and verify signatures, decide.
+    pub async fn admit<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        checked: Prechecked,
+    ) -> Result<Admitted, Rejection> {
+        let Prechecked {
+            reference,
+            requester,
+        } = checked;
+        let mut evidence = Evidence::default();
+        let resolved = source.resolve(&reference).await.map_err(|e| {
+            Rejection::new(
+                Stage::Resolve,
+                format!("cannot resolve {reference}: {e}"),
+                Evidence::default(),
+            )
+        })?;
+        evidence.digest = Some(resolved.digest.clone());
+        evidence.platform_digest = resolved.platform.as_ref().map(|p| p.digest.clone());
+        let repository = reference.repository();
+        for digest in resolved.signed_digests() {
+            let set = match source.fetch_signatures(repository, &digest).await {
+                Ok(set) => set,
+                Err(e) => {
+                    // A verifier or fetch error counts as a missing signature.
+                    evidence
+                        .not_counted
+                        .push(format!("{digest}: cannot fetch signatures: {e}"));
+                    continue;
+                }
+            };
+            let candidates: Vec<SignatureCandidate> = set
+                .candidates
+                .iter()
+                .map(|c| SignatureCandidate {
+                    payload: c.payload.clone(),
+                    signature_b64: c.signature_b64.clone(),
+                    origin: c.origin.clone(),
+                })
+                .collect();
+            let v = cosign::verify(&candidates, &self.keys, repository, &digest);
+            evidence.signers.extend(v.verified.iter().copied());
+            evidence
+                .not_counted
+                .extend(v.rejected.iter().map(|r| format!("{digest}: {r}")));
+            evidence.not_counted.extend(
+                set.skipped
+                    .iter()
+                    .map(|s| format!("{digest}: {}: {}", s.origin, s.reason)),
+            );
+            evidence.candidates += set.candidates.len();
+        }
+        let decision = warden_policy::decide(
+            &self.policy,
+            &Request {
+                reference: &reference,
+                digest: Some(&resolved.digest),
+                signers: &evidence.signers,
+                requester: &requester,
+            },
+        );
+        match decision {
+            Decision::Permit { rule } => Ok(Admitted {
+                reference,
+                digest: resolved.digest,
+                rule,
+                evidence,
+            }),
+            deny => {
+                let mut r = Rejection::new(Stage::Decision, decision_text(&deny), evidence);
+                r.rule = deny.rule();
+                Err(r)
+            }
+        }
+    }
+
+    /// The whole walk: [`Gate::precheck`] then [`Gate::admit`].
+    pub async fn check<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        image: &str,
+        requester: &Requester,
+    ) -> Result<Admitted, Rejection> {
+        let checked = self.precheck(image, requester)?;
+        self.admit(source, checked).await
+    }
+}
+
+/// A denial as one line: the policy's reasons joined.
+fn decision_text(decision: &Decision) -> String {
+    let reasons: Vec<String> = decision.reasons().iter().map(ToString::to_string).collect();
+    if reasons.is_empty() {
+        decision.to_string()
+    } else {
+        format!("denied by policy: {}", reasons.join("; "))
+    }
+}
+
+/// Step 7: pull exactly the admitted digest and pin the engine's image ID.
+pub async fn pin<E: Engine + ?Sized>(
+    engine: &E,
+    admitted: &Admitted,
+) -> Result<PinnedImage, PinError> {
+    pull_pinned(engine, admitted.reference.repository(), &admitted.digest).await
+}

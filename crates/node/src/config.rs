@@ -1,0 +1,588 @@
+//! The node's TOML configuration (`warden node start --config FILE`), validated while it is
+//! parsed so that every error names the file, the line and the key. Relative paths are relative
+//! to the config file. See docs/node.md for the reference.
+//!
+//! ```toml
+//! [server]
+//! url = "http://127.0.0.1:7600"
+//! api_key_file = "node.key"            # or api_key = "wdn_..."
+//!
+//! [node]
+//! policy = "policy.toml"
+//! secret_key = "org.key"               # the organization's X25519 key (warden-seal PEM)
+//! spool_dir = "spool"
+//! probe = "probe"                      # static isolation probe binary
+//!
+//! [audit]
+//! dir = "audit"
+//! signing_key = "audit-signing.key"    # encrypted key file (cosign format)
+//! password_file = "audit-signing.pw"
+//!
+//! [organizations]                      # pinned public-key fingerprints, by organization name
+//! hospital-a = "sha256:..."
+//!
+//! [data]
+//! records = "/srv/data/records"        # mounted read-only at /mnt/data/records
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Largest accepted config file.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The whole configuration, with every path resolved against the config file's folder.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub node: NodeSection,
+    pub audit: AuditConfig,
+    /// Organization name -> pinned fingerprint (`sha256:<hex>` of the raw X25519 key).
+    #[serde(default)]
+    pub organizations: BTreeMap<String, Fingerprint>,
+    /// Data source name -> host path, mounted read-only at `/mnt/data/<name>`.
+    #[serde(default, deserialize_with = "data_sources")]
+    pub data: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    /// Directory of the config file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `http://` or `https://` base URL of the coordination server.
+    #[serde(deserialize_with = "server_url")]
+    pub url: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Seconds between event polls when the WebSocket is unavailable.
+    #[serde(default = "d_poll", deserialize_with = "poll_secs")]
+    pub poll_secs: u64,
+    /// Longest wait between reconnection attempts, in seconds.
+    #[serde(default = "d_backoff", deserialize_with = "backoff_secs")]
+    pub max_backoff_secs: u64,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_file", &self.api_key_file)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The node policy file (warden-policy); the node refuses to start on a bad one.
+    pub policy: PathBuf,
+    /// The organization's X25519 secret key (PEM, warden-seal).
+    pub secret_key: PathBuf,
+    /// Where runs, results awaiting delivery and the event cursor are kept.
+    pub spool_dir: PathBuf,
+    /// A static isolation probe binary (algorithms/hostile/probe.c); run at start-up.
+    pub probe: PathBuf,
+    /// The label value put on this node's containers; `[A-Za-z0-9_.-]`, at most 40. Defaults to
+    /// a name derived from the spool directory.
+    #[serde(default, deserialize_with = "node_name")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Directory of the audit log (`audit.log` inside).
+    pub dir: PathBuf,
+    /// The node's signing key for checkpoints: an encrypted key file (cosign or Warden format).
+    pub signing_key: PathBuf,
+    /// File holding that key's password.
+    pub password_file: PathBuf,
+    /// A signed checkpoint every this many entries.
+    #[serde(default = "d_checkpoint", deserialize_with = "checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+/// Resource limits of every run and of the proxy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "d_memory", deserialize_with = "memory")]
+    pub memory_bytes: u64,
+    #[serde(default = "d_cpus", deserialize_with = "cpus")]
+    pub cpus: f64,
+    #[serde(default = "d_pids", deserialize_with = "pids")]
+    pub pids: u64,
+    #[serde(default = "d_timeout", deserialize_with = "timeout")]
+    pub timeout_secs: u64,
+    #[serde(default = "d_output", deserialize_with = "size")]
+    pub output_bytes: u64,
+    #[serde(default = "d_scratch", deserialize_with = "size")]
+    pub scratch_bytes: u64,
+    /// Largest proxy request body.
+    #[serde(default = "d_proxy_request", deserialize_with = "size")]
+    pub proxy_request_bytes: u64,
+    /// Largest subtask result the proxy returns (after decryption).
+    #[serde(default = "d_output", deserialize_with = "size")]
+    pub proxy_result_bytes: u64,
+    /// Proxy requests per second per run (burst of the same size).
+    #[serde(default = "d_rate", deserialize_with = "rate")]
+    pub proxy_requests_per_second: u32,
+    /// Subtasks one run may create.
+    #[serde(default = "d_subtasks", deserialize_with = "subtasks")]
+    pub max_subtasks: u32,
+    /// Runs executing at once.
+    #[serde(default = "d_concurrent", deserialize_with = "concurrent")]
+    pub concurrent_runs: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registries (`host` or `host:port`) that may be reached over plain http.
+    #[serde(default)]
+    pub insecure: Vec<String>,
+    /// A Docker `config.json` with registry credentials; none means anonymous.
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
+    /// Platform picked from an image index, `os/arch[/variant]` (default linux/amd64).
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+/// A pinned key fingerprint, `sha256:<64 lower-case hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fingerprint(pub String);
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok = s.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if !ok {
+            return Err(serde::de::Error::custom(
+                "a fingerprint is `sha256:` and 64 lower-case hex digits; `warden keys` prints it",
+            ));
+        }
+        Ok(Fingerprint(s))
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn d_poll() -> u64 {
+    5
+}
+fn d_backoff() -> u64 {
+    30
+}
+fn d_checkpoint() -> u64 {
+    100
+}
+fn d_memory() -> u64 {
+    warden_runtime::DEFAULT_MEMORY_BYTES
+}
+fn d_cpus() -> f64 {
+    1.0
+}
+fn d_pids() -> u64 {
+    warden_runtime::DEFAULT_PIDS
+}
+fn d_timeout() -> u64 {
+    warden_runtime::DEFAULT_TIMEOUT.as_secs()
+}
+fn d_output() -> u64 {
+    warden_runtime::DEFAULT_OUTPUT_BYTES
+}
+fn d_scratch() -> u64 {
+    warden_runtime::DEFAULT_SCRATCH_BYTES
+}
+fn d_proxy_request() -> u64 {
+    1 << 20
+}
+fn d_rate() -> u32 {
+    20
+}
+fn d_subtasks() -> u32 {
+    100
+}
+fn d_concurrent() -> u32 {
+    4
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            memory_bytes: d_memory(),
+            cpus: d_cpus(),
+            pids: d_pids(),
+            timeout_secs: d_timeout(),
+            output_bytes: d_output(),
+            scratch_bytes: d_scratch(),
+            proxy_request_bytes: d_proxy_request(),
+            proxy_result_bytes: d_output(),
+            proxy_requests_per_second: d_rate(),
+            max_subtasks: d_subtasks(),
+            concurrent_runs: d_concurrent(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The runtime's limits for one run.
+    pub fn runtime(&self) -> warden_runtime::Limits {
+        warden_runtime::Limits {
+            memory_bytes: self.memory_bytes,
+            nano_cpus: (self.cpus * 1e9) as u64,
+            pids: self.pids,
+            scratch_bytes: self.scratch_bytes,
+            output_bytes: self.output_bytes,
+            ..warden_runtime::Limits::default()
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+fn in_range<'de, D, T>(d: D, lo: T, hi: T, what: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + PartialOrd + fmt::Display + Copy,
+{
+    let v = T::deserialize(d)?;
+    if v < lo || v > hi {
+        return Err(serde::de::Error::custom(format!(
+            "{what} must be between {lo} and {hi}, got {v}"
+        )));
+    }
+    Ok(v)
+}
+
+fn poll_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, 3600, "the poll interval in seconds")
+}
+fn backoff_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, 3600, "the longest backoff in seconds")
+}
+fn checkpoint_every<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, 1_000_000, "the checkpoint interval in entries")
+}
+fn memory<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 6 << 20, 1 << 40, "the memory limit in bytes")
+}
+fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    in_range(d, 0.01, 1024.0, "the CPU limit")
+}
+fn pids<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, 1_000_000, "the process limit")
+}
+fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, 7 * 24 * 3600, "the timeout in seconds")
+}
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, 1 << 34, "a size in bytes")
+}
+fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 10_000, "the request rate per second")
+}
+fn subtasks<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 0, 100_000, "the subtask count")
+}
+fn concurrent<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 1000, "the number of concurrent runs")
+}
+
+fn server_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(['?', '#', ' ']) => {
+            Ok(url.trim_end_matches('/').to_owned())
+        }
+        _ => Err(serde::de::Error::custom(
+            "the server url must be http://HOST[:PORT] or https://HOST[:PORT]",
+        )),
+    }
+}
+
+fn valid_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn node_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if !valid_name(&s, 40) {
+        return Err(serde::de::Error::custom(
+            "the node name must be 1 to 40 of [A-Za-z0-9_.-]",
+        ));
+    }
+    Ok(Some(s))
+}
+
+fn data_sources<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, PathBuf>, D::Error> {
+    let map = BTreeMap::<String, PathBuf>::deserialize(d)?;
+    for name in map.keys() {
+        if !valid_name(name, 64) || name.starts_with('.') {
+            return Err(serde::de::Error::custom(format!(
+                "data source name `{name}` must be 1 to 64 of [A-Za-z0-9_.-], not starting with a dot"
+            )));
+        }
+    }
+    Ok(map)
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the node configuration {path}: {source}; check the path")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates the file; relative paths become relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(read_err(std::io::Error::other(format!(
+                "larger than {MAX_CONFIG_BYTES} bytes"
+            ))));
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = base.canonicalize().unwrap_or(base);
+        Config::parse(&text, path, &base)
+    }
+
+    /// Parses `text` (named `path` in errors) and resolves relative paths against `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let located = |key: String, message: String, span: Option<std::ops::Range<usize>>| {
+            let offset = span.map(|s| s.start).unwrap_or(0).min(text.len());
+            let before = &text[..offset];
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .map(|l| l.chars().count())
+                .unwrap_or(0)
+                + 1;
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key,
+                message,
+            }
+        };
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| located(String::new(), e.message().to_owned(), e.span()))?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            located(
+                if key == "." { String::new() } else { key },
+                inner.message().to_owned(),
+                inner.span(),
+            )
+        })?;
+        let at_key = |key: &str, message: &str| {
+            let offset = text
+                .find(&format!("\n{key} "))
+                .or_else(|| text.find(&format!("\n{key}=")))
+                .or_else(|| text.find(key).map(|o| o.saturating_sub(1)))
+                .map(|o| o + 1..o + 1 + key.len());
+            located(key.to_owned(), message.to_owned(), offset)
+        };
+        match (&config.server.api_key, &config.server.api_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(at_key(
+                    "api_key",
+                    "give either server.api_key or server.api_key_file, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(at_key(
+                    "[server]",
+                    "the node needs server.api_key_file (or server.api_key): the key printed when the node was created",
+                ));
+            }
+            _ => {}
+        }
+        config.base_dir = base.to_path_buf();
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(p) = config.server.api_key_file.as_mut() {
+            resolve(p);
+        }
+        resolve(&mut config.node.policy);
+        resolve(&mut config.node.secret_key);
+        resolve(&mut config.node.spool_dir);
+        resolve(&mut config.node.probe);
+        resolve(&mut config.audit.dir);
+        resolve(&mut config.audit.signing_key);
+        resolve(&mut config.audit.password_file);
+        if let Some(p) = config.registry.docker_config.as_mut() {
+            resolve(p);
+        }
+        for p in config.data.values_mut() {
+            resolve(p);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn minimal() -> String {
+        format!(
+            r#"
+[server]
+url = "http://127.0.0.1:7600/"
+api_key_file = "node.key"
+
+[node]
+policy = "policy.toml"
+secret_key = "/etc/warden/org.key"
+spool_dir = "spool"
+probe = "probe"
+
+[audit]
+dir = "audit"
+signing_key = "audit.key"
+password_file = "audit.pw"
+
+[organizations]
+hospital-a = "{FP}"
+
+[data]
+records = "data/records"
+"#
+        )
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/cfg/node.toml"), Path::new("/cfg"))
+    }
+
+    fn error_of(text: &str) -> (usize, String, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid {
+                line, key, message, ..
+            }) => (line, key, message),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_resolves_paths_against_the_file() {
+        let c = parse(&minimal()).unwrap();
+        assert_eq!(c.server.url, "http://127.0.0.1:7600");
+        assert_eq!(c.server.api_key_file, Some(PathBuf::from("/cfg/node.key")));
+        assert_eq!(c.node.policy, PathBuf::from("/cfg/policy.toml"));
+        assert_eq!(c.node.secret_key, PathBuf::from("/etc/warden/org.key"));
+        assert_eq!(c.data["records"], PathBuf::from("/cfg/data/records"));
+        assert_eq!(c.organizations["hospital-a"].0, FP);
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.audit.checkpoint_every, 100);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let text = minimal().replace("probe = \"probe\"", "probe = \"probe\"\nprobes = 1");
+        let (line, key, message) = error_of(&text);
+        assert_eq!(line, 11, "{message}");
+        assert!(message.contains("unknown field `probes`"), "{message}");
+        assert!(key.is_empty() || key.starts_with("node"), "{key}");
+
+        let text = minimal() + "\n[limits]\npids = 0\n";
+        let (line, key, message) = error_of(&text);
+        assert_eq!((line, key.as_str()), (24, "limits.pids"), "{message}");
+        assert!(message.contains("between 1 and"), "{message}");
+
+        let text = minimal().replace(FP, "sha256:XYZ");
+        let (line, key, _) = error_of(&text);
+        assert_eq!((line, key.as_str()), (18, "organizations.hospital-a"));
+
+        let text = minimal().replace("http://127.0.0.1:7600/", "ftp://x");
+        let (line, key, _) = error_of(&text);
+        assert_eq!((line, key.as_str()), (3, "server.url"));
+
+        let text = minimal().replace("records = ", "\"../x\" = ");
+        let (_, key, message) = error_of(&text);
+        assert_eq!(key, "data", "{message}");
+    }
+
+    #[test]
+    fn the_api_key_must_be_given_once() {
+        let text = minimal().replace("api_key_file = \"node.key\"", "");
+        let (_, key, message) = error_of(&text);
+        assert_eq!(key, "[server]");
+        assert!(message.contains("api_key_file"), "{message}");
+        let text = minimal().replace(
+            "api_key_file = \"node.key\"",
+            "api_key_file = \"node.key\"\napi_key = \"wdn_1_x\"",
+        );
+        let (line, key, _) = error_of(&text);
+        assert_eq!((line, key.as_str()), (5, "api_key"));
+    }
+
+    #[test]
+    fn the_api_key_is_not_printed() {
+        let text = minimal().replace(
+            "api_key_file = \"node.key\"",
+            "api_key = \"wdn_1_supersecret\"",
+        );
+        let c = parse(&text).unwrap();
+        assert!(!format!("{c:?}").contains("supersecret"));
+    }
+}

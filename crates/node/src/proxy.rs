@@ -1,0 +1,644 @@
+//! The algorithm's only channel out: HTTP/1.1 over a Unix socket, one socket per run in a
+//! per-run directory that is bind-mounted read-only into the container at `/mnt/proxy`.
+//!
+//! It offers exactly what docs/algorithm-contract.md lists: the collaboration's organizations,
+//! subtasks of this run's task (same image digest, same collaboration, organizations of the
+//! collaboration, input sealed by the node for each organization), and the results of the
+//! subtasks this run created (opened by the node). Every request needs the run's proxy token
+//! (`WARDEN_TOKEN`, random, made by the node, dead when the run ends); requests are rate
+//! limited and bodies and results capped. The node acts at the server with the server-issued
+//! run token, which the algorithm never sees. Every refusal is an error body with a reason; the
+//! node stays up.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{Mutex, oneshot};
+use warden_api::{self as api, ErrorBody, ErrorCode};
+
+use crate::orgs::{self, OrgKeys};
+use crate::server::{RunClient, ServerClient, ServerError};
+
+/// Longest `?wait=` accepted, in seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// How often a waiting request looks at its subtasks.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+/// Longest function name in a subtask request.
+const MAX_FUNCTION_LEN: usize = 128;
+const MAX_NAME_LEN: usize = 200;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot create the proxy socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Caps of the proxy, from the node configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyLimits {
+    pub request_bytes: u64,
+    pub result_bytes: u64,
+    pub requests_per_second: u32,
+    pub max_subtasks: u32,
+}
+
+/// The run the proxy serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunScope {
+    pub run_id: i64,
+    pub task_id: i64,
+    pub collaboration_id: i64,
+    pub organization_id: i64,
+    /// Whether inputs and results are sealed in this collaboration.
+    pub encrypted: bool,
+    /// `registry/path@sha256:...`: the admitted image; subtasks use exactly this.
+    pub pinned_image: String,
+    /// Member organizations of the collaboration (as the node read them at the run's start).
+    pub members: Vec<i64>,
+}
+
+/// Everything a proxy needs besides its scope.
+#[derive(Clone)]
+pub struct ProxyDeps {
+    pub server: ServerClient,
+    pub run: RunClient,
+    pub keys: Arc<OrgKeys>,
+    pub secret: Arc<warden_seal::SecretKey>,
+    pub limits: ProxyLimits,
+}
+
+impl std::fmt::Debug for ProxyDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyDeps")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+struct Inner {
+    scope: RunScope,
+    deps: ProxyDeps,
+    token_hash: [u8; 32],
+    alive: AtomicBool,
+    subtasks: Mutex<BTreeSet<i64>>,
+    bucket: std::sync::Mutex<Bucket>,
+}
+
+/// A running proxy of one run. [`Proxy::stop`] kills its token and removes its socket.
+pub struct Proxy {
+    inner: Arc<Inner>,
+    socket: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    token: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh random token: 32 bytes, hex.
+pub fn new_token() -> zeroize::Zeroizing<String> {
+    use rand_core::RngCore as _;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    rand_core::OsRng.fill_bytes(bytes.as_mut());
+    zeroize::Zeroizing::new(hex::encode(bytes.as_ref()))
+}
+
+impl Proxy {
+    /// Binds `dir/proxy.sock` (the directory must exist and be private to the node until it is
+    /// mounted) and serves the run.
+    pub async fn start(dir: &Path, scope: RunScope, deps: ProxyDeps) -> Result<Proxy, ProxyError> {
+        let socket = dir.join(warden_runtime::PROXY_SOCKET);
+        let sock_err = |source| ProxyError::Socket {
+            path: socket.clone(),
+            source,
+        };
+        let _ = std::fs::remove_file(&socket);
+        let listener = tokio::net::UnixListener::bind(&socket).map_err(sock_err)?;
+        // The algorithm runs as another user: it must be able to connect.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+            .map_err(sock_err)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(sock_err)?;
+        let token = new_token();
+        let rate = f64::from(deps.limits.requests_per_second);
+        let inner = Arc::new(Inner {
+            scope,
+            token_hash: Sha256::digest(token.as_bytes()).into(),
+            alive: AtomicBool::new(true),
+            subtasks: Mutex::new(BTreeSet::new()),
+            bucket: std::sync::Mutex::new(Bucket {
+                tokens: rate,
+                last: Instant::now(),
+            }),
+            deps,
+        });
+        let body_limit = usize::try_from(inner.deps.limits.request_bytes).unwrap_or(usize::MAX);
+        let app = Router::new()
+            .route("/v1/organizations", get(organizations))
+            .route("/v1/subtasks", post(create_subtask))
+            .route("/v1/subtasks/{task_id}/results", get(results))
+            .fallback(not_offered)
+            .layer(DefaultBodyLimit::max(body_limit))
+            .layer(middleware::from_fn_with_state(inner.clone(), guard))
+            .with_state(inner.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let run_id = inner.scope.run_id;
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(run = run_id, error = %e, "proxy stopped with an error");
+            }
+        });
+        Ok(Proxy {
+            inner,
+            socket,
+            shutdown: Some(tx),
+            task,
+            token,
+        })
+    }
+
+    /// The token to give the algorithm as `WARDEN_TOKEN`.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Subtasks this run created.
+    pub async fn subtasks(&self) -> Vec<i64> {
+        self.inner.subtasks.lock().await.iter().copied().collect()
+    }
+
+    /// Kills the token, stops serving and removes the socket.
+    pub async fn stop(mut self) {
+        self.inner.alive.store(false, Ordering::SeqCst);
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // In-flight waits end at their own deadline; do not let one hold the run.
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.inner.alive.store(false, Ordering::SeqCst);
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// A refusal: status and `{"error": {...}}`.
+#[derive(Debug)]
+struct Refusal(StatusCode, ErrorBody);
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Refusal(status, ErrorBody::new(code, message))
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+fn upstream(what: &str, e: ServerError) -> Refusal {
+    tracing::warn!(error = %e, "proxy: {what} failed at the server");
+    match e.status() {
+        Some(403) => Refusal::new(
+            ErrorCode::Forbidden,
+            format!("the server refused {what}: {e}"),
+        ),
+        Some(404) => Refusal::new(ErrorCode::NotFound, format!("{what}: {e}")),
+        Some(400) | Some(409) => Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!("the server refused {what}: {e}"),
+        ),
+        _ => Refusal::new(
+            ErrorCode::Unavailable,
+            format!("{what} failed at the server; retry later"),
+        ),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Rate limit, then token check, for every request.
+async fn guard(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
+    let run = inner.scope.run_id;
+    {
+        let mut b = inner.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let rate = f64::from(inner.deps.limits.requests_per_second);
+        let now = Instant::now();
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(rate);
+        b.last = now;
+        if b.tokens < 1.0 {
+            drop(b);
+            return Refusal::new(
+                ErrorCode::TooManyRequests,
+                "too many proxy requests; slow down",
+            )
+            .into_response();
+        }
+        b.tokens -= 1.0;
+    }
+    let presented: Option<[u8; 32]> =
+        bearer(req.headers()).map(|t| Sha256::digest(t.as_bytes()).into());
+    // Compare hashes: the comparison time says nothing about the token.
+    let ok = presented.is_some_and(|h| h == inner.token_hash);
+    if !ok {
+        tracing::warn!(run, path = %req.uri().path(), "proxy: request without this run's token refused");
+        return Refusal::new(
+            ErrorCode::Unauthenticated,
+            "missing or wrong token: send Authorization: Bearer $WARDEN_TOKEN of this run",
+        )
+        .into_response();
+    }
+    if !inner.alive.load(Ordering::SeqCst) {
+        return Refusal::new(
+            ErrorCode::Unauthenticated,
+            "the run has ended; its token is dead",
+        )
+        .into_response();
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    tracing::info!(run, %method, %path, status = resp.status().as_u16(), "proxy request");
+    resp
+}
+
+async fn not_offered() -> Refusal {
+    Refusal::new(
+        ErrorCode::NotFound,
+        "the proxy offers only GET /v1/organizations, POST /v1/subtasks and GET /v1/subtasks/{id}/results",
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OrgView {
+    id: i64,
+    name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Organizations {
+    organizations: Vec<OrgView>,
+}
+
+async fn organizations(State(inner): State<Arc<Inner>>) -> Result<Json<Organizations>, Refusal> {
+    let mut out = Vec::with_capacity(inner.scope.members.len());
+    for id in &inner.scope.members {
+        let org = inner
+            .deps
+            .server
+            .organization(*id)
+            .await
+            .map_err(|e| upstream("reading the organizations", e))?;
+        out.push(OrgView {
+            id: org.id,
+            name: org.name,
+        });
+    }
+    Ok(Json(Organizations { organizations: out }))
+}
+
+/// `POST /v1/subtasks`: the only fields an algorithm may give. There is no image field: a
+/// subtask always runs this run's admitted digest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubtaskRequest {
+    function: String,
+    #[serde(default)]
+    args: serde_json::Value,
+    organizations: Vec<i64>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SubtaskCreated {
+    task_id: i64,
+}
+
+async fn create_subtask(
+    State(inner): State<Arc<Inner>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<SubtaskCreated>, Refusal> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Refusal::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the request is larger than the node's cap of {} bytes",
+                    inner.deps.limits.request_bytes
+                ),
+            )
+        } else {
+            Refusal::new(ErrorCode::InvalidRequest, "cannot read the request body")
+        }
+    })?;
+    let req: SubtaskRequest = serde_json::from_slice(&body).map_err(|e| {
+        Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!("the subtask request is not valid: {e}; give function, args, organizations and optionally name"),
+        )
+    })?;
+    let scope = &inner.scope;
+    if req.function.is_empty() || req.function.len() > MAX_FUNCTION_LEN {
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!("function must be 1 to {MAX_FUNCTION_LEN} bytes"),
+        ));
+    }
+    if req.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN) {
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!("name must be at most {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if req.organizations.is_empty() {
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            "organizations must list at least one organization id",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for o in &req.organizations {
+        if !seen.insert(*o) {
+            return Err(Refusal::new(
+                ErrorCode::InvalidRequest,
+                format!("organization {o} is listed twice"),
+            ));
+        }
+        if !scope.members.contains(o) {
+            tracing::warn!(
+                run = scope.run_id,
+                organization = o,
+                "proxy: subtask outside the collaboration refused"
+            );
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!("organization {o} is not a member of this run's collaboration"),
+            ));
+        }
+    }
+    let mut created = inner.subtasks.lock().await;
+    if created.len() >= inner.deps.limits.max_subtasks as usize {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this run already created {} subtasks, the node's limit",
+                created.len()
+            ),
+        ));
+    }
+    let input = serde_json::to_vec(&serde_json::json!({
+        "function": req.function,
+        "args": req.args,
+    }))
+    .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    let mut inputs = Vec::with_capacity(req.organizations.len());
+    for o in &req.organizations {
+        let bytes = if scope.encrypted {
+            let org = inner
+                .deps
+                .keys
+                .get(&inner.deps.server, *o)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(run = scope.run_id, organization = o, error = %e, "proxy: no usable key");
+                    Refusal::new(ErrorCode::Forbidden, e.to_string())
+                })?;
+            warden_seal::seal(
+                &org.key,
+                &orgs::input_context(scope.collaboration_id, *o),
+                &input,
+            )
+            .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?
+        } else {
+            input.clone()
+        };
+        inputs.push(api::TaskInput {
+            organization_id: *o,
+            input: base64::engine::general_purpose::STANDARD.encode(bytes),
+        });
+    }
+    let task = api::CreateTask {
+        collaboration_id: scope.collaboration_id,
+        name: req
+            .name
+            .unwrap_or_else(|| format!("{} (subtask of run {})", req.function, scope.run_id)),
+        image: scope.pinned_image.clone(),
+        inputs,
+        parent_task_id: Some(scope.task_id),
+    };
+    let detail = inner
+        .deps
+        .run
+        .create_task(&task)
+        .await
+        .map_err(|e| upstream("creating the subtask", e))?;
+    created.insert(detail.task.id);
+    tracing::info!(run = scope.run_id, subtask = detail.task.id, organizations = ?req.organizations, "proxy: subtask created");
+    Ok(Json(SubtaskCreated {
+        task_id: detail.task.id,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct RunResult {
+    organization_id: i64,
+    state: api::RunState,
+    result: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    complete: bool,
+    runs: Vec<RunResult>,
+}
+
+fn parse_wait(query: Option<&str>) -> Result<u64, Refusal> {
+    let mut wait = 0;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("wait", v)) => {
+                wait = v.parse::<u64>().map_err(|_| {
+                    Refusal::new(
+                        ErrorCode::InvalidRequest,
+                        "wait must be a number of seconds",
+                    )
+                })?;
+                if wait > MAX_WAIT_SECS {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidRequest,
+                        format!("wait must be at most {MAX_WAIT_SECS} seconds"),
+                    ));
+                }
+            }
+            _ => {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidRequest,
+                    "the only query parameter is wait",
+                ));
+            }
+        }
+    }
+    Ok(wait)
+}
+
+async fn results(
+    State(inner): State<Arc<Inner>>,
+    UrlPath(task_id): UrlPath<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Results>, Refusal> {
+    let wait = parse_wait(query.as_deref())?;
+    let task_id: i64 = task_id
+        .parse()
+        .map_err(|_| Refusal::new(ErrorCode::InvalidRequest, "the task id must be a number"))?;
+    if !inner.subtasks.lock().await.contains(&task_id) {
+        tracing::warn!(
+            run = inner.scope.run_id,
+            task = task_id,
+            "proxy: results of a task this run did not create refused"
+        );
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            format!("task {task_id} is not a subtask created by this run"),
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let detail = loop {
+        let detail = inner
+            .deps
+            .run
+            .task(task_id)
+            .await
+            .map_err(|e| upstream("reading the subtask", e))?;
+        let complete = detail.runs.iter().all(|r| r.state.is_final());
+        if complete || Instant::now() >= deadline || !inner.alive.load(Ordering::SeqCst) {
+            break detail;
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    };
+    let complete = detail.runs.iter().all(|r| r.state.is_final());
+    let mut runs = Vec::with_capacity(detail.runs.len());
+    for r in &detail.runs {
+        let result = if r.state == api::RunState::Completed && r.has_result {
+            let sealed = inner
+                .deps
+                .run
+                .result(r.id)
+                .await
+                .map_err(|e| upstream("reading a subtask result", e))?;
+            let plain = if inner.scope.encrypted {
+                warden_seal::open(
+                    &inner.deps.secret,
+                    &orgs::result_context(inner.scope.collaboration_id, r.id),
+                    &sealed,
+                )
+                .map_err(|e| {
+                    tracing::warn!(run = inner.scope.run_id, subtask_run = r.id, error = %e, "proxy: a subtask result does not open");
+                    Refusal::new(
+                        ErrorCode::Forbidden,
+                        format!("the result of run {} does not open with this organization's key", r.id),
+                    )
+                })?
+            } else {
+                sealed
+            };
+            if plain.len() as u64 > inner.deps.limits.result_bytes {
+                return Err(Refusal::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!(
+                        "the result of run {} is larger than the node's cap of {} bytes",
+                        r.id, inner.deps.limits.result_bytes
+                    ),
+                ));
+            }
+            Some(base64::engine::general_purpose::STANDARD.encode(plain))
+        } else {
+            None
+        };
+        runs.push(RunResult {
+            organization_id: r.organization_id,
+            state: r.state,
+            result,
+            reason: r.reason.clone(),
+        });
+    }
+    Ok(Json(Results { complete, runs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_is_bounded_and_alone() {
+        assert_eq!(parse_wait(None).unwrap(), 0);
+        assert_eq!(parse_wait(Some("wait=60")).unwrap(), 60);
+        assert!(parse_wait(Some("wait=61")).is_err());
+        assert!(parse_wait(Some("wait=-1")).is_err());
+        assert!(parse_wait(Some("wait=1&other=2")).is_err());
+    }
+
+    #[test]
+    fn tokens_are_random_and_long() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(*a, *b);
+        assert_eq!(a.len(), 64);
+    }
+}

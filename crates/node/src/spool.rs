@@ -1,0 +1,331 @@
+//! The node's durable state on disk: one record per run it took, the sealed result of a
+//! finished run until the server acknowledges it, the event cursor, and the per-run working
+//! directories (input, output, proxy socket) that are mounted into containers.
+//!
+//! Every write is a temporary file, fsync, rename, fsync of the directory: a crash leaves the
+//! old or the new version, never a torn one.
+//!
+//! ```text
+//! <spool>/cursor                    last event id handled
+//! <spool>/runs/<run>/record.json    what the node knows and decided about the run
+//! <spool>/runs/<run>/result.sealed  the sealed result awaiting delivery
+//! <spool>/work/<run>/{input,output,proxy}
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why the spool could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}; check that the node may write its spool directory")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spool record {path} is not valid: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+type Result<T, E = SpoolError> = std::result::Result<T, E>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a run is in its life at this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Taken from the event stream; admission not finished.
+    Received,
+    /// Admitted and reported; not started.
+    Admitted,
+    /// The container was (being) started.
+    Running,
+    /// Final outcome known; delivery pending until the record is removed.
+    Finished,
+}
+
+/// The final outcome to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Final {
+    /// The sealed result is in `result.sealed`.
+    Completed,
+    Failed {
+        reason: String,
+    },
+    Rejected {
+        reason: String,
+    },
+}
+
+/// What the node knows about one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    pub run_id: i64,
+    pub task_id: i64,
+    pub collaboration_id: i64,
+    /// The organization that created the task (results are sealed for it).
+    pub task_organization_id: i64,
+    pub image: String,
+    #[serde(default)]
+    pub digest: Option<String>,
+    pub phase: Phase,
+    #[serde(default)]
+    pub outcome: Option<Final>,
+    /// Whether the server said the run is `running` (a result may then be uploaded).
+    #[serde(default)]
+    pub reported_running: bool,
+}
+
+/// A run's working directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkDirs {
+    pub root: PathBuf,
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub proxy: PathBuf,
+}
+
+/// The spool directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io(path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+impl Spool {
+    /// Opens (creating) the spool; the directory is private to the node (0700).
+    pub fn open(root: &Path) -> Result<Spool> {
+        for d in [root.to_path_buf(), root.join("runs"), root.join("work")] {
+            fs::create_dir_all(&d).map_err(io(&d))?;
+        }
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io(root))?;
+        let root = root.canonicalize().map_err(io(root))?;
+        Ok(Spool { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn run_dir(&self, run_id: i64) -> PathBuf {
+        self.root.join("runs").join(run_id.to_string())
+    }
+
+    /// The last event id handled (0 when none).
+    pub fn cursor(&self) -> Result<i64> {
+        let path = self.root.join("cursor");
+        match fs::read_to_string(&path) {
+            Ok(s) => s.trim().parse().map_err(|_| SpoolError::Corrupt {
+                path,
+                message: "not an event id".into(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    pub fn set_cursor(&self, id: i64) -> Result<()> {
+        write_atomic(&self.root.join("cursor"), id.to_string().as_bytes())
+    }
+
+    /// Whether the node has a record of this run.
+    pub fn has(&self, run_id: i64) -> bool {
+        self.run_dir(run_id).join("record.json").exists()
+    }
+
+    pub fn save(&self, record: &RunRecord) -> Result<()> {
+        let dir = self.run_dir(record.run_id);
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| SpoolError::Corrupt {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&dir.join("record.json"), &bytes)
+    }
+
+    pub fn load(&self, run_id: i64) -> Result<Option<RunRecord>> {
+        let path = self.run_dir(run_id).join("record.json");
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| SpoolError::Corrupt {
+                    path,
+                    message: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Every run record, by run id.
+    pub fn records(&self) -> Result<Vec<RunRecord>> {
+        let dir = self.root.join("runs");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+            let entry = entry.map_err(io(&dir))?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            match self.load(id) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {
+                    // a directory without a record: a crash before the first save
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+                Err(e) => tracing::error!(error = %e, "skipping a corrupt spool record"),
+            }
+        }
+        out.sort_by_key(|r| r.run_id);
+        Ok(out)
+    }
+
+    /// Stores the sealed result of a run (before its record says `Completed`).
+    pub fn put_result(&self, run_id: i64, sealed: &[u8]) -> Result<()> {
+        let dir = self.run_dir(run_id);
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        write_atomic(&dir.join("result.sealed"), sealed)
+    }
+
+    pub fn result(&self, run_id: i64) -> Result<Vec<u8>> {
+        let path = self.run_dir(run_id).join("result.sealed");
+        fs::read(&path).map_err(io(&path))
+    }
+
+    /// Forgets a delivered run.
+    pub fn remove(&self, run_id: i64) -> Result<()> {
+        let dir = self.run_dir(run_id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&dir)(e)),
+        }
+    }
+
+    /// Creates a run's fresh working directories.
+    pub fn work(&self, run_id: i64) -> Result<WorkDirs> {
+        let root = self.root.join("work").join(run_id.to_string());
+        let _ = fs::remove_dir_all(&root);
+        let dirs = WorkDirs {
+            input: root.join("input"),
+            output: root.join("output"),
+            proxy: root.join("proxy"),
+            root,
+        };
+        for d in [&dirs.root, &dirs.input, &dirs.output, &dirs.proxy] {
+            fs::create_dir_all(d).map_err(io(d))?;
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755)).map_err(io(d))?;
+        }
+        Ok(dirs)
+    }
+
+    /// Removes a run's working directories.
+    pub fn remove_work(&self, run_id: i64) {
+        let root = self.root.join("work").join(run_id.to_string());
+        if let Err(e) = fs::remove_dir_all(&root) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %root.display(), error = %e, "cannot remove a run's work directory");
+            }
+        }
+    }
+
+    /// Run ids that still have working directories.
+    pub fn work_runs(&self) -> Vec<i64> {
+        let dir = self.root.join("work");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: i64) -> RunRecord {
+        RunRecord {
+            run_id: id,
+            task_id: 1,
+            collaboration_id: 2,
+            task_organization_id: 3,
+            image: "x".into(),
+            digest: None,
+            phase: Phase::Received,
+            outcome: None,
+            reported_running: false,
+        }
+    }
+
+    #[test]
+    fn records_results_and_cursor_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("s")).unwrap();
+        assert_eq!(spool.cursor().unwrap(), 0);
+        spool.set_cursor(42).unwrap();
+        let mut r = record(7);
+        spool.save(&r).unwrap();
+        spool.put_result(7, b"sealed").unwrap();
+        r.phase = Phase::Finished;
+        r.outcome = Some(Final::Completed);
+        spool.save(&r).unwrap();
+        spool.save(&record(3)).unwrap();
+        let spool = Spool::open(&dir.path().join("s")).unwrap();
+        assert_eq!(spool.cursor().unwrap(), 42);
+        let all = spool.records().unwrap();
+        assert_eq!(all.iter().map(|r| r.run_id).collect::<Vec<_>>(), vec![3, 7]);
+        assert_eq!(all[1], r);
+        assert_eq!(spool.result(7).unwrap(), b"sealed");
+        spool.remove(7).unwrap();
+        assert!(!spool.has(7));
+        assert!(spool.has(3));
+    }
+
+    #[test]
+    fn work_directories_are_fresh_and_removable() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let w = spool.work(5).unwrap();
+        fs::write(w.output.join("stale"), b"x").unwrap();
+        let w = spool.work(5).unwrap();
+        assert_eq!(fs::read_dir(&w.output).unwrap().count(), 0);
+        assert_eq!(spool.work_runs(), vec![5]);
+        spool.remove_work(5);
+        assert!(spool.work_runs().is_empty());
+    }
+}

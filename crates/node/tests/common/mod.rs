@@ -1,0 +1,540 @@
+//! The node's end-to-end world: the real server in-process on port 0 (SQLite in a temp dir), a
+//! real registry on loopback, the real Docker engine, images built FROM scratch around static C
+//! programs, two organizations with real X25519 keys, a researcher, and nodes started from real
+//! configuration files.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use warden_api as api;
+use warden_node::Node;
+use warden_node::config::Config;
+use warden_reference::{Digest, Repository};
+use warden_registry::{Client, ClientOptions};
+use warden_server::RunningServer;
+use warden_server::config::{AuthConfig, LimitsConfig};
+use warden_server::storage::ConnectOptions;
+use warden_testkit::{FileSource, ImageFile, Registry};
+use warden_trust::{KeyAlgorithm, SigningKey, cosign};
+
+pub const ADMIN_PASSWORD: &str = "admin password for tests";
+pub const PASSWORD: &str = "a long enough password";
+pub const AUDIT_PASSWORD: &str = "audit key password";
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// An organization of the test collaboration.
+pub struct Org {
+    pub id: i64,
+    pub name: String,
+    pub secret: warden_seal::SecretKey,
+    pub api_key: String,
+}
+
+pub struct World {
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub admin: String,
+    /// A researcher of organization A.
+    pub researcher: String,
+    pub registry: Registry,
+    pub dir: TempDir,
+    pub collab: i64,
+    pub a: Org,
+    pub b: Org,
+    pub image_key: SigningKey,
+    pub images: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for label in &self.labels {
+            remove_containers(label);
+        }
+        let refs: Vec<&str> = self.images.iter().map(String::as_str).collect();
+        warden_testkit::remove_images(&refs);
+    }
+}
+
+/// Removes every container with this node label.
+pub fn remove_containers(label: &str) {
+    for id in containers(label) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &id])
+            .output();
+    }
+}
+
+/// IDs of every container (any state) of a node label.
+pub fn containers(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=org.warden.node={label}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether the engine has the image `reference` locally.
+pub fn image_present(reference: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", reference])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+pub fn database(dir: &Path) -> (String, ConnectOptions) {
+    (
+        format!("sqlite://{}", dir.join("server.db").display()),
+        ConnectOptions {
+            max_connections: 8,
+            pg_schema: None,
+        },
+    )
+}
+
+pub async fn start_server(dir: &Path, addr: &str) -> RunningServer {
+    let (url, options) = database(dir);
+    let service = warden_server::open(
+        &url,
+        dir,
+        &options,
+        AuthConfig::default(),
+        LimitsConfig::default(),
+    )
+    .await
+    .unwrap();
+    let pw = dir.join("admin.pw");
+    if !pw.exists() {
+        std::fs::write(&pw, format!("{ADMIN_PASSWORD}\n")).unwrap();
+    }
+    warden_server::bootstrap(&service, Some(&pw)).await.unwrap();
+    warden_server::serve(addr.parse().unwrap(), service)
+        .await
+        .unwrap()
+}
+
+/// A running node in this process.
+pub struct NodeHandle {
+    pub node: Node,
+    pub label: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NodeHandle {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl World {
+    pub async fn new() -> World {
+        init_tracing();
+        warden_testkit::require_docker().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_server(dir.path(), "127.0.0.1:0").await;
+        let base = format!("http://{}", server.addr);
+        let mut w = World {
+            server: Some(server),
+            base,
+            http: reqwest::Client::new(),
+            admin: String::new(),
+            researcher: String::new(),
+            registry: Registry::start().unwrap(),
+            dir,
+            collab: 0,
+            a: placeholder_org(),
+            b: placeholder_org(),
+            image_key: SigningKey::generate(KeyAlgorithm::EcdsaP256).unwrap(),
+            images: Vec::new(),
+            labels: Vec::new(),
+        };
+        w.admin = w.login("admin", ADMIN_PASSWORD).await;
+        w.a = w.org("hospital-a").await;
+        w.b = w.org("hospital-b").await;
+        let (_, c) = w
+            .call(
+                reqwest::Method::POST,
+                &w.admin,
+                "/api/collaborations",
+                Some(
+                    json!({"name": "study", "organizations": [w.a.id, w.b.id], "encrypted": true}),
+                ),
+            )
+            .await;
+        w.collab = c["id"].as_i64().unwrap();
+        w.a.api_key = w.node_key(w.a.id).await;
+        w.b.api_key = w.node_key(w.b.id).await;
+        let (s, _) = w
+            .call(
+                reqwest::Method::POST,
+                &w.admin,
+                "/api/users",
+                Some(json!({"username": "rita", "password": PASSWORD, "role": "researcher", "organization_id": w.a.id})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        w.researcher = w.login("rita", PASSWORD).await;
+        w
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let resp = self
+            .http
+            .post(self.url("/api/auth/login"))
+            .json(&json!({"username": user, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "login {user}");
+        let v: Value = resp.json().await.unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn org(&self, name: &str) -> Org {
+        let secret = warden_seal::SecretKey::generate();
+        let (s, v) = self
+            .call(
+                reqwest::Method::POST,
+                &self.admin,
+                "/api/organizations",
+                Some(json!({"name": name, "public_key": secret.public_key().to_base64()})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        Org {
+            id: v["id"].as_i64().unwrap(),
+            name: name.to_owned(),
+            secret,
+            api_key: String::new(),
+        }
+    }
+
+    async fn node_key(&self, org: i64) -> String {
+        let (s, v) = self
+            .call(
+                reqwest::Method::POST,
+                &self.admin,
+                "/api/nodes",
+                Some(json!({"organization_id": org, "collaboration_id": self.collab})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["api_key"].as_str().unwrap().to_owned()
+    }
+
+    /// Compiles a test program (tests/programs/<name>.c, or algorithms/hostile/<name>.c) and
+    /// builds it into a FROM-scratch image pushed as `<registry>/node/<image>:<tag>`; the local
+    /// copy is removed so that the node must pull it. Returns the repository and digest.
+    pub fn push_program(&mut self, program: &str, image: &str, tag: &str) -> (Repository, Digest) {
+        self.push_program_with(program, image, tag, &[])
+    }
+
+    pub fn push_program_with(
+        &mut self,
+        program: &str,
+        image: &str,
+        tag: &str,
+        extra: &[(&str, &[u8])],
+    ) -> (Repository, Digest) {
+        let bin = compile(program, self.dir.path());
+        let mut files = vec![ImageFile {
+            source: FileSource::Path(bin),
+            dest: format!("/{program}"),
+            mode: 0o755,
+        }];
+        for (dest, content) in extra {
+            files.push(ImageFile {
+                source: FileSource::Bytes(content.to_vec()),
+                dest: (*dest).to_owned(),
+                mode: 0o644,
+            });
+        }
+        let reference = format!("{}/node/{image}:{tag}", self.registry.host());
+        let entry = format!("ENTRYPOINT [\"/{program}\"]");
+        let id = warden_testkit::build_scratch_image(&reference, &files, &[&entry, "USER 65534"])
+            .unwrap();
+        let digest = warden_testkit::push(&reference).unwrap();
+        warden_testkit::remove_images(&[&reference, &id]);
+        let repository =
+            Repository::parse(&format!("{}/node/{image}", self.registry.host())).unwrap();
+        self.images.push(format!("{repository}@{digest}"));
+        (repository, Digest::parse(&digest).unwrap())
+    }
+
+    /// Signs `repository@digest` with the test's image key and pushes the signature.
+    pub async fn sign(&self, repository: &Repository, digest: &Digest) {
+        let client = Client::new(ClientOptions::default()).unwrap();
+        let signed = cosign::sign(&self.image_key, repository, digest, None);
+        client
+            .push_signature(repository, digest, &signed.payload, &signed.signature_b64)
+            .await
+            .unwrap();
+    }
+
+    /// Writes a node's directory (keys, policy, probe, config) and returns the config path.
+    /// `policy` is the body after `version = 1`; `extra` is appended to the config.
+    pub fn node_config(&self, org: &Org, policy: &str, extra: &str) -> PathBuf {
+        let d = self.dir.path().join(format!("node-{}", org.name));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("node.key"), format!("{}\n", org.api_key)).unwrap();
+        std::fs::write(d.join("org.key"), org.secret.to_pem()).unwrap();
+        std::fs::write(d.join("image.pub"), self.image_key.public_key().to_pem()).unwrap();
+        std::fs::write(d.join("policy.toml"), format!("version = 1\n{policy}\n")).unwrap();
+        if !d.join("audit.key").exists() {
+            let audit = SigningKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+            std::fs::write(
+                d.join("audit.key"),
+                audit.to_encrypted_pem(AUDIT_PASSWORD.as_bytes()).unwrap(),
+            )
+            .unwrap();
+            std::fs::write(d.join("audit.pub"), audit.public_key().to_pem()).unwrap();
+            std::fs::write(d.join("audit.pw"), format!("{AUDIT_PASSWORD}\n")).unwrap();
+        }
+        if !d.join("probe").exists() {
+            compile_to("probe", &d);
+        }
+        let pins = [&self.a, &self.b]
+            .iter()
+            .map(|o| format!("{} = \"{}\"\n", o.name, o.secret.public_key().fingerprint()))
+            .collect::<String>();
+        let config = format!(
+            r#"
+[server]
+url = "{base}"
+api_key_file = "node.key"
+poll_secs = 1
+max_backoff_secs = 1
+
+[node]
+policy = "policy.toml"
+secret_key = "org.key"
+spool_dir = "spool"
+probe = "probe"
+name = "t{tag}-{org}"
+
+[audit]
+dir = "audit"
+signing_key = "audit.key"
+password_file = "audit.pw"
+checkpoint_every = 5
+
+[organizations]
+{pins}
+[limits]
+timeout_secs = 60
+memory_bytes = 67108864
+{extra}
+"#,
+            base = self.base,
+            tag = &uuid_like(self.dir.path())[..8],
+            org = org.name,
+        );
+        let path = d.join("node.toml");
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    /// The policy that allows `repository` when signed by the test's image key.
+    pub fn signed_policy(&self, repository: &Repository) -> String {
+        format!(
+            "[[allow]]\nrepository = \"{repository}\"\nsigned_by = {{ keys = [\"image.pub\"], threshold = 1 }}\n"
+        )
+    }
+
+    /// Starts a node in this process from a config file.
+    pub async fn start_node(&mut self, config: &Path) -> NodeHandle {
+        let config = Config::load(config).unwrap();
+        let node = Node::start(config).await.unwrap();
+        let label = node.label().to_owned();
+        if !self.labels.contains(&label) {
+            self.labels.push(label.clone());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let n = node.clone();
+        let task = tokio::spawn(async move {
+            n.run(async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        NodeHandle {
+            node,
+            label,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Creates a task as the researcher of organization A, the input sealed for each target.
+    pub async fn create_task(
+        &self,
+        image: &str,
+        input: &Value,
+        targets: &[&Org],
+    ) -> api::TaskDetail {
+        let plain = serde_json::to_vec(input).unwrap();
+        let inputs: Vec<Value> = targets
+            .iter()
+            .map(|o| {
+                let sealed = warden_seal::seal(
+                    &o.secret.public_key(),
+                    &warden_node::orgs::input_context(self.collab, o.id),
+                    &plain,
+                )
+                .unwrap();
+                json!({"organization_id": o.id, "input": base64::engine::general_purpose::STANDARD.encode(sealed)})
+            })
+            .collect();
+        let (s, v) = self
+            .call(
+                reqwest::Method::POST,
+                &self.researcher,
+                "/api/tasks",
+                Some(json!({"collaboration_id": self.collab, "name": "t", "image": image, "inputs": inputs})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        serde_json::from_value(v).unwrap()
+    }
+
+    pub async fn run(&self, id: i64) -> api::Run {
+        let (s, v) = self
+            .call(
+                reqwest::Method::GET,
+                &self.researcher,
+                &format!("/api/runs/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Waits until the run reaches a final state.
+    pub async fn wait_final(&self, id: i64, within: Duration) -> api::Run {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.run(id).await;
+            if r.state.is_final() {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} still {} after {within:?}",
+                r.state
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The result of a run, opened with organization A's key (the researcher's side).
+    pub async fn result(&self, run: i64) -> Vec<u8> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/api/runs/{run}/result")))
+            .bearer_auth(&self.researcher)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let sealed = resp.bytes().await.unwrap();
+        warden_seal::open(
+            &self.a.secret,
+            &warden_node::orgs::result_context(self.collab, run),
+            &sealed,
+        )
+        .unwrap()
+    }
+}
+
+fn placeholder_org() -> Org {
+    Org {
+        id: 0,
+        name: String::new(),
+        secret: warden_seal::SecretKey::generate(),
+        api_key: String::new(),
+    }
+}
+
+fn uuid_like(p: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    p.hash(&mut h);
+    std::process::id().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// The C source of a test program.
+pub fn source(name: &str) -> String {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(format!("{name}.c"));
+    let path = if local.exists() {
+        local
+    } else {
+        warden_testkit::workspace_root()
+            .join("algorithms/hostile")
+            .join(format!("{name}.c"))
+    };
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn compile(name: &str, dir: &Path) -> PathBuf {
+    warden_testkit::build_static_c(&source(name), name, dir).unwrap()
+}
+
+fn compile_to(name: &str, dir: &Path) -> PathBuf {
+    compile(name, dir)
+}

@@ -1,0 +1,103 @@
+//! End to end against real parts: the server in-process, a registry on loopback, the Docker
+//! engine, signed and unsigned FROM-scratch images.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{World, containers, image_present};
+use serde_json::json;
+use warden_api::RunState;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_admitted_image_runs_and_its_sealed_result_opens_at_the_researcher() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("echo", "echo", "v1");
+    w.sign(&repo, &digest).await;
+    let config = w.node_config(&w.a, &w.signed_policy(&repo), "");
+    let node = w.start_node(&config).await;
+
+    let input = json!({"function": "hello", "args": {"x": 1}});
+    let task = w.create_task(&format!("{repo}:v1"), &input, &[&w.a]).await;
+    let run = w
+        .wait_final(task.runs[0].id, Duration::from_secs(120))
+        .await;
+    assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
+    assert_eq!(run.digest.as_deref(), Some(digest.to_string().as_str()));
+    let result = w.result(run.id).await;
+    let text = String::from_utf8(result).unwrap();
+    assert!(text.starts_with("env-ok echo:"), "{text}");
+    assert!(text.contains("\"function\":\"hello\""), "{text}");
+    assert!(
+        containers(&node.label).is_empty(),
+        "no container left behind"
+    );
+
+    // The audit log holds the decision and the run, and verifies with the node's key.
+    let audit_path = node.node.audit_path().to_path_buf();
+    node.stop().await;
+    let log = std::fs::read_to_string(&audit_path).unwrap();
+    assert!(log.contains("\"outcome\":\"admitted\""), "{log}");
+    assert!(log.contains("\"outcome\":\"completed\""), "{log}");
+    assert!(log.contains(&digest.to_string()), "{log}");
+    let key_pem = std::fs::read_to_string(config.parent().unwrap().join("audit.pub")).unwrap();
+    let key = warden_trust::PublicKey::from_pem(&key_pem).unwrap();
+    let report = warden_audit::verify(&audit_path, &key).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems());
+    assert_eq!(report.entries, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_and_denied_images_are_rejected_and_nothing_is_pulled_or_created() {
+    let mut w = World::new().await;
+    let (signed_repo, _) = w.push_program("echo", "unsigned", "v1");
+    let (denied_repo, denied_digest) = w.push_program("echo", "denied", "v1");
+    // signed so that only the policy's naming can deny it
+    w.sign(&denied_repo, &denied_digest).await;
+    let config = w.node_config(&w.a, &w.signed_policy(&signed_repo), "");
+    let node = w.start_node(&config).await;
+
+    let input = json!({"function": "hello", "args": null});
+    let unsigned = w
+        .create_task(&format!("{signed_repo}:v1"), &input, &[&w.a])
+        .await;
+    let denied = w
+        .create_task(&format!("{denied_repo}:v1"), &input, &[&w.a])
+        .await;
+    let unsigned = w
+        .wait_final(unsigned.runs[0].id, Duration::from_secs(60))
+        .await;
+    let denied = w
+        .wait_final(denied.runs[0].id, Duration::from_secs(60))
+        .await;
+
+    assert_eq!(unsigned.state, RunState::Rejected);
+    let reason = unsigned.reason.unwrap();
+    assert!(
+        reason.contains("allow[1]") && reason.contains("signed"),
+        "{reason}"
+    );
+    assert!(reason.contains("(decision)"), "{reason}");
+    assert_eq!(
+        unsigned.digest, None,
+        "a rejected run reports no admitted digest"
+    );
+
+    assert_eq!(denied.state, RunState::Rejected);
+    let reason = denied.reason.unwrap();
+    assert!(
+        reason.contains("no allow rule names repository"),
+        "{reason}"
+    );
+    assert!(reason.contains("(precheck)"), "{reason}");
+
+    // Nothing was pulled and nothing was created.
+    for image in &w.images {
+        assert!(!image_present(image), "{image} was pulled");
+    }
+    assert!(containers(&node.label).is_empty());
+    let audit_path = node.node.audit_path().to_path_buf();
+    node.stop().await;
+    let log = std::fs::read_to_string(&audit_path).unwrap();
+    assert_eq!(log.matches("\"outcome\":\"rejected\"").count(), 2, "{log}");
+}
