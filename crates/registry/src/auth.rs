@@ -345,6 +345,14 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn challenge_parser_never_panics(s in "\\PC{0,120}") {
+            let _ = parse_challenge(&s);
+            let _ = parse_challenge(&format!("Bearer {s}"));
+        }
+    }
+
     #[test]
     fn parses_challenges() {
         assert_eq!(parse_challenge("Basic realm=\"x\""), Some(Challenge::Basic));
