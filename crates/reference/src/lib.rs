@@ -236,15 +236,17 @@ fn parse(input: &str) -> Result<Reference, ReferenceError> {
     })
 }
 
-/// Splits off the registry the way Docker does: the first component is a registry when there is
-/// more than one component and it holds a `.` or `:`, is `localhost`, or has upper case.
+/// Splits off the registry: the first component is a registry when there is more than one
+/// component and it holds a `.` or `:`, is `localhost`, or is a bracketed IPv6 address.
+///
+/// Docker also takes a first component with upper case as a registry host. Warden does not:
+/// lower-casing such a host would make the normal form ambiguous (`Foo/bar` would print as
+/// `foo/bar`, which reads back as the Docker Hub path `docker.io/foo/bar`), so such a component
+/// stays in the path, where upper case is refused.
 fn split_registry(name: &str) -> (Option<&str>, &str) {
     match name.split_once('/') {
         Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.starts_with('[')
-                || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') =>
         {
             (Some(first), rest)
         }

@@ -198,6 +198,15 @@ fn rejects_bad_references() {
 }
 
 #[test]
+fn upper_case_first_component_is_not_a_registry() {
+    // Found by fuzzing: Docker would take `IN0a0` as a host; lower-casing it made the normal form
+    // `in0a0/x/y` read back as a Docker Hub path. Warden refuses the upper case instead.
+    check_err("iN0a0/sha55022l/x", "upper case");
+    check_err("REGISTRY/team/average", "upper case");
+    check_err("Localhost/x", "upper case");
+}
+
+#[test]
 fn rejects_unicode_look_alikes() {
     // Cyrillic 'е' (U+0435) in place of 'e', fullwidth solidus, zero-width space.
     check_err("registry.\u{0435}xample.org/team/avg", "U+0435");
