@@ -259,6 +259,32 @@ async fn a_fork_bomb_stops_at_the_pids_limit() {
 }
 
 #[tokio::test]
+async fn cpu_is_capped() {
+    let mut w = World::new().await;
+    let pinned = w.pinned_program("cpu_burn", &[], &[]).await;
+    let mut spec = w.spec("cpu-burn");
+    spec.limits.nano_cpus = 100_000_000; // a tenth of a CPU
+    spec.env.insert("WARDEN_BURN_SECONDS".into(), "2".into());
+    let report = run_pinned(&w.engine, &pinned, &spec).await;
+    let logs = report.logs_text();
+    assert_eq!(
+        report.reason(),
+        Some(&FailureReason::NonZeroExit(1)),
+        "{logs}"
+    );
+    let cpu: f64 = logs
+        .split("cpu=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no cpu time in {logs}"));
+    // 4 threads spinning for 2 s get up to (cores x 2) s unconfined (about 1 s measured on the
+    // busy 2-core test machine); a tenth of a CPU allows 0.2 s, plus scheduling slack.
+    assert!(cpu < 0.4, "got {cpu} s of CPU in 2 s under a 0.1 CPU limit");
+    w.assert_no_containers_left().await;
+}
+
+#[tokio::test]
 async fn a_memory_bomb_is_killed_out_of_memory() {
     let mut w = World::new().await;
     let pinned = w.pinned_program("memory_bomb", &[], &[]).await;

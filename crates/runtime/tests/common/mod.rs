@@ -22,6 +22,7 @@ pub fn source(name: &str) -> String {
 
 /// Compiles `algorithms/hostile/<name>.c` static into `dir`.
 pub fn compile(name: &str, dir: &Path) -> PathBuf {
+    // glibc 2.34+ has pthreads in libc proper, so `gcc -static` needs no `-pthread`.
     warden_testkit::build_static_c(&source(name), name, dir).unwrap()
 }
 
