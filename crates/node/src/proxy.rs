@@ -166,6 +166,7 @@ impl Proxy {
             .route("/v1/subtasks", post(create_subtask))
             .route("/v1/subtasks/{task_id}/results", get(results))
             .fallback(not_offered)
+            .method_not_allowed_fallback(not_offered)
             .layer(DefaultBodyLimit::max(body_limit))
             .layer(middleware::from_fn_with_state(inner.clone(), guard))
             .with_state(inner.clone());

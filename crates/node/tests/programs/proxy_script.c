@@ -2,7 +2,7 @@
  * commands separated by ';':
  *   [T=<token> ]METHOD PATH[ BODY]   an HTTP request over $WARDEN_PROXY_SOCKET (BODY with ' for ")
  *   TOKEN                            writes $WARDEN_TOKEN
- *   WAITFILE                         nothing (placeholder)
+ * In a PATH, LAST stands for the last "task_id" an answer carried.
  * For each request it writes "<status code> <body>\n" to the output. */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 
 static char input[1 << 16];
 static char resp[1 << 20];
+static long last_task = 0;
 
 static void request(FILE *out, const char *token, const char *method, const char *path, const char *body) {
     struct sockaddr_un sa;
@@ -47,6 +48,8 @@ static void request(FILE *out, const char *token, const char *method, const char
     const char *status = strchr(resp, ' ');
     const char *payload = strstr(resp, "\r\n\r\n");
     fprintf(out, "%.3s %s\n", status ? status + 1 : "000", payload ? payload + 4 : "");
+    const char *t = payload ? strstr(payload, "\"task_id\":") : NULL;
+    if (t) last_task = strtol(t + 10, NULL, 10);
 }
 
 int main(void) {
@@ -87,7 +90,15 @@ int main(void) {
         *path++ = 0;
         char *body = strchr(path, ' ');
         if (body) *body++ = 0;
-        request(out, token, method, path, body);
+        char real_path[1024];
+        char *last = strstr(path, "LAST");
+        if (last) {
+            *last = 0;
+            snprintf(real_path, sizeof real_path, "%s%ld%s", path, last_task, last + 4);
+        } else {
+            snprintf(real_path, sizeof real_path, "%s", path);
+        }
+        request(out, token, method, real_path, body);
         fflush(out);
     }
     fclose(out);

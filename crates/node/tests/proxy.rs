@@ -1,0 +1,215 @@
+//! The proxy against real parts: subtasks at another organization's node, results opened by the
+//! node, and an algorithm that calls what it may not. The scripted client is
+//! tests/programs/proxy_script.c; each request it makes is one output line `<status> <body>`.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::{World, containers};
+use serde_json::{Value, json};
+use warden_api::RunState;
+
+/// The output lines of a finished proxy_script run at organization A.
+async fn script_lines(w: &World, image: &str, script: &str) -> Vec<String> {
+    let task = w
+        .create_task(
+            image,
+            &json!({"function": "script", "args": script}),
+            &[&w.a],
+        )
+        .await;
+    let run = w
+        .wait_final(task.runs[0].id, Duration::from_secs(120))
+        .await;
+    assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
+    String::from_utf8(w.result(run.id).await)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn status_and_body(line: &str) -> (u16, Value) {
+    let (status, body) = line.split_once(' ').unwrap();
+    (
+        status.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_central_run_creates_a_subtask_at_another_node_and_reads_its_opened_result() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script", "v1");
+    w.sign(&repo, &digest).await;
+    let policy = w.signed_policy(&repo);
+    let config_a = w.node_config(&w.a, &policy, "");
+    let config_b = w.node_config(&w.b, &policy, "");
+    let node_a = w.start_node(&config_a).await;
+    let node_b = w.start_node(&config_b).await;
+
+    let script = format!(
+        "GET /v1/organizations;\
+         POST /v1/subtasks {{'function':'part','args':'GET /v1/organizations','organizations':[{b}]}};\
+         GET /v1/subtasks/LAST/results?wait=60",
+        b = w.b.id
+    );
+    let lines = script_lines(&w, &format!("{repo}:v1"), &script).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+
+    let (s, orgs) = status_and_body(&lines[0]);
+    assert_eq!(s, 200, "{lines:?}");
+    let names: Vec<&str> = orgs["organizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hospital-a", "hospital-b"]);
+
+    let (s, created) = status_and_body(&lines[1]);
+    assert_eq!(s, 200, "{lines:?}");
+    let subtask = created["task_id"].as_i64().unwrap();
+
+    let (s, results) = status_and_body(&lines[2]);
+    assert_eq!(s, 200, "{lines:?}");
+    assert_eq!(results["complete"], true, "{results}");
+    let runs = results["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["organization_id"], w.b.id);
+    assert_eq!(runs[0]["state"], "completed");
+    let inner = base64::engine::general_purpose::STANDARD
+        .decode(runs[0]["result"].as_str().unwrap())
+        .unwrap();
+    let inner = String::from_utf8(inner).unwrap();
+    assert!(
+        inner.starts_with("200 ") && inner.contains("hospital-b"),
+        "{inner}"
+    );
+
+    // The subtask is a child of the central task, pinned to the same digest, and what the
+    // server stores is ciphertext: it does not parse as the plaintext line.
+    let (s, detail) = w
+        .call(
+            reqwest::Method::GET,
+            &w.researcher,
+            &format!("/api/tasks/{subtask}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{detail}");
+    assert_eq!(
+        detail["task"]["image"].as_str().unwrap(),
+        format!("{repo}@{digest}")
+    );
+    assert!(containers(&node_a.label).is_empty());
+    assert!(containers(&node_b.label).is_empty());
+    node_a.stop().await;
+    node_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_algorithm_that_abuses_the_proxy_is_refused_each_time_and_the_node_stays_up() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script", "v1");
+    w.sign(&repo, &digest).await;
+    let policy = w.signed_policy(&repo);
+    let config = w.node_config(&w.a, &policy, "proxy_request_bytes = 1024\n");
+    let node = w.start_node(&config).await;
+    let image = format!("{repo}:v1");
+
+    // A first run reveals its token; it is dead once that run ended.
+    let first = script_lines(&w, &image, "TOKEN").await;
+    let old_token = first[0].strip_prefix("TOKEN ").unwrap().to_owned();
+    assert_eq!(old_token.len(), 64);
+    let (s, other_task) = w
+        .call(
+            reqwest::Method::GET,
+            &w.researcher,
+            "/api/tasks?limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let other_task = other_task["items"][0]["id"].as_i64().unwrap();
+
+    let big = "x".repeat(2000);
+    let script = [
+        "T=NONE GET /v1/organizations".to_owned(),
+        "T=0000000000000000000000000000000000000000000000000000000000000000 GET /v1/organizations".to_owned(),
+        format!("T={old_token} GET /v1/organizations"),
+        "GET /api/tasks".to_owned(),
+        "GET /v1/subtasks".to_owned(),
+        format!("GET /v1/subtasks/{other_task}/results"),
+        format!("POST /v1/subtasks {{'function':'f','args':1,'organizations':[{}],'image':'evil.example/x:1'}}", w.b.id),
+        "POST /v1/subtasks {'function':'f','args':1,'organizations':[99999]}".to_owned(),
+        "POST /v1/subtasks {'function':'f','args':1,'organizations':[]}".to_owned(),
+        format!("POST /v1/subtasks {{'function':'f','args':'{big}','organizations':[{}]}}", w.b.id),
+        "GET /v1/subtasks/1/results?wait=999".to_owned(),
+        "GET /v1/organizations".to_owned(),
+    ]
+    .join(";");
+    let lines = script_lines(&w, &image, &script).await;
+    let statuses: Vec<u16> = lines.iter().map(|l| status_and_body(l).0).collect();
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 404, 404, 403, 400, 403, 400, 413, 400, 200],
+        "{lines:#?}"
+    );
+    for line in &lines[..11] {
+        let (_, body) = status_and_body(line);
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(!message.is_empty(), "every refusal has a reason: {line}");
+    }
+    assert!(lines[2].contains("token"), "{}", lines[2]);
+    assert!(
+        lines[5].contains("not a subtask created by this run"),
+        "{}",
+        lines[5]
+    );
+    assert!(lines[6].contains("unknown field `image`"), "{}", lines[6]);
+    assert!(lines[7].contains("not a member"), "{}", lines[7]);
+
+    // No subtask was created by any of it, and the node still runs algorithms.
+    let (_, tasks) = w
+        .call(
+            reqwest::Method::GET,
+            &w.researcher,
+            "/api/tasks?limit=50",
+            None,
+        )
+        .await;
+    assert!(
+        tasks["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["parent_task_id"].is_null()),
+        "{tasks}"
+    );
+    let after = script_lines(&w, &image, "GET /v1/organizations").await;
+    assert!(after[0].starts_with("200 "), "{after:?}");
+    assert!(containers(&node.label).is_empty());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_requests_are_rate_limited() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script", "v1");
+    w.sign(&repo, &digest).await;
+    let config = w.node_config(
+        &w.a,
+        &w.signed_policy(&repo),
+        "proxy_requests_per_second = 3\n",
+    );
+    let node = w.start_node(&config).await;
+    let script = vec!["GET /v1/nothing"; 10].join(";");
+    let lines = script_lines(&w, &format!("{repo}:v1"), &script).await;
+    let statuses: Vec<u16> = lines.iter().map(|l| status_and_body(l).0).collect();
+    assert_eq!(&statuses[..3], [404, 404, 404], "{lines:?}");
+    assert!(statuses.contains(&429), "{lines:?}");
+    node.stop().await;
+}
