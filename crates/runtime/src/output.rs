@@ -38,6 +38,13 @@ pub(crate) fn remove_extra_entries(dir: &Path) {
     }
 }
 
+/// Removes everything in the output directory.
+pub(crate) fn remove_all_entries(dir: &Path) {
+    if let Err(e) = clear(dir, |_| true) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cleaning the output directory failed");
+    }
+}
+
 fn clear(dir: &Path, remove: impl Fn(&str) -> bool) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

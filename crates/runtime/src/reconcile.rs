@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::engine::{ContainerState, Engine, EngineError};
-use crate::output::{collect_output, output_too_large, remove_extra_entries};
+use crate::output::{collect_output, output_too_large, remove_all_entries, remove_extra_entries};
 use crate::run::{
     FailureReason, LABEL_NODE, LABEL_OUTPUT_CAP, LABEL_RUN, OUTPUT_MOUNT, Outcome, RunReport,
     judge, remove,
@@ -107,7 +107,12 @@ async fn settle<E: Engine + ?Sized>(engine: &E, id: &str, log_tail_bytes: usize)
             remove_extra_entries(dir);
             outcome
         }
-        (outcome, _, _) => outcome,
+        (outcome, dir, _) => {
+            if let Some(dir) = dir {
+                remove_all_entries(dir);
+            }
+            outcome
+        }
     };
     RunReport {
         run_id,

@@ -202,6 +202,17 @@ pub enum Outcome {
     Failed { reason: FailureReason },
 }
 
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Completed { output } => {
+                write!(f, "completed with {} bytes of output", output.len())
+            }
+            Outcome::Failed { reason } => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
 /// A run's outcome with what was observed on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {
@@ -284,12 +295,18 @@ pub(crate) async fn run_image<E: Engine + ?Sized>(
             },
         };
     }
-    crate::output::remove_extra_entries(&spec.output_dir);
+    match report.outcome {
+        // The output was read into the report; keep the file, drop anything else.
+        Outcome::Completed { .. } => crate::output::remove_extra_entries(&spec.output_dir),
+        // Nothing of a failed run is kept.
+        Outcome::Failed { .. } => crate::output::remove_all_entries(&spec.output_dir),
+    }
     tracing::info!(
         run = %spec.run_id,
         image = %image,
-        outcome = %match &report.outcome { Outcome::Completed { .. } => "completed".to_owned(), Outcome::Failed { reason } => reason.to_string() },
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        outcome = %report.outcome,
+        exit_code = ?report.exit_code,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "run finished"
     );
     report
