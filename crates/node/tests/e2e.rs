@@ -1,6 +1,9 @@
 //! End to end against real parts: the server in-process, a registry on loopback, the Docker
 //! engine, signed and unsigned FROM-scratch images.
 
+// Test helpers: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

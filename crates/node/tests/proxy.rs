@@ -2,6 +2,9 @@
 //! node, and an algorithm that calls what it may not. The scripted client is
 //! tests/programs/proxy_script.c; each request it makes is one output line `<status> <body>`.
 
+// Test helpers: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;
@@ -206,7 +209,7 @@ async fn proxy_requests_are_rate_limited() {
         "proxy_requests_per_second = 3\n",
     );
     let node = w.start_node(&config).await;
-    let script = vec!["GET /v1/nothing"; 10].join(";");
+    let script = ["GET /v1/nothing"; 10].join(";");
     let lines = script_lines(&w, &format!("{repo}:v1"), &script).await;
     let statuses: Vec<u16> = lines.iter().map(|l| status_and_body(l).0).collect();
     assert_eq!(&statuses[..3], [404, 404, 404], "{lines:?}");
