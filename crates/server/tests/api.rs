@@ -1,5 +1,8 @@
 //! End-to-end tests of the HTTP API against the real server on loopback.
 
+// Test helpers outside #[test] functions: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod kit;
 
 use kit::{Kit, World};

@@ -27,6 +27,8 @@ pub struct Kit {
     pub client: reqwest::Client,
     pub admin: String,
     pub dir: TempDir,
+    /// PostgreSQL url and the per-test schema, dropped by `stop`.
+    pub pg: Option<(String, String)>,
 }
 
 pub fn database_url(dir: &Path) -> (String, ConnectOptions) {
@@ -51,6 +53,16 @@ pub fn database_url(dir: &Path) -> (String, ConnectOptions) {
     }
 }
 
+/// Remove a per-test PostgreSQL schema.
+pub async fn drop_schema(url: &str, schema: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
 impl Kit {
     pub async fn start() -> Kit {
         Kit::start_with(AuthConfig::default(), LimitsConfig::default()).await
@@ -59,6 +71,7 @@ impl Kit {
     pub async fn start_with(auth: AuthConfig, limits: LimitsConfig) -> Kit {
         let dir = tempfile::tempdir().unwrap();
         let (url, options) = database_url(dir.path());
+        let pg = options.pg_schema.clone().map(|s| (url.clone(), s));
         let service = warden_server::open(&url, dir.path(), &options, auth, limits)
             .await
             .unwrap();
@@ -77,6 +90,7 @@ impl Kit {
             client,
             admin: String::new(),
             dir,
+            pg,
         };
         kit.admin = kit.login("admin", ADMIN_PASSWORD).await;
         kit
@@ -246,6 +260,9 @@ impl Kit {
 
     pub async fn stop(self) {
         self.server.stop().await.unwrap();
+        if let Some((url, schema)) = self.pg {
+            drop_schema(&url, &schema).await;
+        }
     }
 }
 

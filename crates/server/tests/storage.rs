@@ -1,0 +1,287 @@
+//! Storage against whichever database `WARDEN_TEST_DATABASE_URL` names (SQLite by default).
+
+// Test helpers outside #[test] functions: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod kit;
+
+use warden_api::{Role, RunState};
+use warden_server::storage::{
+    Db, NewTask, RunFilter, StorageError, TaskFilter, TokenKind, TokenRow,
+};
+
+async fn db() -> (
+    Db,
+    tempfile::TempDir,
+    String,
+    warden_server::storage::ConnectOptions,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, opts) = kit::database_url(dir.path());
+    let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
+    (db, dir, url, opts)
+}
+
+async fn done(db: &Db, url: &str, opts: &warden_server::storage::ConnectOptions) {
+    db.close().await;
+    if let Some(schema) = &opts.pg_schema {
+        kit::drop_schema(url, schema).await;
+    }
+}
+
+/// Organization 1 and 2 in collaboration 1, and one task with a run for each.
+async fn seed(db: &Db) -> (i64, i64, i64, i64) {
+    let mut tx = db.write().await.unwrap();
+    let o1 = tx.insert_organization("one", "k", 1).await.unwrap();
+    let o2 = tx.insert_organization("two", "k", 1).await.unwrap();
+    let c = tx.insert_collaboration("c", true, 1).await.unwrap();
+    tx.add_member(c, o1).await.unwrap();
+    tx.add_member(c, o2).await.unwrap();
+    let t = tx
+        .insert_task(&NewTask {
+            collaboration_id: c,
+            name: "t",
+            image: "docker.io/library/a:1",
+            organization_id: o1,
+            creator_user_id: None,
+            creator_run_id: None,
+            parent_task_id: None,
+            created_at: 2,
+        })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    (o1, o2, c, t)
+}
+
+#[tokio::test]
+async fn migrations_run_once_and_data_survives_a_reopen() {
+    let (db, dir, url, opts) = db().await;
+    seed(&db).await;
+    db.close().await;
+    let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
+    let mut tx = db.read().await.unwrap();
+    assert_eq!(tx.organization(1).await.unwrap().unwrap().name, "one");
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+#[tokio::test]
+async fn an_uncommitted_transaction_leaves_nothing() {
+    let (db, _dir, url, opts) = db().await;
+    {
+        let mut tx = db.write().await.unwrap();
+        tx.insert_organization("ghost", "k", 1).await.unwrap();
+        // dropped without commit
+    }
+    let mut tx = db.read().await.unwrap();
+    assert!(
+        tx.list_organizations(None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+#[tokio::test]
+async fn constraint_violations_are_typed() {
+    let (db, _dir, url, opts) = db().await;
+    let (o1, _, c, _) = seed(&db).await;
+    let mut tx = db.write().await.unwrap();
+    assert!(matches!(
+        tx.insert_organization("one", "k", 1).await,
+        Err(StorageError::Conflict)
+    ));
+    drop(tx);
+    let mut tx = db.write().await.unwrap();
+    assert!(matches!(
+        tx.add_member(c, 999).await,
+        Err(StorageError::MissingReference)
+    ));
+    drop(tx);
+    // A node needs membership, and one per organization per collaboration.
+    let mut tx = db.write().await.unwrap();
+    let c2 = tx.insert_collaboration("c2", false, 1).await.unwrap();
+    assert!(matches!(
+        tx.insert_node(o1, c2, "h", 1).await,
+        Err(StorageError::MissingReference)
+    ));
+    drop(tx);
+    let mut tx = db.write().await.unwrap();
+    tx.insert_node(o1, c, "h", 1).await.unwrap();
+    assert!(matches!(
+        tx.insert_node(o1, c, "h", 1).await,
+        Err(StorageError::Conflict)
+    ));
+    drop(tx);
+    // Roles and states are checked by the schema too.
+    let mut tx = db.write().await.unwrap();
+    assert!(
+        tx.insert_user("root-with-org", Some(o1), Role::Root, "h", 1)
+            .await
+            .is_err()
+    );
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+#[tokio::test]
+async fn run_transitions_are_conditional_and_results_live_apart() {
+    let (db, _dir, url, opts) = db().await;
+    let (o1, o2, c, t) = seed(&db).await;
+    let mut tx = db.write().await.unwrap();
+    let r1 = tx.insert_run(t, c, o1, b"in1", 3).await.unwrap();
+    let r2 = tx.insert_run(t, c, o2, b"in2", 3).await.unwrap();
+    tx.insert_run_events(&[(r1, c, o1), (r2, c, o2)], 3)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = db.write().await.unwrap();
+    assert!(
+        tx.transition_run(
+            r1,
+            RunState::Pending,
+            RunState::Admitted,
+            None,
+            Some("sha256:x"),
+            4
+        )
+        .await
+        .unwrap()
+    );
+    // A stale "from" does not move the run.
+    assert!(
+        !tx.transition_run(
+            r1,
+            RunState::Pending,
+            RunState::Rejected,
+            Some("no"),
+            None,
+            5
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        tx.transition_run(r1, RunState::Admitted, RunState::Running, None, None, 6)
+            .await
+            .unwrap()
+    );
+    tx.put_result(r1, &vec![7u8; 1 << 20], 7).await.unwrap();
+    tx.put_result(r1, b"final", 8).await.unwrap();
+    tx.ack_run(r1, 9).await.unwrap();
+    tx.ack_run(r1, 10).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = db.read().await.unwrap();
+    let run = tx.run(r1).await.unwrap().unwrap().run;
+    assert_eq!(run.state, RunState::Running);
+    assert_eq!(run.digest.as_deref(), Some("sha256:x"));
+    assert_eq!(
+        (
+            run.created_at,
+            run.admitted_at,
+            run.started_at,
+            run.acked_at
+        ),
+        (3, Some(4), Some(6), Some(9))
+    );
+    assert!(run.has_result);
+    assert_eq!(tx.result(r1).await.unwrap().unwrap(), b"final");
+    assert_eq!(tx.result(r2).await.unwrap(), None);
+    assert_eq!(tx.run_input(r2).await.unwrap().unwrap(), b"in2");
+    let f = RunFilter {
+        state: Some(RunState::Pending),
+        ..Default::default()
+    };
+    let pending = tx.list_runs(&f, None, 10).await.unwrap();
+    assert_eq!(pending.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r2]);
+    let tf = TaskFilter {
+        collaborations: Some(&[]),
+        ..Default::default()
+    };
+    assert!(tx.list_tasks(&tf, None, 10).await.unwrap().is_empty());
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_produce_events_in_id_order() {
+    let (db, _dir, url, opts) = db().await;
+    let (o1, _, c, t) = seed(&db).await;
+    let mut handles = Vec::new();
+    for i in 0..16 {
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            let mut tx = db.write().await.unwrap();
+            let task = tx
+                .insert_task(&NewTask {
+                    collaboration_id: c,
+                    name: "sub",
+                    image: "docker.io/library/a:1",
+                    organization_id: o1,
+                    creator_user_id: None,
+                    creator_run_id: None,
+                    parent_task_id: Some(t),
+                    created_at: i,
+                })
+                .await
+                .unwrap();
+            let run = tx.insert_run(task, c, o1, b"", i).await.unwrap();
+            tx.insert_run_events(&[(run, c, o1)], i).await.unwrap();
+            tx.commit().await.unwrap();
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let mut tx = db.read().await.unwrap();
+    let events = tx.events_after(c, o1, 0, 100).await.unwrap();
+    assert_eq!(events.len(), 16);
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    let after = tx.events_after(c, o1, events[7].id, 100).await.unwrap();
+    assert_eq!(after.len(), 8);
+    assert_eq!(tx.events_after(c, 999, 0, 100).await.unwrap().len(), 0);
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+#[tokio::test]
+async fn refresh_tokens_are_consumed_once() {
+    let (db, _dir, url, opts) = db().await;
+    let mut tx = db.write().await.unwrap();
+    let u = tx
+        .insert_user("admin", None, Role::Root, "h", 1)
+        .await
+        .unwrap();
+    let row = TokenRow {
+        hash: "ab".repeat(32),
+        kind: TokenKind::Refresh,
+        user_id: Some(u),
+        node_id: None,
+        run_id: None,
+        family: Some("fam".into()),
+        consumed: false,
+        expires_at: 10,
+    };
+    tx.insert_token(&row).await.unwrap();
+    assert!(tx.consume_token(&row.hash).await.unwrap());
+    assert!(!tx.consume_token(&row.hash).await.unwrap());
+    assert_eq!(tx.delete_expired_tokens(11).await.unwrap(), 1);
+    assert_eq!(tx.token(&row.hash).await.unwrap(), None);
+    tx.commit().await.unwrap();
+    // Login failure accounting locks at the threshold and restarts the counter.
+    let mut tx = db.write().await.unwrap();
+    for _ in 0..3 {
+        tx.record_login_failure(u, 3, 99).await.unwrap();
+    }
+    let user = tx.user(u).await.unwrap().unwrap();
+    assert_eq!((user.failed_logins, user.locked_until), (0, Some(99)));
+    tx.reset_login_failures(u).await.unwrap();
+    assert_eq!(tx.user(u).await.unwrap().unwrap().locked_until, None);
+    tx.commit().await.unwrap();
+    done(&db, &url, &opts).await;
+}
