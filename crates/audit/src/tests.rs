@@ -368,3 +368,16 @@ proptest! {
 fn ed25519_dalek_key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[9; 32])
 }
+
+proptest! {
+    /// Arbitrary bytes never panic the verifier: they verify, or are reported with a line.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let k = SigningKey::Ed25519(ed25519_dalek_key());
+        match verify_bytes(&bytes, &k.public_key()) {
+            Ok(r) => prop_assert!(r.entries == 0 || bytes.contains(&b'\n')),
+            Err(VerifyError::Tampered { line, .. }) => prop_assert!(line >= 1),
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+}

@@ -45,6 +45,13 @@ proptest! {
         }
     }
 
+    /// Arbitrary bytes never open and never panic.
+    #[test]
+    fn arbitrary_bytes_do_not_open(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let sk = SecretKey::from_bytes([3; 32]);
+        prop_assert!(open(&sk, CTX, &bytes).is_err());
+    }
+
     /// Cutting a sealed message anywhere makes it fail to open.
     #[test]
     fn any_truncation_fails(len in 0usize..200, cut in any::<prop::sample::Index>()) {
