@@ -1,6 +1,6 @@
 //! The registry client: resolution, signature gathering and signature push.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
@@ -210,6 +210,10 @@ pub struct Client {
     http: reqwest::Client,
     opts: ClientOptions,
     auth_cache: Mutex<HashMap<String, HeaderValue>>,
+    /// Registries whose referrers endpoint answered 404 (or 400/405). The distribution spec
+    /// forbids a 404 from a registry that has the endpoint, so the client goes straight to the
+    /// tag fallback for them from then on (until the process restarts).
+    no_referrers_api: Mutex<HashSet<String>>,
 }
 
 impl fmt::Debug for Client {
@@ -251,6 +255,7 @@ impl Client {
             http,
             opts,
             auth_cache: Mutex::new(HashMap::new()),
+            no_referrers_api: Mutex::new(HashSet::new()),
         })
     }
 
@@ -780,39 +785,49 @@ impl Client {
         let registry = repository.registry();
         let limits = &self.opts.limits;
         let what = format!("referrers of {digest}");
-        let url = format!("{}/referrers/{digest}", self.repo_url(repository));
-        let resp = self
-            .send(repository, Access::Pull, &what, || {
-                self.http.get(&url).header(ACCEPT, OCI_INDEX)
-            })
-            .await?;
-        let status = resp.status();
-        if status == StatusCode::OK {
-            let origin = "referrers endpoint".to_owned();
-            let bytes = read_capped(
-                resp,
-                limits.manifest_max_bytes,
-                registry,
-                &what,
-                limits.request_timeout,
-            )
-            .await?;
-            return match serde_json::from_slice::<manifest::ImageIndex>(&bytes) {
-                Ok(index) => Ok((index.manifests, origin)),
-                Err(e) => {
-                    skipped.push(SkippedSignature {
-                        origin,
-                        reason: format!("the referrers list is not an image index: {e}"),
-                    });
-                    Ok((Vec::new(), String::new()))
-                }
-            };
-        }
-        if !matches!(
-            status,
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
-        ) {
-            return Err(self.status_error(resp, registry, &what).await);
+        let known_missing = self
+            .no_referrers_api
+            .lock()
+            .map(|m| m.contains(registry))
+            .unwrap_or(false);
+        if !known_missing {
+            let url = format!("{}/referrers/{digest}", self.repo_url(repository));
+            let resp = self
+                .send(repository, Access::Pull, &what, || {
+                    self.http.get(&url).header(ACCEPT, OCI_INDEX)
+                })
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::OK {
+                let origin = "referrers endpoint".to_owned();
+                let bytes = read_capped(
+                    resp,
+                    limits.manifest_max_bytes,
+                    registry,
+                    &what,
+                    limits.request_timeout,
+                )
+                .await?;
+                return match serde_json::from_slice::<manifest::ImageIndex>(&bytes) {
+                    Ok(index) => Ok((index.manifests, origin)),
+                    Err(e) => {
+                        skipped.push(SkippedSignature {
+                            origin,
+                            reason: format!("the referrers list is not an image index: {e}"),
+                        });
+                        Ok((Vec::new(), String::new()))
+                    }
+                };
+            }
+            if !matches!(
+                status,
+                StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST | StatusCode::METHOD_NOT_ALLOWED
+            ) {
+                return Err(self.status_error(resp, registry, &what).await);
+            }
+            if let Ok(mut m) = self.no_referrers_api.lock() {
+                m.insert(registry.to_owned());
+            }
         }
         // Tag schema fallback: an index at tag `<alg>-<hex>`.
         let tag = format!("{}-{}", digest.algorithm().name(), digest.hex());

@@ -505,3 +505,30 @@ fn b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A registry without the referrers endpoint answers 404 there (the spec forbids a 404 from one
+/// that has it): the client remembers and goes straight to the tag fallback afterwards.
+#[tokio::test]
+async fn a_missing_referrers_endpoint_is_asked_once() {
+    let referrer_calls = Arc::new(AtomicUsize::new(0));
+    let fallback_calls = Arc::new(AtomicUsize::new(0));
+    let (r, f) = (referrer_calls.clone(), fallback_calls.clone());
+    let server = FakeServer::start(sync_handler(move |req: &Req| {
+        if req.path.contains("/referrers/") {
+            r.fetch_add(1, Ordering::SeqCst);
+        } else if req.path.contains("/manifests/sha256-") && !req.path.ends_with(".sig") {
+            f.fetch_add(1, Ordering::SeqCst);
+        }
+        Reply::status(404)
+    }))
+    .await;
+    let repository = Repository::parse(&format!("{}/team/app", server.host())).unwrap();
+    let c = client();
+    for i in 0..3 {
+        let digest = Digest::sha256_of(format!("image {i}").as_bytes());
+        let set = c.fetch_signatures(&repository, &digest).await.unwrap();
+        assert!(set.candidates.is_empty() && set.skipped.is_empty());
+    }
+    assert_eq!(referrer_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(fallback_calls.load(Ordering::SeqCst), 3);
+}
