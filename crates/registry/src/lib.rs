@@ -41,6 +41,13 @@
 //! type, no annotation, oversize, blob that does not hash to its descriptor) is skipped with a
 //! reason. Judging the candidates is `warden-trust`'s job; this crate does not verify keys.
 //!
+//! The legacy tag and the referrers are asked at once and payloads are fetched a few at a time,
+//! in order. A registry whose referrers endpoint answered 404 is remembered and not asked again
+//! (the distribution spec forbids that answer from a registry that has the endpoint).
+//!
+//! [`ImageSource`] is the narrow async trait the node's trust chain uses, so that the chain can
+//! be tested without a registry; [`Client`] implements it.
+//!
 //! [`Client::push_signature`] appends a layer to the signatures already at the `.sig` tag, as
 //! cosign does: it reads the existing manifest, uploads the payload and a new config blob
 //! (monolithic `POST` + `PUT ?digest=`), and puts the new manifest.
