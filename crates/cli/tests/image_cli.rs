@@ -338,3 +338,133 @@ fn unpinned_signers_and_bad_input() {
     assert_eq!(code(&o), 2);
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot open private key"));
 }
+
+/// bcrypt of `wonderland` (cost 4), as an htpasswd entry for the real registry.
+const HTPASSWD: &str = "alice:$2b$04$8wD5IJtyLJS4FrjzYfjoPeIT22TxbH.6t6C0fADBdI/lISGPZErqe\n";
+/// base64 of `alice:wonderland`, as `docker login` writes it.
+const AUTH: &str = "YWxpY2U6d29uZGVybGFuZA==";
+
+fn warden_with_docker_config(docker_config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .env("WARDEN_PASSWORD", PASSWORD)
+        .env("DOCKER_CONFIG", docker_config)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn credentials_come_from_the_docker_config_file() {
+    let registry = Registry::start_with(warden_testkit::RegistryOptions {
+        htpasswd: Some(HTPASSWD.into()),
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_key, _) = keygen(dir.path(), "alice");
+    let host = registry.host();
+    let repository = Repository::parse(&format!("{host}/team/private")).unwrap();
+
+    // A small OCI image, uploaded with credentials (the Docker engine would need a login).
+    let creds = warden_registry::DockerConfig::anonymous().with_credentials(
+        &host,
+        warden_registry::RegistryCredentials {
+            username: "alice".into(),
+            password: "wonderland".into(),
+        },
+    );
+    let c = Client::new(ClientOptions {
+        credentials: creds,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let layer = b"not really a tar, the registry does not care".to_vec();
+    let layer_digest = rt.block_on(c.upload_blob(&repository, &layer)).unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}},"config":{{}}}}"#
+    );
+    let config_digest = rt
+        .block_on(c.upload_blob(&repository, config.as_bytes()))
+        .unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":{},"digest":"{config_digest}"}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","size":{},"digest":"{layer_digest}"}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let digest = rt
+        .block_on(c.put_manifest(
+            &repository,
+            "v1",
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest.as_bytes(),
+        ))
+        .unwrap();
+    let image = format!("{repository}:v1");
+
+    // With the credentials in the docker config file: signed.
+    let with = dir.path().join("with");
+    std::fs::create_dir(&with).unwrap();
+    std::fs::write(
+        with.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{AUTH}"}}}}}}"#),
+    )
+    .unwrap();
+    let o = warden_with_docker_config(
+        &with,
+        &[
+            "image",
+            "sign",
+            "--key",
+            alice_key.to_str().unwrap(),
+            &image,
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json(&o)["digest"], digest.to_string());
+
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[[allow]]\nrepository = \"{repository}\"\nsigned_by = {{ keys = [\"alice.pub\"], threshold = 1 }}\n"
+        ),
+    )
+    .unwrap();
+    let verify_args = [
+        "image",
+        "verify",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--json",
+        &image,
+    ];
+    let o = warden_with_docker_config(&with, &verify_args);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Without credentials: a registry failure (exit 2) that says where credentials go.
+    let none = dir.path().join("none");
+    let o = warden_with_docker_config(&none, &verify_args);
+    assert_eq!(code(&o), 2);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("docker login"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Credentials kept by a credential helper are not supported, and the error says so.
+    let helper = dir.path().join("helper");
+    std::fs::create_dir(&helper).unwrap();
+    std::fs::write(
+        helper.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{}}}},"credsStore":"desktop"}}"#),
+    )
+    .unwrap();
+    let o = warden_with_docker_config(&helper, &verify_args);
+    assert_eq!(code(&o), 2);
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("docker credential helper `desktop`, which warden does not support"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
