@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::admission::{Admitted, Gate, GateError, Rejection};
 use crate::config::Config;
-use crate::orgs::{self, KeyError, OrgKeys};
+use crate::orgs::{self, OrgKeys};
 use crate::proxy::{Proxy, ProxyDeps, ProxyLimits, RunScope};
 use crate::server::{NodeIdentity, ServerClient, ServerError};
 use crate::spool::{Final, Phase, RunRecord, Spool, SpoolError};
@@ -562,6 +562,7 @@ impl Node {
             phase: Phase::Received,
             outcome: None,
             reported_running: false,
+            result_key: None,
         };
         if let Err(e) = s.spool.save(&record) {
             tracing::error!(run = run_id, error = %e, "cannot record the run; not taking it");
@@ -643,6 +644,7 @@ impl Node {
                 }
             })?;
         audit.organization = Some(requester_org.name.clone());
+        record.result_key = collab.encrypted.then(|| requester_org.key.to_base64());
         let sealed = s
             .server
             .input(record.run_id)
@@ -741,12 +743,14 @@ impl Node {
             reason: None,
             digest: None,
         };
+        // Recorded before it is reported: after a crash, reconciliation looks for the container.
+        record.phase = Phase::Running;
+        let _ = s.spool.save(&record);
         if let Err(e) = s.server.update(run_id, &running).await {
             let outcome = Err(format!("cannot report the start to the server: {e}"));
             return self.finish_audited(&mut record, outcome, run_audit).await;
         }
         record.reported_running = true;
-        record.phase = Phase::Running;
         let _ = s.spool.save(&record);
         let outcome = self
             .run_container(&record, &admitted, &pinned, &input, &collab)
@@ -764,11 +768,6 @@ impl Node {
     ) -> Result<Vec<u8>, String> {
         let s = &self.inner;
         let run_id = record.run_id;
-        let run_client = s
-            .server
-            .run_token(run_id)
-            .await
-            .map_err(|e| format!("cannot obtain the run token for the proxy: {e}"))?;
         let work = s
             .spool
             .work(run_id)
@@ -791,7 +790,7 @@ impl Node {
         };
         let deps = ProxyDeps {
             server: s.server.clone(),
-            run: run_client,
+            run: Arc::new(tokio::sync::OnceCell::new()),
             keys: s.keys.clone(),
             secret: s.secret.clone(),
             limits: ProxyLimits {
@@ -893,22 +892,22 @@ impl Node {
         self.save_and_deliver(record.clone()).await;
     }
 
+    /// Seals for the key recorded (and pin-checked) at admission: no server needed.
     async fn seal_result(&self, record: &RunRecord, output: &[u8]) -> Result<Vec<u8>, String> {
         let s = &self.inner;
-        let collab = self
-            .collaboration()
-            .await
-            .map_err(|e| format!("cannot read the collaboration to seal the result: {e}"))?;
-        if !collab.encrypted {
+        let Some(key) = &record.result_key else {
             return Ok(output.to_vec());
+        };
+        let key = warden_seal::PublicKey::from_base64(key)
+            .map_err(|e| format!("cannot seal the result: the recorded key is malformed: {e}"))?;
+        if !s.keys.is_pinned(&key) {
+            return Err(
+                "cannot seal the result: the requesting organization's key is no longer pinned in this node's configuration"
+                    .into(),
+            );
         }
-        let org = s
-            .keys
-            .get(&s.server, record.task_organization_id)
-            .await
-            .map_err(|e: KeyError| format!("cannot seal the result: {e}"))?;
         warden_seal::seal(
-            &org.key,
+            &key,
             &orgs::result_context(record.collaboration_id, record.run_id),
             output,
         )

@@ -106,6 +106,12 @@ impl OrgKeys {
         })
     }
 
+    /// Whether `key` is pinned for some organization.
+    pub fn is_pinned(&self, key: &PublicKey) -> bool {
+        let fp = key.fingerprint().to_string();
+        self.pinned.values().any(|p| p.0 == fp)
+    }
+
     /// The organization with a key that matches its pin, from the server (checked once, then
     /// remembered for this process).
     pub async fn get(&self, server: &ServerClient, id: i64) -> Result<Org, KeyError> {

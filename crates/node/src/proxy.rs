@@ -79,7 +79,8 @@ pub struct RunScope {
 #[derive(Clone)]
 pub struct ProxyDeps {
     pub server: ServerClient,
-    pub run: RunClient,
+    /// The server-issued run token, fetched on first use (a run does not wait for the server).
+    pub run: Arc<tokio::sync::OnceCell<RunClient>>,
     pub keys: Arc<OrgKeys>,
     pub secret: Arc<warden_seal::SecretKey>,
     pub limits: ProxyLimits,
@@ -227,6 +228,17 @@ impl Drop for Proxy {
         self.inner.alive.store(false, Ordering::SeqCst);
         self.task.abort();
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Inner {
+    /// The run client, obtaining the run token from the server on first use.
+    async fn run_client(&self) -> Result<&RunClient, Refusal> {
+        self.deps
+            .run
+            .get_or_try_init(|| self.deps.server.run_token(self.scope.run_id))
+            .await
+            .map_err(|e| upstream("obtaining the run token", e))
     }
 }
 
@@ -484,8 +496,8 @@ async fn create_subtask(
         parent_task_id: Some(scope.task_id),
     };
     let detail = inner
-        .deps
-        .run
+        .run_client()
+        .await?
         .create_task(&task)
         .await
         .map_err(|e| upstream("creating the subtask", e))?;
@@ -562,8 +574,8 @@ async fn results(
     let deadline = Instant::now() + Duration::from_secs(wait);
     let detail = loop {
         let detail = inner
-            .deps
-            .run
+            .run_client()
+            .await?
             .task(task_id)
             .await
             .map_err(|e| upstream("reading the subtask", e))?;
@@ -578,8 +590,8 @@ async fn results(
     for r in &detail.runs {
         let result = if r.state == api::RunState::Completed && r.has_result {
             let sealed = inner
-                .deps
-                .run
+                .run_client()
+                .await?
                 .result(r.id)
                 .await
                 .map_err(|e| upstream("reading a subtask result", e))?;

@@ -86,6 +86,10 @@ pub struct RunRecord {
     /// Whether the server said the run is `running` (a result may then be uploaded).
     #[serde(default)]
     pub reported_running: bool,
+    /// The public key (base64) the result is sealed for, checked against its pin at admission;
+    /// absent when the collaboration does not encrypt.
+    #[serde(default)]
+    pub result_key: Option<String>,
 }
 
 /// A run's working directories.
@@ -289,6 +293,7 @@ mod tests {
             phase: Phase::Received,
             outcome: None,
             reported_running: false,
+            result_key: None,
         }
     }
 

@@ -47,6 +47,9 @@ pub struct Org {
 
 pub struct World {
     pub server: Option<RunningServer>,
+    /// The server as a real `warden server start` process, when the test asked for one.
+    pub server_process: Option<Proc>,
+    pub server_port: u16,
     pub base: String,
     pub http: reqwest::Client,
     pub admin: String,
@@ -157,14 +160,37 @@ impl NodeHandle {
 }
 
 impl World {
+    /// A world whose server runs in this process.
     pub async fn new() -> World {
+        World::build(None).await
+    }
+
+    /// A world whose server is the real `warden` binary at `bin` (`warden server start`).
+    pub async fn with_server_process(bin: &Path) -> World {
+        World::build(Some(bin)).await
+    }
+
+    async fn build(bin: Option<&Path>) -> World {
         init_tracing();
         warden_testkit::require_docker().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let server = start_server(dir.path(), "127.0.0.1:0").await;
-        let base = format!("http://{}", server.addr);
+        let (server, server_process, port) = match bin {
+            None => {
+                let s = start_server(dir.path(), "127.0.0.1:0").await;
+                let port = s.addr.port();
+                (Some(s), None, port)
+            }
+            Some(bin) => {
+                let port = warden_testkit::free_port().unwrap();
+                let p = spawn_server(bin, dir.path(), port).await;
+                (None, Some(p), port)
+            }
+        };
+        let base = format!("http://127.0.0.1:{port}");
         let mut w = World {
-            server: Some(server),
+            server,
+            server_process,
+            server_port: port,
             base,
             http: reqwest::Client::new(),
             admin: String::new(),
@@ -449,6 +475,32 @@ memory_bytes = 67108864
         serde_json::from_value(v).unwrap()
     }
 
+    /// Waits until the run is in `state` (or any final state).
+    pub async fn wait_state(&self, id: i64, state: api::RunState, within: Duration) -> api::Run {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.run(id).await;
+            if r.state == state || r.state.is_final() {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} still {} after {within:?}",
+                r.state
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The label a node config file gives its containers.
+    pub fn label_of(config: &Path) -> String {
+        let text = std::fs::read_to_string(config).unwrap();
+        let line = text.lines().find(|l| l.starts_with("name = ")).unwrap();
+        line.trim_start_matches("name = ")
+            .trim_matches('"')
+            .to_owned()
+    }
+
     pub async fn run(&self, id: i64) -> api::Run {
         let (s, v) = self
             .call(
@@ -499,6 +551,97 @@ memory_bytes = 67108864
     }
 }
 
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// `kill -9`, and wait for it to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(bin: &Path, args: &[&str], log: PathBuf) -> Proc {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    let child = Command::new(bin)
+        .args(args)
+        .env("WARDEN_LOG", "info")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    Proc { child, log }
+}
+
+/// Starts `warden server start` on `port` over the SQLite file in `dir` and waits until it
+/// answers.
+pub async fn spawn_server(bin: &Path, dir: &Path, port: u16) -> Proc {
+    let pw = dir.join("admin.pw");
+    if !pw.exists() {
+        std::fs::write(&pw, format!("{ADMIN_PASSWORD}\n")).unwrap();
+    }
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n[bootstrap]\nadmin_password_file = \"admin.pw\"\n",
+            dir.join("server.db").display()
+        ),
+    )
+    .unwrap();
+    let mut p = spawn(
+        bin,
+        &["server", "start", "--config", config.to_str().unwrap()],
+        dir.join("server.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}/api/health");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            if r.status().is_success() {
+                return p;
+            }
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            panic!("the server exited with {status}: {}", p.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not start: {}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts `warden node start --config` as a process.
+pub fn spawn_node(bin: &Path, config: &Path) -> Proc {
+    let log = config.with_extension("log");
+    spawn(
+        bin,
+        &["node", "start", "--config", config.to_str().unwrap()],
+        log,
+    )
+}
+
 fn placeholder_org() -> Org {
     Org {
         id: 0,
@@ -518,8 +661,8 @@ fn uuid_like(p: &Path) -> String {
 
 /// The C source of a test program.
 pub fn source(name: &str) -> String {
-    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/programs")
+    let local = warden_testkit::workspace_root()
+        .join("crates/node/tests/programs")
         .join(format!("{name}.c"));
     let path = if local.exists() {
         local

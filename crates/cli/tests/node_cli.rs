@@ -1,0 +1,187 @@
+//! The node as a real process (`warden node start`), killed with SIGKILL and restarted, and the
+//! server as a real process (`warden server start`) that goes down and comes back: no run and
+//! no result is lost, and no container is left behind.
+
+// Test helpers: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../node/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{World, containers, spawn_node, spawn_server};
+use serde_json::json;
+use warden_api::RunState;
+
+const BIN: &str = env!("CARGO_BIN_EXE_warden");
+
+fn work_dirs(config: &Path) -> usize {
+    std::fs::read_dir(config.parent().unwrap().join("spool/work"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn spooled_runs(config: &Path) -> Vec<String> {
+    std::fs::read_dir(config.parent().unwrap().join("spool/runs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the node's container is running.
+async fn wait_container(label: &str) {
+    for _ in 0..600 {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=org.warden.node={label}"),
+            ])
+            .args(["--filter", "status=running"])
+            .output()
+            .unwrap();
+        if !out.stdout.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no container of {label} appeared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_run_reconciles_on_restart() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("slow", "slow", "v1");
+    w.sign(&repo, &digest).await;
+    let config = w.node_config(&w.a, &w.signed_policy(&repo), "");
+    let label = World::label_of(&config);
+    w.labels.push(label.clone());
+    let image = format!("{repo}:v1");
+
+    // 1. The container finishes while the node is dead: its output is collected on restart.
+    let mut node = spawn_node(Path::new(BIN), &config);
+    let task = w
+        .create_task(&image, &json!({"function": "f", "sleep": 3}), &[&w.a])
+        .await;
+    let run = task.runs[0].id;
+    let r = w
+        .wait_state(run, RunState::Running, Duration::from_secs(120))
+        .await;
+    assert_eq!(r.state, RunState::Running, "{:?}\n{}", r.reason, node.log());
+    wait_container(&label).await;
+    node.kill9();
+    assert_eq!(
+        containers(&label).len(),
+        1,
+        "the container outlives the node"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut node = spawn_node(Path::new(BIN), &config);
+    let r = w.wait_final(run, Duration::from_secs(60)).await;
+    assert_eq!(
+        r.state,
+        RunState::Completed,
+        "{:?}\n{}",
+        r.reason,
+        node.log()
+    );
+    let out = String::from_utf8(w.result(run).await).unwrap();
+    assert!(out.starts_with("slept 3:"), "{out}");
+    assert!(containers(&label).is_empty());
+
+    // 2. The container still runs when the node comes back: it is killed and the run failed.
+    let task = w
+        .create_task(&image, &json!({"function": "f", "sleep": 120}), &[&w.a])
+        .await;
+    let run = task.runs[0].id;
+    let r = w
+        .wait_state(run, RunState::Running, Duration::from_secs(60))
+        .await;
+    assert_eq!(r.state, RunState::Running, "{:?}", r.reason);
+    wait_container(&label).await;
+    node.kill9();
+    let node = spawn_node(Path::new(BIN), &config);
+    let r = w.wait_final(run, Duration::from_secs(60)).await;
+    assert_eq!(r.state, RunState::Failed, "{}", node.log());
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("node restarted while the run was executing"),
+        "{reason}"
+    );
+    assert!(containers(&label).is_empty(), "no orphan container");
+    assert_eq!(work_dirs(&config), 0, "no orphan mount source");
+    assert!(node.log().contains("audit log"), "{}", node.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_finished_while_the_server_is_down_is_delivered_once_it_is_back() {
+    let mut w = World::with_server_process(Path::new(BIN)).await;
+    let (repo, digest) = w.push_program("slow", "slow", "v1");
+    w.sign(&repo, &digest).await;
+    let config = w.node_config(&w.a, &w.signed_policy(&repo), "");
+    let label = World::label_of(&config);
+    w.labels.push(label.clone());
+    let image = format!("{repo}:v1");
+    let node = spawn_node(Path::new(BIN), &config);
+
+    let task = w
+        .create_task(&image, &json!({"function": "f", "sleep": 3}), &[&w.a])
+        .await;
+    let run = task.runs[0].id;
+    let r = w
+        .wait_state(run, RunState::Running, Duration::from_secs(120))
+        .await;
+    assert_eq!(r.state, RunState::Running, "{:?}\n{}", r.reason, node.log());
+    wait_container(&label).await;
+
+    // The server dies (SIGKILL); the run finishes meanwhile and its result waits in the spool.
+    w.server_process.as_mut().unwrap().kill9();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let spooled = config
+        .parent()
+        .unwrap()
+        .join(format!("spool/runs/{run}/result.sealed"));
+    assert!(spooled.exists(), "the result is spooled: {}", node.log());
+
+    // The server comes back on the same database and port: the result is delivered.
+    w.server_process = Some(spawn_server(Path::new(BIN), w.dir.path(), w.server_port).await);
+    let r = w.wait_final(run, Duration::from_secs(60)).await;
+    assert_eq!(
+        r.state,
+        RunState::Completed,
+        "{:?}\n{}",
+        r.reason,
+        node.log()
+    );
+    let out = String::from_utf8(w.result(run).await).unwrap();
+    assert!(out.starts_with("slept 3:"), "{out}");
+    for _ in 0..100 {
+        if spooled_runs(&config).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        spooled_runs(&config).is_empty(),
+        "delivered runs leave the spool"
+    );
+
+    // The node reconnected: a new run goes through.
+    let task = w
+        .create_task(&image, &json!({"function": "f", "sleep": 0}), &[&w.a])
+        .await;
+    let r = w.wait_final(task.runs[0].id, Duration::from_secs(60)).await;
+    assert_eq!(
+        r.state,
+        RunState::Completed,
+        "{:?}\n{}",
+        r.reason,
+        node.log()
+    );
+}
