@@ -12,6 +12,7 @@ mod image;
 mod keys;
 mod node;
 mod policy;
+mod server;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +56,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: policy::PolicyCommand,
+    },
+    /// Run the coordination server that researchers and nodes talk to.
+    Server {
+        #[command(subcommand)]
+        command: server::ServerCommand,
     },
 }
 
@@ -104,6 +110,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Node { command } => match node::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
+        Command::Server { command } => match server::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
