@@ -95,7 +95,7 @@ pub struct ContainerInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindMount {
     pub source: PathBuf,
-    pub target: &'static str,
+    pub target: String,
     pub read_only: bool,
 }
 

@@ -98,6 +98,10 @@ pub struct RunSpec {
     pub input_dir: PathBuf,
     /// Existing host directory, mounted read-only at [`DATA_MOUNT`].
     pub data_dir: Option<PathBuf>,
+    /// Named data sources (an existing file or directory each), mounted read-only at
+    /// `DATA_MOUNT/<name>`; names are `[A-Za-z0-9_.-]`, not starting with a dot. Exclusive
+    /// with [`RunSpec::data_dir`].
+    pub data_sources: Vec<(String, PathBuf)>,
     /// Existing host directory, mounted writable at [`OUTPUT_MOUNT`]; the runtime makes it
     /// writable for the run's user and reads [`OUTPUT_FILE`] from it afterwards.
     pub output_dir: PathBuf,
@@ -129,6 +133,7 @@ impl RunSpec {
             node_id: node_id.into(),
             input_dir: input_dir.into(),
             data_dir: None,
+            data_sources: Vec::new(),
             output_dir: output_dir.into(),
             proxy_socket_dir: None,
             env: BTreeMap::new(),
@@ -491,7 +496,34 @@ fn check_dir(what: &str, dir: &Path) -> Result<PathBuf, String> {
     Ok(canonical)
 }
 
+/// Like [`check_dir`], for a data source that may also be a regular file.
+fn check_source(name: &str, path: &Path) -> Result<PathBuf, String> {
+    if !valid_id(name) || name.starts_with('.') {
+        return Err(format!(
+            "data source name `{name}` must be 1 to {ID_MAX_LEN} of [A-Za-z0-9_.-], not starting with a dot"
+        ));
+    }
+    let what = format!("data source `{name}`");
+    if path.is_file() || path.canonicalize().is_ok_and(|c| c.is_file()) {
+        let canonical = path
+            .canonicalize()
+            .map_err(|e| format!("the {what} {} is not usable: {e}", path.display()))?;
+        let s = canonical.to_string_lossy();
+        if !path.is_absolute() || s.contains("docker.sock") || s.contains(',') || s.contains(':') {
+            return Err(format!(
+                "the {what} {} may not be mounted into an algorithm",
+                path.display()
+            ));
+        }
+        return Ok(canonical);
+    }
+    check_dir(&what, path)
+}
+
 fn validate(spec: &RunSpec) -> Result<(), String> {
+    if spec.data_dir.is_some() && !spec.data_sources.is_empty() {
+        return Err("give data_dir or data_sources, not both".into());
+    }
     if !valid_id(&spec.run_id) {
         return Err(format!(
             "run id `{}` must be 1 to {ID_MAX_LEN} of [A-Za-z0-9_.-]",
@@ -544,12 +576,12 @@ pub(crate) fn container_spec(image: &ImageId, spec: &RunSpec) -> Result<Containe
     let mut mounts = vec![
         BindMount {
             source: check_dir("input", &spec.input_dir)?,
-            target: INPUT_MOUNT,
+            target: INPUT_MOUNT.to_owned(),
             read_only: true,
         },
         BindMount {
             source: check_dir("output", &spec.output_dir)?,
-            target: OUTPUT_MOUNT,
+            target: OUTPUT_MOUNT.to_owned(),
             read_only: false,
         },
     ];
@@ -560,15 +592,25 @@ pub(crate) fn container_spec(image: &ImageId, spec: &RunSpec) -> Result<Containe
     if let Some(data) = &spec.data_dir {
         mounts.push(BindMount {
             source: check_dir("data", data)?,
-            target: DATA_MOUNT,
+            target: DATA_MOUNT.to_owned(),
             read_only: true,
         });
+        env.push(format!("{ENV_DATA_DIR}={DATA_MOUNT}"));
+    }
+    for (name, path) in &spec.data_sources {
+        mounts.push(BindMount {
+            source: check_source(name, path)?,
+            target: format!("{DATA_MOUNT}/{name}"),
+            read_only: true,
+        });
+    }
+    if !spec.data_sources.is_empty() {
         env.push(format!("{ENV_DATA_DIR}={DATA_MOUNT}"));
     }
     if let Some(proxy) = &spec.proxy_socket_dir {
         mounts.push(BindMount {
             source: check_dir("proxy socket", proxy)?,
-            target: PROXY_MOUNT,
+            target: PROXY_MOUNT.to_owned(),
             read_only: true,
         });
         env.push(format!("{ENV_PROXY_SOCKET}={PROXY_MOUNT}/{PROXY_SOCKET}"));
@@ -622,5 +664,43 @@ mod tests {
         );
         let err = toml::from_str::<Limits>("memory = 1").unwrap_err();
         assert!(err.to_string().contains("unknown field `memory`"), "{err}");
+    }
+
+    #[test]
+    fn named_data_sources_are_mounted_read_only_under_the_data_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        };
+        let file = dir.path().join("records.csv");
+        std::fs::write(&file, "age\n1\n").unwrap();
+        let mut spec = RunSpec::new("r1", "n1", d("in"), d("out"));
+        spec.data_sources = vec![
+            ("records".into(), file.clone()),
+            ("images".into(), d("img")),
+        ];
+        let image = ImageId::parse(&format!("sha256:{}", "a".repeat(64))).unwrap();
+        let cs = container_spec(&image, &spec).unwrap();
+        let data: Vec<(&str, bool)> = cs
+            .mounts()
+            .iter()
+            .filter(|m| m.target.starts_with(DATA_MOUNT))
+            .map(|m| (m.target.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            data,
+            [("/mnt/data/records", true), ("/mnt/data/images", true)]
+        );
+        assert!(cs.env().contains(&format!("{ENV_DATA_DIR}={DATA_MOUNT}")));
+
+        spec.data_sources = vec![("../x".into(), file.clone())];
+        assert!(container_spec(&image, &spec).is_err());
+        spec.data_sources = vec![("x".into(), dir.path().join("missing"))];
+        assert!(container_spec(&image, &spec).is_err());
+        spec.data_sources = vec![("x".into(), file)];
+        spec.data_dir = Some(d("data"));
+        assert!(validate(&spec).is_err());
     }
 }
