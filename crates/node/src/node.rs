@@ -812,6 +812,12 @@ impl Node {
         spec.proxy_socket_dir = Some(work.proxy.clone());
         spec.limits = limits.runtime();
         spec.timeout = limits.timeout();
+        spec.data_sources = s
+            .config
+            .data
+            .iter()
+            .map(|(name, path)| (name.clone(), path.clone()))
+            .collect();
         spec.env = BTreeMap::from([
             ("WARDEN_TOKEN".to_owned(), proxy.token().to_owned()),
             ("WARDEN_RUN_ID".to_owned(), run_id.to_string()),

@@ -104,3 +104,30 @@ async fn unsigned_and_denied_images_are_rejected_and_nothing_is_pulled_or_create
     let log = std::fs::read_to_string(&audit_path).unwrap();
     assert_eq!(log.matches("\"outcome\":\"rejected\"").count(), 2, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_sources_are_mounted_read_only_by_name() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("cat_data", "cat-data", "v1");
+    w.sign(&repo, &digest).await;
+    let data = w.dir.path().join("records.csv");
+    std::fs::write(&data, "age\n41\n").unwrap();
+    // world-writable: only the read-only mount may stop a write
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let extra = format!("\n[data]\nrecords = \"{}\"\n", data.display());
+    let config = w.node_config(&w.a, &w.signed_policy(&repo), &extra);
+    let node = w.start_node(&config).await;
+    let task = w
+        .create_task(
+            &format!("{repo}:v1"),
+            &json!({"function": "cat", "args": "records"}),
+            &[&w.a],
+        )
+        .await;
+    let run = w.wait_final(task.runs[0].id, Duration::from_secs(60)).await;
+    assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
+    let out = String::from_utf8(w.result(run.id).await).unwrap();
+    assert_eq!(out, "write: Read-only file system\nage\n41\n");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "age\n41\n");
+    node.stop().await;
+}
