@@ -315,8 +315,21 @@ impl World {
         extra: &[(&str, &[u8])],
     ) -> (Repository, Digest) {
         let bin = compile(program, self.dir.path());
+        self.push_binary(&bin, program, image, tag, extra)
+    }
+
+    /// Builds a FROM-scratch image around a static binary (at `/<name>`, its entrypoint, run as
+    /// 65534) and pushes it as `<registry>/node/<image>:<tag>`; see [`World::push_program`].
+    pub fn push_binary(
+        &mut self,
+        bin: &Path,
+        program: &str,
+        image: &str,
+        tag: &str,
+        extra: &[(&str, &[u8])],
+    ) -> (Repository, Digest) {
         let mut files = vec![ImageFile {
-            source: FileSource::Path(bin),
+            source: FileSource::Path(bin.to_path_buf()),
             dest: format!("/{program}"),
             mode: 0o755,
         }];
