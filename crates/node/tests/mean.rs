@@ -44,7 +44,9 @@ async fn the_federated_mean_runs_across_two_nodes() {
             &[&w.a],
         )
         .await;
-    let run = w.wait_final(task.runs[0].id, Duration::from_secs(180)).await;
+    let run = w
+        .wait_final(task.runs[0].id, Duration::from_secs(180))
+        .await;
     assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
     let out: Value = serde_json::from_slice(&w.result(run.id).await).unwrap();
     assert_eq!(out["count"], 4, "{out}");
