@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod demo;
 mod image;
 mod keys;
 mod node;
@@ -32,6 +33,9 @@ enum Command {
         /// Image reference, e.g. `ubuntu:22.04` or `registry.example.org:5000/team/avg@sha256:...`.
         image: String,
     },
+    /// The demo federation on this machine: registry, server, three nodes, a signed federated
+    /// mean, a denied run, the audit logs; then everything is removed. Exit 2 names what is missing.
+    Demo(demo::DemoArgs),
     /// Verify and read a node's audit log, without the server.
     Audit {
         #[command(subcommand)]
@@ -81,6 +85,17 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
+        Command::Demo(args) => match demo::run(args) {
+            Ok(demo::Outcome::Done) => ExitCode::SUCCESS,
+            Ok(demo::Outcome::Missing(what)) => {
+                eprintln!("error: {what}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
             }
         },
         Command::Image { command } => match image::run(command) {

@@ -1,0 +1,64 @@
+//! `warden demo`: the whole federation on this machine (crates/demo): a registry, the server
+//! with SQLite, three nodes with their own data and policies, a signed federated mean, a denied
+//! run, the audit logs; then everything is removed.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+/// Default place of the static algorithm binary (what algorithms/build.sh builds).
+const DEFAULT_ALGORITHM: &str = "target/x86_64-unknown-linux-gnu/release/mean";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The static `mean` algorithm binary (algorithms/mean built with crt-static).
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_ALGORITHM)]
+    algorithm_binary: PathBuf,
+    /// A static isolation probe (algorithms/hostile/probe.c); compiled with gcc when absent.
+    #[arg(long, value_name = "PATH")]
+    probe: Option<PathBuf>,
+    /// Keep the work directory (configurations, data, keys, audit logs) in DIR, which must be
+    /// new or empty. Containers and images are removed either way.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+}
+
+/// How the demo ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Done,
+    /// A prerequisite is missing; the message says what to install.
+    Missing(String),
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let options = warden_demo::Options {
+        algorithm_binary: args.algorithm_binary,
+        probe: args.probe,
+        keep: args.keep,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let mut stdout = std::io::stdout();
+        tokio::select! {
+            r = warden_demo::run(&options, &mut stdout) => match r {
+                Ok(_) => Ok(Outcome::Done),
+                Err(warden_demo::DemoError::Prerequisites(p)) => Ok(Outcome::Missing(p.to_string())),
+                Err(e) => Err(e.into()),
+            },
+            // Dropping the demo's future stops its registry and removes its containers and images.
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; the demo's containers and images were removed")),
+        }
+    })
+}
