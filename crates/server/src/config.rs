@@ -57,6 +57,10 @@ pub struct DatabaseConfig {
         deserialize_with = "max_connections"
     )]
     pub max_connections: u32,
+    /// SQLite only: `full` (default; every commit fsynced, survives power loss) or `normal`
+    /// (fsync at checkpoints; survives a process crash, may lose the last commits on power loss).
+    #[serde(default)]
+    pub sqlite_durability: crate::storage::Durability,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

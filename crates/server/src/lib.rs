@@ -221,6 +221,7 @@ pub async fn open(
 pub async fn start(config: &Config) -> Result<(RunningServer, Bootstrap), ServerError> {
     let options = ConnectOptions {
         max_connections: config.database.max_connections,
+        sqlite_durability: config.database.sqlite_durability,
         pg_schema: None,
     };
     let service = open(

@@ -2,12 +2,13 @@
 //! from the presented credential, gathers the facts, asks [`permissions::check`], and then calls
 //! storage. Handlers only parse HTTP and call one method here.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 use warden_api as api;
 use warden_api::{Role, RunState};
 use warden_reference::{Digest, Reference};
@@ -436,6 +437,74 @@ struct Inner {
     limits: LimitsConfig,
     metrics: Metrics,
     dummy_hash: String,
+    /// SQLite: task creations are group-committed by one batcher task.
+    batcher: Option<mpsc::Sender<TaskJob>>,
+}
+
+/// A created task and the (collaboration, organization) pairs whose nodes get an event.
+type CreatedTask = (api::TaskDetail, Vec<(i64, i64)>);
+
+/// One task creation waiting for the next group commit.
+struct TaskJob {
+    bearer: Option<Bearer>,
+    req: TaskRequest,
+    reply: oneshot::Sender<Result<CreatedTask>>,
+}
+
+/// Most task creations committed together.
+const MAX_BATCH: usize = 128;
+
+/// Group commit: take every waiting task creation, run each inside a savepoint of one
+/// transaction, commit once (one fsync), then answer each. An answer is only sent after the
+/// commit, so an acknowledged task is durable.
+async fn batcher(inner: Weak<Inner>, mut rx: mpsc::Receiver<TaskJob>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let svc = Service { inner };
+        let mut results = Vec::with_capacity(jobs.len());
+        let outcome: Result<()> = async {
+            let mut tx = svc.inner.db.write().await?;
+            for job in &jobs {
+                tx.savepoint().await?;
+                let r = svc
+                    .create_task_in(&mut tx, job.bearer.as_ref(), &job.req)
+                    .await;
+                if r.is_ok() {
+                    tx.release_savepoint().await?;
+                } else {
+                    tx.rollback_to_savepoint().await?;
+                }
+                results.push(r);
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                for (job, r) in jobs.drain(..).zip(results) {
+                    if let Ok((_, keys)) = &r {
+                        svc.task_committed(keys);
+                    }
+                    let _ = job.reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed");
+                let msg = e.to_string();
+                for job in jobs.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(ServiceError::Storage(StorageError::Database(
+                            sqlx::Error::Protocol(msg.clone()),
+                        ))));
+                }
+            }
+        }
+    }
 }
 
 /// The service handle shared by all handlers. Cheap to clone.
@@ -451,16 +520,21 @@ impl Service {
             hub.spawn_pg_listener(pool.clone());
         }
         let dummy_hash = auth::dummy_hash().await?;
-        Ok(Service {
-            inner: Arc::new(Inner {
-                db,
-                hub,
-                auth,
-                limits,
-                metrics: Metrics::default(),
-                dummy_hash,
-            }),
-        })
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let group_commit = db.backend() == crate::storage::Backend::Sqlite;
+        let inner = Arc::new(Inner {
+            db,
+            hub,
+            auth,
+            limits,
+            metrics: Metrics::default(),
+            dummy_hash,
+            batcher: group_commit.then_some(tx),
+        });
+        if group_commit {
+            tokio::spawn(batcher(Arc::downgrade(&inner), rx));
+        }
+        Ok(Service { inner })
     }
 
     pub fn db(&self) -> &Db {
@@ -1243,8 +1317,44 @@ impl Service {
         bearer: Option<&Bearer>,
         req: TaskRequest,
     ) -> Result<api::TaskDetail> {
+        if let Some(batcher) = &self.inner.batcher {
+            let (reply, answer) = oneshot::channel();
+            let job = TaskJob {
+                bearer: bearer.cloned(),
+                req,
+                reply,
+            };
+            let gone = || ServiceError::Storage(StorageError::Database(sqlx::Error::PoolClosed));
+            batcher.send(job).await.map_err(|_| gone())?;
+            let (detail, _) = answer.await.map_err(|_| gone())??;
+            return Ok(detail);
+        }
         let mut tx = self.inner.db.write().await?;
-        let actor = self.actor(&mut tx, bearer).await?;
+        let (detail, keys) = self.create_task_in(&mut tx, bearer, &req).await?;
+        tx.commit().await?;
+        self.task_committed(&keys);
+        Ok(detail)
+    }
+
+    /// Metrics and node wake-ups after a task's transaction committed.
+    fn task_committed(&self, keys: &[(i64, i64)]) {
+        let m = &self.inner.metrics;
+        Metrics::inc(&m.tasks_created);
+        Metrics::add(&m.runs_created, keys.len() as u64);
+        self.inner
+            .hub
+            .wake(Wake::Nodes(keys.iter().copied().collect()));
+    }
+
+    /// Everything of a task creation inside `tx`; returns the task and the (collaboration,
+    /// organization) pairs whose nodes get an event.
+    async fn create_task_in(
+        &self,
+        tx: &mut Tx,
+        bearer: Option<&Bearer>,
+        req: &TaskRequest,
+    ) -> Result<CreatedTask> {
+        let actor = self.actor(tx, bearer).await?;
         let collab = tx
             .collaboration(req.collaboration_id)
             .await?
@@ -1329,19 +1439,12 @@ impl Service {
             keys.push((run_id, collab.id, *org));
         }
         tx.insert_run_events(&keys, now).await?;
-        tx.commit().await?;
-        let m = &self.inner.metrics;
-        Metrics::inc(&m.tasks_created);
-        Metrics::add(&m.runs_created, runs.len() as u64);
-        self.inner
-            .hub
-            .wake(Wake::Nodes(keys.iter().map(|(_, c, o)| (*c, *o)).collect()));
         tracing::info!(task = task_id, collaboration = collab.id, image = %image, runs = runs.len(), "task created");
-        Ok(api::TaskDetail {
+        let detail = api::TaskDetail {
             task: api::Task {
                 id: task_id,
                 collaboration_id: collab.id,
-                name: req.name,
+                name: req.name.clone(),
                 image,
                 organization_id,
                 creator_user_id,
@@ -1350,7 +1453,8 @@ impl Service {
                 created_at: time_of(now),
             },
             runs: runs.into_iter().map(run_view).collect(),
-        })
+        };
+        Ok((detail, keys.iter().map(|(_, c, o)| (*c, *o)).collect()))
     }
 
     pub async fn task(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::TaskDetail> {

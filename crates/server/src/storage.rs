@@ -86,6 +86,9 @@ pub enum Db {
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     pub max_connections: u32,
+    /// SQLite only: fsync every commit (`Full`, survives power loss) or only at checkpoints
+    /// (`Normal`, survives a process crash; the last commits may be lost on power loss).
+    pub sqlite_durability: Durability,
     /// PostgreSQL only: a schema to create and use (tests give each run a fresh one).
     pub pg_schema: Option<String>,
 }
@@ -94,9 +97,21 @@ impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
             max_connections: 16,
+            sqlite_durability: Durability::Full,
             pg_schema: None,
         }
     }
+}
+
+/// How hard SQLite makes each commit durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `synchronous = FULL`: the WAL is fsynced at every commit.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: the WAL is fsynced at checkpoints only.
+    Normal,
 }
 
 /// Path of the SQLite file named by `url` (`sqlite://PATH`, `sqlite:PATH`); relative paths are
@@ -134,7 +149,10 @@ impl Db {
                 .filename(&path)
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(match options.sqlite_durability {
+                    Durability::Full => SqliteSynchronous::Full,
+                    Durability::Normal => SqliteSynchronous::Normal,
+                })
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
             let write = SqlitePoolOptions::new()
@@ -580,6 +598,23 @@ impl Tx {
             Tx::Sqlite(_) => Backend::Sqlite,
             Tx::Postgres(_) => Backend::Postgres,
         }
+    }
+
+    /// Open a savepoint; a failing step inside it can be undone without losing the rest of
+    /// the transaction (used by group commit).
+    pub async fn savepoint(&mut self) -> Result<()> {
+        on!(self, c => sqlx::query("SAVEPOINT step").execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn release_savepoint(&mut self) -> Result<()> {
+        on!(self, c => sqlx::query("RELEASE SAVEPOINT step").execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        on!(self, c => sqlx::query("ROLLBACK TO SAVEPOINT step").execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        self.release_savepoint().await
     }
 
     pub async fn ping(&mut self) -> Result<()> {

@@ -1055,3 +1055,52 @@ async fn lists_are_keyset_paginated_and_filtered() {
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     kit.stop().await;
 }
+
+/// Concurrent creations (group-committed on SQLite): each request succeeds or fails on its own.
+#[tokio::test]
+async fn concurrent_task_creations_succeed_or_fail_independently() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let researcher3 = kit.user("res3", "researcher", w.org3).await;
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let (token, target) = match i % 4 {
+            0 => (w.researcher1.clone(), w.org3), // not a member: 400
+            1 => (researcher3.clone(), w.org2),   // other collaboration: 403
+            _ => (w.researcher1.clone(), w.org2), // fine
+        };
+        let client = kit.client.clone();
+        let url = kit.url("/api/tasks");
+        let c12 = w.c12;
+        let org1 = w.org1;
+        handles.push(tokio::spawn(async move {
+            let body = json!({"collaboration_id": c12, "image": "a/b:1", "inputs": [
+                {"organization_id": org1, "input": ""}, {"organization_id": target, "input": ""}]});
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for h in handles {
+        statuses.push(h.await.unwrap());
+    }
+    for (i, s) in statuses.iter().enumerate() {
+        let want = match i % 4 {
+            0 => StatusCode::BAD_REQUEST,
+            1 => StatusCode::FORBIDDEN,
+            _ => StatusCode::CREATED,
+        };
+        assert_eq!(*s, want, "request {i}");
+    }
+    let (_, v) = kit.get(&w.researcher1, "/api/tasks?limit=500").await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 20);
+    let (_, v) = kit.get(&w.node1, "/api/events?limit=500").await;
+    assert_eq!(v.as_array().unwrap().len(), 20);
+    kit.stop().await;
+}

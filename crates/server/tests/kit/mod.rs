@@ -40,6 +40,7 @@ pub fn database_url(dir: &Path) -> (String, ConnectOptions) {
                 ConnectOptions {
                     max_connections: 8,
                     pg_schema: Some(schema),
+                    ..Default::default()
                 },
             )
         }
@@ -48,6 +49,7 @@ pub fn database_url(dir: &Path) -> (String, ConnectOptions) {
             ConnectOptions {
                 max_connections: 8,
                 pg_schema: None,
+                ..Default::default()
             },
         ),
     }

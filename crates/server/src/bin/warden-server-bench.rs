@@ -1,0 +1,592 @@
+//! Benchmark of the coordination server, against a server running in a child process on
+//! loopback (real HTTP, real database).
+//!
+//! ```text
+//! cargo run --release -p warden-server --bin warden-server-bench -- [--database URL] [--tasks N]
+//! ```
+//!
+//! Without `--database`, a fresh SQLite file in a temporary directory is used. With a
+//! `postgres://` URL, a fresh schema in that database is used (and dropped at the end).
+//! Figures printed: create-task throughput (8 clients) and sequential latency, list latency with
+//! N stored tasks, push latency to a connected node, node and user login rates, start-up time on
+//! the existing database, and idle RSS of the server process.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use warden_server::config::{AuthConfig, LimitsConfig};
+use warden_server::storage::{ConnectOptions, Db, Durability, NewTask};
+
+const CLIENTS: usize = 8;
+const PASSWORD: &str = "bench password 0123456789";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("serve") {
+        return serve_child(&args[2..]);
+    }
+    let mut database = None;
+    let mut tasks = 100_000usize;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--database" => database = it.next().cloned(),
+            "--tasks" => {
+                tasks = it
+                    .next()
+                    .context("--tasks needs a number")?
+                    .parse()
+                    .context("--tasks needs a number")?
+            }
+            other => bail!("unknown argument {other}; use --database URL and --tasks N"),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench(database, tasks))
+}
+
+/// Child mode: `serve URL SCHEMA|- DIR` starts the server on a free port, prints
+/// `listening <addr> <startup micros>` and serves until stdin closes.
+fn serve_child(args: &[String]) -> Result<()> {
+    let t0 = Instant::now();
+    let [url, schema, dir] = args else {
+        bail!("usage: serve URL SCHEMA|- DIR");
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let options = ConnectOptions {
+            max_connections: 16,
+            sqlite_durability: match std::env::var("WARDEN_BENCH_SQLITE_DURABILITY").as_deref() {
+                Ok("normal") => Durability::Normal,
+                _ => Durability::Full,
+            },
+            pg_schema: (schema != "-").then(|| schema.clone()),
+        };
+        let dir = PathBuf::from(dir);
+        let service = warden_server::open(
+            url,
+            &dir,
+            &options,
+            AuthConfig::default(),
+            LimitsConfig::default(),
+        )
+        .await?;
+        let pw = dir.join("admin.pw");
+        if !pw.exists() {
+            std::fs::write(&pw, PASSWORD)?;
+        }
+        warden_server::bootstrap(&service, Some(&pw)).await?;
+        let server = warden_server::serve("127.0.0.1:0".parse()?, service).await?;
+        println!("listening {} {}", server.addr, t0.elapsed().as_micros());
+        // Serve until the parent closes our stdin.
+        let stdin_closed = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            while std::io::stdin()
+                .read_line(&mut s)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+        });
+        server
+            .wait(async {
+                let _ = stdin_closed.await;
+            })
+            .await?;
+        Ok(())
+    })
+}
+
+struct ChildServer {
+    child: Child,
+    addr: String,
+    startup: Duration,
+    spawned: Instant,
+}
+
+fn spawn_server(url: &str, schema: Option<&str>, dir: &Path) -> Result<ChildServer> {
+    let exe = std::env::current_exe()?;
+    let spawned = Instant::now();
+    let mut child = Command::new(exe)
+        .args(["serve", url, schema.unwrap_or("-")])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    if parts.next() != Some("listening") {
+        bail!("the server did not start: {line}");
+    }
+    let addr = parts.next().context("address")?.to_owned();
+    let micros: u64 = parts.next().context("startup")?.parse()?;
+    Ok(ChildServer {
+        child,
+        addr,
+        startup: Duration::from_micros(micros),
+        spawned,
+    })
+}
+
+impl ChildServer {
+    fn stop(mut self) -> Result<()> {
+        drop(self.child.stdin.take());
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS"))
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summary(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    println!(
+        "{name}: n={} p50={:?} p90={:?} p99={:?} max={:?}",
+        v.len(),
+        percentile(&v, 0.5),
+        percentile(&v, 0.9),
+        percentile(&v, 0.99),
+        v.last().copied().unwrap_or_default()
+    );
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn post(&self, token: Option<&str>, path: &str, body: &Value) -> Result<Value> {
+        let mut r = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    async fn get(&self, token: &str, path: &str) -> Result<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("GET {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+fn task_body(collab: i64, orgs: &[i64]) -> Value {
+    let inputs: Vec<Value> = orgs
+        .iter()
+        .map(|o| json!({"organization_id": o, "input": "c2VhbGVkIGlucHV0IGZvciB0aGUgb3JnYW5pemF0aW9uOiAzMiBieXRlcyBvciBzbw=="}))
+        .collect();
+    json!({"collaboration_id": collab, "name": "bench", "image": "registry.example.org/team/avg:1.0", "inputs": inputs})
+}
+
+async fn bench(database: Option<String>, target_tasks: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (url, schema) = match &database {
+        Some(u) if u.starts_with("postgres") => {
+            (u.clone(), Some(format!("bench_{}", std::process::id())))
+        }
+        Some(u) => (u.clone(), None),
+        None => (
+            format!("sqlite://{}", dir.path().join("server.db").display()),
+            None,
+        ),
+    };
+    println!(
+        "database: {}",
+        if schema.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    );
+    let server = spawn_server(&url, schema.as_deref(), dir.path())?;
+    let api = Api {
+        base: format!("http://{}", server.addr),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?,
+    };
+
+    // World: two organizations in one collaboration, a researcher, a node per organization.
+    let admin = api
+        .post(
+            None,
+            "/api/auth/login",
+            &json!({"username": "admin", "password": PASSWORD}),
+        )
+        .await?["access_token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let o1 = api
+        .post(
+            Some(&admin),
+            "/api/organizations",
+            &json!({"name": "one", "public_key": key}),
+        )
+        .await?["id"]
+        .as_i64()
+        .context("id")?;
+    let o2 = api
+        .post(
+            Some(&admin),
+            "/api/organizations",
+            &json!({"name": "two", "public_key": key}),
+        )
+        .await?["id"]
+        .as_i64()
+        .context("id")?;
+    let c = api
+        .post(
+            Some(&admin),
+            "/api/collaborations",
+            &json!({"name": "c", "organizations": [o1, o2]}),
+        )
+        .await?["id"]
+        .as_i64()
+        .context("id")?;
+    api.post(Some(&admin), "/api/users", &json!({"username": "res", "password": PASSWORD, "role": "researcher", "organization_id": o1})).await?;
+    let res = api
+        .post(
+            None,
+            "/api/auth/login",
+            &json!({"username": "res", "password": PASSWORD}),
+        )
+        .await?["access_token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    let n1 = api
+        .post(
+            Some(&admin),
+            "/api/nodes",
+            &json!({"organization_id": o1, "collaboration_id": c}),
+        )
+        .await?;
+    let node_key = n1["api_key"].as_str().context("key")?.to_owned();
+    let body = task_body(c, &[o1, o2]);
+
+    // 1. create-task, sequential latency.
+    for _ in 0..100 {
+        api.post(Some(&res), "/api/tasks", &body).await?;
+    }
+    let mut lat = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        api.post(Some(&res), "/api/tasks", &body).await?;
+        lat.push(t.elapsed());
+    }
+    summary("create-task sequential (2 targets)", lat);
+
+    // 2. create-task throughput with 8 clients.
+    let per_client = 1500;
+    let t = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..CLIENTS {
+        let http = api.http.clone();
+        let base = api.base.clone();
+        let res = res.clone();
+        let body = body.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let s = Instant::now();
+                let r = http
+                    .post(format!("{base}/api/tasks"))
+                    .bearer_auth(&res)
+                    .json(&body)
+                    .send()
+                    .await?;
+                if r.status() != reqwest::StatusCode::CREATED {
+                    bail!("create-task: {}", r.status());
+                }
+                let _ = r.bytes().await?;
+                lat.push(s.elapsed());
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await??);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "create-task throughput ({CLIENTS} clients): {:.0}/s ({} tasks in {:.2} s)",
+        all.len() as f64 / secs,
+        all.len(),
+        secs
+    );
+    summary("create-task latency under load", all);
+
+    // 3. Fill up to the target number of tasks directly through storage, then list.
+    let db = Db::connect(
+        &url,
+        dir.path(),
+        &ConnectOptions {
+            max_connections: 2,
+            pg_schema: schema.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let existing = 100 + 1000 + CLIENTS * per_client;
+    let t = Instant::now();
+    let mut left = target_tasks.saturating_sub(existing);
+    while left > 0 {
+        let batch = left.min(5000);
+        let mut tx = db.write().await?;
+        for _ in 0..batch {
+            let id = tx
+                .insert_task(&NewTask {
+                    collaboration_id: c,
+                    name: "seed",
+                    image: "registry.example.org/team/avg:1.0",
+                    organization_id: o1,
+                    creator_user_id: None,
+                    creator_run_id: None,
+                    parent_task_id: None,
+                    created_at: 0,
+                })
+                .await?;
+            let r1 = tx.insert_run(id, c, o1, b"x", 0).await?;
+            let r2 = tx.insert_run(id, c, o2, b"x", 0).await?;
+            tx.insert_run_events(&[(r1, c, o1), (r2, c, o2)], 0).await?;
+        }
+        tx.commit().await?;
+        left -= batch;
+    }
+    println!(
+        "seeded to {target_tasks} tasks in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    for (who, token) in [("researcher", &res), ("root", &admin)] {
+        let mut lat = Vec::new();
+        for i in 0..1100 {
+            let t = Instant::now();
+            let v = api.get(token, "/api/tasks?limit=50").await?;
+            if i >= 100 {
+                lat.push(t.elapsed());
+            }
+            if v["items"].as_array().map(Vec::len) != Some(50) {
+                bail!("list returned {v}");
+            }
+        }
+        summary(
+            &format!("list 50 newest tasks of {target_tasks} ({who})"),
+            lat,
+        );
+    }
+    let mut lat = Vec::new();
+    let first = api.get(&res, "/api/tasks?limit=50").await?;
+    let mut cursor = first["next"].as_i64().context("next")?;
+    for _ in 0..500 {
+        let t = Instant::now();
+        let v = api
+            .get(&res, &format!("/api/tasks?limit=50&after={cursor}"))
+            .await?;
+        lat.push(t.elapsed());
+        cursor = v["next"].as_i64().context("next")?;
+    }
+    summary("list next pages (keyset)", lat);
+
+    // 4. push latency to a connected node.
+    let node_token = api
+        .post(None, "/api/auth/node", &json!({"api_key": node_key}))
+        .await?["access_token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    let last = db.read().await?.last_event_id().await?;
+    let ws_url = format!("ws://{}/api/events/ws?after={last}", server.addr);
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url)?;
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {node_token}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    let (tx_arrival, mut rx_arrival) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                    if let Some(r) = v["run_id"].as_i64() {
+                        let _ = tx_arrival.send((r, Instant::now()));
+                    }
+                }
+            }
+        }
+    });
+    let mut sent: HashMap<i64, (Instant, Instant)> = HashMap::new();
+    for _ in 0..300 {
+        let t0 = Instant::now();
+        let v = api.post(Some(&res), "/api/tasks", &body).await?;
+        let t1 = Instant::now();
+        for r in v["runs"].as_array().context("runs")? {
+            if r["organization_id"] == o1 {
+                sent.insert(r["id"].as_i64().context("id")?, (t0, t1));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut from_request = Vec::new();
+    let mut from_commit = Vec::new();
+    while from_request.len() < sent.len() {
+        let (run, at) = tokio::time::timeout(Duration::from_secs(5), rx_arrival.recv())
+            .await?
+            .context("socket closed")?;
+        if let Some((t0, t1)) = sent.get(&run) {
+            from_request.push(at.saturating_duration_since(*t0));
+            from_commit.push(at.saturating_duration_since(*t1));
+        }
+    }
+    summary(
+        "push: event arrival after create request sent",
+        from_request,
+    );
+    summary("push: event arrival after create response", from_commit);
+
+    // 5. node logins (8 clients).
+    let n = 2000;
+    let t = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..CLIENTS {
+        let http = api.http.clone();
+        let base = api.base.clone();
+        let key = node_key.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..n / CLIENTS {
+                let r = http
+                    .post(format!("{base}/api/auth/node"))
+                    .json(&json!({"api_key": key}))
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("node login: {}", r.status());
+                }
+                let _ = r.bytes().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    println!(
+        "node login ({CLIENTS} clients): {:.0}/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+
+    // 6. user logins (8 clients, argon2id m=19 MiB).
+    let n = 160;
+    let t = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..CLIENTS {
+        let http = api.http.clone();
+        let base = api.base.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..n / CLIENTS {
+                let r = http
+                    .post(format!("{base}/api/auth/login"))
+                    .json(&json!({"username": "res", "password": PASSWORD}))
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("user login: {}", r.status());
+                }
+                let _ = r.bytes().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    println!(
+        "user login ({CLIENTS} clients, argon2id m=19 MiB): {:.1}/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+
+    // 7. start-up on the existing database, and idle RSS.
+    println!(
+        "first start (empty database, migrations, admin hash): {:?}",
+        server.startup
+    );
+    let loaded_rss = server.rss_kib()?;
+    server.stop()?;
+    db.close().await;
+    let server = spawn_server(&url, schema.as_deref(), dir.path())?;
+    let ready = server.spawned.elapsed();
+    println!(
+        "start-up on the existing database: {:?} in-process (open + migrate check + listen), {:?} from exec to listening",
+        server.startup, ready
+    );
+    let api = Api {
+        base: format!("http://{}", server.addr),
+        http: reqwest::Client::new(),
+    };
+    api.http
+        .get(format!("{}/api/health", api.base))
+        .send()
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "idle RSS: {} KiB after restart (was {} KiB after the load above)",
+        server.rss_kib()?,
+        loaded_rss
+    );
+    server.stop()?;
+    if let Some(s) = schema {
+        let pool = sqlx::PgPool::connect(&url).await?;
+        sqlx::query(&format!("DROP SCHEMA \"{s}\" CASCADE"))
+            .execute(&pool)
+            .await?;
+    }
+    Ok(())
+}
