@@ -28,8 +28,8 @@ pub struct DemoArgs {
 #[derive(Debug)]
 pub enum Outcome {
     Done,
-    /// A prerequisite is missing; the message says what to install.
-    Missing(String),
+    /// A prerequisite is missing or an argument is wrong; the message says what to do.
+    BadInput(String),
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
@@ -54,7 +54,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
         tokio::select! {
             r = warden_demo::run(&options, &mut stdout) => match r {
                 Ok(_) => Ok(Outcome::Done),
-                Err(warden_demo::DemoError::Prerequisites(p)) => Ok(Outcome::Missing(p.to_string())),
+                Err(e @ (warden_demo::DemoError::Prerequisites(_) | warden_demo::DemoError::KeepNotEmpty(_))) => {
+                    Ok(Outcome::BadInput(e.to_string()))
+                }
                 Err(e) => Err(e.into()),
             },
             // Dropping the demo's future stops its registry and removes its containers and images.

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         },
         Command::Demo(args) => match demo::run(args) {
             Ok(demo::Outcome::Done) => ExitCode::SUCCESS,
-            Ok(demo::Outcome::Missing(what)) => {
+            Ok(demo::Outcome::BadInput(what)) => {
                 eprintln!("error: {what}");
                 ExitCode::from(EXIT_BAD_INPUT)
             }

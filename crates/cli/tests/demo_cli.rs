@@ -189,3 +189,49 @@ fn a_missing_prerequisite_is_named_with_what_to_do_and_exit_2() {
     assert!(stderr.contains("scripts/demo"), "{stderr}");
     assert!(stdout.is_empty(), "nothing started: {stdout}");
 }
+
+#[test]
+fn an_unreachable_docker_engine_is_named_with_every_other_missing_piece() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--algorithm-binary", "/bin/sh"])
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", dir.path().join("no.sock").display()),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the Docker engine: it does not answer"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("start dockerd"), "{stderr}");
+    assert!(
+        stderr.contains("the algorithm binary /bin/sh: it is dynamically linked"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_keep_directory_that_is_not_empty_is_refused_before_anything_starts() {
+    let mean = warden_testkit::build_static_binary("warden-algorithm-mean", "mean").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious"), "x").unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--algorithm-binary"])
+        .arg(&mean)
+        .arg("--keep")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is not empty; pass a new or empty directory"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
