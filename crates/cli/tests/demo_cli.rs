@@ -62,6 +62,11 @@ fn the_demo_runs_a_signed_federated_mean_shows_a_denial_and_leaves_nothing_behin
         out.status
     );
 
+    // The kept work directory holds secret keys: only this user may read it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+
     // The mean, recomputed from the very files the nodes read.
     let (mut sum, mut n, mut ids) = (0u64, 0u64, Vec::new());
     for org in ORGS {

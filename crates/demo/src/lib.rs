@@ -28,6 +28,7 @@ pub mod data;
 pub mod prereq;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -214,6 +215,9 @@ pub async fn run<W: Write>(options: &Options, out: &mut W) -> Result<Summary, De
                 return Err(DemoError::KeepNotEmpty(dir.clone()));
             }
             std::fs::create_dir_all(dir).map_err(io(dir))?;
+            // It holds secret keys: only this user may read it.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(dir))?;
             let dir = dir.canonicalize().map_err(io(dir))?;
             (None, dir)
         }
@@ -444,55 +448,52 @@ async fn with_server<W: Write>(
     let mut orgs = Vec::new();
     for (index, name) in ORGANIZATIONS.into_iter().enumerate() {
         let secret = warden_seal::SecretKey::generate();
-        let v = api
-            .call(
-                reqwest::Method::POST,
+        let created: warden_api::Organization = api
+            .post(
                 &admin,
                 "/api/organizations",
-                Some(json!({"name": name, "public_key": secret.public_key().to_base64()})),
+                json!({"name": name, "public_key": secret.public_key().to_base64()}),
                 &format!("creating organization {name}"),
             )
             .await?;
         orgs.push(Org {
             name,
-            id: v["id"].as_i64().unwrap_or_default(),
+            id: created.id,
             secret,
             api_key: String::new(),
             rows: data::rows(index),
         });
     }
     let ids: Vec<i64> = orgs.iter().map(|o| o.id).collect();
-    let v = api
-        .call(
-            reqwest::Method::POST,
+    let collaboration: warden_api::Collaboration = api
+        .post(
             &admin,
             "/api/collaborations",
-            Some(json!({"name": "demo-study", "organizations": ids, "encrypted": true})),
+            json!({"name": "demo-study", "organizations": ids, "encrypted": true}),
             "creating the collaboration",
         )
         .await?;
-    let collab = v["id"].as_i64().unwrap_or_default();
+    let collab = collaboration.id;
     for o in &mut orgs {
-        let v = api
-            .call(
-                reqwest::Method::POST,
+        let created: warden_api::CreatedNode = api
+            .post(
                 &admin,
                 "/api/nodes",
-                Some(json!({"organization_id": o.id, "collaboration_id": collab})),
+                json!({"organization_id": o.id, "collaboration_id": collab}),
                 &format!("creating the node of {}", o.name),
             )
             .await?;
-        o.api_key = v["api_key"].as_str().unwrap_or_default().to_owned();
+        o.api_key = created.api_key;
     }
     let researcher_password = random_secret();
-    api.call(
-        reqwest::Method::POST,
-        &admin,
-        "/api/users",
-        Some(json!({"username": "researcher", "password": researcher_password, "role": "researcher", "organization_id": orgs[0].id})),
-        "creating the researcher",
-    )
-    .await?;
+    let _: warden_api::User = api
+        .post(
+            &admin,
+            "/api/users",
+            json!({"username": "researcher", "password": researcher_password, "role": "researcher", "organization_id": orgs[0].id}),
+            "creating the researcher",
+        )
+        .await?;
     let researcher = api.login("researcher", &researcher_password).await?;
     say!(
         out,
@@ -735,8 +736,7 @@ async fn runs<W: Write>(
         task.task.id,
         home.name
     );
-    let run_id = task.runs.first().map(|r| r.id).unwrap_or_default();
-    let run = api.wait_final(researcher, run_id).await?;
+    let run = api.wait_final(researcher, only_run(&task)?).await?;
     if run.state != RunState::Completed {
         return Err(DemoError::Run {
             what: "the federated mean",
@@ -858,8 +858,7 @@ async fn runs<W: Write>(
         denier.name,
         task.task.id
     );
-    let run_id = task.runs.first().map(|r| r.id).unwrap_or_default();
-    let run = api.wait_final(researcher, run_id).await?;
+    let run = api.wait_final(researcher, only_run(&task)?).await?;
     if run.state != RunState::Rejected {
         return Err(DemoError::Run {
             what: "the experimental image should have been rejected",
@@ -880,6 +879,18 @@ async fn runs<W: Write>(
         if pulled { "present" } else { "absent" }
     );
     Ok((mean, count, n_orgs, expected, reason))
+}
+
+/// The one run of a task sent to one organization.
+fn only_run(task: &TaskDetail) -> Result<i64, DemoError> {
+    match task.runs.as_slice() {
+        [run] => Ok(run.id),
+        runs => Err(DemoError::Api {
+            what: format!("creating task {}", task.task.name),
+            status: 201,
+            body: format!("expected one run, got {}", runs.len()),
+        }),
+    }
 }
 
 /// `line N: <text>` of the policy file for a reason that names `(line N)`.
@@ -1002,22 +1013,39 @@ impl Api {
         })
     }
 
+    async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+        body: Value,
+        what: &str,
+    ) -> Result<T, DemoError> {
+        let v = self
+            .call(reqwest::Method::POST, token, path, Some(body), what)
+            .await?;
+        serde_json::from_value(v.clone()).map_err(|e| DemoError::Api {
+            what: what.to_owned(),
+            status: 201,
+            body: format!("{e}: {v}"),
+        })
+    }
+
     async fn login(&self, user: &str, password: &str) -> Result<String, DemoError> {
         let req = self
             .http
             .post(format!("{}/api/auth/login", self.base))
             .json(&json!({"username": user, "password": password}));
         let what = format!("logging in as {user}");
-        let v: Value = self
-            .send(req, &what)
-            .await?
-            .json()
-            .await
-            .map_err(|source| DemoError::Http {
-                what: what.clone(),
-                source,
-            })?;
-        Ok(v["access_token"].as_str().unwrap_or_default().to_owned())
+        let tokens: warden_api::TokenResponse =
+            self.send(req, &what)
+                .await?
+                .json()
+                .await
+                .map_err(|source| DemoError::Http {
+                    what: what.clone(),
+                    source,
+                })?;
+        Ok(tokens.access_token)
     }
 
     /// Creates a task with the input sealed for each target organization.
@@ -1030,7 +1058,7 @@ impl Api {
         input: &Value,
         targets: &[&Org],
     ) -> Result<TaskDetail, DemoError> {
-        let plain = serde_json::to_vec(input).unwrap_or_default();
+        let plain = input.to_string().into_bytes();
         let mut inputs = Vec::new();
         for o in targets {
             let sealed = warden_seal::seal(
