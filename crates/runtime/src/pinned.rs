@@ -53,7 +53,8 @@ impl PinnedImage {
     }
 }
 
-/// Pulls `repository@digest`, inspects it, requires its `RepoDigests` to contain that digest for
+/// Pulls `repository@digest` (unless the engine already holds it under that digest), inspects
+/// it, requires its `RepoDigests` to contain that digest for
 /// that repository (compared after normalisation, so Docker's familiar `x@sha256:..` matches
 /// `docker.io/library/x`), and returns the pinned image with its local ID. The tag is never
 /// consulted.
@@ -63,20 +64,32 @@ pub async fn pull_pinned<E: Engine + ?Sized>(
     digest: &Digest,
 ) -> Result<PinnedImage, PinError> {
     let reference = format!("{repository}@{digest}");
-    engine
-        .pull(&reference)
-        .await
-        .map_err(|source| PinError::Pull {
-            reference: reference.clone(),
-            source,
-        })?;
-    let info = engine
-        .inspect_image(&reference)
-        .await
-        .map_err(|source| PinError::Inspect {
-            reference: reference.clone(),
-            source,
-        })?;
+    // Already present with that digest for that repository (the same check as after a pull):
+    // no registry round trip.
+    let present = engine.inspect_image(&reference).await.ok().filter(|info| {
+        info.repo_digests
+            .iter()
+            .any(|entry| repo_digest_matches(entry, repository, digest))
+    });
+    let info = match present {
+        Some(info) => info,
+        None => {
+            engine
+                .pull(&reference)
+                .await
+                .map_err(|source| PinError::Pull {
+                    reference: reference.clone(),
+                    source,
+                })?;
+            engine
+                .inspect_image(&reference)
+                .await
+                .map_err(|source| PinError::Inspect {
+                    reference: reference.clone(),
+                    source,
+                })?
+        }
+    };
     let listed = info
         .repo_digests
         .iter()
