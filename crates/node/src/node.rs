@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
@@ -60,6 +60,22 @@ pub enum StartError {
     Config(String),
 }
 
+/// Where the time went between receiving a run and starting its container (for benches and
+/// operators; see [`Node::timings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunTiming {
+    pub run_id: i64,
+    /// From the event to the call that creates the container.
+    pub to_container: Duration,
+    /// Steps 2 to 6: pre-check, resolution, signatures, decision.
+    pub admission: Duration,
+    /// Step 7: pull by digest and pin.
+    pub pin: Duration,
+}
+
+/// How many timings are kept.
+const MAX_TIMINGS: usize = 1000;
+
 /// What the node knows about its collaboration (re-read for every run).
 #[derive(Debug, Clone)]
 struct Collab {
@@ -98,6 +114,7 @@ struct Shared {
     audit_path: PathBuf,
     slots: Semaphore,
     active: Mutex<HashSet<i64>>,
+    timings: Mutex<std::collections::VecDeque<RunTiming>>,
 }
 
 fn read_file(what: &'static str, path: &Path, cap: u64) -> Result<Zeroizing<Vec<u8>>, StartError> {
@@ -286,6 +303,7 @@ impl Node {
                 audit_path,
                 slots: Semaphore::new(concurrent),
                 active: Mutex::new(HashSet::new()),
+                timings: Mutex::new(std::collections::VecDeque::new()),
             }),
         })
     }
@@ -297,6 +315,12 @@ impl Node {
     /// The path of the node's audit log.
     pub fn audit_path(&self) -> &Path {
         &self.inner.audit_path
+    }
+
+    /// The most recent runs' timings, oldest first.
+    pub fn timings(&self) -> Vec<RunTiming> {
+        let t = self.inner.timings.lock().unwrap_or_else(|p| p.into_inner());
+        t.iter().copied().collect()
     }
 
     /// The label value on this node's containers.
@@ -489,9 +513,10 @@ impl Node {
             active.insert(run_id);
         }
         let node = self.clone();
+        let received = Instant::now();
         tokio::spawn(async move {
             let _permit = node.inner.slots.acquire().await;
-            node.handle(run_id, event_image).await;
+            node.handle(run_id, event_image, received).await;
             node.inner
                 .active
                 .lock()
@@ -521,7 +546,7 @@ impl Node {
     }
 
     /// One run, from the event to the spooled outcome.
-    async fn handle(&self, run_id: i64, event_image: Option<String>) {
+    async fn handle(&self, run_id: i64, event_image: Option<String>, received: Instant) {
         let s = &self.inner;
         let run = match s.server.run(run_id).await {
             Ok(r) => r,
@@ -542,9 +567,13 @@ impl Node {
             );
             return;
         }
-        if let Err(e) = s.server.ack(run_id).await {
-            tracing::debug!(run = run_id, error = %e, "ack failed");
-        }
+        // Acknowledge delivery without waiting: the run's state is what matters.
+        let server = s.server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server.ack(run_id).await {
+                tracing::debug!(run = run_id, error = %e, "ack failed");
+            }
+        });
         let task = match s.server.task(run.task_id).await {
             Ok(t) => t.task,
             Err(e) => {
@@ -586,12 +615,25 @@ impl Node {
             outcome: AuditOutcome::Rejected,
             reason: None,
         };
-        match self
+        let admission_started = Instant::now();
+        let admitted = self
             .admit(&mut record, &mut audit, event_image.as_deref(), &task)
-            .await
-        {
+            .await;
+        let mut timing = RunTiming {
+            run_id,
+            to_container: Duration::ZERO,
+            admission: admission_started.elapsed(),
+            pin: Duration::ZERO,
+        };
+        match admitted {
             Ok((admitted, input, collab)) => {
-                self.execute(record, audit, admitted, input, collab).await;
+                let run = Admission {
+                    admitted,
+                    input,
+                    collab,
+                    received,
+                };
+                self.execute(record, audit, run, &mut timing).await;
             }
             Err(Refused::Rejected(reason)) => {
                 audit.reason = Some(reason.clone());
@@ -628,28 +670,26 @@ impl Node {
                 )));
             }
         }
-        let collab = self.collaboration().await.map_err(Refused::server)?;
+        // The three reads are independent: make them at once.
+        let (collab, requester_org, sealed) = tokio::join!(
+            self.collaboration(),
+            s.keys.get(&s.server, task.organization_id),
+            s.server.input(record.run_id),
+        );
+        let collab = collab.map_err(Refused::server)?;
         audit.collaboration = Some(collab.name.clone());
-        let requester_org = s
-            .keys
-            .get(&s.server, task.organization_id)
-            .await
-            .map_err(|e| {
-                if e.is_transient() {
-                    Refused::Transient(e.to_string())
-                } else {
-                    Refused::Rejected(format!(
-                        "the requesting organization cannot receive a result: {e}"
-                    ))
-                }
-            })?;
+        let requester_org = requester_org.map_err(|e| {
+            if e.is_transient() {
+                Refused::Transient(e.to_string())
+            } else {
+                Refused::Rejected(format!(
+                    "the requesting organization cannot receive a result: {e}"
+                ))
+            }
+        })?;
         audit.organization = Some(requester_org.name.clone());
         record.result_key = collab.encrypted.then(|| requester_org.key.to_base64());
-        let sealed = s
-            .server
-            .input(record.run_id)
-            .await
-            .map_err(Refused::server)?;
+        let sealed = sealed.map_err(Refused::server)?;
         audit.input_sha256 = Some(sha256_hex(&sealed));
         let input = if collab.encrypted {
             warden_seal::open(
@@ -712,10 +752,15 @@ impl Node {
         &self,
         mut record: RunRecord,
         audit: Record,
-        admitted: Admitted,
-        input: Vec<u8>,
-        collab: Collab,
+        run: Admission,
+        timing: &mut RunTiming,
     ) {
+        let Admission {
+            admitted,
+            input,
+            collab,
+            received,
+        } = run;
         let s = &self.inner;
         let run_id = record.run_id;
         let mut run_audit = audit;
@@ -726,34 +771,38 @@ impl Node {
             reason: None,
             digest: Some(admitted.digest().to_string()),
         };
-        if let Err(e) = s.server.update(run_id, &update).await {
+        // Report the admission while pulling: both must succeed before the run starts.
+        let pin_started = Instant::now();
+        let (reported, pinned) = tokio::join!(s.server.update(run_id, &update), async {
+            let p = crate::admission::pin(&s.engine, &admitted).await;
+            (p, pin_started.elapsed())
+        });
+        let (pinned, pin_time) = pinned;
+        timing.pin = pin_time;
+        if let Err(e) = reported {
             tracing::warn!(run = run_id, error = %e, "cannot report admitted");
             let outcome = Err(format!("cannot report the admission to the server: {e}"));
             return self.finish_audited(&mut record, outcome, run_audit).await;
         }
-        let pinned = match crate::admission::pin(&s.engine, &admitted).await {
+        let pinned = match pinned {
             Ok(p) => p,
             Err(e) => {
                 let outcome = Err(format!("the admitted image could not be pinned: {e}"));
                 return self.finish_audited(&mut record, outcome, run_audit).await;
             }
         };
-        let running = api::UpdateRun {
-            state: RunState::Running,
-            reason: None,
-            digest: None,
-        };
         // Recorded before it is reported: after a crash, reconciliation looks for the container.
         record.phase = Phase::Running;
         let _ = s.spool.save(&record);
-        if let Err(e) = s.server.update(run_id, &running).await {
-            let outcome = Err(format!("cannot report the start to the server: {e}"));
-            return self.finish_audited(&mut record, outcome, run_audit).await;
-        }
-        record.reported_running = true;
-        let _ = s.spool.save(&record);
         let outcome = self
-            .run_container(&record, &admitted, &pinned, &input, &collab)
+            .run_container(
+                &record,
+                &admitted,
+                &pinned,
+                &input,
+                &collab,
+                (received, timing),
+            )
             .await;
         self.finish_audited(&mut record, outcome, run_audit).await;
     }
@@ -765,7 +814,61 @@ impl Node {
         pinned: &warden_runtime::PinnedImage,
         input: &[u8],
         collab: &Collab,
+        (received, timing): (Instant, &mut RunTiming),
     ) -> Result<Vec<u8>, String> {
+        let s = &self.inner;
+        let run_id = record.run_id;
+        let running = api::UpdateRun {
+            state: RunState::Running,
+            reason: None,
+            digest: None,
+        };
+        // Report the start while the directories and the proxy are prepared.
+        let (reported, prepared) = tokio::join!(
+            s.server.update(run_id, &running),
+            self.prepare(record, admitted, input, collab)
+        );
+        let (proxy, spec) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                s.spool.remove_work(run_id);
+                return Err(e);
+            }
+        };
+        if let Err(e) = reported {
+            proxy.stop().await;
+            s.spool.remove_work(run_id);
+            return Err(format!("cannot report the start to the server: {e}"));
+        }
+        timing.to_container = received.elapsed();
+        {
+            let mut t = s.timings.lock().unwrap_or_else(|p| p.into_inner());
+            if t.len() == MAX_TIMINGS {
+                t.pop_front();
+            }
+            t.push_back(*timing);
+        }
+        tracing::info!(
+            run = run_id,
+            to_container_ms = timing.to_container.as_secs_f64() * 1e3,
+            admission_ms = timing.admission.as_secs_f64() * 1e3,
+            pin_ms = timing.pin.as_secs_f64() * 1e3,
+            "starting the container"
+        );
+        let report = warden_runtime::run_pinned(&s.engine, pinned, &spec).await;
+        proxy.stop().await;
+        s.spool.remove_work(run_id);
+        report_outcome(&report)
+    }
+
+    /// The run's directories, input file, proxy and container spec.
+    async fn prepare(
+        &self,
+        record: &RunRecord,
+        admitted: &Admitted,
+        input: &[u8],
+        collab: &Collab,
+    ) -> Result<(Proxy, RunSpec), String> {
         let s = &self.inner;
         let run_id = record.run_id;
         let work = s
@@ -831,10 +934,7 @@ impl Node {
                 record.collaboration_id.to_string(),
             ),
         ]);
-        let report = warden_runtime::run_pinned(&s.engine, pinned, &spec).await;
-        proxy.stop().await;
-        s.spool.remove_work(run_id);
-        report_outcome(&report)
+        Ok((proxy, spec))
     }
 
     async fn finish_audited(
@@ -1022,6 +1122,14 @@ impl Node {
         let _ = s.spool.remove(record.run_id);
         Ok(())
     }
+}
+
+/// An admitted run on its way to the container.
+struct Admission {
+    admitted: Admitted,
+    input: Vec<u8>,
+    collab: Collab,
+    received: Instant,
 }
 
 /// Why a run was not admitted.

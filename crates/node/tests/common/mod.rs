@@ -116,7 +116,7 @@ pub fn database(dir: &Path) -> (String, ConnectOptions) {
         format!("sqlite://{}", dir.join("server.db").display()),
         ConnectOptions {
             max_connections: 8,
-            pg_schema: None,
+            ..ConnectOptions::default()
         },
     )
 }
