@@ -17,6 +17,13 @@ use warden_api::RunState;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warden");
 
+/// The node binary: this build's, or `WARDEN_NODE_BIN` (e.g. a release build, to measure).
+fn node_bin() -> std::path::PathBuf {
+    std::env::var_os("WARDEN_NODE_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| BIN.into())
+}
+
 fn work_dirs(config: &Path) -> usize {
     std::fs::read_dir(config.parent().unwrap().join("spool/work"))
         .map(|d| d.count())
@@ -128,7 +135,16 @@ async fn a_result_finished_while_the_server_is_down_is_delivered_once_it_is_back
     let label = World::label_of(&config);
     w.labels.push(label.clone());
     let image = format!("{repo}:v1");
-    let node = spawn_node(Path::new(BIN), &config);
+    let node = spawn_node(&node_bin(), &config);
+    // The idle node's resident memory, for the report (not asserted: figures come from here
+    // and the bench, never from timed assertions).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.child.id())).unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("VmRSS: ?");
+    eprintln!("idle node ({}): {rss}", node_bin().display());
 
     let task = w
         .create_task(&image, &json!({"function": "f", "sleep": 3}), &[&w.a])
