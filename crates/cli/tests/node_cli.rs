@@ -201,3 +201,25 @@ async fn a_result_finished_while_the_server_is_down_is_delivered_once_it_is_back
         node.log()
     );
 }
+
+#[test]
+fn a_bad_configuration_is_refused_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "[server]\nurl = \"http://127.0.0.1:1\"\napi_key = \"wdn_1_x\"\n[node]\npolicy = \"p\"\nsecret_key = \"k\"\nspool_dir = \"s\"\nprobe = \"probe\"\n[audit]\ndir = \"a\"\nsigning_key = \"k\"\npassword_file = \"p\"\n[limits]\npids = 0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["node", "start", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:14:", config.display())) && err.contains("key `limits.pids`"),
+        "{err}"
+    );
+}

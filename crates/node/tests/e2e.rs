@@ -131,3 +131,42 @@ async fn data_sources_are_mounted_read_only_by_name() {
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "age\n41\n");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_to_start_when_isolation_does_not_hold() {
+    let w = World::new().await;
+    let config = w.node_config(&w.a, "", "");
+    // Replace the probe by one that reports a failed check.
+    common::compile("false_probe", config.parent().unwrap());
+    std::fs::rename(
+        config.parent().unwrap().join("false_probe"),
+        config.parent().unwrap().join("probe"),
+    )
+    .unwrap();
+    let parsed = warden_node::config::Config::load(&config).unwrap();
+    let err = warden_node::Node::start(parsed).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, warden_node::StartError::Isolation(_)),
+        "{text}"
+    );
+    assert!(text.contains("FAIL network"), "{text}");
+    assert!(text.contains("will not run algorithms"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_to_start_on_a_bad_policy() {
+    let w = World::new().await;
+    let config = w.node_config(
+        &w.a,
+        "[[allow]]\nrepository = \"x\"\nsigned_by = { keys = [\"missing.pub\"], threshold = 1 }",
+        "",
+    );
+    let parsed = warden_node::config::Config::load(&config).unwrap();
+    let err = warden_node::Node::start(parsed).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("policy.toml:") && text.contains("missing.pub"),
+        "{text}"
+    );
+}
