@@ -12,20 +12,20 @@
 //!
 //! Exit status: 0 allowed (or signed), 1 denied, 2 bad input or registry failure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use warden_policy::{Decision, KeyLoadError, Policy, Precheck, Request, Requester};
+use warden_node::admission::{Gate, Stage};
+use warden_policy::{Decision, Requester};
 use warden_reference::Reference;
 use warden_registry::{Client, ClientOptions, DockerConfig, Platform};
-use warden_trust::{KeyId, PublicKey, SignatureCandidate, SigningKey, cosign};
+use warden_trust::{KeyId, SigningKey, cosign};
 use zeroize::Zeroizing;
 
 /// The environment variable that holds the private key password.
 const PASSWORD_ENV: &str = "WARDEN_PASSWORD";
-const MAX_POLICY_BYTES: u64 = 4 * 1024 * 1024;
 const MAX_SMALL_FILE: u64 = 64 * 1024;
 
 pub const EXIT_ALLOWED: u8 = 0;
@@ -186,54 +186,8 @@ async fn sign(
     })
 }
 
-/// The policy and the keys its `signed_by` rules pin, with the file names that held them.
-struct LoadedPolicy {
-    policy: Policy,
-    keys: Vec<PublicKey>,
-    key_files: BTreeMap<KeyId, Vec<String>>,
-}
-
-/// Loads the policy as `Policy::load` does, keeping the public keys for verification.
-fn load_policy(path: &Path) -> anyhow::Result<LoadedPolicy> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read policy {}", path.display()))?;
-    if meta.len() > MAX_POLICY_BYTES {
-        bail!(
-            "policy {} is larger than {MAX_POLICY_BYTES} bytes; is it the right file?",
-            path.display()
-        );
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read policy {}", path.display()))?;
-    let base = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut keys: BTreeMap<KeyId, PublicKey> = BTreeMap::new();
-    let mut key_files: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
-    let policy = Policy::from_toml_str(&text, &path.display().to_string(), |file| {
-        let key_path = base.join(file);
-        let pem = read_small(&key_path).map_err(|e| {
-            KeyLoadError(format!(
-                "cannot read key file {}: {e:#}; the path is relative to the policy file",
-                key_path.display()
-            ))
-        })?;
-        let pem = std::str::from_utf8(&pem)
-            .map_err(|_| KeyLoadError(format!("key file {} is not text", key_path.display())))?;
-        let key = PublicKey::from_pem(pem)
-            .map_err(|e| KeyLoadError(format!("key file {}: {e}", key_path.display())))?;
-        let names = key_files.entry(key.id()).or_default();
-        if !names.iter().any(|n| n == file) {
-            names.push(file.to_owned());
-        }
-        keys.insert(key.id(), key.clone());
-        Ok(key)
-    })?;
-    Ok(LoadedPolicy {
-        policy,
-        keys: keys.into_values().collect(),
-        key_files,
-    })
-}
-
+/// Steps 1 to 6 of the node's trust chain, walked by the node's own code
+/// (`warden_node::admission`): the CLI and the node cannot disagree.
 async fn verify(
     policy_path: &Path,
     requester: Requester,
@@ -241,9 +195,9 @@ async fn verify(
     registry: &RegistryArgs,
     image: &str,
 ) -> anyhow::Result<Outcome> {
-    // 1. Parse and normalise.
+    // 1. Parse and normalise (a malformed reference is bad input, exit 2).
     let reference = Reference::parse(image)?;
-    let loaded = load_policy(policy_path)?;
+    let gate = Gate::load(policy_path)?;
     let mut report = Report {
         image: reference.to_string(),
         repository: reference.repository().to_string(),
@@ -251,61 +205,35 @@ async fn verify(
     };
 
     // 2. Pre-check on names and requester, before any network I/O.
-    if let Precheck::Deny { reasons } =
-        warden_policy::precheck(&loaded.policy, &reference, &requester)
-    {
-        report.stage = "precheck";
-        report.decision = Some(Decision::Deny { reasons });
-        return Ok(report.finish(json, &loaded.key_files));
-    }
+    let checked = match gate.precheck(image, &requester) {
+        Ok(checked) => checked,
+        Err(r) if r.stage == Stage::Precheck => {
+            report.stage = "precheck";
+            report.decision = r.decision;
+            return Ok(report.finish(json, gate.key_file_map()));
+        }
+        Err(r) => bail!("{}", r.reason),
+    };
     let client = client(registry)?;
 
-    // 3. Resolve once.
-    let resolved = client.resolve(&reference).await?;
-    report.digest = Some(resolved.digest.to_string());
-    report.platform_digest = resolved.platform.as_ref().map(|p| p.digest.to_string());
-
-    // 4 and 5. Fetch and verify, for each digest a signature may cover.
-    let repository = reference.repository();
-    let mut signers = BTreeSet::new();
-    for digest in resolved.signed_digests() {
-        let set = client.fetch_signatures(repository, &digest).await?;
-        let candidates: Vec<SignatureCandidate> = set
-            .candidates
-            .iter()
-            .map(|c| SignatureCandidate {
-                payload: c.payload.clone(),
-                signature_b64: c.signature_b64.clone(),
-                origin: c.origin.clone(),
-            })
-            .collect();
-        let v = cosign::verify(&candidates, &loaded.keys, repository, &digest);
-        signers.extend(v.verified.iter().copied());
-        report
-            .rejected
-            .extend(v.rejected.iter().map(|r| format!("{digest}: {r}")));
-        report.rejected.extend(
-            set.skipped
-                .iter()
-                .map(|s| format!("{digest}: {}: {}", s.origin, s.reason)),
-        );
-        report.candidates += set.candidates.len();
-    }
-    report.signers = signers.iter().copied().collect();
-
-    // 6. Decide.
-    let decision = warden_policy::decide(
-        &loaded.policy,
-        &Request {
-            reference: &reference,
-            digest: Some(&resolved.digest),
-            signers: &signers,
-            requester: &requester,
+    // 3 to 6. Resolve once, fetch and verify signatures, decide. A registry failure is an
+    // error (exit 2), not a decision.
+    let (evidence, decision) = match gate.admit(&client, checked).await {
+        Ok(admitted) => (admitted.evidence().clone(), admitted.decision()),
+        Err(r) if r.stage == Stage::Decision => match r.decision {
+            Some(d) => (*r.evidence, d),
+            None => bail!("{}", r.reason),
         },
-    );
+        Err(r) => bail!("{}", r.reason),
+    };
+    report.digest = evidence.digest.as_ref().map(ToString::to_string);
+    report.platform_digest = evidence.platform_digest.as_ref().map(ToString::to_string);
+    report.candidates = evidence.candidates;
+    report.signers = evidence.signers.iter().copied().collect();
+    report.rejected = evidence.not_counted;
     report.stage = "decision";
     report.decision = Some(decision);
-    Ok(report.finish(json, &loaded.key_files))
+    Ok(report.finish(json, gate.key_file_map()))
 }
 
 #[derive(Default)]

@@ -30,12 +30,12 @@ const MAX_KEY_BYTES: u64 = 64 << 10;
 /// Why the gate could not be built (the node refuses to start).
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
-    #[error("cannot read the policy {path}: {source}; check node.policy in the configuration")]
+    #[error("cannot read policy {path}: {source}; check the path")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("the policy is refused: {0}; the node does not start on a bad policy")]
+    #[error("the policy is refused: {0}")]
     Policy(#[from] warden_policy::PolicyError),
 }
 
@@ -88,6 +88,8 @@ pub struct Rejection {
     pub stage: Stage,
     pub reason: String,
     pub rule: Option<RuleId>,
+    /// The policy's denial, for the pre-check and decision stages.
+    pub decision: Option<Decision>,
     pub evidence: Box<Evidence>,
 }
 
@@ -103,6 +105,7 @@ impl Rejection {
             stage,
             reason: reason.into(),
             rule: None,
+            decision: None,
             evidence: Box::new(evidence),
         }
     }
@@ -141,6 +144,10 @@ impl Admitted {
     }
     pub fn rule(&self) -> RuleId {
         self.rule
+    }
+    /// The permit, as the policy crate spells it.
+    pub fn decision(&self) -> Decision {
+        Decision::Permit { rule: self.rule }
     }
     pub fn evidence(&self) -> &Evidence {
         &self.evidence
@@ -224,6 +231,11 @@ impl Gate {
         &self.policy
     }
 
+    /// Key id -> the policy key files that hold it.
+    pub fn key_file_map(&self) -> &BTreeMap<KeyId, Vec<String>> {
+        &self.key_files
+    }
+
     /// The policy key files that hold `key`.
     pub fn key_files(&self, key: &KeyId) -> &[String] {
         self.key_files.get(key).map(Vec::as_slice).unwrap_or(&[])
@@ -248,6 +260,7 @@ impl Gate {
                 Evidence::default(),
             );
             r.rule = decision.rule();
+            r.decision = Some(decision);
             return Err(r);
         }
         Ok(Prechecked {
@@ -278,14 +291,16 @@ impl Gate {
         evidence.platform_digest = resolved.platform.as_ref().map(|p| p.digest.clone());
         let repository = reference.repository();
         for digest in resolved.signed_digests() {
+            // A registry that cannot show the signatures stops the walk (fail closed); a
+            // signature that does not verify only does not count.
             let set = match source.fetch_signatures(repository, &digest).await {
                 Ok(set) => set,
                 Err(e) => {
-                    // A verifier or fetch error counts as a missing signature.
-                    evidence
-                        .not_counted
-                        .push(format!("{digest}: cannot fetch signatures: {e}"));
-                    continue;
+                    return Err(Rejection::new(
+                        Stage::Signatures,
+                        format!("cannot fetch the signatures of {repository}@{digest}: {e}"),
+                        evidence,
+                    ));
                 }
             };
             let candidates: Vec<SignatureCandidate> = set
@@ -328,6 +343,7 @@ impl Gate {
             deny => {
                 let mut r = Rejection::new(Stage::Decision, decision_text(&deny), evidence);
                 r.rule = deny.rule();
+                r.decision = Some(deny);
                 Err(r)
             }
         }
