@@ -335,9 +335,20 @@ impl Node {
         let deliverer = {
             let node = self.clone();
             tokio::spawn(async move {
+                let sweep_every = Duration::from_secs(node.inner.config.server.poll_secs);
+                let mut last_sweep = Instant::now();
                 loop {
                     tokio::time::sleep(DELIVERY_EVERY).await;
                     node.deliver_pending().await;
+                    // Runs postponed by a passing failure are taken again even while the push
+                    // session stays up.
+                    if last_sweep.elapsed() >= sweep_every {
+                        last_sweep = Instant::now();
+                        match node.inner.server.pending_runs().await {
+                            Ok(runs) => runs.into_iter().for_each(|r| node.on_event(r, None)),
+                            Err(e) => tracing::debug!(error = %e, "pending-run sweep failed"),
+                        }
+                    }
                 }
             })
         };
@@ -590,7 +601,6 @@ impl Node {
             digest: None,
             phase: Phase::Received,
             outcome: None,
-            reported_running: false,
             result_key: None,
         };
         if let Err(e) = s.spool.save(&record) {

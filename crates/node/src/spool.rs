@@ -83,9 +83,6 @@ pub struct RunRecord {
     pub phase: Phase,
     #[serde(default)]
     pub outcome: Option<Final>,
-    /// Whether the server said the run is `running` (a result may then be uploaded).
-    #[serde(default)]
-    pub reported_running: bool,
     /// The public key (base64) the result is sealed for, checked against its pin at admission;
     /// absent when the collaboration does not encrypt.
     #[serde(default)]
@@ -292,7 +289,6 @@ mod tests {
             digest: None,
             phase: Phase::Received,
             outcome: None,
-            reported_running: false,
             result_key: None,
         }
     }
