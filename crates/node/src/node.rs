@@ -672,14 +672,7 @@ impl Node {
         task: &api::Task,
     ) -> Result<(Admitted, Vec<u8>, Collab), Refused> {
         let s = &self.inner;
-        if let Some(img) = event_image {
-            if img != task.image {
-                return Err(Refused::Rejected(format!(
-                    "the server announced image `{img}` but the task names `{}`; refusing an inconsistent request",
-                    task.image
-                )));
-            }
-        }
+        consistent_image(event_image, &task.image).map_err(Refused::Rejected)?;
         // The three reads are independent: make them at once.
         let (collab, requester_org, sealed) = tokio::join!(
             self.collaboration(),
@@ -1167,6 +1160,16 @@ fn rejected(audit: &mut Record, r: Rejection) -> Refused {
     Refused::Rejected(format!("{} ({})", r.reason, r.stage.as_str()))
 }
 
+/// The server must name one image for a run: the event's and the task's must agree.
+fn consistent_image(event_image: Option<&str>, task_image: &str) -> Result<(), String> {
+    match event_image {
+        Some(img) if img != task_image => Err(format!(
+            "the server announced image `{img}` but the task names `{task_image}`; refusing an inconsistent request"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The outcome of a runtime report: the output, or a reason naming the cause (with the last
 /// lines the algorithm logged for a non-zero exit).
 fn report_outcome(report: &warden_runtime::RunReport) -> Result<Vec<u8>, String> {
@@ -1204,5 +1207,48 @@ async fn login_with_backoff(
             }
             Err(e) => return Err(StartError::Login(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_and_the_task_must_name_the_same_image() {
+        assert!(consistent_image(None, "r/a:1").is_ok());
+        assert!(consistent_image(Some("r/a:1"), "r/a:1").is_ok());
+        let e = consistent_image(Some("r/a:1"), "r/evil:1").unwrap_err();
+        assert!(e.contains("r/evil:1") && e.contains("inconsistent"), "{e}");
+    }
+
+    #[test]
+    fn reasons_are_clean_and_bounded() {
+        assert_eq!(sanitize("  "), "no reason given");
+        assert_eq!(sanitize("a\u{1b}[31mb\nc"), "a [31mb\nc");
+        assert_eq!(
+            sanitize(&"x".repeat(5000)).chars().count(),
+            MAX_REASON_CHARS
+        );
+    }
+
+    #[test]
+    fn a_failed_exit_names_the_last_log_lines() {
+        let report = warden_runtime::RunReport {
+            run_id: "run-1".into(),
+            outcome: Outcome::Failed {
+                reason: FailureReason::NonZeroExit(3),
+            },
+            exit_code: Some(3),
+            logs: b"one\ntwo\nthree\nfour\nfive\nsix\n".to_vec(),
+            removed: true,
+        };
+        let reason = report_outcome(&report).unwrap_err();
+        assert!(
+            reason.starts_with("the algorithm exited with code 3"),
+            "{reason}"
+        );
+        assert!(reason.ends_with("two\nthree\nfour\nfive\nsix"), "{reason}");
+        assert!(!reason.contains("one"), "{reason}");
     }
 }
