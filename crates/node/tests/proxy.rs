@@ -216,3 +216,34 @@ async fn proxy_requests_are_rate_limited() {
     assert!(statuses.contains(&429), "{lines:?}");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subtask_another_node_rejects_comes_back_with_its_reason_and_no_result() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script", "v1");
+    w.sign(&repo, &digest).await;
+    let config_a = w.node_config(&w.a, &w.signed_policy(&repo), "");
+    // B's data owner admits nothing from this repository.
+    let config_b = w.node_config(&w.b, "[[allow]]\nrepository = \"example.org/other\"\n", "");
+    let node_a = w.start_node(&config_a).await;
+    let node_b = w.start_node(&config_b).await;
+    let script = format!(
+        "POST /v1/subtasks {{'function':'part','args':'GET /v1/organizations','organizations':[{b}]}};\
+         GET /v1/subtasks/LAST/results?wait=60",
+        b = w.b.id
+    );
+    let lines = script_lines(&w, &format!("{repo}:v1"), &script).await;
+    let (s, results) = status_and_body(&lines[1]);
+    assert_eq!(s, 200, "{lines:?}");
+    assert_eq!(results["complete"], true);
+    let run = &results["runs"][0];
+    assert_eq!(run["state"], "rejected", "{results}");
+    assert!(run["result"].is_null());
+    let reason = run["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no allow rule names repository"),
+        "{reason}"
+    );
+    node_a.stop().await;
+    node_b.stop().await;
+}
