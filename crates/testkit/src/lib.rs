@@ -228,8 +228,10 @@ pub fn build_scratch_image(tag: &str, files: &[ImageFile], extra: &[&str]) -> Re
     }
     std::fs::write(ctx.path().join("Dockerfile"), dockerfile)
         .map_err(|e| format!("writing Dockerfile: {e}"))?;
+    // No build cache: with it, two tests building the same files get the same image ID, and one
+    // test's clean-up (`docker image rm -f <id>`) deletes the other's image mid-build.
     run(Command::new("docker")
-        .args(["build", "-q", "-t", tag])
+        .args(["build", "--no-cache", "-q", "-t", tag])
         .arg(ctx.path())
         .env("DOCKER_BUILDKIT", "0"))?;
     image_id(tag)
