@@ -33,13 +33,7 @@ pub enum Outcome {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<Outcome> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::common::init_logging("error");
     let options = warden_demo::Options {
         algorithm_binary: args.algorithm_binary,
         probe: args.probe,

@@ -12,6 +12,7 @@
 //!
 //! Exit status: 0 allowed (or signed), 1 denied, 2 bad input or registry failure.
 
+use crate::common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -22,11 +23,6 @@ use warden_policy::{Decision, Requester};
 use warden_reference::Reference;
 use warden_registry::{Client, ClientOptions, DockerConfig, Platform};
 use warden_trust::{KeyId, SigningKey, cosign};
-use zeroize::Zeroizing;
-
-/// The environment variable that holds the private key password.
-const PASSWORD_ENV: &str = "WARDEN_PASSWORD";
-const MAX_SMALL_FILE: u64 = 64 * 1024;
 
 pub const EXIT_ALLOWED: u8 = 0;
 pub const EXIT_DENIED: u8 = 1;
@@ -152,10 +148,10 @@ async fn sign(
     image: &str,
 ) -> anyhow::Result<Outcome> {
     let reference = Reference::parse(image)?;
-    let pem = read_small(key_path)?;
+    let pem = common::read_small(key_path)?;
     let pem = std::str::from_utf8(&pem)
         .with_context(|| format!("{} is not a PEM text file", key_path.display()))?;
-    let password = password(password_file)?;
+    let password = common::password(password_file, "give the key's password")?;
     let key = SigningKey::from_encrypted_pem(pem, &password)
         .with_context(|| format!("cannot open private key {}", key_path.display()))?;
     let client = client(registry)?;
@@ -309,41 +305,4 @@ impl Report {
         }
         Outcome { output: out, exit }
     }
-}
-
-fn password(password_file: Option<&Path>) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let mut password = match password_file {
-        Some(path) => read_small(path)?,
-        None => match std::env::var_os(PASSWORD_ENV) {
-            Some(v) => Zeroizing::new(v.into_encoded_bytes()),
-            None => bail!("no password given; set {PASSWORD_ENV} or pass --password-file FILE"),
-        },
-    };
-    if password_file.is_some() {
-        if password.ends_with(b"\r\n") {
-            let n = password.len() - 2;
-            password.truncate(n);
-        } else if password.ends_with(b"\n") {
-            let n = password.len() - 1;
-            password.truncate(n);
-        }
-    }
-    if password.is_empty() {
-        bail!("refusing an empty password; give the key's password");
-    }
-    Ok(password)
-}
-
-fn read_small(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() > MAX_SMALL_FILE {
-        bail!(
-            "{} is {} bytes, more than the {MAX_SMALL_FILE} expected; is it the right file?",
-            path.display(),
-            meta.len()
-        );
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Zeroizing::new(bytes))
 }

@@ -7,6 +7,7 @@
 //! from `--password-file` (one trailing newline is dropped) or else from `WARDEN_PASSWORD`; an
 //! empty password is refused, and existing files are never overwritten.
 
+use crate::common;
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -16,11 +17,6 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use warden_trust::{KeyAlgorithm, PublicKey, SigningKey};
 use zeroize::Zeroizing;
-
-/// The environment variable that holds the private key password.
-pub const PASSWORD_ENV: &str = "WARDEN_PASSWORD";
-/// Largest public key or password file read.
-const MAX_SMALL_FILE: u64 = 64 * 1024;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -56,7 +52,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<serde_json::Value> {
             password_file,
         } => generate(&out, algorithm, password_file.as_deref()),
         KeysCommand::Show { pubfile } => {
-            let pem = read_small(&pubfile)?;
+            let pem = common::read_small(&pubfile)?;
             let pem = String::from_utf8(pem.to_vec())
                 .with_context(|| format!("{} is not a text PEM file", pubfile.display()))?;
             let key = PublicKey::from_pem(&pem)
@@ -94,7 +90,7 @@ fn generate(
             );
         }
     }
-    let password = password(password_file)?;
+    let password = common::password(password_file, "choose a non-empty one")?;
     let key = SigningKey::generate(algorithm)?;
     let private_pem = Zeroizing::new(key.to_encrypted_pem(&password)?);
     let public = key.public_key();
@@ -108,42 +104,6 @@ fn generate(
     out["private_key"] = key_path.display().to_string().into();
     out["public_key"] = pub_path.display().to_string().into();
     Ok(out)
-}
-
-fn password(password_file: Option<&Path>) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let mut password = match password_file {
-        Some(path) => read_small(path)?,
-        None => match std::env::var_os(PASSWORD_ENV) {
-            Some(v) => Zeroizing::new(v.into_encoded_bytes()),
-            None => bail!("no password given; set {PASSWORD_ENV} or pass --password-file FILE"),
-        },
-    };
-    if password_file.is_some() {
-        let len = password.len();
-        if password.ends_with(b"\r\n") {
-            password.truncate(len - 2);
-        } else if password.ends_with(b"\n") {
-            password.truncate(len - 1);
-        }
-    }
-    if password.is_empty() {
-        bail!("refusing an empty password; choose a non-empty one");
-    }
-    Ok(password)
-}
-
-fn read_small(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() > MAX_SMALL_FILE {
-        bail!(
-            "{} is {} bytes, more than the {MAX_SMALL_FILE} expected; is it the right file?",
-            path.display(),
-            meta.len()
-        );
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(Zeroizing::new(bytes))
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {

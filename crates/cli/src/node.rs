@@ -21,13 +21,7 @@ pub enum NodeCommand {
 
 pub fn run(command: NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Start { config } = command;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::common::init_logging("info");
     let config = Config::load(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -21,13 +21,7 @@ pub enum ServerCommand {
 
 pub fn run(command: ServerCommand) -> anyhow::Result<()> {
     let ServerCommand::Start { config } = command;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::common::init_logging("info");
     let config = Config::load(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
