@@ -484,6 +484,12 @@ pub struct Task {
     pub organization_id: i64,
     #[serde(default)]
     pub creator_user_id: Option<i64>,
+    /// The user on whose behalf the task runs: for a task created by a user, that user's
+    /// name; for a subtask created by a run, the name of the user who created the root task
+    /// of the chain (so `creator_user_id` is null but this is not). Null only when that user
+    /// no longer exists. Nodes pass it to their policy as the requesting user.
+    #[serde(default)]
+    pub creator_username: Option<String>,
     #[serde(default)]
     pub creator_run_id: Option<i64>,
     #[serde(default)]

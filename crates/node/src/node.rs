@@ -613,7 +613,12 @@ impl Node {
             run_id: Some(run_id),
             task_id: Some(task.id),
             organization: None,
-            user: task.creator_user_id.map(|u| format!("user:{u}")),
+            // The requesting user's name as the server states it (for a subtask: the root
+            // task's creator); the id only when an older server sends no name.
+            user: task
+                .creator_username
+                .clone()
+                .or_else(|| task.creator_user_id.map(|u| format!("user:{u}"))),
             collaboration: None,
             function: None,
             image: task.image.clone(),
@@ -718,7 +723,7 @@ impl Node {
         audit.function = function.clone();
         let requester = Requester {
             organization: Some(requester_org.name.clone()),
-            user: None,
+            user: task.creator_username.clone(),
             collaboration: Some(collab.name.clone()),
             function,
         };

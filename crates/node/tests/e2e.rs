@@ -170,3 +170,52 @@ async fn a_node_refuses_to_start_on_a_bad_policy() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_restricted_to_a_user_admits_that_users_task_and_rejects_anothers() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("echo", "users", "v1");
+    w.sign(&repo, &digest).await;
+    let policy = format!("{}users = [\"rita\"]\n", w.signed_policy(&repo));
+    let config = w.node_config(&w.a, &policy, "");
+    let node = w.start_node(&config).await;
+    let bob = w.researcher_of_a("bob").await;
+
+    let input = json!({"function": "hello", "args": null});
+    let image = format!("{repo}:v1");
+    let rita = w.create_task(&image, &input, &[&w.a]).await;
+    assert_eq!(rita.task.creator_username.as_deref(), Some("rita"));
+    let bobs = w.create_task_as(&bob, &image, &input, &[&w.a]).await;
+    assert_eq!(bobs.task.creator_username.as_deref(), Some("bob"));
+    let rita = w
+        .wait_final(rita.runs[0].id, Duration::from_secs(120))
+        .await;
+    let bobs = w.wait_final(bobs.runs[0].id, Duration::from_secs(60)).await;
+
+    assert_eq!(rita.state, RunState::Completed, "{:?}", rita.reason);
+    assert_eq!(bobs.state, RunState::Rejected);
+    let reason = bobs.reason.unwrap();
+    assert!(reason.contains("user `bob` is not listed"), "{reason}");
+    assert!(reason.contains("(precheck)"), "{reason}");
+    assert_eq!(bobs.digest, None);
+
+    // The audit log names each requesting user by name.
+    let audit_path = node.node.audit_path().to_path_buf();
+    node.stop().await;
+    let log = std::fs::read_to_string(&audit_path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|l| l.get("record").cloned())
+        .collect();
+    let of = |run: i64| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["run_id"] == run).collect()
+    };
+    let rita_lines = of(rita.id);
+    assert!(!rita_lines.is_empty(), "{log}");
+    assert!(rita_lines.iter().all(|l| l["user"] == "rita"), "{log}");
+    let bob_lines = of(bobs.id);
+    assert_eq!(bob_lines.len(), 1, "{log}");
+    assert_eq!(bob_lines[0]["user"], "bob", "{log}");
+    assert_eq!(bob_lines[0]["outcome"], "rejected", "{log}");
+}

@@ -88,7 +88,7 @@ pub fn document() -> String {
             "/api/nodes": {"post": op("create a node; the API key is shown once", Some("CreateNode"), "201"), "get": list("nodes", &["collaboration_id"])},
             "/api/nodes/{id}": {"get": with_id(op("one node", None, "200"))},
             "/api/tasks": {"post": op("create a task and one run per target organization", Some("CreateTask"), "201"), "get": list("tasks, newest first", &["collaboration_id", "parent_task_id", "creator_user_id"])},
-            "/api/tasks/{id}": {"get": with_id(op("one task with its runs", None, "200"))},
+            "/api/tasks/{id}": {"get": with_id(op("one task with its runs; creator_username names the requesting user (for a subtask, the root task's creator)", None, "200"))},
             "/api/runs": {"get": list("runs, newest first", &["collaboration_id", "organization_id", "task_id", "state"])},
             "/api/runs/{id}": {"get": with_id(op("one run", None, "200")), "patch": with_id(op("node: report a state transition", Some("UpdateRun"), "200"))},
             "/api/runs/{id}/ack": {"post": with_id(op("node: acknowledge delivery (idempotent)", None, "200"))},

@@ -386,6 +386,7 @@ fn task_view(t: TaskRow) -> api::Task {
         image: t.image,
         organization_id: t.organization_id,
         creator_user_id: t.creator_user_id,
+        creator_username: t.creator_username,
         creator_run_id: t.creator_run_id,
         parent_task_id: t.parent_task_id,
         created_at: time_of(t.created_at),
@@ -1396,17 +1397,26 @@ impl Service {
                 format!("organization {o} is not a member of the collaboration"),
             ));
         }
-        if let Some(p) = parent {
-            match tx.task(p).await? {
-                Some(t) if t.collaboration_id == collab.id => {}
+        let parent_row = match parent {
+            Some(p) => match tx.task(p).await? {
+                Some(t) if t.collaboration_id == collab.id => Some(t),
                 _ => {
                     return Err(invalid(
                         "parent_task_id",
                         "the parent task does not exist in this collaboration",
                     ));
                 }
-            }
-        }
+            },
+            None => None,
+        };
+        // The requesting user: the creator, or for a subtask created by a run the parent's
+        // requester (so, transitively, the user who created the root task). Copied at insertion
+        // so that reading it back is one join.
+        let (requester_user_id, creator_username) = match (creator_user_id, &parent_row) {
+            (Some(u), _) => (Some(u), tx.user(u).await?.map(|u| u.username)),
+            (None, Some(p)) => (p.requester_user_id, p.creator_username.clone()),
+            (None, None) => (None, None),
+        };
         let now = now_micros();
         let image = req.image.to_string();
         let task = NewTask {
@@ -1415,6 +1425,7 @@ impl Service {
             image: &image,
             organization_id,
             creator_user_id,
+            requester_user_id,
             creator_run_id,
             parent_task_id: parent,
             created_at: now,
@@ -1451,6 +1462,7 @@ impl Service {
                 image,
                 organization_id,
                 creator_user_id,
+                creator_username,
                 creator_run_id,
                 parent_task_id: parent,
                 created_at: time_of(now),

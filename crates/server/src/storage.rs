@@ -406,6 +406,11 @@ pub struct TaskRow {
     pub image: String,
     pub organization_id: i64,
     pub creator_user_id: Option<i64>,
+    /// The user on whose behalf the task runs (the creator, or for a subtask the root task's
+    /// creator).
+    pub requester_user_id: Option<i64>,
+    /// That user's name, joined from `users` in the same query.
+    pub creator_username: Option<String>,
     pub creator_run_id: Option<i64>,
     pub parent_task_id: Option<i64>,
     pub created_at: i64,
@@ -419,6 +424,9 @@ pub struct NewTask<'a> {
     pub image: &'a str,
     pub organization_id: i64,
     pub creator_user_id: Option<i64>,
+    /// The user on whose behalf the task runs: `creator_user_id` for a task created by a
+    /// user, the parent's requester for a subtask created by a run.
+    pub requester_user_id: Option<i64>,
     pub creator_run_id: Option<i64>,
     pub parent_task_id: Option<i64>,
     pub created_at: i64,
@@ -579,8 +587,14 @@ pub struct RunFilter<'a> {
 const RUN_COLUMNS: &str = "runs.id, runs.task_id, runs.collaboration_id, runs.organization_id, \
     runs.state, runs.reason, runs.digest, runs.has_result, runs.created_at, runs.admitted_at, \
     runs.started_at, runs.finished_at, runs.acked_at";
-const TASK_COLUMNS: &str = "id, collaboration_id, name, image, organization_id, creator_user_id, \
-    creator_run_id, parent_task_id, created_at";
+/// Task columns with the requesting user's name, over
+/// `tasks LEFT JOIN users ON users.id = tasks.requester_user_id` (one primary-key lookup per
+/// row, no extra query).
+const TASK_COLUMNS: &str = "tasks.id, tasks.collaboration_id, tasks.name, tasks.image, \
+    tasks.organization_id, tasks.creator_user_id, tasks.requester_user_id, \
+    users.username AS creator_username, tasks.creator_run_id, tasks.parent_task_id, \
+    tasks.created_at";
+const TASK_FROM: &str = "tasks LEFT JOIN users ON users.id = tasks.requester_user_id";
 const USER_COLUMNS: &str =
     "id, username, organization_id, role, password_hash, failed_logins, locked_until, created_at";
 
@@ -869,13 +883,13 @@ impl Tx {
 
     pub async fn insert_task(&mut self, t: &NewTask<'_>) -> Result<i64> {
         let sql = "INSERT INTO tasks (collaboration_id, name, image, organization_id, \
-                   creator_user_id, creator_run_id, parent_task_id, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
+                   creator_user_id, requester_user_id, creator_run_id, parent_task_id, \
+                   created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
         Ok(
             on!(self, c => sqlx::query_scalar(sql).bind(t.collaboration_id).bind(t.name)
             .bind(t.image).bind(t.organization_id).bind(t.creator_user_id)
-            .bind(t.creator_run_id).bind(t.parent_task_id).bind(t.created_at)
-            .fetch_one(&mut *c).await)?,
+            .bind(t.requester_user_id).bind(t.creator_run_id).bind(t.parent_task_id)
+            .bind(t.created_at).fetch_one(&mut *c).await)?,
         )
     }
 
@@ -932,7 +946,7 @@ impl Tx {
     }
 
     pub async fn task(&mut self, id: i64) -> Result<Option<TaskRow>> {
-        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+        let sql = format!("SELECT {TASK_COLUMNS} FROM {TASK_FROM} WHERE tasks.id = $1");
         Ok(on!(self, c => sqlx::query_as(&sql).bind(id).fetch_optional(&mut *c).await)?)
     }
 
@@ -944,13 +958,17 @@ impl Tx {
         limit: u32,
     ) -> Result<Vec<TaskRow>> {
         let mut f = Filter::default();
-        f.in_list("collaboration_id", filter.collaborations);
-        f.eq("collaboration_id", filter.collaboration_id);
-        f.eq("parent_task_id", filter.parent_task_id);
-        f.eq("creator_run_id", filter.creator_run_id);
-        f.eq("creator_user_id", filter.creator_user_id);
-        f.lt("id", after);
-        let sql = f.sql(&format!("SELECT {TASK_COLUMNS} FROM tasks"), "id", limit);
+        f.in_list("tasks.collaboration_id", filter.collaborations);
+        f.eq("tasks.collaboration_id", filter.collaboration_id);
+        f.eq("tasks.parent_task_id", filter.parent_task_id);
+        f.eq("tasks.creator_run_id", filter.creator_run_id);
+        f.eq("tasks.creator_user_id", filter.creator_user_id);
+        f.lt("tasks.id", after);
+        let sql = f.sql(
+            &format!("SELECT {TASK_COLUMNS} FROM {TASK_FROM}"),
+            "tasks.id",
+            limit,
+        );
         Ok(on!(self, c => bind_all!(sqlx::query_as(&sql), &f.args).fetch_all(&mut *c).await)?)
     }
 

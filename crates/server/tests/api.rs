@@ -1104,3 +1104,100 @@ async fn concurrent_task_creations_succeed_or_fail_independently() {
     assert_eq!(v.as_array().unwrap().len(), 20);
     kit.stop().await;
 }
+
+/// Admit and start `run` at node `node`, then hand back a run token for it.
+async fn run_token(kit: &Kit, node: &str, run: i64) -> String {
+    let path = format!("/api/runs/{run}");
+    let (s, v) = kit
+        .patch(node, &path, json!({"state": "admitted", "digest": DIGEST}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = kit.patch(node, &path, json!({"state": "running"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = kit
+        .post(node, &format!("/api/runs/{run}/token"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn tasks_name_the_requesting_user_and_subtasks_name_the_root_tasks_creator() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let other = kit.user("rita", "researcher", w.org2).await;
+    let detail = kit.task(&w.researcher1, w.c12, &[w.org1]).await;
+    assert_eq!(detail["task"]["creator_username"], "res1", "{detail}");
+    let task = detail["task"]["id"].as_i64().unwrap();
+    let run = detail["runs"][0]["id"].as_i64().unwrap();
+    let rita_task = kit.task(&other, w.c12, &[w.org1]).await;
+    assert_eq!(rita_task["task"]["creator_username"], "rita");
+    let rita_task = rita_task["task"]["id"].as_i64().unwrap();
+
+    // The node reads the name with the task (it may not read users).
+    let (s, v) = kit.get(&w.node1, &format!("/api/tasks/{task}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["task"]["creator_username"], "res1");
+    assert!(v["task"]["creator_user_id"].as_i64().is_some());
+    let (s, v) = kit.get(&w.node1, &format!("/api/tasks/{rita_task}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["task"]["creator_username"], "rita");
+
+    // A subtask created by a run carries the root task's creator, and so does a subtask of it.
+    let rt = run_token(&kit, &w.node1, run).await;
+    let pinned = format!("registry.example.org/team/avg@{DIGEST}");
+    let body = json!({"collaboration_id": w.c12, "image": pinned,
+        "inputs": [{"organization_id": w.org1, "input": ""}]});
+    let (s, sub) = kit.post(&rt, "/api/tasks", body.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{sub}");
+    assert_eq!(sub["task"]["creator_user_id"], Value::Null);
+    assert_eq!(sub["task"]["creator_username"], "res1");
+    let sub_id = sub["task"]["id"].as_i64().unwrap();
+    let subrun = sub["runs"][0]["id"].as_i64().unwrap();
+    let rt2 = run_token(&kit, &w.node1, subrun).await;
+    let (s, subsub) = kit.post(&rt2, "/api/tasks", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{subsub}");
+    assert_eq!(subsub["task"]["parent_task_id"], sub_id);
+    assert_eq!(subsub["task"]["creator_username"], "res1");
+    let subsub_id = subsub["task"]["id"].as_i64().unwrap();
+    for id in [sub_id, subsub_id] {
+        let (s, v) = kit.get(&w.node1, &format!("/api/tasks/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["task"]["creator_user_id"], Value::Null);
+        assert_eq!(v["task"]["creator_username"], "res1", "{v}");
+    }
+
+    // Lists carry it too, on every row and across pages.
+    let (s, v) = kit.get(&w.researcher1, "/api/tasks?limit=2").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let page1 = v["items"].as_array().unwrap().clone();
+    let next = v["next"].as_i64().unwrap();
+    let (s, v) = kit
+        .get(&w.researcher1, &format!("/api/tasks?limit=2&after={next}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let names: Vec<(i64, String)> = page1
+        .iter()
+        .chain(v["items"].as_array().unwrap())
+        .map(|t| {
+            (
+                t["id"].as_i64().unwrap(),
+                t["creator_username"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            (subsub_id, "res1".to_owned()),
+            (sub_id, "res1".to_owned()),
+            (rita_task, "rita".to_owned()),
+            (task, "res1".to_owned()),
+        ]
+    );
+    // The run's own list (its subtasks only) names the root creator as well.
+    let (s, v) = kit.get(&rt2, "/api/tasks").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"][0]["creator_username"], "res1");
+    kit.stop().await;
+}

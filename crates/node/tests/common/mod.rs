@@ -456,9 +456,35 @@ memory_bytes = 67108864
         }
     }
 
+    /// Creates a researcher `name` in organization A and returns its access token.
+    pub async fn researcher_of_a(&self, name: &str) -> String {
+        let (s, v) = self
+            .call(
+                reqwest::Method::POST,
+                &self.admin,
+                "/api/users",
+                Some(json!({"username": name, "password": PASSWORD, "role": "researcher", "organization_id": self.a.id})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        self.login(name, PASSWORD).await
+    }
+
     /// Creates a task as the researcher of organization A, the input sealed for each target.
     pub async fn create_task(
         &self,
+        image: &str,
+        input: &Value,
+        targets: &[&Org],
+    ) -> api::TaskDetail {
+        self.create_task_as(&self.researcher, image, input, targets)
+            .await
+    }
+
+    /// Creates a task with the access token `token`, the input sealed for each target.
+    pub async fn create_task_as(
+        &self,
+        token: &str,
         image: &str,
         input: &Value,
         targets: &[&Org],
@@ -479,7 +505,7 @@ memory_bytes = 67108864
         let (s, v) = self
             .call(
                 reqwest::Method::POST,
-                &self.researcher,
+                token,
                 "/api/tasks",
                 Some(json!({"collaboration_id": self.collab, "name": "t", "image": image, "inputs": inputs})),
             )

@@ -378,6 +378,8 @@ async fn bench(database: Option<String>, target_tasks: usize) -> Result<()> {
     )
     .await?;
     let existing = 100 + 1000 + CLIENTS * per_client;
+    // Seeded tasks belong to the researcher, so that listing joins a real user name per row.
+    let seed_user = db.read().await?.user_by_name("res").await?.map(|u| u.id);
     let t = Instant::now();
     let mut left = target_tasks.saturating_sub(existing);
     while left > 0 {
@@ -390,7 +392,8 @@ async fn bench(database: Option<String>, target_tasks: usize) -> Result<()> {
                     name: "seed",
                     image: "registry.example.org/team/avg:1.0",
                     organization_id: o1,
-                    creator_user_id: None,
+                    creator_user_id: seed_user,
+                    requester_user_id: seed_user,
                     creator_run_id: None,
                     parent_task_id: None,
                     created_at: 0,
