@@ -141,6 +141,24 @@ fn exchange(
     read_response(&mut reader, max_body)
 }
 
+/// Reads an answer held in memory, handed to the reader `piece` bytes at a time (at least one),
+/// exactly as [`Client::send`] reads it from the socket. For the fuzz target in `fuzz/`: not
+/// part of the SDK's API.
+#[doc(hidden)]
+pub fn parse_response(answer: &[u8], piece: usize, max_body: usize) -> Result<Response, HttpError> {
+    let mut reader = Reader {
+        stream: Pieces {
+            data: answer,
+            piece: piece.max(1),
+        },
+        buf: Vec::with_capacity(READ_BUF),
+        pos: 0,
+        eof: false,
+        deadline: Deadline::new(DEFAULT_TIMEOUT),
+    };
+    read_response(&mut reader, max_body)
+}
+
 /// Serialises the request line and headers.
 fn encode_head(request: &Request<'_>) -> Result<Vec<u8>, HttpError> {
     if request.method.is_empty() || !request.method.bytes().all(is_token_byte) {
@@ -243,16 +261,50 @@ impl Deadline {
     }
 }
 
+/// Where a [`Reader`] gets its bytes: the socket, or memory for the fuzz target.
+trait Source: Read {
+    /// Prepares the next read to end by the deadline.
+    fn before_read(&mut self, deadline: &Deadline) -> Result<(), HttpError>;
+}
+
+impl Source for UnixStream {
+    fn before_read(&mut self, deadline: &Deadline) -> Result<(), HttpError> {
+        self.set_read_timeout(Some(deadline.remaining()?))
+            .map_err(HttpError::Io)
+    }
+}
+
+/// Bytes in memory, at most `piece` per read.
+struct Pieces<'a> {
+    data: &'a [u8],
+    piece: usize,
+}
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.piece).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+impl Source for Pieces<'_> {
+    fn before_read(&mut self, _deadline: &Deadline) -> Result<(), HttpError> {
+        Ok(())
+    }
+}
+
 /// Buffered reads under the deadline.
-struct Reader {
-    stream: UnixStream,
+struct Reader<S> {
+    stream: S,
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
     deadline: Deadline,
 }
 
-impl Reader {
+impl<S: Source> Reader<S> {
     fn buffered(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
@@ -268,9 +320,7 @@ impl Reader {
         }
         let mut chunk = [0u8; READ_BUF];
         loop {
-            self.stream
-                .set_read_timeout(Some(self.deadline.remaining()?))
-                .map_err(HttpError::Io)?;
+            self.stream.before_read(&self.deadline)?;
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     self.eof = true;
@@ -345,7 +395,7 @@ impl Reader {
     }
 }
 
-fn read_response(r: &mut Reader, max_body: usize) -> Result<Response, HttpError> {
+fn read_response<S: Source>(r: &mut Reader<S>, max_body: usize) -> Result<Response, HttpError> {
     loop {
         let (status, headers) = read_head(r)?;
         // Interim answers (100 Continue, 103 Early Hints) precede the real one.
@@ -368,7 +418,7 @@ fn read_response(r: &mut Reader, max_body: usize) -> Result<Response, HttpError>
 
 type Headers = Vec<(String, String)>;
 
-fn read_head(r: &mut Reader) -> Result<(u16, Headers), HttpError> {
+fn read_head<S: Source>(r: &mut Reader<S>) -> Result<(u16, Headers), HttpError> {
     let mut budget = MAX_HEAD_BYTES;
     let line = r.line(budget, "the status line")?;
     budget = budget.saturating_sub(line.len() + 2);
@@ -442,8 +492,8 @@ fn parse_header(line: &[u8]) -> Result<(String, String), HttpError> {
     Ok((String::from_utf8_lossy(name).to_ascii_lowercase(), value))
 }
 
-fn read_body(
-    r: &mut Reader,
+fn read_body<S: Source>(
+    r: &mut Reader<S>,
     status: u16,
     headers: &Headers,
     max_body: usize,
@@ -507,7 +557,11 @@ fn values<'a>(headers: &'a Headers, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn read_chunked(r: &mut Reader, max_body: usize, body: &mut Vec<u8>) -> Result<(), HttpError> {
+fn read_chunked<S: Source>(
+    r: &mut Reader<S>,
+    max_body: usize,
+    body: &mut Vec<u8>,
+) -> Result<(), HttpError> {
     loop {
         let line = r.line(MAX_HEAD_BYTES, "a chunk-size line")?;
         let size_part = line.split(|&b| b == b';').next().unwrap_or_default();

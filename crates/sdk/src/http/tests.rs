@@ -444,3 +444,20 @@ mod props {
         }
     }
 }
+
+#[test]
+fn answers_parsed_from_memory_match_the_socket_whatever_the_read_size() {
+    let answers: [&[u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX: y\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.0 404 Not Found\r\n\r\nno such thing",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab",
+    ];
+    for answer in answers {
+        let socket = exchange(answer, 1024).map_err(|e| e.to_string());
+        for piece in [1, 2, 7, usize::MAX] {
+            let memory = parse_response(answer, piece, 1024).map_err(|e| e.to_string());
+            assert_eq!(memory, socket, "{piece}-byte reads of {answer:?}");
+        }
+    }
+}
