@@ -72,3 +72,16 @@ pub use client::{
     PushedSignature, RawManifest, ResolvedImage, SignatureSet, SkippedSignature,
 };
 pub use error::RegistryError;
+
+/// Parser entry points for the fuzz targets in `fuzz/`: not part of the crate's API, may change
+/// without notice.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::auth::Challenge;
+
+    /// Parses the first Basic or Bearer challenge of a `WWW-Authenticate` header value, as the
+    /// client does on a 401.
+    pub fn parse_challenge(header: &str) -> Option<Challenge> {
+        crate::auth::parse_challenge(header)
+    }
+}
