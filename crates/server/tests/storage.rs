@@ -287,3 +287,107 @@ async fn refresh_tokens_are_consumed_once() {
     tx.commit().await.unwrap();
     done(&db, &url, &opts).await;
 }
+
+/// Tasks stored before migration 0002 get their requesting user filled in by it: the creator,
+/// or for subtasks (at any depth) the root task's creator.
+#[tokio::test]
+async fn the_requester_migration_fills_in_tasks_created_before_it() {
+    use std::str::FromStr;
+
+    use sqlx::migrate::Migrator;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (url, opts) = kit::database_url(dir.path());
+    let backend = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut first = Migrator::new(migrations.as_path()).await.unwrap();
+    first.migrations = first
+        .migrations
+        .iter()
+        .filter(|m| m.version == 1)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    assert_eq!(first.migrations.len(), 1);
+    let seed = [
+        "INSERT INTO organizations (id, name, public_key, created_at) VALUES (1, 'o', 'k', 1)",
+        "INSERT INTO collaborations (id, name, encrypted, created_at) VALUES (1, 'c', TRUE, 1)",
+        "INSERT INTO users (id, username, organization_id, role, password_hash, created_at) \
+         VALUES (7, 'rita', 1, 'researcher', 'x', 1)",
+        // 1 root by rita, 2 its subtask, 3 a subtask of 2, 4 a task of nobody known
+        "INSERT INTO tasks (id, collaboration_id, name, image, organization_id, creator_user_id, \
+         creator_run_id, parent_task_id, created_at) VALUES \
+         (1, 1, 'root', 'i', 1, 7, NULL, NULL, 1), \
+         (2, 1, 'sub', 'i', 1, NULL, 11, 1, 2), \
+         (3, 1, 'subsub', 'i', 1, NULL, 12, 2, 3), \
+         (4, 1, 'orphan', 'i', 1, NULL, 13, NULL, 4)",
+    ];
+    match &opts.pg_schema {
+        None => {
+            let o = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+                .unwrap()
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(o).await.unwrap();
+            first.run(&pool).await.unwrap();
+            for s in seed {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Some(schema) => {
+            let admin = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            let o = sqlx::postgres::PgConnectOptions::from_str(&url)
+                .unwrap()
+                .options([("search_path", schema.as_str())]);
+            let pool = sqlx::PgPool::connect_with(o).await.unwrap();
+            first.run(&pool).await.unwrap();
+            for s in seed {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+
+    let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
+    let mut tx = db.read().await.unwrap();
+    for (id, user, name) in [
+        (1, Some(7), Some("rita")),
+        (2, Some(7), Some("rita")),
+        (3, Some(7), Some("rita")),
+        (4, None, None),
+    ] {
+        let t = tx.task(id).await.unwrap().unwrap();
+        assert_eq!(t.requester_user_id, user, "task {id}");
+        assert_eq!(t.creator_username.as_deref(), name, "task {id}");
+    }
+    let listed = tx
+        .list_tasks(&TaskFilter::default(), None, 10)
+        .await
+        .unwrap();
+    let names: Vec<_> = listed
+        .iter()
+        .map(|t| (t.id, t.creator_username.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            (4, None),
+            (3, Some("rita")),
+            (2, Some("rita")),
+            (1, Some("rita"))
+        ]
+    );
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
