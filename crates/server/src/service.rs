@@ -1410,8 +1410,8 @@ impl Service {
             None => None,
         };
         // The requesting user: the creator, or for a subtask created by a run the parent's
-        // requester (so, transitively, the user who created the root task). Copied at insertion
-        // so that reading it back is one join.
+        // requester (so, transitively, the user who created the root task). Id and name are
+        // copied into the row (user names never change) so that reading them costs nothing.
         let (requester_user_id, creator_username) = match (creator_user_id, &parent_row) {
             (Some(u), _) => (Some(u), tx.user(u).await?.map(|u| u.username)),
             (None, Some(p)) => (p.requester_user_id, p.creator_username.clone()),
@@ -1426,6 +1426,7 @@ impl Service {
             organization_id,
             creator_user_id,
             requester_user_id,
+            requester_username: creator_username.as_deref(),
             creator_run_id,
             parent_task_id: parent,
             created_at: now,

@@ -1,7 +1,9 @@
 -- The user on whose behalf a task runs: its creator, or for a subtask created by a run the
--- creator of the root task of the chain. Set once at insertion (the parent's value is copied),
--- so that reading a task's requesting user name is one primary-key join, never a walk.
+-- creator of the root task of the chain. Set once at insertion (a subtask copies its parent's
+-- values), id and name both (user names never change), so that listing tasks reads no other
+-- table and never walks parents.
 ALTER TABLE tasks ADD COLUMN requester_user_id BIGINT REFERENCES users(id);
+ALTER TABLE tasks ADD COLUMN requester_username TEXT;
 
 WITH RECURSIVE chain(id, root_user) AS (
     SELECT id, creator_user_id FROM tasks WHERE creator_user_id IS NOT NULL
@@ -10,3 +12,6 @@ WITH RECURSIVE chain(id, root_user) AS (
     WHERE tasks.creator_user_id IS NULL
 )
 UPDATE tasks SET requester_user_id = (SELECT root_user FROM chain WHERE chain.id = tasks.id);
+
+UPDATE tasks SET requester_username = (SELECT username FROM users WHERE users.id = tasks.requester_user_id)
+WHERE requester_user_id IS NOT NULL;

@@ -394,6 +394,7 @@ async fn bench(database: Option<String>, target_tasks: usize) -> Result<()> {
                     organization_id: o1,
                     creator_user_id: seed_user,
                     requester_user_id: seed_user,
+                    requester_username: Some("res"),
                     creator_run_id: None,
                     parent_task_id: None,
                     created_at: 0,
