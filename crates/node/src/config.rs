@@ -399,35 +399,17 @@ impl Config {
 
     /// Parses `text` (named `path` in errors) and resolves relative paths against `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let located = |key: String, message: String, span: Option<std::ops::Range<usize>>| {
-            let offset = span.map(|s| s.start).unwrap_or(0).min(text.len());
-            let before = &text[..offset];
-            let line = before.matches('\n').count() + 1;
-            let column = before
-                .rsplit('\n')
-                .next()
-                .map(|l| l.chars().count())
-                .unwrap_or(0)
-                + 1;
-            ConfigError::Invalid {
-                path: path.to_path_buf(),
-                line,
-                column,
-                key,
-                message,
-            }
+        let invalid = |e: warden_config::Located| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: e.line,
+            column: e.column,
+            key: e.key,
+            message: e.message,
         };
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| located(String::new(), e.message().to_owned(), e.span()))?;
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            located(
-                if key == "." { String::new() } else { key },
-                inner.message().to_owned(),
-                inner.span(),
-            )
-        })?;
+        let located = |key: String, message: String, span: Option<std::ops::Range<usize>>| {
+            invalid(warden_config::locate(text, key, message, span))
+        };
+        let mut config: Config = warden_config::from_toml(text).map_err(invalid)?;
         let at_key = |key: &str, message: &str| {
             let offset = text
                 .find(&format!("\n{key} "))

@@ -238,35 +238,14 @@ impl Config {
 
     /// Parse configuration text; `path` only labels errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let located = |key: String, message: String, span: Option<std::ops::Range<usize>>| {
-            let offset = span.map(|s| s.start).unwrap_or(0).min(text.len());
-            let before = &text[..offset];
-            let line = before.matches('\n').count() + 1;
-            let column = before
-                .rsplit('\n')
-                .next()
-                .map(|l| l.chars().count())
-                .unwrap_or(0)
-                + 1;
-            ConfigError::Invalid {
+        let mut config: Config =
+            warden_config::from_toml(text).map_err(|e| ConfigError::Invalid {
                 path: path.to_path_buf(),
-                line,
-                column,
-                key,
-                message,
-            }
-        };
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| located(String::new(), e.message().to_owned(), e.span()))?;
-        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            located(
-                if key == "." { String::new() } else { key },
-                inner.message().to_owned(),
-                inner.span(),
-            )
-        })?;
+                line: e.line,
+                column: e.column,
+                key: e.key,
+                message: e.message,
+            })?;
         config.base_dir = PathBuf::from(".");
         Ok(config)
     }
