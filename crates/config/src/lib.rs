@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
@@ -27,6 +28,37 @@ impl fmt::Display for Located {
             "{}:{}: key `{}`: {}",
             self.line, self.column, self.key, self.message
         )
+    }
+}
+
+/// Why a configuration file was refused: unreadable, or wrong at a place in it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration {path}: {source}; check the path")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
+}
+
+impl Located {
+    /// The error for the file at `path`.
+    pub fn in_file(self, path: &Path) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: self.line,
+            column: self.column,
+            key: self.key,
+            message: self.message,
+        }
     }
 }
 

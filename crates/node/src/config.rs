@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+pub use warden_config::ConfigError;
 
 /// Largest accepted config file.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -356,24 +357,6 @@ fn data_sources<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Path
     Ok(map)
 }
 
-/// Why the configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read the node configuration {path}: {source}; check the path")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        key: String,
-        message: String,
-    },
-}
-
 impl Config {
     /// Reads, parses and validates the file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -399,13 +382,7 @@ impl Config {
 
     /// Parses `text` (named `path` in errors) and resolves relative paths against `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let invalid = |e: warden_config::Located| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            line: e.line,
-            column: e.column,
-            key: e.key,
-            message: e.message,
-        };
+        let invalid = |e: warden_config::Located| e.in_file(path);
         let located = |key: String, message: String, span: Option<std::ops::Range<usize>>| {
             invalid(warden_config::locate(text, key, message, span))
         };

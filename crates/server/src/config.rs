@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
+pub use warden_config::ConfigError;
 
 /// Upper bound of any configured lifetime: one year.
 const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
@@ -202,24 +203,6 @@ fn database_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(url)
 }
 
-/// A configuration error with its location.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        key: String,
-        message: String,
-    },
-}
-
 impl Config {
     /// Read and validate a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -238,14 +221,7 @@ impl Config {
 
     /// Parse configuration text; `path` only labels errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            warden_config::from_toml(text).map_err(|e| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                line: e.line,
-                column: e.column,
-                key: e.key,
-                message: e.message,
-            })?;
+        let mut config: Config = warden_config::from_toml(text).map_err(|e| e.in_file(path))?;
         config.base_dir = PathBuf::from(".");
         Ok(config)
     }
