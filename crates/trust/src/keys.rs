@@ -6,8 +6,9 @@
 //!
 //! Signatures, as cosign makes them:
 //! - ECDSA P-256: ASN.1 DER `ECDSA-Sig-Value` over SHA-256 of the message. Verification accepts
-//!   high-S signatures (Go's `crypto/ecdsa` produces them) by normalising S first; signing
-//!   produces low-S. The fixed-size `r || s` form is refused.
+//!   high-S signatures (Go's `crypto/ecdsa` produces them); signing produces low-S. The
+//!   fixed-size `r || s` form is refused. Verification runs over tables of multiples of the
+//!   generator and of the key (see [`P256Key`]).
 //! - Ed25519: the raw 64-byte signature over the message itself (PureEdDSA, RFC 8032), verified
 //!   strictly (canonical S, no small-order keys). Ed25519ph, which cosign 2.x uses by default
 //!   for Ed25519 keys, is not accepted.
@@ -24,6 +25,8 @@ use rand_core::{OsRng, RngCore as _};
 use sha2::Digest as _;
 use spki::EncodePublicKey as _;
 use zeroize::Zeroizing;
+
+use crate::P256Key;
 
 /// Why a key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,7 +118,7 @@ impl fmt::Debug for KeyId {
 /// A verifying key.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    EcdsaP256(p256::ecdsa::VerifyingKey),
+    EcdsaP256(P256Key),
     Ed25519(ed25519_dalek::VerifyingKey),
 }
 
@@ -157,7 +160,7 @@ impl PublicKey {
                     return Err(KeyError::Unsupported(format!("EC curve {curve}")));
                 }
                 p256::ecdsa::VerifyingKey::from_public_key_der(der)
-                    .map(PublicKey::EcdsaP256)
+                    .map(|k| PublicKey::EcdsaP256(k.into()))
                     .map_err(|e| KeyError::Malformed(e.to_string()))
             }
             OID_ED25519 => {
@@ -177,7 +180,7 @@ impl PublicKey {
     /// DER SubjectPublicKeyInfo.
     pub fn to_spki_der(&self) -> Vec<u8> {
         let doc = match self {
-            PublicKey::EcdsaP256(k) => k.to_public_key_der(),
+            PublicKey::EcdsaP256(k) => k.verifying_key().to_public_key_der(),
             PublicKey::Ed25519(k) => k.to_public_key_der(),
         };
         // Encoding a valid in-memory key cannot fail; an empty vector would never match a pin.
@@ -210,13 +213,14 @@ impl PublicKey {
     /// Verifies `signature` over exactly `message`. See the module documentation for the
     /// signature encodings.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
-        use p256::ecdsa::signature::Verifier as _;
         match self {
             PublicKey::EcdsaP256(key) => {
                 let sig = parse_p256_der(signature)?;
-                let sig = sig.normalize_s().unwrap_or(sig);
-                key.verify(message, &sig)
-                    .map_err(|_| SignatureError::Invalid(self.id()))
+                if key.verify(message, &sig) {
+                    Ok(())
+                } else {
+                    Err(SignatureError::Invalid(self.id()))
+                }
             }
             PublicKey::Ed25519(key) => {
                 let sig = parse_ed25519(signature)?;
@@ -312,7 +316,7 @@ impl SigningKey {
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
         match self {
-            SigningKey::EcdsaP256(k) => PublicKey::EcdsaP256(*k.verifying_key()),
+            SigningKey::EcdsaP256(k) => PublicKey::EcdsaP256((*k.verifying_key()).into()),
             SigningKey::Ed25519(k) => PublicKey::Ed25519(k.verifying_key()),
         }
     }
@@ -417,7 +421,7 @@ mod tests {
 
     fn p256_key(seed: u8) -> PublicKey {
         let sk = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap();
-        PublicKey::EcdsaP256(*sk.verifying_key())
+        PublicKey::EcdsaP256((*sk.verifying_key()).into())
     }
 
     fn ed_key(seed: u8) -> PublicKey {
