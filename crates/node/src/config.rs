@@ -145,7 +145,7 @@ pub struct LimitsConfig {
     /// Subtasks one run may create.
     #[serde(default = "d_subtasks", deserialize_with = "subtasks")]
     pub max_subtasks: u32,
-    /// Runs executing at once.
+    /// Runs computing at once; a run waiting for its subtasks lends its slot (see `slots`).
     #[serde(default = "d_concurrent", deserialize_with = "concurrent")]
     pub concurrent_runs: u32,
 }

@@ -1,6 +1,6 @@
 //! The Warden node: a data owner's station. It connects out to the coordination server, takes
 //! each run through the trust chain ([`admission`]), runs admitted images hardened
-//! (warden-runtime), offers the algorithm a narrow [`proxy`], seals results for the requesting
+//! (warden-runtime) within its run [`slots`], offers the algorithm a narrow [`proxy`], seals results for the requesting
 //! organization, spools them until the server acknowledges them, and records every decision and
 //! run in its audit log. docs/node.md is the operator's reference.
 
@@ -12,6 +12,7 @@ pub mod node;
 pub mod orgs;
 pub mod proxy;
 pub mod server;
+pub mod slots;
 pub mod spool;
 
 pub use node::{Node, StartError};

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::orgs::{self, OrgKeys};
 use crate::proxy::{Proxy, ProxyDeps, ProxyLimits, RunScope};
 use crate::server::{NodeIdentity, ServerClient, ServerError};
+use crate::slots::RunSlot;
 use crate::spool::{Final, Phase, RunRecord, Spool, SpoolError};
 
 /// Longest reason sent to the server (its limit is 2000 characters).
@@ -112,7 +113,7 @@ struct Shared {
     spool: Spool,
     audit: Mutex<AuditLog>,
     audit_path: PathBuf,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     active: Mutex<HashSet<i64>>,
     timings: Mutex<std::collections::VecDeque<RunTiming>>,
 }
@@ -301,7 +302,7 @@ impl Node {
                 spool,
                 audit: Mutex::new(audit),
                 audit_path,
-                slots: Semaphore::new(concurrent),
+                slots: Arc::new(Semaphore::new(concurrent)),
                 active: Mutex::new(HashSet::new()),
                 timings: Mutex::new(std::collections::VecDeque::new()),
             }),
@@ -526,8 +527,8 @@ impl Node {
         let node = self.clone();
         let received = Instant::now();
         tokio::spawn(async move {
-            let _permit = node.inner.slots.acquire().await;
-            node.handle(run_id, event_image, received).await;
+            let slot = RunSlot::acquire(&node.inner.slots).await;
+            node.handle(run_id, event_image, received, slot).await;
             node.inner
                 .active
                 .lock()
@@ -557,7 +558,13 @@ impl Node {
     }
 
     /// One run, from the event to the spooled outcome.
-    async fn handle(&self, run_id: i64, event_image: Option<String>, received: Instant) {
+    async fn handle(
+        &self,
+        run_id: i64,
+        event_image: Option<String>,
+        received: Instant,
+        slot: RunSlot,
+    ) {
         let s = &self.inner;
         let run = match s.server.run(run_id).await {
             Ok(r) => r,
@@ -647,6 +654,7 @@ impl Node {
                     input,
                     collab,
                     received,
+                    slot,
                 };
                 self.execute(record, audit, run, &mut timing).await;
             }
@@ -768,6 +776,7 @@ impl Node {
             input,
             collab,
             received,
+            slot,
         } = run;
         let s = &self.inner;
         let run_id = record.run_id;
@@ -809,7 +818,7 @@ impl Node {
                 &pinned,
                 &input,
                 &collab,
-                (received, timing),
+                (received, timing, &slot),
             )
             .await;
         self.finish_audited(&mut record, outcome, run_audit).await;
@@ -822,7 +831,7 @@ impl Node {
         pinned: &warden_runtime::PinnedImage,
         input: &[u8],
         collab: &Collab,
-        (received, timing): (Instant, &mut RunTiming),
+        (received, timing, slot): (Instant, &mut RunTiming, &RunSlot),
     ) -> Result<Vec<u8>, String> {
         let s = &self.inner;
         let run_id = record.run_id;
@@ -834,7 +843,7 @@ impl Node {
         // Report the start while the directories and the proxy are prepared.
         let (reported, prepared) = tokio::join!(
             s.server.update(run_id, &running),
-            self.prepare(record, admitted, input, collab)
+            self.prepare(record, admitted, input, collab, slot)
         );
         let (proxy, spec) = match prepared {
             Ok(p) => p,
@@ -876,6 +885,7 @@ impl Node {
         admitted: &Admitted,
         input: &[u8],
         collab: &Collab,
+        slot: &RunSlot,
     ) -> Result<(Proxy, RunSpec), String> {
         let s = &self.inner;
         let run_id = record.run_id;
@@ -910,6 +920,7 @@ impl Node {
                 requests_per_second: limits.proxy_requests_per_second,
                 max_subtasks: limits.max_subtasks,
             },
+            slot: slot.clone(),
         };
         let proxy = Proxy::start(&work.proxy, scope, deps)
             .await
@@ -1138,6 +1149,7 @@ struct Admission {
     input: Vec<u8>,
     collab: Collab,
     received: Instant,
+    slot: RunSlot,
 }
 
 /// Why a run was not admitted.

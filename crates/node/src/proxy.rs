@@ -32,6 +32,7 @@ use warden_api::{self as api, ErrorBody, ErrorCode};
 
 use crate::orgs::{self, OrgKeys};
 use crate::server::{RunClient, ServerClient, ServerError};
+use crate::slots::RunSlot;
 
 /// Longest `?wait=` accepted, in seconds.
 pub const MAX_WAIT_SECS: u64 = 60;
@@ -84,6 +85,8 @@ pub struct ProxyDeps {
     pub keys: Arc<OrgKeys>,
     pub secret: Arc<warden_seal::SecretKey>,
     pub limits: ProxyLimits,
+    /// The run's slot, lent back while the run waits for its subtasks.
+    pub slot: RunSlot,
 }
 
 impl std::fmt::Debug for ProxyDeps {
@@ -572,6 +575,8 @@ async fn results(
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(wait);
+    // While it waits, the run lends its slot: a subtask at this node may need it.
+    let lent = (wait > 0).then(|| inner.deps.slot.lend());
     let detail = loop {
         let detail = inner
             .run_client()
@@ -585,6 +590,13 @@ async fn results(
         }
         tokio::time::sleep(WAIT_POLL).await;
     };
+    if let Some(lent) = lent {
+        if inner.alive.load(Ordering::SeqCst) {
+            lent.reclaim().await;
+        } else {
+            lent.forget();
+        }
+    }
     let complete = detail.runs.iter().all(|r| r.state.is_final());
     let mut runs = Vec::with_capacity(detail.runs.len());
     for r in &detail.runs {
