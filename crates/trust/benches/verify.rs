@@ -45,6 +45,25 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// The reference for Warden's table-based P-256 verifier: `p256`'s own, on the same input.
+fn p256_reference(c: &mut Criterion) {
+    use p256::ecdsa::signature::{Signer as _, Verifier as _};
+    let key = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+    let payload = b"{\"critical\":{}}";
+    let signature: p256::ecdsa::Signature = key.sign(payload);
+    let verifying = *key.verifying_key();
+    c.bench_function(
+        "ecdsa-p256 signature check by the p256 crate (reference)",
+        |b| {
+            b.iter(|| {
+                verifying
+                    .verify(std::hint::black_box(payload), &signature)
+                    .unwrap()
+            })
+        },
+    );
+}
+
 fn parse(c: &mut Criterion) {
     let repository = Repository::parse("registry.example.org:5000/team/average").unwrap();
     let payload = cosign::payload_for(&repository, &Digest::sha256_of(b"manifest"), None);
@@ -53,5 +72,5 @@ fn parse(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, parse);
+criterion_group!(benches, bench, p256_reference, parse);
 criterion_main!(benches);
