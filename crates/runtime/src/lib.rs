@@ -5,8 +5,9 @@
 //!   its image ID only, then inspected to confirm that ID.
 //! - [`run_pinned`] runs it hardened: no network, non-root, read-only root, no capabilities,
 //!   `no-new-privileges`, memory/CPU/pids/file-size limits, capped scratch tmpfs, wall-clock
-//!   timeout, only the input, data, output and proxy-socket mounts. It always removes the
-//!   container and returns an [`Outcome`].
+//!   timeout, only the input, data, output and proxy-socket mounts; the output directory is
+//!   measured while the container runs and the run stopped once it passes its cap in bytes or
+//!   [`OUTPUT_MAX_ENTRIES`]. It always removes the container and returns an [`Outcome`].
 //! - [`reconcile`] settles a node's leftover containers after a crash.
 //! - [`self_check`] proves isolation at node start-up with a probe image.
 //!
@@ -28,6 +29,7 @@ pub use engine::{
     BindMount, ContainerInfo, ContainerSpec, ContainerState, Engine, EngineError, ImageId,
     ImageInfo,
 };
+pub use output::OUTPUT_MAX_ENTRIES;
 pub use pinned::{PinError, PinnedImage, pull_pinned};
 pub use probe::{IsolationError, PROBE_REPOSITORY, ProbeImage, import_probe, self_check};
 pub use reconcile::reconcile;

@@ -8,11 +8,15 @@ use std::path::Path;
 
 use crate::run::OUTPUT_FILE;
 
+/// Most entries (files, directories, links, at any depth) the output directory may hold.
+pub const OUTPUT_MAX_ENTRIES: u64 = 1000;
+
 /// Why no output could be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum OutputProblem {
     Missing,
     TooLarge { cap: u64 },
+    TooManyEntries { cap: u64 },
     Unreadable(String),
 }
 
@@ -61,17 +65,61 @@ fn clear(dir: &Path, remove: impl Fn(&str) -> bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// If the output file is a regular file above `cap` bytes, deletes it and returns the cap.
-pub(crate) fn output_too_large(dir: &Path, cap: u64) -> Option<u64> {
-    let path = dir.join(OUTPUT_FILE);
-    let meta = std::fs::symlink_metadata(&path).ok()?;
-    if meta.is_file() && meta.len() > cap {
-        if let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(path = %path.display(), error = %e, "deleting an oversized output failed");
+/// Whether the output directory as a whole holds more than `cap` bytes of files or more than
+/// [`OUTPUT_MAX_ENTRIES`] entries. The directory is a host directory the algorithm writes to:
+/// the file-size limit bounds each file, this bounds their sum and their number. Never follows
+/// symlinks; stops counting as soon as a cap is passed, so it stays cheap on a flooded
+/// directory. An unreadable entry counts as an entry and nothing more.
+///
+/// Bytes are the files' apparent sizes. Blocks allocated beyond them (`fallocate` with
+/// `KEEP_SIZE` is not bound by the file-size limit) count against a looser bound that leaves
+/// room for block rounding and a filesystem's speculative preallocation.
+pub(crate) fn overflow(dir: &Path, cap: u64) -> Option<OutputProblem> {
+    let allocated_cap = cap.saturating_mul(2).saturating_add(16 << 20);
+    let mut bytes: u64 = 0;
+    let mut allocated: u64 = 0;
+    let mut entries: u64 = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(listing) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in listing.flatten() {
+            entries += 1;
+            if entries > OUTPUT_MAX_ENTRIES {
+                return Some(OutputProblem::TooManyEntries {
+                    cap: OUTPUT_MAX_ENTRIES,
+                });
+            }
+            // DirEntry::metadata does not follow symlinks.
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                bytes = bytes.saturating_add(meta.len());
+                allocated = allocated.saturating_add(meta.blocks().saturating_mul(512));
+                if bytes > cap || allocated > allocated_cap {
+                    return Some(OutputProblem::TooLarge { cap });
+                }
+            }
         }
-        return Some(cap);
     }
     None
+}
+
+/// How often a running container's output directory is measured.
+pub(crate) const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Resolves when the output directory overflows (see [`overflow`]); never resolves otherwise.
+/// Between two looks an algorithm can write at most what the disk takes in [`WATCH_EVERY`].
+pub(crate) async fn watch(dir: std::path::PathBuf, cap: u64) -> OutputProblem {
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let d = dir.clone();
+        if let Ok(Some(problem)) = tokio::task::spawn_blocking(move || overflow(&d, cap)).await {
+            return problem;
+        }
+    }
 }
 
 /// Reads the output file: a regular file (never a symlink), at most `cap` bytes. An oversized
@@ -88,8 +136,8 @@ pub(crate) fn collect_output(dir: &Path, cap: u64) -> Result<Vec<u8>, OutputProb
             "the output is not a regular file".into(),
         ));
     }
-    if output_too_large(dir, cap).is_some() {
-        return Err(OutputProblem::TooLarge { cap });
+    if let Some(problem) = overflow(dir, cap) {
+        return Err(problem);
     }
     let file: File = OpenOptions::new()
         .read(true)
@@ -128,11 +176,65 @@ mod tests {
             collect_output(dir.path(), 5),
             Err(OutputProblem::TooLarge { cap: 5 })
         );
-        assert!(
-            !dir.path().join(OUTPUT_FILE).exists(),
-            "oversized output deleted"
-        );
+        std::fs::remove_file(dir.path().join(OUTPUT_FILE)).unwrap();
         assert_eq!(collect_output(dir.path(), 5), Err(OutputProblem::Missing));
+    }
+
+    #[test]
+    fn the_whole_directory_counts_against_the_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(OUTPUT_FILE), b"result").unwrap();
+        assert_eq!(overflow(dir.path(), 10), None);
+        // Other files and files in subdirectories add up.
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/extra"), b"12345").unwrap();
+        assert_eq!(
+            overflow(dir.path(), 10),
+            Some(OutputProblem::TooLarge { cap: 10 })
+        );
+        assert_eq!(overflow(dir.path(), 11), None);
+        assert_eq!(
+            collect_output(dir.path(), 10),
+            Err(OutputProblem::TooLarge { cap: 10 })
+        );
+        // Many empty files are refused by their number.
+        for i in 0..OUTPUT_MAX_ENTRIES {
+            std::fs::write(dir.path().join(format!("f{i}")), b"").unwrap();
+        }
+        assert_eq!(
+            overflow(dir.path(), 1 << 20),
+            Some(OutputProblem::TooManyEntries {
+                cap: OUTPUT_MAX_ENTRIES
+            })
+        );
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_counted_as_one_entry_not_walked() {
+        let big = tempfile::tempdir().unwrap();
+        std::fs::write(big.path().join("big"), vec![0u8; 4096]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(big.path(), dir.path().join("link")).unwrap();
+        assert_eq!(overflow(dir.path(), 100), None);
+    }
+
+    #[test]
+    fn blocks_allocated_beyond_the_size_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prealloc");
+        std::fs::write(&path, b"").unwrap();
+        // 32 MiB allocated without growing the file (util-linux `fallocate --keep-size`).
+        let status = std::process::Command::new("fallocate")
+            .args(["--keep-size", "--length", "32MiB"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert_eq!(
+            overflow(dir.path(), 1 << 20),
+            Some(OutputProblem::TooLarge { cap: 1 << 20 })
+        );
     }
 
     #[test]

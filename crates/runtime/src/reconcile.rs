@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::engine::{ContainerState, Engine, EngineError};
-use crate::output::{collect_output, output_too_large, remove_all_entries, remove_extra_entries};
+use crate::output::{collect_output, overflow, remove_all_entries, remove_extra_entries};
 use crate::run::{
     FailureReason, LABEL_NODE, LABEL_OUTPUT_CAP, LABEL_RUN, OUTPUT_MOUNT, Outcome, RunReport,
     judge, remove,
@@ -71,12 +71,7 @@ async fn settle<E: Engine + ?Sized>(engine: &E, id: &str, log_tail_bytes: usize)
                 .unwrap_or_default();
             match (output_dir.as_deref(), cap) {
                 (Some(dir), Some(cap)) => {
-                    match judge(
-                        None,
-                        info.oom_killed,
-                        output_too_large(dir, cap),
-                        info.exit_code,
-                    ) {
+                    match judge(info.oom_killed, overflow(dir, cap), info.exit_code) {
                         Some(reason) => Outcome::Failed { reason },
                         None => Outcome::Completed { output: Vec::new() },
                     }
@@ -99,14 +94,16 @@ async fn settle<E: Engine + ?Sized>(engine: &E, id: &str, log_tail_bytes: usize)
     };
     let removed = remove(engine, id).await;
     let outcome = match (outcome, output_dir.as_deref(), cap) {
-        (Outcome::Completed { .. }, Some(dir), Some(cap)) => {
-            let outcome = match collect_output(dir, cap) {
-                Ok(output) => Outcome::Completed { output },
-                Err(p) => Outcome::Failed { reason: p.into() },
-            };
-            remove_extra_entries(dir);
-            outcome
-        }
+        (Outcome::Completed { .. }, Some(dir), Some(cap)) => match collect_output(dir, cap) {
+            Ok(output) => {
+                remove_extra_entries(dir);
+                Outcome::Completed { output }
+            }
+            Err(p) => {
+                remove_all_entries(dir);
+                Outcome::Failed { reason: p.into() }
+            }
+        },
         (outcome, dir, _) => {
             if let Some(dir) = dir {
                 remove_all_entries(dir);

@@ -161,6 +161,10 @@ pub enum FailureReason {
     OutputTooLarge {
         cap: u64,
     },
+    /// The output directory held more than this many entries.
+    OutputTooManyEntries {
+        cap: u64,
+    },
     OutputMissing,
     OutputUnreadable(String),
     /// Found running by [`crate::reconcile`] after a node restart.
@@ -186,6 +190,10 @@ impl fmt::Display for FailureReason {
             FailureReason::OutputTooLarge { cap } => {
                 write!(f, "the output is larger than the cap of {cap} bytes")
             }
+            FailureReason::OutputTooManyEntries { cap } => write!(
+                f,
+                "the output directory holds more than the cap of {cap} entries"
+            ),
             FailureReason::OutputMissing => write!(
                 f,
                 "the algorithm wrote no output file ({OUTPUT_MOUNT}/{OUTPUT_FILE})"
@@ -341,22 +349,36 @@ async fn run_created<E: Engine + ?Sized>(
     if let Err(e) = engine.start_container(id).await {
         return engine_fail(e);
     }
-    let timed_out = match tokio::time::timeout(spec.timeout, engine.wait_container(id)).await {
-        Ok(Ok(())) => false,
-        Ok(Err(e)) => {
-            let _ = engine.kill_container(id).await;
-            return engine_fail(e);
-        }
-        Err(_) => {
-            if let Err(e) = engine.kill_container(id).await {
+    // The output directory is the host's disk: it is measured while the algorithm runs, and
+    // an algorithm that floods it is stopped then, not after it has filled the disk.
+    let watch = crate::output::watch(spec.output_dir.clone(), spec.limits.output_bytes);
+    let ended = tokio::select! {
+        waited = tokio::time::timeout(spec.timeout, engine.wait_container(id)) => match waited {
+            Ok(Ok(())) => Ended::Exited,
+            Ok(Err(e)) => {
+                let _ = engine.kill_container(id).await;
                 return engine_fail(e);
             }
-            // Wait for the kill to land so that logs and state are final.
-            let _ = tokio::time::timeout(KILL_GRACE, engine.wait_container(id)).await;
-            true
-        }
+            Err(_) => Ended::TimedOut,
+        },
+        problem = watch => Ended::Overflowed(problem.into()),
     };
-    finished(engine, spec, id, timed_out).await
+    if !matches!(ended, Ended::Exited) {
+        if let Err(e) = engine.kill_container(id).await {
+            return engine_fail(e);
+        }
+        // Wait for the kill to land so that logs and state are final.
+        let _ = tokio::time::timeout(KILL_GRACE, engine.wait_container(id)).await;
+    }
+    finished(engine, spec, id, ended).await
+}
+
+/// How a started container came to stop.
+pub(crate) enum Ended {
+    Exited,
+    TimedOut,
+    /// Killed for flooding its output directory.
+    Overflowed(FailureReason),
 }
 
 /// After a kill, how long to wait for the container to stop.
@@ -368,7 +390,7 @@ pub(crate) async fn finished<E: Engine + ?Sized>(
     engine: &E,
     spec: &RunSpec,
     id: &str,
-    timed_out: bool,
+    ended: Ended,
 ) -> RunReport {
     let info = match engine.inspect_container(id).await {
         Ok(info) => info,
@@ -378,12 +400,15 @@ pub(crate) async fn finished<E: Engine + ?Sized>(
         .logs_tail(id, spec.limits.log_tail_bytes)
         .await
         .unwrap_or_else(|e| format!("(logs unavailable: {e})").into_bytes());
-    let reason = judge(
-        timed_out.then_some(spec.timeout),
-        info.oom_killed,
-        crate::output::output_too_large(&spec.output_dir, spec.limits.output_bytes),
-        info.exit_code,
-    );
+    let reason = match ended {
+        Ended::TimedOut => Some(FailureReason::TimedOut(spec.timeout)),
+        Ended::Overflowed(reason) => Some(reason),
+        Ended::Exited => judge(
+            info.oom_killed,
+            crate::output::overflow(&spec.output_dir, spec.limits.output_bytes),
+            info.exit_code,
+        ),
+    };
     RunReport {
         run_id: spec.run_id.clone(),
         outcome: match reason {
@@ -397,22 +422,19 @@ pub(crate) async fn finished<E: Engine + ?Sized>(
     }
 }
 
-/// The failure, if any, in order of precedence: timeout, out of memory, output too large (the
-/// file-size limit kills a writer with SIGXFSZ, so this goes before the exit code), nonzero exit.
+/// The failure of a container that exited by itself, if any, in order of precedence: out of
+/// memory, output directory over its caps (the file-size limit kills a writer with SIGXFSZ, so
+/// this goes before the exit code), nonzero exit.
 pub(crate) fn judge(
-    timed_out: Option<Duration>,
     oom_killed: bool,
-    output_too_large: Option<u64>,
+    output_overflow: Option<OutputProblem>,
     exit_code: Option<i64>,
 ) -> Option<FailureReason> {
-    if let Some(t) = timed_out {
-        return Some(FailureReason::TimedOut(t));
-    }
     if oom_killed {
         return Some(FailureReason::OutOfMemory);
     }
-    if let Some(cap) = output_too_large {
-        return Some(FailureReason::OutputTooLarge { cap });
+    if let Some(problem) = output_overflow {
+        return Some(problem.into());
     }
     match exit_code {
         Some(0) => None,
@@ -441,6 +463,7 @@ impl From<OutputProblem> for FailureReason {
         match p {
             OutputProblem::Missing => FailureReason::OutputMissing,
             OutputProblem::TooLarge { cap } => FailureReason::OutputTooLarge { cap },
+            OutputProblem::TooManyEntries { cap } => FailureReason::OutputTooManyEntries { cap },
             OutputProblem::Unreadable(why) => FailureReason::OutputUnreadable(why),
         }
     }

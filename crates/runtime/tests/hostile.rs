@@ -341,6 +341,31 @@ async fn an_output_over_the_cap_is_refused_and_deleted() {
     w.assert_no_containers_left().await;
 }
 
+/// Each file under the file-size limit, but without end: the run is stopped while it runs, long
+/// before its timeout, and nothing it wrote stays on the host.
+#[tokio::test]
+async fn an_algorithm_flooding_its_output_directory_is_killed_while_it_runs() {
+    let mut w = World::new().await;
+    let pinned = w.pinned_program("flood_output", &[], &[]).await;
+    for (mode, expected) in [
+        ("bytes", FailureReason::OutputTooLarge { cap: 1 << 20 }),
+        (
+            "entries",
+            FailureReason::OutputTooManyEntries {
+                cap: warden_runtime::OUTPUT_MAX_ENTRIES,
+            },
+        ),
+    ] {
+        let mut spec = w.spec(&format!("flood-{mode}"));
+        spec.limits.output_bytes = 1 << 20;
+        spec.env.insert("WARDEN_FLOOD".into(), mode.into());
+        let report = run_pinned(&w.engine, &pinned, &spec).await;
+        assert_eq!(report.reason(), Some(&expected), "{}", report.logs_text());
+        assert_eq!(std::fs::read_dir(&spec.output_dir).unwrap().count(), 0);
+    }
+    w.assert_no_containers_left().await;
+}
+
 #[tokio::test]
 async fn a_run_past_its_timeout_is_killed_and_removed() {
     let mut w = World::new().await;
