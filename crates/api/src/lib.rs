@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod proxy;
+
 use std::fmt;
 use std::str::FromStr;
 
