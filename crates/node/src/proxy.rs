@@ -25,17 +25,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{Mutex, oneshot};
+use warden_api::proxy as wire;
 use warden_api::{self as api, ErrorBody, ErrorCode};
 
 use crate::orgs::{self, OrgKeys};
 use crate::server::{RunClient, ServerClient, ServerError};
 use crate::slots::RunSlot;
 
-/// Longest `?wait=` accepted, in seconds.
-pub const MAX_WAIT_SECS: u64 = 60;
+use warden_api::proxy::MAX_WAIT_SECS;
 /// How often a waiting request looks at its subtasks.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 /// Longest function name in a subtask request.
@@ -166,9 +165,12 @@ impl Proxy {
         });
         let body_limit = usize::try_from(inner.deps.limits.request_bytes).unwrap_or(usize::MAX);
         let app = Router::new()
-            .route("/v1/organizations", get(organizations))
-            .route("/v1/subtasks", post(create_subtask))
-            .route("/v1/subtasks/{task_id}/results", get(results))
+            .route(wire::ORGANIZATIONS_PATH, get(organizations))
+            .route(wire::SUBTASKS_PATH, post(create_subtask))
+            .route(
+                &format!("{}/{{task_id}}/results", wire::SUBTASKS_PATH),
+                get(results),
+            )
             .fallback(not_offered)
             .method_not_allowed_fallback(not_offered)
             .layer(DefaultBodyLimit::max(body_limit))
@@ -340,18 +342,9 @@ async fn not_offered() -> Refusal {
     )
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct OrgView {
-    id: i64,
-    name: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Organizations {
-    organizations: Vec<OrgView>,
-}
-
-async fn organizations(State(inner): State<Arc<Inner>>) -> Result<Json<Organizations>, Refusal> {
+async fn organizations(
+    State(inner): State<Arc<Inner>>,
+) -> Result<Json<wire::Organizations>, Refusal> {
     let mut out = Vec::with_capacity(inner.scope.members.len());
     for id in &inner.scope.members {
         let org = inner
@@ -360,36 +353,18 @@ async fn organizations(State(inner): State<Arc<Inner>>) -> Result<Json<Organizat
             .organization(*id)
             .await
             .map_err(|e| upstream("reading the organizations", e))?;
-        out.push(OrgView {
+        out.push(wire::Organization {
             id: org.id,
             name: org.name,
         });
     }
-    Ok(Json(Organizations { organizations: out }))
-}
-
-/// `POST /v1/subtasks`: the only fields an algorithm may give. There is no image field: a
-/// subtask always runs this run's admitted digest.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubtaskRequest {
-    function: String,
-    #[serde(default)]
-    args: serde_json::Value,
-    organizations: Vec<i64>,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct SubtaskCreated {
-    task_id: i64,
+    Ok(Json(wire::Organizations { organizations: out }))
 }
 
 async fn create_subtask(
     State(inner): State<Arc<Inner>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<SubtaskCreated>, Refusal> {
+) -> Result<Json<wire::SubtaskCreated>, Refusal> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Refusal::new(
@@ -403,7 +378,7 @@ async fn create_subtask(
             Refusal::new(ErrorCode::InvalidRequest, "cannot read the request body")
         }
     })?;
-    let req: SubtaskRequest = serde_json::from_slice(&body).map_err(|e| {
+    let req: wire::NewSubtask = serde_json::from_slice(&body).map_err(|e| {
         Refusal::new(
             ErrorCode::InvalidRequest,
             format!("the subtask request is not valid: {e}; give function, args, organizations and optionally name"),
@@ -506,23 +481,9 @@ async fn create_subtask(
         .map_err(|e| upstream("creating the subtask", e))?;
     created.insert(detail.task.id);
     tracing::info!(run = scope.run_id, subtask = detail.task.id, organizations = ?req.organizations, "proxy: subtask created");
-    Ok(Json(SubtaskCreated {
+    Ok(Json(wire::SubtaskCreated {
         task_id: detail.task.id,
     }))
-}
-
-#[derive(Debug, Serialize)]
-struct RunResult {
-    organization_id: i64,
-    state: api::RunState,
-    result: Option<String>,
-    reason: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Results {
-    complete: bool,
-    runs: Vec<RunResult>,
 }
 
 fn parse_wait(query: Option<&str>) -> Result<u64, Refusal> {
@@ -558,7 +519,7 @@ async fn results(
     State(inner): State<Arc<Inner>>,
     UrlPath(task_id): UrlPath<String>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Results>, Refusal> {
+) -> Result<Json<wire::SubtaskResults>, Refusal> {
     let wait = parse_wait(query.as_deref())?;
     let task_id: i64 = task_id
         .parse()
@@ -636,14 +597,14 @@ async fn results(
         } else {
             None
         };
-        runs.push(RunResult {
+        runs.push(wire::SubtaskRun {
             organization_id: r.organization_id,
             state: r.state,
             result,
             reason: r.reason.clone(),
         });
     }
-    Ok(Json(Results { complete, runs }))
+    Ok(Json(wire::SubtaskResults { complete, runs }))
 }
 
 #[cfg(test)]

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+pub use warden_api::RunState;
+use warden_api::proxy as wire;
+pub use warden_api::proxy::{NewSubtask, Organization};
 
 use crate::http::{self, Client, HttpError, Request};
 
 /// Longest wait one results request may ask the proxy for (the contract's limit).
-pub const MAX_WAIT_PER_REQUEST: Duration = Duration::from_secs(60);
+pub const MAX_WAIT_PER_REQUEST: Duration = Duration::from_secs(wire::MAX_WAIT_SECS);
 /// Extra time granted to a results request beyond its `wait`.
 const WAIT_SLACK: Duration = Duration::from_secs(10);
 /// Least time between two polls of an incomplete subtask, so that a proxy that answers at once
@@ -73,62 +76,6 @@ impl ProxyError {
             ProxyError::Refused { status, .. } => Some(*status),
             _ => None,
         }
-    }
-}
-
-/// One organization of the collaboration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Organization {
-    pub id: OrganizationId,
-    pub name: String,
-}
-
-/// The body of `POST /v1/subtasks`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewSubtask {
-    pub function: String,
-    pub args: serde_json::Value,
-    pub organizations: Vec<OrganizationId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-/// The state of one run of a subtask, as the server records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    Pending,
-    Admitted,
-    Running,
-    Completed,
-    Failed,
-    Rejected,
-}
-
-impl RunState {
-    /// `completed`, `failed` and `rejected` never change again.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunState::Completed | RunState::Failed | RunState::Rejected
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Pending => "pending",
-            RunState::Admitted => "admitted",
-            RunState::Running => "running",
-            RunState::Completed => "completed",
-            RunState::Failed => "failed",
-            RunState::Rejected => "rejected",
-        }
-    }
-}
-
-impl fmt::Display for RunState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -199,43 +146,6 @@ pub struct SubtaskResults {
     pub runs: Vec<SubtaskResult>,
 }
 
-#[derive(Deserialize)]
-struct OrganizationsBody {
-    organizations: Vec<Organization>,
-}
-
-#[derive(Deserialize)]
-struct CreatedBody {
-    task_id: TaskId,
-}
-
-#[derive(Deserialize)]
-struct ResultsBody {
-    complete: bool,
-    runs: Vec<RunBody>,
-}
-
-#[derive(Deserialize)]
-struct RunBody {
-    organization_id: OrganizationId,
-    state: RunState,
-    #[serde(default)]
-    result: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
-}
-
 /// A client of the node's proxy.
 #[derive(Clone)]
 pub struct Proxy {
@@ -289,7 +199,8 @@ impl Proxy {
 
     /// `GET /v1/organizations`: the collaboration's organizations.
     pub fn organizations(&self) -> Result<Vec<Organization>, ProxyError> {
-        let body: OrganizationsBody = self.call("GET", "/v1/organizations", None, self.timeout)?;
+        let body: wire::Organizations =
+            self.call("GET", wire::ORGANIZATIONS_PATH, None, self.timeout)?;
         Ok(body.organizations)
     }
 
@@ -314,8 +225,9 @@ impl Proxy {
             request: "POST /v1/subtasks".into(),
             detail: format!("cannot serialise the request: {e}"),
         })?;
-        let created: CreatedBody = self.call("POST", "/v1/subtasks", Some(&body), self.timeout)?;
-        Ok(created.task_id)
+        let created: wire::SubtaskCreated =
+            self.call("POST", wire::SUBTASKS_PATH, Some(&body), self.timeout)?;
+        Ok(TaskId(created.task_id))
     }
 
     /// One `GET /v1/subtasks/{id}/results?wait=...`; `wait` is rounded up to whole seconds and
@@ -323,9 +235,9 @@ impl Proxy {
     pub fn results(&self, task_id: TaskId, wait: Duration) -> Result<SubtaskResults, ProxyError> {
         let wait = wait.min(MAX_WAIT_PER_REQUEST);
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let path = format!("/v1/subtasks/{task_id}/results?wait={secs}");
+        let path = format!("{}/{task_id}/results?wait={secs}", wire::SUBTASKS_PATH);
         let timeout = self.timeout + Duration::from_secs(secs) + WAIT_SLACK;
-        let body: ResultsBody = self.call("GET", &path, None, timeout)?;
+        let body: wire::SubtaskResults = self.call("GET", &path, None, timeout)?;
         let mut runs = Vec::with_capacity(body.runs.len());
         for run in body.runs {
             let result = match (run.state, run.result) {
@@ -444,10 +356,17 @@ impl Proxy {
         let request = format!("{method} {path}");
         // The contract names no exact success status: any 2xx carries the answer.
         if !(200..300).contains(&response.status) {
-            let (code, message) = match serde_json::from_slice::<ErrorBody>(&response.body) {
-                Ok(e) => (e.error.code, e.error.message),
-                Err(_) => ("unknown".to_owned(), excerpt(&response.body)),
-            };
+            let (code, message) =
+                match serde_json::from_slice::<warden_api::ErrorBody>(&response.body) {
+                    Ok(e) => (
+                        serde_json::to_value(e.error.code)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_else(|| "unknown".to_owned()),
+                        e.error.message,
+                    ),
+                    Err(_) => ("unknown".to_owned(), excerpt(&response.body)),
+                };
             return Err(ProxyError::Refused {
                 request,
                 status: response.status,
