@@ -9,9 +9,11 @@
 //!   high-S signatures (Go's `crypto/ecdsa` produces them); signing produces low-S. The
 //!   fixed-size `r || s` form is refused. Verification runs over tables of multiples of the
 //!   generator and of the key (see [`P256Key`]).
-//! - Ed25519: the raw 64-byte signature over the message itself (PureEdDSA, RFC 8032), verified
-//!   strictly (canonical S, no small-order keys). Ed25519ph, which cosign 2.x uses by default
-//!   for Ed25519 keys, is not accepted.
+//! - Ed25519: the raw 64-byte signature, verified strictly (canonical S, no small-order keys),
+//!   in either RFC 8032 form: PureEdDSA over the message itself, which Warden signs, or
+//!   Ed25519ph over its SHA-512 with an empty context, which cosign signs with Ed25519 keys since
+//!   sigstore made it the default. The two forms are domain-separated (Ed25519ph signs under the
+//!   `dom2` prefix), so a signature valid in one cannot be read in the other.
 //!
 //! Private keys live in [`SigningKey`]; their encrypted files are read and written by
 //! [`crate::keyfile`].
@@ -224,7 +226,12 @@ impl PublicKey {
             }
             PublicKey::Ed25519(key) => {
                 let sig = parse_ed25519(signature)?;
+                let prehashed = || {
+                    let digest = sha2::Sha512::new().chain_update(message);
+                    key.verify_prehashed_strict(digest, None, &sig)
+                };
                 key.verify_strict(message, &sig)
+                    .or_else(|_| prehashed())
                     .map_err(|_| SignatureError::Invalid(self.id()))
             }
         }
@@ -427,6 +434,49 @@ mod tests {
     fn ed_key(seed: u8) -> PublicKey {
         let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
         PublicKey::Ed25519(sk.verifying_key())
+    }
+
+    /// RFC 8032 section 7.3, the Ed25519ph test vector ("abc"), and pure signatures with the
+    /// same key.
+    #[test]
+    fn ed25519_verifies_both_rfc8032_forms_and_nothing_else() {
+        let secret: [u8; 32] =
+            hex::decode("833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let public: [u8; 32] =
+            hex::decode("ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let ph_signature = hex::decode(
+            "98a70222f0b8121aa9d30f813d683f809e462b469c7ff87639499bb94e6dae41\
+             31f85042463c2a355a2003d062adf5aaa10b8c61e636062aaad11c2a26083406",
+        )
+        .unwrap();
+        let key = PublicKey::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap());
+        key.verify(b"abc", &ph_signature).unwrap();
+        assert!(key.verify(b"abd", &ph_signature).is_err());
+
+        let signer = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&secret));
+        assert_eq!(signer.public_key(), key);
+        let pure = signer.sign(b"abc");
+        assert_ne!(pure, ph_signature);
+        key.verify(b"abc", &pure).unwrap();
+        assert!(key.verify(b"abd", &pure).is_err());
+
+        // Ed25519ph under a context is another message: refused.
+        let SigningKey::Ed25519(dalek) = &signer else {
+            unreachable!()
+        };
+        let with_context = dalek
+            .sign_prehashed(sha2::Sha512::new().chain_update(b"abc"), Some(b"warden"))
+            .unwrap();
+        assert!(key.verify(b"abc", &with_context.to_bytes()).is_err());
+        // Another key refuses both forms.
+        assert!(ed_key(9).verify(b"abc", &ph_signature).is_err());
+        assert!(ed_key(9).verify(b"abc", &pure).is_err());
     }
 
     #[test]
