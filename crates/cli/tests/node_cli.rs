@@ -126,6 +126,71 @@ async fn a_node_killed_mid_run_reconciles_on_restart() {
     assert!(node.log().contains("audit log"), "{}", node.log());
 }
 
+/// SIGTERM lets the run in flight finish and be delivered, takes no new run, and exits; a run
+/// longer than the grace is left to the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_node_finishes_its_runs_within_the_grace_and_exits() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("slow", "slow", "v1");
+    w.sign(&repo, &digest).await;
+    let config = w.node_config(&w.a, &w.signed_policy(&repo), "concurrent_runs = 1\n");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[node]\n", "[node]\nshutdown_grace_secs = 30\n"),
+    )
+    .unwrap();
+    let label = World::label_of(&config);
+    w.labels.push(label.clone());
+    let image = format!("{repo}:v1");
+
+    let mut node = spawn_node(Path::new(BIN), &config);
+    let first = w
+        .create_task(&image, &json!({"function": "f", "sleep": 3}), &[&w.a])
+        .await;
+    let run = first.runs[0].id;
+    let r = w
+        .wait_state(run, RunState::Running, Duration::from_secs(120))
+        .await;
+    assert_eq!(r.state, RunState::Running, "{:?}\n{}", r.reason, node.log());
+    // Queued behind the one slot: it must not start once shutdown has begun.
+    let second = w
+        .create_task(&image, &json!({"function": "f", "sleep": 1}), &[&w.a])
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = node.terminate(Duration::from_secs(30)).await;
+    assert_eq!(
+        status.map(|s| s.success()),
+        Some(true),
+        "the node exits by itself, cleanly\n{}",
+        node.log()
+    );
+    let r = w.run(run).await;
+    assert_eq!(
+        r.state,
+        RunState::Completed,
+        "{:?}\n{}",
+        r.reason,
+        node.log()
+    );
+    let out = String::from_utf8(w.result(run).await).unwrap();
+    assert!(out.starts_with("slept 3:"), "{out}");
+    assert_eq!(w.run(second.runs[0].id).await.state, RunState::Pending);
+    assert!(containers(&label).is_empty());
+    assert!(
+        node.log().contains("waiting for the runs in flight"),
+        "{}",
+        node.log()
+    );
+
+    // The queued run is taken at the next start.
+    let _node = spawn_node(Path::new(BIN), &config);
+    let r = w
+        .wait_final(second.runs[0].id, Duration::from_secs(60))
+        .await;
+    assert_eq!(r.state, RunState::Completed, "{:?}", r.reason);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_finished_while_the_server_is_down_is_delivered_once_it_is_back() {
     let mut w = World::with_server_process(Path::new(BIN)).await;

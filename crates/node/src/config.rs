@@ -101,6 +101,24 @@ pub struct NodeSection {
     /// a name derived from the spool directory.
     #[serde(default, deserialize_with = "node_name")]
     pub name: Option<String>,
+    /// On SIGTERM or SIGINT, how long runs in flight may take to finish and be delivered
+    /// before the node exits anyway (they are then settled at the next start).
+    #[serde(default = "d_grace", deserialize_with = "grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl NodeSection {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+fn d_grace() -> u64 {
+    60
+}
+
+fn grace<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 0, 24 * 3600, "the shutdown grace in seconds")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -33,6 +33,8 @@ const MAX_REASON_CHARS: usize = 1900;
 const REASON_LOG_LINES: usize = 5;
 /// Delivery retry period while results wait in the spool.
 const DELIVERY_EVERY: Duration = Duration::from_secs(2);
+/// How often a shutting-down node looks whether its runs have finished.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Why the node refused to start.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,8 @@ struct Shared {
     audit_path: PathBuf,
     slots: Arc<Semaphore>,
     active: Mutex<HashSet<i64>>,
+    /// Set at shutdown: no run starts any more.
+    draining: std::sync::atomic::AtomicBool,
     timings: Mutex<std::collections::VecDeque<RunTiming>>,
 }
 
@@ -304,6 +308,7 @@ impl Node {
                 audit_path,
                 slots: Arc::new(Semaphore::new(concurrent)),
                 active: Mutex::new(HashSet::new()),
+                draining: std::sync::atomic::AtomicBool::new(false),
                 timings: Mutex::new(std::collections::VecDeque::new()),
             }),
         })
@@ -357,13 +362,53 @@ impl Node {
             _ = shutdown => {}
             _ = self.intake() => {}
         }
+        self.drain(self.inner.config.node.shutdown_grace()).await;
         deliverer.abort();
+        self.deliver_pending().await;
         // Sign what was appended since the last checkpoint, so the whole log is covered.
         let mut log = self.inner.audit.lock().unwrap_or_else(|p| p.into_inner());
         if log.uncovered() > 0 {
             if let Err(e) = log.checkpoint() {
                 tracing::error!(error = %e, "cannot write the closing audit checkpoint");
             }
+        }
+    }
+
+    /// Lets the runs in flight finish, and their outcomes be delivered, for up to `grace`; no run
+    /// starts meanwhile (queued ones stay pending at the server for the next start). What is
+    /// still running after `grace` is settled by [`Node::recover`] at the next start.
+    async fn drain(&self, grace: Duration) {
+        use std::sync::atomic::Ordering;
+        self.inner.draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        let in_flight = || {
+            self.inner
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len()
+        };
+        let n = in_flight();
+        if n > 0 {
+            tracing::info!(
+                runs = n,
+                grace_secs = grace.as_secs(),
+                "shutting down: waiting for the runs in flight"
+            );
+        }
+        loop {
+            let n = in_flight();
+            if n == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    runs = n,
+                    "shutting down with runs in flight; they are settled at the next start"
+                );
+                return;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
         }
     }
 
@@ -517,6 +562,9 @@ impl Node {
     /// Starts handling a run unless it is being handled or already known.
     fn on_event(&self, run_id: i64, event_image: Option<String>) {
         let s = &self.inner;
+        if s.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         {
             let mut active = s.active.lock().unwrap_or_else(|p| p.into_inner());
             if active.contains(&run_id) || s.spool.has(run_id) {
@@ -528,7 +576,14 @@ impl Node {
         let received = Instant::now();
         tokio::spawn(async move {
             let slot = RunSlot::acquire(&node.inner.slots).await;
-            node.handle(run_id, event_image, received, slot).await;
+            // A run that got its slot only after shutdown began stays pending for the next start.
+            if !node
+                .inner
+                .draining
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                node.handle(run_id, event_image, received, slot).await;
+            }
             node.inner
                 .active
                 .lock()
