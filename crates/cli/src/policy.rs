@@ -39,7 +39,7 @@ pub enum PolicyCommand {
         /// The algorithm function (entry point) to be called.
         #[arg(long)]
         function: Option<String>,
-        /// The manifest digest, as a node would resolve it (`sha256:<64 hex>`).
+        /// The manifest digest, as a node would resolve it (`sha256:<64 hex>` or `sha512:<128 hex>`).
         #[arg(long)]
         digest: Option<String>,
         /// Assume a verified signature by the public key in this PEM file (repeatable).
@@ -109,7 +109,11 @@ fn check(
     let policy = Policy::load(policy_path)?;
     let reference = Reference::parse(image)?;
     let digest = digest
-        .map(|d| Digest::parse(d).context("--digest takes `sha256:<64 lower-case hex>`"))
+        .map(|d| {
+            Digest::parse(d).context(
+                "--digest takes `sha256:<64 lower-case hex>` or `sha512:<128 lower-case hex>`",
+            )
+        })
         .transpose()?;
     let mut signers = BTreeSet::new();
     for file in signer_files {

@@ -487,7 +487,7 @@ impl<F: FnMut(&str) -> Result<PublicKey, KeyLoadError>> Builder<'_, '_, F> {
                         self.loc.error(
                             d.span(),
                             format!("{key}[{}]", i + 1),
-                            format!("{e}; write `sha256:<64 lower-case hex>`"),
+                            format!("{e}; write `sha256:<64 lower-case hex>` or `sha512:<128 lower-case hex>`"),
                         )
                     })?;
                     set.insert(digest);
