@@ -33,6 +33,8 @@ pub const MAX_REASON_CHARS: usize = 2000;
 pub const MAX_MEMBERS: usize = 10_000;
 /// The one message of every failed login.
 pub const LOGIN_FAILED: &str = "invalid user name or password";
+/// A disabled account (said only to whoever knows its password or holds one of its tokens).
+pub const DISABLED: &str = "this account is disabled; ask an administrator to enable it";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -400,6 +402,7 @@ fn user_view(u: UserRow) -> api::User {
         role: u.role,
         organization_id: u.organization_id,
         created_at: time_of(u.created_at),
+        disabled: u.disabled,
     }
 }
 
@@ -589,6 +592,14 @@ impl Service {
                     .user(id)
                     .await?
                     .ok_or(ServiceError::Unauthenticated(BAD))?;
+                // Disabling and password changes delete the user's tokens too; the generation
+                // also catches a token that a concurrent login or refresh was issuing.
+                if user.disabled {
+                    return Err(ServiceError::Unauthenticated(DISABLED));
+                }
+                if token.generation != user.token_generation {
+                    return Err(ServiceError::Unauthenticated(BAD));
+                }
                 let collaborations = match user.organization_id {
                     Some(o) => tx.collaborations_of(o).await?,
                     None => Vec::new(),
@@ -606,6 +617,11 @@ impl Service {
                     .node(id)
                     .await?
                     .ok_or(ServiceError::Unauthenticated(BAD))?;
+                if token.generation != node.key_generation {
+                    return Err(ServiceError::Unauthenticated(
+                        "the node's api key was replaced; log in with the new key",
+                    ));
+                }
                 Ok(Actor::Node {
                     id: node.id,
                     organization_id: node.organization_id,
@@ -689,10 +705,13 @@ impl Service {
 
     // ---- login -------------------------------------------------------------------------------
 
+    /// Issue an access and a refresh token for `user_id`, stamped with the user's token
+    /// `generation` as read before the credential was checked.
     async fn issue_session(
         &self,
         tx: &mut Tx,
         user_id: i64,
+        generation: i64,
         family: &str,
     ) -> Result<api::TokenResponse> {
         let now = now_micros();
@@ -719,6 +738,7 @@ impl Service {
                 family: Some(family.to_owned()),
                 consumed: false,
                 expires_at: now.saturating_add(secs(ttl)),
+                generation,
             })
             .await?;
         }
@@ -766,11 +786,21 @@ impl Service {
             tracing::info!(user = user.id, "login failed");
             return Err(fail());
         }
+        if user.disabled {
+            // Only someone who knows the password learns that the account is disabled.
+            tracing::info!(user = user.id, "login refused: account disabled");
+            Metrics::inc(&self.inner.metrics.logins_failed);
+            return Err(ServiceError::Forbidden(Denied(DISABLED)));
+        }
         if user.failed_logins != 0 || user.locked_until.is_some() {
             tx.reset_login_failures(user.id).await?;
         }
         let family = auth::random_secret();
-        let tokens = self.issue_session(&mut tx, user.id, &family).await?;
+        // The generation read with the hash: if the password was changed or the user
+        // disabled while we verified, these tokens are born revoked.
+        let tokens = self
+            .issue_session(&mut tx, user.id, user.token_generation, &family)
+            .await?;
         tx.commit().await?;
         Metrics::inc(&self.inner.metrics.logins_ok);
         Ok(tokens)
@@ -799,7 +829,22 @@ impl Service {
             tracing::warn!(user = user_id, "refresh token replayed; session revoked");
             return Err(ServiceError::Unauthenticated(BAD));
         }
-        let tokens = self.issue_session(&mut tx, user_id, &family).await?;
+        let user = tx.user(user_id).await?;
+        let live = user
+            .as_ref()
+            .is_some_and(|u| !u.disabled && u.token_generation == token.generation);
+        if !live {
+            tx.delete_token_family(&family).await?;
+            tx.commit().await?;
+            tracing::info!(
+                user = user_id,
+                "refresh refused: the user's tokens were revoked"
+            );
+            return Err(ServiceError::Unauthenticated(BAD));
+        }
+        let tokens = self
+            .issue_session(&mut tx, user_id, token.generation, &family)
+            .await?;
         tx.commit().await?;
         Ok(tokens)
     }
@@ -840,6 +885,9 @@ impl Service {
             family: None,
             consumed: false,
             expires_at: now.saturating_add(secs(self.inner.auth.node_token_ttl_secs)),
+            // The generation of the key just checked: if the key is rotated meanwhile, this
+            // token is born revoked.
+            generation: node.key_generation,
         })
         .await?;
         tx.touch_node(node.id, now).await?;
@@ -1159,6 +1207,7 @@ impl Service {
             role: req.role,
             organization_id: req.organization_id,
             created_at: time_of(now),
+            disabled: false,
         })
     }
 
@@ -1775,6 +1824,7 @@ impl Service {
             family: None,
             consumed: false,
             expires_at: now_micros().saturating_add(secs(ttl)),
+            generation: 0,
         })
         .await?;
         tx.commit().await?;

@@ -24,9 +24,15 @@ use warden_api::{Role, RunState};
 
 /// PostgreSQL channel on which committed events are announced to every replica.
 pub const EVENT_CHANNEL: &str = "warden_events";
+/// Payload prefix of a notification on [`EVENT_CHANNEL`] that a node's credentials were revoked
+/// (`revoked:<collaboration>:<organization>`); any other payload is a new event id.
+pub const REVOKED_PREFIX: &str = "revoked:";
 /// Advisory lock key that orders event insertion in PostgreSQL so that event ids become
 /// visible in increasing order (a node resuming "after id N" never misses a late commit).
 const EVENT_ORDER_LOCK: i64 = 0x5741_5244_454e; // "WARDEN"
+/// Advisory lock key that serialises disabling accounts on PostgreSQL, so that two roots who
+/// disable each other at the same moment cannot leave no enabled root (SQLite has one writer).
+const ACCOUNT_LOCK: i64 = 0x5741_5244_4143; // "WARDAC"
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -357,6 +363,8 @@ struct RawUserRow {
     failed_logins: i64,
     locked_until: Option<i64>,
     created_at: i64,
+    disabled: bool,
+    token_generation: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +377,11 @@ pub struct UserRow {
     pub failed_logins: i64,
     pub locked_until: Option<i64>,
     pub created_at: i64,
+    /// A disabled user cannot log in and holds no working token.
+    pub disabled: bool,
+    /// Tokens issued to the user carry this value; it increases whenever the user's tokens
+    /// are revoked (disable, password change or reset), which kills every earlier token.
+    pub token_generation: i64,
 }
 
 impl TryFrom<RawUserRow> for UserRow {
@@ -384,6 +397,8 @@ impl TryFrom<RawUserRow> for UserRow {
             failed_logins: r.failed_logins,
             locked_until: r.locked_until,
             created_at: r.created_at,
+            disabled: r.disabled,
+            token_generation: r.token_generation,
         })
     }
 }
@@ -396,6 +411,9 @@ pub struct NodeRow {
     pub api_key_hash: String,
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
+    /// Node tokens carry this value; it increases with every key rotation, which kills every
+    /// token issued under an earlier key.
+    pub key_generation: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -549,6 +567,7 @@ struct RawTokenRow {
     family: Option<String>,
     consumed: bool,
     expires_at: i64,
+    generation: i64,
 }
 
 /// A stored token: only the sha256 of the secret is kept.
@@ -562,6 +581,10 @@ pub struct TokenRow {
     pub family: Option<String>,
     pub consumed: bool,
     pub expires_at: i64,
+    /// The owner's generation at issue time (user tokens: `users.token_generation`, node
+    /// tokens: `nodes.key_generation`; 0 for run tokens). A token whose generation differs
+    /// from its owner's current one is revoked.
+    pub generation: i64,
 }
 
 /// Filters of `list_tasks`; `None` means "no restriction".
@@ -597,8 +620,10 @@ const TASK_COLUMNS: &str = "tasks.id, tasks.collaboration_id, tasks.name, tasks.
     tasks.requester_username AS creator_username, tasks.creator_run_id, tasks.parent_task_id, \
     tasks.created_at";
 const TASK_FROM: &str = "tasks";
-const USER_COLUMNS: &str =
-    "id, username, organization_id, role, password_hash, failed_logins, locked_until, created_at";
+const USER_COLUMNS: &str = "id, username, organization_id, role, password_hash, failed_logins, \
+    locked_until, created_at, disabled, token_generation";
+const NODE_COLUMNS: &str =
+    "id, organization_id, collaboration_id, api_key_hash, created_at, last_seen_at, key_generation";
 
 impl Tx {
     pub async fn commit(self) -> Result<()> {
@@ -811,6 +836,73 @@ impl Tx {
         Ok(())
     }
 
+    /// PostgreSQL: serialise account changes that check other accounts (the last enabled
+    /// root) until the transaction ends. SQLite: nothing to do, it has one writer.
+    pub async fn lock_accounts(&mut self) -> Result<()> {
+        if let Tx::Postgres(t) = self {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ACCOUNT_LOCK)
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Enabled root users other than `except`.
+    pub async fn count_enabled_roots_except(&mut self, except: i64) -> Result<i64> {
+        let sql =
+            "SELECT COUNT(*) FROM users WHERE role = 'root' AND disabled = FALSE AND id <> $1";
+        Ok(on!(self, c => sqlx::query_scalar(sql).bind(except).fetch_one(&mut *c).await)?)
+    }
+
+    /// Disable a user (and increase its token generation, so that every token issued before
+    /// is refused) or enable it. Returns whether the user exists.
+    pub async fn set_user_disabled(&mut self, id: i64, disabled: bool) -> Result<bool> {
+        let sql = if disabled {
+            "UPDATE users SET disabled = TRUE, token_generation = token_generation + 1 \
+             WHERE id = $1"
+        } else {
+            "UPDATE users SET disabled = FALSE WHERE id = $1"
+        };
+        let done = on!(self, c => sqlx::query(sql).bind(id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
+    }
+
+    /// Replace a user's password hash, clear its lockout and increase its token generation
+    /// (every earlier token is refused from now on). With `expected_generation`, only if the
+    /// generation is still that value (nobody revoked the user's tokens meanwhile). Returns the
+    /// new generation, or `None` when the user does not exist or the generation moved.
+    pub async fn set_password(
+        &mut self,
+        id: i64,
+        password_hash: &str,
+        expected_generation: Option<i64>,
+    ) -> Result<Option<i64>> {
+        const SET: &str = "UPDATE users SET password_hash = $1, failed_logins = 0, \
+                           locked_until = NULL, token_generation = token_generation + 1";
+        Ok(match expected_generation {
+            Some(g) => {
+                let sql = format!(
+                    "{SET} WHERE id = $2 AND token_generation = $3 RETURNING token_generation"
+                );
+                on!(self, c => sqlx::query_scalar(&sql).bind(password_hash).bind(id).bind(g)
+                    .fetch_optional(&mut *c).await)?
+            }
+            None => {
+                let sql = format!("{SET} WHERE id = $2 RETURNING token_generation");
+                on!(self, c => sqlx::query_scalar(&sql).bind(password_hash).bind(id)
+                    .fetch_optional(&mut *c).await)?
+            }
+        })
+    }
+
+    /// Delete every token of a user (all sessions). Returns how many were deleted.
+    pub async fn delete_user_tokens(&mut self, user_id: i64) -> Result<u64> {
+        let sql = "DELETE FROM tokens WHERE user_id = $1";
+        let done = on!(self, c => sqlx::query(sql).bind(user_id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(done)
+    }
+
     pub async fn list_users(
         &mut self,
         organization_id: Option<i64>,
@@ -849,6 +941,46 @@ impl Tx {
         Ok(())
     }
 
+    /// Replace a node's API key hash and increase its key generation, so that every node
+    /// token issued under an earlier key is refused. Returns the new generation, `None` when
+    /// the node does not exist.
+    pub async fn rotate_node_key(&mut self, id: i64, api_key_hash: &str) -> Result<Option<i64>> {
+        let sql = "UPDATE nodes SET api_key_hash = $1, key_generation = key_generation + 1 \
+                   WHERE id = $2 RETURNING key_generation";
+        Ok(
+            on!(self, c => sqlx::query_scalar(sql).bind(api_key_hash).bind(id)
+            .fetch_optional(&mut *c).await)?,
+        )
+    }
+
+    /// Delete every token of a node.
+    pub async fn delete_node_tokens(&mut self, node_id: i64) -> Result<u64> {
+        let sql = "DELETE FROM tokens WHERE node_id = $1";
+        let done = on!(self, c => sqlx::query(sql).bind(node_id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(done)
+    }
+
+    /// PostgreSQL: tell every replica (at commit) that the node of `(collaboration,
+    /// organization)` lost its credentials, so that its open WebSocket sessions re-check their
+    /// token now rather than at the next ping. SQLite: nothing (one process; the service wakes
+    /// its own hub after the commit).
+    pub async fn notify_revoked(
+        &mut self,
+        collaboration_id: i64,
+        organization_id: i64,
+    ) -> Result<()> {
+        if let Tx::Postgres(t) = self {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(EVENT_CHANNEL)
+                .bind(format!(
+                    "{REVOKED_PREFIX}{collaboration_id}:{organization_id}"
+                ))
+                .execute(&mut **t)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn touch_node(&mut self, id: i64, now: i64) -> Result<()> {
         let sql = "UPDATE nodes SET last_seen_at = $1 WHERE id = $2";
         on!(self, c => sqlx::query(sql).bind(now).bind(id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
@@ -856,9 +988,8 @@ impl Tx {
     }
 
     pub async fn node(&mut self, id: i64) -> Result<Option<NodeRow>> {
-        let sql = "SELECT id, organization_id, collaboration_id, api_key_hash, created_at, \
-                   last_seen_at FROM nodes WHERE id = $1";
-        Ok(on!(self, c => sqlx::query_as(sql).bind(id).fetch_optional(&mut *c).await)?)
+        let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1");
+        Ok(on!(self, c => sqlx::query_as(&sql).bind(id).fetch_optional(&mut *c).await)?)
     }
 
     pub async fn list_nodes(
@@ -872,12 +1003,7 @@ impl Tx {
         f.eq("organization_id", organization_id);
         f.eq("collaboration_id", collaboration_id);
         f.lt("id", after);
-        let sql = f.sql(
-            "SELECT id, organization_id, collaboration_id, api_key_hash, created_at, \
-             last_seen_at FROM nodes",
-            "id",
-            limit,
-        );
+        let sql = f.sql(&format!("SELECT {NODE_COLUMNS} FROM nodes"), "id", limit);
         Ok(on!(self, c => bind_all!(sqlx::query_as(&sql), &f.args).fetch_all(&mut *c).await)?)
     }
 
@@ -1123,16 +1249,16 @@ impl Tx {
 
     pub async fn insert_token(&mut self, t: &TokenRow) -> Result<()> {
         let sql = "INSERT INTO tokens (hash, kind, user_id, node_id, run_id, family, consumed, \
-                   expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+                   expires_at, generation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
         on!(self, c => sqlx::query(sql).bind(&t.hash).bind(t.kind.as_str()).bind(t.user_id)
             .bind(t.node_id).bind(t.run_id).bind(&t.family).bind(t.consumed).bind(t.expires_at)
-            .execute(&mut *c).await.map(|r| r.rows_affected()))?;
+            .bind(t.generation).execute(&mut *c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     pub async fn token(&mut self, hash: &str) -> Result<Option<TokenRow>> {
-        let sql = "SELECT hash, kind, user_id, node_id, run_id, family, consumed, expires_at \
-                   FROM tokens WHERE hash = $1";
+        let sql = "SELECT hash, kind, user_id, node_id, run_id, family, consumed, expires_at, \
+                   generation FROM tokens WHERE hash = $1";
         let raw: Option<RawTokenRow> =
             on!(self, c => sqlx::query_as(sql).bind(hash).fetch_optional(&mut *c).await)?;
         raw.map(|r| {
@@ -1146,6 +1272,7 @@ impl Tx {
                 family: r.family,
                 consumed: r.consumed,
                 expires_at: r.expires_at,
+                generation: r.generation,
             })
         })
         .transpose()

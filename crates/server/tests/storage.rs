@@ -270,6 +270,7 @@ async fn refresh_tokens_are_consumed_once() {
         family: Some("fam".into()),
         consumed: false,
         expires_at: 10,
+        generation: 0,
     };
     tx.insert_token(&row).await.unwrap();
     assert!(tx.consume_token(&row.hash).await.unwrap());
@@ -294,29 +295,8 @@ async fn refresh_tokens_are_consumed_once() {
 /// or for subtasks (at any depth) the root task's creator.
 #[tokio::test]
 async fn the_requester_migration_fills_in_tasks_created_before_it() {
-    use std::str::FromStr;
-
-    use sqlx::migrate::Migrator;
-
     let dir = tempfile::tempdir().unwrap();
     let (url, opts) = kit::database_url(dir.path());
-    let backend = if url.starts_with("postgres") {
-        "postgres"
-    } else {
-        "sqlite"
-    };
-    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    let mut first = Migrator::new(migrations.as_path()).await.unwrap();
-    first.migrations = first
-        .migrations
-        .iter()
-        .filter(|m| m.version == 1)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    assert_eq!(first.migrations.len(), 1);
     let seed = [
         "INSERT INTO organizations (id, name, public_key, created_at) VALUES (1, 'o', 'k', 1)",
         "INSERT INTO collaborations (id, name, encrypted, created_at) VALUES (1, 'c', TRUE, 1)",
@@ -330,36 +310,7 @@ async fn the_requester_migration_fills_in_tasks_created_before_it() {
          (3, 1, 'subsub', 'i', 1, NULL, 12, 2, 3), \
          (4, 1, 'orphan', 'i', 1, NULL, 13, NULL, 4)",
     ];
-    match &opts.pg_schema {
-        None => {
-            let o = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
-                .unwrap()
-                .create_if_missing(true);
-            let pool = sqlx::SqlitePool::connect_with(o).await.unwrap();
-            first.run(&pool).await.unwrap();
-            for s in seed {
-                sqlx::query(s).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-        Some(schema) => {
-            let admin = sqlx::PgPool::connect(&url).await.unwrap();
-            sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
-            let o = sqlx::postgres::PgConnectOptions::from_str(&url)
-                .unwrap()
-                .options([("search_path", schema.as_str())]);
-            let pool = sqlx::PgPool::connect_with(o).await.unwrap();
-            first.run(&pool).await.unwrap();
-            for s in seed {
-                sqlx::query(s).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-    }
+    old_database(&url, &opts, 1, &seed).await;
 
     let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
     let mut tx = db.read().await.unwrap();
@@ -391,5 +342,155 @@ async fn the_requester_migration_fills_in_tasks_created_before_it() {
         ]
     );
     drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+/// A database migrated up to `version` only, with `seed` inserted: what an older server left.
+async fn old_database(
+    url: &str,
+    opts: &warden_server::storage::ConnectOptions,
+    version: i64,
+    seed: &[&str],
+) {
+    use std::str::FromStr;
+
+    use sqlx::migrate::Migrator;
+
+    let backend = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut first = Migrator::new(migrations.as_path()).await.unwrap();
+    first.migrations = first
+        .migrations
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    assert_eq!(first.migrations.len(), version as usize);
+    match &opts.pg_schema {
+        None => {
+            let o = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                .unwrap()
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(o).await.unwrap();
+            first.run(&pool).await.unwrap();
+            for s in seed {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Some(schema) => {
+            let admin = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            let o = sqlx::postgres::PgConnectOptions::from_str(url)
+                .unwrap()
+                .options([("search_path", schema.as_str())]);
+            let pool = sqlx::PgPool::connect_with(o).await.unwrap();
+            first.run(&pool).await.unwrap();
+            for s in seed {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+}
+
+/// A database from before migration 0003 keeps its users enabled and its tokens valid: every
+/// owner and every token starts at generation 0.
+#[tokio::test]
+async fn the_access_migration_keeps_existing_accounts_and_tokens_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, opts) = kit::database_url(dir.path());
+    let seed = [
+        "INSERT INTO organizations (id, name, public_key, created_at) VALUES (1, 'o', 'k', 1)",
+        "INSERT INTO collaborations (id, name, encrypted, created_at) VALUES (1, 'c', TRUE, 1)",
+        "INSERT INTO collaboration_members (collaboration_id, organization_id) VALUES (1, 1)",
+        "INSERT INTO users (id, username, organization_id, role, password_hash, created_at) \
+         VALUES (7, 'rita', 1, 'researcher', 'x', 1)",
+        "INSERT INTO nodes (id, organization_id, collaboration_id, api_key_hash, created_at) \
+         VALUES (3, 1, 1, 'h', 1)",
+        "INSERT INTO tokens (hash, kind, user_id, family, expires_at) \
+         VALUES ('user-token', 'access', 7, 'f', 99)",
+        "INSERT INTO tokens (hash, kind, node_id, expires_at) VALUES ('node-token', 'node', 3, 99)",
+    ];
+    old_database(&url, &opts, 2, &seed).await;
+
+    let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
+    let mut tx = db.write().await.unwrap();
+    let user = tx.user(7).await.unwrap().unwrap();
+    assert!(!user.disabled);
+    assert_eq!(user.token_generation, 0);
+    assert_eq!(tx.node(3).await.unwrap().unwrap().key_generation, 0);
+    assert_eq!(tx.token("user-token").await.unwrap().unwrap().generation, 0);
+    assert_eq!(tx.token("node-token").await.unwrap().unwrap().generation, 0);
+
+    // Revocation moves the owner's generation and deletes its tokens.
+    assert!(tx.set_user_disabled(7, true).await.unwrap());
+    let user = tx.user(7).await.unwrap().unwrap();
+    assert!(user.disabled);
+    assert_eq!(user.token_generation, 1);
+    assert!(tx.set_user_disabled(7, false).await.unwrap());
+    assert_eq!(tx.user(7).await.unwrap().unwrap().token_generation, 1);
+    assert!(!tx.set_user_disabled(999, true).await.unwrap());
+    assert_eq!(tx.delete_user_tokens(7).await.unwrap(), 1);
+    assert_eq!(tx.token("user-token").await.unwrap(), None);
+    assert_eq!(tx.rotate_node_key(3, "h2").await.unwrap(), Some(1));
+    assert_eq!(tx.node(3).await.unwrap().unwrap().api_key_hash, "h2");
+    assert_eq!(tx.rotate_node_key(999, "h2").await.unwrap(), None);
+    assert_eq!(tx.delete_node_tokens(3).await.unwrap(), 1);
+    assert_eq!(tx.token("node-token").await.unwrap(), None);
+    tx.commit().await.unwrap();
+    done(&db, &url, &opts).await;
+}
+
+/// A password change conditioned on the generation fails when someone revoked the user's
+/// tokens meanwhile; it clears the lockout and moves the generation.
+#[tokio::test]
+async fn password_changes_are_conditional_on_the_token_generation() {
+    let (db, _dir, url, opts) = db().await;
+    let mut tx = db.write().await.unwrap();
+    let u = tx
+        .insert_user("rita", None, Role::Root, "old", 1)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        tx.record_login_failure(u, 2, 99).await.unwrap();
+    }
+    assert_eq!(tx.user(u).await.unwrap().unwrap().locked_until, Some(99));
+    assert_eq!(tx.set_password(u, "new", Some(0)).await.unwrap(), Some(1));
+    let user = tx.user(u).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            user.password_hash.as_str(),
+            user.locked_until,
+            user.token_generation
+        ),
+        ("new", None, 1)
+    );
+    assert_eq!(tx.set_password(u, "newer", Some(0)).await.unwrap(), None);
+    assert_eq!(tx.user(u).await.unwrap().unwrap().password_hash, "new");
+    assert_eq!(tx.set_password(u, "newer", None).await.unwrap(), Some(2));
+    assert_eq!(tx.set_password(999, "x", None).await.unwrap(), None);
+    // The last enabled root.
+    assert_eq!(tx.count_enabled_roots_except(u).await.unwrap(), 0);
+    let other = tx
+        .insert_user("root2", None, Role::Root, "h", 1)
+        .await
+        .unwrap();
+    assert_eq!(tx.count_enabled_roots_except(u).await.unwrap(), 1);
+    tx.set_user_disabled(other, true).await.unwrap();
+    assert_eq!(tx.count_enabled_roots_except(u).await.unwrap(), 0);
+    tx.lock_accounts().await.unwrap();
+    tx.commit().await.unwrap();
     done(&db, &url, &opts).await;
 }
