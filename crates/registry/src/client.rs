@@ -632,11 +632,31 @@ impl Client {
             self.legacy_signature_manifest(repository, digest),
             self.referrer_manifests(repository, digest),
         );
+        // One source failing does not hide what the other found: its error is kept as a skipped
+        // source, and the signatures found are verified as ever. When nothing was found, the
+        // error is the answer (a registry failure, not "unsigned").
         let mut manifests = Vec::new();
         let mut skipped = Vec::new();
-        for found in [legacy?, referrers?] {
-            manifests.extend(found.0);
-            skipped.extend(found.1);
+        let mut failure = None;
+        for (source, found) in [("tag", legacy), ("referrers", referrers)] {
+            match found {
+                Ok((m, s)) => {
+                    manifests.extend(m);
+                    skipped.extend(s);
+                }
+                Err(e) => {
+                    skipped.push(SkippedSignature {
+                        origin: format!("signature source: {source}"),
+                        reason: e.to_string(),
+                    });
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure
+            && manifests.is_empty()
+        {
+            return Err(e);
         }
         set.skipped.extend(skipped);
 

@@ -88,6 +88,59 @@ fn image_manifest() -> Vec<u8> {
     )
 }
 
+/// A referrers endpoint that fails does not hide the signatures at the legacy tag; when no
+/// source finds anything, the failure is the answer, never "unsigned".
+#[tokio::test]
+async fn a_failing_signature_source_is_skipped_while_the_other_answers() {
+    let routes = Routes::default();
+    let server = routes.start().await;
+    let repository = Repository::parse(&format!("{}/team/app", server.host())).unwrap();
+    let digest = Digest::sha256_of(&image_manifest());
+    let alice = new_key();
+    let signed = cosign::sign(&alice, &repository, &digest, None);
+    let base = "/v2/team/app";
+    routes.set(&format!("{base}/referrers/{digest}"), Reply::status(500));
+
+    // Nothing at the legacy tag either: the referrers failure is the error.
+    let e = client()
+        .fetch_signatures(&repository, &digest)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("500"), "{e}");
+
+    let legacy = manifest_json(
+        vec![sig_layer(&signed.payload, &signed.signature_b64)],
+        None,
+        false,
+    );
+    routes.set(
+        &format!("{base}/manifests/{}", digest.signature_tag()),
+        Reply::ok(OCI_MANIFEST, legacy),
+    );
+    routes.set(
+        &format!("{base}/blobs/{}", Digest::sha256_of(&signed.payload)),
+        Reply::ok("application/octet-stream", signed.payload.clone()),
+    );
+    let set = client()
+        .fetch_signatures(&repository, &digest)
+        .await
+        .unwrap();
+    assert_eq!(set.candidates.len(), 1, "{set:?}");
+    assert!(
+        set.skipped
+            .iter()
+            .any(|s| s.origin.contains("referrers") && s.reason.contains("500")),
+        "{set:?}"
+    );
+    let v = cosign::verify(
+        &candidates(&set),
+        &[alice.public_key()],
+        &repository,
+        &digest,
+    );
+    assert_eq!(v.verified.len(), 1, "{v:?}");
+}
+
 #[tokio::test]
 async fn referrers_endpoint_is_used_when_the_registry_has_it() {
     let routes = Routes::default();
