@@ -415,6 +415,46 @@ pub struct User {
     pub disabled: bool,
 }
 
+/// `PATCH /api/users/{id}`: change an account's state. An absent field is left as it is; at
+/// least one field must be given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// `true` disables the account (login refused, every token revoked at once), `false`
+    /// enables it again.
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+/// `POST /api/users/me/password`: the caller changes their own password. Every session of the
+/// user is revoked; the answer is a fresh [`TokenResponse`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+impl fmt::Debug for ChangePassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChangePassword(<redacted>)")
+    }
+}
+
+/// `POST /api/users/{id}/password`: an administrator sets another user's password. Every
+/// session of that user is revoked and its login lockout cleared.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPassword {
+    pub password: String,
+}
+
+impl fmt::Debug for ResetPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResetPassword(<redacted>)")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNode {
@@ -659,3 +699,48 @@ pub struct Health {
 
 #[cfg(test)]
 mod tests;
+
+/// The account-management bodies (`UpdateUser`, `ChangePassword`, `ResetPassword`).
+#[cfg(test)]
+mod account_tests {
+    use super::*;
+
+    #[test]
+    fn account_bodies_refuse_unknown_fields_and_hide_passwords() {
+        assert!(serde_json::from_str::<UpdateUser>(r#"{"disabled":true,"role":"root"}"#).is_err());
+        assert!(serde_json::from_str::<UpdateUser>(r#"{"disabled":"yes"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<UpdateUser>("{}").unwrap(),
+            UpdateUser { disabled: None }
+        );
+        assert!(
+            serde_json::from_str::<ChangePassword>(
+                r#"{"current_password":"a","new_password":"b","username":"c"}"#
+            )
+            .is_err()
+        );
+        assert!(serde_json::from_str::<ChangePassword>(r#"{"new_password":"b"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ResetPassword>(r#"{"password":"a","disabled":false}"#).is_err()
+        );
+        let c = ChangePassword {
+            current_password: "hunter2hunter2".into(),
+            new_password: "swordfish12345".into(),
+        };
+        let r = ResetPassword {
+            password: "swordfish12345".into(),
+        };
+        for debug in [format!("{c:?}"), format!("{r:?}")] {
+            assert!(
+                !debug.contains("hunter2") && !debug.contains("swordfish"),
+                "{debug}"
+            );
+        }
+        // Older answers without `disabled` still parse (an enabled user).
+        let u: User = serde_json::from_str(
+            r#"{"id":1,"username":"a","role":"viewer","organization_id":2,"created_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert!(!u.disabled);
+    }
+}

@@ -55,6 +55,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
             ServiceError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
             ServiceError::TooLarge(m) => ApiError::new(ErrorCode::PayloadTooLarge, m),
+            ServiceError::Locked(m) => ApiError::new(ErrorCode::TooManyRequests, m),
             ServiceError::Storage(e) => {
                 tracing::error!(error = %e, "storage error");
                 match e {
@@ -135,8 +136,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
-/// The parse step of every JSON body (exposed for property tests).
+/// The parse step of every JSON body (exposed for property tests). Every request body is a
+/// JSON object: serde would otherwise also accept a struct written as an array of its field
+/// values, which no client means to send.
 pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.trim_ascii_start().first() == Some(&b'[') {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the request body is not valid: it must be a JSON object, not an array",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -227,7 +236,9 @@ pub fn router(service: Service) -> Router {
         )
         .route("/api/collaborations/{id}", get(get_collaboration))
         .route("/api/users", post(create_user).get(list_users))
-        .route("/api/users/{id}", get(get_user))
+        .route("/api/users/me/password", post(change_own_password))
+        .route("/api/users/{id}", get(get_user).patch(update_user))
+        .route("/api/users/{id}/password", post(reset_password))
         .route("/api/nodes", post(create_node).get(list_nodes))
         .route("/api/nodes/{id}", get(get_node))
         .route("/api/tasks", post(create_task).get(list_tasks))
@@ -403,6 +414,33 @@ async fn get_user(
     Id(id): Id,
 ) -> ApiResult<Json<api::User>> {
     Ok(Json(svc.user(cred.get(), id).await?))
+}
+
+async fn update_user(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+    Body(req): Body<api::UpdateUser>,
+) -> ApiResult<Json<api::User>> {
+    Ok(Json(svc.update_user(cred.get(), id, req).await?))
+}
+
+async fn change_own_password(
+    State(svc): State<Service>,
+    cred: Credential,
+    Body(req): Body<api::ChangePassword>,
+) -> ApiResult<Json<api::TokenResponse>> {
+    Ok(Json(svc.change_own_password(cred.get(), req).await?))
+}
+
+async fn reset_password(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+    Body(req): Body<api::ResetPassword>,
+) -> ApiResult<StatusCode> {
+    svc.reset_password(cred.get(), id, req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create_node(

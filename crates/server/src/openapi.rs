@@ -47,6 +47,13 @@ pub fn document() -> String {
         v["parameters"] = id.clone();
         v
     };
+    let mut change_password = op(
+        "change your own password, giving the current one (a wrong one counts towards the login lockout); every session is revoked and a new one returned",
+        Some("ChangePassword"),
+        "200",
+    );
+    change_password["responses"]["409"] = json!({"$ref": "#/components/responses/Error"});
+    change_password["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
     let doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "Warden coordination server", "version": env!("CARGO_PKG_VERSION")},
@@ -63,6 +70,9 @@ pub fn document() -> String {
                 "CreateOrganization": {"type": "object", "additionalProperties": false, "required": ["name", "public_key"], "properties": {"name": {"type": "string"}, "public_key": {"type": "string", "description": "base64 X25519 public key"}}},
                 "CreateCollaboration": {"type": "object", "additionalProperties": false, "required": ["name", "organizations"], "properties": {"name": {"type": "string"}, "organizations": {"type": "array", "items": {"type": "integer"}}, "encrypted": {"type": "boolean", "default": true}}},
                 "CreateUser": {"type": "object", "additionalProperties": false, "required": ["username", "password", "role"], "properties": {"username": {"type": "string"}, "password": {"type": "string", "minLength": 12, "maxLength": 256}, "role": {"type": "string", "enum": ["root", "org_admin", "researcher", "viewer"]}, "organization_id": {"type": "integer"}}},
+                "UpdateUser": {"type": "object", "additionalProperties": false, "minProperties": 1, "properties": {"disabled": {"type": "boolean", "description": "true: login refused and every token revoked at once; false: enabled again"}}},
+                "ChangePassword": {"type": "object", "additionalProperties": false, "required": ["current_password", "new_password"], "properties": {"current_password": {"type": "string", "maxLength": 256}, "new_password": {"type": "string", "minLength": 12, "maxLength": 256}}},
+                "ResetPassword": {"type": "object", "additionalProperties": false, "required": ["password"], "properties": {"password": {"type": "string", "minLength": 12, "maxLength": 256}}},
                 "CreateNode": {"type": "object", "additionalProperties": false, "required": ["organization_id", "collaboration_id"], "properties": {"organization_id": {"type": "integer"}, "collaboration_id": {"type": "integer"}}},
                 "CreateTask": {"type": "object", "additionalProperties": false, "required": ["collaboration_id", "image", "inputs"], "properties": {
                     "collaboration_id": {"type": "integer"}, "name": {"type": "string"}, "image": {"type": "string"},
@@ -84,7 +94,9 @@ pub fn document() -> String {
             "/api/collaborations": {"post": op("create a collaboration (root)", Some("CreateCollaboration"), "201"), "get": list("collaborations of the caller", &[])},
             "/api/collaborations/{id}": {"get": with_id(op("one collaboration", None, "200"))},
             "/api/users": {"post": op("create a user", Some("CreateUser"), "201"), "get": list("users", &["organization_id"])},
-            "/api/users/{id}": {"get": with_id(op("one user", None, "200"))},
+            "/api/users/me/password": {"post": change_password},
+            "/api/users/{id}": {"get": with_id(op("one user", None, "200")), "patch": with_id(op("disable or enable a user (root; org admin for its own organization); disabling revokes every token of the user at once; nobody disables themselves or the last enabled root", Some("UpdateUser"), "200"))},
+            "/api/users/{id}/password": {"post": with_id(op("set another user's password (root; org admin for its own organization); clears its lockout and revokes every session", Some("ResetPassword"), "204"))},
             "/api/nodes": {"post": op("create a node; the API key is shown once", Some("CreateNode"), "201"), "get": list("nodes", &["collaboration_id"])},
             "/api/nodes/{id}": {"get": with_id(op("one node", None, "200"))},
             "/api/tasks": {"post": op("create a task and one run per target organization", Some("CreateTask"), "201"), "get": list("tasks, newest first", &["collaboration_id", "parent_task_id", "creator_user_id"])},

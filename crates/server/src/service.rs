@@ -53,6 +53,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    /// Too many wrong passwords: the account is locked for a while.
+    #[error("{0}")]
+    Locked(String),
     #[error(transparent)]
     Storage(StorageError),
     #[error(transparent)]
@@ -322,18 +325,23 @@ pub fn check_username(s: &str) -> Result<()> {
     }
 }
 
+/// The strength rules of every password that is set (creation, change, reset).
 pub fn check_new_password(p: &str) -> Result<()> {
+    check_password_field("password", p)
+}
+
+fn check_password_field(field: &'static str, p: &str) -> Result<()> {
     if p.len() > auth::MAX_PASSWORD_BYTES {
         return Err(invalid(
-            "password",
-            format!("password is longer than {} bytes", auth::MAX_PASSWORD_BYTES),
+            field,
+            format!("{field} is longer than {} bytes", auth::MAX_PASSWORD_BYTES),
         ));
     }
     if p.chars().count() < auth::MIN_PASSWORD_CHARS {
         return Err(invalid(
-            "password",
+            field,
             format!(
-                "password must have at least {} characters",
+                "{field} must have at least {} characters",
                 auth::MIN_PASSWORD_CHARS
             ),
         ));
@@ -1265,6 +1273,196 @@ impl Service {
             _ => return Err(ServiceError::Forbidden(Denied("only users may list users"))),
         };
         Ok(page.page(rows, |u| u.id, user_view))
+    }
+
+    /// The caller changes their own password, giving the current one. A wrong current
+    /// password counts as a failed login towards the lockout. Every session of the user is
+    /// revoked (the presented token's included) and a fresh session is returned.
+    pub async fn change_own_password(
+        &self,
+        bearer: Option<&Bearer>,
+        req: api::ChangePassword,
+    ) -> Result<api::TokenResponse> {
+        check_password_field("new_password", &req.new_password)?;
+        if req.new_password == req.current_password {
+            return Err(invalid(
+                "new_password",
+                "new_password must differ from the current password",
+            ));
+        }
+        let user = {
+            let mut tx = self.inner.db.read().await?;
+            let actor = self.actor(&mut tx, bearer).await?;
+            let _permit = self.check(&actor, &Op::ChangeOwnPassword)?;
+            let Actor::User { id, .. } = actor else {
+                return Err(ServiceError::Forbidden(Denied("only users have passwords")));
+            };
+            tx.user(id)
+                .await?
+                .ok_or(ServiceError::NotFound("no such user"))?
+        };
+        let now = now_micros();
+        if let Some(until) = user.locked_until.filter(|t| *t > now) {
+            let minutes = (until - now).saturating_add(59_999_999) / 60_000_000;
+            return Err(ServiceError::Locked(format!(
+                "too many wrong passwords: the account is locked; try again in {minutes} minute(s)"
+            )));
+        }
+        let ok = req.current_password.len() <= auth::MAX_PASSWORD_BYTES
+            && auth::verify_password(req.current_password, user.password_hash.clone()).await?;
+        if !ok {
+            let a = &self.inner.auth;
+            let mut tx = self.inner.db.write().await?;
+            tx.record_login_failure(
+                user.id,
+                i64::from(a.lockout_threshold),
+                now.saturating_add(secs(a.lockout_secs)),
+            )
+            .await?;
+            tx.commit().await?;
+            Metrics::inc(&self.inner.metrics.logins_failed);
+            tracing::info!(
+                user = user.id,
+                "password change refused: wrong current password"
+            );
+            return Err(ServiceError::Forbidden(Denied(
+                "current_password is wrong; a wrong password counts towards the login lockout",
+            )));
+        }
+        let hash = auth::hash_password(req.new_password).await?;
+        let mut tx = self.inner.db.write().await?;
+        // Only if nobody revoked the user's tokens (disable, reset) while we hashed.
+        let generation = tx
+            .set_password(user.id, &hash, Some(user.token_generation))
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Conflict(
+                    "the account changed meanwhile (disabled or its password reset); log in again"
+                        .into(),
+                )
+            })?;
+        let revoked = tx.delete_user_tokens(user.id).await?;
+        let family = auth::random_secret();
+        let tokens = self
+            .issue_session(&mut tx, user.id, generation, &family)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            user = user.id,
+            tokens = revoked,
+            "password changed; every earlier session revoked"
+        );
+        Ok(tokens)
+    }
+
+    /// Resolve the caller and the target user and check that the caller may reset the
+    /// target's password.
+    async fn password_reset_target(
+        &self,
+        tx: &mut Tx,
+        bearer: Option<&Bearer>,
+        id: i64,
+    ) -> Result<UserRow> {
+        let actor = self.actor(tx, bearer).await?;
+        let target = tx
+            .user(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such user"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::ResetPassword {
+                user_id: id,
+                organization_id: target.organization_id,
+            },
+        )?;
+        Ok(target)
+    }
+
+    /// An administrator sets another user's password: the same strength rules and hashing
+    /// as creation; the user's lockout is cleared and every session revoked.
+    pub async fn reset_password(
+        &self,
+        bearer: Option<&Bearer>,
+        id: i64,
+        req: api::ResetPassword,
+    ) -> Result<()> {
+        check_new_password(&req.password)?;
+        // Check the caller before spending an argon2 hash on the request.
+        {
+            let mut tx = self.inner.db.read().await?;
+            self.password_reset_target(&mut tx, bearer, id).await?;
+        }
+        let hash = auth::hash_password(req.password).await?;
+        let mut tx = self.inner.db.write().await?;
+        self.password_reset_target(&mut tx, bearer, id).await?;
+        tx.set_password(id, &hash, None)
+            .await?
+            .ok_or(ServiceError::NotFound("no such user"))?;
+        let revoked = tx.delete_user_tokens(id).await?;
+        tx.commit().await?;
+        tracing::info!(
+            user = id,
+            tokens = revoked,
+            "password reset by an administrator; every session revoked"
+        );
+        Ok(())
+    }
+
+    /// Disable or enable a user. Disabling revokes every token of the user at once; nobody
+    /// disables themselves or the last enabled root.
+    pub async fn update_user(
+        &self,
+        bearer: Option<&Bearer>,
+        id: i64,
+        req: api::UpdateUser,
+    ) -> Result<api::User> {
+        let Some(disabled) = req.disabled else {
+            return Err(invalid(
+                "disabled",
+                "nothing to change; give \"disabled\": true or false",
+            ));
+        };
+        let mut tx = self.inner.db.write().await?;
+        // Before anything is read: two roots disabling each other must not both pass the
+        // last-root check.
+        tx.lock_accounts().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let mut target = tx
+            .user(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such user"))?;
+        let last_enabled_root = disabled
+            && target.role == Role::Root
+            && !target.disabled
+            && tx.count_enabled_roots_except(id).await? == 0;
+        let _permit = self.check(
+            &actor,
+            &Op::SetUserDisabled {
+                user_id: id,
+                organization_id: target.organization_id,
+                disabled,
+                last_enabled_root,
+            },
+        )?;
+        if target.disabled == disabled {
+            return Ok(user_view(target));
+        }
+        tx.set_user_disabled(id, disabled).await?;
+        let revoked = if disabled {
+            tx.delete_user_tokens(id).await?
+        } else {
+            0
+        };
+        tx.commit().await?;
+        tracing::info!(
+            user = id,
+            disabled,
+            tokens = revoked,
+            by = ?actor,
+            "user account state changed"
+        );
+        target.disabled = disabled;
+        Ok(user_view(target))
     }
 
     // ---- nodes -------------------------------------------------------------------------------

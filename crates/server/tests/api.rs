@@ -27,6 +27,27 @@ async fn health_openapi_metrics_and_unknown_routes() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["openapi"], "3.1.0");
     assert!(v["paths"]["/api/tasks"]["post"].is_object());
+    // Taking access away: every route and its body schema.
+    for (path, method, schema) in [
+        ("/api/users/{id}", "patch", Some("UpdateUser")),
+        ("/api/users/{id}/password", "post", Some("ResetPassword")),
+        ("/api/users/me/password", "post", Some("ChangePassword")),
+    ] {
+        let o = &v["paths"][path][method];
+        assert!(o.is_object(), "{method} {path} is missing");
+        if let Some(schema) = schema {
+            assert_eq!(
+                o["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+                format!("#/components/schemas/{schema}")
+            );
+            let s = &v["components"]["schemas"][schema];
+            assert_eq!(s["additionalProperties"], false, "{schema}");
+        }
+    }
+    assert_eq!(
+        v["paths"]["/api/users/me/password"]["post"]["responses"]["429"]["$ref"],
+        "#/components/responses/Error"
+    );
     let (s, v) = kit.call(Method::GET, None, "/api/nothing", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(code(&v), "not_found");

@@ -105,3 +105,13 @@ proptest! {
         }
     }
 }
+
+/// A struct written as an array of its field values is not an object: refused.
+#[test]
+fn bodies_must_be_objects() {
+    let err = parse_body::<warden_api::LoginRequest>(br#" ["admin", "a long enough password"]"#)
+        .unwrap_err();
+    assert!(err.0.error.message.contains("JSON object"), "{:?}", err.0);
+    assert!(parse_body::<warden_api::UpdateUser>(b"[true]").is_err());
+    assert!(parse_body::<warden_api::UpdateUser>(br#"{"disabled": true}"#).is_ok());
+}

@@ -84,6 +84,21 @@ pub enum Op<'a> {
         user_id: i64,
         organization_id: Option<i64>,
     },
+    /// A user changes their own password (giving the current one).
+    ChangeOwnPassword,
+    /// Set another user's password.
+    ResetPassword {
+        user_id: i64,
+        organization_id: Option<i64>,
+    },
+    /// Disable or enable a user.
+    SetUserDisabled {
+        user_id: i64,
+        organization_id: Option<i64>,
+        disabled: bool,
+        /// The target is a root user and no other root user is enabled.
+        last_enabled_root: bool,
+    },
     CreateNode {
         organization_id: i64,
     },
@@ -144,9 +159,41 @@ const OTHER_ORG: &str = "this belongs to another organization";
 const NOT_ROLE: &str = "your role does not allow this action";
 const NODE_ONLY: &str = "only the node of the run's organization may do this";
 const RUN_SCOPE: &str = "an algorithm token only allows subtasks of its own run";
+const SELF_DISABLE: &str = "you cannot disable your own account; ask another administrator";
+const LAST_ROOT: &str =
+    "this is the last enabled root user; enable or create another root user first";
+const OWN_PASSWORD: &str = "change your own password with POST /api/users/me/password, which \
+                            asks for the current one";
+
+/// Rules about accounts that hold for every administrator, root included: nobody disables
+/// themselves or the last enabled root, and nobody resets their own password without giving
+/// the current one.
+fn account_rules(actor_id: i64, op: &Op<'_>) -> Result<(), Denied> {
+    match op {
+        Op::SetUserDisabled {
+            user_id,
+            disabled: true,
+            last_enabled_root,
+            ..
+        } => {
+            if *user_id == actor_id {
+                Err(Denied(SELF_DISABLE))
+            } else if *last_enabled_root {
+                Err(Denied(LAST_ROOT))
+            } else {
+                Ok(())
+            }
+        }
+        Op::ResetPassword { user_id, .. } if *user_id == actor_id => Err(Denied(OWN_PASSWORD)),
+        _ => Ok(()),
+    }
+}
 
 /// The decision. Deny is the fallback of every arm.
 pub fn check(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
+    if let Actor::User { id, .. } = actor {
+        account_rules(*id, op)?;
+    }
     if actor.is_root() {
         return match op {
             Op::OperateRun { .. } | Op::ReceiveEvents => Err(Denied(NODE_ONLY)),
@@ -199,6 +246,23 @@ pub fn check(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
                     user_id == id || (*role == Role::OrgAdmin && *organization_id == own),
                     OTHER_ORG,
                 ),
+                Op::ChangeOwnPassword => Ok(Permit(())),
+                Op::ResetPassword {
+                    organization_id, ..
+                }
+                | Op::SetUserDisabled {
+                    organization_id, ..
+                } => {
+                    if *role != Role::OrgAdmin {
+                        Err(Denied(NOT_ROLE))
+                    } else {
+                        // Root users have no organization, so this also keeps them out of reach.
+                        allow_if(
+                            organization_id.is_some() && *organization_id == own,
+                            OTHER_ORG,
+                        )
+                    }
+                }
                 Op::CreateNode { organization_id } => {
                     if *role != Role::OrgAdmin {
                         Err(Denied(NOT_ROLE))

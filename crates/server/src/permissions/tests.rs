@@ -247,3 +247,84 @@ fn runs_and_results() {
     check_case(run1(), result(10, 1, Some(500)), true);
     check_case(run1(), result(10, 1, None), false);
 }
+
+#[test]
+fn account_changes() {
+    // Users: admin1 = 1 (org 1), researcher1 = 2 (org 1), viewer1 = 3 (org 1),
+    // researcher3 = 4 (org 3), root = 1000, another root = 1001.
+    let reset = |id, org| Op::ResetPassword {
+        user_id: id,
+        organization_id: org,
+    };
+    let disable = |id, org, disabled, last| Op::SetUserDisabled {
+        user_id: id,
+        organization_id: org,
+        disabled,
+        last_enabled_root: last,
+    };
+    // Everyone with a user account changes their own password; nodes and runs cannot.
+    for a in [root(), admin1(), researcher1(), viewer1(), researcher3()] {
+        check_case(a, Op::ChangeOwnPassword, true);
+    }
+    check_case(node1(), Op::ChangeOwnPassword, false);
+    check_case(run1(), Op::ChangeOwnPassword, false);
+
+    // Root: anyone but itself; never the last enabled root.
+    check_case(root(), reset(2, Some(1)), true);
+    check_case(root(), reset(1001, None), true);
+    check_case(root(), reset(1000, None), false);
+    check_case(root(), disable(4, Some(3), true, false), true);
+    check_case(root(), disable(4, Some(3), false, false), true);
+    check_case(root(), disable(1001, None, true, false), true);
+    check_case(root(), disable(1001, None, true, true), false);
+    check_case(root(), disable(1000, None, true, false), false);
+    check_case(root(), disable(1001, None, false, false), true);
+
+    // An organization admin: users of its own organization only, never root, never itself.
+    check_case(admin1(), reset(2, Some(1)), true);
+    check_case(admin1(), reset(3, Some(1)), true);
+    check_case(admin1(), reset(4, Some(3)), false);
+    check_case(admin1(), reset(1000, None), false);
+    check_case(admin1(), reset(1, Some(1)), false);
+    check_case(admin1(), disable(2, Some(1), true, false), true);
+    check_case(admin1(), disable(2, Some(1), false, false), true);
+    check_case(admin1(), disable(4, Some(3), true, false), false);
+    check_case(admin1(), disable(4, Some(3), false, false), false);
+    check_case(admin1(), disable(1000, None, true, false), false);
+    check_case(admin1(), disable(1000, None, false, false), false);
+    check_case(admin1(), disable(1, Some(1), true, false), false);
+    let admin3 = user(5, Role::OrgAdmin, 3, &[20]);
+    check_case(admin3.clone(), reset(2, Some(1)), false);
+    check_case(admin3.clone(), disable(2, Some(1), true, false), false);
+    check_case(admin3, disable(4, Some(3), true, false), true);
+
+    // Nobody else.
+    for a in [researcher1(), viewer1(), researcher3(), node1(), run1()] {
+        check_case(a.clone(), reset(3, Some(1)), false);
+        check_case(a.clone(), disable(3, Some(1), true, false), false);
+        check_case(a, disable(3, Some(1), false, false), false);
+    }
+}
+
+#[test]
+fn account_denials_say_why() {
+    let self_disable = Op::SetUserDisabled {
+        user_id: 1000,
+        organization_id: None,
+        disabled: true,
+        last_enabled_root: true,
+    };
+    assert_eq!(check(&root(), &self_disable), Err(Denied(SELF_DISABLE)));
+    let last_root = Op::SetUserDisabled {
+        user_id: 1001,
+        organization_id: None,
+        disabled: true,
+        last_enabled_root: true,
+    };
+    assert_eq!(check(&root(), &last_root), Err(Denied(LAST_ROOT)));
+    let own = Op::ResetPassword {
+        user_id: 1,
+        organization_id: Some(1),
+    };
+    assert_eq!(check(&admin1(), &own), Err(Denied(OWN_PASSWORD)));
+}
