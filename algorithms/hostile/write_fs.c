@@ -1,6 +1,7 @@
 /* Tries to create and to modify files on the root filesystem, the data mount and the input mount.
  * Exits 0 if any write succeeded (attack succeeded), 1 if all were refused. Writing to /tmp
- * (the size-capped scratch tmpfs) is expected to work and is reported, not counted. */
+ * (the size-capped scratch tmpfs) is expected to work and is reported, not counted; it is then
+ * filled until the kernel refuses, and the bytes written are reported. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -32,7 +33,19 @@ int main(void) {
     else printf("blocked mkdir /mnt/data/dir: %s\n", strerror(errno));
     int fd = open("/tmp/scratch", O_WRONLY | O_CREAT | O_TRUNC, 0644);
     printf("scratch /tmp %s\n", fd >= 0 ? "writable" : strerror(errno));
-    if (fd >= 0) close(fd);
+    if (fd >= 0) {
+        /* Fill /tmp: the tmpfs must stop the writer at its size cap (ENOSPC). */
+        static char block[65536];
+        memset(block, 'x', sizeof block);
+        long long total = 0;
+        for (;;) {
+            ssize_t n = write(fd, block, sizeof block);
+            if (n <= 0) { printf("scratch full after %lld bytes: %s\n", total, n < 0 ? strerror(errno) : "no progress"); break; }
+            total += n;
+            if (total > (1LL << 34)) { printf("scratch unbounded: %lld bytes\n", total); break; }
+        }
+        close(fd);
+    }
     fflush(stdout);
     return wrote ? 0 : 1;
 }

@@ -285,7 +285,14 @@ impl Node {
             message: e.to_string(),
         })?;
         std::fs::set_permissions(&probe_dir, std::fs::Permissions::from_mode(0o755)).ok();
-        warden_runtime::self_check(&engine, &probe, &format!("{label}-probe"), &probe_dir).await?;
+        warden_runtime::self_check(
+            &engine,
+            &probe,
+            &format!("{label}-probe"),
+            &probe_dir,
+            &config.limits.runtime(),
+        )
+        .await?;
 
         let registry = RegistryClient::new(registry_options(&config)?)?;
         let server = ServerClient::new(&config.server.url, api_key).map_err(StartError::Login)?;

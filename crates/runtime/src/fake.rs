@@ -394,9 +394,15 @@ async fn the_self_check_names_the_failed_checks() {
                 .to_vec(),
         );
     });
-    let err = crate::self_check(&engine, &probe, "node-1", work.path())
-        .await
-        .unwrap_err();
+    let err = crate::self_check(
+        &engine,
+        &probe,
+        "node-1",
+        work.path(),
+        &crate::Limits::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         err,
         crate::IsolationError::NotIsolated {
@@ -409,8 +415,14 @@ async fn the_self_check_names_the_failed_checks() {
         s.exit_code = 0;
         s.logs = Some(b"ok non-root user\n".to_vec());
     });
-    crate::self_check(&engine, &probe, "node-1", work.path())
-        .await
-        .unwrap();
+    crate::self_check(
+        &engine,
+        &probe,
+        "node-1",
+        work.path(),
+        &crate::Limits::default(),
+    )
+    .await
+    .unwrap();
     assert!(engine.with(|s| s.containers.is_empty()));
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::engine::{Engine, EngineError, ImageId};
 use crate::pinned::PinnedImage;
-use crate::run::{Outcome, RunSpec, run_image};
+use crate::run::{Limits, Outcome, RunSpec, run_image};
 
 /// Repository name given to an imported probe image.
 pub const PROBE_REPOSITORY: &str = "warden-probe";
@@ -73,7 +73,8 @@ pub async fn import_probe<E: Engine + ?Sized>(
     Ok(ProbeImage { id })
 }
 
-/// Runs the probe hardened, as any algorithm would run, and requires every check to pass.
+/// Runs the probe hardened under `limits`, as any algorithm would run, and requires every check
+/// to pass, the limits in force among them.
 /// `work_dir` is an existing directory where the probe's empty input and output directories
 /// are made.
 pub async fn self_check<E: Engine + ?Sized>(
@@ -81,6 +82,7 @@ pub async fn self_check<E: Engine + ?Sized>(
     probe: &ProbeImage,
     node_id: &str,
     work_dir: &Path,
+    limits: &Limits,
 ) -> Result<(), IsolationError> {
     let workdir_err = |why: std::io::Error| IsolationError::WorkDir {
         dir: work_dir.display().to_string(),
@@ -93,6 +95,9 @@ pub async fn self_check<E: Engine + ?Sized>(
     }
     let mut spec = RunSpec::new("isolation-probe", node_id, &input, &output);
     spec.timeout = PROBE_TIMEOUT;
+    // The probe runs under the node's own limits and checks that the engine enforces each.
+    spec.limits = limits.clone();
+    spec.env.extend(probe_expectations(limits));
     let report = run_image(engine, &probe.id, &spec).await;
     let _ = std::fs::remove_dir_all(&input);
     let _ = std::fs::remove_dir_all(&output);
@@ -122,6 +127,29 @@ pub async fn self_check<E: Engine + ?Sized>(
             }
         ))),
     }
+}
+
+/// What the probe must find in force, as environment variables.
+pub(crate) fn probe_expectations(limits: &Limits) -> [(String, String); 5] {
+    [
+        ("WARDEN_PROBE_PIDS".into(), limits.pids.to_string()),
+        (
+            "WARDEN_PROBE_MEMORY".into(),
+            limits.memory_bytes.to_string(),
+        ),
+        (
+            "WARDEN_PROBE_MILLICPUS".into(),
+            (limits.nano_cpus / 1_000_000).to_string(),
+        ),
+        (
+            "WARDEN_PROBE_SCRATCH".into(),
+            limits.scratch_bytes.to_string(),
+        ),
+        (
+            "WARDEN_PROBE_FSIZE".into(),
+            limits.output_bytes.saturating_add(1).to_string(),
+        ),
+    ]
 }
 
 /// A POSIX ustar archive holding one regular file owned by root.

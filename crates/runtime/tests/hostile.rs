@@ -194,6 +194,7 @@ async fn root_filesystem_and_data_mount_are_read_only() {
     std::fs::set_permissions(&spec.input_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     spec.data_dir = Some(data.clone());
     std::fs::write(spec.input_dir.join("input"), b"input").unwrap();
+    spec.limits.scratch_bytes = 8 << 20;
 
     let report = run_pinned(&w.engine, &pinned, &spec).await;
     let logs = report.logs_text();
@@ -223,6 +224,14 @@ async fn root_filesystem_and_data_mount_are_read_only() {
         "{logs}"
     );
     assert!(logs.contains("scratch /tmp writable"), "{logs}");
+    // The scratch tmpfs stops a writer at its size cap.
+    let full = logs
+        .lines()
+        .find_map(|l| l.strip_prefix("scratch full after "))
+        .unwrap_or_else(|| panic!("{logs}"));
+    let (bytes, why) = full.split_once(" bytes: ").unwrap();
+    assert!(bytes.parse::<u64>().unwrap() <= 8 << 20, "{full}");
+    assert_eq!(why, "No space left on device", "{full}");
     assert_eq!(
         std::fs::read(data.join("data.csv")).unwrap(),
         b"id,value\n1,42\n"

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use common::World;
 use warden_runtime::{
     ContainerInfo, ContainerSpec, ContainerState, DockerEngine, Engine, EngineError, FailureReason,
-    ImageInfo, IsolationError, LABEL_NODE, Outcome, PROXY_SOCKET, import_probe, reconcile,
+    ImageInfo, IsolationError, LABEL_NODE, Limits, Outcome, PROXY_SOCKET, import_probe, reconcile,
     run_pinned, self_check,
 };
 
@@ -194,12 +194,28 @@ async fn the_isolation_self_check_passes_hardened_and_the_probe_catches_a_loose_
     w.cleanup.images.push(probe.image_id().to_string());
 
     let work = w.dir("selfcheck");
-    self_check(&w.engine, &probe, &w.node, &work).await.unwrap();
+    self_check(&w.engine, &probe, &w.node, &work, &Limits::default())
+        .await
+        .unwrap();
     w.assert_no_containers_left().await;
 
-    // The same probe in a container without the hardening reports what is wrong.
+    // The same probe in a container without the hardening reports what is wrong, the limits
+    // the node would ask for among it.
+    let limits = Limits::default();
     let out = Command::new("docker")
-        .args(["run", "--rm", probe.image_id().as_str()])
+        .args(["run", "--rm"])
+        .args(
+            [
+                ("WARDEN_PROBE_PIDS", limits.pids),
+                ("WARDEN_PROBE_MEMORY", limits.memory_bytes),
+                ("WARDEN_PROBE_MILLICPUS", limits.nano_cpus / 1_000_000),
+                ("WARDEN_PROBE_SCRATCH", limits.scratch_bytes),
+                ("WARDEN_PROBE_FSIZE", limits.output_bytes + 1),
+            ]
+            .iter()
+            .flat_map(|(k, v)| ["-e".to_owned(), format!("{k}={v}")]),
+        )
+        .arg(probe.image_id().as_str())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -211,6 +227,11 @@ async fn the_isolation_self_check_passes_hardened_and_the_probe_catches_a_loose_
         "FAIL read-only root filesystem",
         "FAIL no effective capabilities",
         "FAIL no-new-privileges",
+        "FAIL pids limit",
+        "FAIL memory limit",
+        "FAIL cpu limit",
+        "FAIL scratch /tmp size",
+        "FAIL file size limit",
     ] {
         assert!(text.contains(failed), "{failed} missing in {text}");
     }
@@ -223,7 +244,7 @@ async fn the_self_check_refuses_a_probe_that_cannot_run() {
     let probe = import_probe(&w.engine, b"#!/nonexistent\n").await.unwrap();
     w.cleanup.images.push(probe.image_id().to_string());
     let work = w.dir("selfcheck");
-    let err = self_check(&w.engine, &probe, &w.node, &work)
+    let err = self_check(&w.engine, &probe, &w.node, &work, &Limits::default())
         .await
         .unwrap_err();
     assert!(matches!(err, IsolationError::ProbeFailed(_)), "{err}");
