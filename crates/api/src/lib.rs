@@ -474,7 +474,8 @@ pub struct Node {
     pub last_seen_at: Option<OffsetDateTime>,
 }
 
-/// The answer to node creation: the API key is shown exactly once.
+/// The answer to node creation and to a key rotation (`POST /api/nodes/{id}/key`): the API key
+/// is shown exactly once.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreatedNode {

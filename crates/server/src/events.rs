@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::broadcast;
 
-use crate::storage::EVENT_CHANNEL;
+use crate::storage::{EVENT_CHANNEL, REVOKED_PREFIX};
 
 /// Which nodes a wake-up concerns.
 #[derive(Debug, Clone)]
@@ -23,6 +23,9 @@ pub enum Wake {
     Nodes(Arc<[(i64, i64)]>),
     /// Some node may have new events (another replica wrote them).
     All,
+    /// The node of this (collaboration, organization) pair lost its credentials (key
+    /// rotation): its sessions re-check their token now.
+    Revoked(i64, i64),
 }
 
 impl Wake {
@@ -30,7 +33,23 @@ impl Wake {
         match self {
             Wake::All => true,
             Wake::Nodes(v) => v.contains(&(collaboration_id, organization_id)),
+            Wake::Revoked(..) => false,
         }
+    }
+
+    /// Whether the node of this pair must re-check its credential now.
+    pub fn revokes(&self, collaboration_id: i64, organization_id: i64) -> bool {
+        matches!(self, Wake::Revoked(c, o) if *c == collaboration_id && *o == organization_id)
+    }
+
+    /// The wake-up a PostgreSQL notification payload stands for: `revoked:<c>:<o>` or a new
+    /// event id (anything else).
+    pub fn from_notification(payload: &str) -> Wake {
+        payload
+            .strip_prefix(REVOKED_PREFIX)
+            .and_then(|rest| rest.split_once(':'))
+            .and_then(|(c, o)| Some(Wake::Revoked(c.parse().ok()?, o.parse().ok()?)))
+            .unwrap_or(Wake::All)
     }
 }
 
@@ -76,7 +95,7 @@ impl EventHub {
                             hub.wake(Wake::All);
                             loop {
                                 match l.recv().await {
-                                    Ok(_) => hub.wake(Wake::All),
+                                    Ok(n) => hub.wake(Wake::from_notification(n.payload())),
                                     Err(e) => {
                                         tracing::warn!(error = %e, "event listener lost; reconnecting");
                                         break;
@@ -95,5 +114,29 @@ impl EventHub {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_are_event_ids_or_revocations() {
+        let w = Wake::from_notification("revoked:3:7");
+        assert!(w.revokes(3, 7));
+        assert!(!w.revokes(7, 3));
+        assert!(!w.concerns(3, 7));
+        for other in [
+            "42",
+            "",
+            "revoked:",
+            "revoked:3",
+            "revoked:x:7",
+            "revoked:3:7:1",
+        ] {
+            let w = Wake::from_notification(other);
+            assert!(w.concerns(3, 7) && !w.revokes(3, 7), "{other}");
+        }
     }
 }

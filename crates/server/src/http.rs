@@ -241,6 +241,7 @@ pub fn router(service: Service) -> Router {
         .route("/api/users/{id}/password", post(reset_password))
         .route("/api/nodes", post(create_node).get(list_nodes))
         .route("/api/nodes/{id}", get(get_node))
+        .route("/api/nodes/{id}/key", post(rotate_node_key))
         .route("/api/tasks", post(create_task).get(list_tasks))
         .route("/api/tasks/{id}", get(get_task))
         .route("/api/runs", get(list_runs))
@@ -441,6 +442,14 @@ async fn reset_password(
 ) -> ApiResult<StatusCode> {
     svc.reset_password(cred.get(), id, req).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate_node_key(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::CreatedNode>> {
+    Ok(Json(svc.rotate_node_key(cred.get(), id).await?))
 }
 
 async fn create_node(
@@ -682,6 +691,13 @@ async fn session(
         }
         tokio::select! {
             w = wakes.recv() => match w {
+                Ok(w) if w.revokes(node.0, node.1) => {
+                    // The node's key was rotated: close now if this token died with it.
+                    if svc.event_subscriber(bearer.as_ref()).await.is_err() {
+                        let _ = socket.send(Message::Close(None)).await;
+                        return;
+                    }
+                }
                 Ok(w) => drain = w.concerns(node.0, node.1),
                 Err(RecvError::Lagged(_)) => drain = true,
                 Err(RecvError::Closed) => return,

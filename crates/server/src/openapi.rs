@@ -99,6 +99,7 @@ pub fn document() -> String {
             "/api/users/{id}/password": {"post": with_id(op("set another user's password (root; org admin for its own organization); clears its lockout and revokes every session", Some("ResetPassword"), "204"))},
             "/api/nodes": {"post": op("create a node; the API key is shown once", Some("CreateNode"), "201"), "get": list("nodes", &["collaboration_id"])},
             "/api/nodes/{id}": {"get": with_id(op("one node", None, "200"))},
+            "/api/nodes/{id}/key": {"post": with_id(op("rotate the node's API key (root; org admin of the node's organization): the new key is shown once; the old key and every node token issued under it stop working at once", None, "200"))},
             "/api/tasks": {"post": op("create a task and one run per target organization", Some("CreateTask"), "201"), "get": list("tasks, newest first", &["collaboration_id", "parent_task_id", "creator_user_id"])},
             "/api/tasks/{id}": {"get": with_id(op("one task with its runs; creator_username names the requesting user (for a subtask, the root task's creator)", None, "200"))},
             "/api/runs": {"get": list("runs, newest first", &["collaboration_id", "organization_id", "task_id", "state"])},

@@ -1467,6 +1467,44 @@ impl Service {
 
     // ---- nodes -------------------------------------------------------------------------------
 
+    /// Replace a node's API key. The new key is returned once; the old key and every node
+    /// token issued under it stop working at once, and the node's open event sessions close.
+    pub async fn rotate_node_key(
+        &self,
+        bearer: Option<&Bearer>,
+        id: i64,
+    ) -> Result<api::CreatedNode> {
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let n = tx
+            .node(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such node"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::RotateNodeKey {
+                node_id: id,
+                organization_id: n.organization_id,
+            },
+        )?;
+        let (api_key, hash) = auth::new_node_key(id);
+        tx.rotate_node_key(id, &hash)
+            .await?
+            .ok_or(ServiceError::NotFound("no such node"))?;
+        let revoked = tx.delete_node_tokens(id).await?;
+        tx.notify_revoked(n.collaboration_id, n.organization_id)
+            .await?;
+        tx.commit().await?;
+        self.inner
+            .hub
+            .wake(Wake::Revoked(n.collaboration_id, n.organization_id));
+        tracing::info!(node = id, tokens = revoked, by = ?actor, "node api key rotated; its tokens revoked");
+        Ok(api::CreatedNode {
+            node: node_view(n),
+            api_key,
+        })
+    }
+
     pub async fn create_node(
         &self,
         bearer: Option<&Bearer>,

@@ -1,14 +1,19 @@
-//! Taking access away, end to end over HTTP: disabled users, password changes and resets. Every
-//! claim is attacked with the credential that should have died.
+//! Taking access away, end to end over HTTP: disabled users, password changes and resets, node
+//! key rotation. Every claim is attacked with the credential that should have died.
 
 // Test helpers outside #[test] functions: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod kit;
 
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use kit::{Kit, PASSWORD, World};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const NEW_PASSWORD: &str = "a brand new password";
 
@@ -537,5 +542,126 @@ async fn nobody_disables_themselves_or_the_last_enabled_root() {
         assert_eq!(s, StatusCode::OK, "{v}");
         kit.admin = kit.login("admin", kit::ADMIN_PASSWORD).await;
     }
+    kit.stop().await;
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(kit: &Kit, token: &str) -> Socket {
+    let url = format!("ws://{}/api/events/ws?after=0", kit.server.addr);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Wait (well below the 20 s ping) for the server to close the socket.
+async fn closed_soon(ws: &mut Socket) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("the session was not closed within 5 s"),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_node_key_and_every_token_issued_under_it_fail_at_once() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let (_, v) = kit
+        .get(
+            &kit.admin,
+            &format!("/api/nodes?collaboration_id={}", w.c12),
+        )
+        .await;
+    let node1 = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["organization_id"] == w.org1)
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    // A fresh key we know, and two node tokens issued under it.
+    let (s, v) = kit
+        .post(&kit.admin, &format!("/api/nodes/{node1}/key"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let old_key = v["api_key"].as_str().unwrap().to_owned();
+    assert!(old_key.starts_with(&format!("wdn_{node1}_")), "{old_key}");
+    assert_eq!(v["node"]["id"], node1);
+    assert_eq!(
+        whoami(&kit, &w.node1).await,
+        StatusCode::UNAUTHORIZED,
+        "the World's token died"
+    );
+    let t1 = kit.node_token(&old_key).await;
+    let t2 = kit.node_token(&old_key).await;
+    let mut ws = connect(&kit, &t1).await;
+
+    // The organization's admin rotates it.
+    let t_admin1 = {
+        create_user(&kit, "admin1", "org_admin", Some(w.org1)).await;
+        kit.login("admin1", PASSWORD).await
+    };
+    let (s, v) = kit
+        .post(&t_admin1, &format!("/api/nodes/{node1}/key"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let new_key = v["api_key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, old_key);
+    assert!(new_key.starts_with(&format!("wdn_{node1}_")));
+
+    // The old key and its tokens are refused at once; the open session closes.
+    let (s, _) = kit
+        .call(
+            Method::POST,
+            None,
+            "/api/auth/node",
+            Some(json!({"api_key": old_key})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    for t in [&t1, &t2] {
+        assert_eq!(whoami(&kit, t).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            kit.get(t, "/api/events?after=0").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    closed_soon(&mut ws).await;
+    // The new key works, for the same node.
+    let t3 = kit.node_token(&new_key).await;
+    let (s, v) = kit.get(&t3, "/api/auth/whoami").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["id"], node1);
+    assert_eq!(kit.get(&t3, "/api/events?after=0").await.0, StatusCode::OK);
+    // Other nodes were not touched.
+    assert_eq!(whoami(&kit, &w.node2).await, StatusCode::OK);
+
+    // Who may not rotate: another organization's admin, a researcher, the node itself, a
+    // run token; the key stays the same.
+    create_user(&kit, "admin2", "org_admin", Some(w.org2)).await;
+    let t_admin2 = kit.login("admin2", PASSWORD).await;
+    for t in [&t_admin2, &w.researcher1, &t3, &w.node2] {
+        let (s, v) = kit
+            .post(t, &format!("/api/nodes/{node1}/key"), json!(null))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    }
+    assert_eq!(whoami(&kit, &t3).await, StatusCode::OK);
+    kit.node_token(&new_key).await;
+    let (s, _) = kit
+        .post(&kit.admin, "/api/nodes/9999/key", json!(null))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = kit.post(&kit.admin, "/api/nodes/x/key", json!(null)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     kit.stop().await;
 }

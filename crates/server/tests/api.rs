@@ -32,6 +32,7 @@ async fn health_openapi_metrics_and_unknown_routes() {
         ("/api/users/{id}", "patch", Some("UpdateUser")),
         ("/api/users/{id}/password", "post", Some("ResetPassword")),
         ("/api/users/me/password", "post", Some("ChangePassword")),
+        ("/api/nodes/{id}/key", "post", None),
     ] {
         let o = &v["paths"][path][method];
         assert!(o.is_object(), "{method} {path} is missing");

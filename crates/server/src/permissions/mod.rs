@@ -106,6 +106,11 @@ pub enum Op<'a> {
         node_id: i64,
         organization_id: i64,
     },
+    /// Replace a node's API key.
+    RotateNodeKey {
+        node_id: i64,
+        organization_id: i64,
+    },
     CreateTask {
         collaboration_id: i64,
         /// Digest pinned in the requested image reference, if any.
@@ -263,7 +268,10 @@ pub fn check(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
                         )
                     }
                 }
-                Op::CreateNode { organization_id } => {
+                Op::CreateNode { organization_id }
+                | Op::RotateNodeKey {
+                    organization_id, ..
+                } => {
                     if *role != Role::OrgAdmin {
                         Err(Denied(NOT_ROLE))
                     } else {

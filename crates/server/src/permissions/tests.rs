@@ -328,3 +328,20 @@ fn account_denials_say_why() {
     };
     assert_eq!(check(&admin1(), &own), Err(Denied(OWN_PASSWORD)));
 }
+
+#[test]
+fn node_key_rotation() {
+    let rotate = |node_id, org| Op::RotateNodeKey {
+        node_id,
+        organization_id: org,
+    };
+    check_case(root(), rotate(101, 2), true);
+    check_case(admin1(), rotate(100, 1), true);
+    check_case(admin1(), rotate(101, 2), false);
+    for a in [researcher1(), viewer1(), researcher3(), run1()] {
+        check_case(a, rotate(100, 1), false);
+    }
+    // A node cannot rotate its own key (a leaked key must not be able to lock the owner out).
+    check_case(node1(), rotate(100, 1), false);
+    check_case(node2_in_20(), rotate(101, 2), false);
+}
