@@ -1,5 +1,5 @@
 /* Floods the output directory: files of 64 KiB each (every one under the file-size limit) when
- * WARDEN_FLOOD=bytes, empty files when WARDEN_FLOOD=entries. Never stops by itself. */
+ * WARDEN_FLOOD=bytes (the default), empty files when WARDEN_FLOOD=entries. Never stops by itself. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +9,8 @@
 int main(void) {
     const char *out = getenv("WARDEN_OUTPUT");
     const char *mode = getenv("WARDEN_FLOOD");
-    if (!out || !mode) { fprintf(stderr, "WARDEN_OUTPUT and WARDEN_FLOOD are required\n"); return 2; }
+    if (!mode) mode = "bytes";
+    if (!out) { fprintf(stderr, "WARDEN_OUTPUT is required\n"); return 2; }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", out);
     char *slash = strrchr(dir, '/');
