@@ -219,3 +219,50 @@ async fn a_policy_restricted_to_a_user_admits_that_users_task_and_rejects_anothe
     assert_eq!(bob_lines[0]["user"], "bob", "{log}");
     assert_eq!(bob_lines[0]["outcome"], "rejected", "{log}");
 }
+
+/// Runs the spool knew as received or admitted (no container yet) when the node stopped are
+/// failed at the next start, with the reason, and never run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_spooled_before_their_container_are_failed_at_restart() {
+    use warden_node::spool::{Phase, RunRecord, Spool};
+
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("echo", "echo", "v1");
+    w.sign(&repo, &digest).await;
+    let config = w.node_config(&w.a, &w.signed_policy(&repo), "");
+    let image = format!("{repo}:v1");
+    let mut runs = Vec::new();
+    let spool = Spool::open(&config.parent().unwrap().join("spool")).unwrap();
+    for phase in [Phase::Received, Phase::Admitted] {
+        let task = w
+            .create_task(&image, &json!({"function": "f"}), &[&w.a])
+            .await;
+        spool
+            .save(&RunRecord {
+                run_id: task.runs[0].id,
+                task_id: task.task.id,
+                collaboration_id: task.task.collaboration_id,
+                task_organization_id: task.task.organization_id,
+                image: image.clone(),
+                digest: None,
+                phase,
+                outcome: None,
+                result_key: None,
+            })
+            .unwrap();
+        runs.push(task.runs[0].id);
+    }
+    drop(spool);
+
+    let node = w.start_node(&config).await;
+    for run in runs {
+        let r = w.wait_final(run, Duration::from_secs(60)).await;
+        assert_eq!(r.state, RunState::Failed, "{:?}", r.reason);
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("node restarted before the run started")
+        );
+    }
+    assert!(containers(&node.label).is_empty());
+    node.stop().await;
+}
