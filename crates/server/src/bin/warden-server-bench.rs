@@ -9,7 +9,9 @@
 //! `postgres://` URL, a fresh schema in that database is used (and dropped at the end).
 //! Figures printed: create-task throughput (8 clients) and sequential latency, list latency with
 //! N stored tasks, push latency to a connected node, node and user login rates, start-up time on
-//! the existing database, and idle RSS of the server process.
+//! the existing database, and idle RSS of the server process. Also the token check that every
+//! authenticated request makes (sequential `GET /api/auth/whoami` with a user's and a node's
+//! token); `--token-check-only` prints only that figure.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -36,10 +38,12 @@ fn main() -> Result<()> {
     }
     let mut database = None;
     let mut tasks = 100_000usize;
+    let mut token_check_only = false;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--database" => database = it.next().cloned(),
+            "--token-check-only" => token_check_only = true,
             "--tasks" => {
                 tasks = it
                     .next()
@@ -47,13 +51,15 @@ fn main() -> Result<()> {
                     .parse()
                     .context("--tasks needs a number")?
             }
-            other => bail!("unknown argument {other}; use --database URL and --tasks N"),
+            other => bail!(
+                "unknown argument {other}; use --database URL, --tasks N and --token-check-only"
+            ),
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(bench(database, tasks))
+    runtime.block_on(bench(database, tasks, token_check_only))
 }
 
 /// Child mode: `serve URL SCHEMA|- DIR` starts the server on a free port, prints
@@ -225,7 +231,11 @@ fn task_body(collab: i64, orgs: &[i64]) -> Value {
     json!({"collaboration_id": collab, "name": "bench", "image": "registry.example.org/team/avg:1.0", "inputs": inputs})
 }
 
-async fn bench(database: Option<String>, target_tasks: usize) -> Result<()> {
+async fn bench(
+    database: Option<String>,
+    target_tasks: usize,
+    token_check_only: bool,
+) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (url, schema) = match &database {
         Some(u) if u.starts_with("postgres") => {
@@ -312,6 +322,37 @@ async fn bench(database: Option<String>, target_tasks: usize) -> Result<()> {
         .await?;
     let node_key = n1["api_key"].as_str().context("key")?.to_owned();
     let body = task_body(c, &[o1, o2]);
+
+    // 0. the token check of every authenticated request: token row, then the owner's row
+    // (user: disabled flag and token generation; node: key generation), sequential.
+    let node_token = api
+        .post(None, "/api/auth/node", &json!({"api_key": node_key}))
+        .await?["access_token"]
+        .as_str()
+        .context("token")?
+        .to_owned();
+    for (who, token) in [("user", &res), ("node", &node_token)] {
+        for _ in 0..200 {
+            api.get(token, "/api/auth/whoami").await?;
+        }
+        let mut lat = Vec::with_capacity(3000);
+        for _ in 0..3000 {
+            let t = Instant::now();
+            api.get(token, "/api/auth/whoami").await?;
+            lat.push(t.elapsed());
+        }
+        summary(&format!("whoami with a {who} token, sequential"), lat);
+    }
+    if token_check_only {
+        server.stop()?;
+        if let Some(s) = schema {
+            let pool = sqlx::PgPool::connect(&url).await?;
+            sqlx::query(&format!("DROP SCHEMA \"{s}\" CASCADE"))
+                .execute(&pool)
+                .await?;
+        }
+        return Ok(());
+    }
 
     // 1. create-task, sequential latency.
     for _ in 0..100 {
