@@ -451,7 +451,7 @@ fn credentials_come_from_the_docker_config_file() {
         String::from_utf8_lossy(&o.stderr)
     );
 
-    // Credentials kept by a credential helper are not supported, and the error says so.
+    // A credential helper that is not installed is a clear error.
     let helper = dir.path().join("helper");
     std::fs::create_dir(&helper).unwrap();
     std::fs::write(
@@ -463,7 +463,7 @@ fn credentials_come_from_the_docker_config_file() {
     assert_eq!(code(&o), 2);
     assert!(
         String::from_utf8_lossy(&o.stderr)
-            .contains("docker credential helper `desktop`, which warden does not support"),
+            .contains("the credential helper `docker-credential-desktop` is not installed"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

@@ -23,9 +23,10 @@
 //! - **Auth.** Anonymous, HTTP basic, and bearer tokens (the `WWW-Authenticate: Bearer`
 //!   challenge flow, with basic credentials sent to the token realm when known). Credentials
 //!   come from the Docker config file (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`,
-//!   `auths.<registry>.auth` = base64 `user:password`, or `username`/`password`). Credential
-//!   helpers (`credsStore`, `credHelpers`) and identity tokens are **not supported**: when a
-//!   registry asks for credentials that only a helper holds, the error says so.
+//!   `auths.<registry>.auth` = base64 `user:password`, or `username`/`password`), including
+//!   those kept by credential helpers (`credsStore`, `credHelpers`: `docker-credential-<name>`,
+//!   asked once at load). Identity tokens are **not supported**: when a registry asks for
+//!   credentials that only a token holds, the error says so.
 //!
 //! # Signatures
 //! [`Client::fetch_signatures`] looks in two places:

@@ -653,6 +653,46 @@ async fn basic_auth_with_docker_config_credentials() {
     let v = verified(&authed, &repository, &digest, &[alice.public_key()]).await;
     assert_eq!(v.verified.len(), 1);
 
+    // The same credentials kept by a credential helper (Docker's protocol, as a shell script).
+    let helper_dir = tempfile::tempdir().unwrap();
+    let helper = helper_dir.path().join("docker-credential-vault");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] && [ \"$(cat)\" = \"{host}\" ] && \
+             echo '{{\"ServerURL\":\"{host}\",\"Username\":\"alice\",\"Secret\":\"wonderland\"}}' \
+             && exit 0\necho 'credentials not found in native keychain'; exit 1\n",
+            host = registry.host()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        helper_dir.path().join("config.json"),
+        format!(r#"{{"credHelpers":{{"{}":"vault"}}}}"#, registry.host()),
+    )
+    .unwrap();
+    let from_helper = warden_registry::DockerConfig::load_with_helpers(
+        &helper_dir.path().join("config.json"),
+        Some(helper_dir.path().as_os_str()),
+    )
+    .unwrap();
+    let v = verified(
+        &common::client_with(warden_registry::ClientOptions {
+            limits: common::test_limits(),
+            credentials: from_helper,
+            ..Default::default()
+        }),
+        &repository,
+        &digest,
+        &[alice.public_key()],
+    )
+    .await;
+    assert_eq!(v.verified.len(), 1);
+
     // Anonymous: refused, and the error says where credentials go.
     let err = client()
         .fetch_signatures(&repository, &digest)
