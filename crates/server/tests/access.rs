@@ -97,6 +97,15 @@ async fn change_own(kit: &Kit, token: &str, current: &str, new: &str) -> (Status
     .await
 }
 
+/// The password hash stored for a user, read from the server's own database.
+async fn stored_hash(kit: &Kit, user: i64) -> String {
+    let mut tx = kit.server.service.db().read().await.unwrap();
+    tx.user(user).await.unwrap().unwrap().password_hash
+}
+
+/// What user creation stores: argon2id, m = 19 MiB, t = 2, p = 1.
+const ARGON2ID: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
+
 async fn admin_id(kit: &Kit) -> i64 {
     let (_, v) = kit.get(&kit.admin, "/api/auth/whoami").await;
     v["id"].as_i64().unwrap()
@@ -238,8 +247,12 @@ async fn a_password_change_needs_the_current_password_and_revokes_every_session(
     assert_eq!(refresh(&kit, &r1).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(refresh(&kit, &r2).await.0, StatusCode::UNAUTHORIZED);
 
+    let before = stored_hash(&kit, alice).await;
     let (s, v) = change_own(&kit, &a1, PASSWORD, NEW_PASSWORD).await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    let after = stored_hash(&kit, alice).await;
+    assert_ne!(before, after);
+    assert!(after.starts_with(ARGON2ID), "{after}");
     let fresh = v["access_token"].as_str().unwrap().to_owned();
     let fresh_refresh = v["refresh_token"].as_str().unwrap().to_owned();
     // Every earlier token, the presenting one included, is dead at once.
@@ -358,9 +371,14 @@ async fn administrators_manage_accounts_of_their_own_organization_only() {
     session(&kit, "admin", kit::ADMIN_PASSWORD).await;
     session(&kit, "admin1", PASSWORD).await;
 
-    // The own organization's admin resets alice: her sessions die, the new password works.
+    // The own organization's admin resets alice: her sessions die, the new password works,
+    // hashed like at creation.
+    let before = stored_hash(&kit, alice).await;
     let (s, v) = reset(&kit, &t_admin1, alice, NEW_PASSWORD).await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let after = stored_hash(&kit, alice).await;
+    assert_ne!(before, after);
+    assert!(after.starts_with(ARGON2ID), "{after}");
     assert_eq!(whoami(&kit, &t_alice).await, StatusCode::UNAUTHORIZED);
     assert_eq!(refresh(&kit, &r_alice).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -400,6 +418,7 @@ async fn administrators_manage_accounts_of_their_own_organization_only() {
     let (s, v) = reset(&kit, &kit.admin, alice, "too short").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"]["field"], "password");
+    assert_eq!(stored_hash(&kit, alice).await, after);
     session(&kit, "alice", NEW_PASSWORD).await;
     // Unknown and malformed ids.
     assert_eq!(
