@@ -684,3 +684,84 @@ async fn a_rotated_node_key_and_every_token_issued_under_it_fail_at_once() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     kit.stop().await;
 }
+
+/// A database that the previous server version (migrations 0001 and 0002) left, with a live
+/// user session, a node key and a node token: after the upgrade they all still work, and
+/// the new revocations kill them.
+#[tokio::test]
+async fn sessions_from_before_the_upgrade_keep_working_and_can_be_revoked() {
+    use warden_server::auth::{hash_password, token_hash};
+
+    let admin_hash = hash_password(kit::ADMIN_PASSWORD.into()).await.unwrap();
+    let rita_hash = hash_password(PASSWORD.into()).await.unwrap();
+    let (access, refresh_token, node_token) =
+        ("wat_legacy_rita", "wrt_legacy_rita", "wat_legacy_node");
+    let node_secret = "legacy-node-secret";
+    let node_key = format!("wdn_1_{node_secret}");
+    let far = 4_102_444_800_000_000_i64; // 2100-01-01 in microseconds
+    let seed: Vec<String> = vec![
+        "INSERT INTO organizations (id, name, public_key, created_at) VALUES (1, 'one', 'k', 1)"
+            .into(),
+        "INSERT INTO collaborations (id, name, encrypted, created_at) VALUES (1, 'c', TRUE, 1)"
+            .into(),
+        "INSERT INTO collaboration_members (collaboration_id, organization_id) VALUES (1, 1)"
+            .into(),
+        format!(
+            "INSERT INTO users (id, username, organization_id, role, password_hash, created_at) VALUES (1, 'admin', NULL, 'root', '{admin_hash}', 1)"
+        ),
+        format!(
+            "INSERT INTO users (id, username, organization_id, role, password_hash, created_at) VALUES (2, 'rita', 1, 'researcher', '{rita_hash}', 1)"
+        ),
+        format!(
+            "INSERT INTO nodes (id, organization_id, collaboration_id, api_key_hash, created_at) VALUES (1, 1, 1, '{}', 1)",
+            token_hash(node_secret)
+        ),
+        format!(
+            "INSERT INTO tokens (hash, kind, user_id, family, expires_at) VALUES ('{}', 'access', 2, 'fam', {far})",
+            token_hash(access)
+        ),
+        format!(
+            "INSERT INTO tokens (hash, kind, user_id, family, expires_at) VALUES ('{}', 'refresh', 2, 'fam', {far})",
+            token_hash(refresh_token)
+        ),
+        format!(
+            "INSERT INTO tokens (hash, kind, node_id, expires_at) VALUES ('{}', 'node', 1, {far})",
+            token_hash(node_token)
+        ),
+    ];
+    let seed: Vec<&str> = seed.iter().map(String::as_str).collect();
+    let kit = Kit::start_on_old_database(2, &seed).await;
+
+    // Everything issued before the upgrade still works.
+    let (s, v) = kit.get(access, "/api/auth/whoami").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["username"], "rita");
+    let (s, v) = kit.get(&kit.admin, "/api/users/2").await;
+    assert_eq!((s, &v["disabled"]), (StatusCode::OK, &json!(false)));
+    let (s, v) = refresh(&kit, refresh_token).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rotated = v["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(whoami(&kit, node_token).await, StatusCode::OK);
+    kit.node_token(&node_key).await;
+
+    // And the new revocations reach them.
+    assert_eq!(
+        set_disabled(&kit, &kit.admin, 2, true).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(whoami(&kit, access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(whoami(&kit, &rotated).await, StatusCode::UNAUTHORIZED);
+    let (s, _) = kit.post(&kit.admin, "/api/nodes/1/key", json!(null)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(whoami(&kit, node_token).await, StatusCode::UNAUTHORIZED);
+    let (s, _) = kit
+        .call(
+            Method::POST,
+            None,
+            "/api/auth/node",
+            Some(json!({"api_key": node_key})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    kit.stop().await;
+}

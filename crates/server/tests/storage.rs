@@ -310,7 +310,7 @@ async fn the_requester_migration_fills_in_tasks_created_before_it() {
          (3, 1, 'subsub', 'i', 1, NULL, 12, 2, 3), \
          (4, 1, 'orphan', 'i', 1, NULL, 13, NULL, 4)",
     ];
-    old_database(&url, &opts, 1, &seed).await;
+    kit::old_database(&url, &opts, 1, &seed).await;
 
     let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
     let mut tx = db.read().await.unwrap();
@@ -345,66 +345,6 @@ async fn the_requester_migration_fills_in_tasks_created_before_it() {
     done(&db, &url, &opts).await;
 }
 
-/// A database migrated up to `version` only, with `seed` inserted: what an older server left.
-async fn old_database(
-    url: &str,
-    opts: &warden_server::storage::ConnectOptions,
-    version: i64,
-    seed: &[&str],
-) {
-    use std::str::FromStr;
-
-    use sqlx::migrate::Migrator;
-
-    let backend = if url.starts_with("postgres") {
-        "postgres"
-    } else {
-        "sqlite"
-    };
-    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    let mut first = Migrator::new(migrations.as_path()).await.unwrap();
-    first.migrations = first
-        .migrations
-        .iter()
-        .filter(|m| m.version <= version)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    assert_eq!(first.migrations.len(), version as usize);
-    match &opts.pg_schema {
-        None => {
-            let o = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-                .unwrap()
-                .create_if_missing(true);
-            let pool = sqlx::SqlitePool::connect_with(o).await.unwrap();
-            first.run(&pool).await.unwrap();
-            for s in seed {
-                sqlx::query(s).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-        Some(schema) => {
-            let admin = sqlx::PgPool::connect(url).await.unwrap();
-            sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
-            let o = sqlx::postgres::PgConnectOptions::from_str(url)
-                .unwrap()
-                .options([("search_path", schema.as_str())]);
-            let pool = sqlx::PgPool::connect_with(o).await.unwrap();
-            first.run(&pool).await.unwrap();
-            for s in seed {
-                sqlx::query(s).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-    }
-}
-
 /// A database from before migration 0003 keeps its users enabled and its tokens valid: every
 /// owner and every token starts at generation 0.
 #[tokio::test]
@@ -423,7 +363,7 @@ async fn the_access_migration_keeps_existing_accounts_and_tokens_working() {
          VALUES ('user-token', 'access', 7, 'f', 99)",
         "INSERT INTO tokens (hash, kind, node_id, expires_at) VALUES ('node-token', 'node', 3, 99)",
     ];
-    old_database(&url, &opts, 2, &seed).await;
+    kit::old_database(&url, &opts, 2, &seed).await;
 
     let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
     let mut tx = db.write().await.unwrap();

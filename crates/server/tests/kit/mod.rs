@@ -65,22 +65,99 @@ pub async fn drop_schema(url: &str, schema: &str) {
     pool.close().await;
 }
 
+/// A database migrated up to `version` only, with `seed` inserted: what an older server left.
+pub async fn old_database(url: &str, opts: &ConnectOptions, version: i64, seed: &[&str]) {
+    use std::str::FromStr;
+
+    use sqlx::migrate::Migrator;
+
+    let backend = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut first = Migrator::new(migrations.as_path()).await.unwrap();
+    first.migrations = first
+        .migrations
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    assert_eq!(first.migrations.len(), version as usize);
+    match &opts.pg_schema {
+        None => {
+            let o = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                .unwrap()
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(o).await.unwrap();
+            first.run(&pool).await.unwrap();
+            for s in seed {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Some(schema) => {
+            let admin = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            let o = sqlx::postgres::PgConnectOptions::from_str(url)
+                .unwrap()
+                .options([("search_path", schema.as_str())]);
+            let pool = sqlx::PgPool::connect_with(o).await.unwrap();
+            first.run(&pool).await.unwrap();
+            for s in seed {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+}
+
 impl Kit {
     pub async fn start() -> Kit {
         Kit::start_with(AuthConfig::default(), LimitsConfig::default()).await
     }
 
     pub async fn start_with(auth: AuthConfig, limits: LimitsConfig) -> Kit {
+        Kit::start_on(auth, limits, None).await
+    }
+
+    /// Serve a database that an older server left: migrated up to `version` only, with `seed`
+    /// inserted, which must create the `admin` root user with [`ADMIN_PASSWORD`].
+    pub async fn start_on_old_database(version: i64, seed: &[&str]) -> Kit {
+        Kit::start_on(
+            AuthConfig::default(),
+            LimitsConfig::default(),
+            Some((version, seed)),
+        )
+        .await
+    }
+
+    async fn start_on(auth: AuthConfig, limits: LimitsConfig, old: Option<(i64, &[&str])>) -> Kit {
         let dir = tempfile::tempdir().unwrap();
         let (url, options) = database_url(dir.path());
         let pg = options.pg_schema.clone().map(|s| (url.clone(), s));
+        if let Some((version, seed)) = old {
+            old_database(&url, &options, version, seed).await;
+        }
         let service = warden_server::open(&url, dir.path(), &options, auth, limits)
             .await
             .unwrap();
         let pw = dir.path().join("admin.pw");
         std::fs::write(&pw, format!("{ADMIN_PASSWORD}\n")).unwrap();
         let outcome = warden_server::bootstrap(&service, Some(&pw)).await.unwrap();
-        assert_eq!(outcome, Bootstrap::FromFile(pw));
+        if old.is_some() {
+            assert_eq!(outcome, Bootstrap::AlreadyDone);
+        } else {
+            assert_eq!(outcome, Bootstrap::FromFile(pw));
+        }
         let server = warden_server::serve("127.0.0.1:0".parse().unwrap(), service)
             .await
             .unwrap();
