@@ -41,6 +41,8 @@ pub enum ErrorCode {
     Forbidden,
     /// 404: no such resource (or it is not visible to the caller).
     NotFound,
+    /// 405: the path exists but not with this method (the `Allow` header lists those that do).
+    MethodNotAllowed,
     /// 409: the request conflicts with the current state (duplicate name, illegal transition).
     Conflict,
     /// 413: the body exceeds the size limit.
@@ -61,6 +63,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests => 429,

@@ -5,19 +5,22 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, on};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::error::RecvError;
 use warden_api as api;
 use warden_api::{ErrorBody, ErrorCode};
 
+use crate::config::LimitsConfig;
 use crate::service::{
     Bearer, PageRequest, RunQuery, RunUpdate, Service, ServiceError, TaskQuery, TaskRequest,
 };
@@ -210,53 +213,115 @@ fn octets(data: Vec<u8>) -> Response {
 
 // ---- router ----------------------------------------------------------------------------------
 
-pub fn router(service: Service) -> Router {
-    let limits = service.limits().clone();
+/// Builds the router and, from the same calls, the table of every (method, path) it serves,
+/// so that the OpenAPI document can be checked against what is really routed.
+struct Routes {
+    router: Router<Service>,
+    served: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Routes {
+            router: Router::new(),
+            served: Vec::new(),
+        }
+    }
+
+    fn on<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, Service>,
+        T: 'static,
+    {
+        let filter = match MethodFilter::try_from(method.clone()) {
+            Ok(f) => f,
+            // Only the methods below are used; an unknown one is a programming error that
+            // the route-table test catches (the route is then missing from the table).
+            Err(_) => return self,
+        };
+        self.router = self.router.route(path, on(filter, handler));
+        self.served.push((method, path));
+        self
+    }
+    fn get<H: Handler<T, Service>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::GET, path, h)
+    }
+    fn post<H: Handler<T, Service>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::POST, path, h)
+    }
+    fn put<H: Handler<T, Service>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::PUT, path, h)
+    }
+    fn patch<H: Handler<T, Service>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::PATCH, path, h)
+    }
+}
+
+/// Every route, with the body limits applied.
+fn routes(limits: &LimitsConfig) -> Routes {
     let body_limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     let result_limit = usize::try_from(limits.max_result_bytes).unwrap_or(usize::MAX);
-    let results = Router::new()
-        .route("/api/runs/{id}/result", get(get_result).put(put_result))
-        .layer(DefaultBodyLimit::max(result_limit));
-    let api = Router::new()
-        .route("/api/health", get(health))
-        .route("/api/openapi.json", get(openapi))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/auth/node", post(node_login))
-        .route("/api/auth/whoami", get(whoami))
-        .route(
-            "/api/organizations",
-            post(create_organization).get(list_organizations),
-        )
-        .route("/api/organizations/{id}", get(get_organization))
-        .route(
-            "/api/collaborations",
-            post(create_collaboration).get(list_collaborations),
-        )
-        .route("/api/collaborations/{id}", get(get_collaboration))
-        .route("/api/users", post(create_user).get(list_users))
-        .route("/api/users/me/password", post(change_own_password))
-        .route("/api/users/{id}", get(get_user).patch(update_user))
-        .route("/api/users/{id}/password", post(reset_password))
-        .route("/api/nodes", post(create_node).get(list_nodes))
-        .route("/api/nodes/{id}", get(get_node))
-        .route("/api/nodes/{id}/key", post(rotate_node_key))
-        .route("/api/tasks", post(create_task).get(list_tasks))
-        .route("/api/tasks/{id}", get(get_task))
-        .route("/api/runs", get(list_runs))
-        .route("/api/runs/{id}", get(get_run).patch(update_run))
-        .route("/api/runs/{id}/ack", post(ack_run))
-        .route("/api/runs/{id}/input", get(get_input))
-        .route("/api/runs/{id}/token", post(run_token))
-        .route("/api/events", get(poll_events))
-        .route("/api/events/ws", get(event_socket))
-        .layer(DefaultBodyLimit::max(body_limit));
-    Router::new()
-        .merge(api)
-        .merge(results)
-        .route("/metrics", get(metrics))
+    let results = Routes::new()
+        .get("/api/runs/{id}/result", get_result)
+        .put("/api/runs/{id}/result", put_result);
+    let api = Routes::new()
+        .get("/api/health", health)
+        .get("/api/openapi.json", openapi)
+        .post("/api/auth/login", login)
+        .post("/api/auth/refresh", refresh)
+        .post("/api/auth/logout", logout)
+        .post("/api/auth/node", node_login)
+        .get("/api/auth/whoami", whoami)
+        .post("/api/organizations", create_organization)
+        .get("/api/organizations", list_organizations)
+        .get("/api/organizations/{id}", get_organization)
+        .post("/api/collaborations", create_collaboration)
+        .get("/api/collaborations", list_collaborations)
+        .get("/api/collaborations/{id}", get_collaboration)
+        .post("/api/users", create_user)
+        .get("/api/users", list_users)
+        .post("/api/users/me/password", change_own_password)
+        .get("/api/users/{id}", get_user)
+        .patch("/api/users/{id}", update_user)
+        .post("/api/users/{id}/password", reset_password)
+        .post("/api/nodes", create_node)
+        .get("/api/nodes", list_nodes)
+        .get("/api/nodes/{id}", get_node)
+        .post("/api/nodes/{id}/key", rotate_node_key)
+        .post("/api/tasks", create_task)
+        .get("/api/tasks", list_tasks)
+        .get("/api/tasks/{id}", get_task)
+        .get("/api/runs", list_runs)
+        .get("/api/runs/{id}", get_run)
+        .patch("/api/runs/{id}", update_run)
+        .post("/api/runs/{id}/ack", ack_run)
+        .get("/api/runs/{id}/input", get_input)
+        .post("/api/runs/{id}/token", run_token)
+        .get("/api/events", poll_events)
+        .get("/api/events/ws", event_socket)
+        .get("/metrics", metrics);
+    let mut served = api.served;
+    served.extend(results.served);
+    Routes {
+        router: Router::new()
+            .merge(api.router.layer(DefaultBodyLimit::max(body_limit)))
+            .merge(results.router.layer(DefaultBodyLimit::max(result_limit))),
+        served,
+    }
+}
+
+/// Every (method, path) the router serves, paths in axum's `{param}` syntax (the OpenAPI
+/// syntax too).
+pub fn served_routes() -> Vec<(Method, &'static str)> {
+    routes(&LimitsConfig::default()).served
+}
+
+pub fn router(service: Service) -> Router {
+    routes(service.limits())
+        .router
         .fallback(not_found)
+        // After every route is added: it is set on each route's own method router.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), count))
         .with_state(service)
 }
@@ -265,6 +330,16 @@ async fn count(State(svc): State<Service>, req: Request, next: Next) -> Response
     let resp = next.run(req).await;
     svc.metrics().count_status(resp.status().as_u16());
     resp
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{method} is not allowed on {}; the Allow header lists the methods that are, and /api/openapi.json describes them",
+            uri.path()
+        ),
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -637,10 +712,19 @@ async fn event_socket(
     State(svc): State<Service>,
     cred: Credential,
     Params(q): Params<api::EventQuery>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let (after, _) = event_params(&q)?;
     let node = svc.event_subscriber(cred.get()).await?;
+    let ws = ws.map_err(|r| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "this endpoint is a WebSocket and the upgrade failed ({}); connect with a WebSocket client, or poll GET /api/events",
+                r.body_text()
+            ),
+        )
+    })?;
     let bearer = cred.0;
     Ok(ws
         .max_message_size(64 * 1024)

@@ -62,7 +62,7 @@ pub fn document() -> String {
             "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}},
             "schemas": {
                 "ErrorBody": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string", "enum": ["invalid_request", "unauthenticated", "forbidden", "not_found", "conflict", "payload_too_large", "too_many_requests", "internal", "unavailable"]},
+                    "code": {"type": "string", "enum": ["invalid_request", "unauthenticated", "forbidden", "not_found", "method_not_allowed", "conflict", "payload_too_large", "too_many_requests", "internal", "unavailable"]},
                     "message": {"type": "string"}, "field": {"type": "string"}}}}},
                 "LoginRequest": {"type": "object", "additionalProperties": false, "required": ["username", "password"], "properties": {"username": {"type": "string"}, "password": {"type": "string", "maxLength": 256}}},
                 "RefreshRequest": {"type": "object", "additionalProperties": false, "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}},
@@ -84,6 +84,8 @@ pub fn document() -> String {
         "security": [{"bearer": []}],
         "paths": {
             "/api/health": {"get": op("database reachability", None, "200")},
+            "/api/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "security": [], "responses": {"200": {"description": "metrics", "content": {"text/plain": {}}}}}},
             "/api/auth/login": {"post": op("user login: access and refresh token", Some("LoginRequest"), "200")},
             "/api/auth/refresh": {"post": op("rotate a refresh token", Some("RefreshRequest"), "200")},
             "/api/auth/logout": {"post": op("revoke the session of the access token", None, "204")},

@@ -1,0 +1,139 @@
+//! The router against its description: every error (405 and a failed WebSocket upgrade
+//! included) carries the JSON error body, and the OpenAPI document lists exactly the
+//! (method, path) pairs the router serves.
+
+// Test helpers outside #[test] functions: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod kit;
+
+use std::collections::BTreeSet;
+
+use kit::Kit;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+/// The (method, path) pairs of the OpenAPI document, methods upper case.
+async fn documented(kit: &Kit) -> BTreeSet<(String, String)> {
+    let (s, doc) = kit.call(Method::GET, None, "/api/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut set = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            set.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    set
+}
+
+#[tokio::test]
+async fn wrong_methods_get_405_with_the_error_body_and_the_allowed_methods() {
+    let kit = Kit::start().await;
+    for (method, path, allowed) in [
+        (Method::DELETE, "/api/tasks", "GET,HEAD,POST"),
+        (Method::PUT, "/api/auth/login", "POST"),
+        (Method::GET, "/api/auth/login", "POST"),
+        (Method::POST, "/api/runs/1", "GET,HEAD,PATCH"),
+        (Method::DELETE, "/api/runs/1/result", "GET,HEAD,PUT"),
+        (Method::PATCH, "/api/organizations/7", "GET,HEAD"),
+        (Method::POST, "/api/events/ws", "GET,HEAD"),
+        (Method::POST, "/metrics", "GET,HEAD"),
+    ] {
+        let resp = kit
+            .client
+            .request(method.clone(), kit.url(path))
+            .bearer_auth(&kit.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let allow = resp.headers()["allow"].to_str().unwrap().to_owned();
+        let mut got: Vec<&str> = allow.split(',').map(str::trim).collect();
+        got.sort_unstable();
+        assert_eq!(got.join(","), allowed, "{method} {path}");
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "application/json",
+            "{method} {path}"
+        );
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(code(&v), "method_not_allowed", "{method} {path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(method.as_str()) && message.contains(path),
+            "{message}"
+        );
+    }
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_websocket_upgrade_gets_the_error_body() {
+    let kit = Kit::start().await;
+    let org = kit.org("one").await;
+    let collab = kit.collab("c", &[org]).await;
+    let (_, key) = kit.node(org, collab).await;
+    let node = kit.node_token(&key).await;
+    // A plain GET (no upgrade headers) by an authenticated node.
+    let (s, v) = kit.get(&node, "/api/events/ws").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(code(&v), "invalid_request", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("WebSocket"),
+        "{v}"
+    );
+    // Without a credential, the credential is what is wrong.
+    let (s, v) = kit.call(Method::GET, None, "/api/events/ws", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(code(&v), "unauthenticated", "{v}");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_routes_served() {
+    let kit = Kit::start().await;
+    let doc = documented(&kit).await;
+    let served: BTreeSet<(String, String)> = warden_server::http::served_routes()
+        .into_iter()
+        .map(|(m, p)| (m.as_str().to_owned(), p.to_owned()))
+        .collect();
+    let missing: Vec<_> = served.difference(&doc).collect();
+    let extra: Vec<_> = doc.difference(&served).collect();
+    assert!(missing.is_empty(), "served but not documented: {missing:?}");
+    assert!(extra.is_empty(), "documented but not served: {extra:?}");
+
+    // The table is what the live router does: every documented pair is routed (anything but
+    // the fallbacks' 404 "no such endpoint" and 405), every other method on a documented
+    // path is 405.
+    let paths: BTreeSet<&String> = doc.iter().map(|(_, p)| p).collect();
+    for path in paths {
+        let url = path.replace("{id}", "1");
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            let (s, v) = kit.call(m, None, &url, None).await;
+            let routed = doc.contains(&(method.to_owned(), path.clone()));
+            if routed {
+                assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {v}");
+                let fallback = s == StatusCode::NOT_FOUND
+                    && v["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("no such endpoint"));
+                assert!(!fallback, "{method} {path} is documented but not routed");
+            } else {
+                assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {v}");
+            }
+        }
+    }
+    kit.stop().await;
+}
