@@ -13,16 +13,7 @@ use warden_seal::PublicKey;
 use crate::config::Fingerprint;
 use crate::server::{ServerClient, ServerError};
 
-/// Context (HPKE `info`) of an input sealed for organization `org` in collaboration `collab`.
-pub fn input_context(collaboration_id: i64, organization_id: i64) -> Vec<u8> {
-    format!("warden/input/v1|collab={collaboration_id}|org={organization_id}").into_bytes()
-}
-
-/// Context (HPKE `info`) of the result of run `run` in collaboration `collab`, sealed for the
-/// organization that created the task.
-pub fn result_context(collaboration_id: i64, run_id: i64) -> Vec<u8> {
-    format!("warden/result/v1|collab={collaboration_id}|run={run_id}").into_bytes()
-}
+pub use warden_seal::{input_context, result_context};
 
 /// Why an organization's key cannot be used.
 #[derive(Debug, thiserror::Error)]

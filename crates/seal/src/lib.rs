@@ -320,6 +320,18 @@ impl FromStr for Fingerprint {
     }
 }
 
+/// Context (HPKE `info`) of an input sealed for organization `organization_id` in collaboration
+/// `collaboration_id`. Researchers' clients seal with it; the receiving node opens with it.
+pub fn input_context(collaboration_id: i64, organization_id: i64) -> Vec<u8> {
+    format!("warden/input/v1|collab={collaboration_id}|org={organization_id}").into_bytes()
+}
+
+/// Context (HPKE `info`) of the result of run `run_id` in collaboration `collaboration_id`,
+/// sealed by the node for the organization that created the task.
+pub fn result_context(collaboration_id: i64, run_id: i64) -> Vec<u8> {
+    format!("warden/result/v1|collab={collaboration_id}|run={run_id}").into_bytes()
+}
+
 /// Seals `plaintext` to `recipient`, bound to `context`. See the crate documentation for the
 /// format. Refuses plaintexts over [`MAX_PLAINTEXT`] and contexts over [`MAX_CONTEXT`].
 pub fn seal(recipient: &PublicKey, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
