@@ -648,6 +648,25 @@ pub struct PageQuery {
     pub limit: Option<u32>,
 }
 
+/// `GET /api/organizations`: pagination and an exact name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationQuery {
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+    pub name: Option<String>,
+}
+
+/// `GET /api/collaborations`: pagination, an exact name and a member organization.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollaborationQuery {
+    pub after: Option<i64>,
+    pub limit: Option<u32>,
+    pub name: Option<String>,
+    pub organization_id: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
@@ -672,6 +691,12 @@ pub struct TaskQuery {
     pub collaboration_id: Option<i64>,
     pub parent_task_id: Option<i64>,
     pub creator_user_id: Option<i64>,
+    /// The organization that created the task.
+    #[serde(default)]
+    pub organization_id: Option<i64>,
+    /// The image reference, normalised by the server before it compares.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,10 +19,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::error::RecvError;
 use warden_api as api;
 use warden_api::{ErrorBody, ErrorCode};
+use warden_reference::Reference;
 
 use crate::config::LimitsConfig;
 use crate::service::{
-    Bearer, PageRequest, RunQuery, RunUpdate, Service, ServiceError, TaskQuery, TaskRequest,
+    Bearer, CollaborationQuery, OrganizationQuery, PageRequest, RunQuery, RunUpdate, Service,
+    ServiceError, TaskQuery, TaskRequest,
 };
 
 /// How often a WebSocket session pings the node and re-checks its token.
@@ -422,10 +424,11 @@ async fn create_organization(
 async fn list_organizations(
     State(svc): State<Service>,
     cred: Credential,
-    Params(q): Params<api::PageQuery>,
+    Params(q): Params<api::OrganizationQuery>,
 ) -> ApiResult<Json<api::Page<api::Organization>>> {
+    let filter = OrganizationQuery { name: q.name };
     Ok(Json(
-        svc.list_organizations(cred.get(), page(q.after, q.limit)?)
+        svc.list_organizations(cred.get(), filter, page(q.after, q.limit)?)
             .await?,
     ))
 }
@@ -449,10 +452,14 @@ async fn create_collaboration(
 async fn list_collaborations(
     State(svc): State<Service>,
     cred: Credential,
-    Params(q): Params<api::PageQuery>,
+    Params(q): Params<api::CollaborationQuery>,
 ) -> ApiResult<Json<api::Page<api::Collaboration>>> {
+    let filter = CollaborationQuery {
+        name: q.name,
+        organization_id: q.organization_id,
+    };
     Ok(Json(
-        svc.list_collaborations(cred.get(), page(q.after, q.limit)?)
+        svc.list_collaborations(cred.get(), filter, page(q.after, q.limit)?)
             .await?,
     ))
 }
@@ -573,6 +580,20 @@ async fn list_tasks(
         collaboration_id: q.collaboration_id,
         parent_task_id: q.parent_task_id,
         creator_user_id: q.creator_user_id,
+        organization_id: q.organization_id,
+        // Tasks store the normalised reference, so the filter is normalised the same way.
+        image: q
+            .image
+            .map(|i| {
+                Reference::parse(&i).map(|r| r.to_string()).map_err(|e| {
+                    ApiError::field(
+                        ErrorCode::InvalidRequest,
+                        format!("image is not a valid reference: {e}"),
+                        "image",
+                    )
+                })
+            })
+            .transpose()?,
     };
     Ok(Json(
         svc.list_tasks(cred.get(), filter, page(q.after, q.limit)?)

@@ -29,7 +29,12 @@ fn page_params(extra: &[&str]) -> Value {
         json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": warden_api::MAX_PAGE_LIMIT}}),
     ];
     for name in extra {
-        p.push(json!({"name": name, "in": "query", "schema": {"type": if *name == "state" {"string"} else {"integer"}}}));
+        let ty = if matches!(*name, "state" | "name" | "image") {
+            "string"
+        } else {
+            "integer"
+        };
+        p.push(json!({"name": name, "in": "query", "schema": {"type": ty}}));
     }
     Value::Array(p)
 }
@@ -91,9 +96,9 @@ pub fn document() -> String {
             "/api/auth/logout": {"post": op("revoke the session of the access token", None, "204")},
             "/api/auth/node": {"post": op("node login with its API key", Some("NodeLoginRequest"), "200")},
             "/api/auth/whoami": {"get": op("who the token belongs to", None, "200")},
-            "/api/organizations": {"post": op("create an organization (root)", Some("CreateOrganization"), "201"), "get": list("organizations sharing a collaboration with the caller", &[])},
+            "/api/organizations": {"post": op("create an organization (root)", Some("CreateOrganization"), "201"), "get": list("organizations sharing a collaboration with the caller; name: exact", &["name"])},
             "/api/organizations/{id}": {"get": with_id(op("one organization", None, "200"))},
-            "/api/collaborations": {"post": op("create a collaboration (root)", Some("CreateCollaboration"), "201"), "get": list("collaborations of the caller", &[])},
+            "/api/collaborations": {"post": op("create a collaboration (root)", Some("CreateCollaboration"), "201"), "get": list("collaborations of the caller; name: exact; organization_id: collaborations it is a member of", &["name", "organization_id"])},
             "/api/collaborations/{id}": {"get": with_id(op("one collaboration", None, "200"))},
             "/api/users": {"post": op("create a user", Some("CreateUser"), "201"), "get": list("users", &["organization_id"])},
             "/api/users/me/password": {"post": change_password},
@@ -102,7 +107,7 @@ pub fn document() -> String {
             "/api/nodes": {"post": op("create a node; the API key is shown once", Some("CreateNode"), "201"), "get": list("nodes", &["collaboration_id"])},
             "/api/nodes/{id}": {"get": with_id(op("one node", None, "200"))},
             "/api/nodes/{id}/key": {"post": with_id(op("rotate the node's API key (root; org admin of the node's organization): the new key is shown once; the old key and every node token issued under it stop working at once", None, "200"))},
-            "/api/tasks": {"post": op("create a task and one run per target organization", Some("CreateTask"), "201"), "get": list("tasks, newest first", &["collaboration_id", "parent_task_id", "creator_user_id"])},
+            "/api/tasks": {"post": op("create a task and one run per target organization", Some("CreateTask"), "201"), "get": list("tasks, newest first; organization_id: the creating organization; image: the reference, normalised before comparing", &["collaboration_id", "parent_task_id", "creator_user_id", "organization_id", "image"])},
             "/api/tasks/{id}": {"get": with_id(op("one task with its runs; creator_username names the requesting user (for a subtask, the root task's creator)", None, "200"))},
             "/api/runs": {"get": list("runs, newest first", &["collaboration_id", "organization_id", "task_id", "state"])},
             "/api/runs/{id}": {"get": with_id(op("one run", None, "200")), "patch": with_id(op("node: report a state transition", Some("UpdateRun"), "200"))},

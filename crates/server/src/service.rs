@@ -425,11 +425,29 @@ fn node_view(n: crate::storage::NodeRow) -> api::Node {
 }
 
 /// Filters of the task list, parsed at the edge.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskQuery {
     pub collaboration_id: Option<i64>,
     pub parent_task_id: Option<i64>,
     pub creator_user_id: Option<i64>,
+    /// The organization that created the task.
+    pub organization_id: Option<i64>,
+    /// The normalised image reference (parsed at the edge).
+    pub image: Option<String>,
+}
+
+/// Filters of the organization list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrganizationQuery {
+    pub name: Option<String>,
+}
+
+/// Filters of the collaboration list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CollaborationQuery {
+    pub name: Option<String>,
+    /// Only collaborations this organization is a member of.
+    pub organization_id: Option<i64>,
 }
 
 /// Filters of the run list.
@@ -998,6 +1016,7 @@ impl Service {
     pub async fn list_organizations(
         &self,
         bearer: Option<&Bearer>,
+        q: OrganizationQuery,
         page: PageRequest,
     ) -> Result<api::Page<api::Organization>> {
         let mut tx = self.inner.db.read().await?;
@@ -1019,7 +1038,12 @@ impl Service {
             } => Some(tx.members(*collaboration_id).await?),
         };
         let rows = tx
-            .list_organizations(visible.as_deref(), page.after, page.fetch())
+            .list_organizations(
+                visible.as_deref(),
+                q.name.as_deref(),
+                page.after,
+                page.fetch(),
+            )
             .await?;
         Ok(page.page(
             rows,
@@ -1117,13 +1141,20 @@ impl Service {
     pub async fn list_collaborations(
         &self,
         bearer: Option<&Bearer>,
+        q: CollaborationQuery,
         page: PageRequest,
     ) -> Result<api::Page<api::Collaboration>> {
         let mut tx = self.inner.db.read().await?;
         let actor = self.actor(&mut tx, bearer).await?;
         let visible = actor.visible_collaborations();
         let rows = tx
-            .list_collaborations(visible.as_deref(), page.after, page.fetch())
+            .list_collaborations(
+                visible.as_deref(),
+                q.name.as_deref(),
+                q.organization_id,
+                page.after,
+                page.fetch(),
+            )
             .await?;
         let mut members = Vec::with_capacity(rows.len());
         for r in rows.iter().take(page.limit as usize) {
@@ -1825,6 +1856,8 @@ impl Service {
             parent_task_id: q.parent_task_id,
             creator_run_id,
             creator_user_id: q.creator_user_id,
+            organization_id: q.organization_id,
+            image: q.image.as_deref(),
         };
         let rows = tx.list_tasks(&filter, page.after, page.fetch()).await?;
         Ok(page.page(rows, |t| t.id, task_view))

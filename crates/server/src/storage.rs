@@ -266,7 +266,7 @@ macro_rules! on {
 #[derive(Debug, Clone)]
 enum Arg {
     I64(i64),
-    Str(&'static str),
+    Text(String),
 }
 
 /// Builds `WHERE ...` clauses with `$N` placeholders for keyset pagination and filters.
@@ -287,9 +287,9 @@ impl Filter {
             self.clauses.push(format!("{col} = {p}"));
         }
     }
-    fn eq_str(&mut self, col: &str, v: Option<&'static str>) {
+    fn eq_str(&mut self, col: &str, v: Option<&str>) {
         if let Some(v) = v {
-            let p = self.next(Arg::Str(v));
+            let p = self.next(Arg::Text(v.to_owned()));
             self.clauses.push(format!("{col} = {p}"));
         }
     }
@@ -326,7 +326,7 @@ macro_rules! bind_all {
         for a in $args {
             q = match a {
                 Arg::I64(v) => q.bind(*v),
-                Arg::Str(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_str()),
             };
         }
         q
@@ -596,6 +596,10 @@ pub struct TaskFilter<'a> {
     pub parent_task_id: Option<i64>,
     pub creator_run_id: Option<i64>,
     pub creator_user_id: Option<i64>,
+    /// The organization that created the task.
+    pub organization_id: Option<i64>,
+    /// The normalised image reference, exactly.
+    pub image: Option<&'a str>,
 }
 
 /// Filters of `list_runs`.
@@ -684,15 +688,18 @@ impl Tx {
         Ok(on!(self, c => sqlx::query_as(sql).bind(id).fetch_optional(&mut *c).await)?)
     }
 
-    /// Organizations, newest first; `ids` restricts to a visible set.
+    /// Organizations, newest first; `ids` restricts to a visible set, `name` to one name
+    /// (unique, so at most one row).
     pub async fn list_organizations(
         &mut self,
         ids: Option<&[i64]>,
+        name: Option<&str>,
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<OrganizationRow>> {
         let mut f = Filter::default();
         f.in_list("id", ids);
+        f.eq_str("name", name);
         f.lt("id", after);
         let sql = f.sql(
             "SELECT id, name, public_key, created_at FROM organizations",
@@ -759,14 +766,25 @@ impl Tx {
         Ok(v)
     }
 
+    /// Collaborations, newest first; `ids` restricts to a visible set, `name` to one name,
+    /// `member` to those the organization belongs to (`collaboration_members_by_org`).
     pub async fn list_collaborations(
         &mut self,
         ids: Option<&[i64]>,
+        name: Option<&str>,
+        member: Option<i64>,
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<CollaborationRow>> {
         let mut f = Filter::default();
         f.in_list("id", ids);
+        f.eq_str("name", name);
+        if let Some(o) = member {
+            let p = f.next(Arg::I64(o));
+            f.clauses.push(format!(
+                "id IN (SELECT collaboration_id FROM collaboration_members WHERE organization_id = {p})"
+            ));
+        }
         f.lt("id", after);
         let sql = f.sql(
             "SELECT id, name, encrypted, created_at FROM collaborations",
@@ -1093,6 +1111,8 @@ impl Tx {
         f.eq("tasks.parent_task_id", filter.parent_task_id);
         f.eq("tasks.creator_run_id", filter.creator_run_id);
         f.eq("tasks.creator_user_id", filter.creator_user_id);
+        f.eq("tasks.organization_id", filter.organization_id);
+        f.eq_str("tasks.image", filter.image);
         f.lt("tasks.id", after);
         let sql = f.sql(
             &format!("SELECT {TASK_COLUMNS} FROM {TASK_FROM}"),

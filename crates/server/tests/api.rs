@@ -1223,3 +1223,241 @@ async fn tasks_name_the_requesting_user_and_subtasks_name_the_root_tasks_creator
     assert_eq!(v["items"][0]["creator_username"], "res1");
     kit.stop().await;
 }
+
+/// Ids of a list answer, in order.
+fn ids_of(v: &Value) -> Vec<i64> {
+    v["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a page: {v}"))
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect()
+}
+
+async fn create_task_with(
+    kit: &Kit,
+    token: &str,
+    collab: i64,
+    org: i64,
+    image: &str,
+    parent: Option<i64>,
+) -> i64 {
+    let (s, v) = kit
+        .post(
+            token,
+            "/api/tasks",
+            json!({"collaboration_id": collab, "image": image, "parent_task_id": parent,
+                   "inputs": [{"organization_id": org, "input": "aGVsbG8="}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["task"]["id"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn every_list_filter_selects_exactly_its_rows() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let res2 = kit.user("res2", "researcher", w.org2).await;
+    let (_, me1) = kit.get(&w.researcher1, "/api/auth/whoami").await;
+    let (_, me2) = kit.get(&res2, "/api/auth/whoami").await;
+    let (res1_id, res2_id) = (me1["id"].as_i64().unwrap(), me2["id"].as_i64().unwrap());
+
+    // Organizations: exact name, within what the caller may see.
+    let get = |t: &str, p: String| {
+        let t = t.to_owned();
+        let kit = &kit;
+        async move {
+            let (s, v) = kit.get(&t, &p).await;
+            assert_eq!(s, StatusCode::OK, "{p}: {v}");
+            ids_of(&v)
+        }
+    };
+    assert_eq!(
+        get(&kit.admin, "/api/organizations?name=two".into()).await,
+        [w.org2]
+    );
+    assert_eq!(
+        get(&kit.admin, "/api/organizations?name=tw".into()).await,
+        [0i64; 0]
+    );
+    assert_eq!(
+        get(&kit.admin, "/api/organizations?name=TWO".into()).await,
+        [0i64; 0]
+    );
+    assert_eq!(
+        get(&w.researcher1, "/api/organizations?name=two".into()).await,
+        [w.org2]
+    );
+    // org3 shares no collaboration with org1: the name does not reveal it.
+    assert_eq!(
+        get(&w.researcher1, "/api/organizations?name=three".into()).await,
+        [0i64; 0]
+    );
+    assert_eq!(
+        get(&kit.admin, "/api/organizations?limit=500".into()).await,
+        [w.org3, w.org2, w.org1]
+    );
+
+    // Collaborations: exact name and member organization, within the visible set.
+    assert_eq!(
+        get(&kit.admin, "/api/collaborations?name=c23".into()).await,
+        [w.c23]
+    );
+    assert_eq!(
+        get(
+            &kit.admin,
+            format!("/api/collaborations?organization_id={}", w.org2)
+        )
+        .await,
+        [w.c23, w.c12]
+    );
+    assert_eq!(
+        get(
+            &kit.admin,
+            format!("/api/collaborations?organization_id={}", w.org3)
+        )
+        .await,
+        [w.c23]
+    );
+    assert_eq!(
+        get(
+            &kit.admin,
+            format!("/api/collaborations?organization_id={}&name=c12", w.org3)
+        )
+        .await,
+        [0i64; 0]
+    );
+    assert_eq!(
+        get(
+            &kit.admin,
+            format!("/api/collaborations?organization_id={}&limit=1", w.org2)
+        )
+        .await,
+        [w.c23]
+    );
+    assert_eq!(
+        get(
+            &kit.admin,
+            format!(
+                "/api/collaborations?organization_id={}&after={}",
+                w.org2, w.c23
+            )
+        )
+        .await,
+        [w.c12]
+    );
+    assert_eq!(
+        get(
+            &w.researcher1,
+            format!("/api/collaborations?organization_id={}", w.org3)
+        )
+        .await,
+        [0i64; 0]
+    );
+    assert_eq!(
+        get(&w.researcher1, "/api/collaborations?name=c23".into()).await,
+        [0i64; 0]
+    );
+
+    // Tasks.
+    let avg = "registry.example.org/team/avg:1.0";
+    let t1 = create_task_with(&kit, &w.researcher1, w.c12, w.org1, avg, None).await;
+    let sub = create_task_with(&kit, &w.researcher1, w.c12, w.org2, avg, Some(t1)).await;
+    let t2 = create_task_with(
+        &kit,
+        &res2,
+        w.c12,
+        w.org1,
+        "registry.example.org/team/other:2",
+        None,
+    )
+    .await;
+    let t3 = create_task_with(&kit, &res2, w.c23, w.org3, "mean:1.0", None).await;
+    let t4 = create_task_with(&kit, &res2, w.c23, w.org3, "mean:1.0", Some(t3)).await;
+    let all = |q: String| get(&kit.admin, format!("/api/tasks?{q}"));
+    assert_eq!(
+        all(format!("collaboration_id={}", w.c12)).await,
+        [t2, sub, t1]
+    );
+    assert_eq!(all(format!("collaboration_id={}", w.c23)).await, [t4, t3]);
+    assert_eq!(all(format!("parent_task_id={t1}")).await, [sub]);
+    assert_eq!(all(format!("parent_task_id={t3}")).await, [t4]);
+    assert_eq!(all(format!("parent_task_id={t2}")).await, [0i64; 0]);
+    assert_eq!(all(format!("creator_user_id={res1_id}")).await, [sub, t1]);
+    assert_eq!(
+        all(format!("creator_user_id={res2_id}")).await,
+        [t4, t3, t2]
+    );
+    assert_eq!(all(format!("organization_id={}", w.org1)).await, [sub, t1]);
+    assert_eq!(
+        all(format!("organization_id={}", w.org2)).await,
+        [t4, t3, t2]
+    );
+    assert_eq!(all(format!("organization_id={}", w.org3)).await, [0i64; 0]);
+    assert_eq!(all(format!("image={avg}")).await, [sub, t1]);
+    // The filter is normalised like the stored reference.
+    assert_eq!(all("image=mean:1.0".into()).await, [t4, t3]);
+    assert_eq!(
+        all("image=docker.io/library/mean:1.0".into()).await,
+        [t4, t3]
+    );
+    assert_eq!(all("image=mean:1.1".into()).await, [0i64; 0]);
+    // Filters combine, and keyset pagination runs through a filtered list.
+    assert_eq!(
+        all(format!(
+            "creator_user_id={res2_id}&collaboration_id={}",
+            w.c12
+        ))
+        .await,
+        [t2]
+    );
+    assert_eq!(
+        all(format!("creator_user_id={res2_id}&limit=2")).await,
+        [t4, t3]
+    );
+    assert_eq!(
+        all(format!("creator_user_id={res2_id}&limit=2&after={t3}")).await,
+        [t2]
+    );
+    assert_eq!(
+        all(format!(
+            "organization_id={}&image=mean:1.0&after={t4}",
+            w.org2
+        ))
+        .await,
+        [t3]
+    );
+    // A member of org1 sees only c12's tasks, whatever the filter asks.
+    assert_eq!(
+        get(
+            &w.researcher1,
+            format!("/api/tasks?creator_user_id={res2_id}")
+        )
+        .await,
+        [t2]
+    );
+    assert_eq!(
+        get(
+            &w.researcher1,
+            format!("/api/tasks?organization_id={}", w.org2)
+        )
+        .await,
+        [t2]
+    );
+    // Bad filter values are refused with their field.
+    let (s, v) = kit
+        .get(&kit.admin, "/api/tasks?image=Not%20A%20Reference")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "image", "{v}");
+    for bad in [
+        "/api/organizations?organization_id=1",
+        "/api/collaborations?organization_id=x",
+        "/api/tasks?state=pending",
+    ] {
+        let (s, v) = kit.get(&kit.admin, bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+    kit.stop().await;
+}
