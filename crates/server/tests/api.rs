@@ -667,6 +667,45 @@ async fn cross_organization_and_cross_collaboration_access_is_denied() {
             .0,
         StatusCode::FORBIDDEN
     );
+    assert_eq!(
+        kit.patch(
+            &admin3,
+            &format!("/api/users/{colleague}"),
+            json!({"disabled": true})
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.post(
+            &admin3,
+            &format!("/api/users/{colleague}/password"),
+            json!({"password": "a new password of admin3's choosing"})
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    // Only root creates organizations and collaborations.
+    for token in [&admin1, &admin3, &w.researcher1, &w.node1] {
+        let (s, v) = kit
+            .post(
+                token,
+                "/api/organizations",
+                json!({"name": "rogue", "public_key": kit::PUBLIC_KEY}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        let (s, v) = kit
+            .post(
+                token,
+                "/api/collaborations",
+                json!({"name": "rogue", "organizations": [w.org1, w.org3]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    }
     // Nodes.
     let (s, _) = kit
         .post(
@@ -682,6 +721,16 @@ async fn cross_organization_and_cross_collaboration_access_is_denied() {
     let node1_id = v["items"][0]["id"].as_i64().unwrap();
     assert_eq!(
         kit.get(&admin3, &format!("/api/nodes/{node1_id}")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    for token in [&admin3, &w.researcher1, &w.node1, &w.node2] {
+        let (s, v) = kit
+            .post(token, &format!("/api/nodes/{node1_id}/key"), json!(null))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    }
+    assert_eq!(
+        kit.get(&w.node2, &format!("/api/nodes/{node1_id}")).await.0,
         StatusCode::FORBIDDEN
     );
     // Tasks: no creation or reading outside one's collaborations; viewers cannot create.
@@ -778,6 +827,13 @@ async fn cross_organization_and_cross_collaboration_access_is_denied() {
     );
     let (_, v) = kit.get(&w.node2_in_c23, "/api/runs").await;
     assert!(v["items"].as_array().unwrap().is_empty());
+    let (_, v) = kit
+        .get(
+            &researcher3,
+            &format!("/api/runs?collaboration_id={}", w.c12),
+        )
+        .await;
+    assert!(v["items"].as_array().unwrap().is_empty(), "{v}");
     // Users may not act as nodes.
     assert_eq!(
         kit.post(
@@ -808,6 +864,80 @@ async fn cross_organization_and_cross_collaboration_access_is_denied() {
     kit.patch(&w.node2, &p, json!({"state": "admitted", "digest": DIGEST}))
         .await;
     kit.patch(&w.node2, &p, json!({"state": "running"})).await;
+    // A run token for the algorithm: only the run's own node gets one, even while it runs.
+    for (who, token) in [
+        ("node of another organization, same collaboration", &w.node1),
+        (
+            "node of the same organization, other collaboration",
+            &w.node2_in_c23,
+        ),
+        ("researcher of the task's organization", &w.researcher1),
+        ("org admin", &admin1),
+        ("root", &kit.admin),
+    ] {
+        let (s, v) = kit.post(token, &format!("{p}/token"), json!(null)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{who}: {v}");
+        assert_eq!(code(&v), "forbidden", "{who}: {v}");
+    }
+    let (s, v) = kit.post(&w.node2, &format!("{p}/token"), json!(null)).await;
+    assert_eq!(s, StatusCode::OK, "the run's own node: {v}");
+    let run2_token = v["token"].as_str().unwrap().to_owned();
+    // The run token of org2's run reaches nothing of org1's run or outside its collaboration.
+    assert_eq!(
+        kit.get(&run2_token, &format!("/api/runs/{run_org1}"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&run2_token, &format!("/api/tasks/{task12}"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get_bytes(&run2_token, &format!("/api/runs/{run_org1}/result"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&run2_token, &format!("/api/collaborations/{}", w.c23))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.get(&run2_token, &format!("/api/organizations/{}", w.org3))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    for (path, body) in [
+        (format!("/api/runs/{run_org1}/ack"), json!(null)),
+        (format!("/api/runs/{run_org2}/token"), json!(null)),
+        (
+            "/api/tasks".to_owned(),
+            json!({"collaboration_id": w.c23, "image": format!("a/b@{DIGEST}"), "inputs": [{"organization_id": w.org3, "input": ""}]}),
+        ),
+    ] {
+        let (s, v) = kit.post(&run2_token, &path, body).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}: {v}");
+    }
+    assert_eq!(
+        kit.get(&run2_token, "/api/events").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        kit.patch(
+            &w.node1,
+            &format!("/api/runs/{run_org2}"),
+            json!({"state": "failed", "reason": "x"})
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(
         kit.put_bytes(&w.node2, &format!("{p}/result"), b"sealed".to_vec())
             .await,
