@@ -665,12 +665,18 @@ impl Service {
                         "the run has ended, so its token has expired",
                     ));
                 }
+                // Stored images are normalised references; one that does not parse (it cannot
+                // happen) keeps its whole text, which no requested repository equals.
+                let repository = Reference::parse(&run.image)
+                    .map(|r| r.repository().to_string())
+                    .unwrap_or(run.image);
                 Ok(Actor::Run {
                     run_id: run.run.id,
                     task_id: run.run.task_id,
                     organization_id: run.run.organization_id,
                     collaboration_id: run.run.collaboration_id,
                     digest: run.run.digest,
+                    repository,
                 })
             }
             TokenKind::Refresh => Err(ServiceError::Unauthenticated(
@@ -1691,11 +1697,13 @@ impl Service {
             .await?
             .ok_or(ServiceError::NotFound("no such collaboration"))?;
         let digest = req.image.digest().map(|d| d.to_string());
+        let repository = req.image.repository().to_string();
         let _permit = self.check(
             &actor,
             &Op::CreateTask {
                 collaboration_id: collab.id,
                 digest: digest.as_deref(),
+                repository: &repository,
                 parent_task_id: req.parent_task_id,
             },
         )?;

@@ -428,7 +428,7 @@ async fn a_run_goes_through_its_states_with_timestamps() {
 }
 
 #[tokio::test]
-async fn a_run_token_allows_only_same_digest_subtasks_and_their_results() {
+async fn a_run_token_allows_only_same_repository_and_digest_subtasks_and_their_results() {
     let kit = Kit::start().await;
     let w = World::build(&kit).await;
     let detail = kit.task(&w.researcher1, w.c12, &[w.org1]).await;
@@ -497,10 +497,43 @@ async fn a_run_token_allows_only_same_digest_subtasks_and_their_results() {
         .post(&rt, "/api/tasks", sub(pinned.clone(), w.c23, vec![w.org2]))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+    // The same digest in another repository is refused too: whoever can push there could
+    // otherwise send the run's nodes an image that only claims the digest.
+    for other in [
+        format!("registry.example.org/team/other@{DIGEST}"),
+        format!("registry.example.org/team/avg/x@{DIGEST}"),
+        format!("evil.example.org/team/avg@{DIGEST}"),
+        format!("avg@{DIGEST}"),
+    ] {
+        let (s, v) = kit
+            .post(&rt, "/api/tasks", sub(other.clone(), w.c12, vec![w.org1]))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{other}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("repository"),
+            "{other}: {v}"
+        );
+    }
     // It sees its subtasks only.
     let (s, v) = kit.get(&rt, "/api/tasks").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    // The same repository written differently (normalised) and with a tag is the same image.
+    let (s, v) = kit
+        .post(
+            &rt,
+            "/api/tasks",
+            sub(
+                format!("Registry.Example.org/team/avg:1.0@{DIGEST}"),
+                w.c12,
+                vec![w.org2],
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(
         kit.get(&rt, &format!("/api/tasks/{task}")).await.0,
         StatusCode::FORBIDDEN

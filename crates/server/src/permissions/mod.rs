@@ -32,6 +32,8 @@ pub enum Actor {
         collaboration_id: i64,
         /// The digest the node admitted; subtasks must use exactly this image.
         digest: Option<String>,
+        /// The normalised repository of the run's task image; subtasks must use the same.
+        repository: String,
     },
 }
 
@@ -115,6 +117,8 @@ pub enum Op<'a> {
         collaboration_id: i64,
         /// Digest pinned in the requested image reference, if any.
         digest: Option<&'a str>,
+        /// Normalised repository of the requested image.
+        repository: &'a str,
         parent_task_id: Option<i64>,
     },
     ReadTask {
@@ -351,17 +355,23 @@ pub fn check(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
             task_id,
             collaboration_id: collab,
             digest,
+            repository: own_repository,
             ..
         } => match op {
             Op::CreateTask {
                 collaboration_id,
                 digest: wanted,
+                repository,
                 parent_task_id,
             } => {
                 if collaboration_id != collab {
                     Err(Denied("subtasks must stay in the run's collaboration"))
                 } else if parent_task_id.is_some_and(|p| p != *task_id) {
                     Err(Denied("a subtask's parent must be the run's own task"))
+                } else if repository != own_repository {
+                    Err(Denied(
+                        "subtasks must use the run's own image: the repository differs from the parent task's",
+                    ))
                 } else {
                     match (digest.as_deref(), *wanted) {
                         (Some(have), Some(want)) if have == want => Ok(Permit(())),

@@ -55,8 +55,12 @@ fn run1() -> Actor {
         organization_id: 1,
         collaboration_id: 10,
         digest: Some("sha256:aa".into()),
+        repository: REPO.into(),
     }
 }
+
+/// The normalised repository of `run1`'s task image.
+const REPO: &str = "registry.example.org/team/avg";
 
 #[track_caller]
 fn check_case(actor: Actor, op: Op<'_>, allowed: bool) {
@@ -167,7 +171,14 @@ fn tasks() {
     let create = |c, d: Option<&'static str>, p| Op::CreateTask {
         collaboration_id: c,
         digest: d,
+        repository: REPO,
         parent_task_id: p,
+    };
+    let create_in = |repository, d: Option<&'static str>| Op::CreateTask {
+        collaboration_id: 10,
+        digest: d,
+        repository,
+        parent_task_id: Some(50),
     };
     check_case(root(), create(10, None, None), false);
     check_case(admin1(), create(10, None, None), true);
@@ -187,8 +198,26 @@ fn tasks() {
         organization_id: 1,
         collaboration_id: 10,
         digest: None,
+        repository: REPO.into(),
     };
     check_case(no_digest, create(10, Some("sha256:aa"), Some(50)), false);
+    // The same digest in another repository (a copy anyone could push) is not the run's image.
+    check_case(run1(), create_in(REPO, Some("sha256:aa")), true);
+    for other in [
+        "registry.example.org/team/other",
+        "registry.example.org/team/avg/sub",
+        "registry.example.org/team/av",
+        "evil.example.org/team/avg",
+        "docker.io/library/avg",
+    ] {
+        check_case(run1(), create_in(other, Some("sha256:aa")), false);
+    }
+    // Users are not bound to a repository.
+    check_case(
+        researcher1(),
+        create_in("docker.io/library/avg", None),
+        true,
+    );
 
     let read = |c, r| Op::ReadTask {
         collaboration_id: c,
