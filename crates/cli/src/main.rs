@@ -15,6 +15,7 @@ mod keys;
 mod node;
 mod policy;
 mod server;
+mod task;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,6 +67,11 @@ enum Command {
     Server {
         #[command(subcommand)]
         command: server::ServerCommand,
+    },
+    /// Submit tasks as a researcher: inputs sealed to pinned organization keys, results opened.
+    Task {
+        #[command(subcommand)]
+        command: task::TaskCommand,
     },
 }
 
@@ -134,6 +140,19 @@ fn main() -> ExitCode {
         },
         Command::Server { command } => match server::run(command) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
+        Command::Task { command } => match task::run(command) {
+            Ok(outcome) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{}", outcome.output);
+                }
+                ExitCode::from(outcome.exit)
+            }
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::from(EXIT_BAD_INPUT)
