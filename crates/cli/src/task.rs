@@ -454,6 +454,58 @@ mod tests {
         assert_eq!(printable("\u{1b}[2J"), "\\u{1b}[2J");
     }
 
+    fn outcomes(states: &[&str]) -> (TaskDetail, Vec<RunOutcome>) {
+        let runs: Vec<Value> = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                json!({
+                    "id": i + 10, "task_id": 7, "collaboration_id": 3, "organization_id": i + 1,
+                    "state": s, "has_result": false, "created_at": "2026-01-01T00:00:00Z",
+                    "admitted_at": null, "started_at": null, "finished_at": null, "acked_at": null,
+                    "reason": if *s == "rejected" { Some("denied by policy") } else { None },
+                })
+            })
+            .collect();
+        let detail: TaskDetail = serde_json::from_value(json!({
+            "task": {"id": 7, "collaboration_id": 3, "name": "t", "image": "x",
+                     "organization_id": 1, "created_at": "2026-01-01T00:00:00Z"},
+            "runs": runs
+        }))
+        .unwrap();
+        let o = detail
+            .runs
+            .iter()
+            .map(|r| RunOutcome {
+                run: r.clone(),
+                organization: format!("org-{}", r.organization_id),
+                result: None,
+            })
+            .collect();
+        (detail, o)
+    }
+
+    #[track_caller]
+    fn exit(states: &[&str], final_only: bool) -> u8 {
+        let (d, o) = outcomes(states);
+        render(&d, &o, None, false, final_only).unwrap().exit
+    }
+
+    #[test]
+    fn the_exit_status_is_0_only_when_no_run_failed_or_was_rejected() {
+        assert_eq!(exit(&["completed", "completed"], true), 0);
+        assert_eq!(exit(&["completed", "rejected"], true), 1);
+        assert_eq!(exit(&["failed", "completed"], true), 1);
+        assert_eq!(exit(&["pending", "running"], false), 0);
+        assert_eq!(exit(&["pending", "failed"], false), 1);
+        let (d, o) = outcomes(&["completed", "rejected"]);
+        let text = render(&d, &o, None, false, true).unwrap().output;
+        assert!(
+            text.contains("org-2: run 11 rejected\n  reason: denied by policy"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn an_input_must_be_json() {
         assert!(read_input(Some("{\"function\":\"f\"}"), None).is_ok());

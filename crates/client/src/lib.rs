@@ -167,6 +167,44 @@ pub fn image_reference(image: &str) -> Result<String, ClientError> {
         })
 }
 
+/// A run listed under `task` must belong to it, and to its collaboration (the result context
+/// is built from them).
+fn check_run(task: &TaskDetail, run: &Run) -> Result<(), ClientError> {
+    if run.task_id != task.task.id || run.collaboration_id != task.task.collaboration_id {
+        return Err(ClientError::Unexpected {
+            what: format!("reading task {}", task.task.id),
+            message: format!(
+                "run {} belongs to task {} in collaboration {}, not to task {} in collaboration {}",
+                run.id, run.task_id, run.collaboration_id, task.task.id, task.task.collaboration_id
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The task the server created must have exactly one run per target, in the collaboration.
+fn check_created(
+    task: &TaskDetail,
+    collab: &Collaboration,
+    targets: &[Target],
+) -> Result<(), ClientError> {
+    let mut got: Vec<i64> = task.runs.iter().map(|r| r.organization_id).collect();
+    let mut want: Vec<i64> = targets.iter().map(|t| t.id).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    if task.task.collaboration_id != collab.id || got != want {
+        return Err(ClientError::Unexpected {
+            what: "creating the task".to_owned(),
+            message: format!(
+                "task {} has runs at organizations {got:?} in collaboration {}, asked for \
+                 {want:?} in collaboration {}",
+                task.task.id, task.task.collaboration_id, collab.id
+            ),
+        });
+    }
+    task.runs.iter().try_for_each(|r| check_run(task, r))
+}
+
 /// One run of a task as the researcher sees it, its result opened when there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutcome {
@@ -455,7 +493,9 @@ impl Client {
             .bearer_auth(&self.token)
             .json(&body);
         let resp = self.send(req, what).await?;
-        self.json(resp, what).await
+        let task: TaskDetail = self.json(resp, what).await?;
+        check_created(&task, collab, targets)?;
+        Ok(task)
     }
 
     /// A task and its runs.
@@ -524,6 +564,7 @@ impl Client {
         let mut names: BTreeMap<i64, String> = BTreeMap::new();
         let mut out = Vec::with_capacity(task.runs.len());
         for run in &task.runs {
+            check_run(task, run)?;
             let organization = match names.get(&run.organization_id) {
                 Some(n) => n.clone(),
                 None => {
@@ -591,5 +632,58 @@ mod tests {
             matches!(e, Err(ClientError::Malformed { id: 1, .. })),
             "{e:?}"
         );
+    }
+
+    fn detail(task: i64, collab: i64, runs: &[(i64, i64, i64, i64)]) -> TaskDetail {
+        let runs: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|(id, task_id, collab, org)| {
+                serde_json::json!({
+                    "id": id, "task_id": task_id, "collaboration_id": collab,
+                    "organization_id": org, "state": "pending", "has_result": false,
+                    "created_at": "2026-01-01T00:00:00Z", "admitted_at": null,
+                    "started_at": null, "finished_at": null, "acked_at": null
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "task": {"id": task, "collaboration_id": collab, "name": "", "image": "x",
+                     "organization_id": 1, "created_at": "2026-01-01T00:00:00Z"},
+            "runs": runs
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn runs_that_do_not_belong_to_the_task_are_refused() {
+        let collab: Collaboration = serde_json::from_value(serde_json::json!({
+            "id": 3, "name": "study", "encrypted": true, "organizations": [1, 2],
+            "created_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        let key = SecretKey::generate().public_key();
+        let target = |id: i64| Target {
+            id,
+            name: format!("o{id}"),
+            key,
+        };
+        let both = [target(1), target(2)];
+        let ok = detail(7, 3, &[(10, 7, 3, 2), (11, 7, 3, 1)]);
+        assert!(check_created(&ok, &collab, &both).is_ok());
+        for bad in [
+            // a target is missing
+            detail(7, 3, &[(10, 7, 3, 1)]),
+            // another organization
+            detail(7, 3, &[(10, 7, 3, 1), (11, 7, 3, 9)]),
+            // another collaboration
+            detail(7, 4, &[(10, 7, 4, 1), (11, 7, 4, 2)]),
+            // a run of another task
+            detail(7, 3, &[(10, 7, 3, 1), (11, 8, 3, 2)]),
+            // a run of another collaboration
+            detail(7, 3, &[(10, 7, 3, 1), (11, 7, 5, 2)]),
+        ] {
+            let e = check_created(&bad, &collab, &both);
+            assert!(matches!(e, Err(ClientError::Unexpected { .. })), "{bad:?}");
+        }
     }
 }
