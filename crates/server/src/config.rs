@@ -13,7 +13,7 @@
 //! Relative paths (the SQLite file, the password file) are relative to the config file.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
@@ -90,6 +90,22 @@ pub struct AuthConfig {
     pub lockout_threshold: u32,
     #[serde(default = "d_lockout", deserialize_with = "ttl")]
     pub lockout_secs: u64,
+    /// `POST /api/auth/login` per client address: sustained rate (token bucket refill).
+    #[serde(default = "d_login_rate", deserialize_with = "rate")]
+    pub login_rate_per_minute: u32,
+    /// `POST /api/auth/login` per client address: logins allowed at once (bucket size).
+    #[serde(default = "d_login_burst", deserialize_with = "burst")]
+    pub login_burst: u32,
+    /// `POST /api/auth/node` per client address: sustained rate.
+    #[serde(default = "d_node_login_rate", deserialize_with = "rate")]
+    pub node_login_rate_per_minute: u32,
+    /// `POST /api/auth/node` per client address: logins allowed at once.
+    #[serde(default = "d_node_login_burst", deserialize_with = "burst")]
+    pub node_login_burst: u32,
+    /// Client addresses the login limits do not apply to (e.g. a trusted reverse proxy that
+    /// limits itself, or a benchmark). Exact addresses; IPv6 counts by its /64.
+    #[serde(default)]
+    pub rate_limit_exempt: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -104,6 +120,16 @@ pub struct LimitsConfig {
     /// Most target organizations of one task.
     #[serde(default = "d_targets", deserialize_with = "targets")]
     pub max_targets: u32,
+    /// Event WebSockets one node may hold open at once (a node needs one; a few more cover
+    /// reconnects that overlap the old session's close).
+    #[serde(
+        default = "d_sessions_per_node",
+        deserialize_with = "sessions_per_node"
+    )]
+    pub max_event_sessions_per_node: u32,
+    /// Event WebSockets the server holds open at once, all nodes together.
+    #[serde(default = "d_sessions", deserialize_with = "sessions")]
+    pub max_event_sessions: u32,
 }
 
 fn default_max_connections() -> u32 {
@@ -127,6 +153,24 @@ fn d_threshold() -> u32 {
 fn d_lockout() -> u64 {
     15 * 60
 }
+fn d_login_rate() -> u32 {
+    120
+}
+fn d_login_burst() -> u32 {
+    30
+}
+fn d_node_login_rate() -> u32 {
+    600
+}
+fn d_node_login_burst() -> u32 {
+    60
+}
+fn d_sessions_per_node() -> u32 {
+    4
+}
+fn d_sessions() -> u32 {
+    10_000
+}
 fn d_body() -> u64 {
     16 << 20
 }
@@ -146,6 +190,11 @@ impl Default for AuthConfig {
             run_token_ttl_secs: d_run(),
             lockout_threshold: d_threshold(),
             lockout_secs: d_lockout(),
+            login_rate_per_minute: d_login_rate(),
+            login_burst: d_login_burst(),
+            node_login_rate_per_minute: d_node_login_rate(),
+            node_login_burst: d_node_login_burst(),
+            rate_limit_exempt: Vec::new(),
         }
     }
 }
@@ -156,6 +205,8 @@ impl Default for LimitsConfig {
             max_body_bytes: d_body(),
             max_result_bytes: d_result(),
             max_targets: d_targets(),
+            max_event_sessions_per_node: d_sessions_per_node(),
+            max_event_sessions: d_sessions(),
         }
     }
 }
@@ -185,6 +236,18 @@ fn threshold<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 }
 fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, 1, 100_000, "the target count")
+}
+fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 6_000_000, "a rate per minute")
+}
+fn burst<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 1_000_000, "a burst")
+}
+fn sessions_per_node<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 1000, "the session count per node")
+}
+fn sessions<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 1_000_000, "the session count")
 }
 fn max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, 1, 1000, "the connection count")
@@ -269,6 +332,31 @@ admin_password_file = "admin.pw"             # the administrator's user name is 
     }
 
     #[test]
+    fn login_limits_and_session_caps_are_configurable() {
+        let c = Config::parse(
+            &format!(
+                "{MINIMAL}[auth]\nlogin_rate_per_minute = 6\nlogin_burst = 2\nnode_login_rate_per_minute = 60\nnode_login_burst = 5\nrate_limit_exempt = [\"127.0.0.1\", \"::1\"]\n[limits]\nmax_event_sessions_per_node = 2\nmax_event_sessions = 100\n"
+            ),
+            Path::new("server.toml"),
+        )
+        .unwrap();
+        assert_eq!((c.auth.login_rate_per_minute, c.auth.login_burst), (6, 2));
+        assert_eq!(
+            (c.auth.node_login_rate_per_minute, c.auth.node_login_burst),
+            (60, 5)
+        );
+        assert_eq!(
+            c.auth.rate_limit_exempt,
+            [
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.limits.max_event_sessions_per_node, 2);
+        assert_eq!(c.limits.max_event_sessions, 100);
+    }
+
+    #[test]
     fn relative_paths_follow_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.toml");
@@ -304,6 +392,22 @@ admin_password_file = "admin.pw"             # the administrator's user name is 
             "{e}"
         );
         assert!(e.contains("between 1 and 1000"), "{e}");
+
+        let e = err(
+            "[http]\nlisten = \"127.0.0.1:1\"\n[database]\nurl = \"sqlite://a\"\n[auth]\nrate_limit_exempt = [\"localhost\"]\n",
+        );
+        assert!(
+            e.starts_with("server.toml:6:22: key `auth.rate_limit_exempt[0]`"),
+            "{e}"
+        );
+
+        let e = err(
+            "[http]\nlisten = \"127.0.0.1:1\"\n[database]\nurl = \"sqlite://a\"\n[limits]\nmax_event_sessions_per_node = 0\n",
+        );
+        assert!(
+            e.starts_with("server.toml:6:31: key `limits.max_event_sessions_per_node`"),
+            "{e}"
+        );
 
         let e = err("[http]\nlisten = \"127.0.0.1:1\"\n");
         assert!(e.contains("missing field `database`"), "{e}");

@@ -2,12 +2,15 @@
 //! handler per route that calls one service method, and the single mapping from service errors
 //! to status codes and error bodies.
 
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State,
+};
 use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -26,6 +29,7 @@ use crate::service::{
     Bearer, CollaborationQuery, OrganizationQuery, PageRequest, RunQuery, RunUpdate, Service,
     ServiceError, TaskQuery, TaskRequest,
 };
+use crate::throttle::{SlotRefusal, Throttle};
 
 /// How often a WebSocket session pings the node and re-checks its token.
 const WS_PING_EVERY: Duration = Duration::from_secs(20);
@@ -174,6 +178,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
                     format!("the query string is not valid: {}", e.body_text()),
                 )
             })
+    }
+}
+
+/// The client's address (the TCP peer), when the server was started with connection info.
+/// Behind a reverse proxy this is the proxy's address.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
     }
 }
 
@@ -385,8 +406,10 @@ async fn metrics(State(svc): State<Service>) -> Response {
 
 async fn login(
     State(svc): State<Service>,
+    ClientAddr(addr): ClientAddr,
     Body(req): Body<api::LoginRequest>,
-) -> ApiResult<Json<api::TokenResponse>> {
+) -> Result<Json<api::TokenResponse>, LoginError> {
+    throttle(svc.login_throttle(), addr, "login")?;
     Ok(Json(svc.login(req).await?))
 }
 
@@ -404,9 +427,57 @@ async fn logout(State(svc): State<Service>, cred: Credential) -> ApiResult<Statu
 
 async fn node_login(
     State(svc): State<Service>,
+    ClientAddr(addr): ClientAddr,
     Body(req): Body<api::NodeLoginRequest>,
-) -> ApiResult<Json<api::TokenResponse>> {
+) -> Result<Json<api::TokenResponse>, LoginError> {
+    throttle(svc.node_login_throttle(), addr, "node login")?;
     Ok(Json(svc.node_login(req).await?))
+}
+
+/// A login's failure: throttled (429 with `Retry-After`) or any other error.
+#[derive(Debug)]
+enum LoginError {
+    Throttled { what: &'static str, secs: u64 },
+    Api(ApiError),
+}
+
+impl From<ServiceError> for LoginError {
+    fn from(e: ServiceError) -> Self {
+        LoginError::Api(e.into())
+    }
+}
+
+impl IntoResponse for LoginError {
+    fn into_response(self) -> Response {
+        match self {
+            LoginError::Api(e) => e.into_response(),
+            LoginError::Throttled { what, secs } => {
+                let mut resp = ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("too many {what} attempts from this address; retry after {secs} s"),
+                )
+                .into_response();
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                resp
+            }
+        }
+    }
+}
+
+/// Take a token from the address's login bucket.
+fn throttle(bucket: &Throttle, addr: Option<IpAddr>, what: &'static str) -> Result<(), LoginError> {
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    let Err(wait) = bucket.check(addr, Instant::now()) else {
+        return Ok(());
+    };
+    // Whole seconds, rounded up, at least 1.
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    // Debug level: whoever is throttled can trigger this as often as they like.
+    tracing::debug!(%addr, retry_after = secs, "{what} throttled");
+    Err(LoginError::Throttled { what, secs })
 }
 
 async fn whoami(State(svc): State<Service>, cred: Credential) -> ApiResult<Json<api::WhoAmI>> {
@@ -746,10 +817,32 @@ async fn event_socket(
             ),
         )
     })?;
+    // The slot is taken before the upgrade and held by the session until it ends (or by
+    // the upgrade callback, dropped with it if the upgrade never completes).
+    let slot = match svc.session_slots().acquire(node) {
+        Ok(()) => SlotGuard(svc.clone(), node),
+        Err(refusal) => {
+            let message = match refusal {
+                SlotRefusal::Node(n) => format!(
+                    "this node already has {n} event sessions open, the most allowed; close one (a node needs one) or poll GET /api/events"
+                ),
+                SlotRefusal::Total(n) => format!(
+                    "the server already holds {n} event sessions, the most it allows; retry later or poll GET /api/events"
+                ),
+            };
+            tracing::info!(
+                collaboration = node.0,
+                organization = node.1,
+                ?refusal,
+                "event session refused"
+            );
+            return Err(ApiError::new(ErrorCode::TooManyRequests, message));
+        }
+    };
     let bearer = cred.0;
     Ok(ws
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| session(svc, socket, node, bearer, after)))
+        .on_upgrade(move |socket| session(svc, socket, node, bearer, after, slot)))
 }
 
 struct SessionGuard(Service);
@@ -760,12 +853,22 @@ impl Drop for SessionGuard {
     }
 }
 
+/// A reserved event-session slot of a node, released on drop.
+struct SlotGuard(Service, (i64, i64));
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.session_slots().release(self.1);
+    }
+}
+
 async fn session(
     svc: Service,
     mut socket: WebSocket,
     node: (i64, i64),
     bearer: Option<Bearer>,
     mut after: i64,
+    _slot: SlotGuard,
 ) {
     svc.session_opened();
     let _guard = SessionGuard(svc.clone());

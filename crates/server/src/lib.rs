@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod permissions;
 pub mod service;
 pub mod storage;
+pub mod throttle;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -190,11 +191,15 @@ pub async fn serve(listen: SocketAddr, service: Service) -> Result<RunningServer
         }
     });
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+        // The peer address feeds the per-address login limits.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
     });
     tracing::info!(%addr, "warden server listening");
     Ok(RunningServer {

@@ -58,7 +58,16 @@ pub fn document() -> String {
         "200",
     );
     change_password["responses"]["409"] = json!({"$ref": "#/components/responses/Error"});
+    // Logins are limited per client address: 429 with `Retry-After` (seconds).
+    let throttled = |mut v: Value| {
+        v["responses"]["429"] = json!({"description": "too many logins from this address", "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds until a login is accepted again"}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
+        v
+    };
     change_password["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
+    // 400: not an upgrade; 429: the node's or the server's cap on open sessions.
+    let mut event_socket = op("node: WebSocket push of events after ?after=", None, "101");
+    event_socket["responses"]["101"] = json!({"description": "switching protocols"});
+    event_socket["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
     let doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "Warden coordination server", "version": env!("CARGO_PKG_VERSION")},
@@ -91,10 +100,10 @@ pub fn document() -> String {
             "/api/health": {"get": op("database reachability", None, "200")},
             "/api/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "security": [], "responses": {"200": {"description": "metrics", "content": {"text/plain": {}}}}}},
-            "/api/auth/login": {"post": op("user login: access and refresh token", Some("LoginRequest"), "200")},
+            "/api/auth/login": {"post": throttled(op("user login: access and refresh token", Some("LoginRequest"), "200"))},
             "/api/auth/refresh": {"post": op("rotate a refresh token", Some("RefreshRequest"), "200")},
             "/api/auth/logout": {"post": op("revoke the session of the access token", None, "204")},
-            "/api/auth/node": {"post": op("node login with its API key", Some("NodeLoginRequest"), "200")},
+            "/api/auth/node": {"post": throttled(op("node login with its API key", Some("NodeLoginRequest"), "200"))},
             "/api/auth/whoami": {"get": op("who the token belongs to", None, "200")},
             "/api/organizations": {"post": op("create an organization (root)", Some("CreateOrganization"), "201"), "get": list("organizations sharing a collaboration with the caller; name: exact", &["name"])},
             "/api/organizations/{id}": {"get": with_id(op("one organization", None, "200"))},
@@ -119,7 +128,7 @@ pub fn document() -> String {
                 "get": with_id(op("the encrypted result (octet-stream)", None, "200"))
             },
             "/api/events": {"get": {"summary": "node: poll events after ?after=", "parameters": page_params(&[]), "responses": {"200": {"description": "events, oldest first"}}}},
-            "/api/events/ws": {"get": {"summary": "node: WebSocket push of events after ?after=", "responses": {"101": {"description": "switching protocols"}}}}
+            "/api/events/ws": {"get": event_socket}
         }
     });
     doc.to_string()

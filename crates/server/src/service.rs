@@ -22,6 +22,7 @@ use crate::storage::{
     Db, NewTask, RunFilter, RunRow, StorageError, TaskFilter, TaskRow, TokenKind, TokenRow, Tx,
     UserRow,
 };
+use crate::throttle::{Rate, SessionSlots, Throttle};
 
 /// Longest user, organization or collaboration name.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -469,6 +470,11 @@ struct Inner {
     dummy_hash: String,
     /// SQLite: task creations are group-committed by one batcher task.
     batcher: Option<mpsc::Sender<TaskJob>>,
+    /// Per-address buckets of `POST /api/auth/login` and `POST /api/auth/node`.
+    login_throttle: Throttle,
+    node_login_throttle: Throttle,
+    /// Caps on open event WebSockets.
+    session_slots: SessionSlots,
 }
 
 /// A created task and the (collaboration, organization) pairs whose nodes get an event.
@@ -566,6 +572,18 @@ impl Service {
         // in turn. PostgreSQL commits concurrent transactions in parallel by itself; a batch
         // there would run every statement on one connection (measured slower per request).
         let group_commit = db.backend() == crate::storage::Backend::Sqlite;
+        let login_throttle = Throttle::new(
+            Rate::per_minute(auth.login_rate_per_minute, auth.login_burst),
+            &auth.rate_limit_exempt,
+        );
+        let node_login_throttle = Throttle::new(
+            Rate::per_minute(auth.node_login_rate_per_minute, auth.node_login_burst),
+            &auth.rate_limit_exempt,
+        );
+        let session_slots = SessionSlots::new(
+            limits.max_event_sessions_per_node,
+            limits.max_event_sessions,
+        );
         let inner = Arc::new(Inner {
             db,
             hub,
@@ -574,6 +592,9 @@ impl Service {
             metrics: Metrics::default(),
             dummy_hash,
             batcher: group_commit.then_some(tx),
+            login_throttle,
+            node_login_throttle,
+            session_slots,
         });
         if group_commit {
             tokio::spawn(batcher(Arc::downgrade(&inner), rx));
@@ -595,6 +616,18 @@ impl Service {
 
     pub fn limits(&self) -> &LimitsConfig {
         &self.inner.limits
+    }
+
+    pub fn login_throttle(&self) -> &Throttle {
+        &self.inner.login_throttle
+    }
+
+    pub fn node_login_throttle(&self) -> &Throttle {
+        &self.inner.node_login_throttle
+    }
+
+    pub fn session_slots(&self) -> &SessionSlots {
+        &self.inner.session_slots
     }
 
     // ---- identity ----------------------------------------------------------------------------

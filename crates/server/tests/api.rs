@@ -1163,6 +1163,7 @@ async fn request_bodies_are_size_limited() {
         max_body_bytes: 4096,
         max_result_bytes: 8192,
         max_targets: 2,
+        ..Default::default()
     };
     let kit = Kit::start_with(Default::default(), limits).await;
     let w = World::build(&kit).await;
