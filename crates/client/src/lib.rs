@@ -266,7 +266,7 @@ impl Client {
         let resp = c.send(req, &what).await;
         let resp = match resp {
             Err(ClientError::Api {
-                status: 401 | 429,
+                status: 401,
                 message,
                 ..
             }) => {
