@@ -17,8 +17,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::de::DeserializeOwned;
 use warden_api::{
-    Collaboration, CreateTask, ErrorBody, LoginRequest, Organization, Page, Run, RunState,
-    TaskDetail, TaskInput, TokenResponse, WhoAmI,
+    Collaboration, CreateTask, ErrorBody, LoginRequest, Organization, Page, RefreshRequest, Run,
+    RunState, TaskDetail, TaskInput, TokenResponse, WhoAmI,
 };
 use warden_seal::{Fingerprint, PublicKey, SecretKey};
 
@@ -215,11 +215,21 @@ pub struct RunOutcome {
     pub result: Option<Vec<u8>>,
 }
 
+/// Renew the access token when it has less than this left.
+const REFRESH_MARGIN: Duration = Duration::from_secs(30);
+
+/// The tokens of a logged-in session.
+struct Session {
+    access: String,
+    refresh: Option<String>,
+    expires: Instant,
+}
+
 /// A logged-in session at the server.
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: String,
+    session: std::sync::Mutex<Session>,
     username: String,
     organization_id: Option<i64>,
 }
@@ -253,7 +263,11 @@ impl Client {
         let mut c = Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            token: String::new(),
+            session: std::sync::Mutex::new(Session {
+                access: String::new(),
+                refresh: None,
+                expires: Instant::now(),
+            }),
             username: username.to_owned(),
             organization_id: None,
         };
@@ -278,7 +292,7 @@ impl Client {
             other => other?,
         };
         let tokens: TokenResponse = c.json(resp, &what).await?;
-        c.token = tokens.access_token;
+        c.store(tokens);
         let me: WhoAmI = c
             .get("/api/auth/whoami", "asking who this account is")
             .await?;
@@ -289,6 +303,44 @@ impl Client {
             _ => None,
         };
         Ok(c)
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn store(&self, tokens: TokenResponse) {
+        let mut s = self.session();
+        s.access = tokens.access_token;
+        if tokens.refresh_token.is_some() {
+            s.refresh = tokens.refresh_token;
+        }
+        s.expires = Instant::now() + Duration::from_secs(tokens.expires_in);
+    }
+
+    /// The access token for the next request: renewed with the refresh token when it expires
+    /// within [`REFRESH_MARGIN`], so that a long wait outlives the access token's lifetime.
+    async fn bearer(&self) -> Result<String, ClientError> {
+        let (access, refresh) = {
+            let s = self.session();
+            if Instant::now() + REFRESH_MARGIN < s.expires {
+                return Ok(s.access.clone());
+            }
+            (s.access.clone(), s.refresh.clone())
+        };
+        let Some(refresh_token) = refresh else {
+            return Ok(access);
+        };
+        let what = "renewing the session";
+        let req = self
+            .http
+            .post(self.url("/api/auth/refresh"))
+            .json(&RefreshRequest { refresh_token });
+        let resp = self.send(req, what).await?;
+        let tokens: TokenResponse = self.json(resp, what).await?;
+        let access = tokens.access_token.clone();
+        self.store(tokens);
+        Ok(access)
     }
 
     fn url(&self, path: &str) -> String {
@@ -345,7 +397,10 @@ impl Client {
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, ClientError> {
-        let req = self.http.get(self.url(path)).bearer_auth(&self.token);
+        let req = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(self.bearer().await?);
         let resp = self.send(req, what).await?;
         self.json(resp, what).await
     }
@@ -375,7 +430,7 @@ impl Client {
                     .http
                     .get(self.url("/api/collaborations"))
                     .query(&[("name", name.as_str())])
-                    .bearer_auth(&self.token);
+                    .bearer_auth(self.bearer().await?);
                 let what = "finding the collaboration";
                 let resp = self.send(req, what).await?;
                 let page: Page<Collaboration> = self.json(resp, what).await?;
@@ -490,7 +545,7 @@ impl Client {
         let req = self
             .http
             .post(self.url("/api/tasks"))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.bearer().await?)
             .json(&body);
         let resp = self.send(req, what).await?;
         let task: TaskDetail = self.json(resp, what).await?;
@@ -536,7 +591,7 @@ impl Client {
         let req = self
             .http
             .get(self.url(&format!("/api/runs/{}/result", run.id)))
-            .bearer_auth(&self.token);
+            .bearer_auth(self.bearer().await?);
         let resp = self.send(req, &what).await?;
         let sealed = resp.bytes().await.map_err(|source| ClientError::Http {
             url: self.base.clone(),
