@@ -169,22 +169,7 @@ pub fn path_of(name: &str) -> Result<PathBuf, ConfigError> {
 impl Profile {
     /// Reads and parses the profile at `path`.
     pub fn load(path: &Path) -> Result<Profile, ConfigError> {
-        let read_err = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
-        if meta.len() > MAX_PROFILE_BYTES {
-            return Err(read_err(std::io::Error::other(format!(
-                "larger than {MAX_PROFILE_BYTES} bytes"
-            ))));
-        }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let (text, base) = warden_config::read_file(path, MAX_PROFILE_BYTES)?;
         Profile::parse(&text, path, &base)
     }
 

@@ -1,5 +1,6 @@
 //! Reading TOML configuration with errors that point at the line, column and key, shared by the
-//! server's and the node's configuration files. No I/O: callers read the file and name it.
+//! server's and the node's configuration files and the researcher's profiles. The only I/O is
+//! [`read_file`]; parsing takes the text and the name to give in errors.
 
 #![forbid(unsafe_code)]
 
@@ -62,6 +63,29 @@ impl Located {
     }
 }
 
+/// Reads the configuration file at `path`, refusing one larger than `max_bytes`, and returns its
+/// text with the folder its relative paths are resolved against (its parent, `.` for a bare
+/// file name).
+pub fn read_file(path: &Path, max_bytes: u64) -> Result<(String, PathBuf), ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if meta.len() > max_bytes {
+        return Err(read_err(std::io::Error::other(format!(
+            "larger than {max_bytes} bytes"
+        ))));
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok((text, base))
+}
+
 /// Deserializes `text`; a syntax error or a value that does not fit `T` (unknown key, wrong
 /// type, missing key) comes back located.
 pub fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, Located> {
@@ -108,6 +132,29 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_file_caps_the_size_and_names_the_folder() {
+        let dir = std::env::temp_dir().join(format!("warden-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.toml");
+        std::fs::write(&file, "a = 1\n").unwrap();
+        let (text, base) = read_file(&file, 6).unwrap();
+        assert_eq!((text.as_str(), base.as_path()), ("a = 1\n", dir.as_path()));
+        let e = read_file(&file, 5).unwrap_err().to_string();
+        assert!(e.contains("larger than 5 bytes"), "{e}");
+        let e = read_file(&dir.join("missing.toml"), 10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("missing.toml") && e.contains("check the path"),
+            "{e}"
+        );
+        // A bare file name resolves against the current folder.
+        let e = read_file(Path::new("no-such-file.toml"), 10).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -378,22 +378,7 @@ fn data_sources<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Path
 impl Config {
     /// Reads, parses and validates the file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let read_err = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(read_err)?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(read_err(std::io::Error::other(format!(
-                "larger than {MAX_CONFIG_BYTES} bytes"
-            ))));
-        }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        let (text, base) = warden_config::read_file(path, MAX_CONFIG_BYTES)?;
         let base = base.canonicalize().unwrap_or(base);
         Config::parse(&text, path, &base)
     }
