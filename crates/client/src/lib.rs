@@ -27,7 +27,7 @@ pub use profile::{CollaborationRef, Profile};
 /// First pause between two polls of a task's runs; it doubles up to [`MAX_POLL`].
 pub const FIRST_POLL: Duration = Duration::from_millis(100);
 /// Longest pause between two polls.
-pub const MAX_POLL: Duration = Duration::from_secs(2);
+pub const MAX_POLL: Duration = Duration::from_millis(500);
 /// Time allowed for one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -396,11 +396,35 @@ impl Client {
         })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, ClientError> {
+    /// The server's URL, as given to [`Client::login`] (without a trailing `/`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path` (e.g. `/api/tasks?parent_task_id=3`) as this account, its JSON answer parsed;
+    /// `what` names the request in errors.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, what: &str) -> Result<T, ClientError> {
         let req = self
             .http
             .get(self.url(path))
             .bearer_auth(self.bearer().await?);
+        let resp = self.send(req, what).await?;
+        self.json(resp, what).await
+    }
+
+    /// `POST path` with the JSON `body` as this account, its JSON answer parsed; `what` names
+    /// the request in errors.
+    pub async fn post<B: serde::Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        what: &str,
+    ) -> Result<T, ClientError> {
+        let req = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(self.bearer().await?)
+            .json(body);
         let resp = self.send(req, what).await?;
         self.json(resp, what).await
     }
@@ -467,6 +491,20 @@ impl Client {
         names: &[String],
         profile: &Profile,
     ) -> Result<Vec<Target>, ClientError> {
+        let shown = profile.path.display().to_string();
+        self.pinned_targets(collab, names, &profile.pins, &shown)
+            .await
+    }
+
+    /// [`Client::targets`] with the pins given directly; `pins_from` names where they come from
+    /// in errors.
+    pub async fn pinned_targets(
+        &self,
+        collab: &Collaboration,
+        names: &[String],
+        pins: &BTreeMap<String, Fingerprint>,
+        pins_from: &str,
+    ) -> Result<Vec<Target>, ClientError> {
         if names.is_empty() {
             return Err(ClientError::NoTargets);
         }
@@ -475,7 +513,6 @@ impl Client {
             let o = self.organization(*id).await?;
             members.insert(o.name.clone(), o);
         }
-        let shown = profile.path.display().to_string();
         let mut out: Vec<Target> = Vec::new();
         for name in names {
             if out.iter().any(|t| t.name == *name) {
@@ -484,7 +521,7 @@ impl Client {
             let Some(org) = members.get(name) else {
                 return Err(ClientError::NotMember(name.clone(), collab.name.clone()));
             };
-            out.push(check_pin(org, &profile.pins, &shown)?);
+            out.push(check_pin(org, pins, pins_from)?);
         }
         Ok(out)
     }

@@ -32,15 +32,17 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use rand_core::RngCore as _;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
 use warden_api::{Page, Run, RunState, Task, TaskDetail};
+use warden_client::Client;
 use warden_node::Node;
 use warden_node::config::Config as NodeConfig;
 use warden_reference::{Digest, Repository};
 use warden_runtime::PROBE_REPOSITORY;
+use warden_seal::Fingerprint;
 use warden_trust::{KeyAlgorithm, SigningKey, cosign};
 
 pub use cleanup::{Removed, containers, exists};
@@ -113,17 +115,13 @@ pub enum DemoError {
     Docker { what: &'static str, message: String },
     #[error("the coordination server: {0}")]
     Server(#[from] warden_server::ServerError),
-    #[error("{what}: the server answered {status}: {body}")]
-    Api {
-        what: String,
-        status: u16,
-        body: String,
+    #[error("as the demo's {who}: {source}")]
+    Client {
+        who: &'static str,
+        source: warden_client::ClientError,
     },
-    #[error("{what}: {source}; is the in-process server still running?")]
-    Http {
-        what: String,
-        source: reqwest::Error,
-    },
+    #[error("task {task} has {runs} runs; it was sent to one organization")]
+    Runs { task: i64, runs: usize },
     #[error("{0}")]
     Keys(String),
     #[error("pushing the signature of {image}: {source}")]
@@ -150,14 +148,6 @@ pub enum DemoError {
         run: i64,
         state: RunState,
         reason: Option<String>,
-    },
-    #[error(
-        "run {run} is still {state} after {secs} s; rerun with WARDEN_LOG=info for the nodes' logs"
-    )]
-    Timeout {
-        run: i64,
-        state: RunState,
-        secs: u64,
     },
     #[error("the result of run {run} cannot be read: {message}")]
     Result { run: i64, message: String },
@@ -396,14 +386,10 @@ async fn federation<W: Write>(
     warden_server::bootstrap(&service, Some(&admin_pw)).await?;
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let server = warden_server::serve(loopback, service).await?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: format!("http://{}", server.addr),
-    };
+    let base = format!("http://{}", server.addr);
     say!(
         out,
-        "server on {} (SQLite database {})",
-        api.base,
+        "server on {base} (SQLite database {})",
         db_path.display()
     );
     let result = with_server(
@@ -411,7 +397,7 @@ async fn federation<W: Write>(
         work,
         leftovers,
         out,
-        &api,
+        &base,
         &admin_pw,
         &repository,
         &digest,
@@ -435,7 +421,7 @@ async fn with_server<W: Write>(
     work: &Path,
     leftovers: &mut Leftovers,
     out: &mut W,
-    api: &Api,
+    base: &str,
     admin_pw: &Path,
     repository: &Repository,
     digest: &str,
@@ -444,18 +430,20 @@ async fn with_server<W: Write>(
 ) -> Result<Summary, DemoError> {
     // 4. Organizations, collaboration, researcher, nodes.
     let admin_password = std::fs::read_to_string(admin_pw).map_err(io(admin_pw))?;
-    let admin = api.login("admin", admin_password.trim_end()).await?;
+    let admin = Client::login(base, "admin", admin_password.trim_end())
+        .await
+        .map_err(as_admin)?;
     let mut orgs = Vec::new();
     for (index, name) in ORGANIZATIONS.into_iter().enumerate() {
         let secret = warden_seal::SecretKey::generate();
-        let created: warden_api::Organization = api
+        let created: warden_api::Organization = admin
             .post(
-                &admin,
                 "/api/organizations",
-                json!({"name": name, "public_key": secret.public_key().to_base64()}),
+                &json!({"name": name, "public_key": secret.public_key().to_base64()}),
                 &format!("creating organization {name}"),
             )
-            .await?;
+            .await
+            .map_err(as_admin)?;
         orgs.push(Org {
             name,
             id: created.id,
@@ -465,36 +453,38 @@ async fn with_server<W: Write>(
         });
     }
     let ids: Vec<i64> = orgs.iter().map(|o| o.id).collect();
-    let collaboration: warden_api::Collaboration = api
+    let collaboration: warden_api::Collaboration = admin
         .post(
-            &admin,
             "/api/collaborations",
-            json!({"name": "demo-study", "organizations": ids, "encrypted": true}),
+            &json!({"name": "demo-study", "organizations": ids, "encrypted": true}),
             "creating the collaboration",
         )
-        .await?;
+        .await
+        .map_err(as_admin)?;
     let collab = collaboration.id;
     for o in &mut orgs {
-        let created: warden_api::CreatedNode = api
+        let created: warden_api::CreatedNode = admin
             .post(
-                &admin,
                 "/api/nodes",
-                json!({"organization_id": o.id, "collaboration_id": collab}),
+                &json!({"organization_id": o.id, "collaboration_id": collab}),
                 &format!("creating the node of {}", o.name),
             )
-            .await?;
+            .await
+            .map_err(as_admin)?;
         o.api_key = created.api_key;
     }
     let researcher_password = random_secret();
-    let _: warden_api::User = api
+    let _: warden_api::User = admin
         .post(
-            &admin,
             "/api/users",
-            json!({"username": "researcher", "password": researcher_password, "role": "researcher", "organization_id": orgs[0].id}),
+            &json!({"username": "researcher", "password": researcher_password, "role": "researcher", "organization_id": orgs[0].id}),
             "creating the researcher",
         )
-        .await?;
-    let researcher = api.login("researcher", &researcher_password).await?;
+        .await
+        .map_err(as_admin)?;
+    let researcher = Client::login(base, "researcher", &researcher_password)
+        .await
+        .map_err(as_researcher)?;
     say!(
         out,
         "organizations {} (X25519 keys), collaboration demo-study, researcher at {}, one node each",
@@ -522,7 +512,7 @@ async fn with_server<W: Write>(
         work,
         leftovers,
         out,
-        api,
+        base,
         &orgs,
         &pins,
         &probe,
@@ -537,9 +527,8 @@ async fn with_server<W: Write>(
             runs(
                 work,
                 out,
-                api,
                 &researcher,
-                collab,
+                &collaboration,
                 &orgs,
                 repository,
                 digest,
@@ -582,7 +571,7 @@ async fn start_nodes<W: Write>(
     work: &Path,
     leftovers: &mut Leftovers,
     out: &mut W,
-    api: &Api,
+    base: &str,
     orgs: &[Org],
     pins: &str,
     probe: &Path,
@@ -659,7 +648,7 @@ password_file = "audit.pw"
 timeout_secs = 120
 memory_bytes = 134217728
 "#,
-                base = api.base,
+                base = base,
             ),
         )?;
         let config = NodeConfig::load(&config_path).map_err(|source| DemoError::NodeConfig {
@@ -705,29 +694,44 @@ memory_bytes = 134217728
 async fn runs<W: Write>(
     work: &Path,
     out: &mut W,
-    api: &Api,
-    researcher: &str,
-    collab: i64,
+    researcher: &Client,
+    collab: &warden_api::Collaboration,
     orgs: &[Org],
     repository: &Repository,
     digest: &str,
     experimental_ref: &str,
 ) -> Result<(f64, u64, u64, f64, String), DemoError> {
     // 6. The federated mean: central_mean at hospital-a, partial_mean everywhere.
+    // The researcher checks each organization's key against the pins the nodes were given,
+    // as `warden task` does with a profile's.
+    let pins: BTreeMap<String, Fingerprint> = orgs
+        .iter()
+        .map(|o| (o.name.to_owned(), o.secret.public_key().fingerprint()))
+        .collect();
+    let targets = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let pins = &pins;
+        async move {
+            researcher
+                .pinned_targets(collab, &names, pins, "the demo's pins")
+                .await
+                .map_err(as_researcher)
+        }
+    };
     let home = &orgs[0];
     let image = format!("{repository}:{TAG}");
     let input =
         json!({"function": "central_mean", "args": {"column": data::COLUMN, "data": DATA_SOURCE}});
-    let task = api
+    let task = researcher
         .create_task(
-            researcher,
             collab,
+            &targets(&[home.name]).await?,
             "federated mean",
             &image,
-            &input,
-            &[home],
+            input.to_string().as_bytes(),
         )
-        .await?;
+        .await
+        .map_err(as_researcher)?;
     say!(
         out,
         "researcher asked {} for central_mean of {} over all organizations (task {}, input sealed for {})",
@@ -736,7 +740,12 @@ async fn runs<W: Write>(
         task.task.id,
         home.name
     );
-    let run = api.wait_final(researcher, only_run(&task)?).await?;
+    let run = only_run(
+        researcher
+            .wait(task.task.id, RUN_TIMEOUT)
+            .await
+            .map_err(as_researcher)?,
+    )?;
     if run.state != RunState::Completed {
         return Err(DemoError::Run {
             what: "the federated mean",
@@ -745,21 +754,21 @@ async fn runs<W: Write>(
             reason: run.reason,
         });
     }
-    let subtasks: Page<Task> = api
+    let subtasks: Page<Task> = researcher
         .get(
-            researcher,
             &format!("/api/tasks?parent_task_id={}", task.task.id),
             "listing the subtasks",
         )
-        .await?;
+        .await
+        .map_err(as_researcher)?;
     for sub in &subtasks.items {
-        let runs: Page<Run> = api
+        let runs: Page<Run> = researcher
             .get(
-                researcher,
                 &format!("/api/runs?task_id={}", sub.id),
                 "listing the subtask's runs",
             )
-            .await?;
+            .await
+            .map_err(as_researcher)?;
         let mut runs = runs.items;
         runs.sort_by_key(|r| r.organization_id);
         for r in runs {
@@ -784,16 +793,10 @@ async fn runs<W: Write>(
             ),
         });
     }
-    let sealed = api.result(researcher, run.id).await?;
-    let opened = warden_seal::open(
-        &home.secret,
-        &warden_node::orgs::result_context(collab, run.id),
-        &sealed,
-    )
-    .map_err(|e| DemoError::Result {
-        run: run.id,
-        message: format!("it does not open with {}'s key: {e}", home.name),
-    })?;
+    let opened = researcher
+        .result(&run, &home.secret)
+        .await
+        .map_err(as_researcher)?;
     let value: Value = serde_json::from_slice(&opened).map_err(|e| DemoError::Result {
         run: run.id,
         message: format!("not JSON: {e}"),
@@ -810,10 +813,10 @@ async fn runs<W: Write>(
     };
     say!(
         out,
-        "result of run {} opened with {}'s key ({} bytes sealed)",
+        "result of run {} opened with {}'s key ({} bytes)",
         run.id,
         home.name,
-        sealed.len()
+        opened.len()
     );
     say!(
         out,
@@ -842,23 +845,28 @@ async fn runs<W: Write>(
         .unwrap_or(home);
     let input =
         json!({"function": "partial_mean", "args": {"column": data::COLUMN, "data": DATA_SOURCE}});
-    let task = api
+    let task = researcher
         .create_task(
-            researcher,
             collab,
+            &targets(&[denier.name]).await?,
             "experimental",
             experimental_ref,
-            &input,
-            &[denier],
+            input.to_string().as_bytes(),
         )
-        .await?;
+        .await
+        .map_err(as_researcher)?;
     say!(
         out,
         "researcher sent {experimental_ref} to {} (task {})",
         denier.name,
         task.task.id
     );
-    let run = api.wait_final(researcher, only_run(&task)?).await?;
+    let run = only_run(
+        researcher
+            .wait(task.task.id, RUN_TIMEOUT)
+            .await
+            .map_err(as_researcher)?,
+    )?;
     if run.state != RunState::Rejected {
         return Err(DemoError::Run {
             what: "the experimental image should have been rejected",
@@ -882,14 +890,27 @@ async fn runs<W: Write>(
 }
 
 /// The one run of a task sent to one organization.
-fn only_run(task: &TaskDetail) -> Result<i64, DemoError> {
-    match task.runs.as_slice() {
-        [run] => Ok(run.id),
-        runs => Err(DemoError::Api {
-            what: format!("creating task {}", task.task.name),
-            status: 201,
-            body: format!("expected one run, got {}", runs.len()),
+fn only_run(mut task: TaskDetail) -> Result<Run, DemoError> {
+    match task.runs.len() {
+        1 => Ok(task.runs.remove(0)),
+        runs => Err(DemoError::Runs {
+            task: task.task.id,
+            runs,
         }),
+    }
+}
+
+fn as_admin(source: warden_client::ClientError) -> DemoError {
+    DemoError::Client {
+        who: "administrator",
+        source,
+    }
+}
+
+fn as_researcher(source: warden_client::ClientError) -> DemoError {
+    DemoError::Client {
+        who: "researcher",
+        source,
     }
 }
 
@@ -945,180 +966,6 @@ fn verify_audit<W: Write>(
         log.display()
     );
     Ok(())
-}
-
-/// The server's HTTP API, as the demo's administrator and researcher use it.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        what: &str,
-    ) -> Result<reqwest::Response, DemoError> {
-        let resp = req.send().await.map_err(|source| DemoError::Http {
-            what: what.to_owned(),
-            source,
-        })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let body = resp.text().await.unwrap_or_default();
-        Err(DemoError::Api {
-            what: what.to_owned(),
-            status: status.as_u16(),
-            body,
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        token: &str,
-        path: &str,
-        body: Option<Value>,
-        what: &str,
-    ) -> Result<Value, DemoError> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = self.send(req, what).await?;
-        resp.json().await.map_err(|source| DemoError::Http {
-            what: what.to_owned(),
-            source,
-        })
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(
-        &self,
-        token: &str,
-        path: &str,
-        what: &str,
-    ) -> Result<T, DemoError> {
-        let v = self
-            .call(reqwest::Method::GET, token, path, None, what)
-            .await?;
-        serde_json::from_value(v.clone()).map_err(|e| DemoError::Api {
-            what: what.to_owned(),
-            status: 200,
-            body: format!("{e}: {v}"),
-        })
-    }
-
-    async fn post<T: serde::de::DeserializeOwned>(
-        &self,
-        token: &str,
-        path: &str,
-        body: Value,
-        what: &str,
-    ) -> Result<T, DemoError> {
-        let v = self
-            .call(reqwest::Method::POST, token, path, Some(body), what)
-            .await?;
-        serde_json::from_value(v.clone()).map_err(|e| DemoError::Api {
-            what: what.to_owned(),
-            status: 201,
-            body: format!("{e}: {v}"),
-        })
-    }
-
-    async fn login(&self, user: &str, password: &str) -> Result<String, DemoError> {
-        let req = self
-            .http
-            .post(format!("{}/api/auth/login", self.base))
-            .json(&json!({"username": user, "password": password}));
-        let what = format!("logging in as {user}");
-        let tokens: warden_api::TokenResponse =
-            self.send(req, &what)
-                .await?
-                .json()
-                .await
-                .map_err(|source| DemoError::Http {
-                    what: what.clone(),
-                    source,
-                })?;
-        Ok(tokens.access_token)
-    }
-
-    /// Creates a task with the input sealed for each target organization.
-    async fn create_task(
-        &self,
-        token: &str,
-        collab: i64,
-        name: &str,
-        image: &str,
-        input: &Value,
-        targets: &[&Org],
-    ) -> Result<TaskDetail, DemoError> {
-        let plain = input.to_string().into_bytes();
-        let mut inputs = Vec::new();
-        for o in targets {
-            let sealed = warden_seal::seal(
-                &o.secret.public_key(),
-                &warden_node::orgs::input_context(collab, o.id),
-                &plain,
-            )
-            .map_err(|e| DemoError::Keys(format!("sealing the input for {}: {e}", o.name)))?;
-            inputs.push(json!({"organization_id": o.id, "input": STANDARD.encode(sealed)}));
-        }
-        let what = format!("creating task {name}");
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                token,
-                "/api/tasks",
-                Some(json!({"collaboration_id": collab, "name": name, "image": image, "inputs": inputs})),
-                &what,
-            )
-            .await?;
-        serde_json::from_value(v.clone()).map_err(|e| DemoError::Api {
-            what,
-            status: 201,
-            body: format!("{e}: {v}"),
-        })
-    }
-
-    async fn wait_final(&self, token: &str, run: i64) -> Result<Run, DemoError> {
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        loop {
-            let r: Run = self
-                .get(token, &format!("/api/runs/{run}"), "reading a run")
-                .await?;
-            if r.state.is_final() {
-                return Ok(r);
-            }
-            if Instant::now() > deadline {
-                return Err(DemoError::Timeout {
-                    run,
-                    state: r.state,
-                    secs: RUN_TIMEOUT.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn result(&self, token: &str, run: i64) -> Result<Vec<u8>, DemoError> {
-        let what = format!("reading the result of run {run}");
-        let req = self
-            .http
-            .get(format!("{}/api/runs/{run}/result", self.base))
-            .bearer_auth(token);
-        let resp = self.send(req, &what).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| DemoError::Http { what, source })?;
-        Ok(bytes.to_vec())
-    }
 }
 
 #[cfg(test)]
