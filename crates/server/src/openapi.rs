@@ -68,6 +68,7 @@ pub fn document() -> String {
     let mut event_socket = op("node: WebSocket push of events after ?after=", None, "101");
     event_socket["responses"]["101"] = json!({"description": "switching protocols"});
     event_socket["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
+    event_socket["parameters"] = page_params(&[]);
     let doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "Warden coordination server", "version": env!("CARGO_PKG_VERSION")},

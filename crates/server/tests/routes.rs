@@ -137,3 +137,50 @@ async fn the_openapi_document_lists_exactly_the_routes_served() {
     }
     kit.stop().await;
 }
+
+/// The query parameters each list route documents are the fields of its query type in
+/// `warden-api` (which the handler parses, refusing any other), so a filter cannot be added to
+/// one and forgotten in the other.
+#[tokio::test]
+async fn the_documented_query_parameters_are_the_ones_parsed() {
+    fn fields<T: serde::Serialize + Default>() -> BTreeSet<String> {
+        serde_json::to_value(T::default())
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+    let kit = Kit::start().await;
+    let (_, doc) = kit.call(Method::GET, None, "/api/openapi.json", None).await;
+    for (path, parsed) in [
+        (
+            "/api/organizations",
+            fields::<warden_api::OrganizationQuery>(),
+        ),
+        (
+            "/api/collaborations",
+            fields::<warden_api::CollaborationQuery>(),
+        ),
+        ("/api/users", fields::<warden_api::UserQuery>()),
+        ("/api/nodes", fields::<warden_api::NodeQuery>()),
+        ("/api/tasks", fields::<warden_api::TaskQuery>()),
+        ("/api/runs", fields::<warden_api::RunQuery>()),
+        ("/api/events", fields::<warden_api::EventQuery>()),
+        ("/api/events/ws", fields::<warden_api::EventQuery>()),
+    ] {
+        let documented: BTreeSet<String> = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} documents no parameters"))
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(documented, parsed, "{path}");
+        // And the server really accepts each of them (an unknown one is a 400).
+        let (s, v) = kit.get(&kit.admin, &format!("{path}?not_a_filter=1")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+    }
+    kit.stop().await;
+}
