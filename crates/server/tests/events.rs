@@ -72,6 +72,8 @@ async fn nodes_receive_their_runs_by_push_and_resume_after_a_reconnect() {
     assert_eq!(e1["image"], "registry.example.org/team/avg:1.0");
     // The node of org2 in another collaboration hears nothing.
     no_event(&mut ws_other).await;
+    // Nor does org1's node hear of org2's run in the same task.
+    no_event(&mut ws1).await;
 
     // Disconnect; two tasks are created meanwhile; reconnect from the last seen id.
     drop(ws1);
