@@ -14,7 +14,12 @@ use warden_seal::{PublicKey, SealError, SecretKey, open, seal};
 const CTX: &[u8] = b"warden/result/v1|collab=3|org=7";
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/hpke_peer.py")
+    // The running test's package directory (set by cargo and nextest) rather than the one
+    // compiled in, which may name another checkout sharing the target directory.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../../tests/peers/hpke_peer.py")
 }
 
 /// Runs the peer; returns (success, stdout, stderr). Fails the test if the peer cannot run.

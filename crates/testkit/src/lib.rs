@@ -288,11 +288,23 @@ pub fn remove_images(references: &[&str]) {
     }
 }
 
-/// The workspace root (two levels above this crate).
+/// The workspace root. Found at run time from the running test's package directory
+/// (`CARGO_MANIFEST_DIR`, which cargo and nextest set for every test process): cargo keeps a
+/// target directory valid when the workspace moves, so a path compiled in could name another
+/// checkout of the workspace than the one under test. The compiled-in path is the fallback.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| compiled.to_path_buf());
+    start
         .ancestors()
-        .nth(2)
+        .find(|d| {
+            std::fs::read_to_string(d.join("Cargo.toml"))
+                .map(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+                .unwrap_or(false)
+        })
+        .or_else(|| compiled.ancestors().nth(2))
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }

@@ -18,7 +18,12 @@ use warden_trust::{KeyAlgorithm, PublicKey, SigningKey};
 const DIGEST: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/cosign_peer.py")
+    // The running test's package directory (set by cargo and nextest) rather than the one
+    // compiled in, which may name another checkout sharing the target directory.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../../tests/peers/cosign_peer.py")
 }
 
 /// Runs the peer; returns (success, stdout, stderr). Fails the test if the peer cannot run.

@@ -76,7 +76,11 @@ pub async fn old_database(url: &str, opts: &ConnectOptions, version: i64, seed: 
     } else {
         "sqlite"
     };
-    let migrations = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // The running test's package directory (set by cargo and nextest) rather than the one
+    // compiled in, which may name another checkout sharing the target directory.
+    let migrations = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
         .join("migrations")
         .join(backend);
     let mut first = Migrator::new(migrations.as_path()).await.unwrap();
