@@ -1966,6 +1966,16 @@ impl Service {
         bearer: Option<&Bearer>,
         id: i64,
     ) -> Result<crate::storage::RunWithTask> {
+        Ok(self.operated_run_by(tx, bearer, id).await?.1)
+    }
+
+    /// [`Service::operated_run`], and who operates it.
+    async fn operated_run_by(
+        &self,
+        tx: &mut Tx,
+        bearer: Option<&Bearer>,
+        id: i64,
+    ) -> Result<(Actor, crate::storage::RunWithTask)> {
         let actor = self.actor(tx, bearer).await?;
         let r = tx
             .run(id)
@@ -1978,7 +1988,7 @@ impl Service {
                 organization_id: r.run.organization_id,
             },
         )?;
-        Ok(r)
+        Ok((actor, r))
     }
 
     /// Acknowledge delivery of a run; repeating it changes nothing.
@@ -2116,20 +2126,26 @@ impl Service {
     /// Issue the token for the algorithm container of a running run.
     pub async fn run_token(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::RunToken> {
         let mut tx = self.inner.db.write().await?;
-        let r = self.operated_run(&mut tx, bearer, id).await?;
+        let (actor, r) = self.operated_run_by(&mut tx, bearer, id).await?;
         if r.run.state != RunState::Running {
             return Err(ServiceError::Conflict(format!(
                 "the run is {}; a run token is only issued while it is running",
                 r.run.state
             )));
         }
+        // Recorded under the node that asked, so that rotating its key revokes the run tokens
+        // it was given as well (a leaked key's holder may have asked for some).
+        let node_id = match actor {
+            Actor::Node { id, .. } => Some(id),
+            _ => None,
+        };
         let token = auth::new_token(auth::RUN_PREFIX);
         let ttl = self.inner.auth.run_token_ttl_secs;
         tx.insert_token(&TokenRow {
             hash: auth::token_hash(&token),
             kind: TokenKind::Run,
             user_id: None,
-            node_id: None,
+            node_id,
             run_id: Some(id),
             family: None,
             consumed: false,

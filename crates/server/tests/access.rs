@@ -623,6 +623,24 @@ async fn a_rotated_node_key_and_every_token_issued_under_it_fail_at_once() {
     let t1 = kit.node_token(&old_key).await;
     let t2 = kit.node_token(&old_key).await;
     let mut ws = connect(&kit, &t1).await;
+    // A run token the node was given under the old key.
+    let detail = kit.task(&w.researcher1, w.c12, &[w.org1]).await;
+    let run = detail["runs"][0]["id"].as_i64().unwrap();
+    let run_path = format!("/api/runs/{run}");
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    kit.patch(
+        &t1,
+        &run_path,
+        json!({"state": "admitted", "digest": digest}),
+    )
+    .await;
+    kit.patch(&t1, &run_path, json!({"state": "running"})).await;
+    let (s, v) = kit
+        .post(&t1, &format!("{run_path}/token"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let run_token = v["token"].as_str().unwrap().to_owned();
+    assert_eq!(whoami(&kit, &run_token).await, StatusCode::OK);
 
     // The organization's admin rotates it.
     let t_admin1 = {
@@ -654,6 +672,11 @@ async fn a_rotated_node_key_and_every_token_issued_under_it_fail_at_once() {
             StatusCode::UNAUTHORIZED
         );
     }
+    assert_eq!(
+        whoami(&kit, &run_token).await,
+        StatusCode::UNAUTHORIZED,
+        "the run token the node got under the old key dies with it"
+    );
     closed_soon(&mut ws).await;
     // The new key works, for the same node.
     let t3 = kit.node_token(&new_key).await;
