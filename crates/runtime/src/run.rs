@@ -364,8 +364,14 @@ async fn run_created<E: Engine + ?Sized>(
         problem = watch => Ended::Overflowed(problem.into()),
     };
     if !matches!(ended, Ended::Exited) {
-        if let Err(e) = engine.kill_container(id).await {
-            return engine_fail(e);
+        match engine.kill_container(id).await {
+            Ok(()) => {}
+            // It flooded its output and then exited by itself before the kill: the flood is
+            // still the reason.
+            Err(e) if matches!(ended, Ended::Overflowed(_)) => {
+                tracing::debug!(run = %spec.run_id, error = %e, "kill after an output overflow failed");
+            }
+            Err(e) => return engine_fail(e),
         }
         // Wait for the kill to land so that logs and state are final.
         let _ = tokio::time::timeout(KILL_GRACE, engine.wait_container(id)).await;
