@@ -86,6 +86,22 @@ pub fn read_file(path: &Path, max_bytes: u64) -> Result<(String, PathBuf), Confi
     Ok((text, base))
 }
 
+/// Deserializes a number and requires `lo <= v <= hi`; for `deserialize_with` functions, so
+/// that the error (located like every other) says `{what} must be between {lo} and {hi}`.
+pub fn in_range<'de, D, T>(d: D, lo: T, hi: T, what: &str) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + PartialOrd + fmt::Display + Copy,
+{
+    let v = T::deserialize(d)?;
+    if v < lo || v > hi {
+        return Err(serde::de::Error::custom(format!(
+            "{what} must be between {lo} and {hi}, got {v}"
+        )));
+    }
+    Ok(v)
+}
+
 /// Deserializes `text`; a syntax error or a value that does not fit `T` (unknown key, wrong
 /// type, missing key) comes back located.
 pub fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, Located> {

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 pub use warden_config::ConfigError;
+use warden_config::in_range;
 
 /// Largest accepted config file.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -281,20 +282,6 @@ impl LimitsConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
     }
-}
-
-fn in_range<'de, D, T>(d: D, lo: T, hi: T, what: &str) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + PartialOrd + fmt::Display + Copy,
-{
-    let v = T::deserialize(d)?;
-    if v < lo || v > hi {
-        return Err(serde::de::Error::custom(format!(
-            "{what} must be between {lo} and {hi}, got {v}"
-        )));
-    }
-    Ok(v)
 }
 
 fn poll_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

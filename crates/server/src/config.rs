@@ -12,12 +12,12 @@
 //!
 //! Relative paths (the SQLite file, the password file) are relative to the config file.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 pub use warden_config::ConfigError;
+use warden_config::in_range;
 
 /// Upper bound of any configured lifetime: one year.
 const MAX_TTL_SECS: u64 = 365 * 24 * 3600;
@@ -209,20 +209,6 @@ impl Default for LimitsConfig {
             max_event_sessions: d_sessions(),
         }
     }
-}
-
-fn in_range<'de, D, T>(d: D, lo: T, hi: T, what: &str) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + PartialOrd + fmt::Display + Copy,
-{
-    let v = T::deserialize(d)?;
-    if v < lo || v > hi {
-        return Err(serde::de::Error::custom(format!(
-            "{what} must be between {lo} and {hi}, got {v}"
-        )));
-    }
-    Ok(v)
 }
 
 fn ttl<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
