@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::common::Outcome;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use warden_audit::{LogLine, Report, VerifyError};
@@ -44,13 +45,6 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// What to print and the exit status.
-#[derive(Debug)]
-pub struct Outcome {
-    pub output: String,
-    pub exit: u8,
 }
 
 /// Runs a `warden audit` subcommand.

@@ -62,3 +62,10 @@ pub fn init_logging(default: &str) {
         .with_writer(std::io::stderr)
         .init();
 }
+
+/// What a command prints on standard output and its exit status.
+#[derive(Debug)]
+pub struct Outcome {
+    pub output: String,
+    pub exit: u8,
+}

@@ -13,6 +13,7 @@
 //! Exit status: 0 allowed (or signed), 1 denied, 2 bad input or registry failure.
 
 use crate::common;
+use crate::common::Outcome;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -76,13 +77,6 @@ pub struct RegistryArgs {
     /// Platform to pick from an image index, `os/arch[/variant]`.
     #[arg(long, default_value = "linux/amd64")]
     platform: String,
-}
-
-/// What to print and the exit status.
-#[derive(Debug)]
-pub struct Outcome {
-    pub output: String,
-    pub exit: u8,
 }
 
 /// Runs a `warden image` subcommand.

@@ -78,22 +78,27 @@ enum Command {
 /// Exit status for bad input (an unreadable policy, a malformed reference, a registry failure).
 const EXIT_BAD_INPUT: u8 = 2;
 
+/// Prints a command's output and returns its exit status; an error is bad input.
+fn report(result: anyhow::Result<common::Outcome>) -> ExitCode {
+    match result {
+        Ok(outcome) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", outcome.output);
+            }
+            ExitCode::from(outcome.exit)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Audit { command } => match audit::run(command) {
-            Ok(outcome) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{}", outcome.output);
-                }
-                ExitCode::from(outcome.exit)
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(EXIT_BAD_INPUT)
-            }
-        },
+        Command::Audit { command } => report(audit::run(command)),
         Command::Demo(args) => match demo::run(args) {
             Ok(demo::Outcome::Done) => ExitCode::SUCCESS,
             Ok(demo::Outcome::BadInput(what)) => {
@@ -105,32 +110,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Image { command } => match image::run(command) {
-            Ok(outcome) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{}", outcome.output);
-                }
-                ExitCode::from(outcome.exit)
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(EXIT_BAD_INPUT)
-            }
-        },
-        Command::Policy { command } => match policy::run(command) {
-            Ok(outcome) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{}", outcome.output);
-                }
-                ExitCode::from(outcome.exit)
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(EXIT_BAD_INPUT)
-            }
-        },
+        Command::Image { command } => report(image::run(command)),
+        Command::Policy { command } => report(policy::run(command)),
         Command::Node { command } => match node::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -145,19 +126,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
-        Command::Task { command } => match task::run(command) {
-            Ok(outcome) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{}", outcome.output);
-                }
-                ExitCode::from(outcome.exit)
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(EXIT_BAD_INPUT)
-            }
-        },
+        Command::Task { command } => report(task::run(command)),
         Command::Keys { command } => match keys::run(command) {
             Ok(out) => {
                 #[allow(clippy::print_stdout)]

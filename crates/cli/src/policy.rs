@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::common::Outcome;
 use anyhow::Context as _;
 use clap::Subcommand;
 use warden_policy::{Policy, Request, Requester};
@@ -56,13 +57,6 @@ pub enum PolicyCommand {
         /// The policy file.
         file: PathBuf,
     },
-}
-
-/// What to print on stdout and the exit status.
-#[derive(Debug)]
-pub struct Outcome {
-    pub output: String,
-    pub exit: u8,
 }
 
 /// Runs a `warden policy` command. An error is bad input (exit 2).

@@ -17,6 +17,7 @@ use warden_client::{Client, ClientError, Profile, RunOutcome};
 use warden_seal::SecretKey;
 
 use crate::common;
+use crate::common::Outcome;
 
 pub const EXIT_COMPLETED: u8 = 0;
 pub const EXIT_RUN_FAILED: u8 = 1;
@@ -104,13 +105,6 @@ pub struct OutputArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// What to print and the exit status.
-#[derive(Debug)]
-pub struct Outcome {
-    pub output: String,
-    pub exit: u8,
 }
 
 /// Runs a `warden task` subcommand.
