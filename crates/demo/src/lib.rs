@@ -740,20 +740,7 @@ async fn runs<W: Write>(
         task.task.id,
         home.name
     );
-    let run = only_run(
-        researcher
-            .wait(task.task.id, RUN_TIMEOUT)
-            .await
-            .map_err(as_researcher)?,
-    )?;
-    if run.state != RunState::Completed {
-        return Err(DemoError::Run {
-            what: "the federated mean",
-            run: run.id,
-            state: run.state,
-            reason: run.reason,
-        });
-    }
+    let run = final_run(researcher, &task, RunState::Completed, "the federated mean").await?;
     let subtasks: Page<Task> = researcher
         .get(
             &format!("/api/tasks?parent_task_id={}", task.task.id),
@@ -861,20 +848,13 @@ async fn runs<W: Write>(
         denier.name,
         task.task.id
     );
-    let run = only_run(
-        researcher
-            .wait(task.task.id, RUN_TIMEOUT)
-            .await
-            .map_err(as_researcher)?,
-    )?;
-    if run.state != RunState::Rejected {
-        return Err(DemoError::Run {
-            what: "the experimental image should have been rejected",
-            run: run.id,
-            state: run.state,
-            reason: run.reason,
-        });
-    }
+    let run = final_run(
+        researcher,
+        &task,
+        RunState::Rejected,
+        "the experimental image should have been rejected",
+    )
+    .await?;
     let reason = run.reason.unwrap_or_default();
     say!(out, "rejected at {}: {reason}", denier.name);
     if let Some(rule) = policy_line(&work.join(denier.name).join("policy.toml"), &reason) {
@@ -889,15 +869,33 @@ async fn runs<W: Write>(
     Ok((mean, count, n_orgs, expected, reason))
 }
 
-/// The one run of a task sent to one organization.
-fn only_run(mut task: TaskDetail) -> Result<Run, DemoError> {
-    match task.runs.len() {
-        1 => Ok(task.runs.remove(0)),
-        runs => Err(DemoError::Runs {
+/// Waits for the one run of a task sent to one organization and requires it to end `expected`.
+async fn final_run(
+    researcher: &Client,
+    task: &TaskDetail,
+    expected: RunState,
+    what: &'static str,
+) -> Result<Run, DemoError> {
+    let mut detail = researcher
+        .wait(task.task.id, RUN_TIMEOUT)
+        .await
+        .map_err(as_researcher)?;
+    if detail.runs.len() != 1 {
+        return Err(DemoError::Runs {
             task: task.task.id,
-            runs,
-        }),
+            runs: detail.runs.len(),
+        });
     }
+    let run = detail.runs.remove(0);
+    if run.state != expected {
+        return Err(DemoError::Run {
+            what,
+            run: run.id,
+            state: run.state,
+            reason: run.reason,
+        });
+    }
+    Ok(run)
 }
 
 fn as_admin(source: warden_client::ClientError) -> DemoError {
