@@ -9,7 +9,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod display;
 pub mod proxy;
+pub mod strict;
 
 use std::fmt;
 use std::str::FromStr;
@@ -521,6 +523,11 @@ pub struct CreateTask {
     /// Parent task for a subtask.
     #[serde(default)]
     pub parent_task_id: Option<i64>,
+    /// Chosen by whoever seals the inputs (32 to 128 of `0-9 a-z A-Z _ -`) and bound inside
+    /// each sealed input; the server stores it and shows it on the task, and a node refuses an
+    /// input whose binding names another nonce than its task.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -543,6 +550,9 @@ pub struct Task {
     pub creator_run_id: Option<i64>,
     #[serde(default)]
     pub parent_task_id: Option<i64>,
+    /// The nonce given at creation (see [`CreateTask::nonce`]).
+    #[serde(default)]
+    pub nonce: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }

@@ -94,8 +94,9 @@ fn arb_task() -> impl Strategy<Value = CreateTask> {
         ".{0,40}",
         prop::collection::vec((any::<i64>(), "[A-Za-z0-9+/=]{0,16}"), 0..4),
         proptest::option::of(any::<i64>()),
+        proptest::option::of("[a-f0-9]{32}"),
     )
-        .prop_map(|(c, name, image, inputs, parent)| CreateTask {
+        .prop_map(|(c, name, image, inputs, parent, nonce)| CreateTask {
             collaboration_id: c,
             name,
             image,
@@ -107,6 +108,7 @@ fn arb_task() -> impl Strategy<Value = CreateTask> {
                 })
                 .collect(),
             parent_task_id: parent,
+            nonce,
         })
 }
 

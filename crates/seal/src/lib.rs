@@ -34,6 +34,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cert;
+pub mod envelope;
+
+pub use cert::{CertError, Certificate, CertificateStatement};
+pub use envelope::{
+    InputBinding, Kind, OpenedInput, Proven, Requester, ResultBinding, Sender, TrustedKeys, Via,
+    new_nonce, open_input, open_result, parse_header, seal_input, seal_result, valid_nonce,
+};
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -46,9 +55,9 @@ use rand_core::{OsRng, RngCore as _};
 use sha2::Digest as _;
 use zeroize::Zeroizing;
 
-type Kem = X25519HkdfSha256;
-type Kdf = HkdfSha256;
-type Aead = ChaCha20Poly1305;
+pub(crate) type Kem = X25519HkdfSha256;
+pub(crate) type Kdf = HkdfSha256;
+pub(crate) type Aead = ChaCha20Poly1305;
 
 /// The version byte of the sealed format this crate writes and reads.
 pub const VERSION: u8 = 1;
@@ -104,6 +113,22 @@ pub enum SealError {
     PrivateKey(String),
     #[error("not an X25519 public key: {0}; expected base64 of 32 bytes")]
     PublicKey(String),
+    #[error("not a Warden sealed message: {0}")]
+    Envelope(String),
+    #[error("expected {expected}, but the sealed message is {got}")]
+    WrongKind {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error(
+        "the sealed message is sealed by {got}, not by the pinned key {expected} of the \
+         organization that should have produced it; refusing it"
+    )]
+    WrongSender { expected: String, got: String },
+    #[error("the sealed message opened, but what it is bound to is malformed: {0}")]
+    Binding(String),
+    #[error("the sender of the sealed message is not proven: {0}")]
+    Unproven(String),
 }
 
 /// An organization's X25519 private key. Its bytes are wiped from memory when it is dropped;
@@ -214,7 +239,7 @@ impl SecretKey {
         Ok(SecretKey { bytes })
     }
 
-    fn hpke_key(&self) -> <Kem as hpke::Kem>::PrivateKey {
+    pub(crate) fn hpke_key(&self) -> <Kem as hpke::Kem>::PrivateKey {
         // 32 bytes always deserialize (the scalar is clamped, never rejected); the hpke key wipes
         // itself on drop.
         match <Kem as hpke::Kem>::PrivateKey::from_bytes(self.bytes.as_ref()) {
@@ -257,7 +282,7 @@ impl PublicKey {
         Fingerprint(sha2::Sha256::digest(self.0).into())
     }
 
-    fn hpke_key(&self) -> Result<<Kem as hpke::Kem>::PublicKey, SealError> {
+    pub(crate) fn hpke_key(&self) -> Result<<Kem as hpke::Kem>::PublicKey, SealError> {
         <Kem as hpke::Kem>::PublicKey::from_bytes(&self.0)
             .map_err(|e| SealError::PublicKey(e.to_string()))
     }
@@ -419,7 +444,7 @@ pub fn open(recipient: &SecretKey, context: &[u8], sealed: &[u8]) -> Result<Vec<
     Ok(plaintext)
 }
 
-fn check_context(context: &[u8]) -> Result<(), SealError> {
+pub(crate) fn check_context(context: &[u8]) -> Result<(), SealError> {
     if context.len() > MAX_CONTEXT {
         return Err(SealError::ContextTooLong {
             len: context.len(),
@@ -432,14 +457,14 @@ fn check_context(context: &[u8]) -> Result<(), SealError> {
 /// Hands the HPKE library exactly one ephemeral key's worth of bytes drawn beforehand, so that a
 /// failing OS generator is an error here rather than a panic in the library. Asking for more sets
 /// `overdrawn` (and yields zeros), which [`seal_with_ephemeral_ikm`] turns into an error.
-struct OneShotRng {
+pub(crate) struct OneShotRng {
     bytes: Zeroizing<[u8; 32]>,
     used: usize,
-    overdrawn: bool,
+    pub(crate) overdrawn: bool,
 }
 
 impl OneShotRng {
-    fn new(ikm: &[u8; 32]) -> Self {
+    pub(crate) fn new(ikm: &[u8; 32]) -> Self {
         OneShotRng {
             bytes: Zeroizing::new(*ikm),
             used: 0,

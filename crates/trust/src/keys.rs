@@ -111,6 +111,26 @@ impl fmt::Display for KeyId {
     }
 }
 
+impl FromStr for KeyId {
+    type Err = KeyError;
+    /// Reads `sha256:<64 lower-case hex>`, the form [`KeyId`] displays.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            KeyError::Malformed(format!(
+                "`{}` is not a key ID; expected sha256:<64 lower-case hex>",
+                s.escape_debug()
+            ))
+        };
+        let hex_part = s.strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex_part.len() != 64 || hex_part.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut out).map_err(|_| bad())?;
+        Ok(KeyId(out))
+    }
+}
+
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyId({})", &hex::encode(self.0)[..16])
