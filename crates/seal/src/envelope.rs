@@ -340,54 +340,101 @@ fn seal_message<B: Serialize>(
     OsRng
         .try_fill_bytes(ikm.as_mut())
         .map_err(|e| SealError::Random(e.to_string()))?;
-    let mut rng = OneShotRng::new(&ikm);
+    let mut out =
+        Vec::with_capacity(header.len() + ENC_LEN + 4 + binding.len() + body.len() + TAG_LEN);
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&[0u8; ENC_LEN]);
+    let start = out.len();
+    // The binding is at most MAX_BINDING bytes: its length fits in a u32.
+    out.extend_from_slice(&(binding.len() as u32).to_be_bytes());
+    out.extend_from_slice(&binding);
+    out.extend_from_slice(body);
+    let (enc, tag) = auth_seal_in_place(
+        sender_secret,
+        recipient,
+        INFO,
+        &header,
+        &mut out[start..],
+        &ikm,
+    )?;
+    out[header.len()..start].copy_from_slice(&enc);
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// HPKE auth mode, single shot, with the ephemeral key derived from `ikm` (RFC 9180
+/// `DeriveKeyPair`, as the RFC's test vectors do): encrypts `buf` in place and returns `enc` and
+/// the tag. Never reuse an `ikm`; Warden's messages go through [`seal_input`] and
+/// [`seal_result`].
+#[doc(hidden)]
+pub fn auth_seal_in_place(
+    sender_secret: &SecretKey,
+    recipient: &PublicKey,
+    info: &[u8],
+    aad: &[u8],
+    buf: &mut [u8],
+    ikm: &[u8; 32],
+) -> Result<([u8; ENC_LEN], [u8; TAG_LEN]), SealError> {
+    let mut rng = OneShotRng::new(ikm);
     let pk = recipient.hpke_key()?;
-    let sender_pk = sender.key().hpke_key()?;
+    let sender_pk = sender_secret.public_key().hpke_key()?;
     let mode = OpModeS::<Kem>::Auth((sender_secret.hpke_key(), sender_pk));
-    let (enc, mut ctx) = hpke::setup_sender::<Aead, Kdf, Kem, _>(&mode, &pk, INFO, &mut rng)
+    let (enc, mut ctx) = hpke::setup_sender::<Aead, Kdf, Kem, _>(&mode, &pk, info, &mut rng)
         .map_err(|e| SealError::SealFailed(e.to_string()))?;
     if rng.overdrawn {
         return Err(SealError::SealFailed(
             "the HPKE library asked for more randomness than one ephemeral key".into(),
         ));
     }
-    let mut out =
-        Vec::with_capacity(header.len() + ENC_LEN + 4 + binding.len() + body.len() + TAG_LEN);
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&enc.to_bytes());
-    let start = out.len();
-    // The binding is at most MAX_BINDING bytes: its length fits in a u32.
-    out.extend_from_slice(&(binding.len() as u32).to_be_bytes());
-    out.extend_from_slice(&binding);
-    out.extend_from_slice(body);
     let tag = ctx
-        .seal_in_place_detached(&mut out[start..], &header)
+        .seal_in_place_detached(buf, aad)
         .map_err(|e| SealError::SealFailed(e.to_string()))?;
-    out.extend_from_slice(&tag.to_bytes());
-    Ok(out)
+    let mut enc_out = [0u8; ENC_LEN];
+    enc_out.copy_from_slice(&enc.to_bytes());
+    let mut tag_out = [0u8; TAG_LEN];
+    tag_out.copy_from_slice(&tag.to_bytes());
+    Ok((enc_out, tag_out))
+}
+
+/// HPKE auth mode, single shot: opens `ciphertext` (tag at the end) from `sender`.
+#[doc(hidden)]
+pub fn auth_open(
+    recipient: &SecretKey,
+    sender: &PublicKey,
+    info: &[u8],
+    aad: &[u8],
+    enc: &[u8],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    if ciphertext.len() < TAG_LEN {
+        return Err(SealError::OpenFailed);
+    }
+    let enc =
+        <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| SealError::OpenFailed)?;
+    let (ciphertext, tag) = ciphertext.split_at(ciphertext.len() - TAG_LEN);
+    let tag = hpke::aead::AeadTag::<Aead>::from_bytes(tag).map_err(|_| SealError::OpenFailed)?;
+    let sender_pk = sender.hpke_key().map_err(|_| SealError::OpenFailed)?;
+    let mode = OpModeR::<Kem>::Auth(sender_pk);
+    let mut ctx = hpke::setup_receiver::<Aead, Kdf, Kem>(&mode, &recipient.hpke_key(), &enc, info)
+        .map_err(|_| SealError::OpenFailed)?;
+    let mut plain = Zeroizing::new(ciphertext.to_vec());
+    ctx.open_in_place_detached(&mut plain, aad, &tag)
+        .map_err(|_| SealError::OpenFailed)?;
+    Ok(plain)
 }
 
 fn open_message<B: serde::de::DeserializeOwned>(
     recipient: &SecretKey,
     parsed: &Parsed<'_>,
 ) -> Result<(B, Zeroizing<Vec<u8>>), SealError> {
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(parsed.enc)
-        .map_err(|_| SealError::OpenFailed)?;
-    let (ciphertext, tag) = parsed
-        .ciphertext
-        .split_at(parsed.ciphertext.len() - TAG_LEN);
-    let tag = hpke::aead::AeadTag::<Aead>::from_bytes(tag).map_err(|_| SealError::OpenFailed)?;
-    let sender_pk = parsed
-        .sender
-        .key()
-        .hpke_key()
-        .map_err(|_| SealError::OpenFailed)?;
-    let mode = OpModeR::<Kem>::Auth(sender_pk);
-    let mut ctx = hpke::setup_receiver::<Aead, Kdf, Kem>(&mode, &recipient.hpke_key(), &enc, INFO)
-        .map_err(|_| SealError::OpenFailed)?;
-    let mut plain = Zeroizing::new(ciphertext.to_vec());
-    ctx.open_in_place_detached(&mut plain, parsed.header, &tag)
-        .map_err(|_| SealError::OpenFailed)?;
+    let plain = auth_open(
+        recipient,
+        parsed.sender.key(),
+        INFO,
+        parsed.header,
+        parsed.enc,
+        parsed.ciphertext,
+    )?;
     // Authenticated from here on: a malformed binding is the sender's own doing.
     let bad = |why: String| SealError::Binding(why);
     let (len, rest) = plain

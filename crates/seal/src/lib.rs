@@ -135,6 +135,8 @@ pub enum SealError {
 /// `Debug` shows only the public key's fingerprint.
 pub struct SecretKey {
     bytes: Zeroizing<[u8; 32]>,
+    /// Derived once: every seal and open needs it.
+    public: PublicKey,
 }
 
 /// An organization's X25519 public key: 32 bytes.
@@ -171,7 +173,7 @@ impl SecretKey {
         OsRng
             .try_fill_bytes(bytes.as_mut())
             .map_err(|e| SealError::Random(e.to_string()))?;
-        Ok(SecretKey { bytes })
+        Ok(SecretKey::from_zeroizing(bytes))
     }
 
     fn from_fallback_random() -> Self {
@@ -184,14 +186,22 @@ impl SecretKey {
             // No source of randomness at all: a predictable key must never be returned.
             std::process::abort();
         }
-        SecretKey { bytes }
+        SecretKey::from_zeroizing(bytes)
     }
 
     /// A key from its 32 raw bytes (RFC 7748 scalar; clamped when used).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        SecretKey {
-            bytes: Zeroizing::new(bytes),
-        }
+        SecretKey::from_zeroizing(Zeroizing::new(bytes))
+    }
+
+    fn from_zeroizing(bytes: Zeroizing<[u8; 32]>) -> Self {
+        let mut key = SecretKey {
+            bytes,
+            public: PublicKey([0; 32]),
+        };
+        let pk = Kem::sk_to_pk(&key.hpke_key());
+        key.public.0.copy_from_slice(&pk.to_bytes());
+        key
     }
 
     /// The 32 raw bytes. Handle with care.
@@ -201,11 +211,7 @@ impl SecretKey {
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        let sk = self.hpke_key();
-        let pk = Kem::sk_to_pk(&sk);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(&pk.to_bytes());
-        PublicKey(out)
+        self.public
     }
 
     /// PEM `WARDEN X25519 PRIVATE KEY` around the RFC 8410 PKCS#8 DER.
@@ -236,7 +242,7 @@ impl SecretKey {
         }
         let mut bytes = Zeroizing::new([0u8; 32]);
         bytes.copy_from_slice(&der[PKCS8_PREFIX.len()..]);
-        Ok(SecretKey { bytes })
+        Ok(SecretKey::from_zeroizing(bytes))
     }
 
     pub(crate) fn hpke_key(&self) -> <Kem as hpke::Kem>::PrivateKey {

@@ -152,3 +152,183 @@ fn warden_reads_a_key_generated_by_the_peer() {
     let sealed = seal(&sk.public_key(), CTX, b"x").unwrap();
     assert_eq!(open(&sk, CTX, &sealed).unwrap(), b"x");
 }
+
+fn result_binding() -> warden_seal::ResultBinding {
+    warden_seal::ResultBinding {
+        nonce: warden_seal::new_nonce(),
+        run_id: 41,
+        organization: "hospital-b".into(),
+        digest: format!("sha256:{}", "c".repeat(64)),
+    }
+}
+
+/// A version 2 result sealed by the peer as organization B's node opens in Warden, with B's
+/// key as the pinned producer, and its binding reads back; with another producer it is refused.
+#[test]
+fn the_peer_seals_a_v2_result_and_warden_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_key = dir.path().join("node.pem");
+    let node_pub = peer_ok(&["genkey", "--out", s(&node_key)]);
+    let node_pub = PublicKey::from_base64(node_pub.trim()).unwrap();
+    let researcher = SecretKey::generate();
+    let binding = result_binding();
+    let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let (b, i, o) = (
+        dir.path().join("binding"),
+        dir.path().join("in"),
+        dir.path().join("out"),
+    );
+    std::fs::write(&b, serde_json::to_vec(&binding).unwrap()).unwrap();
+    std::fs::write(&i, &body).unwrap();
+    peer_ok(&[
+        "seal-result",
+        "--key",
+        s(&node_key),
+        "--to",
+        &researcher.public_key().to_base64(),
+        "--kind",
+        "result",
+        "--binding",
+        s(&b),
+        "--in",
+        s(&i),
+        "--out",
+        s(&o),
+    ]);
+    let sealed = std::fs::read(&o).unwrap();
+    let (got, opened) =
+        warden_seal::open_result(&researcher, &node_pub, warden_seal::Kind::Result, &sealed)
+            .unwrap();
+    assert_eq!(got, binding);
+    assert_eq!(&opened[..], body.as_slice());
+    let other = SecretKey::generate().public_key();
+    assert!(matches!(
+        warden_seal::open_result(&researcher, &other, warden_seal::Kind::Result, &sealed),
+        Err(SealError::WrongSender { .. })
+    ));
+}
+
+/// Warden's version 2 messages open in the peer: a node's result (checked against the node's
+/// key) and a researcher's input (sender key taken from the certificate in the header).
+#[test]
+fn warden_seals_v2_messages_and_the_peer_opens_them() {
+    use warden_trust::{KeyAlgorithm, SigningKey};
+
+    let dir = tempfile::tempdir().unwrap();
+    let peer_key = dir.path().join("peer.pem");
+    let peer_pub = peer_ok(&["genkey", "--out", s(&peer_key)]);
+    let peer_pub = PublicKey::from_base64(peer_pub.trim()).unwrap();
+    let (o, out, bo) = (
+        dir.path().join("sealed"),
+        dir.path().join("out"),
+        dir.path().join("binding"),
+    );
+
+    // A result from a node to the peer.
+    let node = SecretKey::generate();
+    let binding = result_binding();
+    let sealed = warden_seal::seal_result(
+        &node,
+        warden_seal::Kind::Result,
+        &peer_pub,
+        &binding,
+        b"{\"mean\": 41.5}",
+    )
+    .unwrap();
+    std::fs::write(&o, &sealed).unwrap();
+    let said = peer_ok(&[
+        "open-v2",
+        "--key",
+        s(&peer_key),
+        "--from",
+        &node.public_key().to_base64(),
+        "--in",
+        s(&o),
+        "--out",
+        s(&out),
+        "--binding-out",
+        s(&bo),
+    ]);
+    assert_eq!(
+        said.trim(),
+        format!("result {}", node.public_key().to_base64())
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"{\"mean\": 41.5}");
+    let back: warden_seal::ResultBinding =
+        serde_json::from_slice(&std::fs::read(&bo).unwrap()).unwrap();
+    assert_eq!(back, binding);
+    // The peer refuses it as coming from any other organization.
+    let (ok, _, err) = peer(&[
+        "open-v2",
+        "--key",
+        s(&peer_key),
+        "--from",
+        &SecretKey::generate().public_key().to_base64(),
+        "--in",
+        s(&o),
+        "--out",
+        s(&out),
+        "--binding-out",
+        s(&bo),
+    ]);
+    assert!(!ok && err.contains("refused"), "{err}");
+
+    // An input from a certified researcher to the peer (as the target organization).
+    let ca = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+    let researcher = SecretKey::generate();
+    let cert = warden_seal::Certificate::issue(
+        &ca,
+        "hospital-a",
+        "rita",
+        &researcher.public_key(),
+        0,
+        86_400,
+    )
+    .unwrap();
+    let input = warden_seal::InputBinding {
+        nonce: warden_seal::new_nonce(),
+        issued_at: 10,
+        collaboration: "cardio".into(),
+        image: "registry.example.org/warden/mean:1.0".into(),
+        digest: format!("sha256:{}", "d".repeat(64)),
+        function: "partial_mean".into(),
+        target: "hospital-b".into(),
+        requester: warden_seal::Requester {
+            organization: "hospital-a".into(),
+            user: "rita".into(),
+        },
+        reply_key: researcher.public_key().to_base64(),
+        via: None,
+    };
+    let sealed = warden_seal::seal_input(
+        &researcher,
+        &warden_seal::Sender::Researcher(Box::new(cert)),
+        &peer_pub,
+        &input,
+        b"{\"function\":\"partial_mean\"}",
+    )
+    .unwrap();
+    std::fs::write(&o, &sealed).unwrap();
+    let said = peer_ok(&[
+        "open-v2",
+        "--key",
+        s(&peer_key),
+        "--in",
+        s(&o),
+        "--out",
+        s(&out),
+        "--binding-out",
+        s(&bo),
+    ]);
+    assert_eq!(
+        said.trim(),
+        format!("input {}", researcher.public_key().to_base64())
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"{\"function\":\"partial_mean\"}"
+    );
+    let back: warden_seal::InputBinding =
+        serde_json::from_slice(&std::fs::read(&bo).unwrap()).unwrap();
+    assert_eq!(back, input);
+}

@@ -179,3 +179,62 @@ fn rfc9180_a2_test_vector() {
     assert_eq!(&sealed[1 + ENC_LEN..], expected_ct.as_slice());
     assert_eq!(open(&sk, &info, &sealed).unwrap(), pt);
 }
+
+/// RFC 9180 appendix A.2.3: auth mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+/// ChaCha20Poly1305 (the values as published in the CFRG's `draft-irtf-cfrg-hpke.md`, whose
+/// A.2.1 values are the ones above). Version 2 messages use this mode; the vector checks the
+/// sender's static key takes part exactly as the RFC says, in both directions.
+#[test]
+fn rfc9180_a23_auth_mode_test_vector() {
+    use warden_seal::envelope::{auth_open, auth_seal_in_place};
+
+    let info = h("4f6465206f6e2061204772656369616e2055726e");
+    let ikm_e = h32("938d3daa5a8904540bc24f48ae90eed3f4f7f11839560597b55e7c9598c996c0");
+    let sk_rm = h32("3ca22a6d1cda1bb9480949ec5329d3bf0b080ca4c45879c95eddb55c70b80b82");
+    let pk_rm = h32("1a478716d63cb2e16786ee93004486dc151e988b34b475043d3e0175bdb01c44");
+    let sk_sm = h32("2def0cb58ffcf83d1062dd085c8aceca7f4c0c3fd05912d847b61f3e54121f05");
+    let pk_sm = h32("f0f4f9e96c54aeed3f323de8534fffd7e0577e4ce269896716bcb95643c8712b");
+    let enc = h("f7674cc8cd7baa5872d1f33dbaffe3314239f6197ddf5ded1746760bfc847e0e");
+    let pt = h("4265617574792069732074727574682c20747275746820626561757479");
+    let aad = h("436f756e742d30");
+    let ct = h(concat!(
+        "ab1a13c9d4f01a87ec3440dbd756e2677bd2ecf9df0ce7ed73869b98e00c09be",
+        "111cb9fdf077347aeb88e61bdf"
+    ));
+
+    let recipient = SecretKey::from_bytes(sk_rm);
+    let sender = SecretKey::from_bytes(sk_sm);
+    assert_eq!(recipient.public_key(), PublicKey::from_bytes(pk_rm));
+    assert_eq!(sender.public_key(), PublicKey::from_bytes(pk_sm));
+
+    let mut buf = pt.clone();
+    let (got_enc, tag) = auth_seal_in_place(
+        &sender,
+        &PublicKey::from_bytes(pk_rm),
+        &info,
+        &aad,
+        &mut buf,
+        &ikm_e,
+    )
+    .unwrap();
+    buf.extend_from_slice(&tag);
+    assert_eq!(got_enc.as_slice(), enc.as_slice());
+    assert_eq!(buf, ct);
+
+    let opened = auth_open(
+        &recipient,
+        &PublicKey::from_bytes(pk_sm),
+        &info,
+        &aad,
+        &enc,
+        &ct,
+    )
+    .unwrap();
+    assert_eq!(&opened[..], pt.as_slice());
+    // Another sender key does not open it: the sender is authenticated.
+    let other = SecretKey::generate().public_key();
+    assert_eq!(
+        auth_open(&recipient, &other, &info, &aad, &enc, &ct).unwrap_err(),
+        SealError::OpenFailed
+    );
+}
