@@ -65,6 +65,13 @@ pub fn document() -> String {
     };
     change_password["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
     // 400: not an upgrade; 429: the node's or the server's cap on open sessions.
+    // 409: the nonce is already used by another task of the collaboration.
+    let mut create_task = op(
+        "create a task and one run per target organization",
+        Some("CreateTask"),
+        "201",
+    );
+    create_task["responses"]["409"] = json!({"$ref": "#/components/responses/Error"});
     let mut event_socket = op("node: WebSocket push of events after ?after=", None, "101");
     event_socket["responses"]["101"] = json!({"description": "switching protocols"});
     event_socket["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
@@ -92,7 +99,9 @@ pub fn document() -> String {
                 "CreateTask": {"type": "object", "additionalProperties": false, "required": ["collaboration_id", "image", "inputs"], "properties": {
                     "collaboration_id": {"type": "integer"}, "name": {"type": "string"}, "image": {"type": "string"},
                     "inputs": {"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["organization_id", "input"], "properties": {"organization_id": {"type": "integer"}, "input": {"type": "string", "contentEncoding": "base64"}}}},
-                    "parent_task_id": {"type": "integer"}}},
+                    "parent_task_id": {"type": "integer"},
+                    "nonce": {"type": "string", "minLength": warden_seal::envelope::MIN_NONCE, "maxLength": warden_seal::envelope::MAX_NONCE, "pattern": "^[0-9A-Za-z_-]+$",
+                        "description": "chosen by whoever seals the inputs and bound inside each sealed input; unique within the collaboration (409 when another task has it); echoed on the task"}}},
                 "UpdateRun": {"type": "object", "additionalProperties": false, "required": ["state"], "properties": {"state": {"type": "string", "enum": ["admitted", "running", "completed", "failed", "rejected"]}, "reason": {"type": "string"}, "digest": {"type": "string"}}}
             }
         },
@@ -117,8 +126,8 @@ pub fn document() -> String {
             "/api/nodes": {"post": op("create a node; the API key is shown once", Some("CreateNode"), "201"), "get": list("nodes", &["collaboration_id"])},
             "/api/nodes/{id}": {"get": with_id(op("one node", None, "200"))},
             "/api/nodes/{id}/key": {"post": with_id(op("rotate the node's API key (root; org admin of the node's organization): the new key is shown once; the old key and every node token issued under it stop working at once", None, "200"))},
-            "/api/tasks": {"post": op("create a task and one run per target organization", Some("CreateTask"), "201"), "get": list("tasks, newest first; organization_id: the creating organization; image: the reference, normalised before comparing", &["collaboration_id", "parent_task_id", "creator_user_id", "organization_id", "image"])},
-            "/api/tasks/{id}": {"get": with_id(op("one task with its runs; creator_username names the requesting user (for a subtask, the root task's creator)", None, "200"))},
+            "/api/tasks": {"post": create_task, "get": list("tasks, newest first; organization_id: the creating organization; image: the reference, normalised before comparing", &["collaboration_id", "parent_task_id", "creator_user_id", "organization_id", "image"])},
+            "/api/tasks/{id}": {"get": with_id(op("one task with its runs; creator_username names the requesting user (for a subtask, the root task's creator); nonce is the one given at creation", None, "200"))},
             "/api/runs": {"get": list("runs, newest first", &["collaboration_id", "organization_id", "task_id", "state"])},
             "/api/runs/{id}": {"get": with_id(op("one run", None, "200")), "patch": with_id(op("node: report a state transition", Some("UpdateRun"), "200"))},
             "/api/runs/{id}/ack": {"post": with_id(op("node: acknowledge delivery (idempotent)", None, "200"))},

@@ -144,6 +144,8 @@ pub struct TaskRequest {
     pub image: Reference,
     pub inputs: Vec<(i64, Vec<u8>)>,
     pub parent_task_id: Option<i64>,
+    /// Well-formed (see [`check_nonce`]); unique in the collaboration is checked at insertion.
+    pub nonce: Option<String>,
 }
 
 impl TaskRequest {
@@ -155,7 +157,10 @@ impl TaskRequest {
                 "collaboration_id must be a positive id",
             ));
         }
-        check_text("name", &req.name, MAX_TASK_NAME_CHARS, true)?;
+        check_name_chars("name", &req.name, MAX_TASK_NAME_CHARS, true)?;
+        if let Some(nonce) = &req.nonce {
+            check_nonce(nonce)?;
+        }
         let image = Reference::parse(&req.image)
             .map_err(|e| invalid("image", format!("image is not a valid reference: {e}")))?;
         if req.inputs.is_empty() {
@@ -204,6 +209,7 @@ impl TaskRequest {
             image,
             inputs,
             parent_task_id: req.parent_task_id,
+            nonce: req.nonce,
         })
     }
 }
@@ -299,8 +305,58 @@ fn check_text(field: &'static str, s: &str, max: usize, allow_empty: bool) -> Re
     Ok(())
 }
 
+/// Whether `c` may not appear in a name: every control character (line breaks and tabs
+/// included), the Unicode line and paragraph separators, and the bidirectional controls (which
+/// make two different names look alike, or a name look like something else).
+fn forbidden_in_name(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// The rules of every name (organizations, collaborations, tasks): [`check_text`]'s, and no
+/// character at all that [`forbidden_in_name`] refuses.
+fn check_name_chars(field: &'static str, s: &str, max: usize, allow_empty: bool) -> Result<()> {
+    if let Some(c) = s.chars().find(|c| forbidden_in_name(*c)) {
+        return Err(invalid(
+            field,
+            format!(
+                "{field} contains the character U+{:04X}; a name may not hold control \
+                 characters, line breaks, tabs or bidirectional controls",
+                u32::from(c)
+            ),
+        ));
+    }
+    check_text(field, s, max, allow_empty)
+}
+
+/// Task nonces: [`warden_seal::valid_nonce`], the rule the sealing side uses.
+pub fn check_nonce(nonce: &str) -> Result<()> {
+    if warden_seal::valid_nonce(nonce) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "nonce",
+            format!(
+                "nonce must be {} to {} characters of 0-9, a-z, A-Z, '_', '-'",
+                warden_seal::envelope::MIN_NONCE,
+                warden_seal::envelope::MAX_NONCE
+            ),
+        ))
+    }
+}
+
+/// Organization and collaboration names.
 fn check_name(field: &'static str, s: &str) -> Result<()> {
-    check_text(field, s, MAX_NAME_CHARS, false)?;
+    check_name_chars(field, s, MAX_NAME_CHARS, false)?;
     if s.trim() != s {
         return Err(invalid(
             field,
@@ -400,6 +456,7 @@ fn task_view(t: TaskRow) -> api::Task {
         creator_username: t.creator_username,
         creator_run_id: t.creator_run_id,
         parent_task_id: t.parent_task_id,
+        nonce: t.nonce,
         created_at: time_of(t.created_at),
     }
 }
@@ -1797,9 +1854,18 @@ impl Service {
             requester_username: creator_username.as_deref(),
             creator_run_id,
             parent_task_id: parent,
+            nonce: req.nonce.as_deref(),
             created_at: now,
         };
-        let task_id = tx.insert_task(&task).await?;
+        let task_id = tx.insert_task(&task).await.map_err(|e| match e {
+            // The only unique constraint of a task: (collaboration, nonce).
+            StorageError::Conflict => ServiceError::Conflict(
+                "nonce is already used by another task in this collaboration; \
+                 seal the inputs again with a new nonce"
+                    .into(),
+            ),
+            e => e.into(),
+        })?;
         let mut runs = Vec::with_capacity(req.inputs.len());
         let mut keys = Vec::with_capacity(req.inputs.len());
         for (org, input) in &req.inputs {
@@ -1834,6 +1900,7 @@ impl Service {
                 creator_username,
                 creator_run_id,
                 parent_task_id: parent,
+                nonce: req.nonce.clone(),
                 created_at: time_of(now),
             },
             runs: runs.into_iter().map(run_view).collect(),

@@ -432,6 +432,8 @@ pub struct TaskRow {
     pub creator_username: Option<String>,
     pub creator_run_id: Option<i64>,
     pub parent_task_id: Option<i64>,
+    /// The nonce given at creation (unique within the collaboration when present).
+    pub nonce: Option<String>,
     pub created_at: i64,
 }
 
@@ -450,6 +452,10 @@ pub struct NewTask<'a> {
     pub requester_username: Option<&'a str>,
     pub creator_run_id: Option<i64>,
     pub parent_task_id: Option<i64>,
+    /// The nonce bound inside the task's sealed inputs. A second task with the same nonce in
+    /// the same collaboration is refused by a unique index: [`Tx::insert_task`] answers
+    /// [`StorageError::Conflict`].
+    pub nonce: Option<&'a str>,
     pub created_at: i64,
 }
 
@@ -622,7 +628,7 @@ const RUN_COLUMNS: &str = "runs.id, runs.task_id, runs.collaboration_id, runs.or
 const TASK_COLUMNS: &str = "tasks.id, tasks.collaboration_id, tasks.name, tasks.image, \
     tasks.organization_id, tasks.creator_user_id, tasks.requester_user_id, \
     tasks.requester_username AS creator_username, tasks.creator_run_id, tasks.parent_task_id, \
-    tasks.created_at";
+    tasks.nonce, tasks.created_at";
 const TASK_FROM: &str = "tasks";
 const USER_COLUMNS: &str = "id, username, organization_id, role, password_hash, failed_logins, \
     locked_until, created_at, disabled, token_generation";
@@ -1027,16 +1033,18 @@ impl Tx {
 
     // ---- tasks and runs ----------------------------------------------------------------------
 
+    /// Insert a task. [`StorageError::Conflict`]: another task of the collaboration already has
+    /// this nonce (the only unique constraint of `tasks`).
     pub async fn insert_task(&mut self, t: &NewTask<'_>) -> Result<i64> {
         let sql = "INSERT INTO tasks (collaboration_id, name, image, organization_id, \
                    creator_user_id, requester_user_id, requester_username, creator_run_id, \
-                   parent_task_id, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+                   parent_task_id, nonce, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id";
         Ok(
             on!(self, c => sqlx::query_scalar(sql).bind(t.collaboration_id).bind(t.name)
             .bind(t.image).bind(t.organization_id).bind(t.creator_user_id)
             .bind(t.requester_user_id).bind(t.requester_username).bind(t.creator_run_id)
-            .bind(t.parent_task_id)
+            .bind(t.parent_task_id).bind(t.nonce)
             .bind(t.created_at).fetch_one(&mut *c).await)?,
         )
     }

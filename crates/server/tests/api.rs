@@ -1625,3 +1625,350 @@ async fn every_list_filter_selects_exactly_its_rows() {
     }
     kit.stop().await;
 }
+
+/// A task body for `collab` targeting `org`, with `nonce` when given.
+fn task_body(collab: i64, org: i64, image: &str, nonce: Option<&str>) -> Value {
+    let mut body = json!({"collaboration_id": collab, "image": image,
+        "inputs": [{"organization_id": org, "input": "aGVsbG8="}]});
+    if let Some(n) = nonce {
+        body["nonce"] = json!(n);
+    }
+    body
+}
+
+#[tokio::test]
+async fn names_refuse_every_control_character_and_reasons_keep_their_rule() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let bad_names = [
+        ("line\nbreak", "U+000A"),
+        ("tab\there", "U+0009"),
+        ("esc\u{1b}[2K", "U+001B"),
+        ("carriage\rreturn", "U+000D"),
+        ("next\u{85}line", "U+0085"),
+        ("line\u{2028}separator", "U+2028"),
+        ("right\u{202e}to left", "U+202E"),
+    ];
+    for (name, shown) in bad_names {
+        for (path, body) in [
+            (
+                "/api/organizations",
+                json!({"name": name, "public_key": kit::PUBLIC_KEY}),
+            ),
+            (
+                "/api/collaborations",
+                json!({"name": name, "organizations": [w.org1]}),
+            ),
+        ] {
+            let (s, v) = kit.post(&kit.admin, path, body).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {name:?}: {v}");
+            assert_eq!(code(&v), "invalid_request", "{v}");
+            assert_eq!(v["error"]["field"], "name", "{v}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("name contains the character")
+                    && message.contains(shown)
+                    && message.contains("line breaks, tabs"),
+                "{path} {name:?}: {message}"
+            );
+        }
+        let mut body = task_body(w.c12, w.org1, "a/b:1", None);
+        body["name"] = json!(name);
+        let (s, v) = kit.post(&w.researcher1, "/api/tasks", body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "task {name:?}: {v}");
+        assert_eq!(v["error"]["field"], "name", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(shown),
+            "{v}"
+        );
+    }
+    // Nothing of it was written.
+    let (_, v) = kit.get(&kit.admin, "/api/organizations").await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 3, "{v}");
+    let (_, v) = kit.get(&kit.admin, "/api/collaborations").await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 2, "{v}");
+    let (_, v) = kit.get(&w.researcher1, "/api/tasks").await;
+    assert!(v["items"].as_array().unwrap().is_empty(), "{v}");
+
+    // Printable Unicode stays allowed, and so does an empty task name.
+    let (s, v) = kit
+        .post(
+            &kit.admin,
+            "/api/organizations",
+            json!({"name": "Hôpital Saint-Éloi (Zürich)", "public_key": kit::PUBLIC_KEY}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mut body = task_body(w.c12, w.org1, "a/b:1", None);
+    body["name"] = json!("");
+    let (s, v) = kit.post(&w.researcher1, "/api/tasks", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // A reason is free text: line breaks and tabs stay allowed, other controls do not.
+    let run = v["runs"][0]["id"].as_i64().unwrap();
+    let path = format!("/api/runs/{run}");
+    let (s, v) = kit
+        .patch(
+            &w.node1,
+            &path,
+            json!({"state": "rejected", "reason": "bad \u{1b}[31m"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "reason", "{v}");
+    let reason = "policy refused:\n\tthe image is not allowed";
+    let (s, v) = kit
+        .patch(
+            &w.node1,
+            &path,
+            json!({"state": "rejected", "reason": reason}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["reason"], reason);
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn task_nonces_are_well_formed_unique_per_collaboration_and_echoed() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let researcher2 = kit.user("res2", "researcher", w.org2).await;
+    let image = "registry.example.org/team/avg:1.0";
+
+    // Bad forms: 400 naming the field, nothing written.
+    for bad in [
+        "a".repeat(31),
+        "a".repeat(129),
+        format!("{}!", "a".repeat(40)),
+        format!("{}\n", "a".repeat(40)),
+        format!("{} ", "a".repeat(40)),
+        format!("{}é", "a".repeat(40)),
+        String::new(),
+    ] {
+        let (s, v) = kit
+            .post(
+                &w.researcher1,
+                "/api/tasks",
+                task_body(w.c12, w.org1, image, Some(&bad)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {v}");
+        assert_eq!(v["error"]["field"], "nonce", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("32 to 128 characters"),
+            "{v}"
+        );
+    }
+    let (s, v) = kit
+        .post(
+            &w.researcher1,
+            "/api/tasks",
+            json!({"collaboration_id": w.c12, "image": image, "nonce": 7,
+                   "inputs": [{"organization_id": w.org1, "input": ""}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (_, v) = kit.get(&w.researcher1, "/api/tasks").await;
+    assert!(v["items"].as_array().unwrap().is_empty(), "{v}");
+
+    // The edges of the form are accepted, and the nonce is echoed at creation.
+    let n32 = "0123456789abcdefABCDEF_-ghijklmn".to_owned();
+    assert_eq!(n32.len(), 32);
+    let n128 = "Z".repeat(128);
+    let mut ids = Vec::new();
+    for n in [&n32, &n128] {
+        let (s, v) = kit
+            .post(
+                &w.researcher1,
+                "/api/tasks",
+                task_body(w.c12, w.org1, image, Some(n)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["task"]["nonce"], json!(n), "{v}");
+        ids.push(v["task"]["id"].as_i64().unwrap());
+    }
+    // Without a nonce the task has none, any number of times.
+    let mut plain = Vec::new();
+    for _ in 0..2 {
+        let (s, v) = kit
+            .post(
+                &w.researcher1,
+                "/api/tasks",
+                task_body(w.c12, w.org1, image, None),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["task"]["nonce"], Value::Null, "{v}");
+        plain.push(v["task"]["id"].as_i64().unwrap());
+    }
+
+    // Reuse in the same collaboration is a conflict, whoever asks; nothing is written.
+    for token in [&w.researcher1, &researcher2] {
+        let (s, v) = kit
+            .post(
+                token,
+                "/api/tasks",
+                task_body(w.c12, w.org2, image, Some(&n32)),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        assert_eq!(code(&v), "conflict", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("nonce is already used by another task in this collaboration"),
+            "{message}"
+        );
+    }
+    let (_, events) = kit.get(&w.node2, "/api/events").await;
+    assert!(events.as_array().unwrap().is_empty(), "{events}");
+    // In another collaboration the same nonce is fine.
+    let (s, v) = kit
+        .post(
+            &researcher2,
+            "/api/tasks",
+            task_body(w.c23, w.org3, image, Some(&n32)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["task"]["nonce"], json!(n32));
+    let other = v["task"]["id"].as_i64().unwrap();
+
+    // Echoed on the task detail (to the researcher and to the node) and in lists.
+    for token in [&w.researcher1, &w.node1] {
+        let (s, v) = kit.get(token, &format!("/api/tasks/{}", ids[0])).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["task"]["nonce"], json!(n32), "{v}");
+        let (s, v) = kit.get(token, &format!("/api/tasks/{}", plain[0])).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["task"]["nonce"], Value::Null, "{v}");
+    }
+    let (s, v) = kit.get(&researcher2, &format!("/api/tasks/{other}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["task"]["nonce"], json!(n32), "{v}");
+    let (s, v) = kit
+        .get(
+            &w.researcher1,
+            &format!("/api/tasks?collaboration_id={}", w.c12),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let listed: Vec<(i64, Value)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_i64().unwrap(), t["nonce"].clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (plain[1], Value::Null),
+            (plain[0], Value::Null),
+            (ids[1], json!(n128)),
+            (ids[0], json!(n32)),
+        ]
+    );
+
+    // A subtask created by a run carries its own nonce by the same rules.
+    let run = {
+        let (_, v) = kit.get(&w.node1, &format!("/api/tasks/{}", ids[0])).await;
+        v["runs"][0]["id"].as_i64().unwrap()
+    };
+    let rt = run_token(&kit, &w.node1, run).await;
+    let pinned = format!("registry.example.org/team/avg@{DIGEST}");
+    let sub_nonce = "s".repeat(40);
+    let (s, v) = kit
+        .post(
+            &rt,
+            "/api/tasks",
+            task_body(w.c12, w.org2, &pinned, Some("short")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "nonce", "{v}");
+    let (s, v) = kit
+        .post(
+            &rt,
+            "/api/tasks",
+            task_body(w.c12, w.org2, &pinned, Some(&n32)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "the parent's nonce: {v}");
+    let (s, v) = kit
+        .post(
+            &rt,
+            "/api/tasks",
+            task_body(w.c12, w.org2, &pinned, Some(&sub_nonce)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["task"]["nonce"], json!(sub_nonce), "{v}");
+    assert_eq!(v["task"]["parent_task_id"], ids[0], "{v}");
+    let sub = v["task"]["id"].as_i64().unwrap();
+    let (s, v) = kit.get(&rt, "/api/tasks").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"][0]["id"], sub, "{v}");
+    assert_eq!(v["items"][0]["nonce"], json!(sub_nonce), "{v}");
+    for token in [&w.node2, &rt] {
+        let (s, v) = kit.get(token, &format!("/api/tasks/{sub}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["task"]["nonce"], json!(sub_nonce), "{v}");
+    }
+    kit.stop().await;
+}
+
+/// Racing creations with one nonce: exactly one wins, the others are conflicts, and only the
+/// winner's run reaches a node (SQLite: inside one group commit; PostgreSQL: on the index).
+#[tokio::test]
+async fn concurrent_creations_with_one_nonce_create_one_task() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let nonce = "r".repeat(64);
+    let mut handles = Vec::new();
+    for i in 0..16 {
+        let client = kit.client.clone();
+        let url = kit.url("/api/tasks");
+        let token = w.researcher1.clone();
+        // Half of them without a nonce: those all succeed.
+        let body = task_body(
+            w.c12,
+            w.org2,
+            "a/b:1",
+            (i % 2 == 0).then_some(nonce.as_str()),
+        );
+        handles.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut created = 0;
+    let mut conflicts = 0;
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.await.unwrap() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT if i % 2 == 0 => conflicts += 1,
+            s => panic!("request {i}: {s}"),
+        }
+    }
+    assert_eq!((created, conflicts), (9, 7));
+    let (_, v) = kit.get(&w.researcher1, "/api/tasks?limit=500").await;
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 9, "{v}");
+    assert_eq!(
+        items.iter().filter(|t| t["nonce"] == json!(nonce)).count(),
+        1
+    );
+    let (_, v) = kit.get(&w.node2, "/api/events?limit=500").await;
+    assert_eq!(v.as_array().unwrap().len(), 9, "{v}");
+    kit.stop().await;
+}

@@ -20,8 +20,12 @@ fn arb_create_task() -> impl Strategy<Value = CreateTask> {
         ],
         prop::collection::vec((-2i64..6, "[A-Za-z0-9+/=*]{0,12}"), 0..6),
         proptest::option::of(-2i64..4),
+        proptest::option::of(prop_oneof![
+            "[0-9a-zA-Z_-]{32,128}",
+            "[0-9a-zA-Z_\\-\n\t\u{1b} .]{0,140}",
+        ]),
     )
-        .prop_map(|(c, name, image, inputs, parent)| CreateTask {
+        .prop_map(|(c, name, image, inputs, parent, nonce)| CreateTask {
             collaboration_id: c,
             name,
             image,
@@ -33,6 +37,7 @@ fn arb_create_task() -> impl Strategy<Value = CreateTask> {
                 })
                 .collect(),
             parent_task_id: parent,
+            nonce,
         })
 }
 
@@ -50,6 +55,9 @@ proptest! {
             prop_assert_eq!(orgs.len(), t.inputs.len());
             prop_assert!(t.parent_task_id.is_none_or(|p| p > 0));
             prop_assert!(warden_reference::Reference::parse(&original.image).is_ok());
+            prop_assert!(!t.name.chars().any(char::is_control));
+            prop_assert_eq!(&t.nonce, &original.nonce);
+            prop_assert!(t.nonce.as_deref().is_none_or(warden_seal::valid_nonce));
         }
     }
 

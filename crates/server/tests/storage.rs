@@ -48,6 +48,7 @@ async fn seed(db: &Db) -> (i64, i64, i64, i64) {
             requester_username: None,
             creator_run_id: None,
             parent_task_id: None,
+            nonce: None,
             created_at: 2,
         })
         .await
@@ -230,6 +231,7 @@ async fn concurrent_writers_produce_events_in_id_order() {
                     requester_username: None,
                     creator_run_id: None,
                     parent_task_id: Some(t),
+                    nonce: None,
                     created_at: i,
                 })
                 .await
@@ -479,5 +481,68 @@ async fn every_task_filter_is_an_index_range_scan() {
         assert!(!plan.contains("TEMP B-TREE"), "{column} sorts: {plan}");
     }
     drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+/// Tasks stored before migration 0005 have no nonce; after it, a nonce is unique within its
+/// collaboration only, and any number of tasks may have none.
+#[tokio::test]
+async fn the_nonce_migration_keeps_older_tasks_and_makes_nonces_unique_per_collaboration() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, opts) = kit::database_url(dir.path());
+    let seed = [
+        "INSERT INTO organizations (id, name, public_key, created_at) VALUES (1, 'o', 'k', 1)",
+        "INSERT INTO collaborations (id, name, encrypted, created_at) VALUES \
+         (1, 'c', TRUE, 1), (2, 'd', TRUE, 1)",
+        "INSERT INTO tasks (id, collaboration_id, name, image, organization_id, created_at) \
+         VALUES (101, 1, 'old', 'i', 1, 1), (102, 1, 'older', 'i', 1, 1)",
+    ];
+    kit::old_database(&url, &opts, 4, &seed).await;
+
+    let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
+    let mut tx = db.write().await.unwrap();
+    // (Ids well above the ones inserted below: PostgreSQL's sequence does not move for them.)
+    for id in [101, 102] {
+        assert_eq!(tx.task(id).await.unwrap().unwrap().nonce, None, "task {id}");
+    }
+    let nonce = "n".repeat(32);
+    let task = |collaboration_id, nonce| NewTask {
+        collaboration_id,
+        name: "t",
+        image: "i",
+        organization_id: 1,
+        creator_user_id: None,
+        requester_user_id: None,
+        requester_username: None,
+        creator_run_id: None,
+        parent_task_id: None,
+        nonce,
+        created_at: 2,
+    };
+    let first = tx.insert_task(&task(1, Some(&nonce))).await.unwrap();
+    tx.insert_task(&task(1, None)).await.unwrap();
+    tx.insert_task(&task(2, Some(&nonce))).await.unwrap();
+    tx.commit().await.unwrap();
+    let got = db.read().await.unwrap().task(first).await.unwrap().unwrap();
+    assert_eq!(got.nonce.as_deref(), Some(nonce.as_str()));
+    let mut tx = db.write().await.unwrap();
+    assert!(matches!(
+        tx.insert_task(&task(1, Some(&nonce))).await,
+        Err(StorageError::Conflict)
+    ));
+    drop(tx);
+    let listed = db
+        .read()
+        .await
+        .unwrap()
+        .list_tasks(&TaskFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 5);
+    assert_eq!(
+        listed.iter().filter(|t| t.nonce.is_some()).count(),
+        2,
+        "{listed:?}"
+    );
     done(&db, &url, &opts).await;
 }

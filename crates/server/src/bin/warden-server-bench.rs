@@ -452,6 +452,7 @@ async fn bench(
                     requester_username: Some("res"),
                     creator_run_id: None,
                     parent_task_id: None,
+                    nonce: None,
                     created_at: 0,
                 })
                 .await?;
