@@ -19,6 +19,15 @@
 //! password_file = "audit-signing.pw"
 //!
 //! [organizations]                      # pinned public-key fingerprints, by organization name
+//! hospital-a = "sha256:..."            # this node's own organization must be among them
+//!
+//! [encryption]                         # optional; defaults shown
+//! require = true                       # plaintext only for plaintext_collaborations
+//! plaintext_collaborations = []        # ... and only when the server says encrypted = false
+//! max_input_age_secs = 604800
+//! revoked = []                         # certificate serials or "sha256:<researcher key>"
+//!
+//! [certifiers]                         # pinned certification key IDs, by organization name
 //! hospital-a = "sha256:..."
 //!
 //! [data]
@@ -47,6 +56,13 @@ pub struct Config {
     /// Organization name -> pinned fingerprint (`sha256:<hex>` of the raw X25519 key).
     #[serde(default)]
     pub organizations: BTreeMap<String, Fingerprint>,
+    /// When inputs must be sealed, how old they may be, and what is revoked.
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+    /// Organization name -> pinned certification key ID (`sha256:<hex>` of the key's DER
+    /// SubjectPublicKeyInfo): the key that signs that organization's researcher certificates.
+    #[serde(default)]
+    pub certifiers: BTreeMap<String, CertifierPin>,
     /// Data source name -> host path, mounted read-only at `/mnt/data/<name>`.
     #[serde(default, deserialize_with = "data_sources")]
     pub data: BTreeMap<String, PathBuf>,
@@ -181,6 +197,120 @@ pub struct RegistryConfig {
     /// Platform picked from an image index, `os/arch[/variant]` (default linux/amd64).
     #[serde(default)]
     pub platform: Option<String>,
+}
+
+/// `[encryption]`: the node, not the server, decides whether a run's input must be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Sealed inputs are required except for [`EncryptionConfig::plaintext_collaborations`].
+    /// `false`: plaintext whenever the server says the collaboration does not encrypt.
+    #[serde(default = "d_require")]
+    pub require: bool,
+    /// Collaboration names whose inputs may be plaintext, when the server also says the
+    /// collaboration does not encrypt.
+    #[serde(default, deserialize_with = "collaboration_names")]
+    pub plaintext_collaborations: Vec<String>,
+    /// An input sealed longer ago than this is refused (and one more than
+    /// [`MAX_FUTURE_SECS`] in the future); also how long nonces are remembered.
+    #[serde(default = "d_input_age", deserialize_with = "input_age")]
+    pub max_input_age_secs: u64,
+    /// Revoked researcher certificates: serials (32 lower-case hex) or researcher key
+    /// fingerprints (`sha256:<hex>`).
+    #[serde(default, deserialize_with = "revocations")]
+    pub revoked: Vec<String>,
+}
+
+/// How far in the future an input's `issued_at` may be (clock differences).
+pub const MAX_FUTURE_SECS: u64 = 300;
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        EncryptionConfig {
+            require: d_require(),
+            plaintext_collaborations: Vec::new(),
+            max_input_age_secs: d_input_age(),
+            revoked: Vec::new(),
+        }
+    }
+}
+
+impl EncryptionConfig {
+    /// Whether a run of `collaboration` takes a plaintext input: only when the server says the
+    /// collaboration does not encrypt and this node allows it. The server's flag can only make
+    /// the node stricter.
+    pub fn plaintext(&self, collaboration: &str, server_encrypted: bool) -> bool {
+        !server_encrypted
+            && (!self.require
+                || self
+                    .plaintext_collaborations
+                    .iter()
+                    .any(|c| c == collaboration))
+    }
+}
+
+fn d_require() -> bool {
+    true
+}
+fn d_input_age() -> u64 {
+    7 * 24 * 3600
+}
+fn input_age<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 60, 400 * 24 * 3600, "the largest input age in seconds")
+}
+
+fn collaboration_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() || n.len() > 200 || n.chars().any(char::is_control) {
+            return Err(serde::de::Error::custom(format!(
+                "collaboration name {} must be 1 to 200 bytes without control characters",
+                i + 1
+            )));
+        }
+        if names[..i].contains(n) {
+            return Err(serde::de::Error::custom(format!(
+                "collaboration `{n}` is listed twice"
+            )));
+        }
+    }
+    Ok(names)
+}
+
+fn revocations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    for e in &entries {
+        let ok = hex(e, 32) || e.strip_prefix("sha256:").is_some_and(|h| hex(h, 64));
+        if !ok {
+            return Err(serde::de::Error::custom(format!(
+                "`{}` is neither a certificate serial (32 lower-case hex digits) nor a researcher \
+                 key fingerprint (`sha256:` and 64 lower-case hex digits)",
+                e.escape_debug()
+            )));
+        }
+    }
+    Ok(entries)
+}
+
+/// A pinned certification key ID, `sha256:<64 lower-case hex>` (`warden keys show` prints it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertifierPin(pub warden_trust::KeyId);
+
+impl<'de> Deserialize<'de> for CertifierPin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<warden_trust::KeyId>()
+            .map(CertifierPin)
+            .map_err(|_| {
+                serde::de::Error::custom(
+                    "a certification key ID is `sha256:` and 64 lower-case hex digits; \
+                     `warden keys show` prints it for the organization's certification key",
+                )
+            })
+    }
 }
 
 /// A pinned key fingerprint, `sha256:<64 lower-case hex>`.
@@ -363,6 +493,36 @@ fn data_sources<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Path
 }
 
 impl Config {
+    /// The keys an input's sender is proven with: the pinned encryption keys, the pinned
+    /// certification keys and the revocations.
+    pub fn trusted_keys(&self) -> Result<warden_seal::TrustedKeys, String> {
+        let mut encryption = BTreeMap::new();
+        for (name, fp) in &self.organizations {
+            let parsed =
+                fp.0.parse::<warden_seal::Fingerprint>()
+                    .map_err(|e| format!("organizations.{name}: {e}"))?;
+            encryption.insert(name.clone(), parsed);
+        }
+        Ok(warden_seal::TrustedKeys {
+            encryption,
+            certifiers: self
+                .certifiers
+                .iter()
+                .map(|(name, pin)| (name.clone(), pin.0))
+                .collect(),
+            revoked: self.encryption.revoked.iter().cloned().collect(),
+        })
+    }
+
+    /// The name under which [organizations] pins `key` (this node's own organization's key).
+    pub fn organization_named_for(&self, key: &warden_seal::PublicKey) -> Option<&str> {
+        let fp = key.fingerprint().to_string();
+        self.organizations
+            .iter()
+            .find(|(_, pin)| pin.0 == fp)
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Reads, parses and validates the file; relative paths become relative to its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let (text, base) = warden_config::read_file(path, MAX_CONFIG_BYTES)?;
@@ -523,6 +683,100 @@ records = "data/records"
         );
         let (line, key, _) = error_of(&text);
         assert_eq!((line, key.as_str()), (5, "api_key"));
+    }
+
+    const KEY_ID: &str = "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+    #[test]
+    fn encryption_defaults_to_sealed_inputs_and_certifiers_to_none() {
+        let c = parse(&minimal()).unwrap();
+        assert_eq!(c.encryption, EncryptionConfig::default());
+        assert!(c.encryption.require);
+        assert_eq!(c.encryption.max_input_age_secs, 604_800);
+        assert!(c.certifiers.is_empty());
+        // The server's flag alone never makes a run plaintext.
+        assert!(!c.encryption.plaintext("study", false));
+        assert!(!c.encryption.plaintext("study", true));
+    }
+
+    #[test]
+    fn encryption_and_certifiers_are_read_and_checked() {
+        let serial = "0123456789abcdef0123456789abcdef";
+        let text = minimal()
+            + &format!(
+                "\n[encryption]\nplaintext_collaborations = [\"open-study\"]\n\
+                 max_input_age_secs = 3600\nrevoked = [\"{serial}\", \"{FP}\"]\n\
+                 \n[certifiers]\nhospital-a = \"{KEY_ID}\"\n"
+            );
+        let c = parse(&text).unwrap();
+        assert!(c.encryption.plaintext("open-study", false));
+        assert!(
+            !c.encryption.plaintext("open-study", true),
+            "the server says it encrypts"
+        );
+        assert!(!c.encryption.plaintext("study", false), "not listed");
+        assert_eq!(c.encryption.max_input_age_secs, 3600);
+        assert_eq!(c.certifiers["hospital-a"].0.to_string(), KEY_ID);
+        let trusted = c.trusted_keys().unwrap();
+        assert_eq!(trusted.certifiers["hospital-a"].to_string(), KEY_ID);
+        assert_eq!(trusted.encryption["hospital-a"].to_string(), FP);
+        assert!(trusted.revoked.contains(serial) && trusted.revoked.contains(FP));
+
+        let lax = minimal() + "\n[encryption]\nrequire = false\n";
+        let c = parse(&lax).unwrap();
+        assert!(c.encryption.plaintext("anything", false));
+        assert!(!c.encryption.plaintext("anything", true));
+    }
+
+    #[test]
+    fn encryption_and_certifier_errors_name_line_and_key() {
+        let base = minimal();
+        let first = base.lines().count() + 2;
+        let check = |tail: &str, line: usize, key: &str, says: &str| {
+            let (l, k, message) = error_of(&(base.clone() + "\n" + tail));
+            assert_eq!((l, k.as_str()), (line, key), "{tail}: {message}");
+            assert!(message.contains(says), "{tail}: {message}");
+        };
+        check(
+            "[certifiers]\nhospital-a = \"sha256:XYZ\"\n",
+            first + 1,
+            "certifiers.hospital-a",
+            "certification key ID",
+        );
+        check(
+            "[encryption]\nmax_input_age_secs = 10\n",
+            first + 1,
+            "encryption.max_input_age_secs",
+            "between 60 and",
+        );
+        check(
+            "[encryption]\nrevoked = [\"not-a-serial\"]\n",
+            first + 1,
+            "encryption.revoked",
+            "neither a certificate serial",
+        );
+        check(
+            "[encryption]\nplaintext_collaborations = [\"a\", \"a\"]\n",
+            first + 1,
+            "encryption.plaintext_collaborations",
+            "listed twice",
+        );
+        check(
+            "[encryption]\nrequired = true\n",
+            first + 1,
+            "encryption.required",
+            "unknown field `required`",
+        );
+    }
+
+    #[test]
+    fn the_own_organization_is_found_by_its_key() {
+        let key = warden_seal::SecretKey::generate().public_key();
+        let text = minimal().replace(FP, &key.fingerprint().to_string());
+        let c = parse(&text).unwrap();
+        assert_eq!(c.organization_named_for(&key), Some("hospital-a"));
+        let other = warden_seal::SecretKey::generate().public_key();
+        assert_eq!(c.organization_named_for(&other), None);
     }
 
     #[test]

@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod binding;
 pub mod config;
 pub mod node;
 pub mod orgs;
 pub mod proxy;
+pub mod replay;
 pub mod server;
 pub mod slots;
 pub mod spool;

@@ -661,17 +661,13 @@ impl Node {
                 return;
             }
         };
-        let mut record = RunRecord {
+        let mut record = RunRecord::received(
             run_id,
-            task_id: task.id,
-            collaboration_id: run.collaboration_id,
-            task_organization_id: task.organization_id,
-            image: task.image.clone(),
-            digest: None,
-            phase: Phase::Received,
-            outcome: None,
-            result_key: None,
-        };
+            task.id,
+            run.collaboration_id,
+            task.organization_id,
+            &task.image,
+        );
         if let Err(e) = s.spool.save(&record) {
             tracing::error!(run = run_id, error = %e, "cannot record the run; not taking it");
             return;

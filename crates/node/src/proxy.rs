@@ -472,6 +472,7 @@ async fn create_subtask(
         image: scope.pinned_image.clone(),
         inputs,
         parent_task_id: Some(scope.task_id),
+        nonce: None,
     };
     let detail = inner
         .run_client()

@@ -10,11 +10,13 @@
 //! <spool>/runs/<run>/record.json    what the node knows and decided about the run
 //! <spool>/runs/<run>/result.sealed  the sealed result awaiting delivery
 //! <spool>/work/<run>/{input,output,proxy}
+//! <spool>/logs/run-<run>.log        what the algorithm printed (0600; kept for the data owner)
+//! <spool>/replay.jsonl              accepted input nonces (crate::replay)
 //! ```
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,10 +85,49 @@ pub struct RunRecord {
     pub phase: Phase,
     #[serde(default)]
     pub outcome: Option<Final>,
-    /// The public key (base64) the result is sealed for, checked against its pin at admission;
-    /// absent when the collaboration does not encrypt.
-    #[serde(default)]
+    /// Written by nodes before sealing format 2 (the requesting organization's key); read so
+    /// that such a record still loads, never written. A run with only this is not sealed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_key: Option<String>,
+    /// The key (base64) the result is sealed to: the proven sender's, from the input's binding.
+    #[serde(default)]
+    pub reply_key: Option<String>,
+    /// The input's nonce, bound into the result.
+    #[serde(default)]
+    pub nonce: Option<String>,
+    /// This node's organization name, bound into the result.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// The node decided this run is plaintext ([encryption]): the result is not sealed.
+    #[serde(default)]
+    pub plaintext: bool,
+}
+
+impl RunRecord {
+    /// A record of a run just taken, before anything is decided.
+    pub fn received(
+        run_id: i64,
+        task_id: i64,
+        collaboration_id: i64,
+        task_organization_id: i64,
+        image: &str,
+    ) -> RunRecord {
+        RunRecord {
+            run_id,
+            task_id,
+            collaboration_id,
+            task_organization_id,
+            image: image.to_owned(),
+            digest: None,
+            phase: Phase::Received,
+            outcome: None,
+            result_key: None,
+            reply_key: None,
+            nonce: None,
+            organization: None,
+            plaintext: false,
+        }
+    }
 }
 
 /// A run's working directories.
@@ -122,13 +163,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
+/// [`write_atomic`] for a file only the node may read (mode 0600, also when it existed).
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io(path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
 impl Spool {
     /// Opens (creating) the spool; the directory is private to the node (0700).
     pub fn open(root: &Path) -> Result<Spool> {
-        for d in [root.to_path_buf(), root.join("runs"), root.join("work")] {
+        for d in [
+            root.to_path_buf(),
+            root.join("runs"),
+            root.join("work"),
+            root.join("logs"),
+        ] {
             fs::create_dir_all(&d).map_err(io(&d))?;
         }
         fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io(root))?;
+        let logs = root.join("logs");
+        fs::set_permissions(&logs, fs::Permissions::from_mode(0o700)).map_err(io(&logs))?;
         let root = root.canonicalize().map_err(io(root))?;
         Ok(Spool { root })
     }
@@ -225,6 +292,19 @@ impl Spool {
         fs::read(&path).map_err(io(&path))
     }
 
+    /// Where the log of a run is kept: `<spool>/logs/run-<id>.log`.
+    pub fn log_path(&self, run_id: i64) -> PathBuf {
+        self.root.join("logs").join(format!("run-{run_id}.log"))
+    }
+
+    /// Keeps what a run's algorithm printed, readable by the node's user only (0600). It stays
+    /// at the node: failure reasons sent to the server never carry it.
+    pub fn put_log(&self, run_id: i64, logs: &[u8]) -> Result<PathBuf> {
+        let path = self.log_path(run_id);
+        write_atomic_private(&path, logs)?;
+        Ok(path)
+    }
+
     /// Forgets a delivered run.
     pub fn remove(&self, run_id: i64) -> Result<()> {
         let dir = self.run_dir(run_id);
@@ -280,17 +360,52 @@ mod tests {
     use super::*;
 
     fn record(id: i64) -> RunRecord {
-        RunRecord {
-            run_id: id,
-            task_id: 1,
-            collaboration_id: 2,
-            task_organization_id: 3,
-            image: "x".into(),
-            digest: None,
-            phase: Phase::Received,
-            outcome: None,
-            result_key: None,
-        }
+        RunRecord::received(id, 1, 2, 3, "x")
+    }
+
+    #[test]
+    fn a_record_written_before_sealing_format_2_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let old = r#"{"run_id": 4, "task_id": 1, "collaboration_id": 2,
+            "task_organization_id": 3, "image": "x", "digest": "sha256:ab",
+            "phase": "running", "outcome": null, "result_key": "AAAA"}"#;
+        let d = dir.path().join("runs/4");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("record.json"), old).unwrap();
+        let r = spool.load(4).unwrap().unwrap();
+        assert_eq!(r.result_key.as_deref(), Some("AAAA"));
+        assert_eq!(
+            (r.reply_key, r.nonce, r.organization, r.plaintext),
+            (None, None, None, false)
+        );
+        assert_eq!(r.phase, Phase::Running);
+        // The new fields are written, the old one is not.
+        let mut r = record(5);
+        r.reply_key = Some("k".into());
+        spool.save(&r).unwrap();
+        let text = fs::read_to_string(dir.path().join("runs/5/record.json")).unwrap();
+        assert!(
+            text.contains("reply_key") && !text.contains("result_key"),
+            "{text}"
+        );
+        assert_eq!(spool.load(5).unwrap().unwrap(), r);
+    }
+
+    #[test]
+    fn logs_are_private_to_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let path = spool.put_log(3, b"secret\n").unwrap();
+        assert_eq!(path, spool.root().join("logs/run-3.log"));
+        assert_eq!(fs::read(&path).unwrap(), b"secret\n");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&spool.root().join("logs")), 0o700);
+        // Written again (a run settled after a restart): still 0600.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        spool.put_log(3, b"again").unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]

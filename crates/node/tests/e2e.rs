@@ -239,15 +239,14 @@ async fn runs_spooled_before_their_container_are_failed_at_restart() {
             .await;
         spool
             .save(&RunRecord {
-                run_id: task.runs[0].id,
-                task_id: task.task.id,
-                collaboration_id: task.task.collaboration_id,
-                task_organization_id: task.task.organization_id,
-                image: image.clone(),
-                digest: None,
                 phase,
-                outcome: None,
-                result_key: None,
+                ..RunRecord::received(
+                    task.runs[0].id,
+                    task.task.id,
+                    task.task.collaboration_id,
+                    task.task.organization_id,
+                    &image,
+                )
             })
             .unwrap();
         runs.push(task.runs[0].id);
