@@ -166,6 +166,18 @@ mod tests {
         );
     }
 
+    /// Found by the `api_strict_input` fuzz target: a 100-digit integer is read as the nearest
+    /// f64, whose shortest form must read back as the same f64 (serde_json's `float_roundtrip`).
+    #[test]
+    fn the_canonical_form_of_a_huge_number_is_a_fixed_point() {
+        let huge = format!(
+            "{{\"function\":\"f\",\"args\":{{\"a\":[0,55{}50]}}}}",
+            "1".repeat(79)
+        );
+        let once = parse_input(huge.as_bytes()).unwrap();
+        assert_eq!(parse_input(&once.canonical).unwrap(), once);
+    }
+
     #[test]
     fn anything_two_parsers_could_read_differently_is_refused() {
         for (bad, why) in [
