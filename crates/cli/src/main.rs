@@ -77,8 +77,26 @@ enum Command {
 
 /// Exit status for bad input (an unreadable policy, a malformed reference, a registry failure).
 const EXIT_BAD_INPUT: u8 = 2;
+/// Exit status when what the server shows of a task, or a result, did not verify.
+const EXIT_NOT_VERIFIED: u8 = 1;
 
-/// Prints a command's output and returns its exit status; an error is bad input.
+/// Prints an error on stderr. It may hold strings from the server (names, its error messages)
+/// or from a file: every control character is escaped, so it is one line that this tool wrote.
+fn print_error(e: &anyhow::Error) {
+    eprintln!("error: {}", warden_api::display::safe(&format!("{e:#}")));
+}
+
+/// The exit status of an error: bad input, unless the server's task or a result did not
+/// verify.
+fn error_status(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<warden_client::ClientError>() {
+        Some(c) if c.is_verification_failure() => EXIT_NOT_VERIFIED,
+        _ => EXIT_BAD_INPUT,
+    }
+}
+
+/// Prints a command's output and returns its exit status; an error is bad input, or (for a
+/// task whose results do not verify) a failure, and prints nothing on stdout.
 fn report(result: anyhow::Result<common::Outcome>) -> ExitCode {
     match result {
         Ok(outcome) => {
@@ -89,8 +107,8 @@ fn report(result: anyhow::Result<common::Outcome>) -> ExitCode {
             ExitCode::from(outcome.exit)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_BAD_INPUT)
+            print_error(&e);
+            ExitCode::from(error_status(&e))
         }
     }
 }
@@ -102,11 +120,11 @@ fn main() -> ExitCode {
         Command::Demo(args) => match demo::run(args) {
             Ok(demo::Outcome::Done) => ExitCode::SUCCESS,
             Ok(demo::Outcome::BadInput(what)) => {
-                eprintln!("error: {what}");
+                eprintln!("error: {}", warden_api::display::safe(&what));
                 ExitCode::from(EXIT_BAD_INPUT)
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                print_error(&e);
                 ExitCode::FAILURE
             }
         },
@@ -115,14 +133,14 @@ fn main() -> ExitCode {
         Command::Node { command } => match node::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                print_error(&e);
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
         Command::Server { command } => match server::run(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                print_error(&e);
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
@@ -136,7 +154,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                print_error(&e);
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
@@ -155,7 +173,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", warden_api::display::safe(&e.to_string()));
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },

@@ -1,9 +1,16 @@
-//! `warden task create|wait|show`: the researcher's side. The input is sealed for each target
-//! organization with a key whose fingerprint the profile pins, and results are opened with the
-//! researcher's organization's secret key (`warden-client` does both).
+//! `warden task create|wait|show`: the researcher's side (`warden-client`). The input is
+//! strictly parsed and sealed for each target organization, whose key must match the profile's
+//! pin, with the researcher's own certified key, bound to a fresh task nonce, the image and the
+//! digest resolved here; results are opened with the researcher's key and checked against the
+//! run, its organization's pinned key, the nonce and the digest. `create` records what it sent
+//! under $XDG_STATE_HOME/warden, so that a later `wait` or `show` checks the server against it.
 //!
-//! Exit status: 0 every run completed, 1 some run failed or was rejected (reasons printed), 2 bad
-//! input, a server or a key problem (nothing is created when a key does not match its pin).
+//! Every string that came from the server or an algorithm is escaped before it is printed
+//! (`warden_api::display::safe`).
+//!
+//! Exit status: 0 every run completed, 1 some run failed or was rejected (reasons printed), or
+//! the server's task or a result did not verify (nothing of it printed); 2 bad input, a server
+//! or a key problem (nothing is created when a key does not match its pin).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,10 +18,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::json;
+use warden_api::display::safe;
 use warden_api::{RunState, TaskDetail};
-use warden_client::{Client, ClientError, Profile, RunOutcome};
-use warden_seal::SecretKey;
+use warden_client::{
+    Client, ClientError, Expect, Profile, RecordStore, Researcher, RunOutcome, Submission,
+    TaskRecord,
+};
 
 use crate::common;
 use crate::common::Outcome;
@@ -29,17 +39,19 @@ const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     /// Seal the input for each target organization (keys checked against the profile's pins)
-    /// and create the task; with --wait, wait for its runs and open their results.
+    /// with your certified key and create the task; with --wait, wait for its runs and open
+    /// and check their results.
     Create {
         #[command(flatten)]
         profile: ProfileArgs,
-        /// Image reference of the algorithm, e.g. `registry.example.org/warden/mean:1.0`.
+        /// Image reference of the algorithm, e.g. `registry.example.org/warden/mean:1.0`; a tag
+        /// is resolved to its digest at the registry here, once.
         #[arg(long, value_name = "REF")]
         image: String,
         /// A target organization, by name; repeat for several.
         #[arg(long = "org", value_name = "NAME", required = true)]
         orgs: Vec<String>,
-        /// The input, JSON such as `{"function": "partial_mean", "args": {...}}`.
+        /// The input, strict JSON such as `{"function": "partial_mean", "args": {...}}`.
         #[arg(
             long,
             value_name = "JSON",
@@ -160,8 +172,12 @@ fn load_profile(args: &ProfileArgs) -> anyhow::Result<Profile> {
     Ok(Profile::load(&path)?)
 }
 
-/// The input's bytes, refused unless they are JSON.
-fn read_input(input: Option<&str>, file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+/// The input, strictly parsed: refused unless it is an input `{"function": ..., "args": ...}`
+/// that every parser reads the same way.
+fn read_input(
+    input: Option<&str>,
+    file: Option<&Path>,
+) -> anyhow::Result<warden_api::strict::Input> {
     let (bytes, what) = match (input, file) {
         (Some(s), None) => (s.as_bytes().to_vec(), "--input".to_owned()),
         (None, Some(p)) => {
@@ -179,13 +195,7 @@ fn read_input(input: Option<&str>, file: Option<&Path>) -> anyhow::Result<Vec<u8
         }
         _ => bail!("give the input with either --input JSON or --input-file PATH"),
     };
-    if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
-        bail!(
-            "{what} is not JSON ({e}); an input is JSON such as \
-             {{\"function\": \"partial_mean\", \"args\": {{}}}}"
-        );
-    }
-    Ok(bytes)
+    warden_client::parse_input(&bytes).with_context(|| what.clone())
 }
 
 /// The profile's password: `[server] password_file`, else `WARDEN_PASSWORD`.
@@ -204,18 +214,11 @@ fn password(profile: &Profile) -> anyhow::Result<String> {
     Ok(pw.to_owned())
 }
 
-fn secret_key(profile: &Profile) -> anyhow::Result<SecretKey> {
-    let path = &profile.organization.secret_key;
-    let pem = common::read_small(path)
-        .with_context(|| format!("[organization] secret_key in {}", profile.path.display()))?;
-    let pem = std::str::from_utf8(&pem)
-        .with_context(|| format!("{} is not a PEM key file", path.display()))?;
-    SecretKey::from_pem(pem).with_context(|| {
-        format!(
-            "{} is not an X25519 secret key file (`WARDEN X25519 PRIVATE KEY`)",
-            path.display()
-        )
-    })
+fn researcher(profile: &Profile) -> anyhow::Result<Researcher> {
+    Ok(Researcher::load(
+        &profile.researcher.key,
+        &profile.researcher.certificate,
+    )?)
 }
 
 async fn login(profile: &Profile) -> anyhow::Result<Client> {
@@ -223,45 +226,126 @@ async fn login(profile: &Profile) -> anyhow::Result<Client> {
     Ok(Client::login(&profile.server.url, &profile.server.username, &pw).await?)
 }
 
+fn warn(message: &str) {
+    eprintln!("warning: {}", safe(message));
+}
+
+/// Where task records are kept.
+fn store() -> anyhow::Result<RecordStore> {
+    Ok(RecordStore::default_location()?)
+}
+
+fn pins_from(profile: &Profile) -> String {
+    profile.path.display().to_string()
+}
+
 async fn create(
     profile: &Profile,
     image: &str,
     orgs: &[String],
-    input: &[u8],
+    input: &warden_api::strict::Input,
     name: &str,
     wait_for_runs: bool,
     output: &OutputArgs,
 ) -> anyhow::Result<Outcome> {
-    let secret = secret_key(profile)?;
+    let researcher = researcher(profile)?;
+    let store = store()?;
     let client = login(profile).await?;
+    client.check_researcher(&researcher).await?;
     let collab = client.collaboration(&profile.collaboration).await?;
-    client.check_own_key(&secret).await?;
     let targets = client.targets(&collab, orgs, profile).await?;
-    let task = client
-        .create_task(&collab, &targets, name, image, input)
-        .await?;
+    let digest = warden_client::resolve_digest(image, &profile.registry).await?;
+    let submission = Submission {
+        collaboration: &collab,
+        targets: &targets,
+        name,
+        image,
+        digest: &digest,
+        input,
+    };
+    let (task, record) = client.create_task(&researcher, &submission).await?;
+    if let Err(e) = store.save(&record) {
+        warn(&format!(
+            "task {} was created, but {e}; a later `warden task wait` or `show` falls back to \
+             the server's echo",
+            task.task.id
+        ));
+    }
     if !wait_for_runs {
-        let outcomes = client.outcomes(&task, None).await?;
+        let expect = Expect {
+            record: &record,
+            open: None,
+        };
+        let outcomes = client.outcomes(&task, Some(expect)).await?;
         return render(&task, &outcomes, output.out.as_deref(), output.json, false);
     }
-    finish(&client, &secret, task.task.id, output).await
+    finish(&client, profile, &researcher, &record, output).await
+}
+
+/// The record `create` wrote for `task_id`, else (with a warning) `None`.
+fn recorded(
+    store: &RecordStore,
+    client: &Client,
+    task_id: i64,
+) -> anyhow::Result<Option<TaskRecord>> {
+    let record = store.load(client.base(), task_id)?;
+    if record.is_none() {
+        warn(&format!(
+            "no local record of task {task_id} in {} (`warden task create` on this machine \
+             writes one); checking against the nonce and image the server shows instead",
+            store.dir().display()
+        ));
+    }
+    Ok(record)
+}
+
+/// What the server shows, when there is no record: its nonce and image, and the digest the
+/// image resolves to now.
+async fn from_echo(
+    client: &Client,
+    profile: &Profile,
+    task: &TaskDetail,
+) -> anyhow::Result<TaskRecord> {
+    let t = &task.task;
+    let Some(nonce) = t.nonce.clone() else {
+        return Err(ClientError::NoNonce { task: t.id }.into());
+    };
+    let image = warden_client::image_reference(&t.image)?;
+    let digest = warden_client::resolve_digest(&image, &profile.registry).await?;
+    Ok(TaskRecord {
+        server: client.base().to_owned(),
+        task_id: t.id,
+        nonce,
+        image,
+        digest,
+    })
 }
 
 async fn wait(profile: &Profile, task_id: i64, output: &OutputArgs) -> anyhow::Result<Outcome> {
-    let secret = secret_key(profile)?;
+    let researcher = researcher(profile)?;
+    let store = store()?;
     let client = login(profile).await?;
-    finish(&client, &secret, task_id, output).await
+    client.check_researcher(&researcher).await?;
+    let record = match recorded(&store, &client, task_id)? {
+        Some(r) => r,
+        None => {
+            let task = client.task(task_id).await?;
+            from_echo(&client, profile, &task).await?
+        }
+    };
+    finish(&client, profile, &researcher, &record, output).await
 }
 
-/// Waits for every run, opens the results and renders them.
+/// Waits for every run, opens and checks the results and renders them.
 async fn finish(
     client: &Client,
-    secret: &SecretKey,
-    task_id: i64,
+    profile: &Profile,
+    researcher: &Researcher,
+    record: &TaskRecord,
     output: &OutputArgs,
 ) -> anyhow::Result<Outcome> {
     let task = match client
-        .wait(task_id, Duration::from_secs(output.timeout))
+        .wait(record.task_id, Duration::from_secs(output.timeout))
         .await
     {
         Ok(t) => t,
@@ -284,14 +368,29 @@ async fn finish(
         }
         Err(e) => return Err(e.into()),
     };
-    let outcomes = client.outcomes(&task, Some(secret)).await?;
+    warden_client::check_task(&task, record)?;
+    let from = pins_from(profile);
+    let expect = Expect {
+        record,
+        open: Some((researcher, &profile.pins, &from)),
+    };
+    let outcomes = client.outcomes(&task, Some(expect)).await?;
     render(&task, &outcomes, output.out.as_deref(), output.json, true)
 }
 
 async fn show(profile: &Profile, task_id: i64, json: bool) -> anyhow::Result<Outcome> {
+    let store = store()?;
     let client = login(profile).await?;
+    let record = recorded(&store, &client, task_id)?;
     let task = client.task(task_id).await?;
-    let outcomes = client.outcomes(&task, None).await?;
+    let outcomes = match &record {
+        Some(record) => {
+            warden_client::check_task(&task, record)?;
+            let expect = Expect { record, open: None };
+            client.outcomes(&task, Some(expect)).await?
+        }
+        None => client.outcomes(&task, None).await?,
+    };
     render(&task, &outcomes, None, json, false)
 }
 
@@ -311,17 +410,27 @@ fn file_safe(name: &str) -> String {
     if s.is_empty() { "org".to_owned() } else { s }
 }
 
-/// Text fit for a terminal: control characters other than newline and tab are escaped.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+/// JSON text fit for a terminal: the characters JSON leaves as they are but a terminal could
+/// act on (DEL, C1 controls, bidirectional controls; JSON itself escapes the other controls)
+/// written as `\uXXXX` escapes, which read back the same. They occur only inside strings.
+fn json_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let terminal_control = matches!(
+            c,
+            '\u{7f}'..='\u{9f}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        );
+        if terminal_control {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn write_result(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -345,18 +454,18 @@ fn render(
     let mut text = format!(
         "task {} `{}` in collaboration {}: {} at {} organization(s)\n",
         t.id,
-        printable(&t.name),
+        safe(&t.name),
         t.collaboration_id,
-        printable(&t.image),
+        safe(&t.image),
         outcomes.len()
     );
     let mut runs = Vec::new();
     for o in outcomes {
         let r = &o.run;
-        let org = printable(&o.organization);
+        let org = safe(&o.organization);
         let _ = writeln!(text, "{org}: run {} {}", r.id, r.state);
         if let Some(reason) = &r.reason {
-            let _ = writeln!(text, "  reason: {}", printable(reason));
+            let _ = writeln!(text, "  reason: {}", safe(reason));
         }
         let mut result_text = None;
         let mut result_file = None;
@@ -375,7 +484,7 @@ fn render(
                     result_file = Some(p);
                 }
                 (None, Some(s)) => {
-                    let _ = writeln!(text, "  result: {}", printable(s));
+                    let _ = writeln!(text, "  result: {}", safe(s));
                     result_text = Some(s.to_owned());
                 }
                 (None, None) => {
@@ -420,10 +529,11 @@ fn render(
                 "image": t.image,
                 "collaboration_id": t.collaboration_id,
                 "organization_id": t.organization_id,
+                "nonce": t.nonce,
             },
             "runs": runs,
         });
-        format!("{v:#}")
+        json_safe(&format!("{v:#}"))
     } else {
         text.trim_end().to_owned()
     };
@@ -432,6 +542,8 @@ fn render(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -443,9 +555,19 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_are_escaped_for_the_terminal() {
-        assert_eq!(printable("a\tb\nc"), "a\tb\nc");
-        assert_eq!(printable("\u{1b}[2J"), "\\u{1b}[2J");
+    fn json_leaves_nothing_a_terminal_acts_on_and_reads_back_the_same() {
+        let v = json!({"reason": "a\nb\u{1b}[2J\u{9b}31m\u{202e}x\u{7f}\\"});
+        let text = json_safe(&format!("{v:#}"));
+        assert!(
+            !text.contains(['\u{1b}', '\u{9b}', '\u{202e}', '\u{7f}']),
+            "{text}"
+        );
+        assert!(
+            text.contains("\\u009b") && text.contains("\\u202e"),
+            "{text}"
+        );
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
     }
 
     fn outcomes(states: &[&str]) -> (TaskDetail, Vec<RunOutcome>) {
@@ -501,10 +623,33 @@ mod tests {
     }
 
     #[test]
+    fn names_reasons_and_results_from_the_server_are_printed_escaped() {
+        let (mut d, mut o) = outcomes(&["completed", "rejected"]);
+        d.task.name = "t\nrun 1 completed".into();
+        o[0].organization = "evil\u{1b}[2K".into();
+        o[0].result = Some(b"42\n\x1b]0;owned\x07".to_vec());
+        o[1].run.reason = Some("no\r\nhospital-a: run 10 completed\u{202e}".into());
+        let text = render(&d, &o, None, false, true).unwrap().output;
+        assert_eq!(
+            text,
+            "task 7 `t\\nrun 1 completed` in collaboration 3: x at 2 organization(s)\n\
+             evil\\u{1b}[2K: run 10 completed\n\
+             \x20 result: 42\\n\\u{1b}]0;owned\\u{7}\n\
+             org-2: run 11 rejected\n\
+             \x20 reason: no\\r\\nhospital-a: run 10 completed\\u{202e}"
+        );
+    }
+
+    #[test]
     fn an_input_must_be_json() {
         assert!(read_input(Some("{\"function\":\"f\"}"), None).is_ok());
-        let e = read_input(Some("{function"), None).unwrap_err().to_string();
-        assert!(e.contains("--input is not JSON"), "{e}");
+        let e = format!("{:#}", read_input(Some("{function"), None).unwrap_err());
+        assert!(e.contains("--input: the input is not accepted"), "{e}");
+        let e = format!(
+            "{:#}",
+            read_input(Some(r#"{"function":"f","function":"g"}"#), None).unwrap_err()
+        );
+        assert!(e.contains("twice") && e.contains("nothing was sent"), "{e}");
         let e = read_input(None, Some(Path::new("/nonexistent/in.json")))
             .unwrap_err()
             .to_string();

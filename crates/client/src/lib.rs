@@ -1,28 +1,41 @@
 //! The researcher's side of Warden: log in, find the collaboration and the target organizations,
 //! check each organization's key from the server against the fingerprint the researcher pins,
-//! seal the input for each target, create the task, wait for its runs, and open the results with
-//! the researcher's organization's secret key.
+//! resolve the image's digest, seal the input for each target with the researcher's own
+//! certified key, bound to what it is for (task nonce, image and digest, function, target,
+//! requester), create the task, wait for its runs, and open and check the results.
 //!
-//! The server is trusted to deliver ciphertext, not keys: an organization whose key from the
-//! server differs from its pin, or that has no pin, is refused before anything is sent.
+//! The server is trusted to deliver ciphertext, not keys, and not its own word about what ran:
+//! an organization whose key from the server differs from its pin, or that has no pin, is
+//! refused before anything is sent; a created task must echo the nonce and the image; a result
+//! must open with the researcher's key, be sealed by the pinned key of the organization whose
+//! run it is, and be bound to the task's nonce, that run, that organization and the digest the
+//! researcher resolved; and every run must report that digest.
 
 #![forbid(unsafe_code)]
 
+pub mod check;
+pub mod keyfile;
 pub mod profile;
+pub mod record;
+mod researcher;
+mod submit;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde::de::DeserializeOwned;
 use warden_api::{
-    Collaboration, CreateTask, ErrorBody, LoginRequest, Organization, Page, RefreshRequest, Run,
-    RunState, TaskDetail, TaskInput, TokenResponse, WhoAmI,
+    Collaboration, ErrorBody, LoginRequest, Organization, Page, RefreshRequest, Run, RunState,
+    TaskDetail, TokenResponse, WhoAmI,
 };
-use warden_seal::{Fingerprint, PublicKey, SecretKey};
+use warden_seal::{Fingerprint, PublicKey};
 
-pub use profile::{CollaborationRef, Profile};
+pub use check::{check_created, check_pin, check_run_digest, check_task, open_result};
+pub use keyfile::KeyFileError;
+pub use profile::{CollaborationRef, Profile, RegistrySection};
+pub use record::{RecordError, RecordStore, TaskRecord};
+pub use researcher::Researcher;
+pub use submit::{Submission, parse_input, resolve_digest};
 
 /// First pause between two polls of a task's runs; it doubles up to [`MAX_POLL`].
 pub const FIRST_POLL: Duration = Duration::from_millis(100);
@@ -31,7 +44,9 @@ pub const MAX_POLL: Duration = Duration::from_millis(500);
 /// Time allowed for one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What went wrong; every variant says what to do.
+/// What went wrong; every variant says what to do. Strings that came from the server appear as
+/// the server sent them: escape them before they reach a terminal
+/// (`warden_api::display::safe`).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the server at {url} while {what}: {source}; check [server] url")]
@@ -82,28 +97,102 @@ pub enum ClientError {
         pinned: String,
         got: String,
     },
-    #[error(
-        "the server gives this account's organization `{name}` (id {id}) the key {got}, but \
-         [organization] secret_key is the key {ours}; results would not open: use the \
-         organization's key file, or have its key corrected"
-    )]
-    OwnKey {
-        id: i64,
-        name: String,
-        got: String,
-        ours: String,
-    },
     #[error("the server gives organization {id} a malformed public key: {message}")]
     Malformed { id: i64, message: String },
+    #[error("{what}: {source}")]
+    KeyFile { what: String, source: KeyFileError },
+    #[error(
+        "the certificate {certificate} is for the key {certified}, but [researcher] key {key} is \
+         the key {ours}; use the certificate your organization issued for this key, or have \
+         this key certified"
+    )]
+    CertificateKey {
+        certificate: String,
+        key: String,
+        certified: String,
+        ours: String,
+    },
+    #[error(
+        "the certificate is for {field} `{certified}`, but this account's {field} is \
+         `{account}`; nodes would refuse every input: use the profile and certificate of this \
+         account"
+    )]
+    CertificateAccount {
+        field: &'static str,
+        certified: String,
+        account: String,
+    },
+    #[error(
+        "the certificate of `{user}` of `{organization}` is not valid now: {why}; ask your \
+         organization for a new one (`warden keys certify`)"
+    )]
+    CertificateTime {
+        organization: String,
+        user: String,
+        why: String,
+    },
+    #[error(
+        "the input is not accepted: {0}; an input is strict JSON {{\"function\": \"...\", \
+         \"args\": ...}} and nothing was sent"
+    )]
+    Input(String),
+    #[error(
+        "cannot resolve `{image}` to a digest at its registry: {message}; check the image, \
+         [registry] in the profile, or name the image by digest (REPO@sha256:...)"
+    )]
+    Resolve { image: String, message: String },
     #[error("cannot seal the input for `{name}`: {message}")]
     Seal { name: String, message: String },
     #[error(
-        "the result of run {run} does not open with [organization] secret_key ({message}); it \
-         was not sealed for this organization's key, or was altered"
+        "task {task}: the server shows {what} `{got}`, but this client sent `{sent}`; the server \
+         did not keep the task as it was created, so its results are not trusted"
     )]
-    Open { run: i64, message: String },
+    Echo {
+        task: i64,
+        what: &'static str,
+        sent: String,
+        got: String,
+    },
+    #[error(
+        "task {task} shows no nonce, so its results cannot be tied to what was sent: it was not \
+         created by this client (or the server dropped the nonce)"
+    )]
+    NoNonce { task: i64 },
+    #[error(
+        "the result of run {run} at `{organization}` does not open ({message}): it was not \
+         sealed to this researcher's key by the pinned key of `{organization}`, or it was \
+         altered; it is not shown"
+    )]
+    Open {
+        run: i64,
+        organization: String,
+        message: String,
+    },
+    #[error(
+        "the result of run {run} at `{organization}` is bound to {what} `{got}`, not `{expected}`; \
+         it is not the result of this run (replayed or substituted) and is not shown"
+    )]
+    ResultMismatch {
+        run: i64,
+        organization: String,
+        what: &'static str,
+        expected: String,
+        got: String,
+    },
+    #[error(
+        "run {run} at `{organization}` reports the image digest {got}, but this task's image \
+         resolved to {expected}; another image ran, so its result is not shown"
+    )]
+    RunDigest {
+        run: i64,
+        organization: String,
+        expected: String,
+        got: String,
+    },
     #[error("the server answered something unexpected while {what}: {message}")]
     Unexpected { what: String, message: String },
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error(
         "task {task}: {pending} run(s) not final after {secs} s; wait again with `warden task wait`"
     )]
@@ -116,6 +205,22 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether this says the server's task or a result did not verify (as opposed to bad input,
+    /// a key problem or an unreachable server): the task exists, but what it shows is not what
+    /// was asked for, and nothing of it may be used.
+    pub fn is_verification_failure(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Echo { .. }
+                | ClientError::NoNonce { .. }
+                | ClientError::Open { .. }
+                | ClientError::ResultMismatch { .. }
+                | ClientError::RunDigest { .. }
+        )
+    }
+}
+
 /// A target organization whose key from the server matched its pin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -124,40 +229,8 @@ pub struct Target {
     pub key: PublicKey,
 }
 
-/// Checks an organization as the server describes it against the pins.
-pub fn check_pin(
-    org: &Organization,
-    pins: &BTreeMap<String, Fingerprint>,
-    profile: &str,
-) -> Result<Target, ClientError> {
-    let key = PublicKey::from_base64(&org.public_key).map_err(|e| ClientError::Malformed {
-        id: org.id,
-        message: e.to_string(),
-    })?;
-    let Some(pinned) = pins.get(&org.name) else {
-        return Err(ClientError::NotPinned {
-            name: org.name.clone(),
-            profile: profile.to_owned(),
-        });
-    };
-    let got = key.fingerprint();
-    if got != *pinned {
-        return Err(ClientError::Changed {
-            id: org.id,
-            name: org.name.clone(),
-            pinned: pinned.to_string(),
-            got: got.to_string(),
-        });
-    }
-    Ok(Target {
-        id: org.id,
-        name: org.name.clone(),
-        key,
-    })
-}
-
-/// The normalised form of an image reference (as nodes' policies see it), checked before
-/// anything is sent.
+/// The normalised form of an image reference (as nodes' policies see it, and as the server
+/// stores it), checked before anything is sent.
 pub fn image_reference(image: &str) -> Result<String, ClientError> {
     warden_reference::Reference::parse(image)
         .map(|r| r.to_string())
@@ -167,52 +240,24 @@ pub fn image_reference(image: &str) -> Result<String, ClientError> {
         })
 }
 
-/// A run listed under `task` must belong to it, and to its collaboration (the result context
-/// is built from them).
-fn check_run(task: &TaskDetail, run: &Run) -> Result<(), ClientError> {
-    if run.task_id != task.task.id || run.collaboration_id != task.task.collaboration_id {
-        return Err(ClientError::Unexpected {
-            what: format!("reading task {}", task.task.id),
-            message: format!(
-                "run {} belongs to task {} in collaboration {}, not to task {} in collaboration {}",
-                run.id, run.task_id, run.collaboration_id, task.task.id, task.task.collaboration_id
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// The task the server created must have exactly one run per target, in the collaboration.
-fn check_created(
-    task: &TaskDetail,
-    collab: &Collaboration,
-    targets: &[Target],
-) -> Result<(), ClientError> {
-    let mut got: Vec<i64> = task.runs.iter().map(|r| r.organization_id).collect();
-    let mut want: Vec<i64> = targets.iter().map(|t| t.id).collect();
-    got.sort_unstable();
-    want.sort_unstable();
-    if task.task.collaboration_id != collab.id || got != want {
-        return Err(ClientError::Unexpected {
-            what: "creating the task".to_owned(),
-            message: format!(
-                "task {} has runs at organizations {got:?} in collaboration {}, asked for \
-                 {want:?} in collaboration {}",
-                task.task.id, task.task.collaboration_id, collab.id
-            ),
-        });
-    }
-    task.runs.iter().try_for_each(|r| check_run(task, r))
-}
-
-/// One run of a task as the researcher sees it, its result opened when there is one.
+/// One run of a task as the researcher sees it, its result opened and checked when there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutcome {
     pub run: Run,
-    /// The organization's name (its id when the server does not show it).
+    /// The organization's name (`organization-<id>` when the server does not show it).
     pub organization: String,
     /// The opened result of a completed run.
     pub result: Option<Vec<u8>>,
+}
+
+/// What [`Client::outcomes`] checks the runs of a task against.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    /// What was sent: every run's digest is checked against it.
+    pub record: &'a TaskRecord,
+    /// To open results: the researcher's key, and the pins of the organizations' keys (with
+    /// where they come from, for errors). Without it no result is downloaded.
+    pub open: Option<(&'a Researcher, &'a BTreeMap<String, Fingerprint>, &'a str)>,
 }
 
 /// Renew the access token when it has less than this left.
@@ -248,6 +293,11 @@ impl Client {
     /// The organization of the logged-in account, if it has one.
     pub fn organization_id(&self) -> Option<i64> {
         self.organization_id
+    }
+
+    /// The account's user name, as the server spells it.
+    pub fn username(&self) -> &str {
+        &self.username
     }
 
     /// Logs in at `base` (`http(s)://host[:port]`) with a user name and password.
@@ -296,12 +346,16 @@ impl Client {
         let me: WhoAmI = c
             .get("/api/auth/whoami", "asking who this account is")
             .await?;
-        c.organization_id = match me {
-            WhoAmI::User {
-                organization_id, ..
-            } => organization_id,
-            _ => None,
-        };
+        if let WhoAmI::User {
+            organization_id,
+            username,
+            ..
+        } = me
+        {
+            // The server's spelling of the account: what it records as the task's creator.
+            c.organization_id = organization_id;
+            c.username = username;
+        }
         Ok(c)
     }
 
@@ -526,68 +580,20 @@ impl Client {
         Ok(out)
     }
 
-    /// Checks that the server gives this account's organization the key of `secret`, so that
-    /// the nodes seal results to a key this researcher can open.
-    pub async fn check_own_key(&self, secret: &SecretKey) -> Result<Organization, ClientError> {
+    /// Checks the researcher against this account: the certificate must be for this account's
+    /// organization (by the server's name for it) and user name, and valid now. Returns the
+    /// account's organization.
+    pub async fn check_researcher(
+        &self,
+        researcher: &Researcher,
+    ) -> Result<Organization, ClientError> {
         let id = self
             .organization_id
             .ok_or_else(|| ClientError::NoOrganization(self.username.clone()))?;
         let org = self.organization(id).await?;
-        let ours = secret.public_key();
-        if org.public_key != ours.to_base64() {
-            let got = PublicKey::from_base64(&org.public_key)
-                .map(|k| k.fingerprint().to_string())
-                .unwrap_or_else(|_| "(malformed)".to_owned());
-            return Err(ClientError::OwnKey {
-                id,
-                name: org.name.clone(),
-                got,
-                ours: ours.fingerprint().to_string(),
-            });
-        }
+        researcher.check_account(&org.name, &self.username)?;
+        researcher.check_valid_at(submit::now_unix())?;
         Ok(org)
-    }
-
-    /// Creates a task running `image` at each target, `input` sealed for each under
-    /// [`warden_seal::input_context`].
-    pub async fn create_task(
-        &self,
-        collab: &Collaboration,
-        targets: &[Target],
-        name: &str,
-        image: &str,
-        input: &[u8],
-    ) -> Result<TaskDetail, ClientError> {
-        let mut inputs = Vec::with_capacity(targets.len());
-        for t in targets {
-            let sealed =
-                warden_seal::seal(&t.key, &warden_seal::input_context(collab.id, t.id), input)
-                    .map_err(|e| ClientError::Seal {
-                        name: t.name.clone(),
-                        message: e.to_string(),
-                    })?;
-            inputs.push(TaskInput {
-                organization_id: t.id,
-                input: STANDARD.encode(sealed),
-            });
-        }
-        let body = CreateTask {
-            collaboration_id: collab.id,
-            name: name.to_owned(),
-            image: image.to_owned(),
-            inputs,
-            parent_task_id: None,
-        };
-        let what = "creating the task";
-        let req = self
-            .http
-            .post(self.url("/api/tasks"))
-            .bearer_auth(self.bearer().await?)
-            .json(&body);
-        let resp = self.send(req, what).await?;
-        let task: TaskDetail = self.json(resp, what).await?;
-        check_created(&task, collab, targets)?;
-        Ok(task)
     }
 
     /// A task and its runs.
@@ -621,9 +627,15 @@ impl Client {
         }
     }
 
-    /// Downloads the sealed result of `run` and opens it under
-    /// [`warden_seal::result_context`].
-    pub async fn result(&self, run: &Run, secret: &SecretKey) -> Result<Vec<u8>, ClientError> {
+    /// Downloads the sealed result of `run`, whose organization is `producer` (its key checked
+    /// against the pin), and opens and checks it (see [`check::open_result`]).
+    pub async fn result(
+        &self,
+        run: &Run,
+        producer: &Target,
+        researcher: &Researcher,
+        record: &TaskRecord,
+    ) -> Result<Vec<u8>, ClientError> {
         let what = format!("downloading the result of run {}", run.id);
         let req = self
             .http
@@ -635,48 +647,59 @@ impl Client {
             what,
             source,
         })?;
-        warden_seal::open(
-            secret,
-            &warden_seal::result_context(run.collaboration_id, run.id),
-            &sealed,
-        )
-        .map_err(|e| ClientError::Open {
-            run: run.id,
-            message: e.to_string(),
-        })
+        open_result(&sealed, researcher, producer, run, record)
     }
 
-    /// Each run of `task` with its organization's name and, when `secret` is given and the run
-    /// completed with a result, the opened result.
+    /// Each run of `task` with its organization's name. With `expect`, every run's digest is
+    /// checked against the record, and with `expect.open` every completed run's result is
+    /// downloaded, opened and checked; the first failure is the answer (nothing is returned).
     pub async fn outcomes(
         &self,
         task: &TaskDetail,
-        secret: Option<&SecretKey>,
+        expect: Option<Expect<'_>>,
     ) -> Result<Vec<RunOutcome>, ClientError> {
-        let mut names: BTreeMap<i64, String> = BTreeMap::new();
+        let mut orgs: BTreeMap<i64, Option<Organization>> = BTreeMap::new();
         let mut out = Vec::with_capacity(task.runs.len());
         for run in &task.runs {
-            check_run(task, run)?;
-            let organization = match names.get(&run.organization_id) {
-                Some(n) => n.clone(),
+            check::check_run(task, run)?;
+            let org = match orgs.get(&run.organization_id) {
+                Some(o) => o.clone(),
                 None => {
-                    let n = match self.organization(run.organization_id).await {
-                        Ok(o) => o.name,
+                    let o = match self.organization(run.organization_id).await {
+                        Ok(o) => Some(o),
                         Err(ClientError::Api {
                             status: 403 | 404, ..
-                        }) => format!("organization-{}", run.organization_id),
+                        }) => None,
                         Err(e) => return Err(e),
                     };
-                    names.insert(run.organization_id, n.clone());
-                    n
+                    orgs.insert(run.organization_id, o.clone());
+                    o
                 }
             };
-            let result = match secret {
-                Some(s) if run.state == RunState::Completed && run.has_result => {
-                    Some(self.result(run, s).await?)
+            let organization = org
+                .as_ref()
+                .map(|o| o.name.clone())
+                .unwrap_or_else(|| format!("organization-{}", run.organization_id));
+            let mut result = None;
+            if let Some(e) = expect {
+                check_run_digest(run, &organization, e.record)?;
+                if let Some((researcher, pins, pins_from)) = e.open {
+                    if run.state == RunState::Completed && run.has_result {
+                        let Some(org) = &org else {
+                            return Err(ClientError::Unexpected {
+                                what: format!("opening the result of run {}", run.id),
+                                message: format!(
+                                    "the server does not show organization {}, so its pinned \
+                                     key cannot be found",
+                                    run.organization_id
+                                ),
+                            });
+                        };
+                        let producer = check_pin(org, pins, pins_from)?;
+                        result = Some(self.result(run, &producer, researcher, e.record).await?);
+                    }
                 }
-                _ => None,
-            };
+            }
             out.push(RunOutcome {
                 run: run.clone(),
                 organization,
@@ -684,98 +707,5 @@ impl Client {
             });
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn org(id: i64, name: &str, key: &str) -> Organization {
-        serde_json::from_value(serde_json::json!({
-            "id": id, "name": name, "public_key": key, "created_at": "2026-01-01T00:00:00Z"
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_key_is_used_only_when_it_matches_its_pin() {
-        let a = SecretKey::generate().public_key();
-        let other = SecretKey::generate().public_key();
-        let pins: BTreeMap<String, Fingerprint> =
-            [("hospital-a".to_owned(), a.fingerprint())].into();
-        let t = check_pin(&org(1, "hospital-a", &a.to_base64()), &pins, "p.toml").unwrap();
-        assert_eq!((t.id, t.name.as_str(), t.key), (1, "hospital-a", a));
-
-        let e = check_pin(&org(1, "hospital-a", &other.to_base64()), &pins, "p.toml");
-        let e = e.unwrap_err().to_string();
-        assert!(
-            e.contains(&other.fingerprint().to_string())
-                && e.contains(&a.fingerprint().to_string())
-                && e.contains("nothing was sent"),
-            "{e}"
-        );
-        // The pin is by name: the pinned key under another name is not trusted.
-        let e = check_pin(&org(2, "hospital-b", &a.to_base64()), &pins, "p.toml");
-        let e = e.unwrap_err().to_string();
-        assert!(e.contains("no pinned key") && e.contains("p.toml"), "{e}");
-        let e = check_pin(&org(1, "hospital-a", "AAAA"), &pins, "p.toml");
-        assert!(
-            matches!(e, Err(ClientError::Malformed { id: 1, .. })),
-            "{e:?}"
-        );
-    }
-
-    fn detail(task: i64, collab: i64, runs: &[(i64, i64, i64, i64)]) -> TaskDetail {
-        let runs: Vec<serde_json::Value> = runs
-            .iter()
-            .map(|(id, task_id, collab, org)| {
-                serde_json::json!({
-                    "id": id, "task_id": task_id, "collaboration_id": collab,
-                    "organization_id": org, "state": "pending", "has_result": false,
-                    "created_at": "2026-01-01T00:00:00Z", "admitted_at": null,
-                    "started_at": null, "finished_at": null, "acked_at": null
-                })
-            })
-            .collect();
-        serde_json::from_value(serde_json::json!({
-            "task": {"id": task, "collaboration_id": collab, "name": "", "image": "x",
-                     "organization_id": 1, "created_at": "2026-01-01T00:00:00Z"},
-            "runs": runs
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn runs_that_do_not_belong_to_the_task_are_refused() {
-        let collab: Collaboration = serde_json::from_value(serde_json::json!({
-            "id": 3, "name": "study", "encrypted": true, "organizations": [1, 2],
-            "created_at": "2026-01-01T00:00:00Z"
-        }))
-        .unwrap();
-        let key = SecretKey::generate().public_key();
-        let target = |id: i64| Target {
-            id,
-            name: format!("o{id}"),
-            key,
-        };
-        let both = [target(1), target(2)];
-        let ok = detail(7, 3, &[(10, 7, 3, 2), (11, 7, 3, 1)]);
-        assert!(check_created(&ok, &collab, &both).is_ok());
-        for bad in [
-            // a target is missing
-            detail(7, 3, &[(10, 7, 3, 1)]),
-            // another organization
-            detail(7, 3, &[(10, 7, 3, 1), (11, 7, 3, 9)]),
-            // another collaboration
-            detail(7, 4, &[(10, 7, 4, 1), (11, 7, 4, 2)]),
-            // a run of another task
-            detail(7, 3, &[(10, 7, 3, 1), (11, 8, 3, 2)]),
-            // a run of another collaboration
-            detail(7, 3, &[(10, 7, 3, 1), (11, 7, 5, 2)]),
-        ] {
-            let e = check_created(&bad, &collab, &both);
-            assert!(matches!(e, Err(ClientError::Unexpected { .. })), "{bad:?}");
-        }
     }
 }

@@ -1,5 +1,6 @@
-//! A researcher's profile: which server, who logs in, the organization's secret key, the
-//! collaboration, and the pinned key fingerprints of the organizations a task may go to.
+//! A researcher's profile: which server, who logs in, the researcher's own key and the
+//! certificate their organization issued for it, the collaboration, the pinned key fingerprints
+//! of the organizations a task may go to, and how to reach the registry to resolve a tag.
 //!
 //! ```toml
 //! [server]
@@ -7,8 +8,9 @@
 //! username = "rita"
 //! password_file = "rita.pw"            # else WARDEN_PASSWORD
 //!
-//! [organization]
-//! secret_key = "hospital-a.key"        # this researcher's organization's X25519 key
+//! [researcher]
+//! key = "rita.key"                     # personal X25519 key (WARDEN X25519 PRIVATE KEY)
+//! certificate = "rita.cert"            # issued by the organization (warden keys certify)
 //!
 //! [collaboration]
 //! name = "cardio"                      # or: id = 3
@@ -16,14 +18,20 @@
 //! [organizations]                      # pinned public-key fingerprints, by organization name
 //! hospital-a = "sha256:..."
 //! hospital-b = "sha256:..."
+//!
+//! [registry]                           # optional: how a tag is resolved to a digest
+//! insecure = ["127.0.0.1:5000"]        # plain HTTP allowed (loopback always is)
+//! docker_config = "~/.docker/config.json"
 //! ```
 //!
-//! Relative paths are relative to the profile's folder. Unknown keys are refused, and every error
-//! names the file, line and column.
+//! Relative paths are relative to the profile's folder (`~/` is the home folder). Unknown keys
+//! are refused, and every error names the file, line and column. A profile of the first form,
+//! with `[organization] secret_key`, is refused with the steps to move to a researcher key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
 use warden_config::ConfigError;
 use warden_seal::Fingerprint;
@@ -33,16 +41,25 @@ pub const MAX_PROFILE_BYTES: u64 = 1 << 20;
 /// Environment variable that overrides `~/.config` as the folder of `warden/<name>.toml`.
 pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
 
+/// What an old profile is told: researchers no longer hold their organization's secret key.
+pub const MOVE_FROM_ORGANIZATION_KEY: &str = "[organization] secret_key is no longer used: \
+     researchers do not hold their organization's secret key any more. Move to a key of your \
+     own: run `warden keys generate --kind x25519 --out rita.key`, send rita.key.pub to your \
+     organization to certify (`warden keys certify ... --key rita.key.pub --out rita.cert`), \
+     then replace the [organization] section with [researcher] key = \"rita.key\" and \
+     certificate = \"rita.cert\"";
+
 /// A parsed profile, paths resolved against the profile's folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     /// Where the profile was read from.
     pub path: PathBuf,
     pub server: ServerSection,
-    pub organization: OrganizationSection,
+    pub researcher: ResearcherSection,
     pub collaboration: CollaborationRef,
     /// Organization name -> pinned fingerprint of its X25519 public key.
     pub pins: BTreeMap<String, Fingerprint>,
+    pub registry: RegistrySection,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -57,11 +74,29 @@ pub struct ServerSection {
     pub password_file: Option<PathBuf>,
 }
 
+/// The researcher's own key pair and the certificate their organization issued for it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OrganizationSection {
-    /// PEM file of this researcher's organization's X25519 secret key, to open results.
-    pub secret_key: PathBuf,
+pub struct ResearcherSection {
+    /// PEM file of the researcher's X25519 secret key (`WARDEN X25519 PRIVATE KEY`): inputs are
+    /// sealed with it and results come back sealed to it.
+    pub key: PathBuf,
+    /// The certificate (JSON) the organization's certification key issued for that key.
+    pub certificate: PathBuf,
+}
+
+/// How the client reaches registries to resolve a tag to a digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// Registries (`host` or `host:port`) that may be reached over plain HTTP; loopback always
+    /// may.
+    #[serde(default)]
+    pub insecure: Vec<String>,
+    /// A Docker config file with registry credentials; without it `$DOCKER_CONFIG/config.json`
+    /// or `~/.docker/config.json` when it exists, else anonymous access.
+    #[serde(default)]
+    pub docker_config: Option<PathBuf>,
 }
 
 /// The collaboration a profile works in: by name or by id.
@@ -84,10 +119,16 @@ impl std::fmt::Display for CollaborationRef {
 #[serde(deny_unknown_fields)]
 struct File {
     server: ServerSection,
-    organization: OrganizationSection,
+    /// Only to refuse the first form of profiles with a message that says how to move.
+    #[serde(default)]
+    organization: Option<IgnoredAny>,
+    #[serde(default)]
+    researcher: Option<ResearcherSection>,
     collaboration: CollaborationSection,
     #[serde(default)]
     organizations: BTreeMap<String, Pin>,
+    #[serde(default)]
+    registry: RegistrySection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +207,16 @@ pub fn path_of(name: &str) -> Result<PathBuf, ConfigError> {
     Ok(base.join("warden").join(format!("{name}.toml")))
 }
 
+/// `p` resolved against `base` when relative; `~/...` is under `$HOME`.
+fn resolve_path(p: PathBuf, base: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    if p.is_relative() { base.join(p) } else { p }
+}
+
 impl Profile {
     /// Reads and parses the profile at `path`.
     pub fn load(path: &Path) -> Result<Profile, ConfigError> {
@@ -176,35 +227,55 @@ impl Profile {
     /// Parses `text` (named `path` in errors); relative paths are resolved against `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Profile, ConfigError> {
         let file: File = warden_config::from_toml(text).map_err(|e| e.in_file(path))?;
-        let at_section = |section: &str, message: &str| {
+        let at_section = |key: &str, section: &str, message: &str| {
             let span = text.find(section).map(|o| o..o + section.len());
-            warden_config::locate(text, "collaboration".to_owned(), message.to_owned(), span)
-                .in_file(path)
+            warden_config::locate(text, key.to_owned(), message.to_owned(), span).in_file(path)
+        };
+        if file.organization.is_some() {
+            return Err(at_section(
+                "organization",
+                "[organization]",
+                MOVE_FROM_ORGANIZATION_KEY,
+            ));
+        }
+        let Some(researcher) = file.researcher else {
+            return Err(at_section(
+                "researcher",
+                "[researcher]",
+                "missing the [researcher] section: key = \"...\" (your X25519 key, from \
+                 `warden keys generate --kind x25519`) and certificate = \"...\" (issued for it \
+                 by your organization with `warden keys certify`)",
+            ));
         };
         let collaboration = match (file.collaboration.name, file.collaboration.id) {
             (Some(name), None) if !name.is_empty() => CollaborationRef::Name(name),
             (None, Some(id)) if id > 0 => CollaborationRef::Id(id),
             (Some(_), Some(_)) => {
                 return Err(at_section(
+                    "collaboration",
                     "[collaboration]",
                     "give either collaboration.name or collaboration.id, not both",
                 ));
             }
             _ => {
                 return Err(at_section(
+                    "collaboration",
                     "[collaboration]",
                     "name the collaboration: collaboration.name = \"...\" (or a positive id)",
                 ));
             }
         };
-        let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        let resolve = |p: PathBuf| resolve_path(p, base);
         let mut server = file.server;
         server.password_file = server.password_file.map(resolve);
+        let mut registry = file.registry;
+        registry.docker_config = registry.docker_config.map(resolve);
         Ok(Profile {
             path: path.to_path_buf(),
             server,
-            organization: OrganizationSection {
-                secret_key: resolve(file.organization.secret_key),
+            researcher: ResearcherSection {
+                key: resolve(researcher.key),
+                certificate: resolve(researcher.certificate),
             },
             collaboration,
             pins: file
@@ -212,6 +283,7 @@ impl Profile {
                 .into_iter()
                 .map(|(k, v)| (k, v.0))
                 .collect(),
+            registry,
         })
     }
 }
@@ -225,7 +297,8 @@ mod tests {
     fn good() -> String {
         format!(
             "[server]\nurl = \"http://127.0.0.1:7600/\"\nusername = \"rita\"\npassword_file = \"rita.pw\"\n\n\
-             [organization]\nsecret_key = \"org.key\"\n\n[collaboration]\nname = \"cardio\"\n\n\
+             [researcher]\nkey = \"rita.key\"\ncertificate = \"rita.cert\"\n\n\
+             [collaboration]\nname = \"cardio\"\n\n\
              [organizations]\nhospital-a = \"{FP}\"\n"
         )
     }
@@ -259,21 +332,84 @@ mod tests {
         assert_eq!(p.server.url, "http://127.0.0.1:7600");
         assert_eq!(p.server.username, "rita");
         assert_eq!(p.server.password_file, Some(PathBuf::from("/p/rita.pw")));
-        assert_eq!(p.organization.secret_key, PathBuf::from("/p/org.key"));
+        assert_eq!(p.researcher.key, PathBuf::from("/p/rita.key"));
+        assert_eq!(p.researcher.certificate, PathBuf::from("/p/rita.cert"));
         assert_eq!(p.collaboration, CollaborationRef::Name("cardio".into()));
         assert_eq!(p.pins["hospital-a"].to_string(), FP);
+        assert_eq!(p.registry, RegistrySection::default());
         let by_id = good().replace("name = \"cardio\"", "id = 3");
         assert_eq!(
             parse(&by_id).unwrap().collaboration,
             CollaborationRef::Id(3)
         );
-        let abs = good().replace("\"org.key\"", "\"/etc/warden/org.key\"");
+        let abs = good().replace("\"rita.key\"", "\"/etc/warden/rita.key\"");
         assert_eq!(
-            parse(&abs).unwrap().organization.secret_key,
-            PathBuf::from("/etc/warden/org.key")
+            parse(&abs).unwrap().researcher.key,
+            PathBuf::from("/etc/warden/rita.key")
         );
         let no_pw = good().replace("password_file = \"rita.pw\"\n", "");
         assert_eq!(parse(&no_pw).unwrap().server.password_file, None);
+    }
+
+    #[test]
+    fn the_registry_section_is_optional_and_resolves_its_path() {
+        let text = format!(
+            "{}\n[registry]\ninsecure = [\"127.0.0.1:5000\", \"registry.local\"]\n\
+             docker_config = \"docker/config.json\"\n",
+            good()
+        );
+        let p = parse(&text).unwrap();
+        assert_eq!(p.registry.insecure, ["127.0.0.1:5000", "registry.local"]);
+        assert_eq!(
+            p.registry.docker_config,
+            Some(PathBuf::from("/p/docker/config.json"))
+        );
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            let tilde = text.replace("\"docker/config.json\"", "\"~/.docker/config.json\"");
+            assert_eq!(
+                parse(&tilde).unwrap().registry.docker_config,
+                Some(PathBuf::from(home).join(".docker/config.json"))
+            );
+        }
+        check(
+            &format!("{}\n[registry]\nmirror = \"x\"\n", good()),
+            17,
+            1,
+            "registry.mirror",
+            "unknown field `mirror`",
+        );
+        check(
+            &format!("{}\n[registry]\ninsecure = \"127.0.0.1:5000\"\n", good()),
+            17,
+            12,
+            "registry.insecure",
+            "invalid type",
+        );
+    }
+
+    #[test]
+    fn an_old_profile_with_the_organization_key_is_refused_with_how_to_move() {
+        let old = good().replace(
+            "[researcher]\nkey = \"rita.key\"\ncertificate = \"rita.cert\"\n",
+            "[organization]\nsecret_key = \"org.key\"\n",
+        );
+        check(
+            &old,
+            6,
+            1,
+            "organization",
+            "warden keys generate --kind x25519",
+        );
+        let e = parse(&old).unwrap_err().to_string();
+        assert!(
+            e.contains("warden keys certify")
+                && e.contains("[researcher] key = \"rita.key\"")
+                && e.contains("no longer used"),
+            "{e}"
+        );
+        // Both sections: still refused, the old one must go.
+        let both = format!("{}\n[organization]\nsecret_key = \"org.key\"\n", good());
+        check(&both, 16, 1, "organization", "no longer used");
     }
 
     #[test]
@@ -293,13 +429,30 @@ mod tests {
             "colour",
             "unknown field `colour`",
         );
-        // a missing key
         check(
-            &good().replace("secret_key = \"org.key\"\n", ""),
+            &good().replace("[researcher]\n", "[researcher]\nsecret_key = \"x\"\n"),
+            7,
+            1,
+            "researcher.secret_key",
+            "unknown field `secret_key`",
+        );
+        // a missing key or section
+        check(
+            &good().replace("certificate = \"rita.cert\"\n", ""),
             6,
             1,
-            "organization",
-            "missing field `secret_key`",
+            "researcher",
+            "missing field `certificate`",
+        );
+        check(
+            &good().replace(
+                "[researcher]\nkey = \"rita.key\"\ncertificate = \"rita.cert\"\n",
+                "",
+            ),
+            1,
+            1,
+            "researcher",
+            "warden keys certify",
         );
         check(
             &good().replace("username = \"rita\"\n", ""),
@@ -311,14 +464,14 @@ mod tests {
         // a malformed pin, at its value
         check(
             &good().replace(FP, "sha256:ABC"),
-            13,
+            14,
             14,
             "organizations.hospital-a",
             "64 lower-case hex",
         );
         check(
             &good().replace(FP, &FP.to_uppercase().replace("SHA256", "sha256")),
-            13,
+            14,
             14,
             "organizations.hospital-a",
             "lower-case",
@@ -341,7 +494,7 @@ mod tests {
         // a wrong type
         check(
             &good().replace("name = \"cardio\"", "id = \"three\""),
-            10,
+            11,
             6,
             "collaboration.id",
             "invalid type",
@@ -349,21 +502,21 @@ mod tests {
         // the collaboration: neither, both, empty
         check(
             &good().replace("name = \"cardio\"\n", ""),
-            9,
+            10,
             1,
             "collaboration",
             "name the collaboration",
         );
         check(
             &good().replace("name = \"cardio\"", "name = \"cardio\"\nid = 3"),
-            9,
+            10,
             1,
             "collaboration",
             "not both",
         );
         check(
             &good().replace("name = \"cardio\"", "name = \"\""),
-            9,
+            10,
             1,
             "collaboration",
             "name the collaboration",
@@ -399,6 +552,6 @@ mod tests {
         let good_file = dir.path().join("rita.toml");
         std::fs::write(&good_file, good()).unwrap();
         let p = Profile::load(&good_file).unwrap();
-        assert_eq!(p.organization.secret_key, dir.path().join("org.key"));
+        assert_eq!(p.researcher.key, dir.path().join("rita.key"));
     }
 }

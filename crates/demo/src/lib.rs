@@ -5,16 +5,21 @@
 //! `127.0.0.1:PORT/warden/mean:1.0`, and the very same image as
 //! `127.0.0.1:PORT/experimental/mean:1.0`. A reviewer key (ECDSA P-256) signs `warden/mean` by
 //! digest, cosign-style. The coordination server runs in this process on `127.0.0.1:0` with its
-//! embedded SQLite database; three organizations (hospital-a, -b, -c) with X25519 keys, one
-//! collaboration, a researcher at hospital-a and one node per organization are created through
-//! its API. Each node gets its own directory: a CSV data file with distinct rows, a policy that
-//! allows `warden/mean` signed by the reviewer and denies `.+/experimental/.+`, the pinned key
-//! fingerprints of the three organizations, and an audit log with its own signing key.
+//! embedded SQLite database; three organizations (hospital-a, -b, -c), each with an X25519
+//! encryption key (held by its node only) and an Ed25519 certification key, one collaboration,
+//! a researcher at hospital-a and one node per organization are created through its API. The
+//! researcher has a personal X25519 key, certified by hospital-a's certification key. Each
+//! node gets its own directory: a CSV data file with distinct rows, a policy that allows
+//! `warden/mean` signed by the reviewer and denies `.+/experimental/.+`, the pinned encryption
+//! key fingerprints (`[organizations]`) and certification key IDs (`[certifiers]`) of the three
+//! organizations, and an audit log with its own signing key.
 //!
-//! The researcher then asks hospital-a for `central_mean` (its input sealed for hospital-a);
-//! the algorithm creates `partial_mean` subtasks at the three organizations through the node's
-//! proxy, and the result, sealed for hospital-a, is opened and checked against the mean computed
-//! directly from the three files. Then the experimental image is sent to hospital-b, which
+//! The researcher then asks hospital-a for `central_mean` (its input sealed for hospital-a with
+//! the researcher's certified key, bound to the task's nonce, the image and its digest); the
+//! algorithm creates `partial_mean` subtasks at the three organizations through the node's
+//! proxy, and the result, sealed to the researcher's key by hospital-a, is opened, checked
+//! against the run, the nonce and the digest, and compared with the mean computed directly from
+//! the three files. Then the experimental image is sent to hospital-b, which
 //! rejects it with its policy's reason before pulling anything. Finally the nodes stop (sealing
 //! their audit logs with a checkpoint), each log is verified, and every container and image the
 //! demo made is removed.
@@ -37,7 +42,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 use warden_api::{Page, Run, RunState, Task, TaskDetail};
-use warden_client::Client;
+use warden_client::{Client, RegistrySection, Researcher, Submission, TaskRecord};
 use warden_node::Node;
 use warden_node::config::Config as NodeConfig;
 use warden_reference::{Digest, Repository};
@@ -62,6 +67,8 @@ pub const DENYING_ORGANIZATION: &str = "hospital-b";
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 /// Password of every node's audit signing key file (the file lives in the demo's work dir).
 const AUDIT_PASSWORD_BYTES: usize = 24;
+/// How long the demo researcher's certificate is valid.
+const CERTIFICATE_SECS: i64 = 86_400;
 
 /// What to run the demo with.
 #[derive(Debug, Clone)]
@@ -179,6 +186,13 @@ fn docker(what: &'static str) -> impl FnOnce(String) -> DemoError {
     move |message| DemoError::Docker { what, message }
 }
 
+/// Unix seconds now.
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 fn random_secret() -> String {
     let mut b = [0u8; AUDIT_PASSWORD_BYTES];
     rand_core::OsRng.fill_bytes(&mut b);
@@ -269,7 +283,10 @@ fn short_image(image: &str) -> String {
 struct Org {
     name: &'static str,
     id: i64,
+    /// The encryption key: only the organization's node holds it.
     secret: warden_seal::SecretKey,
+    /// The certification key that signs its researchers' certificates.
+    certifier: SigningKey,
     api_key: String,
     rows: Vec<data::Row>,
 }
@@ -436,6 +453,8 @@ async fn with_server<W: Write>(
     let mut orgs = Vec::new();
     for (index, name) in ORGANIZATIONS.into_iter().enumerate() {
         let secret = warden_seal::SecretKey::generate();
+        let certifier = SigningKey::generate(KeyAlgorithm::Ed25519)
+            .map_err(|e| DemoError::Keys(format!("generating the certification key: {e}")))?;
         let created: warden_api::Organization = admin
             .post(
                 "/api/organizations",
@@ -448,6 +467,7 @@ async fn with_server<W: Write>(
             name,
             id: created.id,
             secret,
+            certifier,
             api_key: String::new(),
             rows: data::rows(index),
         });
@@ -487,9 +507,37 @@ async fn with_server<W: Write>(
         .map_err(as_researcher)?;
     say!(
         out,
-        "organizations {} (X25519 keys), collaboration demo-study, researcher at {}, one node each",
+        "organizations {} (X25519 encryption keys, Ed25519 certification keys), collaboration \
+         demo-study, researcher at {}, one node each",
         ORGANIZATIONS.join(", "),
         ORGANIZATIONS[0]
+    );
+    // The researcher's own key, certified by their organization: no researcher holds an
+    // organization's encryption key.
+    let home = &orgs[0];
+    let personal = warden_seal::SecretKey::generate();
+    let certificate = warden_seal::Certificate::issue(
+        &home.certifier,
+        home.name,
+        "researcher",
+        &personal.public_key(),
+        time_now(),
+        CERTIFICATE_SECS,
+    )
+    .map_err(|e| DemoError::Keys(format!("certifying the researcher's key: {e}")))?;
+    write_file(&work.join("researcher.cert"), certificate.to_json())?;
+    let serial = certificate.statement().serial.clone();
+    let identity = Researcher::new(personal, certificate).map_err(as_researcher)?;
+    researcher
+        .check_researcher(&identity)
+        .await
+        .map_err(as_researcher)?;
+    say!(
+        out,
+        "researcher's personal key {} certified by {} (certificate {serial}, certification key {})",
+        identity.public_key().fingerprint(),
+        home.name,
+        home.certifier.public_key().id()
     );
 
     // 5. Each node's directory and configuration, then the nodes.
@@ -507,6 +555,10 @@ async fn with_server<W: Write>(
         .iter()
         .map(|o| format!("{} = \"{}\"\n", o.name, o.secret.public_key().fingerprint()))
         .collect();
+    let certifiers: String = orgs
+        .iter()
+        .map(|o| format!("{} = \"{}\"\n", o.name, o.certifier.public_key().id()))
+        .collect();
     let mut nodes = Vec::new();
     let started = start_nodes(
         work,
@@ -515,6 +567,7 @@ async fn with_server<W: Write>(
         base,
         &orgs,
         &pins,
+        &certifiers,
         &probe,
         reviewer_pub,
         repository,
@@ -528,6 +581,7 @@ async fn with_server<W: Write>(
                 work,
                 out,
                 &researcher,
+                &identity,
                 &collaboration,
                 &orgs,
                 repository,
@@ -574,6 +628,7 @@ async fn start_nodes<W: Write>(
     base: &str,
     orgs: &[Org],
     pins: &str,
+    certifiers: &str,
     probe: &Path,
     reviewer_pub: &Path,
     repository: &Repository,
@@ -641,6 +696,8 @@ password_file = "audit.pw"
 
 [organizations]
 {pins}
+[certifiers]
+{certifiers}
 [data]
 {DATA_SOURCE} = "records.csv"
 
@@ -690,11 +747,45 @@ memory_bytes = 134217728
     Ok(())
 }
 
+/// What the researcher sends: the input strictly parsed, the image's digest resolved at the
+/// registry (as `warden task create` does), sealed for the targets with the researcher's key.
+#[allow(clippy::too_many_arguments)]
+async fn submit(
+    researcher: &Client,
+    identity: &Researcher,
+    collab: &warden_api::Collaboration,
+    targets: &[warden_client::Target],
+    name: &str,
+    image: &str,
+    input: &Value,
+) -> Result<(TaskDetail, TaskRecord), DemoError> {
+    let image = warden_client::image_reference(image).map_err(as_researcher)?;
+    let digest = warden_client::resolve_digest(&image, &RegistrySection::default())
+        .await
+        .map_err(as_researcher)?;
+    let input = warden_client::parse_input(input.to_string().as_bytes()).map_err(as_researcher)?;
+    researcher
+        .create_task(
+            identity,
+            &Submission {
+                collaboration: collab,
+                targets,
+                name,
+                image: &image,
+                digest: &digest,
+                input: &input,
+            },
+        )
+        .await
+        .map_err(as_researcher)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn runs<W: Write>(
     work: &Path,
     out: &mut W,
     researcher: &Client,
+    identity: &Researcher,
     collab: &warden_api::Collaboration,
     orgs: &[Org],
     repository: &Repository,
@@ -722,25 +813,36 @@ async fn runs<W: Write>(
     let image = format!("{repository}:{TAG}");
     let input =
         json!({"function": "central_mean", "args": {"column": data::COLUMN, "data": DATA_SOURCE}});
-    let task = researcher
-        .create_task(
-            collab,
-            &targets(&[home.name]).await?,
-            "federated mean",
-            &image,
-            input.to_string().as_bytes(),
-        )
-        .await
-        .map_err(as_researcher)?;
+    let home_targets = targets(&[home.name]).await?;
+    let (task, record) = submit(
+        researcher,
+        identity,
+        collab,
+        &home_targets,
+        "federated mean",
+        &image,
+        &input,
+    )
+    .await?;
     say!(
         out,
-        "researcher asked {} for central_mean of {} over all organizations (task {}, input sealed for {})",
+        "researcher asked {} for central_mean of {} over all organizations (task {}, input sealed \
+         for {} with the researcher's certified key, bound to nonce {} and {})",
         home.name,
         data::COLUMN,
         task.task.id,
-        home.name
+        home.name,
+        record.nonce,
+        record.digest
     );
-    let run = final_run(researcher, &task, RunState::Completed, "the federated mean").await?;
+    let run = final_run(
+        researcher,
+        &task,
+        &record,
+        RunState::Completed,
+        "the federated mean",
+    )
+    .await?;
     let subtasks: Page<Task> = researcher
         .get(
             &format!("/api/tasks?parent_task_id={}", task.task.id),
@@ -781,7 +883,7 @@ async fn runs<W: Write>(
         });
     }
     let opened = researcher
-        .result(&run, &home.secret)
+        .result(&run, &home_targets[0], identity, &record)
         .await
         .map_err(as_researcher)?;
     let value: Value = serde_json::from_slice(&opened).map_err(|e| DemoError::Result {
@@ -800,10 +902,14 @@ async fn runs<W: Write>(
     };
     say!(
         out,
-        "result of run {} opened with {}'s key ({} bytes)",
+        "result of run {} opened with the researcher's key ({} bytes): sealed by {}'s pinned key, \
+         bound to the task's nonce, run {}, {} and {}",
+        run.id,
+        opened.len(),
+        home.name,
         run.id,
         home.name,
-        opened.len()
+        record.digest
     );
     say!(
         out,
@@ -832,16 +938,16 @@ async fn runs<W: Write>(
         .unwrap_or(home);
     let input =
         json!({"function": "partial_mean", "args": {"column": data::COLUMN, "data": DATA_SOURCE}});
-    let task = researcher
-        .create_task(
-            collab,
-            &targets(&[denier.name]).await?,
-            "experimental",
-            experimental_ref,
-            input.to_string().as_bytes(),
-        )
-        .await
-        .map_err(as_researcher)?;
+    let (task, record) = submit(
+        researcher,
+        identity,
+        collab,
+        &targets(&[denier.name]).await?,
+        "experimental",
+        experimental_ref,
+        &input,
+    )
+    .await?;
     say!(
         out,
         "researcher sent {experimental_ref} to {} (task {})",
@@ -851,6 +957,7 @@ async fn runs<W: Write>(
     let run = final_run(
         researcher,
         &task,
+        &record,
         RunState::Rejected,
         "the experimental image should have been rejected",
     )
@@ -869,10 +976,13 @@ async fn runs<W: Write>(
     Ok((mean, count, n_orgs, expected, reason))
 }
 
-/// Waits for the one run of a task sent to one organization and requires it to end `expected`.
+/// Waits for the one run of a task sent to one organization and requires it to end `expected`;
+/// the task must still be the one created (nonce and image) and the run must report the
+/// resolved digest.
 async fn final_run(
     researcher: &Client,
     task: &TaskDetail,
+    record: &TaskRecord,
     expected: RunState,
     what: &'static str,
 ) -> Result<Run, DemoError> {
@@ -880,6 +990,7 @@ async fn final_run(
         .wait(task.task.id, RUN_TIMEOUT)
         .await
         .map_err(as_researcher)?;
+    warden_client::check_task(&detail, record).map_err(as_researcher)?;
     if detail.runs.len() != 1 {
         return Err(DemoError::Runs {
             task: task.task.id,
