@@ -1,11 +1,15 @@
 //! Test harness shared by Warden's end-to-end suites: a real OCI registry (Debian's
-//! `docker-registry`, the CNCF distribution server) on a free loopback port, and images built
-//! `FROM scratch` with the real Docker engine and pushed to it.
+//! `docker-registry`, the CNCF distribution server) on a free loopback port, images built
+//! `FROM scratch` with the real Docker engine and pushed to it, and a lying server
+//! ([`lying::LyingProxy`]: a rewriting proxy in front of the real one) for tests that prove
+//! nodes and clients do not trust the server.
 //!
 //! Everything here fails loudly with a message that says what to install: a missing prerequisite
 //! is a failed test, never a skipped one.
 
 #![forbid(unsafe_code)]
+
+pub mod lying;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
