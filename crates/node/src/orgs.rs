@@ -1,5 +1,5 @@
-//! Organizations' encryption keys, pinned by fingerprint in the node's configuration, and the
-//! sealing contexts of inputs and results.
+//! Organizations' encryption keys, pinned by fingerprint in the node's configuration: the keys
+//! the proxy seals subtask inputs to and opens subtask results with.
 //!
 //! The server hands out public keys, but the node only uses a key whose fingerprint its own
 //! configuration pins for that organization's name. A key that differs from the pin is refused
@@ -12,8 +12,6 @@ use warden_seal::PublicKey;
 
 use crate::config::Fingerprint;
 use crate::server::{ServerClient, ServerError};
-
-pub use warden_seal::{input_context, result_context};
 
 /// Why an organization's key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -97,12 +95,6 @@ impl OrgKeys {
         })
     }
 
-    /// Whether `key` is pinned for some organization.
-    pub fn is_pinned(&self, key: &PublicKey) -> bool {
-        let fp = key.fingerprint().to_string();
-        self.pinned.values().any(|p| p.0 == fp)
-    }
-
     /// The organization with a key that matches its pin, from the server (checked once, then
     /// remembered for this process).
     pub async fn get(&self, server: &ServerClient, id: i64) -> Result<Org, KeyError> {
@@ -162,12 +154,5 @@ mod tests {
         let mut bad = org(1, "a", &a);
         bad.public_key = "not base64".into();
         assert!(matches!(keys.check(&bad), Err(KeyError::Malformed { .. })));
-    }
-
-    #[test]
-    fn contexts_differ_by_purpose_and_ids() {
-        assert_ne!(input_context(1, 2), input_context(1, 3));
-        assert_ne!(input_context(1, 2), result_context(1, 2));
-        assert_eq!(result_context(3, 9), b"warden/result/v1|collab=3|run=9");
     }
 }

@@ -3,14 +3,17 @@
 //!
 //! It offers exactly what docs/algorithm-contract.md lists: the collaboration's organizations,
 //! subtasks of this run's task (same image digest, same collaboration, organizations of the
-//! collaboration, input sealed by the node for each organization), and the results of the
-//! subtasks this run created (opened by the node). Every request needs the run's proxy token
+//! collaboration, input sealed by the node for each organization, bound to a fresh nonce per
+//! subtask, to the admitted digest and to this run as `via`), and the results of the subtasks
+//! this run created (opened by the node against the pinned key of the organization that ran
+//! each, and refused unless bound to that subtask's nonce, that run, that organization and the
+//! admitted digest). Every request needs the run's proxy token
 //! (`WARDEN_TOKEN`, random, made by the node, dead when the run ends); requests are rate
 //! limited and bodies and results capped. The node acts at the server with the server-issued
 //! run token, which the algorithm never sees. Every refusal is an error body with a reason; the
 //! node stays up.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,7 +33,8 @@ use tokio::sync::{Mutex, oneshot};
 use warden_api::proxy as wire;
 use warden_api::{self as api, ErrorBody, ErrorCode};
 
-use crate::orgs::{self, OrgKeys};
+use crate::binding::quote;
+use crate::orgs::OrgKeys;
 use crate::server::{RunClient, ServerClient, ServerError};
 use crate::slots::RunSlot;
 
@@ -67,12 +71,30 @@ pub struct RunScope {
     pub task_id: i64,
     pub collaboration_id: i64,
     pub organization_id: i64,
-    /// Whether inputs and results are sealed in this collaboration.
-    pub encrypted: bool,
+    /// This node's organization name (its own pin).
+    pub organization: String,
+    /// The collaboration's name.
+    pub collaboration: String,
+    /// Whether subtask inputs and results are sealed: the node's decision for this run
+    /// ([encryption]), never the server's flag alone.
+    pub sealed: bool,
+    /// The run's proven requester, on whose behalf its subtasks run (`None` in plaintext
+    /// mode).
+    pub requester: Option<warden_seal::Requester>,
     /// `registry/path@sha256:...`: the admitted image; subtasks use exactly this.
     pub pinned_image: String,
+    /// The admitted digest `sha256:<hex>`.
+    pub digest: String,
     /// Member organizations of the collaboration (as the node read them at the run's start).
     pub members: Vec<i64>,
+}
+
+/// A subtask this run created: its nonce and the organizations its inputs were sealed for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Subtask {
+    nonce: String,
+    /// Organization id -> name (pinned) of each target.
+    targets: BTreeMap<i64, String>,
 }
 
 /// Everything a proxy needs besides its scope.
@@ -106,7 +128,7 @@ struct Inner {
     deps: ProxyDeps,
     token_hash: [u8; 32],
     alive: AtomicBool,
-    subtasks: Mutex<BTreeSet<i64>>,
+    subtasks: Mutex<BTreeMap<i64, Subtask>>,
     bucket: std::sync::Mutex<Bucket>,
 }
 
@@ -156,7 +178,7 @@ impl Proxy {
             scope,
             token_hash: Sha256::digest(token.as_bytes()).into(),
             alive: AtomicBool::new(true),
-            subtasks: Mutex::new(BTreeSet::new()),
+            subtasks: Mutex::new(BTreeMap::new()),
             bucket: std::sync::Mutex::new(Bucket {
                 tokens: rate,
                 last: Instant::now(),
@@ -208,7 +230,7 @@ impl Proxy {
 
     /// Subtasks this run created.
     pub async fn subtasks(&self) -> Vec<i64> {
-        self.inner.subtasks.lock().await.iter().copied().collect()
+        self.inner.subtasks.lock().await.keys().copied().collect()
     }
 
     /// Kills the token, stops serving and removes the socket.
@@ -433,14 +455,19 @@ async fn create_subtask(
             ),
         ));
     }
-    let input = serde_json::to_vec(&serde_json::json!({
+    let plain = serde_json::to_vec(&serde_json::json!({
         "function": req.function,
         "args": req.args,
     }))
     .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    // The same strict form a researcher's input has: what the target's node parses.
+    let input = warden_api::strict::parse_input(&plain)
+        .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e))?;
+    let nonce = warden_seal::new_nonce();
+    let mut targets = BTreeMap::new();
     let mut inputs = Vec::with_capacity(req.organizations.len());
     for o in &req.organizations {
-        let bytes = if scope.encrypted {
+        let bytes = if scope.sealed {
             let org = inner
                 .deps
                 .keys
@@ -450,14 +477,12 @@ async fn create_subtask(
                     tracing::warn!(run = scope.run_id, organization = o, error = %e, "proxy: no usable key");
                     Refusal::new(ErrorCode::Forbidden, e.to_string())
                 })?;
-            warden_seal::seal(
-                &org.key,
-                &orgs::input_context(scope.collaboration_id, *o),
-                &input,
-            )
-            .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))?
+            let sealed = seal_subtask_input(&inner, &org, &nonce, &input)?;
+            targets.insert(*o, org.name);
+            sealed
         } else {
-            input.clone()
+            targets.insert(*o, String::new());
+            input.canonical.clone()
         };
         inputs.push(api::TaskInput {
             organization_id: *o,
@@ -472,7 +497,7 @@ async fn create_subtask(
         image: scope.pinned_image.clone(),
         inputs,
         parent_task_id: Some(scope.task_id),
-        nonce: None,
+        nonce: Some(nonce.clone()),
     };
     let detail = inner
         .run_client()
@@ -480,11 +505,117 @@ async fn create_subtask(
         .create_task(&task)
         .await
         .map_err(|e| upstream("creating the subtask", e))?;
-    created.insert(detail.task.id);
+    created.insert(detail.task.id, Subtask { nonce, targets });
     tracing::info!(run = scope.run_id, subtask = detail.task.id, organizations = ?req.organizations, "proxy: subtask created");
     Ok(Json(wire::SubtaskCreated {
         task_id: detail.task.id,
     }))
+}
+
+/// Seals a subtask's input for `org` as this organization's node, bound to the subtask's nonce,
+/// the admitted image and digest, the run's requester and this run (`via`); results come back
+/// sealed to this organization's key.
+fn seal_subtask_input(
+    inner: &Inner,
+    org: &crate::orgs::Org,
+    nonce: &str,
+    input: &warden_api::strict::Input,
+) -> Result<Vec<u8>, Refusal> {
+    let scope = &inner.scope;
+    let Some(requester) = scope.requester.clone() else {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "this run's requester is not proven, so its subtasks cannot be sealed",
+        ));
+    };
+    let own = inner.deps.secret.public_key();
+    let binding = warden_seal::InputBinding {
+        nonce: nonce.to_owned(),
+        issued_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        collaboration: scope.collaboration.clone(),
+        image: scope.pinned_image.clone(),
+        digest: scope.digest.clone(),
+        function: input.function.clone(),
+        target: org.name.clone(),
+        requester,
+        reply_key: own.to_base64(),
+        via: Some(warden_seal::Via {
+            organization: scope.organization.clone(),
+            run_id: scope.run_id,
+            task_id: scope.task_id,
+        }),
+    };
+    warden_seal::seal_input(
+        &inner.deps.secret,
+        &warden_seal::Sender::Organization(own),
+        &org.key,
+        &binding,
+        &input.canonical,
+    )
+    .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string()))
+}
+
+/// Opens a subtask run's result as this organization, sealed by the pinned key of the
+/// organization that ran it, and checks what it is bound to.
+fn open_subtask_result(
+    inner: &Inner,
+    subtask: &Subtask,
+    task_id: i64,
+    run: &api::Run,
+    producer: &crate::orgs::Org,
+    sealed: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    let expected = subtask.targets.get(&run.organization_id).ok_or_else(|| {
+        format!(
+            "run {} of subtask {task_id} is at organization {}, for which this node sealed no input",
+            run.id, run.organization_id
+        )
+    })?;
+    let (binding, body) = warden_seal::open_result(
+        &inner.deps.secret,
+        &producer.key,
+        warden_seal::Kind::Result,
+        sealed,
+    )
+    .map_err(|e| {
+        format!(
+            "the result of run {} does not open as {}'s: {e}",
+            run.id,
+            quote(expected)
+        )
+    })?;
+    let refuse = |what: String| {
+        Err(format!(
+            "the result of run {} (subtask {task_id}) is bound to {what}: refusing a forged, \
+             replayed or moved result",
+            run.id
+        ))
+    };
+    if binding.nonce != subtask.nonce {
+        return refuse(format!(
+            "nonce {}, but this node sent the subtask with nonce {}",
+            quote(&binding.nonce),
+            quote(&subtask.nonce)
+        ));
+    }
+    if binding.run_id != run.id {
+        return refuse(format!("run {}, not run {}", binding.run_id, run.id));
+    }
+    if binding.organization != *expected || producer.name != *expected {
+        return refuse(format!(
+            "organization {}, but it is the run of {}",
+            quote(&binding.organization),
+            quote(expected)
+        ));
+    }
+    if binding.digest != inner.scope.digest {
+        return refuse(format!(
+            "image digest {}, but this run admitted {}",
+            quote(&binding.digest),
+            inner.scope.digest
+        ));
+    }
+    Ok(body)
 }
 
 fn parse_wait(query: Option<&str>) -> Result<u64, Refusal> {
@@ -525,7 +656,7 @@ async fn results(
     let task_id: i64 = task_id
         .parse()
         .map_err(|_| Refusal::new(ErrorCode::InvalidRequest, "the task id must be a number"))?;
-    if !inner.subtasks.lock().await.contains(&task_id) {
+    let Some(subtask) = inner.subtasks.lock().await.get(&task_id).cloned() else {
         tracing::warn!(
             run = inner.scope.run_id,
             task = task_id,
@@ -535,7 +666,7 @@ async fn results(
             ErrorCode::Forbidden,
             format!("task {task_id} is not a subtask created by this run"),
         ));
-    }
+    };
     let deadline = Instant::now() + Duration::from_secs(wait);
     // While it waits, the run lends its slot: a subtask at this node may need it.
     let lent = (wait > 0).then(|| inner.deps.slot.lend());
@@ -569,21 +700,24 @@ async fn results(
                 .result(r.id)
                 .await
                 .map_err(|e| upstream("reading a subtask result", e))?;
-            let plain = if inner.scope.encrypted {
-                warden_seal::open(
-                    &inner.deps.secret,
-                    &orgs::result_context(inner.scope.collaboration_id, r.id),
-                    &sealed,
-                )
-                .map_err(|e| {
-                    tracing::warn!(run = inner.scope.run_id, subtask_run = r.id, error = %e, "proxy: a subtask result does not open");
-                    Refusal::new(
-                        ErrorCode::Forbidden,
-                        format!("the result of run {} does not open with this organization's key", r.id),
-                    )
-                })?
+            let plain = if inner.scope.sealed {
+                let producer = inner
+                    .deps
+                    .keys
+                    .get(&inner.deps.server, r.organization_id)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(run = inner.scope.run_id, subtask_run = r.id, error = %e, "proxy: no pinned key for a subtask's organization");
+                        Refusal::new(ErrorCode::Forbidden, e.to_string())
+                    })?;
+                open_subtask_result(&inner, &subtask, task_id, r, &producer, &sealed).map_err(
+                    |reason| {
+                        tracing::warn!(run = inner.scope.run_id, subtask_run = r.id, %reason, "proxy: a subtask result is refused");
+                        Refusal::new(ErrorCode::Forbidden, reason)
+                    },
+                )?
             } else {
-                sealed
+                zeroize::Zeroizing::new(sealed)
             };
             if plain.len() as u64 > inner.deps.limits.result_bytes {
                 return Err(Refusal::new(
@@ -594,7 +728,7 @@ async fn results(
                     ),
                 ));
             }
-            Some(base64::engine::general_purpose::STANDARD.encode(plain))
+            Some(base64::engine::general_purpose::STANDARD.encode(&plain[..]))
         } else {
             None
         };

@@ -1,6 +1,7 @@
 //! The trust chain against a moving registry and a lying server: the node runs what it resolved
-//! and verified itself, never what the server or a moved tag says, and never seals for a key
-//! its configuration does not pin.
+//! and verified itself, never what the server or a moved tag says, and seals results to the key
+//! the input proved, never to one the server hands out. (crates/node/tests/lying.rs attacks
+//! the input's binding.)
 
 // Test helpers: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -80,7 +81,8 @@ async fn a_server_that_swaps_the_image_or_a_key_is_caught_by_the_node() {
     let config = w.node_config(&w.a, &w.signed_policy(&repo), "");
 
     // 1. The server rewrites the task's image to the unsigned digest (tag kept, digest pinned):
-    // the node resolves that reference itself, finds no signature and refuses; nothing pulled.
+    // the input is bound to the image the researcher chose, so the node refuses before it asks
+    // the registry anything; nothing pulled.
     let input = json!({"function": "hello", "args": null});
     let task = w.create_task(&format!("{repo}:v1"), &input, &[&w.a]).await;
     tamper(
@@ -94,16 +96,20 @@ async fn a_server_that_swaps_the_image_or_a_key_is_caught_by_the_node() {
     let run = w.wait_final(task.runs[0].id, Duration::from_secs(60)).await;
     assert_eq!(run.state, RunState::Rejected);
     let reason = run.reason.unwrap();
-    assert!(
-        reason.contains("allow[1]") && reason.contains("(decision)"),
-        "{reason}"
+    assert_eq!(
+        reason,
+        format!(
+            "the input is bound to image `{repo}:v1`, but the server's task names \
+             `{repo}:v1@{unsigned}`: refusing a swapped image"
+        )
     );
     assert!(!image_present(&format!("{repo}@{unsigned}")));
     assert!(containers(&node.label).is_empty());
     node.stop().await;
 
-    // 2. The server hands out another key for the requesting organization: the node refuses to
-    // seal a result for it, whatever the run.
+    // 2. The server hands out another key for the requesting organization: the node does not
+    // even ask for it. The result is sealed to the researcher's certified key the input proved,
+    // and opens at the researcher.
     let attacker = warden_seal::SecretKey::generate().public_key();
     tamper(
         &w,
@@ -116,13 +122,9 @@ async fn a_server_that_swaps_the_image_or_a_key_is_caught_by_the_node() {
     let node = w.start_node(&config).await;
     let task = w.create_task(&format!("{repo}:v1"), &input, &[&w.a]).await;
     let run = w.wait_final(task.runs[0].id, Duration::from_secs(60)).await;
-    assert_eq!(run.state, RunState::Rejected);
-    let reason = run.reason.unwrap();
-    assert!(reason.contains("this node pins"), "{reason}");
-    assert!(!run.has_result);
-    assert!(
-        !image_present(&format!("{repo}@{signed}")),
-        "nothing pulled"
-    );
+    assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
+    assert_eq!(run.digest.as_deref(), Some(signed.to_string().as_str()));
+    let text = String::from_utf8(w.result(run.id).await).unwrap();
+    assert!(text.contains("\"function\":\"hello\""), "{text}");
     node.stop().await;
 }

@@ -1,12 +1,20 @@
 //! The node's end-to-end world: the real server in-process on port 0 (SQLite in a temp dir), a
 //! real registry on loopback, the real Docker engine, images built FROM scratch around static C
-//! programs, two organizations with real X25519 keys, a researcher, and nodes started from real
-//! configuration files.
+//! programs, two organizations with real X25519 keys and certification keys, a certified
+//! researcher, and nodes started from real configuration files.
+//!
+//! Tasks are created as the researcher's client does (sealing format 2): the image's digest
+//! resolved at the registry, a fresh nonce per task sent as `CreateTask.nonce`, each target's
+//! input sealed with the researcher's certified key and bound to the task; results are opened
+//! with the researcher's key against the pinned key of the organization that ran them, and
+//! their binding checked.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -15,7 +23,7 @@ use tempfile::TempDir;
 use warden_api as api;
 use warden_node::Node;
 use warden_node::config::Config;
-use warden_reference::{Digest, Repository};
+use warden_reference::{Digest, Reference, Repository};
 use warden_registry::{Client, ClientOptions};
 use warden_server::RunningServer;
 use warden_server::config::{AuthConfig, LimitsConfig};
@@ -42,7 +50,39 @@ pub struct Org {
     pub id: i64,
     pub name: String,
     pub secret: warden_seal::SecretKey,
+    /// Its certification key: signs its researchers' certificates; nodes pin its key ID.
+    pub certifier: SigningKey,
     pub api_key: String,
+}
+
+/// A user with a personal X25519 key certified by an organization's certification key.
+pub struct Researcher {
+    pub user: String,
+    /// The organization the certificate names.
+    pub organization: String,
+    /// An access token of the user at the server.
+    pub token: String,
+    pub key: warden_seal::SecretKey,
+    pub cert: warden_seal::Certificate,
+}
+
+impl Researcher {
+    pub fn sender(&self) -> warden_seal::Sender {
+        warden_seal::Sender::Researcher(Box::new(self.cert.clone()))
+    }
+}
+
+/// What a task's creator keeps to check its results: the nonce it chose and the digest it
+/// resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub nonce: String,
+    pub digest: String,
+}
+
+/// The current Unix time.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 pub struct World {
@@ -53,8 +93,12 @@ pub struct World {
     pub base: String,
     pub http: reqwest::Client,
     pub admin: String,
-    /// A researcher of organization A.
+    /// The access token of `rita`, the researcher of organization A.
     pub researcher: String,
+    /// `rita` of organization A, certified by A's certification key.
+    pub rita: Researcher,
+    /// The name of the collaboration `collab`.
+    pub collab_name: String,
     pub registry: Registry,
     pub dir: TempDir,
     pub collab: i64,
@@ -63,6 +107,8 @@ pub struct World {
     pub image_key: SigningKey,
     pub images: Vec<String>,
     pub labels: Vec<String>,
+    /// Task id -> what its creator chose, for [`World::result`].
+    pub sealed: Mutex<HashMap<i64, Sealed>>,
 }
 
 impl Drop for World {
@@ -195,6 +241,8 @@ impl World {
             http: reqwest::Client::new(),
             admin: String::new(),
             researcher: String::new(),
+            rita: placeholder_researcher(),
+            collab_name: "study".to_owned(),
             registry: Registry::start().unwrap(),
             dir,
             collab: 0,
@@ -203,6 +251,7 @@ impl World {
             image_key: SigningKey::generate(KeyAlgorithm::EcdsaP256).unwrap(),
             images: Vec::new(),
             labels: Vec::new(),
+            sealed: Mutex::new(HashMap::new()),
         };
         w.admin = w.login("admin", ADMIN_PASSWORD).await;
         w.a = w.org("hospital-a").await;
@@ -220,16 +269,8 @@ impl World {
         w.collab = c["id"].as_i64().unwrap();
         w.a.api_key = w.node_key(w.a.id).await;
         w.b.api_key = w.node_key(w.b.id).await;
-        let (s, _) = w
-            .call(
-                reqwest::Method::POST,
-                &w.admin,
-                "/api/users",
-                Some(json!({"username": "rita", "password": PASSWORD, "role": "researcher", "organization_id": w.a.id})),
-            )
-            .await;
-        assert_eq!(s, 201);
-        w.researcher = w.login("rita", PASSWORD).await;
+        w.rita = w.researcher_of(&w.a, "rita").await;
+        w.researcher = w.rita.token.clone();
         w
     }
 
@@ -283,21 +324,41 @@ impl World {
             id: v["id"].as_i64().unwrap(),
             name: name.to_owned(),
             secret,
+            certifier: SigningKey::generate(KeyAlgorithm::Ed25519).unwrap(),
             api_key: String::new(),
         }
     }
 
     async fn node_key(&self, org: i64) -> String {
+        self.node_key_in(org, self.collab).await
+    }
+
+    /// A new node of organization `org` in collaboration `collab`: its API key.
+    pub async fn node_key_in(&self, org: i64, collab: i64) -> String {
         let (s, v) = self
             .call(
                 reqwest::Method::POST,
                 &self.admin,
                 "/api/nodes",
-                Some(json!({"organization_id": org, "collaboration_id": self.collab})),
+                Some(json!({"organization_id": org, "collaboration_id": collab})),
             )
             .await;
         assert_eq!(s, 201, "{v}");
         v["api_key"].as_str().unwrap().to_owned()
+    }
+
+    /// A new collaboration of A and B: its id.
+    pub async fn collaboration(&self, name: &str, encrypted: bool) -> i64 {
+        let (s, c) = self
+            .call(
+                reqwest::Method::POST,
+                &self.admin,
+                "/api/collaborations",
+                Some(json!({"name": name, "organizations": [self.a.id, self.b.id], "encrypted": encrypted})),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+        c["id"].as_i64().unwrap()
     }
 
     /// Compiles a test program (tests/programs/<name>.c, or algorithms/hostile/<name>.c) and
@@ -363,11 +424,31 @@ impl World {
     }
 
     /// Writes a node's directory (keys, policy, probe, config) and returns the config path.
-    /// `policy` is the body after `version = 1`; `extra` is appended to the config.
+    /// `policy` is the body after `version = 1`; `extra` is appended to the config (after the
+    /// `[limits]` header, so it may set limits first). The node pins both organizations'
+    /// encryption keys and certification keys.
     pub fn node_config(&self, org: &Org, policy: &str, extra: &str) -> PathBuf {
-        let d = self.dir.path().join(format!("node-{}", org.name));
+        self.node_config_in(
+            org,
+            &org.api_key,
+            &format!("node-{}", org.name),
+            policy,
+            extra,
+        )
+    }
+
+    /// [`World::node_config`] for a node with API key `api_key`, in the directory `dir_name`.
+    pub fn node_config_in(
+        &self,
+        org: &Org,
+        api_key: &str,
+        dir_name: &str,
+        policy: &str,
+        extra: &str,
+    ) -> PathBuf {
+        let d = self.dir.path().join(dir_name);
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("node.key"), format!("{}\n", org.api_key)).unwrap();
+        std::fs::write(d.join("node.key"), format!("{api_key}\n")).unwrap();
         std::fs::write(d.join("org.key"), org.secret.to_pem()).unwrap();
         std::fs::write(d.join("image.pub"), self.image_key.public_key().to_pem()).unwrap();
         std::fs::write(d.join("policy.toml"), format!("version = 1\n{policy}\n")).unwrap();
@@ -388,6 +469,10 @@ impl World {
             .iter()
             .map(|o| format!("{} = \"{}\"\n", o.name, o.secret.public_key().fingerprint()))
             .collect::<String>();
+        let certifiers = [&self.a, &self.b]
+            .iter()
+            .map(|o| format!("{} = \"{}\"\n", o.name, o.certifier.public_key().id()))
+            .collect::<String>();
         let config = format!(
             r#"
 [server]
@@ -401,7 +486,7 @@ policy = "policy.toml"
 secret_key = "org.key"
 spool_dir = "spool"
 probe = "probe"
-name = "t{tag}-{org}"
+name = "t{tag}-{dir_name}"
 
 [audit]
 dir = "audit"
@@ -411,6 +496,8 @@ checkpoint_every = 5
 
 [organizations]
 {pins}
+[certifiers]
+{certifiers}
 [limits]
 timeout_secs = 60
 memory_bytes = 67108864
@@ -418,7 +505,6 @@ memory_bytes = 67108864
 "#,
             base = self.base,
             tag = &uuid_like(self.dir.path())[..8],
-            org = org.name,
         );
         let path = d.join("node.toml");
         std::fs::write(&path, config).unwrap();
@@ -456,18 +542,117 @@ memory_bytes = 67108864
         }
     }
 
-    /// Creates a researcher `name` in organization A and returns its access token.
-    pub async fn researcher_of_a(&self, name: &str) -> String {
+    /// Creates a researcher `name` in organization A, certified by A.
+    pub async fn researcher_of_a(&self, name: &str) -> Researcher {
+        self.researcher_of(&self.a, name).await
+    }
+
+    /// Creates a user `name` in `org` with a personal key certified by `org`'s certification
+    /// key, logged in.
+    pub async fn researcher_of(&self, org: &Org, name: &str) -> Researcher {
         let (s, v) = self
             .call(
                 reqwest::Method::POST,
                 &self.admin,
                 "/api/users",
-                Some(json!({"username": name, "password": PASSWORD, "role": "researcher", "organization_id": self.a.id})),
+                Some(json!({"username": name, "password": PASSWORD, "role": "researcher", "organization_id": org.id})),
             )
             .await;
         assert_eq!(s, 201, "{v}");
-        self.login(name, PASSWORD).await
+        let key = warden_seal::SecretKey::generate();
+        let cert = warden_seal::Certificate::issue(
+            &org.certifier,
+            &org.name,
+            name,
+            &key.public_key(),
+            now_unix() - 60,
+            86_400,
+        )
+        .unwrap();
+        Researcher {
+            user: name.to_owned(),
+            organization: org.name.clone(),
+            token: self.login(name, PASSWORD).await,
+            key,
+            cert,
+        }
+    }
+
+    /// The manifest digest `image` names at the registry, resolved as the client does.
+    pub async fn resolve(&self, image: &str) -> String {
+        let reference = Reference::parse(image).unwrap();
+        if let Some(d) = reference.digest() {
+            return d.to_string();
+        }
+        let client = Client::new(ClientOptions::default()).unwrap();
+        client.resolve(&reference).await.unwrap().digest.to_string()
+    }
+
+    /// The binding a researcher's client seals for `target`: everything bound to this task.
+    pub fn binding(
+        &self,
+        who: &Researcher,
+        image: &str,
+        digest: &str,
+        function: &str,
+        target: &Org,
+        nonce: &str,
+    ) -> warden_seal::InputBinding {
+        warden_seal::InputBinding {
+            nonce: nonce.to_owned(),
+            issued_at: now_unix(),
+            collaboration: self.collab_name.clone(),
+            image: Reference::parse(image).unwrap().to_string(),
+            digest: digest.to_owned(),
+            function: function.to_owned(),
+            target: target.name.clone(),
+            requester: warden_seal::Requester {
+                organization: who.organization.clone(),
+                user: who.user.clone(),
+            },
+            reply_key: who.key.public_key().to_base64(),
+            via: None,
+        }
+    }
+
+    /// `body` sealed as `who` for `target` with `binding`.
+    pub fn seal(
+        &self,
+        who: &Researcher,
+        target: &Org,
+        binding: &warden_seal::InputBinding,
+        body: &[u8],
+    ) -> Vec<u8> {
+        warden_seal::seal_input(
+            &who.key,
+            &who.sender(),
+            &target.secret.public_key(),
+            binding,
+            body,
+        )
+        .unwrap()
+    }
+
+    /// `POST /api/tasks` with hand-made parts: the inputs' bytes as they are, and `nonce`.
+    pub async fn post_task(
+        &self,
+        token: &str,
+        collab: i64,
+        image: &str,
+        nonce: Option<&str>,
+        inputs: &[(i64, Vec<u8>)],
+    ) -> (u16, Value) {
+        let inputs: Vec<Value> = inputs
+            .iter()
+            .map(|(o, bytes)| json!({"organization_id": o, "input": base64::engine::general_purpose::STANDARD.encode(bytes)}))
+            .collect();
+        let mut body =
+            json!({"collaboration_id": collab, "name": "t", "image": image, "inputs": inputs});
+        if let Some(n) = nonce {
+            body["nonce"] = json!(n);
+        }
+        self.call(reqwest::Method::POST, token, "/api/tasks", Some(body))
+            .await
     }
 
     /// Creates a task as the researcher of organization A, the input sealed for each target.
@@ -477,41 +662,43 @@ memory_bytes = 67108864
         input: &Value,
         targets: &[&Org],
     ) -> api::TaskDetail {
-        self.create_task_as(&self.researcher, image, input, targets)
-            .await
+        self.create_task_as(&self.rita, image, input, targets).await
     }
 
-    /// Creates a task with the access token `token`, the input sealed for each target.
+    /// Creates a task as `who` does with its client: the digest resolved, a fresh nonce, the
+    /// strict canonical input sealed for each target and bound to the task.
     pub async fn create_task_as(
         &self,
-        token: &str,
+        who: &Researcher,
         image: &str,
         input: &Value,
         targets: &[&Org],
     ) -> api::TaskDetail {
-        let plain = serde_json::to_vec(input).unwrap();
-        let inputs: Vec<Value> = targets
+        let digest = self.resolve(image).await;
+        let nonce = warden_seal::new_nonce();
+        let parsed = warden_api::strict::parse_input(&serde_json::to_vec(input).unwrap()).unwrap();
+        let inputs: Vec<(i64, Vec<u8>)> = targets
             .iter()
             .map(|o| {
-                let sealed = warden_seal::seal(
-                    &o.secret.public_key(),
-                    &warden_node::orgs::input_context(self.collab, o.id),
-                    &plain,
-                )
-                .unwrap();
-                json!({"organization_id": o.id, "input": base64::engine::general_purpose::STANDARD.encode(sealed)})
+                let b = self.binding(who, image, &digest, &parsed.function, o, &nonce);
+                (o.id, self.seal(who, o, &b, &parsed.canonical))
             })
             .collect();
         let (s, v) = self
-            .call(
-                reqwest::Method::POST,
-                token,
-                "/api/tasks",
-                Some(json!({"collaboration_id": self.collab, "name": "t", "image": image, "inputs": inputs})),
-            )
+            .post_task(&who.token, self.collab, image, Some(&nonce), &inputs)
             .await;
         assert_eq!(s, 201, "{v}");
-        serde_json::from_value(v).unwrap()
+        let detail: api::TaskDetail = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            detail.task.nonce.as_deref(),
+            Some(nonce.as_str()),
+            "the server echoes the nonce"
+        );
+        self.sealed
+            .lock()
+            .unwrap()
+            .insert(detail.task.id, Sealed { nonce, digest });
+        detail
     }
 
     /// Waits until the run is in `state` (or any final state).
@@ -570,23 +757,51 @@ memory_bytes = 67108864
         }
     }
 
-    /// The result of a run, opened with organization A's key (the researcher's side).
+    /// The result of a run of a task `rita` created, opened as her client does.
     pub async fn result(&self, run: i64) -> Vec<u8> {
+        self.result_as(&self.rita, run).await
+    }
+
+    /// The result of a run, opened with `who`'s key against the pinned key of the organization
+    /// that ran it, its binding checked against what the task's creator chose.
+    pub async fn result_as(&self, who: &Researcher, run: i64) -> Vec<u8> {
+        let r = self.run(run).await;
         let resp = self
             .http
             .get(self.url(&format!("/api/runs/{run}/result")))
-            .bearer_auth(&self.researcher)
+            .bearer_auth(&who.token)
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
         let sealed = resp.bytes().await.unwrap();
-        warden_seal::open(
-            &self.a.secret,
-            &warden_node::orgs::result_context(self.collab, run),
+        let producer = [&self.a, &self.b]
+            .into_iter()
+            .find(|o| o.id == r.organization_id)
+            .unwrap();
+        let (binding, body) = warden_seal::open_result(
+            &who.key,
+            &producer.secret.public_key(),
+            warden_seal::Kind::Result,
             &sealed,
         )
-        .unwrap()
+        .unwrap();
+        let chosen = self
+            .sealed
+            .lock()
+            .unwrap()
+            .get(&r.task_id)
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            binding.nonce, chosen.nonce,
+            "the result is bound to the task's nonce"
+        );
+        assert_eq!(binding.run_id, run);
+        assert_eq!(binding.organization, producer.name);
+        assert_eq!(binding.digest, chosen.digest);
+        assert_eq!(r.digest.as_deref(), Some(chosen.digest.as_str()));
+        body.to_vec()
     }
 }
 
@@ -703,7 +918,22 @@ fn placeholder_org() -> Org {
         id: 0,
         name: String::new(),
         secret: warden_seal::SecretKey::generate(),
+        certifier: SigningKey::generate(KeyAlgorithm::Ed25519).unwrap(),
         api_key: String::new(),
+    }
+}
+
+fn placeholder_researcher() -> Researcher {
+    let ca = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+    let key = warden_seal::SecretKey::generate();
+    let cert =
+        warden_seal::Certificate::issue(&ca, "none", "none", &key.public_key(), 0, 1).unwrap();
+    Researcher {
+        user: String::new(),
+        organization: String::new(),
+        token: String::new(),
+        key,
+        cert,
     }
 }
 

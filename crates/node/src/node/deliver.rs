@@ -1,0 +1,178 @@
+//! Delivery of spooled outcomes (idempotent, retried while the server is away) and recovery of
+//! what a previous process left.
+
+use std::collections::BTreeMap;
+
+use warden_api::{self as api, RunState};
+
+use super::Node;
+use super::execute::outcome_of;
+use crate::server::ServerError;
+use crate::spool::{Final, Phase, RunRecord};
+
+impl Node {
+    /// After a restart: settle leftover containers (collect finished outputs, fail the rest),
+    /// finish or fail every run the spool knows, remove leftover working directories, deliver.
+    pub async fn recover(&self) {
+        let s = &self.inner;
+        let reports = match warden_runtime::reconcile(
+            &s.engine,
+            &s.label,
+            warden_runtime::DEFAULT_LOG_TAIL_BYTES,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list this node's containers to reconcile");
+                Vec::new()
+            }
+        };
+        let mut by_run: BTreeMap<i64, warden_runtime::RunReport> = BTreeMap::new();
+        for r in reports {
+            if let Some(id) = r.run_id.strip_prefix("run-").and_then(|i| i.parse().ok()) {
+                by_run.insert(id, r);
+            }
+        }
+        let records = match s.spool.records() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the spool");
+                Vec::new()
+            }
+        };
+        for mut record in records {
+            match record.phase {
+                Phase::Finished => {}
+                Phase::Running => {
+                    let outcome = match by_run.remove(&record.run_id) {
+                        Some(report) => {
+                            self.keep_logs(record.run_id, &report);
+                            outcome_of(&report)
+                        }
+                        None => Err("node restarted while the run was executing".to_owned()),
+                    };
+                    self.finish(&mut record, outcome, None).await;
+                }
+                Phase::Received | Phase::Admitted => {
+                    self.finish(
+                        &mut record,
+                        Err("node restarted before the run started".to_owned()),
+                        None,
+                    )
+                    .await;
+                }
+            }
+        }
+        for (run, report) in by_run {
+            tracing::warn!(run, outcome = ?report.reason().map(ToString::to_string), "a container without a spool record was removed");
+        }
+        for run in s.spool.work_runs() {
+            s.spool.remove_work(run);
+        }
+        self.deliver_pending().await;
+    }
+
+    pub(super) async fn save_and_deliver(&self, record: RunRecord) {
+        if let Err(e) = self.inner.spool.save(&record) {
+            tracing::error!(run = record.run_id, error = %e, "cannot spool the outcome");
+        }
+        if let Err(e) = self.deliver(&record).await {
+            tracing::warn!(run = record.run_id, error = %e, "delivery postponed; the outcome stays in the spool");
+        }
+    }
+
+    /// Delivers every finished run in the spool that is not being handled now.
+    pub async fn deliver_pending(&self) {
+        let s = &self.inner;
+        let Ok(records) = s.spool.records() else {
+            return;
+        };
+        for r in records {
+            if r.phase != Phase::Finished {
+                continue;
+            }
+            let busy = s
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&r.run_id);
+            if busy {
+                continue;
+            }
+            if let Err(e) = self.deliver(&r).await {
+                tracing::debug!(run = r.run_id, error = %e, "delivery postponed");
+                if e.is_transient() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reports a finished run to the server (idempotent), then forgets it.
+    async fn deliver(&self, record: &RunRecord) -> Result<(), ServerError> {
+        let s = &self.inner;
+        let Some(outcome) = &record.outcome else {
+            return Ok(());
+        };
+        let run = s.server.run(record.run_id).await?;
+        if run.state.is_final() {
+            if !matches!(
+                (outcome, run.state),
+                (Final::Completed, RunState::Completed)
+                    | (Final::Failed { .. }, RunState::Failed)
+                    | (Final::Rejected { .. }, RunState::Rejected)
+            ) {
+                tracing::warn!(run = record.run_id, server_state = %run.state, ?outcome, "the server already holds another final state");
+            }
+            let _ = s.spool.remove(record.run_id);
+            return Ok(());
+        }
+        let update = match outcome {
+            Final::Completed => {
+                if run.state != RunState::Running {
+                    api::UpdateRun {
+                        state: RunState::Failed,
+                        reason: Some(
+                            "the run completed but the server did not record it as running".into(),
+                        ),
+                        digest: None,
+                    }
+                } else {
+                    if !run.has_result {
+                        let sealed = s.spool.result(record.run_id).map_err(|e| {
+                            ServerError::Client(format!("the spooled result is unreadable: {e}"))
+                        })?;
+                        s.server.put_result(record.run_id, &sealed).await?;
+                    }
+                    api::UpdateRun {
+                        state: RunState::Completed,
+                        reason: None,
+                        digest: None,
+                    }
+                }
+            }
+            Final::Failed { reason } => api::UpdateRun {
+                state: RunState::Failed,
+                reason: Some(reason.clone()),
+                digest: None,
+            },
+            Final::Rejected { reason } => {
+                let state = if run.state.can_become(RunState::Rejected) {
+                    RunState::Rejected
+                } else {
+                    RunState::Failed
+                };
+                api::UpdateRun {
+                    state,
+                    reason: Some(reason.clone()),
+                    digest: None,
+                }
+            }
+        };
+        s.server.update(record.run_id, &update).await?;
+        tracing::info!(run = record.run_id, state = %update.state, "outcome delivered");
+        let _ = s.spool.remove(record.run_id);
+        Ok(())
+    }
+}

@@ -1,0 +1,399 @@
+//! Steps 7 and 8: report, pin, run with the proxy, keep the logs at the node, seal the result to
+//! the input's reply key, spool.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use time::OffsetDateTime;
+use warden_api::{self as api, RunState};
+use warden_audit::{Event as AuditEvent, Outcome as AuditOutcome, Record};
+use warden_runtime::{Outcome, RunSpec};
+
+use super::admit::{Admission, Established};
+use super::{Collab, MAX_TIMINGS, Node, RunTiming, sanitize, sha256_hex};
+use crate::admission::Admitted;
+use crate::proxy::{Proxy, ProxyDeps, ProxyLimits, RunScope};
+use crate::slots::RunSlot;
+use crate::spool::{Final, Phase, RunRecord};
+
+impl Node {
+    /// Steps 7 and 8: report, pin, run with the proxy, seal, spool.
+    pub(super) async fn execute(
+        &self,
+        mut record: RunRecord,
+        audit: Record,
+        run: Admission,
+        timing: &mut RunTiming,
+    ) {
+        let Admission {
+            admitted,
+            established,
+            collab,
+            received,
+            slot,
+        } = run;
+        let s = &self.inner;
+        let run_id = record.run_id;
+        let mut run_audit = audit;
+        run_audit.event = AuditEvent::Run;
+        run_audit.time = OffsetDateTime::now_utc();
+        let update = api::UpdateRun {
+            state: RunState::Admitted,
+            reason: None,
+            digest: Some(admitted.digest().to_string()),
+        };
+        // Report the admission while pulling: both must succeed before the run starts.
+        let pin_started = Instant::now();
+        let (reported, pinned) = tokio::join!(s.server.update(run_id, &update), async {
+            let p = crate::admission::pin(&s.engine, &admitted).await;
+            (p, pin_started.elapsed())
+        });
+        let (pinned, pin_time) = pinned;
+        timing.pin = pin_time;
+        if let Err(e) = reported {
+            tracing::warn!(run = run_id, error = %e, "cannot report admitted");
+            let outcome = Err(format!("cannot report the admission to the server: {e}"));
+            return self.finish_audited(&mut record, outcome, run_audit).await;
+        }
+        let pinned = match pinned {
+            Ok(p) => p,
+            Err(e) => {
+                let outcome = Err(format!("the admitted image could not be pinned: {e}"));
+                return self.finish_audited(&mut record, outcome, run_audit).await;
+            }
+        };
+        // Recorded before it is reported: after a crash, reconciliation looks for the container.
+        record.phase = Phase::Running;
+        let _ = s.spool.save(&record);
+        let outcome = self
+            .run_container(
+                &record,
+                &admitted,
+                &pinned,
+                &established,
+                &collab,
+                (received, timing, &slot),
+            )
+            .await;
+        self.finish_audited(&mut record, outcome, run_audit).await;
+    }
+
+    async fn run_container(
+        &self,
+        record: &RunRecord,
+        admitted: &Admitted,
+        pinned: &warden_runtime::PinnedImage,
+        established: &Established,
+        collab: &Collab,
+        (received, timing, slot): (Instant, &mut RunTiming, &RunSlot),
+    ) -> Result<Vec<u8>, String> {
+        let s = &self.inner;
+        let run_id = record.run_id;
+        let running = api::UpdateRun {
+            state: RunState::Running,
+            reason: None,
+            digest: None,
+        };
+        // Report the start while the directories and the proxy are prepared.
+        let (reported, prepared) = tokio::join!(
+            s.server.update(run_id, &running),
+            self.prepare(record, admitted, established, collab, slot)
+        );
+        let (proxy, spec) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                s.spool.remove_work(run_id);
+                return Err(e);
+            }
+        };
+        if let Err(e) = reported {
+            proxy.stop().await;
+            s.spool.remove_work(run_id);
+            return Err(format!("cannot report the start to the server: {e}"));
+        }
+        timing.to_container = received.elapsed();
+        {
+            let mut t = s.timings.lock().unwrap_or_else(|p| p.into_inner());
+            if t.len() == MAX_TIMINGS {
+                t.pop_front();
+            }
+            t.push_back(*timing);
+        }
+        tracing::info!(
+            run = run_id,
+            to_container_ms = timing.to_container.as_secs_f64() * 1e3,
+            admission_ms = timing.admission.as_secs_f64() * 1e3,
+            pin_ms = timing.pin.as_secs_f64() * 1e3,
+            "starting the container"
+        );
+        let report = warden_runtime::run_pinned(&s.engine, pinned, &spec).await;
+        proxy.stop().await;
+        s.spool.remove_work(run_id);
+        self.keep_logs(run_id, &report);
+        outcome_of(&report)
+    }
+
+    /// Keeps what the algorithm printed at the node, for the data owner: never in a reason.
+    pub(super) fn keep_logs(&self, run_id: i64, report: &warden_runtime::RunReport) {
+        match self.inner.spool.put_log(run_id, &report.logs) {
+            Ok(path) => {
+                tracing::info!(run = run_id, log = %path.display(), bytes = report.logs.len(), "run log kept");
+            }
+            Err(e) => tracing::error!(run = run_id, error = %e, "cannot keep the run's log"),
+        }
+    }
+
+    /// The run's directories, input file, proxy and container spec.
+    async fn prepare(
+        &self,
+        record: &RunRecord,
+        admitted: &Admitted,
+        established: &Established,
+        collab: &Collab,
+        slot: &RunSlot,
+    ) -> Result<(Proxy, RunSpec), String> {
+        let s = &self.inner;
+        let run_id = record.run_id;
+        let work = s
+            .spool
+            .work(run_id)
+            .map_err(|e| format!("cannot prepare the run's directories: {e}"))?;
+        let input_file = work.input.join("input");
+        std::fs::write(&input_file, &established.input)
+            .and_then(|()| {
+                std::fs::set_permissions(&input_file, std::fs::Permissions::from_mode(0o644))
+            })
+            .map_err(|e| format!("cannot write the input: {e}"))?;
+        let limits = &s.config.limits;
+        let scope = RunScope {
+            run_id,
+            task_id: record.task_id,
+            collaboration_id: record.collaboration_id,
+            organization_id: s.me.organization_id,
+            organization: s.organization.clone(),
+            collaboration: collab.name.clone(),
+            sealed: !record.plaintext,
+            requester: established.requester.clone(),
+            pinned_image: admitted.pinned_reference(),
+            digest: admitted.digest().to_string(),
+            members: collab.members.clone(),
+        };
+        let deps = ProxyDeps {
+            server: s.server.clone(),
+            run: Arc::new(tokio::sync::OnceCell::new()),
+            keys: s.keys.clone(),
+            secret: s.secret.clone(),
+            limits: ProxyLimits {
+                request_bytes: limits.proxy_request_bytes,
+                result_bytes: limits.proxy_result_bytes,
+                requests_per_second: limits.proxy_requests_per_second,
+                max_subtasks: limits.max_subtasks,
+            },
+            slot: slot.clone(),
+        };
+        let proxy = Proxy::start(&work.proxy, scope, deps)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut spec = RunSpec::new(
+            format!("run-{run_id}"),
+            s.label.clone(),
+            &work.input,
+            &work.output,
+        );
+        spec.proxy_socket_dir = Some(work.proxy.clone());
+        spec.limits = limits.runtime();
+        spec.timeout = limits.timeout();
+        spec.data_sources = s
+            .config
+            .data
+            .iter()
+            .map(|(name, path)| (name.clone(), path.clone()))
+            .collect();
+        spec.env = BTreeMap::from([
+            ("WARDEN_TOKEN".to_owned(), proxy.token().to_owned()),
+            ("WARDEN_RUN_ID".to_owned(), run_id.to_string()),
+            ("WARDEN_TASK_ID".to_owned(), record.task_id.to_string()),
+            (
+                "WARDEN_ORGANIZATION_ID".to_owned(),
+                s.me.organization_id.to_string(),
+            ),
+            (
+                "WARDEN_COLLABORATION_ID".to_owned(),
+                record.collaboration_id.to_string(),
+            ),
+        ]);
+        Ok((proxy, spec))
+    }
+
+    async fn finish_audited(
+        &self,
+        record: &mut RunRecord,
+        outcome: Result<Vec<u8>, String>,
+        mut audit: Record,
+    ) {
+        self.finish(record, outcome, Some(&mut audit)).await;
+        audit.time = OffsetDateTime::now_utc();
+        self.audit(audit);
+    }
+
+    /// Seals a completed output to the input's reply key, spools the outcome, delivers.
+    pub(super) async fn finish(
+        &self,
+        record: &mut RunRecord,
+        outcome: Result<Vec<u8>, String>,
+        audit: Option<&mut Record>,
+    ) {
+        let s = &self.inner;
+        let (final_, output_hash) = match outcome {
+            Ok(output) => match seal_output(&s.secret, record, &output) {
+                Ok(sealed) => {
+                    let hash = sha256_hex(&sealed);
+                    match s.spool.put_result(record.run_id, &sealed) {
+                        Ok(()) => (Final::Completed, Some(hash)),
+                        Err(e) => (
+                            Final::Failed {
+                                reason: format!("cannot spool the result: {e}"),
+                            },
+                            None,
+                        ),
+                    }
+                }
+                Err(reason) => (Final::Failed { reason }, None),
+            },
+            Err(reason) => (
+                Final::Failed {
+                    reason: sanitize(&reason),
+                },
+                None,
+            ),
+        };
+        if let Some(a) = audit {
+            a.output_sha256 = output_hash;
+            match &final_ {
+                Final::Completed => {
+                    a.outcome = AuditOutcome::Completed;
+                    a.reason = None;
+                }
+                Final::Failed { reason } | Final::Rejected { reason } => {
+                    a.outcome = AuditOutcome::Failed;
+                    a.reason = Some(reason.clone());
+                }
+            }
+        }
+        tracing::info!(run = record.run_id, outcome = ?final_, "run finished");
+        record.phase = Phase::Finished;
+        record.outcome = Some(final_);
+        self.save_and_deliver(record.clone()).await;
+    }
+}
+
+/// Seals the output to the reply key the input proved, bound to the run: what the record holds
+/// is enough, so a restart needs neither the input nor the server. In plaintext mode (decided by
+/// the node at admission) the output stays plain.
+fn seal_output(
+    secret: &warden_seal::SecretKey,
+    record: &RunRecord,
+    output: &[u8],
+) -> Result<Vec<u8>, String> {
+    if record.plaintext {
+        return Ok(output.to_vec());
+    }
+    let (Some(reply_key), Some(nonce), Some(organization), Some(digest)) = (
+        &record.reply_key,
+        &record.nonce,
+        &record.organization,
+        &record.digest,
+    ) else {
+        return Err(
+            "cannot seal the result: the run's record holds no reply key, nonce or digest (it \
+             was taken by an older version of this node); submit the task again"
+                .into(),
+        );
+    };
+    let key = warden_seal::PublicKey::from_base64(reply_key)
+        .map_err(|e| format!("cannot seal the result: the recorded reply key is malformed: {e}"))?;
+    let binding = warden_seal::ResultBinding {
+        nonce: nonce.clone(),
+        run_id: record.run_id,
+        organization: organization.clone(),
+        digest: digest.clone(),
+    };
+    warden_seal::seal_result(secret, warden_seal::Kind::Result, &key, &binding, output)
+        .map_err(|e| format!("cannot seal the result: {e}"))
+}
+
+/// The outcome of a runtime report: the output, or Warden's own reason (exit code, memory,
+/// timeout, output caps...). What the algorithm printed never goes into it: it is in the run's
+/// log at the node ([`Node::keep_logs`]).
+pub(super) fn outcome_of(report: &warden_runtime::RunReport) -> Result<Vec<u8>, String> {
+    match &report.outcome {
+        Outcome::Completed { output } => Ok(output.clone()),
+        Outcome::Failed { reason } => Err(reason.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warden_runtime::FailureReason;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_exit_says_the_code_and_nothing_the_algorithm_printed() {
+        let report = warden_runtime::RunReport {
+            run_id: "run-1".into(),
+            outcome: Outcome::Failed {
+                reason: FailureReason::NonZeroExit(3),
+            },
+            exit_code: Some(3),
+            logs: b"one\nthe secret is 42\n".to_vec(),
+            removed: true,
+        };
+        assert_eq!(
+            outcome_of(&report).unwrap_err(),
+            "the algorithm exited with code 3"
+        );
+    }
+
+    #[test]
+    fn a_result_is_sealed_to_the_reply_key_and_bound_to_the_run() {
+        let org = warden_seal::SecretKey::generate();
+        let researcher = warden_seal::SecretKey::generate();
+        let digest = format!("sha256:{}", "c".repeat(64));
+        let nonce = warden_seal::new_nonce();
+        let mut record = RunRecord::received(9, 1, 2, 3, "x");
+        record.reply_key = Some(researcher.public_key().to_base64());
+        record.nonce = Some(nonce.clone());
+        record.organization = Some("hospital-b".into());
+        record.digest = Some(digest.clone());
+        let sealed = seal_output(&org, &record, b"42").unwrap();
+        let (binding, body) = warden_seal::open_result(
+            &researcher,
+            &org.public_key(),
+            warden_seal::Kind::Result,
+            &sealed,
+        )
+        .unwrap();
+        assert_eq!(&body[..], b"42");
+        assert_eq!(
+            binding,
+            warden_seal::ResultBinding {
+                nonce,
+                run_id: 9,
+                organization: "hospital-b".into(),
+                digest,
+            }
+        );
+        // A record of an older node (no reply key) is never sealed another way, nor sent plain.
+        let mut old = RunRecord::received(9, 1, 2, 3, "x");
+        old.result_key = Some(researcher.public_key().to_base64());
+        let e = seal_output(&org, &old, b"42").unwrap_err();
+        assert!(e.contains("older version"), "{e}");
+        // Plaintext only when the node decided so.
+        let mut plain = RunRecord::received(9, 1, 2, 3, "x");
+        plain.plaintext = true;
+        assert_eq!(seal_output(&org, &plain, b"42").unwrap(), b"42");
+    }
+}
