@@ -297,6 +297,13 @@ fn certify(
     refuse_existing(&[out], "--out file")?;
     let researcher = keyfile::read_public_key(key).context("--key")?;
     let pem = text_of(certifier)?;
+    if !pem.trim_start().starts_with("-----BEGIN ENCRYPTED ") {
+        bail!(
+            "{} is not an encrypted signing key: a certification key is made with `warden keys \
+             generate --kind ed25519 --out PREFIX` (give PREFIX.key)",
+            certifier.display()
+        );
+    }
     let signer = signing_key(certifier, &pem, password_file)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let cert = Certificate::issue(&signer, org, user, &researcher, now, days * 86_400)
