@@ -74,7 +74,11 @@ async fn a_node_killed_mid_run_reconciles_on_restart() {
     // 1. The container finishes while the node is dead: its output is collected on restart.
     let mut node = spawn_node(Path::new(BIN), &config);
     let task = w
-        .create_task(&image, &json!({"function": "f", "sleep": 3}), &[&w.a])
+        .create_task(
+            &image,
+            &json!({"function": "f", "args": {"sleep": 3}}),
+            &[&w.a],
+        )
         .await;
     let run = task.runs[0].id;
     let r = w
@@ -104,7 +108,11 @@ async fn a_node_killed_mid_run_reconciles_on_restart() {
 
     // 2. The container still runs when the node comes back: it is killed and the run failed.
     let task = w
-        .create_task(&image, &json!({"function": "f", "sleep": 120}), &[&w.a])
+        .create_task(
+            &image,
+            &json!({"function": "f", "args": {"sleep": 120}}),
+            &[&w.a],
+        )
         .await;
     let run = task.runs[0].id;
     let r = w
@@ -146,7 +154,11 @@ async fn a_terminated_node_finishes_its_runs_within_the_grace_and_exits() {
 
     let mut node = spawn_node(Path::new(BIN), &config);
     let first = w
-        .create_task(&image, &json!({"function": "f", "sleep": 3}), &[&w.a])
+        .create_task(
+            &image,
+            &json!({"function": "f", "args": {"sleep": 3}}),
+            &[&w.a],
+        )
         .await;
     let run = first.runs[0].id;
     let r = w
@@ -155,7 +167,11 @@ async fn a_terminated_node_finishes_its_runs_within_the_grace_and_exits() {
     assert_eq!(r.state, RunState::Running, "{:?}\n{}", r.reason, node.log());
     // Queued behind the one slot: it must not start once shutdown has begun.
     let second = w
-        .create_task(&image, &json!({"function": "f", "sleep": 1}), &[&w.a])
+        .create_task(
+            &image,
+            &json!({"function": "f", "args": {"sleep": 1}}),
+            &[&w.a],
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = node.terminate(Duration::from_secs(30)).await;
@@ -212,7 +228,11 @@ async fn a_result_finished_while_the_server_is_down_is_delivered_once_it_is_back
     eprintln!("idle node ({}): {rss}", node_bin().display());
 
     let task = w
-        .create_task(&image, &json!({"function": "f", "sleep": 3}), &[&w.a])
+        .create_task(
+            &image,
+            &json!({"function": "f", "args": {"sleep": 3}}),
+            &[&w.a],
+        )
         .await;
     let run = task.runs[0].id;
     let r = w
@@ -255,7 +275,11 @@ async fn a_result_finished_while_the_server_is_down_is_delivered_once_it_is_back
 
     // The node reconnected: a new run goes through.
     let task = w
-        .create_task(&image, &json!({"function": "f", "sleep": 0}), &[&w.a])
+        .create_task(
+            &image,
+            &json!({"function": "f", "args": {"sleep": 0}}),
+            &[&w.a],
+        )
         .await;
     let r = w.wait_final(task.runs[0].id, Duration::from_secs(60)).await;
     assert_eq!(
