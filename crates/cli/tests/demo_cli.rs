@@ -85,6 +85,33 @@ fn the_demo_runs_a_signed_federated_mean_shows_a_denial_and_leaves_nothing_behin
     let (value, _) = line.split_once(' ').unwrap();
     assert_eq!(value.parse::<f64>().unwrap(), expected);
 
+    // The researcher's own key, certified by hospital-a, whose certification key every node
+    // pins under [certifiers]; the result opened with it and checked against the run.
+    let certified = after(&stdout, "researcher's personal key sha256:");
+    let (_, ca) = certified
+        .split_once("certification key ")
+        .unwrap_or_else(|| panic!("{certified}"));
+    let ca = ca.trim_end_matches(')');
+    assert!(ca.starts_with("sha256:") && ca.len() == 71, "{ca}");
+    for org in ORGS {
+        let config = std::fs::read_to_string(dir.join(org).join("node.toml")).unwrap();
+        let certifiers = config.split("[certifiers]").nth(1).unwrap_or_default();
+        assert!(
+            certifiers.contains(&format!("hospital-a = \"{ca}\"")),
+            "{org}'s node pins hospital-a's certification key:\n{config}"
+        );
+    }
+    let cert = std::fs::read(dir.join("researcher.cert")).unwrap();
+    let cert = warden_seal::Certificate::parse(&cert).unwrap();
+    assert_eq!(cert.certifier_id().to_string(), ca);
+    assert_eq!(cert.statement().organization, "hospital-a");
+    let opened = after(&stdout, "result of run ");
+    assert!(
+        opened.contains("opened with the researcher's key")
+            && opened.contains("bound to the task's nonce"),
+        "{opened}"
+    );
+
     // The signature and the denial.
     let registry = after(&stdout, "registry on ")
         .split_whitespace()
