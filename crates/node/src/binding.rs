@@ -93,16 +93,38 @@ pub fn parse_input(body: &[u8]) -> Result<strict::Input, String> {
     strict::parse_input(body).map_err(|e| format!("refusing the input: {e}"))
 }
 
+/// Why an input was refused, and who it proved to come from when it got that far (for the audit
+/// record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    pub requester: Option<warden_seal::Requester>,
+}
+
 /// Proves the sender and checks every part of the binding against the run (all but the digest,
 /// which is known only after admission: [`check_digest`]).
 pub fn check(
     opened: OpenedInput,
     claims: &ServerClaims<'_>,
     here: &Here<'_>,
+) -> Result<Bound, Refusal> {
+    let proven = opened.prove(here.trusted, here.now).map_err(|e| Refusal {
+        reason: format!("refusing the input: {e}"),
+        requester: None,
+    })?;
+    let requester = proven.requester();
+    check_proven(opened, proven, claims, here).map_err(|reason| Refusal {
+        reason,
+        requester: Some(requester),
+    })
+}
+
+fn check_proven(
+    opened: OpenedInput,
+    proven: Proven,
+    claims: &ServerClaims<'_>,
+    here: &Here<'_>,
 ) -> Result<Bound, String> {
-    let proven = opened
-        .prove(here.trusted, here.now)
-        .map_err(|e| format!("refusing the input: {e}"))?;
     let b = &opened.binding;
     match claims.task_nonce {
         Some(n) if n == b.nonce => {}
@@ -351,7 +373,11 @@ mod tests {
     ) -> Result<Bound, String> {
         let sender = Sender::Researcher(Box::new(f.cert.clone()));
         let sealed = seal(f, &sender, b, body);
-        check(open_input(&f.node_b, &sealed).unwrap(), c, &here(f))
+        check(open_input(&f.node_b, &sealed).unwrap(), c, &here(f)).map_err(|r| {
+            // Past the proof, the refusal names who the input proved.
+            assert_eq!(r.requester.as_ref().map(|q| q.user.as_str()), Some("rita"));
+            r.reason
+        })
     }
 
     fn seal(f: &Fixture, sender: &Sender, b: &InputBinding, body: &[u8]) -> Vec<u8> {
@@ -546,6 +572,8 @@ mod tests {
             &here(&f),
         )
         .unwrap_err();
+        assert_eq!(e.requester, None);
+        let e = e.reason;
         assert!(e.contains("signed by certification key"), "{e}");
         assert!(
             e.contains("pinned certification key of organization `hospital-a`"),
@@ -574,7 +602,7 @@ mod tests {
         assert_eq!(bound.reply_key, f.node_a.public_key());
         c.creator_run_id = Some(6);
         let e = check(open_input(&f.node_b, &sealed).unwrap(), &c, &here(&f)).unwrap_err();
-        assert!(e.contains("created by run 6 under task 4"), "{e}");
+        assert!(e.reason.contains("created by run 6 under task 4"), "{e:?}");
     }
 
     #[test]

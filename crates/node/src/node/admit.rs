@@ -252,7 +252,13 @@ impl Node {
             now,
             max_input_age_secs: s.config.encryption.max_input_age_secs,
         };
-        let bound = binding::check(opened, &claims, &here).map_err(Refused::Rejected)?;
+        let bound = binding::check(opened, &claims, &here).map_err(|r| {
+            if let Some(q) = r.requester {
+                audit.organization = Some(q.organization);
+                audit.user = Some(q.user);
+            }
+            Refused::Rejected(r.reason)
+        })?;
         audit.organization = Some(bound.requester.organization.clone());
         audit.user = Some(bound.requester.user.clone());
         audit.function = Some(bound.input.function.clone());

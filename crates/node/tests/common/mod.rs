@@ -518,6 +518,12 @@ memory_bytes = 67108864
         )
     }
 
+    /// [`World::signed_policy`] for the repository of the image reference `image`.
+    pub fn signed_policy_for(&self, image: &str) -> String {
+        let reference = Reference::parse(image).unwrap();
+        self.signed_policy(reference.repository())
+    }
+
     /// Starts a node in this process from a config file.
     pub async fn start_node(&mut self, config: &Path) -> NodeHandle {
         let config = Config::load(config).unwrap();
