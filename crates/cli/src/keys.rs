@@ -5,7 +5,8 @@
 //!   0600, not encrypted) and FILE.pub (the base64 public key, what others pin by fingerprint).
 //! - `generate [--kind ecdsa-p256|ed25519] --out PREFIX` writes a signing key pair (image
 //!   reviewers, audit logs, an organization's certification key): `PREFIX.key`, the private key
-//!   encrypted under a password (mode 0600), and `PREFIX.pub`, the PEM public key. ECDSA P-256
+//!   encrypted under a password (mode 0600), and `PREFIX.pub`, the PEM public key
+//!   (`--out NAME.key` writes NAME.key and NAME.pub). ECDSA P-256
 //!   keys are written in cosign's format (`ENCRYPTED COSIGN PRIVATE KEY`, scrypt N=32768 r=8
 //!   p=1), so `cosign sign --key PREFIX.key` reads them; Ed25519 keys use Warden's label.
 //! - `certify` signs a researcher certificate with an organization's certification key.
@@ -59,7 +60,8 @@ pub enum KeysCommand {
     /// Generate a key pair: with --kind x25519, FILE (mode 0600) and FILE.pub; a signing key
     /// (ecdsa-p256, the default, or ed25519): PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
     Generate {
-        /// The private key file (x25519), or the path prefix of the two files (signing keys).
+        /// The private key file (x25519), or the path prefix of the two files (signing keys;
+        /// PREFIX.key and PREFIX.pub, and `--out NAME.key` writes NAME.key and NAME.pub).
         #[arg(long, value_name = "FILE|PREFIX")]
         out: PathBuf,
         /// `x25519` (an organization's encryption key or a researcher's key), `ecdsa-p256`
@@ -217,6 +219,11 @@ fn generate(
     algorithm: KeyAlgorithm,
     password_file: Option<&Path>,
 ) -> anyhow::Result<Value> {
+    // `--out NAME.key` names the private key file itself: NAME.key and NAME.pub.
+    let prefix = match prefix.to_str().and_then(|p| p.strip_suffix(".key")) {
+        Some(p) if !p.is_empty() && !p.ends_with('/') => Path::new(p),
+        _ => prefix,
+    };
     let key_path = with_suffix(prefix, ".key");
     let pub_path = with_suffix(prefix, ".pub");
     refuse_existing(&[&key_path, &pub_path], "--out prefix")?;

@@ -236,6 +236,19 @@ fn bad_algorithm_and_bad_public_keys_are_refused() {
         Some("pw"),
     ));
     assert_eq!(out["algorithm"], "ecdsa-p256");
+    // `--out NAME.key` names the private key itself.
+    let out = ok(&warden(
+        d,
+        &["keys", "generate", "--kind", "ed25519", "--out", "ca.key"],
+        Some("pw"),
+    ));
+    assert_eq!(
+        (out["private_key"].as_str(), out["public_key"].as_str()),
+        (Some("ca.key"), Some("ca.pub"))
+    );
+    assert!(
+        d.join("ca.key").exists() && d.join("ca.pub").exists() && !d.join("ca.key.key").exists()
+    );
 }
 
 fn mode(p: &Path) -> u32 {
