@@ -19,7 +19,7 @@ use serde_json::Value;
 use warden_seal::{Certificate, Kind, ResultBinding, SecretKey};
 
 /// An image named by digest: `create` needs no registry for it.
-fn bydigest() -> (String, String) {
+fn by_digest() -> (String, String) {
     let digest = format!("sha256:{}", "d".repeat(64));
     (format!("registry.example.org/warden/echo@{digest}"), digest)
 }
@@ -458,7 +458,7 @@ async fn wait_for(w: &World, p: &str, task: &str, json: bool) -> Out {
 /// the task id, its run id, its nonce and the digest.
 async fn created(w: &World) -> (std::path::PathBuf, String, i64, String, String) {
     let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
-    let (image, digest) = bydigest();
+    let (image, digest) = by_digest();
     let out = w
         .warden(
             &[
@@ -658,7 +658,7 @@ async fn names_reasons_and_server_messages_are_printed_escaped() {
         .replace("name = \"study\"", &format!("id = {}", w.collab));
     let by_id = profile.with_file_name("by-id.toml");
     std::fs::write(&by_id, text).unwrap();
-    let (image, _) = bydigest();
+    let (image, _) = by_digest();
     let out = w
         .warden(
             &[
@@ -692,7 +692,7 @@ async fn a_key_that_differs_from_the_pin_is_refused_before_anything_is_sent() {
     let w = &world;
     let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
     let p = profile.to_str().unwrap();
-    let (image, _) = bydigest();
+    let (image, _) = by_digest();
     // The server hands out another key for hospital-b.
     let attacker = SecretKey::generate().public_key();
     w.tamper(&format!(
@@ -764,7 +764,7 @@ async fn a_key_that_differs_from_the_pin_is_refused_before_anything_is_sent() {
     ));
     w.tamper(&format!(
         "UPDATE runs SET state = 'completed', has_result = 1, digest = '{}' WHERE id = {}",
-        bydigest().1,
+        by_digest().1,
         v["runs"][0]["id"]
     ));
     w.tamper(&format!(
@@ -811,7 +811,7 @@ async fn bad_passwords_profiles_keys_and_inputs_exit_2_with_a_clear_message() {
     let world = World::new().await;
     let w = &world;
     let dir = w.dir.path();
-    let (image, _) = bydigest();
+    let (image, _) = by_digest();
     let create = |p: &Path, extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = [
             "task",
@@ -1072,4 +1072,78 @@ async fn bad_passwords_profiles_keys_and_inputs_exit_2_with_a_clear_message() {
     let out = run(create(&good, &[]), vec![]).await;
     assert_eq!(out.code, 2, "{out}");
     assert_eq!(w.task_count(), 0, "nothing was created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_keep_the_task_as_sent_is_caught_at_creation() {
+    use warden_testkit::lying::LyingProxy;
+
+    let w = World::new().await;
+    let proxy = LyingProxy::start(&w.base).await.unwrap();
+    let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
+    let text = std::fs::read_to_string(&profile)
+        .unwrap()
+        .replace(&w.base, &proxy.url());
+    std::fs::write(&profile, text).unwrap();
+    let (image, _) = by_digest();
+    let p = profile.to_str().unwrap();
+    let args = [
+        "task",
+        "create",
+        "--profile-file",
+        p,
+        "--image",
+        &image,
+        "--org",
+        "hospital-b",
+        "--input",
+        r#"{"function":"f"}"#,
+    ];
+    let create = || w.warden(&args, &[]);
+    let is_create = |req: &warden_testkit::lying::RequestInfo| req.is("POST", "/api/tasks");
+
+    // The server answers with another nonce than it was sent.
+    let rule = proxy.rewrite_json(move |req, v| {
+        if is_create(req) {
+            v["task"]["nonce"] = Value::from("2".repeat(32));
+        }
+    });
+    not_verified(&create().await, "the server shows nonce `22222222");
+    proxy.remove(rule);
+    // The server drops the nonce (it stores none).
+    let rule = proxy.rewrite_request_json(move |req, v| {
+        if is_create(req) {
+            v.as_object_mut().unwrap().remove("nonce");
+        }
+    });
+    not_verified(&create().await, "the server shows nonce `(none)`");
+    proxy.remove(rule);
+    // The server stores another image than the one asked for.
+    let rule = proxy.rewrite_request_json(move |req, v| {
+        if is_create(req) {
+            v["image"] = Value::from(format!(
+                "registry.example.org/warden/evil@sha256:{}",
+                "d".repeat(64)
+            ));
+        }
+    });
+    not_verified(
+        &create().await,
+        "the server shows image `registry.example.org/warden/evil",
+    );
+    proxy.remove(rule);
+    // Each time the task was created (the server did what it liked), but nothing of it was
+    // printed or recorded: no later `wait` trusts it.
+    assert_eq!(w.task_count(), 3);
+    let tasks = w.state_home().join("warden/tasks");
+    assert_eq!(
+        std::fs::read_dir(&tasks).map(|d| d.count()).unwrap_or(0),
+        0,
+        "no record of a task that did not verify"
+    );
+    // With the proxy honest, the same command creates and records the task.
+    let out = create().await;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(std::fs::read_dir(&tasks).unwrap().count(), 1);
+    proxy.stop().await;
 }
