@@ -1,17 +1,19 @@
-//! Admission: steps 2 to 7 of the trust chain (docs/node.md), as types.
+//! Admission: steps 3 to 8 of the trust chain (docs/node.md), as types.
 //!
-//! 2. [`Gate::precheck`] parses and normalises the reference and runs the policy pre-check on
-//!    names and requester alone, before any network I/O; it returns a [`Prechecked`].
-//! 3. [`Gate::admit`] resolves the tag to a manifest digest once (warden-registry, from raw bytes
-//!    with caps), 4. gathers cosign signatures for that digest, 5. verifies them against the keys
-//!    the node's own policy pins (a verifier error counts as a missing signature), and 6. decides
+//! 3. and 4. [`Gate::precheck`] parses and normalises the reference and runs the policy
+//!    pre-check on names and requester alone, before any network I/O; it returns a
+//!    [`Prechecked`].
+//! 5. [`Gate::admit`] resolves the tag to a manifest digest once (warden-registry, from raw bytes
+//!    with caps), 6. gathers cosign signatures for that digest and verifies them against the keys
+//!    the node's own policy pins (a verifier error counts as a missing signature), and 7. decides
 //!    with the pure `warden_policy::decide`. Only a permit produces an [`Admitted`]; its fields
 //!    are private, so nothing else can make one.
-//! 7. [`pin`] pulls `repository@digest` of an [`Admitted`] and checks `RepoDigests` and the image
+//! 8. [`pin`] pulls `repository@digest` of an [`Admitted`] and checks `RepoDigests` and the image
 //!    ID (warden-runtime's [`PinnedImage`]); the runtime runs only a `PinnedImage`.
 //!
-//! The server's word never enters: the image reference is the only input from outside, the
-//! digest is what this node resolved, the keys are the node's.
+//! The server's word never enters: the image reference is the only input from outside (already
+//! checked against the sealed input's binding, crate::binding), the digest is what this node
+//! resolved, the keys are the node's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -43,7 +43,7 @@ pub struct ServerClaims<'a> {
 /// What this node knows for itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Here<'a> {
-    /// This node's organization name (from its own [organizations] pin of its key).
+    /// This node's organization name (from its own `[organizations]` pin of its key).
     pub organization: &'a str,
     pub trusted: &'a TrustedKeys,
     /// Unix seconds.

@@ -514,7 +514,7 @@ impl Config {
         })
     }
 
-    /// The name under which [organizations] pins `key` (this node's own organization's key).
+    /// The name under which `[organizations]` pins `key` (this node's own organization's key).
     pub fn organization_named_for(&self, key: &warden_seal::PublicKey) -> Option<&str> {
         let fp = key.fingerprint().to_string();
         self.organizations

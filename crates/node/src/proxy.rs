@@ -76,7 +76,7 @@ pub struct RunScope {
     /// The collaboration's name.
     pub collaboration: String,
     /// Whether subtask inputs and results are sealed: the node's decision for this run
-    /// ([encryption]), never the server's flag alone.
+    /// (`[encryption]`), never the server's flag alone.
     pub sealed: bool,
     /// The run's proven requester, on whose behalf its subtasks run (`None` in plaintext
     /// mode).

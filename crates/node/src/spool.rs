@@ -98,7 +98,7 @@ pub struct RunRecord {
     /// This node's organization name, bound into the result.
     #[serde(default)]
     pub organization: Option<String>,
-    /// The node decided this run is plaintext ([encryption]): the result is not sealed.
+    /// The node decided this run is plaintext (`[encryption]`): the result is not sealed.
     #[serde(default)]
     pub plaintext: bool,
 }

@@ -1,6 +1,6 @@
-//! The node itself: start-up checks (here), intake of runs from the server ([`intake`]), the
-//! trust chain with the input's binding ([`admit`]), the run and the sealing of its result
-//! ([`execute`]), delivery with a spool and reconciliation after a crash ([`deliver`]), and the
+//! The node itself: start-up checks (here), intake of runs from the server (`intake`), the
+//! trust chain with the input's binding (`admit`), the run and the sealing of its result
+//! (`execute`), delivery with a spool and reconciliation after a crash (`deliver`), and the
 //! audit trail.
 
 mod admit;
@@ -112,7 +112,7 @@ struct Shared {
     engine: DockerEngine,
     keys: Arc<OrgKeys>,
     secret: Arc<warden_seal::SecretKey>,
-    /// This organization's name: where [organizations] pins its own key.
+    /// This organization's name: where `[organizations]` pins its own key.
     organization: String,
     /// What an input's sender is proven with.
     trusted: warden_seal::TrustedKeys,
