@@ -126,6 +126,12 @@ fn check_proven(
     here: &Here<'_>,
 ) -> Result<Bound, String> {
     let b = &opened.binding;
+    if !warden_seal::valid_nonce(&b.nonce) {
+        return Err(format!(
+            "the input's nonce {} is not 32 to 128 of 0-9 a-z A-Z _ -: refusing it",
+            quote(&b.nonce)
+        ));
+    }
     match claims.task_nonce {
         Some(n) if n == b.nonce => {}
         Some(n) => {
