@@ -10,7 +10,7 @@ The context is the HPKE info; the associated data is empty.
 Sealed format version 2 (docs/encryption.md): header = 0x02 || kind (1 input, 2 result,
 3 logs) || sender kind (1 researcher certificate, 2 organization key) || u16 BE length ||
 sender; then enc (32) || ciphertext. HPKE auth mode with the sender's static key, info
-"warden/sealed/v2", AAD = the header. Plaintext = u32 BE binding length || binding JSON || body.
+"warden/sealed/v2" || the header, empty AAD. Plaintext = body || binding JSON || u32 BE binding length.
 
 Commands:
   selftest                                       check the RFC 9180 A.2.1 and A.2.3 vectors
@@ -157,9 +157,9 @@ def seal_v2(kind: int, sk_s: X25519PrivateKey, pk_r: X25519PublicKey, binding: b
     sender = raw_public(sk_s.public_key())
     header = bytes([VERSION_2, kind, 2]) + len(sender).to_bytes(2, "big") + sender
     shared, enc = auth_encap(pk_r, sk_s, X25519PrivateKey.generate())
-    key, nonce = key_schedule(shared, INFO_V2, MODE_AUTH)
-    plaintext = len(binding).to_bytes(4, "big") + binding + body
-    return header + enc + ChaCha20Poly1305(key).encrypt(nonce, plaintext, header)
+    key, nonce = key_schedule(shared, INFO_V2 + header, MODE_AUTH)
+    plaintext = body + binding + len(binding).to_bytes(4, "big")
+    return header + enc + ChaCha20Poly1305(key).encrypt(nonce, plaintext, b"")
 
 
 def open_v2(sk_r: X25519PrivateKey, sealed: bytes):
@@ -182,10 +182,13 @@ def open_v2(sk_r: X25519PrivateKey, sealed: bytes):
         raise ValueError("truncated")
     enc, ct = rest[:32], rest[32:]
     shared = auth_decap(enc, sk_r, X25519PublicKey.from_public_bytes(pk_s))
-    key, nonce = key_schedule(shared, INFO_V2, MODE_AUTH)
-    plaintext = ChaCha20Poly1305(key).decrypt(nonce, ct, header)
-    n = int.from_bytes(plaintext[:4], "big")
-    return kind, pk_s, plaintext[4 : 4 + n], plaintext[4 + n :]
+    key, nonce = key_schedule(shared, INFO_V2 + header, MODE_AUTH)
+    plaintext = ChaCha20Poly1305(key).decrypt(nonce, ct, b"")
+    n = int.from_bytes(plaintext[-4:], "big")
+    if len(plaintext) < 4 + n:
+        raise ValueError("binding length beyond the plaintext")
+    end = len(plaintext) - 4
+    return kind, pk_s, plaintext[end - n : end], plaintext[: end - n]
 
 
 def read_key(path: str) -> X25519PrivateKey:

@@ -628,11 +628,11 @@ mod tests {
 
     #[test]
     fn open_refusals_say_why() {
-        let e = SealError::UnknownVersion(1);
+        let e = SealError::NotVersion2(1);
         let v1 = [1u8, 0, 0];
         assert!(open_refusal(&e, &v1, "study", true).contains("format version 1"));
         let plain = br#"{"function":"f"}"#;
-        let e = SealError::UnknownVersion(b'{');
+        let e = SealError::NotVersion2(b'{');
         let r = open_refusal(&e, plain, "study", false);
         assert!(
             r.contains("requires sealed inputs") && r.contains("`study`"),

@@ -564,7 +564,7 @@ fn open_subtask_result(
     run: &api::Run,
     producer: &crate::orgs::Org,
     sealed: &[u8],
-) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+) -> Result<Vec<u8>, String> {
     let expected = subtask.targets.get(&run.organization_id).ok_or_else(|| {
         format!(
             "run {} of subtask {task_id} is at organization {}, for which this node sealed no input",
@@ -717,7 +717,7 @@ async fn results(
                     },
                 )?
             } else {
-                zeroize::Zeroizing::new(sealed)
+                sealed
             };
             if plain.len() as u64 > inner.deps.limits.result_bytes {
                 return Err(Refusal::new(

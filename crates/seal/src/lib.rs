@@ -113,6 +113,11 @@ pub enum SealError {
     PrivateKey(String),
     #[error("not an X25519 public key: {0}; expected base64 of 32 bytes")]
     PublicKey(String),
+    #[error(
+        "sealed format version {0} where version 2 is expected; a version 1 message proves no \
+         sender and binds no task: seal it again with this Warden"
+    )]
+    NotVersion2(u8),
     #[error("not a Warden sealed message: {0}")]
     Envelope(String),
     #[error("expected {expected}, but the sealed message is {got}")]
