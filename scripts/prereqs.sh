@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what Warden's tests and demo need on a Debian machine with the Docker engine
-# running: Debian's OCI registry (docker-registry), PostgreSQL, gcc, and the Python packages of the
+# running: Debian's OCI registry (docker-registry), PostgreSQL, gcc, sqlite3, and the Python packages of the
 # independent test peers. Idempotent; safe to run again. Sourced by scripts/test and .ci/run.
 
 warden_need_root() {
@@ -18,6 +18,8 @@ warden_prereqs() {
     [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
     command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
     command -v gcc >/dev/null || missing+=(gcc)
+    # the lying-server tests edit the server's SQLite database directly, as its operator could
+    command -v sqlite3 >/dev/null || missing+=(sqlite3)
     [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         warden_need_root "${missing[*]}" || return 1
