@@ -130,6 +130,10 @@ pub struct LimitsConfig {
     /// Event WebSockets the server holds open at once, all nodes together.
     #[serde(default = "d_sessions", deserialize_with = "sessions")]
     pub max_event_sessions: u32,
+    /// Deepest chain of subtasks (a root task is at depth 0, its subtasks at 1): a subtask deeper
+    /// than this is refused, whatever a node allows.
+    #[serde(default = "d_depth", deserialize_with = "depth")]
+    pub max_subtask_depth: u32,
 }
 
 fn default_max_connections() -> u32 {
@@ -180,6 +184,9 @@ fn d_result() -> u64 {
 fn d_targets() -> u32 {
     1000
 }
+fn d_depth() -> u32 {
+    8
+}
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -207,6 +214,7 @@ impl Default for LimitsConfig {
             max_targets: d_targets(),
             max_event_sessions_per_node: d_sessions_per_node(),
             max_event_sessions: d_sessions(),
+            max_subtask_depth: d_depth(),
         }
     }
 }
@@ -222,6 +230,9 @@ fn threshold<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 }
 fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, 1, 100_000, "the target count")
+}
+fn depth<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 64, "the subtask depth")
 }
 fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, 1, 6_000_000, "a rate per minute")
@@ -321,7 +332,7 @@ admin_password_file = "admin.pw"             # the administrator's user name is 
     fn login_limits_and_session_caps_are_configurable() {
         let c = Config::parse(
             &format!(
-                "{MINIMAL}[auth]\nlogin_rate_per_minute = 6\nlogin_burst = 2\nnode_login_rate_per_minute = 60\nnode_login_burst = 5\nrate_limit_exempt = [\"127.0.0.1\", \"::1\"]\n[limits]\nmax_event_sessions_per_node = 2\nmax_event_sessions = 100\n"
+                "{MINIMAL}[auth]\nlogin_rate_per_minute = 6\nlogin_burst = 2\nnode_login_rate_per_minute = 60\nnode_login_burst = 5\nrate_limit_exempt = [\"127.0.0.1\", \"::1\"]\n[limits]\nmax_event_sessions_per_node = 2\nmax_event_sessions = 100\nmax_subtask_depth = 3\n"
             ),
             Path::new("server.toml"),
         )
@@ -340,6 +351,7 @@ admin_password_file = "admin.pw"             # the administrator's user name is 
         );
         assert_eq!(c.limits.max_event_sessions_per_node, 2);
         assert_eq!(c.limits.max_event_sessions, 100);
+        assert_eq!(c.limits.max_subtask_depth, 3);
     }
 
     #[test]

@@ -1763,6 +1763,24 @@ impl Service {
         Ok(detail)
     }
 
+    /// Refuses a subtask of `parent` deeper than `[limits] max_subtask_depth`: a root task has
+    /// depth 0, its subtasks 1, and so on. The walk up the chain stops one past the cap.
+    async fn check_depth(&self, tx: &mut Tx, parent: &TaskRow) -> Result<()> {
+        let max = self.inner.limits.max_subtask_depth;
+        let mut depth: u32 = 1;
+        let mut up = parent.parent_task_id;
+        while let Some(id) = up {
+            depth += 1;
+            if depth > max {
+                return Err(ServiceError::Forbidden(Denied(
+                    "the subtask would be deeper than the server's max_subtask_depth",
+                )));
+            }
+            up = tx.task(id).await?.and_then(|t| t.parent_task_id);
+        }
+        Ok(())
+    }
+
     /// Metrics and node wake-ups after a task's transaction committed.
     fn task_committed(&self, keys: &[(i64, i64)]) {
         let m = &self.inner.metrics;
@@ -1834,6 +1852,9 @@ impl Service {
             },
             None => None,
         };
+        if let Some(p) = &parent_row {
+            self.check_depth(tx, p).await?;
+        }
         // The requesting user: the creator, or for a subtask created by a run the parent's
         // requester (so, transitively, the user who created the root task). Id and name are
         // copied into the row (user names never change) so that reading them costs nothing.

@@ -255,3 +255,38 @@ async fn event_sessions_are_capped_per_node_and_in_total() {
     assert_eq!(s, StatusCode::OK);
     kit.stop().await;
 }
+
+/// A chain of subtasks stops at `[limits] max_subtask_depth` (a root task is at depth 0),
+/// whatever a node allows.
+#[tokio::test]
+async fn subtasks_deeper_than_max_subtask_depth_are_refused() {
+    let limits = LimitsConfig {
+        max_subtask_depth: 2,
+        ..LimitsConfig::default()
+    };
+    let kit = Kit::start_with(AuthConfig::default(), limits).await;
+    let w = World::build(&kit).await;
+    let body = |parent: Option<i64>| {
+        let mut b = json!({"collaboration_id": w.c12, "image": "a/b:1",
+                           "inputs": [{"organization_id": w.org2, "input": ""}]});
+        if let Some(p) = parent {
+            b["parent_task_id"] = json!(p);
+        }
+        b
+    };
+    let mut parent = None;
+    for depth in 0..=2 {
+        let (s, v) = kit.post(&w.researcher1, "/api/tasks", body(parent)).await;
+        assert_eq!(s, StatusCode::CREATED, "depth {depth}: {v}");
+        parent = v["task"]["id"].as_i64();
+    }
+    let (s, v) = kit.post(&w.researcher1, "/api/tasks", body(parent)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_subtask_depth"),
+        "{v}"
+    );
+}
