@@ -46,6 +46,11 @@ pub enum StorageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot create or restrict the database file {path}: {source}; check permissions")]
+    DatabaseFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("a row with the same unique value already exists")]
     Conflict,
     #[error("a referenced row does not exist")]
@@ -138,6 +143,47 @@ pub fn sqlite_path(url: &str, base: &Path) -> Option<PathBuf> {
     })
 }
 
+/// The SQLite file holds password and token hashes and every ciphertext: a new one is created
+/// readable by its owner only (SQLite gives its `-wal` and `-shm` files the database's mode), and
+/// an existing one that others can read loses those permissions (with a warning).
+fn private_database_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let err = |source| StorageError::DatabaseFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    for p in [
+        path.to_path_buf(),
+        PathBuf::from(format!("{}-wal", path.display())),
+        PathBuf::from(format!("{}-shm", path.display())),
+    ] {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o007 != 0 {
+            tracing::warn!(
+                path = %p.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the database file was readable by others; removing their permissions"
+            );
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o770))
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 impl Db {
     /// Connect and run the backend's migrations. For SQLite the file and its directory are
     /// created when missing.
@@ -151,6 +197,7 @@ impl Db {
                     source,
                 })?;
             }
+            private_database_file(&path)?;
             let opts = SqliteConnectOptions::new()
                 .filename(&path)
                 .create_if_missing(true)

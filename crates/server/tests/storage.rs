@@ -546,3 +546,34 @@ async fn the_nonce_migration_keeps_older_tasks_and_makes_nonces_unique_per_colla
     );
     done(&db, &url, &opts).await;
 }
+
+/// The SQLite file and its WAL hold password and token hashes and every ciphertext: a new
+/// database is readable by its owner only, and an existing one that others could read is
+/// restricted at the next start. (SQLite itself, whatever `WARDEN_TEST_DATABASE_URL` says.)
+#[tokio::test]
+async fn the_sqlite_database_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.db");
+    let url = format!("sqlite://{}", path.display());
+    let opts = warden_server::storage::ConnectOptions::default();
+    let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
+    seed(&db).await;
+    let wal = dir.path().join("server.db-wal");
+    assert!(wal.exists(), "the write went to the WAL");
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&wal), 0o600);
+    assert_eq!(mode(&dir.path().join("server.db-shm")), 0o600);
+    db.close().await;
+
+    // A database left readable by everyone (as earlier versions made it) is restricted.
+    for p in [&path, &wal] {
+        if p.exists() {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
+    assert_eq!(mode(&path), 0o640);
+    db.close().await;
+}
