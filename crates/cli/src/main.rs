@@ -86,6 +86,19 @@ fn print_error(e: &anyhow::Error) {
     eprintln!("error: {}", warden_api::display::safe(&format!("{e:#}")));
 }
 
+/// Writes a command's output on stdout. A reader that has gone away (`warden ... | head -1`)
+/// is not this command's failure: the rest of the output is dropped and the command keeps its
+/// own exit status (Rust ignores SIGPIPE, so without this every print would panic with 101).
+pub(crate) fn emit(text: &dyn std::fmt::Display) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write the output: {e}");
+        }
+    }
+}
+
 /// The exit status of an error: bad input, unless the server's task or a result did not
 /// verify.
 fn error_status(e: &anyhow::Error) -> u8 {
@@ -100,10 +113,7 @@ fn error_status(e: &anyhow::Error) -> u8 {
 fn report(result: anyhow::Result<common::Outcome>) -> ExitCode {
     match result {
         Ok(outcome) => {
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{}", outcome.output);
-            }
+            emit(&outcome.output);
             ExitCode::from(outcome.exit)
         }
         Err(e) => {
@@ -147,10 +157,7 @@ fn main() -> ExitCode {
         Command::Task { command } => report(task::run(command)),
         Command::Keys { command } => match keys::run(command) {
             Ok(out) => {
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{out:#}");
-                }
+                emit(&format_args!("{out:#}"));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -166,10 +173,7 @@ fn main() -> ExitCode {
                     "tag": r.tag(),
                     "digest": r.digest().map(|d| d.to_string()),
                 });
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("{out:#}");
-                }
+                emit(&format_args!("{out:#}"));
                 ExitCode::SUCCESS
             }
             Err(e) => {

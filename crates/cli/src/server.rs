@@ -41,11 +41,16 @@ pub fn run(command: ServerCommand) -> anyhow::Result<()> {
                 );
             }
             Bootstrap::Generated(pw) => {
-                // Shown exactly once: the database keeps only its argon2id hash.
-                #[allow(clippy::print_stdout)]
-                {
-                    println!("admin password: {pw}");
-                }
+                // Shown exactly once: the database keeps only its argon2id hash, so a closed
+                // stdout is an error here rather than a password silently lost.
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "admin password: {pw}")
+                    .and_then(|()| out.flush())
+                    .context(
+                        "cannot show the generated admin password on stdout; start the server \
+                         with [bootstrap] admin_password_file on a new database instead",
+                    )?;
                 eprintln!("created user `admin`; store the password above, it is not shown again");
             }
         }

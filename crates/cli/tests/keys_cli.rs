@@ -605,3 +605,44 @@ fn certify_refuses_bad_inputs() {
         assert!(!d.join(c).exists(), "{c} was written");
     }
 }
+
+/// `warden ... | true`: a reader that went away before the output is not a panic (exit 101);
+/// the command keeps its own exit status and says nothing about it.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.key");
+    for args in [
+        vec!["reference", "ubuntu"],
+        vec![
+            "keys",
+            "generate",
+            "--kind",
+            "x25519",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    assert!(key.exists(), "the command did its work");
+    // A bad reference still exits 2, with its error on stderr.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["reference", "UPPER/Case:1"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
