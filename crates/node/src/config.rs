@@ -183,6 +183,16 @@ pub struct LimitsConfig {
     /// Runs computing at once; a run waiting for its subtasks lends its slot (see `slots`).
     #[serde(default = "d_concurrent", deserialize_with = "concurrent")]
     pub concurrent_runs: u32,
+    /// Containers alive at once, computing or waiting for subtasks (at least
+    /// `concurrent_runs`); `None` is the default, [`LimitsConfig::max_containers`].
+    #[serde(default, deserialize_with = "containers")]
+    pub max_containers: Option<u32>,
+    /// How long a run waits for room under `max_containers` before it fails.
+    #[serde(default = "d_container_wait", deserialize_with = "container_wait")]
+    pub container_wait_secs: u64,
+    /// Deepest subtask chain: a run whose task has this many parent tasks creates no subtask.
+    #[serde(default = "d_depth", deserialize_with = "depth")]
+    pub max_subtask_depth: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -377,6 +387,14 @@ fn d_subtasks() -> u32 {
 fn d_concurrent() -> u32 {
     4
 }
+/// `max_containers` when absent (or `concurrent_runs`, when that is larger).
+pub const DEFAULT_MAX_CONTAINERS: u32 = 8;
+fn d_container_wait() -> u64 {
+    60
+}
+fn d_depth() -> u32 {
+    4
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -392,6 +410,9 @@ impl Default for LimitsConfig {
             proxy_requests_per_second: d_rate(),
             max_subtasks: d_subtasks(),
             concurrent_runs: d_concurrent(),
+            max_containers: None,
+            container_wait_secs: d_container_wait(),
+            max_subtask_depth: d_depth(),
         }
     }
 }
@@ -411,6 +432,18 @@ impl LimitsConfig {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+
+    /// The node-wide cap on containers alive: the configured value, or by default
+    /// [`DEFAULT_MAX_CONTAINERS`] (`concurrent_runs` when that is larger).
+    pub fn max_containers(&self) -> u32 {
+        self.max_containers
+            .unwrap_or(DEFAULT_MAX_CONTAINERS.max(self.concurrent_runs))
+    }
+
+    /// How long a run waits for room under [`LimitsConfig::max_containers`].
+    pub fn container_wait(&self) -> Duration {
+        Duration::from_secs(self.container_wait_secs)
     }
 }
 
@@ -446,6 +479,16 @@ fn subtasks<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 }
 fn concurrent<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, 1, 1000, "the number of concurrent runs")
+}
+
+fn containers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    in_range(d, 1, 10_000, "the number of containers alive").map(Some)
+}
+fn container_wait<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, 3600, "the wait for a container in seconds")
+}
+fn depth<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 0, 1000, "the subtask depth")
 }
 
 fn server_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -560,6 +603,22 @@ impl Config {
             }
             _ => {}
         }
+        if let Some(m) = config.limits.max_containers
+            && m < config.limits.concurrent_runs
+        {
+            let offset = text
+                .find("\nmax_containers")
+                .map(|o| o + 1..o + 1 + "max_containers".len());
+            return Err(located(
+                "limits.max_containers".to_owned(),
+                format!(
+                    "max_containers ({m}) must be at least concurrent_runs ({}): every run that \
+                     computes has a container",
+                    config.limits.concurrent_runs
+                ),
+                offset,
+            ));
+        }
         config.base_dir = base.to_path_buf();
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -643,6 +702,37 @@ records = "data/records"
         assert_eq!(c.organizations["hospital-a"].0, FP);
         assert_eq!(c.limits, LimitsConfig::default());
         assert_eq!(c.audit.checkpoint_every, 100);
+    }
+
+    #[test]
+    fn the_container_cap_is_at_least_concurrent_runs_and_the_depth_cap_has_a_default() {
+        let c = parse(&minimal()).unwrap();
+        assert_eq!(c.limits.max_containers(), DEFAULT_MAX_CONTAINERS);
+        assert_eq!(c.limits.max_subtask_depth, 4);
+        assert_eq!(c.limits.container_wait_secs, 60);
+        let c = parse(&(minimal() + "\n[limits]\nconcurrent_runs = 12\n")).unwrap();
+        assert_eq!(c.limits.max_containers(), 12, "never below concurrent_runs");
+        let c =
+            parse(&(minimal() + "\n[limits]\nconcurrent_runs = 2\nmax_containers = 2\n")).unwrap();
+        assert_eq!(c.limits.max_containers(), 2);
+
+        let text = minimal() + "\n[limits]\nconcurrent_runs = 3\nmax_containers = 2\n";
+        let (line, key, message) = error_of(&text);
+        assert_eq!(
+            (line, key.as_str()),
+            (25, "limits.max_containers"),
+            "{message}"
+        );
+        assert!(
+            message.contains("at least concurrent_runs (3)"),
+            "{message}"
+        );
+        let text = minimal() + "\n[limits]\nmax_containers = 0\n";
+        let (line, key, _) = error_of(&text);
+        assert_eq!((line, key.as_str()), (24, "limits.max_containers"));
+        let text = minimal() + "\n[limits]\nmax_subtask_depth = -1\n";
+        let (line, key, _) = error_of(&text);
+        assert_eq!((line, key.as_str()), (24, "limits.max_subtask_depth"));
     }
 
     #[test]

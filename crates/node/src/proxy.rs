@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -44,6 +43,9 @@ const WAIT_POLL: Duration = Duration::from_millis(200);
 /// Longest function name in a subtask request.
 const MAX_FUNCTION_LEN: usize = 128;
 const MAX_NAME_LEN: usize = 200;
+/// How long the proxy waits for a request body to arrive in full: a body shorter than its
+/// declared `Content-Length` is answered with 408 after this, not waited for until the run ends.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,8 @@ pub struct ProxyLimits {
     pub result_bytes: u64,
     pub requests_per_second: u32,
     pub max_subtasks: u32,
+    /// A run whose task has this many parent tasks creates no subtask.
+    pub max_subtask_depth: u32,
 }
 
 /// The run the proxy serves.
@@ -87,6 +91,8 @@ pub struct RunScope {
     pub digest: String,
     /// Member organizations of the collaboration (as the node read them at the run's start).
     pub members: Vec<i64>,
+    /// The parent task the run's sealed input proves (`via`), when it is a subtask.
+    pub parent_task_id: Option<i64>,
 }
 
 /// A subtask this run created: its nonce and the organizations its inputs were sealed for.
@@ -130,6 +136,8 @@ struct Inner {
     alive: AtomicBool,
     subtasks: Mutex<BTreeMap<i64, Subtask>>,
     bucket: std::sync::Mutex<Bucket>,
+    /// The run's task's depth (parent tasks up the chain), capped; read once.
+    depth: tokio::sync::OnceCell<u32>,
 }
 
 /// A running proxy of one run. [`Proxy::stop`] kills its token and removes its socket.
@@ -179,6 +187,7 @@ impl Proxy {
             token_hash: Sha256::digest(token.as_bytes()).into(),
             alive: AtomicBool::new(true),
             subtasks: Mutex::new(BTreeMap::new()),
+            depth: tokio::sync::OnceCell::new(),
             bucket: std::sync::Mutex::new(Bucket {
                 tokens: rate,
                 last: Instant::now(),
@@ -385,21 +394,17 @@ async fn organizations(
 
 async fn create_subtask(
     State(inner): State<Arc<Inner>>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    request: Request,
 ) -> Result<Json<wire::SubtaskCreated>, Refusal> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Refusal::new(
-                ErrorCode::PayloadTooLarge,
-                format!(
-                    "the request is larger than the node's cap of {} bytes",
-                    inner.deps.limits.request_bytes
-                ),
-            )
-        } else {
-            Refusal::new(ErrorCode::InvalidRequest, "cannot read the request body")
-        }
-    })?;
+    let body = read_body(request, inner.deps.limits.request_bytes).await?;
+    // serde would also take a struct from a JSON array (its fields in order): only an object is
+    // a subtask request, as at the server.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            "the subtask request must be a JSON object: {\"function\", \"args\", \"organizations\"[, \"name\"]}",
+        ));
+    }
     let req: wire::NewSubtask = serde_json::from_slice(&body).map_err(|e| {
         Refusal::new(
             ErrorCode::InvalidRequest,
@@ -444,6 +449,22 @@ async fn create_subtask(
                 format!("organization {o} is not a member of this run's collaboration"),
             ));
         }
+    }
+    let cap = inner.deps.limits.max_subtask_depth;
+    let depth = task_depth(&inner).await?;
+    if depth >= cap {
+        tracing::warn!(
+            run = scope.run_id,
+            depth,
+            "proxy: subtask beyond the depth cap refused"
+        );
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this run's task is at subtask depth {depth}, the node's limit of \
+                 {cap} (limits.max_subtask_depth): it may create no further subtask"
+            ),
+        ));
     }
     let mut created = inner.subtasks.lock().await;
     if created.len() >= inner.deps.limits.max_subtasks as usize {
@@ -510,6 +531,96 @@ async fn create_subtask(
     Ok(Json(wire::SubtaskCreated {
         task_id: detail.task.id,
     }))
+}
+
+/// Reads a request body in full within [`BODY_TIMEOUT`] and at most `cap` bytes.
+async fn read_body(request: Request, cap: u64) -> Result<Vec<u8>, Refusal> {
+    use futures_util::StreamExt as _;
+    let too_large = || {
+        Refusal::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request is larger than the node's cap of {cap} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return Err(too_large());
+    }
+    let mut stream = request.into_body().into_data_stream();
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => {
+                return Err(Refusal(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorBody::new(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "the request body did not arrive within {} s (got {} bytes{}); \
+                             send the whole body its Content-Length announces",
+                            BODY_TIMEOUT.as_secs(),
+                            out.len(),
+                            declared.map(|n| format!(" of {n}")).unwrap_or_default()
+                        ),
+                    ),
+                ));
+            }
+            Ok(None) => return Ok(out),
+            Ok(Some(Err(_))) => {
+                return Err(Refusal::new(
+                    ErrorCode::InvalidRequest,
+                    "cannot read the request body",
+                ));
+            }
+            Ok(Some(Ok(chunk))) => {
+                if (out.len() + chunk.len()) as u64 > cap {
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// The depth of this run's task: how many parent tasks it has, counted up to the cap (the walk
+/// stops there). The first parent is the one the sealed input proves (`via`), when there is
+/// one; further up the node reads the chain from the server, which can hide ancestors (each
+/// node on the chain applies its own cap) or invent some (which only makes this node stricter).
+async fn task_depth(inner: &Inner) -> Result<u32, Refusal> {
+    let cap = inner.deps.limits.max_subtask_depth;
+    let depth = inner
+        .depth
+        .get_or_try_init(|| async {
+            let mut depth = 0;
+            let mut task = inner.scope.task_id;
+            let mut proven = inner.scope.parent_task_id;
+            while depth < cap {
+                let parent = match proven.take() {
+                    Some(p) => Some(p),
+                    None => {
+                        inner
+                            .deps
+                            .server
+                            .task(task)
+                            .await
+                            .map_err(|e| upstream("reading the task's parent chain", e))?
+                            .task
+                            .parent_task_id
+                    }
+                };
+                let Some(parent) = parent else { break };
+                depth += 1;
+                task = parent;
+            }
+            Ok::<u32, Refusal>(depth)
+        })
+        .await?;
+    Ok(*depth)
 }
 
 /// Seals a subtask's input for `org` as this organization's node, bound to the subtask's nonce,

@@ -1,4 +1,5 @@
-//! Run slots: the node's `concurrent_runs` limit.
+//! Run slots: the node's `concurrent_runs` limit (the containers alive, waiting ones included,
+//! are bounded separately by `max_containers`, taken in `node::execute`).
 //!
 //! A run holds a slot from admission until its container is gone. A central function that waits
 //! on the proxy for its subtasks would otherwise hold its slot while a subtask at this same node

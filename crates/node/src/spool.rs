@@ -287,6 +287,16 @@ impl Spool {
         write_atomic(&dir.join("result.sealed"), sealed)
     }
 
+    /// Drops a run's sealed result that must not be delivered (its record says `Failed`).
+    pub fn remove_result(&self, run_id: i64) -> Result<()> {
+        let path = self.run_dir(run_id).join("result.sealed");
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
     pub fn result(&self, run_id: i64) -> Result<Vec<u8>> {
         let path = self.run_dir(run_id).join("result.sealed");
         fs::read(&path).map_err(io(&path))

@@ -247,3 +247,206 @@ async fn a_subtask_another_node_rejects_comes_back_with_its_reason_and_no_result
     node_a.stop().await;
     node_b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_body_times_out_and_a_body_that_is_not_an_object_is_refused() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script", "v1");
+    w.sign(&repo, &digest).await;
+    let config = w.node_config(&w.a, &w.signed_policy(&repo), "");
+    let node = w.start_node(&config).await;
+    let b = w.b.id;
+    let script = [
+        // Announces 200 bytes, sends fewer and keeps the connection open.
+        format!("L=200 POST /v1/subtasks {{'function':'f','args':1,'organizations':[{b}]}}"),
+        format!("POST /v1/subtasks [{{'function':'f','args':1,'organizations':[{b}]}}]"),
+        format!("POST /v1/subtasks ['f',1,[{b}],null]"),
+        "POST /v1/subtasks 'f'".to_owned(),
+        "GET /v1/organizations".to_owned(),
+    ]
+    .join(";");
+    let started = std::time::Instant::now();
+    let lines = script_lines(&w, &format!("{repo}:v1"), &script).await;
+    let statuses: Vec<u16> = lines.iter().map(|l| status_and_body(l).0).collect();
+    assert_eq!(statuses, [408, 400, 400, 400, 200], "{lines:#?}");
+    let message = |i: usize| {
+        status_and_body(&lines[i]).1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        message(0).contains("did not arrive within 3 s") && message(0).contains("of 200"),
+        "{}",
+        message(0)
+    );
+    for i in 1..4 {
+        assert!(
+            message(i).contains("must be a JSON object"),
+            "{}",
+            message(i)
+        );
+    }
+    // Answered after the timeout, not at the run's end.
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nothing was created.
+    let (_, tasks) = w
+        .call(
+            reqwest::Method::GET,
+            &w.researcher,
+            "/api/tasks?limit=50",
+            None,
+        )
+        .await;
+    assert!(
+        tasks["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["parent_task_id"].is_null()),
+        "{tasks}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subtask_count_and_the_result_size_caps_are_enforced() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script", "v1");
+    w.sign(&repo, &digest).await;
+    let policy = w.signed_policy(&repo);
+    let config_a = w.node_config(&w.a, &policy, "max_subtasks = 1\nproxy_result_bytes = 16\n");
+    let config_b = w.node_config(&w.b, &policy, "");
+    let node_a = w.start_node(&config_a).await;
+    let node_b = w.start_node(&config_b).await;
+    let script = format!(
+        "POST /v1/subtasks {{'function':'part','args':'GET /v1/organizations','organizations':[{b}]}};\
+         POST /v1/subtasks {{'function':'part','args':'GET /v1/organizations','organizations':[{b}]}};\
+         GET /v1/subtasks/LAST/results?wait=60",
+        b = w.b.id
+    );
+    let lines = script_lines(&w, &format!("{repo}:v1"), &script).await;
+    let statuses: Vec<u16> = lines.iter().map(|l| status_and_body(l).0).collect();
+    assert_eq!(statuses, [200, 403, 413], "{lines:#?}");
+    assert!(
+        lines[1].contains("already created 1 subtasks, the node's limit"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("larger than the node's cap of 16 bytes"),
+        "{}",
+        lines[2]
+    );
+    // Exactly one subtask exists, and its run at B completed: only its delivery was capped.
+    let (_, tasks) = w
+        .call(
+            reqwest::Method::GET,
+            &w.researcher,
+            "/api/tasks?limit=50",
+            None,
+        )
+        .await;
+    let children: Vec<&Value> = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| !t["parent_task_id"].is_null())
+        .collect();
+    assert_eq!(children.len(), 1, "{tasks}");
+    node_a.stop().await;
+    node_b.stop().await;
+}
+
+/// The output lines of the result of the first subtask run in a results answer `line`.
+fn nested_lines(line: &str) -> Vec<String> {
+    let (s, body) = status_and_body(line);
+    assert_eq!(s, 200, "{line}");
+    let result = body["runs"][0]["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no result: {line}"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(result)
+        .unwrap();
+    String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recursive_algorithm_stops_at_the_nodes_subtask_depth() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script", "v1");
+    w.sign(&repo, &digest).await;
+    let config = w.node_config(&w.a, &w.signed_policy(&repo), "max_subtask_depth = 2\n");
+    let node = w.start_node(&config).await;
+    let lines = script_lines(&w, &format!("{repo}:v1"), &format!("DEEP {}", w.a.id)).await;
+    // Depth 0 and 1 create their subtask; the run at depth 2 is refused.
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(status_and_body(&lines[0]).0, 200, "{lines:#?}");
+    let depth1 = nested_lines(&lines[1]);
+    assert_eq!(depth1.len(), 2, "{depth1:#?}");
+    assert_eq!(status_and_body(&depth1[0]).0, 200, "{depth1:#?}");
+    let depth2 = nested_lines(&depth1[1]);
+    assert_eq!(depth2.len(), 1, "{depth2:#?}");
+    let (s, body) = status_and_body(&depth2[0]);
+    assert_eq!(s, 403, "{depth2:#?}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("subtask depth 2, the node's limit of 2 (limits.max_subtask_depth)"),
+        "{message}"
+    );
+    // Three tasks in the chain, no fourth.
+    let (_, tasks) = w
+        .call(
+            reqwest::Method::GET,
+            &w.researcher,
+            "/api/tasks?limit=50",
+            None,
+        )
+        .await;
+    assert_eq!(tasks["items"].as_array().unwrap().len(), 3, "{tasks}");
+    assert!(containers(&node.label).is_empty());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subtask_that_finds_no_room_for_a_container_fails_naming_the_cap() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script", "v1");
+    w.sign(&repo, &digest).await;
+    // One run computes at a time and one container may be alive: the central run lends its
+    // slot while it waits, but its container keeps the only room.
+    let config = w.node_config(
+        &w.a,
+        &w.signed_policy(&repo),
+        "concurrent_runs = 1\nmax_containers = 1\ncontainer_wait_secs = 2\n",
+    );
+    let node = w.start_node(&config).await;
+    let script = format!(
+        "POST /v1/subtasks {{'function':'part','args':'GET /v1/organizations','organizations':[{a}]}};\
+         GET /v1/subtasks/LAST/results?wait=60",
+        a = w.a.id
+    );
+    let lines = script_lines(&w, &format!("{repo}:v1"), &script).await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let (s, results) = status_and_body(&lines[1]);
+    assert_eq!(s, 200, "{lines:#?}");
+    assert_eq!(results["complete"], true, "{results}");
+    let run = &results["runs"][0];
+    assert_eq!(run["state"], "failed", "{results}");
+    assert!(run["result"].is_null());
+    let reason = run["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the node's limit of 1 containers alive is reached"),
+        "{reason}"
+    );
+    assert!(containers(&node.label).is_empty());
+    node.stop().await;
+}

@@ -8,7 +8,7 @@ use warden_api::{self as api, RunState};
 use warden_audit::{Event as AuditEvent, Outcome as AuditOutcome, Record};
 use warden_policy::Requester;
 
-use super::{Collab, Node, RunTiming, sanitize, sha256_hex};
+use super::{AUDIT_UNAVAILABLE, Collab, Node, RunTiming, sanitize, sha256_hex};
 use crate::admission::{Admitted, Rejection};
 use crate::binding::{self, Here, ServerClaims, quote};
 use crate::replay::Seen;
@@ -113,11 +113,29 @@ impl Node {
             }
             Err(Refused::Rejected(reason)) => {
                 audit.reason = Some(reason.clone());
-                self.audit(audit);
-                tracing::info!(run = run_id, %reason, "run rejected");
                 record.phase = Phase::Finished;
-                record.outcome = Some(Final::Rejected {
-                    reason: sanitize(&reason),
+                // A decision that is not on record is not reported as one.
+                record.outcome = Some(match self.audit(audit) {
+                    Ok(()) => {
+                        tracing::info!(run = run_id, %reason, "run rejected");
+                        Final::Rejected {
+                            reason: sanitize(&reason),
+                        }
+                    }
+                    Err(_) => Final::Failed {
+                        reason: AUDIT_UNAVAILABLE.to_owned(),
+                    },
+                });
+                self.save_and_deliver(record).await;
+            }
+            Err(Refused::Audit) => {
+                tracing::warn!(
+                    run = run_id,
+                    "run failed: its admission could not be recorded in the audit log"
+                );
+                record.phase = Phase::Finished;
+                record.outcome = Some(Final::Failed {
+                    reason: AUDIT_UNAVAILABLE.to_owned(),
                 });
                 self.save_and_deliver(record).await;
             }
@@ -208,7 +226,8 @@ impl Node {
             .collect();
         audit.outcome = AuditOutcome::Admitted;
         audit.reason = None;
-        self.audit(audit.clone());
+        // Fails closed: no run starts unless its admission is on record.
+        self.audit(audit.clone()).map_err(|_| Refused::Audit)?;
         tracing::info!(run = record.run_id, digest = %admitted.digest(), rule = %admitted.rule().name(), "run admitted");
         record.digest = Some(admitted.digest().to_string());
         record.phase = Phase::Admitted;
@@ -320,6 +339,9 @@ enum Refused {
     Rejected(String),
     /// The server could not be reached; try again later.
     Transient(String),
+    /// Admitted, but the decision could not be written to the audit log: the run fails with
+    /// [`AUDIT_UNAVAILABLE`] and nothing starts.
+    Audit,
 }
 
 impl Refused {

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use time::OffsetDateTime;
 use warden_api::{self as api, RunState};
+use warden_audit::{Event as AuditEvent, Outcome as AuditOutcome, Record};
 
 use super::Node;
 use super::execute::outcome_of;
@@ -52,13 +54,15 @@ impl Node {
                         }
                         None => Err("node restarted while the run was executing".to_owned()),
                     };
-                    self.finish(&mut record, outcome, None).await;
+                    let mut closing = settled_record(&record);
+                    self.finish(&mut record, outcome, Some(&mut closing)).await;
                 }
                 Phase::Received | Phase::Admitted => {
+                    let mut closing = settled_record(&record);
                     self.finish(
                         &mut record,
                         Err("node restarted before the run started".to_owned()),
-                        None,
+                        Some(&mut closing),
                     )
                     .await;
                 }
@@ -174,5 +178,29 @@ impl Node {
         tracing::info!(run = record.run_id, state = %update.state, "outcome delivered");
         let _ = s.spool.remove(record.run_id);
         Ok(())
+    }
+}
+
+/// The closing audit record of a run settled after a restart, from what the spool kept (who
+/// asked and the function are in the run's admission record); the outcome is filled in by
+/// `finish`, which delivers nothing unless this record is written.
+fn settled_record(record: &RunRecord) -> Record {
+    Record {
+        time: OffsetDateTime::now_utc(),
+        event: AuditEvent::Run,
+        run_id: Some(record.run_id),
+        task_id: Some(record.task_id),
+        organization: None,
+        user: None,
+        collaboration: None,
+        function: None,
+        image: record.image.clone(),
+        digest: record.digest.clone(),
+        rule: None,
+        signers: Vec::new(),
+        input_sha256: None,
+        output_sha256: None,
+        outcome: AuditOutcome::Failed,
+        reason: None,
     }
 }

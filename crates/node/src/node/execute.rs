@@ -12,7 +12,7 @@ use warden_audit::{Event as AuditEvent, Outcome as AuditOutcome, Record};
 use warden_runtime::{Outcome, RunSpec};
 
 use super::admit::{Admission, Established};
-use super::{Collab, MAX_TIMINGS, Node, RunTiming, sanitize, sha256_hex};
+use super::{AUDIT_UNAVAILABLE, Collab, MAX_TIMINGS, Node, RunTiming, sanitize, sha256_hex};
 use crate::admission::Admitted;
 use crate::proxy::{Proxy, ProxyDeps, ProxyLimits, RunScope};
 use crate::slots::RunSlot;
@@ -64,6 +64,21 @@ impl Node {
                 return self.finish_audited(&mut record, outcome, run_audit).await;
             }
         };
+        // Room under `max_containers`: a run waiting for its subtasks lends its run slot but
+        // keeps its container, so this cap, not the slots, bounds the containers alive. The wait
+        // is bounded: a subtask whose ancestors at this node hold the room would wait forever.
+        let container = match tokio::time::timeout(
+            s.config.limits.container_wait(),
+            s.containers.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                let outcome = Err(containers_full(s.config.limits.max_containers()));
+                return self.finish_audited(&mut record, outcome, run_audit).await;
+            }
+        };
         // Recorded before it is reported: after a crash, reconciliation looks for the container.
         record.phase = Phase::Running;
         let _ = s.spool.save(&record);
@@ -77,6 +92,8 @@ impl Node {
                 (received, timing, &slot),
             )
             .await;
+        // The container is gone (removed by the runtime): its room is free.
+        drop(container);
         self.finish_audited(&mut record, outcome, run_audit).await;
     }
 
@@ -179,6 +196,11 @@ impl Node {
             pinned_image: admitted.pinned_reference(),
             digest: admitted.digest().to_string(),
             members: collab.members.clone(),
+            parent_task_id: established
+                .binding
+                .as_ref()
+                .and_then(|b| b.via.as_ref())
+                .map(|v| v.task_id),
         };
         let deps = ProxyDeps {
             server: s.server.clone(),
@@ -190,6 +212,7 @@ impl Node {
                 result_bytes: limits.proxy_result_bytes,
                 requests_per_second: limits.proxy_requests_per_second,
                 max_subtasks: limits.max_subtasks,
+                max_subtask_depth: limits.max_subtask_depth,
             },
             slot: slot.clone(),
         };
@@ -234,8 +257,6 @@ impl Node {
         mut audit: Record,
     ) {
         self.finish(record, outcome, Some(&mut audit)).await;
-        audit.time = OffsetDateTime::now_utc();
-        self.audit(audit);
     }
 
     /// Seals a completed output to the input's reply key, spools the outcome, delivers.
@@ -246,7 +267,7 @@ impl Node {
         audit: Option<&mut Record>,
     ) {
         let s = &self.inner;
-        let (final_, output_hash) = match outcome {
+        let (mut final_, output_hash) = match outcome {
             Ok(output) => match seal_output(&s.secret, record, &output) {
                 Ok(sealed) => {
                     let hash = sha256_hex(&sealed);
@@ -281,12 +302,33 @@ impl Node {
                     a.reason = Some(reason.clone());
                 }
             }
+            a.time = OffsetDateTime::now_utc();
+            // The outcome is delivered only once its record is on disk: a result whose closing
+            // record cannot be written is dropped and the run fails.
+            if self.audit(a.clone()).is_err() {
+                if matches!(final_, Final::Completed)
+                    && let Err(e) = s.spool.remove_result(record.run_id)
+                {
+                    tracing::error!(run = record.run_id, error = %e, "cannot drop the undelivered result");
+                }
+                final_ = Final::Failed {
+                    reason: AUDIT_UNAVAILABLE.to_owned(),
+                };
+            }
         }
         tracing::info!(run = record.run_id, outcome = ?final_, "run finished");
         record.phase = Phase::Finished;
         record.outcome = Some(final_);
         self.save_and_deliver(record.clone()).await;
     }
+}
+
+/// The reason of a run that found no room under `max_containers` within the wait.
+pub(super) fn containers_full(max: u32) -> String {
+    format!(
+        "the node's limit of {max} containers alive is reached (limits.max_containers): no room \
+         within the wait, e.g. a subtask whose ancestors at this node hold it"
+    )
 }
 
 /// Seals the output to the reply key the input proved, bound to the run: what the record holds

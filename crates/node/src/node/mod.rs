@@ -35,6 +35,20 @@ const MAX_REASON_CHARS: usize = 1900;
 const DELIVERY_EVERY: Duration = Duration::from_secs(2);
 /// How often a shutting-down node looks whether its runs have finished.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// The reason of a run failed because its audit record could not be written (Warden's own
+/// words: the path and the error stay in the node's log).
+pub const AUDIT_UNAVAILABLE: &str = "audit log unavailable";
+
+/// An audit record could not be written; the node's log says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AuditUnavailable;
+
+/// The audit log and whether its last write failed (then it is reopened, which repairs a torn
+/// tail, before the next append).
+struct AuditState {
+    log: Option<AuditLog>,
+    failed: bool,
+}
 
 /// Why the node refused to start.
 #[derive(Debug, thiserror::Error)]
@@ -118,9 +132,13 @@ struct Shared {
     trusted: warden_seal::TrustedKeys,
     replay: ReplayCache,
     spool: Spool,
-    audit: Mutex<AuditLog>,
+    audit: Mutex<AuditState>,
     audit_path: PathBuf,
+    /// The audit signing key (PKCS#8 DER), to reopen the log after a failed write.
+    audit_signer: Zeroizing<Vec<u8>>,
     slots: Arc<Semaphore>,
+    /// Containers alive (`[limits] max_containers`): computing or waiting for subtasks.
+    containers: Arc<Semaphore>,
     active: Mutex<HashSet<i64>>,
     /// Set at shutdown: no run starts any more.
     draining: std::sync::atomic::AtomicBool,
@@ -274,6 +292,11 @@ impl Node {
             message: e.to_string(),
         })?;
         let audit_path = config.audit.dir.join("audit.log");
+        let audit_signer = signer.to_pkcs8_der().map_err(|e| StartError::File {
+            what: "the audit signing key",
+            path: config.audit.signing_key.clone(),
+            message: e.to_string(),
+        })?;
         let audit = AuditLog::open(&audit_path, signer, config.audit.checkpoint_every)?;
         tracing::info!(path = %audit_path.display(), entries = audit.entries(), "audit log open");
 
@@ -346,6 +369,7 @@ impl Node {
             Err(e) => tracing::debug!(error = %e, "cannot read this node's organization"),
         }
         let concurrent = config.limits.concurrent_runs as usize;
+        let max_containers = config.limits.max_containers() as usize;
         Ok(Node {
             inner: Arc::new(Shared {
                 keys: Arc::new(OrgKeys::new(config.organizations.clone())),
@@ -361,9 +385,14 @@ impl Node {
                 trusted,
                 replay,
                 spool,
-                audit: Mutex::new(audit),
+                audit: Mutex::new(AuditState {
+                    log: Some(audit),
+                    failed: false,
+                }),
                 audit_path,
+                audit_signer,
                 slots: Arc::new(Semaphore::new(concurrent)),
+                containers: Arc::new(Semaphore::new(max_containers)),
                 active: Mutex::new(HashSet::new()),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 timings: Mutex::new(std::collections::VecDeque::new()),
@@ -423,8 +452,8 @@ impl Node {
         deliverer.abort();
         self.deliver_pending().await;
         // Sign what was appended since the last checkpoint, so the whole log is covered.
-        let mut log = self.inner.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if log.uncovered() > 0 {
+        let mut state = self.inner.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(log) = state.log.as_mut().filter(|l| l.uncovered() > 0) {
             if let Err(e) = log.checkpoint() {
                 tracing::error!(error = %e, "cannot write the closing audit checkpoint");
             }
@@ -469,10 +498,43 @@ impl Node {
         }
     }
 
-    fn audit(&self, record: Record) {
-        let mut log = self.inner.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = log.append(record) {
-            tracing::error!(error = %e, "cannot append to the audit log");
+    /// Appends one record, synced to disk. The log fails closed: after a failed write it is
+    /// reopened (which cuts a torn line) before this append, and an `Err` means the record is
+    /// not known to be on disk, so the caller must neither start nor deliver the run.
+    fn audit(&self, record: Record) -> Result<(), AuditUnavailable> {
+        let s = &self.inner;
+        let mut state = s.audit.lock().unwrap_or_else(|p| p.into_inner());
+        if state.failed || state.log.is_none() {
+            // The lock of the old handle must go before the file is opened again.
+            drop(state.log.take());
+            let reopened = warden_trust::SigningKey::from_pkcs8_der(&s.audit_signer)
+                .map_err(|e| e.to_string())
+                .and_then(|signer| {
+                    AuditLog::open(&s.audit_path, signer, s.config.audit.checkpoint_every)
+                        .map_err(|e| e.to_string())
+                });
+            match reopened {
+                Ok(log) => {
+                    tracing::info!(path = %s.audit_path.display(), "audit log reopened");
+                    state.log = Some(log);
+                    state.failed = false;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the audit log is unavailable; no run starts or is delivered until it can be written");
+                    return Err(AuditUnavailable);
+                }
+            }
+        }
+        let Some(log) = state.log.as_mut() else {
+            return Err(AuditUnavailable);
+        };
+        match log.append(record) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                state.failed = true;
+                tracing::error!(error = %e, "cannot append to the audit log; no run starts or is delivered until it can be written");
+                Err(AuditUnavailable)
+            }
         }
     }
 
