@@ -5,6 +5,8 @@
 //! was verified (real verification is `warden image verify`). Exit 0 allowed, 1 denied, 2 bad
 //! input (policy file, image reference, digest or key file), the error on stderr.
 //! `warden policy lint FILE` validates a policy and prints its rules (exit 0 valid, 2 refused).
+//! Both show the output rules (`[allow.output]`) of allow rules: `check` those of the rule that
+//! permits (`output` in `--json`, `null` for a denial), `lint` those of every allow rule.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::common::Outcome;
 use anyhow::Context as _;
 use clap::Subcommand;
-use warden_policy::{Policy, Request, Requester};
+use warden_policy::{FirstRun, OutputRules, PathPattern, Policy, Release, Request, Requester};
 use warden_reference::{Digest, Reference};
 use warden_trust::PublicKey;
 
@@ -123,6 +125,11 @@ fn check(
         },
     );
     let exit = if decision.is_permit() { 0 } else { EXIT_DENIED };
+    // The output rules of the allow rule that permits; none for a denial.
+    let output_rules = match &decision {
+        warden_policy::Decision::Permit { rule } => policy.output_rules(*rule),
+        warden_policy::Decision::Deny { .. } => None,
+    };
     let output = if json {
         let rule = decision.rule();
         serde_json::json!({
@@ -133,16 +140,50 @@ fn check(
             "reference": reference.to_string(),
             "repository": reference.repository().to_string(),
             "policy": policy.origin(),
+            "output": output_rules.map(output_json),
         })
         .to_string()
     } else {
-        format!(
+        let mut text = format!(
             "{reference} (repository {}) under {}: {decision}",
             reference.repository(),
             policy.origin()
-        )
+        );
+        if let Some(rules) = output_rules {
+            text.push_str(&format!(
+                "
+  output: {rules}"
+            ));
+        }
+        text
     };
     Ok(Outcome { output, exit })
+}
+
+/// The output rules of an allow rule as `check --json` prints them; an absent key is `null`.
+fn output_json(rules: &OutputRules) -> serde_json::Value {
+    serde_json::json!({
+        "max_bytes": rules.max_bytes.as_ref().map(|m| m.value),
+        "schemas": rules.schemas.iter().map(|s| s.file()).collect::<Vec<_>>(),
+        "min_count": rules.min_count.as_ref().map(|m| serde_json::json!({
+            "paths": m.paths.iter().map(PathPattern::as_str).collect::<Vec<_>>(),
+            "k": m.k,
+        })),
+        "release": match rules.release {
+            Release::Automatic => "automatic",
+            Release::Manual { .. } => "manual",
+        },
+        "checkers": match rules.release {
+            Release::Automatic => None,
+            Release::Manual { checkers } => Some(checkers),
+        },
+        "max_subtasks": rules.max_subtasks,
+        "runs_per_day": rules.runs_per_day,
+        "first_run": match rules.first_run {
+            FirstRun::Run => None,
+            FirstRun::Approve => Some("approve"),
+        },
+    })
 }
 
 fn read_key(path: &Path) -> anyhow::Result<PublicKey> {

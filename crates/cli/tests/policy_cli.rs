@@ -480,3 +480,174 @@ fn lint_validates_and_summarises() {
         bad_input(d, &["policy", "lint", "empty.toml"], error);
     }
 }
+
+const OUTPUT_POLICY: &str = r#"version = 1
+
+[[allow]]
+repository = "registry.example.org/warden/mean"
+signed_by = { keys = ["keys/alice.pub"], threshold = 1 }
+[allow.output]
+max_bytes = 65536
+schema = "schemas/mean.json"
+min_count = { paths = ["n", "counts.*"], k = 5 }
+release = "manual"
+checkers = 2
+max_subtasks = 10
+runs_per_day = 50
+first_run = "approve"
+
+[[allow]]
+repository = "ubuntu"
+"#;
+
+const MEAN_SCHEMA: &str =
+    r#"{"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}"#;
+
+fn setup_output() -> tempfile::TempDir {
+    let dir = setup();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("schemas")).expect("mkdir");
+    std::fs::write(etc.join("schemas/mean.json"), MEAN_SCHEMA).expect("write schema");
+    std::fs::write(etc.join("output.toml"), OUTPUT_POLICY).expect("write policy");
+    dir
+}
+
+#[test]
+fn lint_and_check_show_the_output_rules() {
+    let dir = setup_output();
+    let d = dir.path();
+    let rules = "max_bytes 65536; schema schemas/mean.json; min_count k = 5 at counts.*, n; release manual by 2 checkers; max_subtasks 10; runs_per_day 50; first_run approve";
+
+    let run = warden(d, &["policy", "lint", "etc/output.toml"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[1].trim(),
+        format!(
+            "allow[1] (line 3): repository registry.example.org/warden/mean; signed_by: 1 of 1 distinct keys (keys/alice.pub); output: {rules}"
+        )
+    );
+    assert_eq!(
+        lines[2].trim(),
+        "allow[2] (line 16): repository docker.io/library/ubuntu"
+    );
+
+    // check, human text: the output rules of the rule that permits.
+    let base = ["policy", "check", "--policy", "etc/output.toml"];
+    let mut args = base.to_vec();
+    args.extend([
+        "--signer",
+        "alice.pub",
+        "registry.example.org/warden/mean:1",
+    ]);
+    let run = warden(d, &args);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("allowed by allow[1] (line 3)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!("\n  output: {rules}")),
+        "{}",
+        run.stdout
+    );
+    let mut args = base.to_vec();
+    args.push("ubuntu");
+    let run = warden(d, &args);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("allowed by allow[2] (line 16)\n  output: none (release automatic)"),
+        "{}",
+        run.stdout
+    );
+
+    // check --json: `output` is the permitting rule's, `null` for a denial.
+    let json_of = |args: &[&str]| {
+        let mut all = base.to_vec();
+        all.push("--json");
+        all.extend_from_slice(args);
+        let run = warden(d, &all);
+        let json: serde_json::Value = serde_json::from_str(run.stdout.trim())
+            .unwrap_or_else(|e| panic!("{e}: {} {}", run.stdout, run.stderr));
+        (run.code, json)
+    };
+    let (code, json) = json_of(&[
+        "--signer",
+        "alice.pub",
+        "registry.example.org/warden/mean:1",
+    ]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(
+        json["output"],
+        serde_json::json!({
+            "max_bytes": 65536,
+            "schemas": ["schemas/mean.json"],
+            "min_count": {"paths": ["counts.*", "n"], "k": 5},
+            "release": "manual",
+            "checkers": 2,
+            "max_subtasks": 10,
+            "runs_per_day": 50,
+            "first_run": "approve",
+        })
+    );
+    let (code, json) = json_of(&["ubuntu"]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(
+        json["output"],
+        serde_json::json!({
+            "max_bytes": null, "schemas": [], "min_count": null, "release": "automatic",
+            "checkers": null, "max_subtasks": null, "runs_per_day": null, "first_run": null,
+        })
+    );
+    let (code, json) = json_of(&["registry.example.org/warden/mean:1"]);
+    assert_eq!(
+        (code, json["decision"].as_str()),
+        (1, Some("deny")),
+        "{json}"
+    );
+    assert!(json["output"].is_null(), "{json}");
+}
+
+#[test]
+fn bad_output_rules_exit_2_with_file_line_and_key() {
+    let dir = setup_output();
+    let d = dir.path();
+    std::fs::write(d.join("etc/schemas/broken.json"), r#"{"type": 5}"#).expect("write");
+    for (from, to, error) in [
+        (
+            "max_bytes = 65536",
+            "max_bytes = 0",
+            "etc/output.toml:7:13: `allow[1].output.max_bytes`: 0 is out of range",
+        ),
+        (
+            "schemas/mean.json",
+            "schemas/absent.json",
+            "etc/output.toml:8:10: `allow[1].output.schema`: cannot read schema file",
+        ),
+        (
+            "schemas/mean.json",
+            "schemas/broken.json",
+            "etc/output.toml:8:10: `allow[1].output.schema`: schema file `schemas/broken.json` is not a valid JSON Schema",
+        ),
+        (
+            "k = 5",
+            "k = 1",
+            "etc/output.toml:9:46: `allow[1].output.min_count.k`: 1 is out of range",
+        ),
+        (
+            "release = \"manual\"",
+            "release = \"automatic\"",
+            "etc/output.toml:11:12: `allow[1].output.checkers`: checkers apply only with release = \"manual\"",
+        ),
+        (
+            "first_run = \"approve\"",
+            "first_run = \"yes\"",
+            "etc/output.toml:14:13: `allow[1].output.first_run`: first_run `yes` is not known",
+        ),
+    ] {
+        std::fs::write(d.join("etc/output.toml"), OUTPUT_POLICY.replace(from, to)).expect("write");
+        bad_input(d, &["policy", "lint", "etc/output.toml"], error);
+    }
+}

@@ -11,6 +11,10 @@ use toml::Spanned;
 use warden_reference::{Digest, Repository};
 use warden_trust::{KeyId, PublicKey};
 
+use crate::output::{
+    FirstRun, MAX_CHECKERS, MAX_OUTPUT_BYTES, MAX_RUNS_PER_DAY, MAX_SCHEMA_BYTES, MAX_SUBTASKS,
+    MIN_K, MinCount, OutputRules, PathPattern, Release, Schema, Sourced,
+};
 use crate::rule::{Index, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
 
 /// The policy file format version this crate reads.
@@ -45,6 +49,11 @@ pub enum PolicyError {
     },
 }
 
+/// Why a file named by the policy (a schema) could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FileLoadError(pub String);
+
 /// Why the key loader could not produce a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -73,6 +82,27 @@ struct RawRule {
     users: Option<SpannedList>,
     collaborations: Option<SpannedList>,
     functions: Option<SpannedList>,
+    output: Option<Spanned<RawOutput>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    max_bytes: Option<Spanned<i64>>,
+    schema: Option<Spanned<String>>,
+    min_count: Option<Spanned<RawMinCount>>,
+    release: Option<Spanned<String>>,
+    checkers: Option<Spanned<i64>>,
+    max_subtasks: Option<Spanned<i64>>,
+    runs_per_day: Option<Spanned<i64>>,
+    first_run: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMinCount {
+    paths: SpannedList,
+    k: Spanned<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,25 +262,48 @@ impl Policy {
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         let origin = path.display().to_string();
-        Policy::from_toml_str(&text, &origin, |key_file| {
-            let key_path = base.join(key_file);
-            let pem = read_capped(&key_path, MAX_KEY_BYTES).map_err(|e| {
-                KeyLoadError(format!(
-                    "cannot read key file {}: {e}; the path is relative to the policy file",
-                    key_path.display()
-                ))
-            })?;
-            PublicKey::from_pem(&pem)
-                .map_err(|e| KeyLoadError(format!("key file {}: {e}", key_path.display())))
-        })
+        Policy::from_toml_str_with_files(
+            &text,
+            &origin,
+            |key_file| {
+                let key_path = base.join(key_file);
+                let pem = read_capped(&key_path, MAX_KEY_BYTES).map_err(|e| {
+                    KeyLoadError(format!(
+                        "cannot read key file {}: {e}; the path is relative to the policy file",
+                        key_path.display()
+                    ))
+                })?;
+                PublicKey::from_pem(&pem)
+                    .map_err(|e| KeyLoadError(format!("key file {}: {e}", key_path.display())))
+            },
+            schema_reader(base),
+        )
     }
 
     /// Validates a policy from its text. `origin` names it in errors (usually the file name);
     /// `load_key` turns a `signed_by.keys` entry, exactly as written, into a public key.
+    ///
+    /// This caller reads no other files: a policy with an output `schema` is refused (use
+    /// [`Policy::load`] or [`Policy::from_toml_str_with_files`]).
     pub fn from_toml_str(
         text: &str,
         origin: &str,
+        load_key: impl FnMut(&str) -> Result<PublicKey, KeyLoadError>,
+    ) -> Result<Policy, PolicyError> {
+        Policy::from_toml_str_with_files(text, origin, load_key, |_| {
+            Err(FileLoadError(
+                "this policy is read without access to schema files; load it with `Policy::load` or `Policy::from_toml_str_with_files`".into(),
+            ))
+        })
+    }
+
+    /// As [`Policy::from_toml_str`]; `load_file` turns an output `schema` path, exactly as
+    /// written, into the file's text (the caller resolves it relative to the policy file).
+    pub fn from_toml_str_with_files(
+        text: &str,
+        origin: &str,
         mut load_key: impl FnMut(&str) -> Result<PublicKey, KeyLoadError>,
+        mut load_file: impl FnMut(&str) -> Result<String, FileLoadError>,
     ) -> Result<Policy, PolicyError> {
         let loc = Locator::new(origin, text);
         let raw: RawPolicy = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
@@ -267,6 +320,7 @@ impl Policy {
         let mut builder = Builder {
             loc: &loc,
             load_key: &mut load_key,
+            load_file: &mut load_file,
             key_cache: HashMap::new(),
         };
         let allow = raw
@@ -291,6 +345,221 @@ impl Policy {
             deny_index,
         })
     }
+}
+
+/// Reads schema files relative to `base`, capped at [`MAX_SCHEMA_BYTES`].
+pub(crate) fn schema_reader(base: &Path) -> impl FnMut(&str) -> Result<String, FileLoadError> + '_ {
+    move |file| {
+        let path = base.join(file);
+        read_capped(&path, MAX_SCHEMA_BYTES).map_err(|e| {
+            FileLoadError(format!(
+                "cannot read schema file {}: {e}; the path is relative to the policy file",
+                path.display()
+            ))
+        })
+    }
+}
+
+impl OutputRules {
+    /// Reads a standalone output section (the keys of `[allow.output]` at the top level, e.g. a
+    /// node's default section), named `name` in reasons and `origin` in errors. `load_file`
+    /// reads `schema` as for [`Policy::from_toml_str_with_files`].
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        name: &str,
+        mut load_file: impl FnMut(&str) -> Result<String, FileLoadError>,
+    ) -> Result<OutputRules, PolicyError> {
+        let loc = Locator::new(origin, text);
+        let raw: RawOutput = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
+        output_rules(&loc, name, "", raw, &mut load_file)
+    }
+}
+
+fn int_in<T: TryFrom<i64>>(
+    loc: &Locator<'_>,
+    value: &Spanned<i64>,
+    key: &str,
+    range: (i64, i64),
+    what: &str,
+) -> Result<T, PolicyError> {
+    let v = *value.get_ref();
+    if v < range.0 || v > range.1 {
+        return Err(loc.error(
+            value.span(),
+            key,
+            format!("{v} is out of range: {what} is {}..={}", range.0, range.1),
+        ));
+    }
+    T::try_from(v).map_err(|_| loc.error(value.span(), key, format!("{v} is out of range")))
+}
+
+/// Validates an output section. `name` names the rule in reasons (`allow[1]`); `prefix` is put
+/// before key names in errors (`allow[1].output.`, or empty for a standalone section).
+fn output_rules(
+    loc: &Locator<'_>,
+    name: &str,
+    prefix: &str,
+    raw: RawOutput,
+    load_file: &mut dyn FnMut(&str) -> Result<String, FileLoadError>,
+) -> Result<OutputRules, PolicyError> {
+    let key = |k: &str| format!("{prefix}{k}");
+    let max_bytes = match &raw.max_bytes {
+        None => None,
+        Some(v) => Some(Sourced::new(
+            int_in::<u64>(
+                loc,
+                v,
+                &key("max_bytes"),
+                (1, MAX_OUTPUT_BYTES as i64),
+                "max_bytes (bytes, at most 256 MiB)",
+            )?,
+            name,
+        )),
+    };
+    let mut schemas = Vec::new();
+    if let Some(file) = &raw.schema {
+        let k = key("schema");
+        if file.get_ref().is_empty() {
+            return Err(loc.error(
+                file.span(),
+                k,
+                "the schema path is empty; name a JSON Schema file relative to the policy file",
+            ));
+        }
+        let text = load_file(file.get_ref()).map_err(|e| loc.error(file.span(), &k, e.0))?;
+        let source: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            loc.error(
+                file.span(),
+                &k,
+                format!("schema file `{}` is not JSON: {e}", file.get_ref()),
+            )
+        })?;
+        let schema = Schema::compile(name, file.get_ref(), source).map_err(|e| {
+            loc.error(
+                file.span(),
+                &k,
+                format!(
+                    "schema file `{}` is not a valid JSON Schema: {e}",
+                    file.get_ref()
+                ),
+            )
+        })?;
+        schemas.push(schema);
+    }
+    let min_count = match raw.min_count {
+        None => None,
+        Some(m) => {
+            let m = m.into_inner();
+            let k_key = key("min_count.k");
+            let k = int_in::<u64>(loc, &m.k, &k_key, (MIN_K as i64, i64::MAX), "k")?;
+            let paths_key = key("min_count.paths");
+            if m.paths.get_ref().is_empty() {
+                return Err(loc.error(
+                    m.paths.span(),
+                    paths_key,
+                    "the list is empty, so nothing would be checked; list at least one path or remove min_count",
+                ));
+            }
+            let mut paths = BTreeSet::new();
+            for (i, p) in m.paths.into_inner().into_iter().enumerate() {
+                let pattern = PathPattern::parse(p.get_ref())
+                    .map_err(|e| loc.error(p.span(), format!("{paths_key}[{}]", i + 1), e))?;
+                paths.insert(pattern);
+            }
+            Some(MinCount {
+                paths,
+                k,
+                rules: BTreeSet::from([name.to_owned()]),
+            })
+        }
+    };
+    let manual = match &raw.release {
+        None => false,
+        Some(r) => match r.get_ref().as_str() {
+            "automatic" => false,
+            "manual" => true,
+            other => {
+                return Err(loc.error(
+                    r.span(),
+                    key("release"),
+                    format!(
+                        "release `{}` is not known; write \"automatic\" or \"manual\"",
+                        other.escape_debug()
+                    ),
+                ));
+            }
+        },
+    };
+    let release = match (&raw.checkers, manual) {
+        (Some(c), false) => {
+            return Err(loc.error(
+                c.span(),
+                key("checkers"),
+                "checkers apply only with release = \"manual\"; set it or remove checkers",
+            ));
+        }
+        (Some(c), true) => Release::Manual {
+            checkers: int_in(
+                loc,
+                c,
+                &key("checkers"),
+                (1, i64::from(MAX_CHECKERS)),
+                "checkers",
+            )?,
+        },
+        (None, true) => Release::Manual { checkers: 1 },
+        (None, false) => Release::Automatic,
+    };
+    let max_subtasks = raw
+        .max_subtasks
+        .as_ref()
+        .map(|v| {
+            int_in(
+                loc,
+                v,
+                &key("max_subtasks"),
+                (0, i64::from(MAX_SUBTASKS)),
+                "max_subtasks",
+            )
+        })
+        .transpose()?;
+    let runs_per_day = raw
+        .runs_per_day
+        .as_ref()
+        .map(|v| {
+            int_in(
+                loc,
+                v,
+                &key("runs_per_day"),
+                (1, i64::from(MAX_RUNS_PER_DAY)),
+                "runs_per_day",
+            )
+        })
+        .transpose()?;
+    let first_run = match &raw.first_run {
+        None => FirstRun::Run,
+        Some(f) if f.get_ref() == "approve" => FirstRun::Approve,
+        Some(f) => {
+            return Err(loc.error(
+                f.span(),
+                key("first_run"),
+                format!(
+                    "first_run `{}` is not known; write \"approve\" or remove the key",
+                    f.get_ref().escape_debug()
+                ),
+            ));
+        }
+    };
+    Ok(OutputRules {
+        max_bytes,
+        schemas,
+        min_count,
+        release,
+        max_subtasks,
+        runs_per_day,
+        first_run,
+    })
 }
 
 fn read_capped(path: &Path, cap: u64) -> std::io::Result<String> {
@@ -421,14 +690,19 @@ fn build_index(loc: &Locator<'_>, kind: RuleKind, rules: &[Rule]) -> Result<Inde
     Ok(Index::new(exact, regex, regex_rules))
 }
 
-struct Builder<'a, 'b, F> {
+struct Builder<'a, 'b, F, G> {
     loc: &'a Locator<'b>,
     load_key: &'a mut F,
+    load_file: &'a mut G,
     /// Key file as written -> key id, so a file named by many rules is read once.
     key_cache: HashMap<String, KeyId>,
 }
 
-impl<F: FnMut(&str) -> Result<PublicKey, KeyLoadError>> Builder<'_, '_, F> {
+impl<F, G> Builder<'_, '_, F, G>
+where
+    F: FnMut(&str) -> Result<PublicKey, KeyLoadError>,
+    G: FnMut(&str) -> Result<String, FileLoadError>,
+{
     fn rule(
         &mut self,
         kind: RuleKind,
@@ -503,6 +777,23 @@ impl<F: FnMut(&str) -> Result<PublicKey, KeyLoadError>> Builder<'_, '_, F> {
         let users = self.names(raw.users, &format!("{name}.users"))?;
         let collaborations = self.names(raw.collaborations, &format!("{name}.collaborations"))?;
         let functions = self.names(raw.functions, &format!("{name}.functions"))?;
+        let output = match (raw.output, kind) {
+            (None, _) => OutputRules::default(),
+            (Some(o), RuleKind::Deny) => {
+                return Err(self.loc.error(
+                    o.span(),
+                    format!("{name}.output"),
+                    "output rules apply to allow rules only (a denied run has no output); move the table to an [[allow]] rule or remove it",
+                ));
+            }
+            (Some(o), RuleKind::Allow) => output_rules(
+                self.loc,
+                &name,
+                &format!("{name}.output."),
+                o.into_inner(),
+                self.load_file,
+            )?,
+        };
         Ok(Rule {
             id,
             repository,
@@ -512,6 +803,7 @@ impl<F: FnMut(&str) -> Result<PublicKey, KeyLoadError>> Builder<'_, '_, F> {
             users,
             collaborations,
             functions,
+            output,
         })
     }
 

@@ -8,6 +8,8 @@ use regex::RegexSet;
 use warden_reference::{Digest, Repository};
 use warden_trust::KeyId;
 
+use crate::output::OutputRules;
+
 /// Whether a rule allows or denies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RuleKind {
@@ -105,6 +107,8 @@ pub struct Rule {
     pub users: Option<BTreeSet<String>>,
     pub collaborations: Option<BTreeSet<String>>,
     pub functions: Option<BTreeSet<String>>,
+    /// `[allow.output]`; unrestricted for a rule without it and for deny rules.
+    pub output: OutputRules,
 }
 
 impl Rule {
@@ -142,7 +146,11 @@ impl fmt::Display for Rule {
         list(f, "organizations", &self.organizations)?;
         list(f, "users", &self.users)?;
         list(f, "collaborations", &self.collaborations)?;
-        list(f, "functions", &self.functions)
+        list(f, "functions", &self.functions)?;
+        if !self.output.is_unrestricted() {
+            write!(f, "; output: {}", self.output)?;
+        }
+        Ok(())
     }
 }
 
@@ -223,6 +231,15 @@ impl Policy {
             RuleKind::Deny => &self.deny,
         };
         rules.get(id.number.checked_sub(1)?)
+    }
+
+    /// The output rules of the allow rule `id` (the rule a [`crate::Decision::Permit`] names);
+    /// `None` for a deny rule or a rule this policy does not have.
+    pub fn output_rules(&self, id: RuleId) -> Option<&OutputRules> {
+        match id.kind {
+            RuleKind::Allow => self.rule(id).map(|r| &r.output),
+            RuleKind::Deny => None,
+        }
     }
 
     /// The rules of `kind` that name `repository` (exactly or by regex), in file order.
