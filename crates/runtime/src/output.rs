@@ -14,7 +14,6 @@ pub const OUTPUT_MAX_ENTRIES: u64 = 1000;
 /// Why no output could be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum OutputProblem {
-    Missing,
     TooLarge { cap: u64 },
     TooManyEntries { cap: u64 },
     Unreadable(String),
@@ -128,7 +127,14 @@ pub(crate) fn collect_output(dir: &Path, cap: u64) -> Result<Vec<u8>, OutputProb
     let path = dir.join(OUTPUT_FILE);
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OutputProblem::Missing),
+        // docs/algorithm-contract.md: an absent output file is an empty result (the rest of the
+        // directory still counts against the caps).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match overflow(dir, cap) {
+                Some(problem) => Err(problem),
+                None => Ok(Vec::new()),
+            };
+        }
         Err(e) => return Err(OutputProblem::Unreadable(e.to_string())),
     };
     if !meta.is_file() {
@@ -177,7 +183,11 @@ mod tests {
             Err(OutputProblem::TooLarge { cap: 5 })
         );
         std::fs::remove_file(dir.path().join(OUTPUT_FILE)).unwrap();
-        assert_eq!(collect_output(dir.path(), 5), Err(OutputProblem::Missing));
+        assert_eq!(
+            collect_output(dir.path(), 5).unwrap(),
+            b"",
+            "an absent file is an empty result"
+        );
     }
 
     #[test]

@@ -165,7 +165,6 @@ pub enum FailureReason {
     OutputTooManyEntries {
         cap: u64,
     },
-    OutputMissing,
     OutputUnreadable(String),
     /// Found running by [`crate::reconcile`] after a node restart.
     NodeRestarted,
@@ -193,10 +192,6 @@ impl fmt::Display for FailureReason {
             FailureReason::OutputTooManyEntries { cap } => write!(
                 f,
                 "the output directory holds more than the cap of {cap} entries"
-            ),
-            FailureReason::OutputMissing => write!(
-                f,
-                "the algorithm wrote no output file ({OUTPUT_MOUNT}/{OUTPUT_FILE})"
             ),
             FailureReason::OutputUnreadable(why) => write!(f, "the output is unreadable: {why}"),
             FailureReason::NodeRestarted => {
@@ -467,7 +462,6 @@ pub(crate) async fn remove<E: Engine + ?Sized>(engine: &E, id: &str) -> bool {
 impl From<OutputProblem> for FailureReason {
     fn from(p: OutputProblem) -> Self {
         match p {
-            OutputProblem::Missing => FailureReason::OutputMissing,
             OutputProblem::TooLarge { cap } => FailureReason::OutputTooLarge { cap },
             OutputProblem::TooManyEntries { cap } => FailureReason::OutputTooManyEntries { cap },
             OutputProblem::Unreadable(why) => FailureReason::OutputUnreadable(why),
