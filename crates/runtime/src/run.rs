@@ -384,6 +384,8 @@ pub(crate) enum Ended {
 
 /// After a kill, how long to wait for the container to stop.
 const KILL_GRACE: Duration = Duration::from_secs(10);
+/// How long a SIGKILLed container's `OOMKilled` flag may take to be set after its exit.
+const OOM_SETTLE: Duration = Duration::from_millis(500);
 
 /// Reads the state, the logs and judges the outcome of a container that is no longer running
 /// (before its output is read).
@@ -393,10 +395,27 @@ pub(crate) async fn finished<E: Engine + ?Sized>(
     id: &str,
     ended: Ended,
 ) -> RunReport {
-    let info = match engine.inspect_container(id).await {
+    let mut info = match engine.inspect_container(id).await {
         Ok(info) => info,
         Err(e) => return RunReport::failed(&spec.run_id, FailureReason::Engine(e.to_string())),
     };
+    // Docker records `OOMKilled` from containerd's OOM event, which can arrive after the exit
+    // event: a container killed by SIGKILL (137) that the node did not kill is looked at again
+    // for a moment before its kill is called anything but out of memory.
+    if matches!(ended, Ended::Exited) && info.exit_code == Some(137) && !info.oom_killed {
+        let deadline = Instant::now() + OOM_SETTLE;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match engine.inspect_container(id).await {
+                Ok(again) if again.oom_killed => {
+                    info = again;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
     let logs = engine
         .logs_tail(id, spec.limits.log_tail_bytes)
         .await
