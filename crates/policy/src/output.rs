@@ -462,6 +462,28 @@ impl OutputRules {
         }
     }
 
+    /// The result as JSON, or why it is not (the place of the first error, never its bytes).
+    fn parse(&self, bytes: &[u8]) -> Result<Value, OutputViolation> {
+        let parsed: Result<Value, _> = serde_json::from_slice(bytes);
+        parsed.map_err(|e| {
+            let mut rules: BTreeSet<String> = self.schemas.iter().map(|s| s.rule.clone()).collect();
+            if let Some(m) = &self.min_count {
+                rules.extend(m.rules.iter().cloned());
+            }
+            let checks = match (self.schemas.is_empty(), self.min_count.is_some()) {
+                (false, true) => "schema and min_count",
+                (false, false) => "schema",
+                (true, _) => "min_count",
+            };
+            OutputViolation::NotJson {
+                line: e.line(),
+                column: e.column(),
+                checks: checks.to_owned(),
+                rules,
+            }
+        })
+    }
+
     /// `max_bytes` alone, for output the node measures without reading it (released logs, an
     /// output directory).
     pub fn check_size(&self, len: u64) -> Result<(), OutputViolation> {
@@ -481,23 +503,7 @@ impl OutputRules {
         if self.schemas.is_empty() && self.min_count.is_none() {
             return Ok(());
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            let mut rules: BTreeSet<String> = self.schemas.iter().map(|s| s.rule.clone()).collect();
-            if let Some(m) = &self.min_count {
-                rules.extend(m.rules.iter().cloned());
-            }
-            let checks = match (self.schemas.is_empty(), self.min_count.is_some()) {
-                (false, true) => "schema and min_count",
-                (false, false) => "schema",
-                (true, _) => "min_count",
-            };
-            OutputViolation::NotJson {
-                line: e.line(),
-                column: e.column(),
-                checks: checks.to_owned(),
-                rules,
-            }
-        })?;
+        let value = self.parse(bytes)?;
         for schema in &self.schemas {
             schema
                 .validate(&value)
