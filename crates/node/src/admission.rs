@@ -19,7 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
-use warden_policy::{Decision, KeyLoadError, Policy, Precheck, Request, Requester, RuleId};
+use warden_policy::{
+    Decision, FileLoadError, KeyLoadError, MAX_SCHEMA_BYTES, Policy, Precheck, Request, Requester,
+    RuleId,
+};
 use warden_reference::{Digest, Reference};
 use warden_registry::ImageSource;
 use warden_runtime::{Engine, PinError, PinnedImage, pull_pinned};
@@ -202,26 +205,48 @@ impl Gate {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         let mut keys: BTreeMap<KeyId, PublicKey> = BTreeMap::new();
         let mut key_files: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
-        let policy = Policy::from_toml_str(&text, &path.display().to_string(), |file| {
-            let key_path = base.join(file);
-            let pem = read_capped(&key_path, MAX_KEY_BYTES).map_err(|e| {
-                KeyLoadError(format!(
-                    "cannot read key file {}: {e}; the path is relative to the policy file",
-                    key_path.display()
+        // Output schemas are read relative to the policy's folder, capped, like key files.
+        let load_schema = |file: &str| {
+            let schema_path = base.join(file);
+            let bytes = read_capped(&schema_path, MAX_SCHEMA_BYTES).map_err(|e| {
+                FileLoadError(format!(
+                    "cannot read schema file {}: {e}; the path is relative to the policy file",
+                    schema_path.display()
                 ))
             })?;
-            let pem = std::str::from_utf8(&pem).map_err(|_| {
-                KeyLoadError(format!("key file {} is not text", key_path.display()))
-            })?;
-            let key = PublicKey::from_pem(pem)
-                .map_err(|e| KeyLoadError(format!("key file {}: {e}", key_path.display())))?;
-            let names = key_files.entry(key.id()).or_default();
-            if !names.iter().any(|n| n == file) {
-                names.push(file.to_owned());
-            }
-            keys.insert(key.id(), key.clone());
-            Ok(key)
-        })?;
+            String::from_utf8(bytes).map_err(|_| {
+                FileLoadError(format!(
+                    "schema file {} is not UTF-8 text",
+                    schema_path.display()
+                ))
+            })
+        };
+        let origin = path.display().to_string();
+        let policy = Policy::from_toml_str_with_files(
+            &text,
+            &origin,
+            |file| {
+                let key_path = base.join(file);
+                let pem = read_capped(&key_path, MAX_KEY_BYTES).map_err(|e| {
+                    KeyLoadError(format!(
+                        "cannot read key file {}: {e}; the path is relative to the policy file",
+                        key_path.display()
+                    ))
+                })?;
+                let pem = std::str::from_utf8(&pem).map_err(|_| {
+                    KeyLoadError(format!("key file {} is not text", key_path.display()))
+                })?;
+                let key = PublicKey::from_pem(pem)
+                    .map_err(|e| KeyLoadError(format!("key file {}: {e}", key_path.display())))?;
+                let names = key_files.entry(key.id()).or_default();
+                if !names.iter().any(|n| n == file) {
+                    names.push(file.to_owned());
+                }
+                keys.insert(key.id(), key.clone());
+                Ok(key)
+            },
+            load_schema,
+        )?;
         Ok(Gate {
             policy,
             keys: keys.into_values().collect(),

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod binding;
+pub mod budget;
 pub mod config;
 pub mod node;
 pub mod orgs;

@@ -64,6 +64,9 @@ pub struct ProxyLimits {
     pub result_bytes: u64,
     pub requests_per_second: u32,
     pub max_subtasks: u32,
+    /// The allow rule (1-based number) whose `max_subtasks` is `max_subtasks`, when it is
+    /// smaller than the node's `[limits]`.
+    pub max_subtasks_rule: Option<usize>,
     /// A run whose task has this many parent tasks creates no subtask.
     pub max_subtask_depth: u32,
 }
@@ -467,11 +470,19 @@ async fn create_subtask(
         ));
     }
     let mut created = inner.subtasks.lock().await;
-    if created.len() >= inner.deps.limits.max_subtasks as usize {
+    let limits = &inner.deps.limits;
+    if created.len() >= limits.max_subtasks as usize {
+        let whose = match limits.max_subtasks_rule {
+            Some(n) => format!(
+                "the limit of allow[{n}] (max_subtasks = {})",
+                limits.max_subtasks
+            ),
+            None => "the node's limit".to_owned(),
+        };
         return Err(Refusal::new(
             ErrorCode::Forbidden,
             format!(
-                "this run already created {} subtasks, the node's limit",
+                "this run already created {} subtasks, {whose}",
                 created.len()
             ),
         ));

@@ -11,7 +11,9 @@
 //! <spool>/runs/<run>/result.sealed  the sealed result awaiting delivery
 //! <spool>/work/<run>/{input,output,proxy}
 //! <spool>/logs/run-<run>.log        what the algorithm printed (0600; kept for the data owner)
+//! <spool>/withheld/run-<run>       a result the admitting rule's output rules withheld (0600)
 //! <spool>/replay.jsonl              accepted input nonces (crate::replay)
+//! <spool>/runs_per_day.jsonl        runs counted against `runs_per_day` (crate::budget)
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -101,6 +103,10 @@ pub struct RunRecord {
     /// The node decided this run is plaintext (`[encryption]`): the result is not sealed.
     #[serde(default)]
     pub plaintext: bool,
+    /// The 1-based number of the allow rule that admitted the run: its output rules are applied
+    /// to the result, also when the run is settled after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_rule: Option<usize>,
 }
 
 impl RunRecord {
@@ -126,6 +132,7 @@ impl RunRecord {
             nonce: None,
             organization: None,
             plaintext: false,
+            allow_rule: None,
         }
     }
 }
@@ -312,6 +319,22 @@ impl Spool {
     pub fn put_log(&self, run_id: i64, logs: &[u8]) -> Result<PathBuf> {
         let path = self.log_path(run_id);
         write_atomic_private(&path, logs)?;
+        Ok(path)
+    }
+
+    /// Where a withheld result is kept.
+    pub fn withheld_path(&self, run_id: i64) -> PathBuf {
+        self.root.join("withheld").join(format!("run-{run_id}"))
+    }
+
+    /// Keeps a result that broke its rule's output rules at the node, for the data owner:
+    /// readable by the node's user only (0600, in a 0700 directory). It is never uploaded.
+    pub fn put_withheld(&self, run_id: i64, result: &[u8]) -> Result<PathBuf> {
+        let dir = self.root.join("withheld");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
+        let path = self.withheld_path(run_id);
+        write_atomic_private(&path, result)?;
         Ok(path)
     }
 

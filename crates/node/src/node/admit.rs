@@ -11,6 +11,7 @@ use warden_policy::Requester;
 use super::{AUDIT_UNAVAILABLE, Collab, Node, RunTiming, sanitize, sha256_hex};
 use crate::admission::{Admitted, Rejection};
 use crate::binding::{self, Here, ServerClaims, quote};
+use crate::budget::Spent;
 use crate::replay::Seen;
 use crate::server::ServerError;
 use crate::slots::RunSlot;
@@ -224,15 +225,59 @@ impl Node {
             .iter()
             .map(ToString::to_string)
             .collect();
+        self.spend_budget(record.run_id, &admitted, audit.organization.as_deref())?;
         audit.outcome = AuditOutcome::Admitted;
         audit.reason = None;
         // Fails closed: no run starts unless its admission is on record.
         self.audit(audit.clone()).map_err(|_| Refused::Audit)?;
         tracing::info!(run = record.run_id, digest = %admitted.digest(), rule = %admitted.rule().name(), "run admitted");
         record.digest = Some(admitted.digest().to_string());
+        record.allow_rule = Some(admitted.rule().number);
         record.phase = Phase::Admitted;
         let _ = s.spool.save(record);
         Ok((admitted, established, collab))
+    }
+
+    /// The admitting rule's `runs_per_day`, per requesting organization (the proven one; in
+    /// plaintext mode the server's word) and rule over a rolling 24 hours: this run is counted,
+    /// durably, or rejected when the budget is spent.
+    fn spend_budget(
+        &self,
+        run_id: i64,
+        admitted: &Admitted,
+        organization: Option<&str>,
+    ) -> Result<(), Refused> {
+        let s = &self.inner;
+        let rule = admitted.rule();
+        let Some(budget) = s
+            .gate
+            .policy()
+            .output_rules(rule)
+            .and_then(|o| o.runs_per_day)
+        else {
+            return Ok(());
+        };
+        let organization = organization.unwrap_or_default();
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        match s
+            .budget
+            .spend(organization, &rule.name(), budget, run_id, now)
+        {
+            Ok(Spent::Within) => Ok(()),
+            Ok(Spent::Over { used }) => Err(Refused::Rejected(format!(
+                "organization {} already ran {used} run{} under {} within the last 24 hours, its \
+                 budget of runs_per_day = {budget}: try again later",
+                quote(organization),
+                if used == 1 { "" } else { "s" },
+                rule.name()
+            ))),
+            Err(e) => {
+                tracing::error!(run = run_id, error = %e, "cannot count the run against runs_per_day");
+                Err(Refused::Transient(format!(
+                    "cannot count the run against runs_per_day: {e}"
+                )))
+            }
+        }
     }
 
     /// Sealed mode: opens the input, proves its sender, checks its binding against the run and

@@ -202,6 +202,16 @@ impl Node {
                 .and_then(|b| b.via.as_ref())
                 .map(|v| v.task_id),
         };
+        // The smaller of the node's cap and the admitting rule's.
+        let rule_cap = s
+            .gate
+            .policy()
+            .output_rules(admitted.rule())
+            .and_then(|o| o.max_subtasks);
+        let (max_subtasks, max_subtasks_rule) = match rule_cap {
+            Some(cap) if cap < limits.max_subtasks => (cap, Some(admitted.rule().number)),
+            _ => (limits.max_subtasks, None),
+        };
         let deps = ProxyDeps {
             server: s.server.clone(),
             run: Arc::new(tokio::sync::OnceCell::new()),
@@ -211,7 +221,8 @@ impl Node {
                 request_bytes: limits.proxy_request_bytes,
                 result_bytes: limits.proxy_result_bytes,
                 requests_per_second: limits.proxy_requests_per_second,
-                max_subtasks: limits.max_subtasks,
+                max_subtasks,
+                max_subtasks_rule,
                 max_subtask_depth: limits.max_subtask_depth,
             },
             slot: slot.clone(),
@@ -267,6 +278,19 @@ impl Node {
         audit: Option<&mut Record>,
     ) {
         let s = &self.inner;
+        // The admitting rule's output rules: a result that breaks them never leaves the node.
+        let mut withheld_hash = None;
+        let outcome = match outcome {
+            Ok(output) => match self.check_output(record, &output) {
+                Ok(()) => Ok(output),
+                Err(reason) => {
+                    withheld_hash = Some(sha256_hex(&output));
+                    self.withhold(record.run_id, &output);
+                    Err(reason)
+                }
+            },
+            Err(reason) => Err(reason),
+        };
         let (mut final_, output_hash) = match outcome {
             Ok(output) => match seal_output(&s.secret, record, &output) {
                 Ok(sealed) => {
@@ -287,7 +311,7 @@ impl Node {
                 Final::Failed {
                     reason: sanitize(&reason),
                 },
-                None,
+                withheld_hash,
             ),
         };
         if let Some(a) = audit {
@@ -320,6 +344,43 @@ impl Node {
         record.phase = Phase::Finished;
         record.outcome = Some(final_);
         self.save_and_deliver(record.clone()).await;
+    }
+}
+
+impl Node {
+    /// Applies the output rules of the allow rule that admitted the run (as the record names it)
+    /// to its result; the violation's text (which never quotes the result) on failure.
+    fn check_output(&self, record: &RunRecord, output: &[u8]) -> Result<(), String> {
+        let policy = self.inner.gate.policy();
+        let Some(number) = record.allow_rule else {
+            return Err(
+                "the run's record names no admitting rule (it was taken by an older version of \
+                 this node), so its output rules cannot be checked; the result is withheld"
+                    .into(),
+            );
+        };
+        let Some(rule) = number
+            .checked_sub(1)
+            .and_then(|i| policy.allow_rules().get(i))
+        else {
+            return Err(format!(
+                "the policy no longer has allow[{number}], the rule that admitted the run, so \
+                 its output rules cannot be checked; the result is withheld"
+            ));
+        };
+        rule.output.check_result(output).map_err(|v| v.to_string())
+    }
+
+    /// Keeps a withheld result at the node for the data owner; never uploaded.
+    fn withhold(&self, run_id: i64, output: &[u8]) {
+        match self.inner.spool.put_withheld(run_id, output) {
+            Ok(path) => {
+                tracing::warn!(run = run_id, withheld = %path.display(), bytes = output.len(), "result withheld by its rule's output rules");
+            }
+            Err(e) => {
+                tracing::error!(run = run_id, error = %e, "cannot keep the withheld result; it is dropped");
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use warden_runtime::DockerEngine;
 use zeroize::Zeroizing;
 
 use crate::admission::{Gate, GateError};
+use crate::budget::RunBudget;
 use crate::config::Config;
 use crate::orgs::OrgKeys;
 use crate::replay::ReplayCache;
@@ -75,6 +76,29 @@ pub enum StartError {
     Login(ServerError),
     #[error("{0}")]
     Config(String),
+    /// The policy asks for something only the airlock (issue 9) would enforce.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Refuses a policy that asks for what this node cannot enforce yet: manual release (and
+/// checkers) and first-run approval need the airlock. Releasing such results automatically would
+/// ignore the data owner's rule, so the node does not start.
+pub(crate) fn refuse_unsupported(policy: &warden_policy::Policy) -> Result<(), StartError> {
+    for rule in policy.allow_rules() {
+        let what = match (rule.output.release, rule.output.first_run) {
+            (warden_policy::Release::Manual { .. }, _) => "manual release of results",
+            (_, warden_policy::FirstRun::Approve) => "first-run approval",
+            _ => continue,
+        };
+        return Err(StartError::Unsupported(format!(
+            "{}: rule {} asks for {what}, which this node does not offer yet (issue 9's \
+             airlock); remove the key or the node would release automatically",
+            policy.origin(),
+            rule.id
+        )));
+    }
+    Ok(())
 }
 
 /// Where the time went between receiving a run and starting its container (for benches and
@@ -131,6 +155,8 @@ struct Shared {
     /// What an input's sender is proven with.
     trusted: warden_seal::TrustedKeys,
     replay: ReplayCache,
+    /// Runs counted against the allow rules' `runs_per_day`.
+    budget: RunBudget,
     spool: Spool,
     audit: Mutex<AuditState>,
     audit_path: PathBuf,
@@ -244,6 +270,7 @@ impl Node {
     /// client, and the login at the server (retried with backoff while the server is down).
     pub async fn start(config: Config) -> Result<Node, StartError> {
         let gate = Gate::load(&config.node.policy)?;
+        refuse_unsupported(gate.policy())?;
         let secret_pem = read_file(
             "the organization secret key",
             &config.node.secret_key,
@@ -334,6 +361,7 @@ impl Node {
             config.encryption.max_input_age_secs,
             OffsetDateTime::now_utc().unix_timestamp(),
         )?;
+        let budget = RunBudget::open(spool.root(), OffsetDateTime::now_utc().unix_timestamp())?;
 
         let engine = DockerEngine::connect().await?;
         let probe_bin = read_file("the isolation probe", &config.node.probe, 64 << 20)?;
@@ -384,6 +412,7 @@ impl Node {
                 organization,
                 trusted,
                 replay,
+                budget,
                 spool,
                 audit: Mutex::new(AuditState {
                     log: Some(audit),
