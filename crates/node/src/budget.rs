@@ -12,23 +12,18 @@
 //! is opened and whenever it has grown (rewritten atomically). The same run handled again (after
 //! a passing failure or a restart) is not counted twice.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{SpoolError, write_atomic_private};
+use crate::jsonl::JsonLines;
+use crate::spool::SpoolError;
 
 /// File name of the counts in the spool directory.
 pub const FILE: &str = "runs_per_day.jsonl";
 /// The window the budget counts over, in seconds.
 pub const WINDOW_SECS: i64 = 24 * 60 * 60;
-/// The file is rewritten (expired lines dropped) once it holds this many more lines than twice
-/// the lines live at the previous rewrite.
-const COMPACT_SLACK: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,9 +45,7 @@ pub enum Spent {
 
 struct State {
     lines: Vec<Line>,
-    written: usize,
-    compact_at: usize,
-    file: File,
+    file: JsonLines<Line>,
 }
 
 /// The persisted counts of runs per organization and rule.
@@ -69,36 +62,8 @@ impl std::fmt::Debug for RunBudget {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn open_append(path: &Path) -> Result<File, SpoolError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))
-}
-
 fn live(line: &Line, now: i64) -> bool {
     now.saturating_sub(line.at) < WINDOW_SECS
-}
-
-fn serialize(path: &Path, lines: &[Line]) -> Result<Vec<u8>, SpoolError> {
-    let mut out = Vec::new();
-    for l in lines {
-        out.extend(serde_json::to_vec(l).map_err(|e| SpoolError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?);
-        out.push(b'\n');
-    }
-    Ok(out)
 }
 
 impl RunBudget {
@@ -107,43 +72,10 @@ impl RunBudget {
     /// malformed line is refused, naming the file and line.
     pub fn open(dir: &Path, now: i64) -> Result<RunBudget, SpoolError> {
         let path = dir.join(FILE);
-        let mut lines = Vec::new();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let complete = bytes.ends_with(b"\n");
-                let text = String::from_utf8_lossy(&bytes);
-                let raw: Vec<&str> = text.split_terminator('\n').collect();
-                for (i, line) in raw.iter().enumerate() {
-                    match serde_json::from_str::<Line>(line) {
-                        Ok(l) => lines.push(l),
-                        Err(_) if i + 1 == raw.len() && !complete => {
-                            tracing::warn!(path = %path.display(), "dropping a torn last line of the run budget");
-                        }
-                        Err(e) => {
-                            return Err(SpoolError::Corrupt {
-                                path: path.clone(),
-                                message: format!(
-                                    "line {}: {e}; the node will not forget the runs it counted: repair or move the file",
-                                    i + 1
-                                ),
-                            });
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&path)(e)),
-        }
-        lines.retain(|l| live(l, now));
-        write_atomic_private(&path, &serialize(&path, &lines)?)?;
-        let file = open_append(&path)?;
+        let (file, lines) =
+            JsonLines::open(path.clone(), "the runs it counted", |l: &Line| live(l, now))?;
         Ok(RunBudget {
-            state: Mutex::new(State {
-                written: lines.len(),
-                compact_at: 2 * lines.len() + COMPACT_SLACK,
-                lines,
-                file,
-            }),
+            state: Mutex::new(State { lines, file }),
             path,
         })
     }
@@ -177,18 +109,13 @@ impl RunBudget {
             run_id,
             at: now,
         };
-        let bytes = serialize(&self.path, std::slice::from_ref(&line))?;
-        s.file.write_all(&bytes).map_err(io(&self.path))?;
-        s.file.sync_data().map_err(io(&self.path))?;
+        s.file.append(&line)?;
         s.lines.push(line);
-        s.written += 1;
-        if s.written >= s.compact_at {
-            s.lines.retain(|l| live(l, now));
-            let all = serialize(&self.path, &s.lines)?;
-            write_atomic_private(&self.path, &all)?;
-            s.file = open_append(&self.path)?;
-            s.written = s.lines.len();
-            s.compact_at = 2 * s.lines.len() + COMPACT_SLACK;
+        if s.file.wants_rewrite() {
+            let State { lines, file } = &mut *s;
+            lines.retain(|l| live(l, now));
+            let refs: Vec<&Line> = lines.iter().collect();
+            file.rewrite(&refs)?;
         }
         Ok(Spent::Within)
     }

@@ -10,6 +10,7 @@ pub mod admission;
 pub mod binding;
 pub mod budget;
 pub mod config;
+mod jsonl;
 pub mod node;
 pub mod orgs;
 pub mod proxy;

@@ -15,21 +15,16 @@
 //! own entry and is not a replay.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{SpoolError, write_atomic_private};
+use crate::jsonl::JsonLines;
+use crate::spool::SpoolError;
 
 /// File name of the cache in the spool directory.
 pub const FILE: &str = "replay.jsonl";
-/// The file is rewritten (expired entries dropped) once it holds this many more lines than
-/// twice the entries live at the previous rewrite.
-const COMPACT_SLACK: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,11 +53,7 @@ pub enum Seen {
 
 struct State {
     entries: HashMap<String, Entry>,
-    /// Lines in the file.
-    lines: usize,
-    /// At this many lines the file is rewritten.
-    compact_at: usize,
-    file: File,
+    file: JsonLines<Line>,
 }
 
 /// The persisted set of accepted nonces.
@@ -81,22 +72,6 @@ impl std::fmt::Debug for ReplayCache {
     }
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn open_append(path: &Path) -> Result<File, SpoolError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))
-}
-
 impl ReplayCache {
     /// Opens (creating) `dir/replay.jsonl`, dropping entries older than `max_age_secs` at
     /// `now`. A torn last line (a crash while appending, before the run went on) is dropped; any
@@ -104,51 +79,23 @@ impl ReplayCache {
     pub fn open(dir: &Path, max_age_secs: u64, now: i64) -> Result<ReplayCache, SpoolError> {
         let path = dir.join(FILE);
         let max_age = i64::try_from(max_age_secs).unwrap_or(i64::MAX);
-        let mut entries = HashMap::new();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let complete = bytes.ends_with(b"\n");
-                let text = String::from_utf8_lossy(&bytes);
-                let lines: Vec<&str> = text.split_terminator('\n').collect();
-                for (i, line) in lines.iter().enumerate() {
-                    match serde_json::from_str::<Line>(line) {
-                        Ok(l) => {
-                            entries.insert(
-                                l.nonce,
-                                Entry {
-                                    run_id: l.run_id,
-                                    issued_at: l.issued_at,
-                                },
-                            );
-                        }
-                        Err(_) if i + 1 == lines.len() && !complete => {
-                            tracing::warn!(path = %path.display(), "dropping a torn last line of the replay cache");
-                        }
-                        Err(e) => {
-                            return Err(SpoolError::Corrupt {
-                                path: path.clone(),
-                                message: format!(
-                                    "line {}: {e}; the node will not forget the nonces it accepted: repair or move the file",
-                                    i + 1
-                                ),
-                            });
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&path)(e)),
-        }
-        entries.retain(|_, e| live(e, max_age, now));
-        write_atomic_private(&path, &serialize(&entries)?)?;
-        let file = open_append(&path)?;
+        let (file, lines) = JsonLines::open(path.clone(), "the nonces it accepted", |l: &Line| {
+            live(l.issued_at, max_age, now)
+        })?;
+        let entries = lines
+            .into_iter()
+            .map(|l| {
+                (
+                    l.nonce,
+                    Entry {
+                        run_id: l.run_id,
+                        issued_at: l.issued_at,
+                    },
+                )
+            })
+            .collect();
         Ok(ReplayCache {
-            state: Mutex::new(State {
-                lines: entries.len(),
-                compact_at: 2 * entries.len() + COMPACT_SLACK,
-                entries,
-                file,
-            }),
+            state: Mutex::new(State { entries, file }),
             path,
             max_age,
         })
@@ -172,28 +119,19 @@ impl ReplayCache {
             Some(e) => return Ok(Seen::OtherRun(e.run_id)),
             None => {}
         }
-        let mut line = serde_json::to_vec(&Line {
+        s.file.append(&Line {
             nonce: nonce.to_owned(),
             run_id,
             issued_at,
-        })
-        .map_err(|e| SpoolError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
         })?;
-        line.push(b'\n');
-        s.file.write_all(&line).map_err(io(&self.path))?;
-        s.file.sync_data().map_err(io(&self.path))?;
         s.entries
             .insert(nonce.to_owned(), Entry { run_id, issued_at });
-        s.lines += 1;
-        if s.lines >= s.compact_at {
+        if s.file.wants_rewrite() {
             let max_age = self.max_age;
-            s.entries.retain(|_, e| live(e, max_age, now));
-            write_atomic_private(&self.path, &serialize(&s.entries)?)?;
-            s.file = open_append(&self.path)?;
-            s.lines = s.entries.len();
-            s.compact_at = 2 * s.entries.len() + COMPACT_SLACK;
+            s.entries.retain(|_, e| live(e.issued_at, max_age, now));
+            let lines = lines_of(&s.entries);
+            let refs: Vec<&Line> = lines.iter().collect();
+            s.file.rewrite(&refs)?;
         }
         Ok(Seen::New)
     }
@@ -212,30 +150,25 @@ impl ReplayCache {
     }
 }
 
-/// Whether an entry's input could still be accepted at `now` (with the clock margin).
-fn live(e: &Entry, max_age: i64, now: i64) -> bool {
+/// Whether an input issued at `issued_at` could still be accepted at `now` (with the clock
+/// margin).
+fn live(issued_at: i64, max_age: i64, now: i64) -> bool {
     let margin = i64::try_from(crate::config::MAX_FUTURE_SECS).unwrap_or(0);
-    e.issued_at.saturating_add(max_age).saturating_add(margin) >= now
+    issued_at.saturating_add(max_age).saturating_add(margin) >= now
 }
 
-fn serialize(entries: &HashMap<String, Entry>) -> Result<Vec<u8>, SpoolError> {
-    let mut sorted: Vec<(&String, &Entry)> = entries.iter().collect();
-    sorted.sort_by_key(|(n, e)| (e.run_id, n.as_str()));
-    let mut out = Vec::new();
-    for (nonce, e) in sorted {
-        let line = serde_json::to_vec(&Line {
+/// The entries as lines, in a stable order.
+fn lines_of(entries: &HashMap<String, Entry>) -> Vec<Line> {
+    let mut lines: Vec<Line> = entries
+        .iter()
+        .map(|(nonce, e)| Line {
             nonce: nonce.clone(),
             run_id: e.run_id,
             issued_at: e.issued_at,
         })
-        .map_err(|err| SpoolError::Corrupt {
-            path: PathBuf::from(FILE),
-            message: err.to_string(),
-        })?;
-        out.extend_from_slice(&line);
-        out.push(b'\n');
-    }
-    Ok(out)
+        .collect();
+    lines.sort_by(|a, b| (a.run_id, &a.nonce).cmp(&(b.run_id, &b.nonce)));
+    lines
 }
 
 #[cfg(test)]
@@ -243,6 +176,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+    use crate::jsonl::COMPACT_SLACK;
 
     const DAY: u64 = 86_400;
 
