@@ -83,7 +83,10 @@ async fn wait_for_state(engine: &DockerEngine, node: &str, run_id: &str, state: 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for id in engine.list_containers(LABEL_NODE, node).await.unwrap() {
-            let info = engine.inspect_container(&id).await.unwrap();
+            // A container listed a moment ago may be gone by now (removed by the run itself).
+            let Ok(info) = engine.inspect_container(&id).await else {
+                continue;
+            };
             if info.labels.get("org.warden.run").map(String::as_str) == Some(run_id)
                 && info.state == state
             {
