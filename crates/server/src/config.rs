@@ -35,6 +35,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Directory of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -134,6 +136,26 @@ pub struct LimitsConfig {
     /// than this is refused, whatever a node allows.
     #[serde(default = "d_depth", deserialize_with = "depth")]
     pub max_subtask_depth: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// File holding the bearer token that `GET /metrics` requires (read at start, trimmed,
+    /// at least [`crate::metrics::MIN_TOKEN_LEN`] characters). Without it `/metrics` is open
+    /// and the server warns at start.
+    #[serde(default, deserialize_with = "token_file")]
+    pub token_file: Option<PathBuf>,
+}
+
+fn token_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let p = PathBuf::deserialize(d)?;
+    if p.as_os_str().is_empty() {
+        return Err(serde::de::Error::custom(
+            "the metrics token file must be a path; leave the key out to keep /metrics open",
+        ));
+    }
+    Ok(Some(p))
 }
 
 fn default_max_connections() -> u32 {
@@ -326,6 +348,31 @@ admin_password_file = "admin.pw"             # the administrator's user name is 
         );
         assert_eq!(c.auth, AuthConfig::default());
         assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.metrics.token_file, None);
+    }
+
+    #[test]
+    fn the_metrics_token_file_is_optional_and_checked() {
+        let c = Config::parse(
+            &format!("{MINIMAL}[metrics]\ntoken_file = \"metrics.token\"\n"),
+            Path::new("server.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.metrics.token_file, Some(PathBuf::from("metrics.token")));
+
+        let e = err(&format!("{MINIMAL}[metrics]\ntoken_file = \"\"\n"));
+        assert!(
+            e.starts_with("server.toml:9:14: key `metrics.token_file`"),
+            "{e}"
+        );
+        let e = err(&format!("{MINIMAL}[metrics]\ntoken = \"x\"\n"));
+        assert!(e.starts_with("server.toml:9:1: key `metrics.token`"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+        let e = err(&format!("{MINIMAL}[metrics]\ntoken_file = 3\n"));
+        assert!(
+            e.starts_with("server.toml:9:14: key `metrics.token_file`"),
+            "{e}"
+        );
     }
 
     #[test]

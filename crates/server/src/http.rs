@@ -9,7 +9,8 @@ use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State,
+    ConnectInfo, DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Path, Query, Request,
+    State,
 };
 use axum::handler::Handler;
 use axum::http::request::Parts;
@@ -25,6 +26,7 @@ use warden_api::{ErrorBody, ErrorCode};
 use warden_reference::Reference;
 
 use crate::config::LimitsConfig;
+use crate::metrics::MetricsAccess;
 use crate::service::{
     Bearer, CollaborationQuery, OrganizationQuery, PageRequest, RunQuery, RunUpdate, Service,
     ServiceError, TaskQuery, TaskRequest,
@@ -241,6 +243,9 @@ fn octets(data: Vec<u8>) -> Response {
 struct Routes {
     router: Router<Service>,
     served: Vec<(Method, &'static str)>,
+    /// The routes that take no query parameters (every route but those added with
+    /// [`Routes::get_query`]); a query parameter there is refused before the handler runs.
+    no_query: Vec<(Method, &'static str)>,
 }
 
 impl Routes {
@@ -248,10 +253,19 @@ impl Routes {
         Routes {
             router: Router::new(),
             served: Vec::new(),
+            no_query: Vec::new(),
         }
     }
 
-    fn on<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    fn on<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, Service>,
+        T: 'static,
+    {
+        self.add(method, path, handler, false)
+    }
+
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H, query: bool) -> Self
     where
         H: Handler<T, Service>,
         T: 'static,
@@ -262,12 +276,22 @@ impl Routes {
             // the route-table test catches (the route is then missing from the table).
             Err(_) => return self,
         };
-        self.router = self.router.route(path, on(filter, handler));
+        let route = if query {
+            on(filter, handler)
+        } else {
+            self.no_query.push((method.clone(), path));
+            on(filter, handler).route_layer(middleware::from_fn(refuse_query))
+        };
+        self.router = self.router.route(path, route);
         self.served.push((method, path));
         self
     }
     fn get<H: Handler<T, Service>, T: 'static>(self, path: &'static str, h: H) -> Self {
         self.on(Method::GET, path, h)
+    }
+    /// A GET whose handler parses the query string itself (with `Params`).
+    fn get_query<H: Handler<T, Service>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add(Method::GET, path, h, true)
     }
     fn post<H: Handler<T, Service>, T: 'static>(self, path: &'static str, h: H) -> Self {
         self.on(Method::POST, path, h)
@@ -296,40 +320,43 @@ fn routes(limits: &LimitsConfig) -> Routes {
         .post("/api/auth/node", node_login)
         .get("/api/auth/whoami", whoami)
         .post("/api/organizations", create_organization)
-        .get("/api/organizations", list_organizations)
+        .get_query("/api/organizations", list_organizations)
         .get("/api/organizations/{id}", get_organization)
         .post("/api/collaborations", create_collaboration)
-        .get("/api/collaborations", list_collaborations)
+        .get_query("/api/collaborations", list_collaborations)
         .get("/api/collaborations/{id}", get_collaboration)
         .post("/api/users", create_user)
-        .get("/api/users", list_users)
+        .get_query("/api/users", list_users)
         .post("/api/users/me/password", change_own_password)
         .get("/api/users/{id}", get_user)
         .patch("/api/users/{id}", update_user)
         .post("/api/users/{id}/password", reset_password)
         .post("/api/nodes", create_node)
-        .get("/api/nodes", list_nodes)
+        .get_query("/api/nodes", list_nodes)
         .get("/api/nodes/{id}", get_node)
         .post("/api/nodes/{id}/key", rotate_node_key)
         .post("/api/tasks", create_task)
-        .get("/api/tasks", list_tasks)
+        .get_query("/api/tasks", list_tasks)
         .get("/api/tasks/{id}", get_task)
-        .get("/api/runs", list_runs)
+        .get_query("/api/runs", list_runs)
         .get("/api/runs/{id}", get_run)
         .patch("/api/runs/{id}", update_run)
         .post("/api/runs/{id}/ack", ack_run)
         .get("/api/runs/{id}/input", get_input)
         .post("/api/runs/{id}/token", run_token)
-        .get("/api/events", poll_events)
-        .get("/api/events/ws", event_socket)
+        .get_query("/api/events", poll_events)
+        .get_query("/api/events/ws", event_socket)
         .get("/metrics", metrics);
     let mut served = api.served;
     served.extend(results.served);
+    let mut no_query = api.no_query;
+    no_query.extend(results.no_query);
     Routes {
         router: Router::new()
             .merge(api.router.layer(DefaultBodyLimit::max(body_limit)))
             .merge(results.router.layer(DefaultBodyLimit::max(result_limit))),
         served,
+        no_query,
     }
 }
 
@@ -339,13 +366,53 @@ pub fn served_routes() -> Vec<(Method, &'static str)> {
     routes(&LimitsConfig::default()).served
 }
 
-pub fn router(service: Service) -> Router {
+/// The (method, path) pairs that take no query parameters: any query parameter there is
+/// refused with 400, before authentication (as the list routes refuse unknown ones).
+pub fn routes_without_query() -> Vec<(Method, &'static str)> {
+    routes(&LimitsConfig::default()).no_query
+}
+
+/// Refuses any query parameter on a route that takes none, naming the first one.
+async fn refuse_query(req: Request, next: Next) -> Response {
+    if req.uri().query().is_some_and(|q| !q.is_empty()) {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        return match Query::<Vec<(String, String)>>::try_from_uri(req.uri()) {
+            Ok(Query(pairs)) => match pairs.into_iter().next() {
+                Some((name, _)) => {
+                    let shown = api::display::safe(&name);
+                    ApiError::field(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "the query string is not valid: unknown parameter `{shown}`; {method} {path} takes no query parameters"
+                        ),
+                        &name,
+                    )
+                    .into_response()
+                }
+                None => next.run(req).await,
+            },
+            Err(e) => ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the query string is not valid: {}; {method} {path} takes no query parameters",
+                    e.body_text()
+                ),
+            )
+            .into_response(),
+        };
+    }
+    next.run(req).await
+}
+
+pub fn router(service: Service, metrics: MetricsAccess) -> Router {
     routes(service.limits())
         .router
         .fallback(not_found)
         // After every route is added: it is set on each route's own method router.
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), count))
+        .layer(Extension(metrics))
         .with_state(service)
 }
 
@@ -396,12 +463,24 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-async fn metrics(State(svc): State<Service>) -> Response {
-    (
+async fn metrics(
+    State(svc): State<Service>,
+    Extension(access): Extension<MetricsAccess>,
+    cred: Credential,
+) -> ApiResult<Response> {
+    if !access.allows(cred.get().map(|b| b.0.as_str())) {
+        let message = if cred.get().is_some() {
+            "the metrics token is not valid; send the token of the server's [metrics] token_file"
+        } else {
+            "GET /metrics needs `Authorization: Bearer <token>` with the token of the server's [metrics] token_file"
+        };
+        return Err(ApiError::new(ErrorCode::Unauthenticated, message));
+    }
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         svc.metrics().render(),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn login(

@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{AuthConfig, Config, LimitsConfig};
+use crate::metrics::MetricsAccess;
 use crate::service::{Service, ServiceError};
 use crate::storage::{ConnectOptions, Db, StorageError};
 
@@ -55,6 +56,8 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    MetricsToken(#[from] metrics::TokenFileError),
     #[error("the server stopped with an error: {0}")]
     Serve(std::io::Error),
 }
@@ -163,8 +166,17 @@ impl RunningServer {
     }
 }
 
-/// Start serving `service` on `listen` (port 0 picks a free port).
+/// Start serving `service` on `listen` (port 0 picks a free port), `/metrics` open to anyone.
 pub async fn serve(listen: SocketAddr, service: Service) -> Result<RunningServer, ServerError> {
+    serve_with(listen, service, MetricsAccess::Open).await
+}
+
+/// Start serving `service` on `listen`, `/metrics` guarded by `metrics`.
+pub async fn serve_with(
+    listen: SocketAddr,
+    service: Service,
+    metrics: MetricsAccess,
+) -> Result<RunningServer, ServerError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -175,7 +187,12 @@ pub async fn serve(listen: SocketAddr, service: Service) -> Result<RunningServer
         addr: listen,
         source,
     })?;
-    let app = http::router(service.clone());
+    if metrics == MetricsAccess::Open {
+        tracing::warn!(
+            "GET /metrics is open to anyone who can reach the server; set [metrics] token_file to require a bearer token"
+        );
+    }
+    let app = http::router(service.clone(), metrics);
     let (tx, rx) = oneshot::channel::<()>();
     let sweeper = service.clone();
     tokio::spawn(async move {
@@ -224,6 +241,11 @@ pub async fn open(
 
 /// Everything `warden server start` does before serving: open, bootstrap, listen.
 pub async fn start(config: &Config) -> Result<(RunningServer, Bootstrap), ServerError> {
+    // Before the database: a bad token file is refused without touching anything.
+    let metrics = match &config.metrics.token_file {
+        Some(p) => MetricsAccess::from_file(&config.resolve(p))?,
+        None => MetricsAccess::Open,
+    };
     let options = ConnectOptions {
         max_connections: config.database.max_connections,
         sqlite_durability: config.database.sqlite_durability,
@@ -243,6 +265,6 @@ pub async fn start(config: &Config) -> Result<(RunningServer, Bootstrap), Server
         .as_deref()
         .map(|p| config.resolve(p));
     let outcome = bootstrap(&service, pw_file.as_deref()).await?;
-    let server = serve(config.http.listen, service).await?;
+    let server = serve_with(config.http.listen, service, metrics).await?;
     Ok((server, outcome))
 }

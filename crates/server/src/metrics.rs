@@ -111,3 +111,140 @@ impl Metrics {
         s
     }
 }
+
+/// Shortest bearer token `[metrics] token_file` may hold.
+pub const MIN_TOKEN_LEN: usize = 32;
+/// Longest: the bearer parser takes no longer credential.
+pub const MAX_TOKEN_LEN: usize = 256;
+
+/// Who may read `GET /metrics`: anyone, or the holder of one bearer token (kept as its sha256,
+/// compared hash against hash so that the comparison's time says nothing about the token).
+#[derive(Clone, PartialEq, Eq)]
+pub enum MetricsAccess {
+    Open,
+    Token([u8; 32]),
+}
+
+impl std::fmt::Debug for MetricsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsAccess::Open => f.write_str("Open"),
+            MetricsAccess::Token(_) => f.write_str("Token(..)"),
+        }
+    }
+}
+
+/// Why a metrics token file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read the metrics token file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the metrics token file {path} holds {len} characters after trimming; it needs {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN} (e.g. `openssl rand -hex 32 > {path}`)"
+    )]
+    Length {
+        path: std::path::PathBuf,
+        len: usize,
+    },
+    #[error(
+        "the metrics token file {path} holds whitespace or control characters inside the token; write one token on one line"
+    )]
+    Characters { path: std::path::PathBuf },
+}
+
+impl MetricsAccess {
+    /// Only a client presenting `token` may read the metrics.
+    pub fn token(token: &str) -> Self {
+        MetricsAccess::Token(sha256(token.as_bytes()))
+    }
+
+    /// Read `[metrics] token_file`: the token, trimmed, of [`MIN_TOKEN_LEN`] to
+    /// [`MAX_TOKEN_LEN`] visible characters.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, TokenFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let token = text.trim();
+        let len = token.chars().count();
+        if !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&len) {
+            return Err(TokenFileError::Length {
+                path: path.to_path_buf(),
+                len,
+            });
+        }
+        if !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(TokenFileError::Characters {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(MetricsAccess::token(token))
+    }
+
+    /// Whether a request with this bearer credential (if any) may read the metrics.
+    pub fn allows(&self, presented: Option<&str>) -> bool {
+        match self {
+            MetricsAccess::Open => true,
+            MetricsAccess::Token(want) => presented.is_some_and(|p| {
+                let got = sha256(p.as_bytes());
+                want.iter()
+                    .zip(got.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+            }),
+        }
+    }
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_token_opens_a_guarded_endpoint() {
+        let t = "0123456789abcdef0123456789abcdef";
+        let a = MetricsAccess::token(t);
+        assert!(a.allows(Some(t)));
+        assert!(!a.allows(None));
+        assert!(!a.allows(Some("0123456789abcdef0123456789abcdeX")));
+        assert!(!a.allows(Some("")));
+        assert!(MetricsAccess::Open.allows(None));
+        assert_eq!(format!("{a:?}"), "Token(..)");
+    }
+
+    #[test]
+    fn token_files_are_trimmed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |text: &str| {
+            let p = dir.path().join("t");
+            std::fs::write(&p, text).unwrap();
+            MetricsAccess::from_file(&p).map_err(|e| e.to_string())
+        };
+        let t = "0123456789abcdef0123456789abcdef";
+        assert_eq!(check(&format!("  {t}\n")).unwrap(), MetricsAccess::token(t));
+        let e = check("short\n").unwrap_err();
+        assert!(
+            e.contains("holds 5 characters") && e.contains("needs 32"),
+            "{e}"
+        );
+        assert!(check("").unwrap_err().contains("holds 0 characters"));
+        assert!(check(&"x".repeat(257)).unwrap_err().contains("257"));
+        assert!(
+            check(&format!("{t} {t}"))
+                .unwrap_err()
+                .contains("whitespace")
+        );
+        let e = MetricsAccess::from_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot read the metrics token file"), "{e}");
+    }
+}

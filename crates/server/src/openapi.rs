@@ -80,7 +80,7 @@ pub fn document() -> String {
         "openapi": "3.1.0",
         "info": {"title": "Warden coordination server", "version": env!("CARGO_PKG_VERSION")},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "metricsToken": {"type": "http", "scheme": "bearer", "description": "the token in the file named by the server's `[metrics] token_file`"}},
             "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}},
             "schemas": {
                 "ErrorBody": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
@@ -109,7 +109,10 @@ pub fn document() -> String {
         "paths": {
             "/api/health": {"get": op("database reachability", None, "200")},
             "/api/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {}}}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)", "security": [], "responses": {"200": {"description": "metrics", "content": {"text/plain": {}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (text exposition format)",
+                "description": "with `[metrics] token_file` set, only the bearer token in that file is accepted (401 otherwise); without it the endpoint is open and the server warns at start",
+                "security": [{"metricsToken": []}, {}],
+                "responses": {"200": {"description": "metrics", "content": {"text/plain": {}}}, "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"}}}},
             "/api/auth/login": {"post": throttled(op("user login: access and refresh token", Some("LoginRequest"), "200"))},
             "/api/auth/refresh": {"post": op("rotate a refresh token", Some("RefreshRequest"), "200")},
             "/api/auth/logout": {"post": op("revoke the session of the access token", None, "204")},

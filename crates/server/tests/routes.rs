@@ -184,3 +184,152 @@ async fn the_documented_query_parameters_are_the_ones_parsed() {
     }
     kit.stop().await;
 }
+
+/// `GET /metrics` with this bearer token (if any): status, content type, body text.
+async fn metrics(kit: &Kit, token: Option<&str>) -> (StatusCode, String, String) {
+    let mut req = kit.client.get(kit.url("/metrics"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let ty = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, ty, resp.text().await.unwrap())
+}
+
+const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef0123456789";
+
+#[tokio::test]
+async fn with_a_token_metrics_need_exactly_that_bearer_token() {
+    let kit = Kit::start_with_metrics_token(METRICS_TOKEN).await;
+    for (token, what) in [
+        (None, "no header"),
+        (
+            Some("metrics-token-0123456789abcdef012345678X"),
+            "wrong token",
+        ),
+        (Some(&kit.admin[..]), "a user's access token"),
+    ] {
+        let (s, ty, body) = metrics(&kit, token).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        assert_eq!(ty, "application/json", "{what}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(code(&v), "unauthenticated", "{what}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("token_file"),
+            "{what}: {v}"
+        );
+        assert!(!body.contains("warden_"), "{what}: {body}");
+    }
+    let (s, ty, body) = metrics(&kit, Some(METRICS_TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(ty.starts_with("text/plain"), "{ty}");
+    assert!(body.contains("warden_"), "{body}");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_token_metrics_stay_open() {
+    let kit = Kit::start().await;
+    let (s, ty, body) = metrics(&kit, None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(ty.starts_with("text/plain"), "{ty}");
+    assert!(body.contains("warden_"), "{body}");
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_puts_the_metrics_token_on_metrics() {
+    let kit = Kit::start().await;
+    let (s, doc) = kit.call(Method::GET, None, "/api/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let security = &doc["paths"]["/metrics"]["get"]["security"];
+    assert_eq!(security, &serde_json::json!([{"metricsToken": []}, {}]));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["metricsToken"]["scheme"],
+        "bearer"
+    );
+    assert!(doc["paths"]["/metrics"]["get"]["responses"]["401"].is_object());
+    kit.stop().await;
+}
+
+/// Every route that takes no query parameters, from the route table that builds the router:
+/// `?bogus=1` is refused with 400 naming it. The check runs before authentication (as the
+/// list routes' query types do), so it is the answer with and without a credential.
+#[tokio::test]
+async fn routes_without_query_parameters_refuse_any() {
+    let kit = Kit::start_with_metrics_token(METRICS_TOKEN).await;
+    let plain = warden_server::http::routes_without_query();
+    let served = warden_server::http::served_routes();
+    // Only the list routes and the event routes take a query string.
+    let with_query: BTreeSet<&str> = served
+        .iter()
+        .filter(|r| !plain.contains(r))
+        .map(|(_, p)| *p)
+        .collect();
+    assert_eq!(
+        with_query,
+        BTreeSet::from([
+            "/api/collaborations",
+            "/api/events",
+            "/api/events/ws",
+            "/api/nodes",
+            "/api/organizations",
+            "/api/runs",
+            "/api/tasks",
+            "/api/users",
+        ])
+    );
+    // Their documented parameters agree: a route in the table without a query has none.
+    let (_, doc) = kit.call(Method::GET, None, "/api/openapi.json", None).await;
+    let gets = plain.iter().filter(|(m, _)| m == Method::GET).count();
+    assert!(gets >= 12, "{plain:?}");
+    for (method, path) in &plain {
+        let op = &doc["paths"][*path][method.as_str().to_lowercase()];
+        let in_query = op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["in"] == "query");
+        assert!(!in_query, "{method} {path} documents query parameters");
+        let url = format!("{}?bogus=1", path.replace("{id}", "1"));
+        for token in [Some(kit.admin.as_str()), None] {
+            let (s, v) = kit.call(method.clone(), token, &url, None).await;
+            let who = if token.is_some() {
+                "admin"
+            } else {
+                "anonymous"
+            };
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{who} {method} {url}: {v}");
+            assert_eq!(code(&v), "invalid_request", "{who} {method} {url}: {v}");
+            assert_eq!(v["error"]["field"], "bogus", "{who} {method} {url}: {v}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("`bogus`") && message.contains(path.replace("{id}", "1").as_str()),
+                "{message}"
+            );
+        }
+    }
+    // The same reads without a query string are not refused for it; an empty one is none.
+    for url in ["/api/tasks/1", "/api/tasks/1?", "/api/auth/whoami?"] {
+        let (s, v) = kit.get(&kit.admin, url).await;
+        assert_ne!(s, StatusCode::BAD_REQUEST, "{url}: {v}");
+    }
+    // The first parameter is named, percent-decoded.
+    let (s, v) = kit.get(&kit.admin, "/api/health?b%C3%A9=1&x=2").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "bé", "{v}");
+    // A list route still refuses only its unknown parameters.
+    let (s, v) = kit.get(&kit.admin, "/api/tasks?bogus=1").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = kit.get(&kit.admin, "/api/tasks?limit=1").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    kit.stop().await;
+}

@@ -102,3 +102,48 @@ async fn without_a_password_file_a_generated_password_is_returned_once() {
     assert_eq!(login(server.addr, &pw).await, reqwest::StatusCode::OK);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_metrics_token_file_is_read_at_start_and_a_short_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    std::fs::write(
+        &path,
+        format!("{CONFIG}[metrics]\ntoken_file = \"secrets/metrics.token\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    let token_file = dir.path().join("secrets/metrics.token");
+    let config = Config::load(&path).unwrap();
+
+    std::fs::write(&token_file, "too-short-0123456789\n").unwrap();
+    let e = warden_server::start(&config).await.unwrap_err().to_string();
+    assert!(
+        e.contains("metrics token file") && e.contains("needs 32"),
+        "{e}"
+    );
+    // Refused before the database is touched.
+    assert!(!dir.path().join("state/db/server.db").exists(), "{e}");
+
+    std::fs::remove_file(&token_file).unwrap();
+    let e = warden_server::start(&config).await.unwrap_err().to_string();
+    assert!(e.starts_with("cannot read the metrics token file"), "{e}");
+
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(&token_file, format!("\n {token} \n")).unwrap();
+    let (server, _) = warden_server::start(&config).await.unwrap();
+    let get = |t: Option<&'static str>| {
+        let mut req = reqwest::Client::new().get(format!("http://{}/metrics", server.addr));
+        if let Some(t) = t {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(get(None).await, reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(Some("0123456789abcdef0123456789abcdeX")).await,
+        reqwest::StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(get(Some(token)).await, reqwest::StatusCode::OK);
+    server.stop().await.unwrap();
+}

@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use warden_server::config::{AuthConfig, LimitsConfig};
+use warden_server::metrics::MetricsAccess;
 use warden_server::storage::ConnectOptions;
 use warden_server::{Bootstrap, RunningServer};
 
@@ -130,7 +131,18 @@ impl Kit {
     }
 
     pub async fn start_with(auth: AuthConfig, limits: LimitsConfig) -> Kit {
-        Kit::start_on(auth, limits, None).await
+        Kit::start_on(auth, limits, None, MetricsAccess::Open).await
+    }
+
+    /// A server whose `/metrics` only this bearer token opens.
+    pub async fn start_with_metrics_token(token: &str) -> Kit {
+        Kit::start_on(
+            AuthConfig::default(),
+            LimitsConfig::default(),
+            None,
+            MetricsAccess::token(token),
+        )
+        .await
     }
 
     /// Serve a database that an older server left: migrated up to `version` only, with `seed`
@@ -140,11 +152,17 @@ impl Kit {
             AuthConfig::default(),
             LimitsConfig::default(),
             Some((version, seed)),
+            MetricsAccess::Open,
         )
         .await
     }
 
-    async fn start_on(auth: AuthConfig, limits: LimitsConfig, old: Option<(i64, &[&str])>) -> Kit {
+    async fn start_on(
+        auth: AuthConfig,
+        limits: LimitsConfig,
+        old: Option<(i64, &[&str])>,
+        metrics: MetricsAccess,
+    ) -> Kit {
         let dir = tempfile::tempdir().unwrap();
         let (url, options) = database_url(dir.path());
         let pg = options.pg_schema.clone().map(|s| (url.clone(), s));
@@ -162,7 +180,7 @@ impl Kit {
         } else {
             assert_eq!(outcome, Bootstrap::FromFile(pw));
         }
-        let server = warden_server::serve("127.0.0.1:0".parse().unwrap(), service)
+        let server = warden_server::serve_with("127.0.0.1:0".parse().unwrap(), service, metrics)
             .await
             .unwrap();
         let base = format!("http://{}", server.addr);
