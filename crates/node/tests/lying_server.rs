@@ -206,3 +206,58 @@ async fn a_node_behind_a_lying_server_runs_nothing_it_was_not_asked_for() {
     node.stop().await;
     proxy.stop().await;
 }
+
+/// With the event push refused (the proxy answers every WebSocket upgrade 503) the node polls
+/// `GET /api/events` every `poll_secs` and retries the push with exponential backoff up to
+/// `max_backoff_secs`, rather than polling every 250 ms; a run created meanwhile still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_push_refused_the_node_polls_every_poll_secs() {
+    common::init_tracing();
+    let mut w = World::new().await;
+    let (image, _) = echo_image(&mut w, "poll-echo").await;
+    let proxy = LyingProxy::start(&w.base).await.unwrap();
+    let config = w.node_config(&w.a, &w.signed_policy_for(&image), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let honest = format!("url = \"{}\"", w.base);
+    assert!(text.contains(&honest), "{text}");
+    assert!(text.contains("poll_secs = 1\n"), "{text}");
+    assert!(text.contains("max_backoff_secs = 1\n"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace(&honest, &format!("url = \"{}\"", proxy.url()))
+            .replace("max_backoff_secs = 1\n", "max_backoff_secs = 8\n"),
+    )
+    .unwrap();
+    let node = w.start_node(&config).await;
+
+    // Let the intake settle into polling, then count over about 4 s.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        proxy.count("GET", "/api/events/ws") > 0,
+        "the node tried the push"
+    );
+    proxy.clear_exchanges();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let polls = proxy.count("GET", "/api/events");
+    let pushes = proxy.count("GET", "/api/events/ws");
+    assert!(
+        (1..=8).contains(&polls),
+        "{polls} event polls in about 4 s with poll_secs = 1"
+    );
+    assert!(
+        pushes <= 4,
+        "{pushes} push attempts in about 4 s with backoff from 250 ms"
+    );
+
+    // A run created meanwhile is picked up by the poll and completes.
+    let input: Value = serde_json::from_slice(HELLO).unwrap();
+    let t = w.create_task(&image, &input, &[&w.a]).await;
+    let r = w.wait_final(t.runs[0].id, Duration::from_secs(90)).await;
+    assert_eq!(r.state, RunState::Completed, "{:?}", r.reason);
+    assert!(
+        proxy.count("GET", "/api/events/ws") <= pushes + 3,
+        "the push backoff kept growing while polls succeeded"
+    );
+    node.stop().await;
+    proxy.stop().await;
+}

@@ -11,28 +11,59 @@ use super::Node;
 use crate::server::ServerError;
 use crate::slots::RunSlot;
 
+/// The first delay before retrying the event push, doubled up to `max_backoff_secs`.
+const PUSH_BACKOFF_MIN: Duration = Duration::from_millis(250);
+
+/// How a push session ended.
+struct PushEnd {
+    /// The WebSocket had connected (the session then ended or failed).
+    connected: bool,
+    reason: String,
+}
+
 impl Node {
     /// Takes events from the server until the process ends.
+    ///
+    /// While the WebSocket push is unavailable the node polls (`catch_up`) every
+    /// `[server] poll_secs` and retries the push with its own exponential backoff, up to
+    /// `max_backoff_secs`: a poll that succeeds does not reset the push backoff. A push that
+    /// connected and then ended resets it, and the node catches up before the next session.
     pub(super) async fn intake(&self) {
         let s = &self.inner;
-        let max = Duration::from_secs(s.config.server.max_backoff_secs);
-        let mut backoff = Duration::from_millis(250);
+        let max = Duration::from_secs(s.config.server.max_backoff_secs).max(PUSH_BACKOFF_MIN);
+        let poll = Duration::from_secs(s.config.server.poll_secs);
+        let mut push_backoff = PUSH_BACKOFF_MIN;
         let mut after = s.spool.cursor().unwrap_or(0);
+        let mut next_poll = Instant::now();
+        let mut next_push = Instant::now();
         loop {
-            // Catch up: every pending run of this node, whatever the cursor says.
-            match self.catch_up(&mut after).await {
-                Ok(()) => backoff = Duration::from_millis(250),
-                Err(e) => tracing::warn!(error = %e, "cannot reach the server"),
+            if Instant::now() >= next_poll {
+                // Catch up: every pending run of this node, whatever the cursor says.
+                if let Err(e) = self.catch_up(&mut after).await {
+                    tracing::warn!(error = %e, "cannot reach the server");
+                }
+                next_poll = Instant::now() + poll;
             }
-            match self.push_session(&mut after).await {
-                Ok(()) => backoff = Duration::from_millis(250),
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "event push unavailable");
-                    let poll = Duration::from_secs(s.config.server.poll_secs);
-                    tokio::time::sleep(backoff.min(poll)).await;
-                    backoff = (backoff * 2).min(max);
+            if Instant::now() >= next_push {
+                let end = self.push_session(&mut after).await;
+                if end.connected {
+                    // The session worked: reconnect soon, catching up first.
+                    push_backoff = PUSH_BACKOFF_MIN;
+                    next_poll = Instant::now();
+                    next_push = Instant::now() + PUSH_BACKOFF_MIN;
+                    tracing::info!(reason = %end.reason, "event push ended");
+                } else {
+                    tracing::warn!(
+                        error = %end.reason,
+                        retry_in_ms = push_backoff.as_millis() as u64,
+                        poll_secs = poll.as_secs(),
+                        "event push unavailable; polling"
+                    );
+                    next_push = Instant::now() + push_backoff;
+                    push_backoff = (push_backoff * 2).min(max);
                 }
             }
+            tokio::time::sleep_until(next_poll.min(next_push).into()).await;
         }
     }
 
@@ -59,8 +90,23 @@ impl Node {
         Ok(())
     }
 
-    /// One WebSocket session: returns when it ends.
-    async fn push_session(&self, after: &mut i64) -> Result<(), String> {
+    /// One WebSocket session: returns when it ends, saying whether it had connected.
+    async fn push_session(&self, after: &mut i64) -> PushEnd {
+        let mut connected = false;
+        match self.push_session_inner(after, &mut connected).await {
+            Ok(()) => PushEnd {
+                connected,
+                reason: "the server closed the event push".into(),
+            },
+            Err(reason) => PushEnd { connected, reason },
+        }
+    }
+
+    async fn push_session_inner(
+        &self,
+        after: &mut i64,
+        connected: &mut bool,
+    ) -> Result<(), String> {
         let s = &self.inner;
         let (url, token) = s
             .server
@@ -82,6 +128,7 @@ impl Node {
             Err(e) => return Err(e.to_string()),
         };
         tracing::info!("event push connected");
+        *connected = true;
         while let Some(msg) = ws.next().await {
             match msg.map_err(|e| e.to_string())? {
                 tungstenite::Message::Text(text) => {
@@ -97,7 +144,7 @@ impl Node {
                 _ => {}
             }
         }
-        Err("the server closed the event push".into())
+        Ok(())
     }
 
     /// Starts handling a run unless it is being handled or already known.
