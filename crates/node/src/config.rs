@@ -70,6 +70,13 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// The `[output]` section as written; compiled into [`Config::output`] by [`Config::parse`].
+    #[serde(default, rename = "output")]
+    output_section: Option<toml::Table>,
+    /// The node-wide default output rules (`[output]`, named `default`): every run's result is
+    /// checked against `output.stricter(admitting rule's output rules)`.
+    #[serde(skip)]
+    pub output: warden_policy::OutputRules,
     /// Directory of the config file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -620,6 +627,9 @@ impl Config {
             ));
         }
         config.base_dir = base.to_path_buf();
+        if let Some(table) = config.output_section.take() {
+            config.output = output_rules(text, &table, path, base)?;
+        }
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -643,6 +653,113 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// Largest schema file the `[output]` section may name.
+const MAX_SCHEMA_BYTES: u64 = 1 << 20;
+
+/// Compiles the `[output]` section with the policy's reader (`warden_policy::OutputRules`), as
+/// the rules named `default`; schema paths are relative to the config file's folder. The
+/// section's lines are cut out of `text` in place (every other line blanked, `[output.x]`
+/// headers renamed `[x]`) so that errors keep the config file's line numbers; when that cut
+/// does not read back as the same table, the table is re-serialised and errors name the
+/// section and key only.
+fn output_rules(
+    text: &str,
+    table: &toml::Table,
+    path: &Path,
+    base: &Path,
+) -> Result<warden_policy::OutputRules, ConfigError> {
+    let load_file = |name: &str| {
+        let file = base.join(name);
+        match warden_config::read_file(&file, MAX_SCHEMA_BYTES) {
+            Ok((text, _)) => Ok(text),
+            Err(ConfigError::Read { source, .. }) => Err(warden_policy::FileLoadError(format!(
+                "cannot read the schema file {}: {source}; check the path (relative to the \
+                 node configuration)",
+                file.display()
+            ))),
+            Err(e) => Err(warden_policy::FileLoadError(e.to_string())),
+        }
+    };
+    let origin = path.display().to_string();
+    let cut = output_lines(text);
+    let exact = toml::from_str::<toml::Table>(&cut).is_ok_and(|t| t == *table);
+    let (source, exact) = if exact {
+        (cut, true)
+    } else {
+        (toml::to_string(table).unwrap_or_default(), false)
+    };
+    warden_policy::OutputRules::from_toml_str(&source, &origin, "default", load_file).map_err(|e| {
+        match e {
+            warden_policy::PolicyError::Invalid {
+                line,
+                column,
+                key,
+                message,
+                ..
+            } => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: if exact { line } else { 0 },
+                column: if exact { column } else { 0 },
+                key: if key.is_empty() {
+                    "output".to_owned()
+                } else {
+                    format!("output.{key}")
+                },
+                message,
+            },
+            other => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                key: "output".to_owned(),
+                message: other.to_string(),
+            },
+        }
+    })
+}
+
+/// `text` with only the `[output]` section's lines kept, each on its own line number.
+fn output_lines(text: &str) -> String {
+    let mut inside = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.split('\n') {
+        let trimmed = line.trim_start();
+        let kept = if trimmed.starts_with('[') {
+            let double = trimmed.starts_with("[[");
+            let open = if double { "[[" } else { "[" };
+            let close = if double { "]]" } else { "]" };
+            let name = trimmed
+                .get(open.len()..)
+                .and_then(|rest| rest.split_once(close))
+                .map(|(name, _)| name.trim());
+            match name {
+                Some("output") => {
+                    inside = true;
+                    String::new()
+                }
+                Some(name) if name.starts_with("output.") => {
+                    inside = true;
+                    format!("{open}{}{close}", &name["output.".len()..])
+                }
+                Some(_) => {
+                    inside = false;
+                    String::new()
+                }
+                // Not a header (a line of a multi-line array): part of the section or not.
+                None if inside => line.to_owned(),
+                None => String::new(),
+            }
+        } else if inside {
+            line.to_owned()
+        } else {
+            String::new()
+        };
+        out.push_str(&kept);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -733,6 +850,55 @@ records = "data/records"
         let text = minimal() + "\n[limits]\nmax_subtask_depth = -1\n";
         let (line, key, _) = error_of(&text);
         assert_eq!((line, key.as_str()), (24, "limits.max_subtask_depth"));
+    }
+
+    #[test]
+    fn the_output_section_is_the_default_output_rules() {
+        let c = parse(&format!(
+            "{}\n[output]\nmax_bytes = 10\nruns_per_day = 3\nmax_subtasks = 2\n",
+            minimal()
+        ))
+        .unwrap();
+        let max = c.output.max_bytes.clone().unwrap();
+        assert_eq!(max.value, 10);
+        assert!(max.rules.contains("default"), "{max:?}");
+        assert_eq!(c.output.runs_per_day, Some(3));
+        assert_eq!(c.output.max_subtasks, Some(2));
+        assert!(parse(&minimal()).unwrap().output.is_unrestricted());
+        // A section after the [output] one is not part of it.
+        let c = parse(&format!(
+            "{}\n[output]\nmax_bytes = 10\n\n[limits]\nmax_subtasks = 4\n",
+            minimal()
+        ))
+        .unwrap();
+        assert_eq!(c.output.max_subtasks, None);
+        assert_eq!(c.limits.max_subtasks, 4);
+    }
+
+    #[test]
+    fn output_section_errors_name_the_config_file_line_and_key() {
+        let line_of =
+            |text: &str, start: &str| text.lines().position(|l| l.starts_with(start)).unwrap() + 1;
+        for (body, at, says) in [
+            ("max_bytes = 10\nbogus = 1\n", "bogus", "bogus"),
+            ("max_bytes = -1\n", "max_bytes", "max_bytes"),
+            ("release = \"sometimes\"\n", "release", "release"),
+            (
+                "schema = \"missing.schema.json\"\n",
+                "schema",
+                "missing.schema.json",
+            ),
+        ] {
+            let text = format!("{}\n[output]\n{body}", minimal());
+            let e = parse(&text).unwrap_err().to_string();
+            let line = line_of(&text, at);
+            assert!(
+                e.starts_with(&format!("/cfg/node.toml:{line}:")),
+                "{body}: {e}"
+            );
+            assert!(e.contains("key `output"), "{body}: {e}");
+            assert!(e.contains(says), "{body}: {e}");
+        }
     }
 
     #[test]

@@ -58,15 +58,15 @@ pub enum ProxyError {
 }
 
 /// Caps of the proxy, from the node configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyLimits {
     pub request_bytes: u64,
     pub result_bytes: u64,
     pub requests_per_second: u32,
     pub max_subtasks: u32,
-    /// The allow rule (1-based number) whose `max_subtasks` is `max_subtasks`, when it is
-    /// smaller than the node's `[limits]`.
-    pub max_subtasks_rule: Option<usize>,
+    /// The output rules (`allow[N]`, or `default` for the node's `[output]` section) whose
+    /// `max_subtasks` is `max_subtasks`, when it is smaller than the node's `[limits]`.
+    pub max_subtasks_rule: Option<String>,
     /// A run whose task has this many parent tasks creates no subtask.
     pub max_subtask_depth: u32,
 }
@@ -472,11 +472,8 @@ async fn create_subtask(
     let mut created = inner.subtasks.lock().await;
     let limits = &inner.deps.limits;
     if created.len() >= limits.max_subtasks as usize {
-        let whose = match limits.max_subtasks_rule {
-            Some(n) => format!(
-                "the limit of allow[{n}] (max_subtasks = {})",
-                limits.max_subtasks
-            ),
+        let whose = match &limits.max_subtasks_rule {
+            Some(n) => format!("the limit of {n} (max_subtasks = {})", limits.max_subtasks),
             None => "the node's limit".to_owned(),
         };
         return Err(Refusal::new(

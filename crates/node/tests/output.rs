@@ -57,6 +57,23 @@ async fn a_policy_asking_for_the_airlock_keeps_the_node_from_starting() {
             "{e}"
         );
     }
+    // The node's own [output] section is held to the same.
+    for (key, says) in [
+        ("release = \"manual\"", "manual release of results"),
+        ("first_run = \"approve\"", "first-run approval"),
+    ] {
+        let config = w.node_config(&w.a, &w.signed_policy(&repo), &format!("[output]\n{key}\n"));
+        let e = Node::start(Config::load(&config).unwrap())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[output] section (default)")
+                && e.contains(says)
+                && e.contains("which this node does not offer yet (issue 9's airlock)"),
+            "{e}"
+        );
+    }
 }
 
 /// Checks that `run` failed for breaking its output rules: the reason contains `says` and not
@@ -183,6 +200,41 @@ async fn a_rule_with_max_subtasks_0_refuses_the_first_subtask() {
     );
 }
 
+/// The node-wide `[output] max_subtasks` caps a rule without its own, and the refusal names
+/// `default`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_output_section_caps_subtasks_and_is_named() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script-default", "v1");
+    w.sign(&repo, &digest).await;
+    let config = w.node_config(
+        &w.a,
+        &w.signed_policy(&repo),
+        "[output]\nmax_subtasks = 0\n",
+    );
+    let _node = w.start_node(&config).await;
+    let script = format!(
+        "POST /v1/subtasks {{'function':'part','args':'GET /v1/organizations','organizations':[{b}]}}",
+        b = w.b.id
+    );
+    let task = w
+        .create_task(
+            &format!("{repo}:v1"),
+            &json!({"function": "script", "args": script}),
+            &[&w.a],
+        )
+        .await;
+    let run = w.wait_final(task.runs[0].id, WAIT).await;
+    assert_eq!(run.state, RunState::Completed, "{:?}", run.reason);
+    let out = String::from_utf8(w.result(run.id).await).unwrap();
+    let line = out.lines().next().unwrap();
+    assert!(line.starts_with("403 "), "{out}");
+    assert!(
+        line.contains("already created 0 subtasks, the limit of default (max_subtasks = 0)"),
+        "{line}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_per_day_is_counted_per_organization_and_rule_and_survives_a_restart() {
     let mut w = World::new().await;
@@ -223,4 +275,58 @@ async fn runs_per_day_is_counted_per_organization_and_rule_and_survives_a_restar
     let third = w.wait_final(third.runs[0].id, WAIT).await;
     assert_eq!(third.state, RunState::Rejected, "{:?}", third.reason);
     assert!(third.reason.unwrap().contains(&says));
+}
+
+/// The node-wide `[output]` section (named `default`) applies to a rule without output rules,
+/// and the stricter of it and a rule's own applies: here the rule's smaller `max_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_wide_default_output_section_applies_with_the_stricter_rule_winning() {
+    let mut w = World::new().await;
+    let (plain, digest) = w.push_program("json_out", "json-default", "v1");
+    w.sign(&plain, &digest).await;
+    let (strict, digest) = w.push_program("json_out", "json-strict", "v1");
+    w.sign(&strict, &digest).await;
+    let policy = format!(
+        "{}{}[allow.output]\nmax_bytes = 5\n",
+        w.signed_policy(&plain),
+        w.signed_policy(&strict)
+    );
+    let config = w.node_config(&w.a, &policy, "[output]\nmax_bytes = 10\n");
+    let _node = w.start_node(&config).await;
+    let task = |image: String, args: Value| {
+        let w = &w;
+        async move {
+            let input = json!({"function": "f", "args": args});
+            w.create_task(&format!("{image}:v1"), &input, &[&w.a])
+                .await
+                .runs[0]
+                .id
+        }
+    };
+    // 20 bytes under a rule with no output rules: the default's 10 applies.
+    let big = task(plain.to_string(), json!("SECRETPAD-SECRETPAD")).await;
+    // 7 bytes under the rule with max_bytes = 5: the rule's, smaller, applies.
+    let small_strict = task(strict.to_string(), json!({"a": 1})).await;
+    // The same 7 bytes under the plain rule fit the default.
+    let small_plain = task(plain.to_string(), json!({"a": 1})).await;
+
+    for (run, says) in [
+        (big, "larger than max_bytes = 10 of default"),
+        (small_strict, "larger than max_bytes = 5 of allow[2]"),
+    ] {
+        let r = w.wait_final(run, WAIT).await;
+        assert_eq!(r.state, RunState::Failed, "{:?}", r.reason);
+        let reason = r.reason.unwrap();
+        assert!(
+            reason.contains(says) && reason.contains("withheld"),
+            "{reason}"
+        );
+        assert!(!reason.contains("SECRETPAD"), "{reason}");
+        assert!(!r.has_result, "nothing is uploaded");
+        assert!(spool(&config).join(format!("withheld/run-{run}")).exists());
+    }
+    let r = w.wait_final(small_plain, WAIT).await;
+    assert_eq!(r.state, RunState::Completed, "{:?}", r.reason);
+    let result: Value = serde_json::from_slice(&w.result(small_plain).await).unwrap();
+    assert_eq!(result, json!({"a": 1}));
 }

@@ -249,13 +249,17 @@ impl Node {
     ) -> Result<(), Refused> {
         let s = &self.inner;
         let rule = admitted.rule();
-        let Some(budget) = s
+        let rule_budget = s
             .gate
             .policy()
             .output_rules(rule)
-            .and_then(|o| o.runs_per_day)
-        else {
-            return Ok(());
+            .and_then(|o| o.runs_per_day);
+        let default_budget = s.config.output.runs_per_day;
+        let (budget, whose) = match (rule_budget, default_budget) {
+            (None, None) => return Ok(()),
+            (Some(r), Some(d)) if d < r => (d, " (default)"),
+            (None, Some(d)) => (d, " (default)"),
+            (Some(r), _) => (r, ""),
         };
         let organization = organization.unwrap_or_default();
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -266,7 +270,7 @@ impl Node {
             Ok(Spent::Within) => Ok(()),
             Ok(Spent::Over { used }) => Err(Refused::Rejected(format!(
                 "organization {} already ran {used} run{} under {} within the last 24 hours, its \
-                 budget of runs_per_day = {budget}: try again later",
+                 budget of runs_per_day = {budget}{whose}: try again later",
                 quote(organization),
                 if used == 1 { "" } else { "s" },
                 rule.name()

@@ -202,16 +202,29 @@ impl Node {
                 .and_then(|b| b.via.as_ref())
                 .map(|v| v.task_id),
         };
-        // The smaller of the node's cap and the admitting rule's.
+        // The smallest of the node's cap, the default output section's and the admitting
+        // rule's; the refusal names whichever set it (the rule on a tie).
         let rule_cap = s
             .gate
             .policy()
             .output_rules(admitted.rule())
             .and_then(|o| o.max_subtasks);
-        let (max_subtasks, max_subtasks_rule) = match rule_cap {
-            Some(cap) if cap < limits.max_subtasks => (cap, Some(admitted.rule().number)),
-            _ => (limits.max_subtasks, None),
-        };
+        let default_cap = s.config.output.max_subtasks;
+        let mut max_subtasks = limits.max_subtasks;
+        let mut max_subtasks_rule = None;
+        if let Some(cap) = default_cap
+            && cap < max_subtasks
+        {
+            max_subtasks = cap;
+            max_subtasks_rule = Some("default".to_owned());
+        }
+        if let Some(cap) = rule_cap
+            && cap <= max_subtasks
+            && (cap < limits.max_subtasks || max_subtasks_rule.is_some())
+        {
+            max_subtasks = cap;
+            max_subtasks_rule = Some(admitted.rule().name());
+        }
         let deps = ProxyDeps {
             server: s.server.clone(),
             run: Arc::new(tokio::sync::OnceCell::new()),
@@ -348,8 +361,8 @@ impl Node {
 }
 
 impl Node {
-    /// Applies the output rules of the allow rule that admitted the run (as the record names it)
-    /// to its result; the violation's text (which never quotes the result) on failure.
+    /// Applies the stricter of the node's default output section and the output rules of the
+    /// allow rule that admitted the run (as the record names it) to its result; the violation's text (which never quotes the result) on failure.
     fn check_output(&self, record: &RunRecord, output: &[u8]) -> Result<(), String> {
         let policy = self.inner.gate.policy();
         let Some(number) = record.allow_rule else {
@@ -368,7 +381,12 @@ impl Node {
                  its output rules cannot be checked; the result is withheld"
             ));
         };
-        rule.output.check_result(output).map_err(|v| v.to_string())
+        self.inner
+            .config
+            .output
+            .stricter(&rule.output)
+            .check_result(output)
+            .map_err(|v| v.to_string())
     }
 
     /// Keeps a withheld result at the node for the data owner; never uploaded.

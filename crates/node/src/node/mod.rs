@@ -84,12 +84,25 @@ pub enum StartError {
 /// Refuses a policy that asks for what this node cannot enforce yet: manual release (and
 /// checkers) and first-run approval need the airlock. Releasing such results automatically would
 /// ignore the data owner's rule, so the node does not start.
-pub(crate) fn refuse_unsupported(policy: &warden_policy::Policy) -> Result<(), StartError> {
+pub(crate) fn refuse_unsupported(
+    policy: &warden_policy::Policy,
+    default: &warden_policy::OutputRules,
+) -> Result<(), StartError> {
+    let asks = |o: &warden_policy::OutputRules| match (o.release, o.first_run) {
+        (warden_policy::Release::Manual { .. }, _) => Some("manual release of results"),
+        (_, warden_policy::FirstRun::Approve) => Some("first-run approval"),
+        _ => None,
+    };
+    if let Some(what) = asks(default) {
+        return Err(StartError::Unsupported(format!(
+            "the node configuration's [output] section (default) asks for {what}, which this \
+             node does not offer yet (issue 9's airlock); remove the key or the node would \
+             release automatically"
+        )));
+    }
     for rule in policy.allow_rules() {
-        let what = match (rule.output.release, rule.output.first_run) {
-            (warden_policy::Release::Manual { .. }, _) => "manual release of results",
-            (_, warden_policy::FirstRun::Approve) => "first-run approval",
-            _ => continue,
+        let Some(what) = asks(&rule.output) else {
+            continue;
         };
         return Err(StartError::Unsupported(format!(
             "{}: rule {} asks for {what}, which this node does not offer yet (issue 9's \
@@ -270,7 +283,7 @@ impl Node {
     /// client, and the login at the server (retried with backoff while the server is down).
     pub async fn start(config: Config) -> Result<Node, StartError> {
         let gate = Gate::load(&config.node.policy)?;
-        refuse_unsupported(gate.policy())?;
+        refuse_unsupported(gate.policy(), &config.output)?;
         let secret_pem = read_file(
             "the organization secret key",
             &config.node.secret_key,
