@@ -6,58 +6,22 @@
 
 #![allow(clippy::unwrap_used)] // bench setup on constant inputs
 
-use std::collections::{BTreeMap, BTreeSet};
+mod fixture;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use warden_seal::{
-    Certificate, InputBinding, Kind, Requester, ResultBinding, SecretKey, Sender, TrustedKeys,
-    new_nonce, open, open_input, open_result, seal, seal_input, seal_result,
-};
-use warden_trust::{KeyAlgorithm, SigningKey};
+use warden_seal::{Kind, open, open_input, open_result, seal, seal_input, seal_result};
 
 const CONTEXT: &[u8] = b"warden/input/v1|collab=3|org=7";
 
 fn bench(c: &mut Criterion) {
-    let node = SecretKey::generate();
-    let researcher = SecretKey::generate();
-    let ca = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    let cert = Certificate::issue(
-        &ca,
-        "hospital-a",
-        "rita",
-        &researcher.public_key(),
-        0,
-        86_400,
-    )
-    .unwrap();
-    let sender = Sender::Researcher(Box::new(cert));
-    let trusted = TrustedKeys {
-        encryption: BTreeMap::new(),
-        certifiers: BTreeMap::from([("hospital-a".to_owned(), ca.public_key().id())]),
-        revoked: BTreeSet::new(),
-    };
-    let input_binding = InputBinding {
-        nonce: new_nonce(),
-        issued_at: 10,
-        collaboration: "cardio".into(),
-        image: "registry.example.org/warden/mean:1.0".into(),
-        digest: format!("sha256:{}", "a".repeat(64)),
-        function: "partial_mean".into(),
-        target: "hospital-b".into(),
-        requester: Requester {
-            organization: "hospital-a".into(),
-            user: "rita".into(),
-        },
-        reply_key: researcher.public_key().to_base64(),
-        via: None,
-    };
-    let result_binding = ResultBinding {
-        nonce: input_binding.nonce.clone(),
-        run_id: 7,
-        organization: "hospital-b".into(),
-        digest: input_binding.digest.clone(),
-    };
-
+    let fixture::Fixture {
+        node,
+        researcher,
+        sender,
+        trusted,
+        input: ib,
+        result: rb,
+    } = fixture::fixture();
     let mut group = c.benchmark_group("seal+open");
     for (name, size) in [("1 KiB", 1024usize), ("1 MiB", 1024 * 1024)] {
         let plaintext = vec![0x5au8; size];
@@ -74,7 +38,7 @@ fn bench(c: &mut Criterion) {
                     &researcher,
                     &sender,
                     &node.public_key(),
-                    &input_binding,
+                    &ib,
                     std::hint::black_box(p),
                 )
                 .unwrap();
@@ -89,7 +53,7 @@ fn bench(c: &mut Criterion) {
                     &node,
                     Kind::Result,
                     &researcher.public_key(),
-                    &result_binding,
+                    &rb,
                     std::hint::black_box(p),
                 )
                 .unwrap();

@@ -7,14 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a bench binary reports on stdout
 
-use std::collections::{BTreeMap, BTreeSet};
+mod fixture;
+
 use std::time::{Duration, Instant};
 
-use warden_seal::{
-    Certificate, InputBinding, Kind, Requester, ResultBinding, SecretKey, Sender, TrustedKeys,
-    new_nonce, open, open_input, open_result, seal, seal_input, seal_result,
-};
-use warden_trust::{KeyAlgorithm, SigningKey};
+use warden_seal::{Kind, open, open_input, open_result, seal, seal_input, seal_result};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort_unstable();
@@ -28,45 +25,14 @@ fn time(f: &mut dyn FnMut()) -> Duration {
 }
 
 fn main() {
-    let node = SecretKey::generate();
-    let researcher = SecretKey::generate();
-    let ca = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    let cert = Certificate::issue(
-        &ca,
-        "hospital-a",
-        "rita",
-        &researcher.public_key(),
-        0,
-        86_400,
-    )
-    .unwrap();
-    let sender = Sender::Researcher(Box::new(cert));
-    let trusted = TrustedKeys {
-        encryption: BTreeMap::new(),
-        certifiers: BTreeMap::from([("hospital-a".to_owned(), ca.public_key().id())]),
-        revoked: BTreeSet::new(),
-    };
-    let ib = InputBinding {
-        nonce: new_nonce(),
-        issued_at: 10,
-        collaboration: "cardio".into(),
-        image: "registry.example.org/warden/mean:1.0".into(),
-        digest: format!("sha256:{}", "a".repeat(64)),
-        function: "partial_mean".into(),
-        target: "hospital-b".into(),
-        requester: Requester {
-            organization: "hospital-a".into(),
-            user: "rita".into(),
-        },
-        reply_key: researcher.public_key().to_base64(),
-        via: None,
-    };
-    let rb = ResultBinding {
-        nonce: ib.nonce.clone(),
-        run_id: 7,
-        organization: "hospital-b".into(),
-        digest: ib.digest.clone(),
-    };
+    let fixture::Fixture {
+        node,
+        researcher,
+        sender,
+        trusted,
+        input: ib,
+        result: rb,
+    } = fixture::fixture();
     for (name, size, rounds) in [("1 KiB", 1024usize, 4000), ("1 MiB", 1 << 20, 400)] {
         let p = vec![0x5au8; size];
         let mut v1 = || {
