@@ -224,6 +224,15 @@ fn parse(input: &str) -> Result<Reference, ReferenceError> {
         path.to_owned()
     };
 
+    // The limit holds for the normal form too: a short name becomes longer with the registry
+    // and `library/` added, and a name that parses must print as one that parses again.
+    let full = registry.len() + 1 + path.len();
+    if full > NAME_MAX_LEN {
+        return Err(bad(format!(
+            "the repository name `{registry}/{path}` is {full} characters long once normalised; the limit is {NAME_MAX_LEN}"
+        )));
+    }
+
     let tag = match (tag, &digest) {
         (Some(t), _) => Some(t.to_owned()),
         (None, Some(_)) => None,

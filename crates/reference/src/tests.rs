@@ -177,6 +177,17 @@ fn rejects_bad_references() {
         "limit is 128",
     );
     check_err(&format!("reg.io/{}", "a".repeat(250)), "limit is 255");
+    // found by the reference_parse fuzz target: 238 letters are under the limit as written, but
+    // `docker.io/library/` makes the normal form 256 characters, which would not parse again
+    check_err(&"a".repeat(238), "once normalised; the limit is 255");
+    check_err(&format!("{}:1", "a".repeat(238)), "once normalised");
+    check_err(&format!("docker.io/{}", "a".repeat(240)), "once normalised");
+    // the longest names that still fit, as written and once normalised
+    let a237 = "a".repeat(237);
+    let hub = format!("docker.io/library/{a237}");
+    check(&a237, &format!("{hub}:latest"), &hub, Some("latest"));
+    let reg = format!("reg.io/{}", "a".repeat(248));
+    check(&reg, &format!("{reg}:latest"), &reg, Some("latest"));
     check_err("reg.io/team/avg@sha256:abc", "64 hex");
     check_err(
         &format!("reg.io/team/avg@sha256:{}", HEX.to_uppercase()),
@@ -280,7 +291,7 @@ proptest! {
     }
 
     #[test]
-    fn parse_never_panics_and_normal_form_is_a_fixed_point(s in "\\PC{0,80}") {
+    fn parse_never_panics_and_normal_form_is_a_fixed_point(s in "\\PC{0,80}|[a-z]{200,300}|[a-z]{2,8}\\.io/[a-z]{200,260}(:[a-z0-9]{1,20})?") {
         if let Ok(r) = Reference::parse(&s) {
             let again = Reference::parse(&r.to_string()).unwrap();
             prop_assert_eq!(again.to_string(), r.to_string());
