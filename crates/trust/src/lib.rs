@@ -5,7 +5,8 @@
 //!   P-256 verification over precomputed multiples of each key ([`P256Key`]);
 //! - [`keyfile`]: encrypted private key files in cosign's format (and Warden's label);
 //! - [`cosign`]: cosign keyed signatures (simple signing payloads), verification and creation;
-//! - [`dsse`]: DSSE envelopes carrying in-toto statements (review attestations).
+//! - [`dsse`]: DSSE envelopes carrying in-toto statements (review attestations);
+//! - [`review`]: the algorithm store's review attestations (strict, one signature).
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod dsse;
 pub mod keyfile;
 pub mod keys;
 mod p256_fast;
+pub mod review;
 
 pub use cosign::{SignatureCandidate, Verification};
 pub use keys::{KeyAlgorithm, KeyError, KeyId, PublicKey, SignatureError, SigningKey};
