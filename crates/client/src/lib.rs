@@ -17,6 +17,7 @@ pub mod check;
 pub mod keyfile;
 pub mod profile;
 pub mod record;
+pub mod tasks;
 mod researcher;
 mod submit;
 
