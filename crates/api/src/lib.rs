@@ -11,6 +11,7 @@
 
 pub mod display;
 pub mod proxy;
+pub mod store;
 pub mod strict;
 
 use std::fmt;
