@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod display;
+pub mod local;
 pub mod proxy;
 pub mod store;
 pub mod strict;
@@ -166,22 +167,33 @@ impl FromStr for Role {
 /// `pending -> admitted -> running -> completed | failed`, and `rejected` when the node's policy
 /// refuses the run (from `pending` or `admitted`). `failed` is reachable from every non-final
 /// state. The final states are `completed`, `failed` and `rejected`.
+///
+/// Two waits belong to the data owner's node (its airlock, docs/node.md): `awaiting_approval`
+/// (from `admitted` or `running`, back to `running` once the node's owner approves the image
+/// digest, or `failed` when they refuse it) and `awaiting_release` (from `running`, to
+/// `completed` once the result is released, or `failed` when it is refused). Neither is final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Pending,
     Admitted,
     Running,
+    /// The node holds the image until its owner approves the digest (`first_run = "approve"`).
+    AwaitingApproval,
+    /// The node holds the result until its owner releases it (`release = "manual"`).
+    AwaitingRelease,
     Completed,
     Failed,
     Rejected,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 6] = [
+    pub const ALL: [RunState; 8] = [
         RunState::Pending,
         RunState::Admitted,
         RunState::Running,
+        RunState::AwaitingApproval,
+        RunState::AwaitingRelease,
         RunState::Completed,
         RunState::Failed,
         RunState::Rejected,
@@ -192,6 +204,8 @@ impl RunState {
             RunState::Pending => "pending",
             RunState::Admitted => "admitted",
             RunState::Running => "running",
+            RunState::AwaitingApproval => "awaiting_approval",
+            RunState::AwaitingRelease => "awaiting_release",
             RunState::Completed => "completed",
             RunState::Failed => "failed",
             RunState::Rejected => "rejected",
@@ -217,8 +231,15 @@ impl RunState {
                 | (Admitted, Running)
                 | (Admitted, Rejected)
                 | (Admitted, Failed)
+                | (Admitted, AwaitingApproval)
+                | (Running, AwaitingApproval)
+                | (AwaitingApproval, Running)
+                | (AwaitingApproval, Failed)
                 | (Running, Completed)
                 | (Running, Failed)
+                | (Running, AwaitingRelease)
+                | (AwaitingRelease, Completed)
+                | (AwaitingRelease, Failed)
         )
     }
 }

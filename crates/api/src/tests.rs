@@ -20,6 +20,26 @@ fn run_state_machine() {
     check_state(Running, Completed, true);
     check_state(Running, Failed, true);
     check_state(Running, Rejected, false);
+    // The airlock's waits: approval before the container, release after it.
+    check_state(Admitted, AwaitingApproval, true);
+    check_state(Running, AwaitingApproval, true);
+    check_state(Pending, AwaitingApproval, false);
+    check_state(AwaitingApproval, Running, true);
+    check_state(AwaitingApproval, Failed, true);
+    check_state(AwaitingApproval, Completed, false);
+    check_state(AwaitingApproval, Rejected, false);
+    check_state(AwaitingApproval, AwaitingRelease, false);
+    check_state(Running, AwaitingRelease, true);
+    check_state(Admitted, AwaitingRelease, false);
+    check_state(Pending, AwaitingRelease, false);
+    check_state(AwaitingRelease, Completed, true);
+    check_state(AwaitingRelease, Failed, true);
+    check_state(AwaitingRelease, Running, false);
+    check_state(AwaitingRelease, Rejected, false);
+    check_state(AwaitingRelease, AwaitingApproval, false);
+    assert!(!AwaitingApproval.is_final() && !AwaitingRelease.is_final());
+    assert_eq!(AwaitingRelease.as_str(), "awaiting_release");
+    assert_eq!(AwaitingApproval.as_str(), "awaiting_approval");
     for s in [Completed, Failed, Rejected] {
         assert!(s.is_final());
         for t in RunState::ALL {

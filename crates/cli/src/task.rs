@@ -344,8 +344,28 @@ async fn finish(
     record: &TaskRecord,
     output: &OutputArgs,
 ) -> anyhow::Result<Outcome> {
+    // Each run's state is shown on standard error when it changes, so that a researcher sees
+    // a run wait at its node (for approval or release) rather than a silent wait.
+    let names = organization_names(client, record.task_id).await;
+    let mut shown: std::collections::BTreeMap<i64, RunState> = std::collections::BTreeMap::new();
+    let watch = |t: &TaskDetail| {
+        for r in &t.runs {
+            if shown.insert(r.id, r.state) == Some(r.state) {
+                continue;
+            }
+            let org = names
+                .get(&r.organization_id)
+                .map(|n| safe(n))
+                .unwrap_or_else(|| format!("organization {}", r.organization_id));
+            let mut line = format!("{org}: run {} {}", r.id, r.state);
+            if let Some(hint) = waiting_hint(r.state) {
+                line.push_str(&format!(" ({hint})"));
+            }
+            progress(&line);
+        }
+    };
     let task = match client
-        .wait(record.task_id, Duration::from_secs(output.timeout))
+        .wait_watching(record.task_id, Duration::from_secs(output.timeout), watch)
         .await
     {
         Ok(t) => t,
@@ -392,6 +412,43 @@ async fn show(profile: &Profile, task_id: i64, json: bool) -> anyhow::Result<Out
         None => client.outcomes(&task, None).await?,
     };
     render(&task, &outcomes, None, json, false)
+}
+
+/// A line on standard error while waiting (dropped when nobody reads it).
+fn progress(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// What a run waiting at its node waits for, in the researcher's words.
+fn waiting_hint(state: RunState) -> Option<&'static str> {
+    match state {
+        RunState::AwaitingApproval => Some(
+            "the data owner's node waits for its owner to approve this image digest before it runs",
+        ),
+        RunState::AwaitingRelease => {
+            Some("the data owner's node holds the result until its owner releases it")
+        }
+        _ => None,
+    }
+}
+
+/// The names of the organizations of a task's runs, by id (best effort: an id is shown when a
+/// name cannot be read).
+async fn organization_names(
+    client: &Client,
+    task_id: i64,
+) -> std::collections::BTreeMap<i64, String> {
+    let mut names = std::collections::BTreeMap::new();
+    let Ok(task) = client.task(task_id).await else {
+        return names;
+    };
+    for r in &task.runs {
+        if let Ok(o) = client.organization(r.organization_id).await {
+            names.insert(r.organization_id, o.name);
+        }
+    }
+    names
 }
 
 /// `name` made safe as part of a file name (the server chooses organization names).
@@ -464,6 +521,9 @@ fn render(
         let r = &o.run;
         let org = safe(&o.organization);
         let _ = writeln!(text, "{org}: run {} {}", r.id, r.state);
+        if let Some(hint) = waiting_hint(r.state) {
+            let _ = writeln!(text, "  waiting: {hint}");
+        }
         if let Some(reason) = &r.reason {
             let _ = writeln!(text, "  reason: {}", safe(reason));
         }

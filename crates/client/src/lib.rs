@@ -605,11 +605,25 @@ impl Client {
 
     /// Polls the task (backing off from [`FIRST_POLL`] to [`MAX_POLL`]) until every run is
     /// final, or `timeout` has passed.
+    /// A run waiting at its node (`awaiting_approval`, `awaiting_release`) is not final: the
+    /// wait goes on until the data owner decides (or the node's own time limit refuses it).
     pub async fn wait(&self, id: i64, timeout: Duration) -> Result<TaskDetail, ClientError> {
+        self.wait_watching(id, timeout, |_| {}).await
+    }
+
+    /// [`Client::wait`], calling `seen` with the task after every poll (e.g. to show the runs'
+    /// states while they change).
+    pub async fn wait_watching(
+        &self,
+        id: i64,
+        timeout: Duration,
+        mut seen: impl FnMut(&TaskDetail),
+    ) -> Result<TaskDetail, ClientError> {
         let deadline = Instant::now() + timeout;
         let mut pause = FIRST_POLL;
         loop {
             let t = self.task(id).await?;
+            seen(&t);
             let pending = t.runs.iter().filter(|r| !r.state.is_final()).count();
             if pending == 0 {
                 return Ok(t);

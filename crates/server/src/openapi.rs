@@ -102,7 +102,7 @@ pub fn document() -> String {
                     "parent_task_id": {"type": "integer"},
                     "nonce": {"type": "string", "minLength": warden_seal::envelope::MIN_NONCE, "maxLength": warden_seal::envelope::MAX_NONCE, "pattern": "^[0-9A-Za-z_-]+$",
                         "description": "chosen by whoever seals the inputs and bound inside each sealed input; unique within the collaboration (409 when another task has it); echoed on the task"}}},
-                "UpdateRun": {"type": "object", "additionalProperties": false, "required": ["state"], "properties": {"state": {"type": "string", "enum": ["admitted", "running", "completed", "failed", "rejected"]}, "reason": {"type": "string"}, "digest": {"type": "string"}}}
+                "UpdateRun": {"type": "object", "additionalProperties": false, "required": ["state"], "properties": {"state": {"type": "string", "enum": ["admitted", "running", "awaiting_approval", "awaiting_release", "completed", "failed", "rejected"]}, "reason": {"type": "string"}, "digest": {"type": "string"}}}
             }
         },
         "security": [{"bearer": []}],

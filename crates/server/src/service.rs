@@ -219,6 +219,8 @@ impl TaskRequest {
 pub enum RunUpdate {
     Admitted { digest: Digest },
     Running,
+    AwaitingApproval,
+    AwaitingRelease,
     Completed,
     Failed { reason: String },
     Rejected { reason: String },
@@ -261,6 +263,14 @@ impl RunUpdate {
                 no_reason(&req.reason)?;
                 RunUpdate::Running
             }
+            RunState::AwaitingApproval => {
+                no_reason(&req.reason)?;
+                RunUpdate::AwaitingApproval
+            }
+            RunState::AwaitingRelease => {
+                no_reason(&req.reason)?;
+                RunUpdate::AwaitingRelease
+            }
             RunState::Completed => {
                 no_reason(&req.reason)?;
                 RunUpdate::Completed
@@ -278,6 +288,8 @@ impl RunUpdate {
         match self {
             RunUpdate::Admitted { .. } => RunState::Admitted,
             RunUpdate::Running => RunState::Running,
+            RunUpdate::AwaitingApproval => RunState::AwaitingApproval,
+            RunUpdate::AwaitingRelease => RunState::AwaitingRelease,
             RunUpdate::Completed => RunState::Completed,
             RunUpdate::Failed { .. } => RunState::Failed,
             RunUpdate::Rejected { .. } => RunState::Rejected,
@@ -2116,7 +2128,10 @@ impl Service {
             RunUpdate::Failed { reason } | RunUpdate::Rejected { reason } => {
                 (Some(reason.clone()), None)
             }
-            RunUpdate::Running | RunUpdate::Completed => (None, None),
+            RunUpdate::Running
+            | RunUpdate::AwaitingApproval
+            | RunUpdate::AwaitingRelease
+            | RunUpdate::Completed => (None, None),
         };
         if current == next {
             let same = (reason.is_none() || reason == r.run.reason)
@@ -2171,18 +2186,22 @@ impl Service {
         match next {
             RunState::Admitted => run.admitted_at = Some(now),
             RunState::Running => run.started_at = Some(now),
+            // The node's waits keep the times they had.
+            RunState::AwaitingApproval | RunState::AwaitingRelease => {}
             _ => run.finished_at = Some(now),
         }
         Ok(run_view(run))
     }
 
-    /// Store a run's (encrypted) result. Allowed while the run is running.
+    /// Store a run's (encrypted) result. Allowed while the run is running or its result awaits
+    /// release at the node (the node uploads it once its owner released it).
     pub async fn put_result(&self, bearer: Option<&Bearer>, id: i64, data: &[u8]) -> Result<()> {
         let mut tx = self.inner.db.write().await?;
         let r = self.operated_run(&mut tx, bearer, id).await?;
-        if r.run.state != RunState::Running {
+        if !matches!(r.run.state, RunState::Running | RunState::AwaitingRelease) {
             return Err(ServiceError::Conflict(format!(
-                "the run is {}; a result can only be uploaded while it is running",
+                "the run is {}; a result can only be uploaded while it is running or awaiting \
+                 release",
                 r.run.state
             )));
         }

@@ -1247,18 +1247,30 @@ impl Tx {
         digest: Option<&str>,
         now: i64,
     ) -> Result<bool> {
+        // The node's waits (awaiting approval or release) keep the times the run had.
         let column = match to {
-            RunState::Pending => "created_at",
-            RunState::Admitted => "admitted_at",
-            RunState::Running => "started_at",
-            RunState::Completed | RunState::Failed | RunState::Rejected => "finished_at",
+            RunState::Pending => Some("created_at"),
+            RunState::Admitted => Some("admitted_at"),
+            RunState::Running => Some("started_at"),
+            RunState::AwaitingApproval | RunState::AwaitingRelease => None,
+            RunState::Completed | RunState::Failed | RunState::Rejected => Some("finished_at"),
         };
-        let sql = format!(
-            "UPDATE runs SET state = $1, {column} = $2, reason = COALESCE($3, reason), \
-             digest = COALESCE($4, digest) WHERE id = $5 AND state = $6"
-        );
-        let done = on!(self, c => sqlx::query(&sql).bind(to.as_str()).bind(now).bind(reason)
-            .bind(digest).bind(id).bind(from.as_str()).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        let done = match column {
+            Some(column) => {
+                let sql = format!(
+                    "UPDATE runs SET state = $1, {column} = $2, reason = COALESCE($3, reason), \
+                     digest = COALESCE($4, digest) WHERE id = $5 AND state = $6"
+                );
+                on!(self, c => sqlx::query(&sql).bind(to.as_str()).bind(now).bind(reason)
+                    .bind(digest).bind(id).bind(from.as_str()).execute(&mut *c).await.map(|r| r.rows_affected()))?
+            }
+            None => {
+                let sql = "UPDATE runs SET state = $1, reason = COALESCE($2, reason), \
+                           digest = COALESCE($3, digest) WHERE id = $4 AND state = $5";
+                on!(self, c => sqlx::query(sql).bind(to.as_str()).bind(reason)
+                    .bind(digest).bind(id).bind(from.as_str()).execute(&mut *c).await.map(|r| r.rows_affected()))?
+            }
+        };
         Ok(done == 1)
     }
 
