@@ -142,7 +142,8 @@ impl NoteVerifier {
         if vkey.len() > MAX_KEY_NAME_LEN + 64 {
             return Err(NoteError::BadVerifierKey("too long"));
         }
-        let mut parts = vkey.split('+');
+        // The name has no `+`; the base64 key material may.
+        let mut parts = vkey.splitn(3, '+');
         let (Some(name), Some(id), Some(b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
