@@ -20,8 +20,10 @@
 //!
 //! Parsing is strict, unlike [`crate::dsse::Statement`]: unknown or duplicate fields are refused
 //! at every level, sizes are capped, every string is bounded and free of control characters.
-//! Verification ([`verify_review`]) checks the one signature against pinned keys and returns the
-//! review with the key that signed it. A malformed or foreign envelope is an error value.
+//! Verification ([`verify_review`]) checks the one signature under the pinned key its `keyid`
+//! names (`sha256:<hex>` of the key's DER SubjectPublicKeyInfo, which [`Review::sign`] writes;
+//! unlike plain DSSE the keyid is required and must be right) and returns the review with that
+//! key's ID. A malformed or foreign envelope is an error value, never a panic.
 
 use std::fmt;
 use std::str::FromStr;
@@ -107,6 +109,16 @@ pub enum ReviewError {
     WrongPredicateType(String),
     #[error("a review has exactly one subject, this one has {0}")]
     SubjectCount(usize),
+    #[error(
+        "review signature keyid `{0}` is not a key ID; a review names its signer as sha256:<64 hex> of the key's DER SubjectPublicKeyInfo"
+    )]
+    BadKeyId(String),
+    #[error("review is signed by key {0}, which is not pinned; pin the reviewer's public key")]
+    KeyNotPinned(KeyId),
+    #[error(
+        "review signature does not verify under the pinned key {0} it names: the envelope was altered or forged"
+    )]
+    BadSignature(KeyId),
     #[error("review field `{field}` is invalid: {why}")]
     Invalid { field: &'static str, why: String },
 }
@@ -203,8 +215,17 @@ struct WirePredicate {
     source_commit: String,
     functions: Vec<String>,
     time: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Absent or a string; `null` is refused.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_string"
+    )]
     comment: Option<String>,
+}
+
+fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 fn check_name(field: &'static str, s: &str) -> Result<(), ReviewError> {
@@ -482,37 +503,47 @@ fn decode_b64(field: &'static str, s: &str) -> Result<Vec<u8>, ReviewError> {
         .map_err(|e| {
             ReviewError::Envelope(DsseError::BadBase64 {
                 field,
-                why: e.to_string(),
+                why: e.to_string().trim_end_matches('.').to_lowercase(),
             })
         })
 }
 
-/// Verifies a review envelope: strict parsing, exactly one signature, by one of the `pinned`
-/// keys (the key whose ID the `keyid` hint names is tried first; the hint is never trusted),
-/// over the exact payload. Returns the review and the key that signed it.
+/// Verifies a review envelope: strict parsing, exactly one signature, whose `keyid` names one
+/// of the `pinned` keys (`sha256:<hex>` of its DER SubjectPublicKeyInfo, as Warden writes it) and
+/// which verifies under that key over the exact payload. Returns the review and the key.
+///
+/// A review must name its signer: an envelope whose `keyid` is missing, malformed or names a key
+/// that is not pinned is refused, and so is one whose `keyid` was changed to another pinned key
+/// (the signature does not verify under it). Only one signature check is made.
 pub fn verify_review(envelope: &[u8], pinned: &[PublicKey]) -> Result<VerifiedReview, ReviewError> {
     if pinned.is_empty() {
         return Err(ReviewError::Envelope(DsseError::NoKeysPinned));
     }
     let (env, review) = parse_review_envelope(envelope)?;
+    let signature = &env.signatures[0];
+    let claimed: KeyId = signature.keyid.parse().map_err(|_| {
+        ReviewError::BadKeyId(
+            signature
+                .keyid
+                .chars()
+                .take(80)
+                .collect::<String>()
+                .escape_debug()
+                .to_string(),
+        )
+    })?;
+    let key = pinned
+        .iter()
+        .find(|k| k.id() == claimed)
+        .ok_or(ReviewError::KeyNotPinned(claimed))?;
     let payload = decode_b64("payload", &env.payload)?;
-    let sig = decode_b64("sig", &env.signatures[0].sig)?;
+    let sig = decode_b64("sig", &signature.sig)?;
     let message = crate::dsse::pae(&env.payload_type, &payload);
-    let hint = env.signatures[0].keyid.parse::<KeyId>().ok();
-    // The hinted key first, then every other: the same keys are tried either way.
-    let hinted = pinned
-        .iter()
-        .filter(|k| hint.is_some() && Some(k.id()) == hint);
-    let others = pinned
-        .iter()
-        .filter(|k| hint.is_none() || Some(k.id()) != hint);
-    let key = hinted
-        .chain(others)
-        .find(|k| k.verify(&message, &sig).is_ok())
-        .ok_or(ReviewError::Envelope(DsseError::NoPinnedKeyVerifies))?;
+    key.verify(&message, &sig)
+        .map_err(|_| ReviewError::BadSignature(claimed))?;
     Ok(VerifiedReview {
         review,
-        key_id: key.id(),
+        key_id: claimed,
         payload,
     })
 }
