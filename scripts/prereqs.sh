@@ -30,6 +30,9 @@ warden_prereqs() {
     # Debian starts a registry service on :5000 on some setups; the tests start their own.
     python3 -c 'import cryptography, nacl' 2>/dev/null ||
         python3 -m pip install -q cryptography pynacl
+    # the DSSE peer (tests/peers/dsse_peer.py): an independent DSSE implementation
+    python3 -c 'import securesystemslib.dsse, securesystemslib.signer' 2>/dev/null ||
+        python3 -m pip install -q 'securesystemslib[crypto]'
 }
 
 # Starts the local PostgreSQL cluster and makes sure the `warden` test role exists.
