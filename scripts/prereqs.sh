@@ -33,6 +33,9 @@ warden_prereqs() {
     # the DSSE peer (tests/peers/dsse_peer.py): an independent DSSE implementation
     python3 -c 'import securesystemslib.dsse, securesystemslib.signer' 2>/dev/null ||
         python3 -m pip install -q 'securesystemslib[crypto]'
+    # the Python package's build (maturin), its tests (pytest) and their independent HPKE (pyhpke)
+    python3 -c 'import maturin, pytest, pyhpke' 2>/dev/null ||
+        python3 -m pip install -q maturin pytest pyhpke
 }
 
 # Starts the local PostgreSQL cluster and makes sure the `warden` test role exists.
