@@ -25,7 +25,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -201,6 +201,12 @@ def remove_containers(label: str) -> None:
 
 @pytest.fixture(scope="session")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    yield from start_federation(tmp_path_factory.mktemp("federation"))
+
+
+def start_federation(d: Path) -> Iterator[Federation]:
+    """Starts the federation in the empty folder `d`, yields it, and stops and removes
+    everything it started (also python/bench/create_wait.py)."""
     bin_path = warden_bin()
     if not bin_path.exists():
         pytest.fail(f"{bin_path} is missing: build it with `cargo build -p warden-cli` "
@@ -210,7 +216,6 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.fail("the Docker engine is not reachable: start dockerd", pytrace=False)
     if not Path(REGISTRY_BIN).exists():
         pytest.fail(f"{REGISTRY_BIN} is missing: apt-get install docker-registry", pytrace=False)
-    d = tmp_path_factory.mktemp("federation")
     procs: List[subprocess.Popen] = []
     labels: List[str] = []
     images: List[str] = []
