@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod algorithm;
 mod audit;
 mod common;
 mod demo;
@@ -15,6 +16,7 @@ mod keys;
 mod node;
 mod policy;
 mod server;
+mod store;
 mod task;
 
 #[derive(Debug, Parser)]
@@ -30,6 +32,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The algorithm store: start it, log in, register a key, verify its log.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
+    /// Algorithms in a store: submit versions, list, show, revoke.
+    Algorithm {
+        #[command(subcommand)]
+        command: algorithm::AlgorithmCommand,
+    },
+    /// Review algorithm versions in a store, signing with your own key.
+    Review {
+        #[command(subcommand)]
+        command: algorithm::ReviewCommand,
+    },
     /// Print the normalised form of an image reference, as policy rules see it.
     Reference {
         /// Image reference, e.g. `ubuntu:22.04` or `registry.example.org:5000/team/avg@sha256:...`.
@@ -126,6 +143,9 @@ fn report(result: anyhow::Result<common::Outcome>) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Store { command } => ExitCode::from(store::run(command)),
+        Command::Algorithm { command } => ExitCode::from(algorithm::run_algorithm(command)),
+        Command::Review { command } => ExitCode::from(algorithm::run_review(command)),
         Command::Audit { command } => report(audit::run(command)),
         Command::Demo(args) => match demo::run(args) {
             Ok(demo::Outcome::Done) => ExitCode::SUCCESS,

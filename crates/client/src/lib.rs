@@ -19,6 +19,7 @@ pub mod profile;
 pub mod record;
 pub mod tasks;
 mod researcher;
+pub mod store;
 mod submit;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,390 @@
+//! `warden algorithm submit|list|show|revoke` and `warden review list|approve|reject`: the
+//! store's client side (warden_client::store). Reviews are signed here with the reviewer's key
+//! file; the store never sees the private key. Strings from the store are shown through
+//! `warden_api::display::safe`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use warden_api::display::safe;
+use warden_api::store as wire;
+use warden_client::store::{self as client, StoreClient, StoreClientError};
+use warden_trust::review::Decision;
+
+use crate::store::{fail, out};
+
+#[derive(Debug, Subcommand)]
+pub enum AlgorithmCommand {
+    /// Submit a version: the image (a tag is resolved once by the store), the source commit and
+    /// the functions (`NAME:central|partial[:ARG=TYPE[?],...]`, `?` marks an optional argument).
+    Submit {
+        #[arg(long, value_name = "URL|NAME")]
+        store: String,
+        /// The algorithm's name in the store (created at its first version).
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, value_name = "REF")]
+        image: String,
+        #[arg(long, value_name = "URL")]
+        source: String,
+        #[arg(long, value_name = "SHA")]
+        commit: String,
+        /// The version's name; the store numbers versions when absent.
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(
+            long = "function",
+            value_name = "NAME:KIND[:ARG=TYPE,...]",
+            required = true
+        )]
+        functions: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The store's algorithms and their versions.
+    List {
+        #[arg(long, value_name = "URL|NAME")]
+        store: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One version.
+    Show {
+        #[arg(long, value_name = "URL|NAME")]
+        store: String,
+        /// The version id.
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an approved version: signed with --key (a reviewer), or without it by the store's
+    /// key (an administrator).
+    Revoke {
+        #[arg(long, value_name = "URL|NAME")]
+        store: String,
+        id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<PathBuf>,
+        /// The key file's password (else WARDEN_PASSWORD).
+        #[arg(long, value_name = "FILE")]
+        key_password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Versions assigned to you (or, with --all, every version waiting for review).
+    List {
+        #[arg(long, value_name = "URL|NAME")]
+        store: String,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a version for review yourself (assign yourself).
+    Take {
+        #[arg(long, value_name = "URL|NAME")]
+        store: String,
+        id: i64,
+    },
+    /// Approve a version: sign the review with your key file here and upload the envelope.
+    Approve(Decide),
+    /// Reject a version (one rejection rejects it).
+    Reject(Decide),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Decide {
+    #[arg(long, value_name = "URL|NAME")]
+    store: String,
+    id: i64,
+    #[arg(long, value_name = "KEYFILE")]
+    key: PathBuf,
+    /// The key file's password (else WARDEN_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    key_password_file: Option<PathBuf>,
+    #[arg(long)]
+    comment: Option<String>,
+}
+
+fn rt() -> Result<tokio::runtime::Runtime, StoreClientError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreClientError::Unreachable(format!("cannot start the async runtime: {e}")))
+}
+
+fn show_version(v: &wire::Version) -> String {
+    let mut s = format!(
+        "version {} of {} ({}): {}\n  image {}@{}{}\n  source {} at {}\n  submitted by {} of {}\n",
+        v.id,
+        safe(&v.algorithm),
+        safe(&v.version),
+        v.state.as_str(),
+        safe(&v.repository),
+        safe(&v.digest),
+        v.tag
+            .as_deref()
+            .map(|t| format!(" (tag {})", safe(t)))
+            .unwrap_or_default(),
+        safe(&v.source),
+        safe(&v.commit),
+        safe(&v.submitter),
+        safe(&v.organization),
+    );
+    for f in &v.functions {
+        let args: Vec<String> = f
+            .arguments
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}={}{}",
+                    safe(&a.name),
+                    safe(&a.kind),
+                    if a.required { "" } else { "?" }
+                )
+            })
+            .collect();
+        s.push_str(&format!(
+            "  function {} ({:?}) {}\n",
+            safe(&f.name),
+            f.kind,
+            args.join(",")
+        ));
+    }
+    if !v.assigned.is_empty() {
+        let a: Vec<String> = v.assigned.iter().map(|n| safe(n).into_owned()).collect();
+        s.push_str(&format!("  assigned {}\n", a.join(", ")));
+    }
+    for r in &v.reviews {
+        s.push_str(&format!(
+            "  {} by {} of {} (log entry {}){}\n",
+            safe(&r.decision),
+            safe(&r.reviewer),
+            safe(&r.organization),
+            r.leaf_index,
+            r.comment
+                .as_deref()
+                .map(|c| format!(": {}", safe(c)))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(r) = &v.reason {
+        s.push_str(&format!("  reason: {}\n", safe(r)));
+    }
+    s.trim_end().to_owned()
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+fn key_password(file: Option<&std::path::Path>) -> Result<Vec<u8>, StoreClientError> {
+    crate::common::password(file, "give the key file's password")
+        .map(|p| p.to_vec())
+        .map_err(|e| StoreClientError::Input(format!("{e:#}")))
+}
+
+pub fn run_algorithm(command: AlgorithmCommand) -> u8 {
+    let r = rt().and_then(|rt| rt.block_on(algorithm(command)));
+    match r {
+        Ok(s) => out(&s),
+        Err(e) => fail(&e),
+    }
+}
+
+async fn algorithm(command: AlgorithmCommand) -> Result<String, StoreClientError> {
+    match command {
+        AlgorithmCommand::Submit {
+            store,
+            name,
+            description,
+            image,
+            source,
+            commit,
+            version,
+            functions,
+            json: as_json,
+        } => {
+            let functions = functions
+                .iter()
+                .map(|f| warden_store::service::parse_function(f))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StoreClientError::Input)?;
+            let (c, _) = StoreClient::from_store_arg(&store)?;
+            let v = client::submit(
+                &c,
+                &wire::Submission {
+                    algorithm: name,
+                    description,
+                    source,
+                    image,
+                    commit,
+                    version,
+                    functions,
+                },
+            )
+            .await?;
+            Ok(if as_json { json(&v) } else { show_version(&v) })
+        }
+        AlgorithmCommand::List {
+            store,
+            json: as_json,
+        } => {
+            let (c, _) = StoreClient::from_store_arg(&store)?;
+            let all: Vec<wire::Algorithm> = c.get("/api/algorithms", "listing algorithms").await?;
+            if as_json {
+                return Ok(json(&all));
+            }
+            let mut s = String::new();
+            for a in &all {
+                s.push_str(&format!(
+                    "{} ({}), {}: {}\n",
+                    safe(&a.name),
+                    safe(&a.organization),
+                    safe(&a.source),
+                    safe(&a.description)
+                ));
+                for v in &a.versions {
+                    s.push_str(&format!(
+                        "  {} version {} {} {}\n",
+                        v.id,
+                        safe(&v.version),
+                        v.state.as_str(),
+                        safe(&v.digest)
+                    ));
+                }
+            }
+            Ok(s.trim_end().to_owned())
+        }
+        AlgorithmCommand::Show {
+            store,
+            id,
+            json: as_json,
+        } => {
+            let (c, _) = StoreClient::from_store_arg(&store)?;
+            let v = c.version(id).await?;
+            Ok(if as_json { json(&v) } else { show_version(&v) })
+        }
+        AlgorithmCommand::Revoke {
+            store,
+            id,
+            reason,
+            key,
+            key_password_file,
+        } => {
+            let (c, profile) = StoreClient::from_store_arg(&store)?;
+            let envelope = match key {
+                Some(k) => {
+                    let pw = key_password(key_password_file.as_deref())?;
+                    let key = client::read_signing_key(&k, &pw)?;
+                    let v = c.version(id).await?;
+                    let me: wire::Account = c.get("/api/me", "reading your account").await?;
+                    let name = profile.map(|p| p.name).unwrap_or_default();
+                    let bytes = client::sign_review(
+                        &v,
+                        &name,
+                        &me,
+                        Decision::Revoke,
+                        Some(reason.clone()),
+                        &key,
+                    )?;
+                    Some(base64_of(&bytes))
+                }
+                None => None,
+            };
+            let v: wire::Version = c
+                .post(
+                    &format!("/api/versions/{id}/revoke"),
+                    &wire::Revoke { reason, envelope },
+                    "revoking",
+                )
+                .await?;
+            Ok(show_version(&v))
+        }
+    }
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+pub fn run_review(command: ReviewCommand) -> u8 {
+    let r = rt().and_then(|rt| rt.block_on(review(command)));
+    match r {
+        Ok(s) => out(&s),
+        Err(e) => fail(&e),
+    }
+}
+
+async fn review(command: ReviewCommand) -> Result<String, StoreClientError> {
+    match command {
+        ReviewCommand::List {
+            store,
+            all,
+            json: as_json,
+        } => {
+            let (c, profile) = StoreClient::from_store_arg(&store)?;
+            let path = if all {
+                "/api/versions?state=under_review".to_owned()
+            } else {
+                let me = profile.map(|p| p.username).ok_or_else(|| {
+                    StoreClientError::Input(
+                        "log in first with `warden store login` (or pass --all)".into(),
+                    )
+                })?;
+                format!("/api/versions?reviewer={me}")
+            };
+            let vs: Vec<wire::Version> = c.get(&path, "listing versions").await?;
+            if as_json {
+                return Ok(json(&vs));
+            }
+            Ok(vs.iter().map(show_version).collect::<Vec<_>>().join("\n"))
+        }
+        ReviewCommand::Take { store, id } => {
+            let (c, profile) = StoreClient::from_store_arg(&store)?;
+            let me = profile.map(|p| p.username).ok_or_else(|| {
+                StoreClientError::Input("log in first with `warden store login`".into())
+            })?;
+            let v: wire::Version = c
+                .post(
+                    &format!("/api/versions/{id}/assign"),
+                    &wire::Assign { reviewer: me },
+                    "taking the version",
+                )
+                .await?;
+            Ok(show_version(&v))
+        }
+        ReviewCommand::Approve(d) => decide(d, Decision::Approve).await,
+        ReviewCommand::Reject(d) => decide(d, Decision::Reject).await,
+    }
+}
+
+async fn decide(d: Decide, decision: Decision) -> Result<String, StoreClientError> {
+    let pw = key_password(d.key_password_file.as_deref())?;
+    let key = client::read_signing_key(&d.key, &pw)?;
+    let (c, profile) = StoreClient::from_store_arg(&d.store)?;
+    let name = match profile {
+        Some(p) => p.name,
+        None => c.info().await?.name,
+    };
+    let v = c.version(d.id).await?;
+    let me: wire::Account = c.get("/api/me", "reading your account").await?;
+    let bytes = client::sign_review(&v, &name, &me, decision, d.comment, &key)?;
+    let v: wire::Version = c
+        .post(
+            &format!("/api/versions/{}/reviews", d.id),
+            &wire::SubmitReview {
+                envelope: base64_of(&bytes),
+            },
+            "uploading the review",
+        )
+        .await?;
+    Ok(show_version(&v))
+}
