@@ -762,3 +762,76 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SIGNAL_CHECK_SECS", SIGNAL_CHECK.as_secs_f64())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16) -> ClientError {
+        ClientError::Api {
+            what: "w".into(),
+            status,
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn each_client_error_maps_to_its_python_class() {
+        let changed = ClientError::Changed {
+            id: 1,
+            name: "a".into(),
+            pinned: "p".into(),
+            got: "g".into(),
+        };
+        let open = ClientError::Open {
+            run: 1,
+            organization: "a".into(),
+            message: "m".into(),
+        };
+        let cases = [
+            (changed, "PinMismatch"),
+            (
+                ClientError::NotPinned {
+                    name: "a".into(),
+                    profile: "p".into(),
+                },
+                "PinMismatch",
+            ),
+            (
+                ClientError::Login {
+                    username: "u".into(),
+                    message: "m".into(),
+                },
+                "AuthError",
+            ),
+            (api(401), "AuthError"),
+            (api(403), "AuthError"),
+            (api(404), "ServerError"),
+            (api(500), "ServerError"),
+            (open, "VerificationError"),
+            (ClientError::NoNonce { task: 1 }, "VerificationError"),
+            (ClientError::NoTargets, "InputError"),
+            (ClientError::Duplicate("a".into()), "InputError"),
+            (ClientError::Input("x".into()), "InputError"),
+            (ClientError::NoCollaboration("c".into()), "ConfigError"),
+        ];
+        for (e, class) in cases {
+            assert_eq!(class_of(&e), class, "{e}");
+            assert!(ERROR_CLASSES.contains(&class));
+        }
+    }
+
+    /// The Python package defines every class this module raises, each a WardenError.
+    #[test]
+    fn warden_errors_defines_every_class() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../python/warden/errors.py");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(text.contains("class WardenError(Exception):"), "{path}");
+        for class in &ERROR_CLASSES[1..] {
+            let defined = text
+                .lines()
+                .any(|l| l.starts_with(&format!("class {class}(WardenError")));
+            assert!(defined, "{class} is not a WardenError in {path}");
+        }
+    }
+}
