@@ -5,19 +5,23 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod algorithm;
+mod admin;
 mod audit;
 mod common;
 mod demo;
 mod image;
 mod keys;
+mod login;
 mod node;
 mod policy;
 mod server;
+mod shell;
 mod store;
 mod task;
+mod tasklist;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,8 +92,41 @@ enum Command {
     /// Submit tasks as a researcher: inputs sealed to pinned organization keys, results opened.
     Task {
         #[command(subcommand)]
-        command: task::TaskCommand,
+        command: TaskCli,
     },
+    /// Log in to a server and keep the session beside the profile (~/.config/warden/NAME.toml).
+    ///
+    /// Example: warden login --server https://warden.example.org --username rita --profile cardio
+    Login(login::LoginArgs),
+    /// End the profile's session at the server and forget it here.
+    Logout(login::SessionArgs),
+    /// Show who the profile's session is logged in as.
+    Whoami(login::SessionArgs),
+    /// Administer the server: organizations, collaborations, users, nodes.
+    Admin(admin::AdminArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example: warden completions bash > /etc/bash_completion.d/warden
+    Completions {
+        #[arg(value_enum)]
+        shell: shell::Shell,
+    },
+    /// Write the man pages of every command into a folder.
+    ///
+    /// Example: warden man --out /usr/local/share/man/man1
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
+}
+
+/// `warden task`: the researcher's commands, and `list`.
+#[derive(Debug, Subcommand)]
+enum TaskCli {
+    #[command(flatten)]
+    Core(task::TaskCommand),
+    /// List the tasks this account sees (`--collaboration`, `--mine`).
+    List(tasklist::ListArgs),
 }
 
 /// Exit status for bad input (an unreadable policy, a malformed reference, a registry failure).
@@ -174,7 +211,30 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
-        Command::Task { command } => report(task::run(command)),
+        Command::Task {
+            command: TaskCli::Core(command),
+        } => report(task::run(command)),
+        Command::Task {
+            command: TaskCli::List(args),
+        } => login::exit_of(tasklist::run(args)),
+        Command::Login(args) => login::exit_of(login::login(args)),
+        Command::Logout(args) => login::exit_of(login::logout(args)),
+        Command::Whoami(args) => login::exit_of(login::whoami(args)),
+        Command::Admin(args) => login::exit_of(admin::run(args)),
+        Command::Completions { shell } => {
+            emit(&shell::completions(shell, Cli::command()).trim_end());
+            ExitCode::SUCCESS
+        }
+        Command::Man { out } => match shell::man_pages(Cli::command(), &out) {
+            Ok(n) => {
+                emit(&format_args!("wrote {n} man pages to {}", out.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_error(&e);
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
         Command::Keys { command } => match keys::run(command) {
             Ok(out) => {
                 emit(&format_args!("{out:#}"));

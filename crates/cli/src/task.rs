@@ -222,6 +222,11 @@ fn researcher(profile: &Profile) -> anyhow::Result<Researcher> {
 }
 
 async fn login(profile: &Profile) -> anyhow::Result<Client> {
+    // The session `warden login` keeps beside the profile, when there is one.
+    if warden_client::admin::session_path(&profile.path).exists() {
+        let hint = format!("--profile-file {}", profile.path.display());
+        return crate::login::resume_or_login(&profile.path, &profile.server, &hint).await;
+    }
     let pw = password(profile)?;
     Ok(Client::login(&profile.server.url, &profile.server.username, &pw).await?)
 }
@@ -355,7 +360,7 @@ async fn finish(
             }
             let org = names
                 .get(&r.organization_id)
-                .map(|n| safe(n))
+                .map(|n| safe(n).into_owned())
                 .unwrap_or_else(|| format!("organization {}", r.organization_id));
             let mut line = format!("{org}: run {} {}", r.id, r.state);
             if let Some(hint) = waiting_hint(r.state) {

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod check;
 pub mod keyfile;
 pub mod profile;
