@@ -1,0 +1,234 @@
+//! docs/quickstart.md, run: every `sh` block of the page, in order and exactly as written, in
+//! one `bash` with the real `warden` binary first on PATH, against a real `docker-registry` on
+//! loopback, the Docker engine, a real `warden server start` and two `warden node start`
+//! processes that the page itself starts. The test only provides what the page says the reader
+//! brings: an algorithm image in a registry (a FROM-scratch image around a static C program,
+//! pushed unsigned; the page signs it), a free port, and the repository's path. So the page
+//! cannot rot: a command that changes breaks this test.
+
+// Test helpers: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use warden_testkit::{FileSource, ImageFile, Registry};
+
+const BIN: &str = env!("CARGO_BIN_EXE_warden");
+/// The node names the page gives its nodes (container labels).
+const NODES: [&str; 2] = ["quickstart-hospital-a", "quickstart-hospital-b"];
+
+/// The `sh` blocks of a Markdown page, in order.
+fn sh_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match &mut current {
+            None if line.trim_end() == "```sh" => current = Some(String::new()),
+            Some(_) if line.trim_end() == "```" => blocks.push(current.take().unwrap()),
+            Some(b) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            None => {}
+        }
+    }
+    assert!(current.is_none(), "an unclosed block");
+    blocks
+}
+
+/// Kills the page's process group (server and nodes) and removes what the nodes and the test
+/// left in Docker.
+struct Cleanup {
+    pgid: Option<u32>,
+    images: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{pgid}")])
+                .status();
+        }
+        for node in NODES {
+            for label in [node.to_owned(), format!("{node}-probe")] {
+                let Ok(out) = Command::new("docker")
+                    .args([
+                        "ps",
+                        "-aq",
+                        "--filter",
+                        &format!("label=org.warden.node={label}"),
+                    ])
+                    .output()
+                else {
+                    continue;
+                };
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+                }
+            }
+        }
+        let refs: Vec<&str> = self.images.iter().map(String::as_str).collect();
+        warden_testkit::remove_images(&refs);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Pushes the echo program (crates/node/tests/programs/echo.c) as `<registry>/quickstart/echo:v1`,
+/// unsigned, and removes the local copy so that the nodes must pull it.
+fn push_image(registry: &Registry, dir: &Path, cleanup: &mut Cleanup) -> String {
+    let root = warden_testkit::workspace_root();
+    let source = std::fs::read_to_string(root.join("crates/node/tests/programs/echo.c")).unwrap();
+    let bin = warden_testkit::build_static_c(&source, "echo", dir).unwrap();
+    let reference = format!("{}/quickstart/echo:v1", registry.host());
+    let files = [ImageFile {
+        source: FileSource::Path(bin),
+        dest: "/echo".to_owned(),
+        mode: 0o755,
+    }];
+    let id = warden_testkit::build_scratch_image(
+        &reference,
+        &files,
+        &["ENTRYPOINT [\"/echo\"]", "USER 65534"],
+    )
+    .unwrap();
+    let digest = warden_testkit::push(&reference).unwrap();
+    warden_testkit::remove_images(&[&reference, &id]);
+    cleanup
+        .images
+        .push(format!("{}/quickstart/echo@{digest}", registry.host()));
+    reference
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_page_runs_as_written_and_gets_a_result() {
+    warden_testkit::require_docker().unwrap();
+    let registry = Registry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cleanup = Cleanup {
+        pgid: None,
+        images: Vec::new(),
+    };
+    let image = push_image(&registry, dir.path(), &mut cleanup);
+
+    let root = warden_testkit::workspace_root();
+    let page = std::fs::read_to_string(root.join("docs/quickstart.md")).unwrap();
+    let blocks = sh_blocks(&page);
+    assert!(blocks.len() >= 8, "{} blocks", blocks.len());
+    let script = blocks.concat();
+
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", &home)
+        .env("IMAGE", &image)
+        .env("PORT", free_port().to_string())
+        .env("WARDEN_SRC", &root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Ok(docker_host) = std::env::var("DOCKER_HOST") {
+        cmd.env("DOCKER_HOST", docker_host);
+    }
+    let child = cmd.spawn().unwrap();
+    cleanup.pgid = Some(child.id());
+    let out = tokio::time::timeout(
+        Duration::from_secs(600),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await
+    .expect("the quickstart finishes within 10 minutes")
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: String = ["server.log", "hospital-a/node.log", "hospital-b/node.log"]
+        .iter()
+        .map(|f| {
+            let p = dir.path().join("quickstart").join(f);
+            format!(
+                "--- {f}\n{}\n",
+                std::fs::read_to_string(p).unwrap_or_default()
+            )
+        })
+        .collect();
+    let all = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}\n{logs}");
+    assert!(out.status.success(), "the page failed: {all}");
+
+    // Step by step, what the page promises.
+    assert!(
+        stdout.contains("admin (user 1, root) at http://127.0.0.1:"),
+        "{all}"
+    );
+    assert!(stdout.contains("created organization\nid:"), "{all}");
+    assert!(stdout.contains("created collaboration\n"), "{all}");
+    assert!(
+        stdout.contains("members:   hospital-a (1), hospital-b (2)"),
+        "{all}"
+    );
+    assert!(stdout.contains("created user\n"), "{all}");
+    assert!(
+        !stdout.contains("wdn_"),
+        "node keys go to files only: {all}"
+    );
+    // Both organizations ran the signed image on the sealed input and Rita opened both results.
+    let expected = r#"result: env-ok echo:{"args":{"n":1},"function":"hello"}"#;
+    assert_eq!(stdout.matches(expected).count(), 2, "{all}");
+    assert!(
+        stdout.contains("hospital-a: run") && stdout.contains("hospital-b: run"),
+        "{all}"
+    );
+    assert!(stdout.contains("logged in to http://127.0.0.1:"), "{all}");
+    // task list shows the task, then logout ends the session.
+    let task_line = stdout
+        .lines()
+        .find(|l| l.starts_with("task ") && l.contains(" at 2 organization(s)"))
+        .unwrap_or_else(|| panic!("no task line: {all}"));
+    let id = task_line.split(' ').nth(1).unwrap();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("rita") && l.contains(&image)),
+        "task list shows task {id}: {all}"
+    );
+    assert!(stdout.contains("ended at the server"), "{all}");
+    // The node keys are private files; the sessions of the admin remain, rita's is gone.
+    let config = home.join(".config/warden");
+    assert!(config.join("admin.session").exists());
+    assert!(!config.join("cardio.session").exists());
+    for org in ["hospital-a", "hospital-b"] {
+        let key = dir.path().join("quickstart").join(org).join("node.key");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    }
+}
+
+#[test]
+fn the_page_blocks_are_found_in_order() {
+    let md = "a\n```sh\none\n```\ntext\n```toml\nx\n```\n```sh\ntwo\nthree\n```\n";
+    assert_eq!(sh_blocks(md), ["one\n", "two\nthree\n"]);
+}
