@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod admin;
+pub mod admin;
 pub mod check;
 pub mod keyfile;
 pub mod profile;
