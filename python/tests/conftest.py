@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,12 @@ PASSWORD = "a long enough password"
 ADMIN_PASSWORD = "admin password for the python tests"
 KEY_PASSWORD = "key password for the python tests"
 STUDY = "pystudy"
+#: Each node's data source `records` (algorithms/mean reads column `age`): blanks and text are
+#: skipped, as in the Rust mean.
+RECORDS = {
+    "hospital-a": "id,age\n1,30\n2, 50 \n3,\n4,unknown\n5,41.5\n",
+    "hospital-b": "id,age\n1,47\n2,60\n3,inf\n",
+}
 
 
 def warden_bin() -> Path:
@@ -120,6 +127,7 @@ class Federation:
     state_home: Path
     procs: List[subprocess.Popen] = field(default_factory=list)
     labels: List[str] = field(default_factory=list)
+    images: List[str] = field(default_factory=list)
 
     @property
     def pins(self) -> Dict[str, str]:
@@ -145,6 +153,17 @@ class Federation:
 
     def task_count(self) -> int:
         return len(self.get(f"/api/tasks?collaboration_id={self.collaboration_id}&limit=500")["items"])
+
+    def push_signed(self, reference: str, context: Path) -> None:
+        """Builds the Docker context as `reference` (which must be under REGISTRY/pytest/),
+        pushes and signs it, and removes the local copy so the nodes pull it."""
+        run("docker", "build", "--no-cache", "-q", "-t", reference, context,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        self.images.append(reference)
+        run("docker", "push", "-q", reference)
+        run(self.bin, "image", "sign", "--key", self.dir / "image.key", "--password-file",
+            self.dir / "key.pw", reference)
+        subprocess.run(["docker", "image", "rm", "-f", reference], capture_output=True)
 
     def node_logs(self) -> str:
         return "\n".join(f"--- {o.name}\n{(o.dir / 'node.log').read_text(errors='replace')}"
@@ -185,9 +204,12 @@ password_file = "key.pw"
 {pins}
 [certifiers]
 {certifiers}
+[data]
+records = "records.csv"
+
 [limits]
 timeout_secs = 60
-memory_bytes = 67108864
+memory_bytes = 134217728
 """
 
 
@@ -308,7 +330,6 @@ def start_federation(d: Path) -> Iterator[Federation]:
         probe = d / "probe"
         run("gcc", "-static", "-O2", "-o", probe, ROOT / "algorithms/hostile/probe.c")
         certifiers = "".join(f'{o.name} = "{o.certifier_id}"\n' for o in orgs.values())
-        repo = image.rsplit(":", 1)[0]
         for name in ("hospital-a", "hospital-b"):
             o = orgs[name]
             (o.dir / "node.key").write_text(o.api_key + "\n")
@@ -317,8 +338,10 @@ def start_federation(d: Path) -> Iterator[Federation]:
             shutil.copy(d / "key.pw", o.dir / "key.pw")
             run(w, "keys", "generate", "--kind", "ecdsa-p256", "--out", o.dir / "audit",
                 "--password-file", d / "key.pw")
+            (o.dir / "records.csv").write_text(RECORDS[name])
+            allowed = re.escape(f"{host}/pytest/") + ".+"
             (o.dir / "policy.toml").write_text(
-                f'version = 1\n\n[[allow]]\nrepository = "{repo}"\n'
+                f"version = 1\n\n[[allow]]\nrepository_regex = '{allowed}'\n"
                 f'signed_by = {{ keys = ["image.pub"], threshold = 1 }}\n\n'
                 f"[[deny]]\nrepository_regex = '.+/experimental/.+'\n")
             label = f"py{tag}-{name}"
@@ -331,7 +354,7 @@ def start_federation(d: Path) -> Iterator[Federation]:
         fed = Federation(dir=d, bin=bin_path, base=base, registry=host, image=image,
                          experimental=experimental, orgs=orgs, collaboration_id=collab,
                          profile=profile, rita_key=rd / "rita.key", rita_cert=rd / "rita.cert",
-                         state_home=d / "state", procs=procs, labels=labels)
+                         state_home=d / "state", procs=procs, labels=labels, images=images)
         yield fed
     finally:
         for p in reversed(procs):
