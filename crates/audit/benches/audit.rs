@@ -30,6 +30,7 @@ fn record(run: i64) -> Record {
         output_sha256: Some(format!("sha256:{}", "02".repeat(32))),
         outcome: Outcome::Completed,
         reason: None,
+        by: None,
     }
 }
 

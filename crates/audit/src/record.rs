@@ -3,22 +3,62 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-/// What happened: the admission decision for a run, or the run itself.
+/// What happened: the admission decision for a run, or the run itself; or what a local user
+/// of the node did at its airlock (the node's local socket): viewed a held result, released or
+/// refused it, approved or refused an image digest. Those name the user in [`Record::by`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     Decision,
     Run,
+    /// A held result was shown in plaintext at the node.
+    View,
+    /// A held result was released (by one checker; the result leaves once all did).
+    Release,
+    /// A held result was refused: its run fails with the data owner's reason.
+    Refuse,
+    /// An image digest was approved: it runs without asking from now on.
+    Approve,
+    /// An image digest was refused: the runs waiting for it fail.
+    RefuseDigest,
 }
 
-/// How it ended: a decision admits or rejects, a run completes or fails.
+/// How it ended: a decision admits or rejects, a run completes or fails, or waits at the
+/// airlock; a local user's request is done or denied (with the reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Admitted,
     Rejected,
     Completed,
     Failed,
+    /// The result passed its checks and is held until it is released.
+    AwaitingRelease,
+    /// The run waits for its image digest to be approved.
+    AwaitingApproval,
+    /// A local user's request was carried out.
+    Done,
+    /// A local user's request was refused (the reason says why).
+    Denied,
+}
+
+/// The local user who asked the node, from its socket's peer credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// The user's name in `/etc/passwd`, when it has one.
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for LocalUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{n} (uid {})", self.uid),
+            None => write!(f, "uid {}", self.uid),
+        }
+    }
 }
 
 /// One decision or run, as written in the `record` member of an entry line. Every field is
@@ -53,4 +93,8 @@ pub struct Record {
     pub outcome: Outcome,
     /// Why, for a rejection or failure.
     pub reason: Option<String>,
+    /// Who asked, for what a local user did at the airlock (absent otherwise, so that the
+    /// lines written before it existed keep their one canonical form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<LocalUser>,
 }

@@ -32,6 +32,7 @@ fn record(i: i64) -> Record {
             Outcome::Admitted
         },
         reason: None,
+        by: None,
     }
 }
 

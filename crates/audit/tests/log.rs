@@ -31,6 +31,7 @@ fn record(run: i64, outcome: Outcome) -> Record {
         output_sha256: None,
         outcome,
         reason: None,
+        by: None,
     }
 }
 

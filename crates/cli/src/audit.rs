@@ -197,6 +197,9 @@ fn show(file: &Path, run: Option<i64>, json: bool) -> anyhow::Result<Outcome> {
             if !r.signers.is_empty() {
                 let _ = write!(out, " signers={}", r.signers.join(","));
             }
+            if let Some(by) = &r.by {
+                let _ = write!(out, " by={}", warden_api::display::safe(&by.to_string()));
+            }
             if let Some(reason) = &r.reason {
                 let _ = write!(out, " reason={reason:?}");
             }

@@ -206,7 +206,7 @@ fn main() -> ExitCode {
         Command::Image { command } => report(image::run(command)),
         Command::Policy { command } => report(policy::run(command)),
         Command::Node { command } => match node::run(command) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(code) => ExitCode::from(code),
             Err(e) => {
                 print_error(&e);
                 ExitCode::from(EXIT_BAD_INPUT)

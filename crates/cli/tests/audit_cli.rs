@@ -43,6 +43,7 @@ fn record(run: i64, outcome: Outcome, reason: Option<&str>) -> Record {
         output_sha256: None,
         outcome,
         reason: reason.map(str::to_owned),
+        by: None,
     }
 }
 

@@ -70,6 +70,12 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// The local socket the data owner's `warden node pending|release|...` speak to.
+    #[serde(default)]
+    pub local: LocalConfig,
+    /// How long the airlock holds a result or a run waiting for approval.
+    #[serde(default)]
+    pub airlock: AirlockConfig,
     /// The `[output]` section as written; compiled into [`Config::output`] by [`Config::parse`].
     #[serde(default, rename = "output")]
     output_section: Option<toml::Table>,
@@ -194,12 +200,87 @@ pub struct LimitsConfig {
     /// `concurrent_runs`); `None` is the default, [`LimitsConfig::max_containers`].
     #[serde(default, deserialize_with = "containers")]
     pub max_containers: Option<u32>,
-    /// How long a run waits for room under `max_containers` before it fails.
+    /// The sum of the memory limits (`memory_bytes`) of every container alive, computing or
+    /// waiting for subtasks, may not exceed this; absent, only `max_containers` bounds it.
+    #[serde(default, deserialize_with = "memory_budget")]
+    pub memory_budget_bytes: Option<u64>,
+    /// How long a run waits for room under `max_containers` (and the memory budget) before it
+    /// fails.
     #[serde(default = "d_container_wait", deserialize_with = "container_wait")]
     pub container_wait_secs: u64,
     /// Deepest subtask chain: a run whose task has this many parent tasks creates no subtask.
     #[serde(default = "d_depth", deserialize_with = "depth")]
     pub max_subtask_depth: u32,
+}
+
+/// `[local]`: the node's local socket (HTTP over a Unix socket, no network listener).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The socket's path; default `<spool_dir>/local.sock` (reachable by the node's user only,
+    /// since the spool is 0700). Required with `group`, outside the spool.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// A local group whose members may use the socket too (it is then 0660 with that group;
+    /// else 0600, the node's user and root only).
+    #[serde(default, deserialize_with = "group_name")]
+    pub group: Option<String>,
+}
+
+impl LocalConfig {
+    /// Where the socket is: the configured path, or `<spool_dir>/local.sock`.
+    pub fn socket_path(&self, spool_dir: &Path) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(|| spool_dir.join("local.sock"))
+    }
+}
+
+/// `[airlock]`: the longest waits at the airlock, after which the node refuses by itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AirlockConfig {
+    /// A result held for release (`release = "manual"`) is refused after this many seconds.
+    #[serde(default = "d_airlock_wait", deserialize_with = "airlock_wait")]
+    pub release_timeout_secs: u64,
+    /// A run waiting for its digest's approval (`first_run = "approve"`) fails after this.
+    #[serde(default = "d_airlock_wait", deserialize_with = "airlock_wait")]
+    pub approval_timeout_secs: u64,
+}
+
+impl Default for AirlockConfig {
+    fn default() -> Self {
+        AirlockConfig {
+            release_timeout_secs: d_airlock_wait(),
+            approval_timeout_secs: d_airlock_wait(),
+        }
+    }
+}
+
+/// Seven days.
+fn d_airlock_wait() -> u64 {
+    7 * 24 * 3600
+}
+fn airlock_wait<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, 366 * 24 * 3600, "the longest wait in seconds")
+}
+fn memory_budget<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    in_range(d, 6 << 20, 1 << 50, "the memory budget in bytes").map(Some)
+}
+fn group_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !ok {
+        return Err(serde::de::Error::custom(format!(
+            "`{}` is not a group name ([A-Za-z0-9_.-], 1 to 32 characters)",
+            name.escape_debug()
+        )));
+    }
+    Ok(Some(name))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -418,6 +499,7 @@ impl Default for LimitsConfig {
             max_subtasks: d_subtasks(),
             concurrent_runs: d_concurrent(),
             max_containers: None,
+            memory_budget_bytes: None,
             container_wait_secs: d_container_wait(),
             max_subtask_depth: d_depth(),
         }
@@ -626,6 +708,30 @@ impl Config {
                 offset,
             ));
         }
+        if let Some(b) = config.limits.memory_budget_bytes
+            && b < config.limits.memory_bytes
+        {
+            let offset = text
+                .find("\nmemory_budget_bytes")
+                .map(|o| o + 1..o + 1 + "memory_budget_bytes".len());
+            return Err(located(
+                "limits.memory_budget_bytes".to_owned(),
+                format!(
+                    "memory_budget_bytes ({b}) is below memory_bytes ({}), the limit of one \
+                     container: no run could start; raise it or lower memory_bytes",
+                    config.limits.memory_bytes
+                ),
+                offset,
+            ));
+        }
+        if config.local.group.is_some() && config.local.socket.is_none() {
+            return Err(at_key(
+                "group",
+                "local.group needs local.socket outside the spool directory (e.g. \
+                 /run/warden/node.sock): the spool is 0700, so the group's members could not \
+                 reach a socket inside it",
+            ));
+        }
         config.base_dir = base.to_path_buf();
         if let Some(table) = config.output_section.take() {
             config.output = output_rules(text, &table, path, base)?;
@@ -642,6 +748,9 @@ impl Config {
         resolve(&mut config.node.secret_key);
         resolve(&mut config.node.spool_dir);
         resolve(&mut config.node.probe);
+        if let Some(p) = config.local.socket.as_mut() {
+            resolve(p);
+        }
         resolve(&mut config.audit.dir);
         resolve(&mut config.audit.signing_key);
         resolve(&mut config.audit.password_file);
@@ -850,6 +959,111 @@ records = "data/records"
         let text = minimal() + "\n[limits]\nmax_subtask_depth = -1\n";
         let (line, key, _) = error_of(&text);
         assert_eq!((line, key.as_str()), (24, "limits.max_subtask_depth"));
+    }
+
+    #[test]
+    fn the_local_socket_airlock_and_memory_budget_are_read_and_checked() {
+        let c = parse(&minimal()).unwrap();
+        assert_eq!(
+            c.local.socket_path(&c.node.spool_dir),
+            PathBuf::from("/cfg/spool/local.sock")
+        );
+        assert_eq!(c.local.group, None);
+        assert_eq!(c.airlock, AirlockConfig::default());
+        assert_eq!(c.airlock.release_timeout_secs, 7 * 24 * 3600);
+        assert_eq!(c.limits.memory_budget_bytes, None);
+        let c = parse(&format!(
+            "{}
+[local]
+socket = \"run/node.sock\"
+group = \"warden-checkers\"
+
+[airlock]
+             release_timeout_secs = 60
+approval_timeout_secs = 120
+",
+            minimal()
+        ))
+        .unwrap();
+        assert_eq!(c.local.socket, Some(PathBuf::from("/cfg/run/node.sock")));
+        assert_eq!(c.local.group.as_deref(), Some("warden-checkers"));
+        assert_eq!(
+            (
+                c.airlock.release_timeout_secs,
+                c.airlock.approval_timeout_secs
+            ),
+            (60, 120)
+        );
+        // A group needs a socket outside the 0700 spool.
+        let e = parse(&format!(
+            "{}
+[local]
+group = \"checkers\"
+",
+            minimal()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("local.group needs local.socket"), "{e}");
+        for (body, says) in [
+            (
+                "[local]
+group = \"a b\"
+",
+                "is not a group name",
+            ),
+            (
+                "[local]
+port = 1
+",
+                "unknown field",
+            ),
+            (
+                "[airlock]
+release_timeout_secs = 0
+",
+                "between 1 and",
+            ),
+            (
+                "[limits]
+memory_budget_bytes = 1
+",
+                "the memory budget in bytes",
+            ),
+        ] {
+            let e = parse(&format!(
+                "{}
+{body}",
+                minimal()
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(says), "{body}: {e}");
+        }
+        let e = parse(&format!(
+            "{}
+[limits]
+memory_bytes = 67108864
+memory_budget_bytes = 33554432
+",
+            minimal()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("limits.memory_budget_bytes") && e.contains("below memory_bytes"),
+            "{e}"
+        );
+        let c = parse(&format!(
+            "{}
+[limits]
+memory_bytes = 67108864
+memory_budget_bytes = 134217728
+",
+            minimal()
+        ))
+        .unwrap();
+        assert_eq!(c.limits.memory_budget_bytes, Some(134_217_728));
     }
 
     #[test]

@@ -7,10 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod airlock;
+pub mod approvals;
 pub mod binding;
 pub mod budget;
 pub mod config;
 mod jsonl;
+pub mod local;
 pub mod node;
 pub mod orgs;
 pub mod proxy;

@@ -12,6 +12,9 @@
 //! <spool>/work/<run>/{input,output,proxy}
 //! <spool>/logs/run-<run>.log        what the algorithm printed (0600; kept for the data owner)
 //! <spool>/withheld/run-<run>       a result the admitting rule's output rules withheld (0600)
+//! <spool>/pending/run-<run>/        a result held for release (crate::airlock)
+//! <spool>/approved.jsonl            image digests the node's owner approved (crate::approvals)
+//! <spool>/local.sock                the local socket, unless `[local] socket` names another
 //! <spool>/replay.jsonl              accepted input nonces (crate::replay)
 //! <spool>/runs_per_day.jsonl        runs counted against `runs_per_day` (crate::budget)
 //! ```
@@ -54,6 +57,12 @@ pub enum Phase {
     Admitted,
     /// The container was (being) started.
     Running,
+    /// Admitted, waiting for the node's owner to approve its digest (`first_run = "approve"`);
+    /// nothing holds a slot or a container meanwhile. Approved, the run is taken again.
+    AwaitingApproval,
+    /// The result passed its checks and is held in `<spool>/pending/run-<run>` until enough
+    /// local users release it (`release = "manual"`).
+    AwaitingRelease,
     /// Final outcome known; delivery pending until the record is removed.
     Finished,
 }
@@ -107,6 +116,10 @@ pub struct RunRecord {
     /// to the result, also when the run is settled after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_rule: Option<usize>,
+    /// Unix seconds: since when the run waits for its digest's approval (kept when the run is
+    /// taken again after a restart, so the wait's limit counts from the first time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<i64>,
 }
 
 impl RunRecord {
@@ -133,6 +146,7 @@ impl RunRecord {
             organization: None,
             plaintext: false,
             allow_rule: None,
+            waiting_since: None,
         }
     }
 }

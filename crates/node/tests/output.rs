@@ -3,7 +3,8 @@
 //! fails with a reason naming the rule and the check, never a value of the result; the result
 //! is kept under `<spool>/withheld/`; the audit record says failed with the same reason); the
 //! rule's `max_subtasks` caps the proxy; its `runs_per_day` is counted per organization and rule
-//! and survives a restart; and what only the airlock could enforce keeps the node from starting.
+//! and survives a restart. What the airlock enforces (manual release, checkers, first-run
+//! approval) is tested with the real binaries in crates/cli/tests/airlock_cli.rs.
 
 // Test helpers: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -17,7 +18,6 @@ use common::World;
 use common::attack::{audit_records, spool};
 use serde_json::{Value, json};
 use warden_api::RunState;
-use warden_node::{Node, config::Config};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -30,51 +30,6 @@ min_count = { paths = ["counts.*"], k = 5 }
 
 const SCHEMA: &str = r#"{"type": "object", "required": ["counts"],
   "properties": {"counts": {"type": "object"}}}"#;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_policy_asking_for_the_airlock_keeps_the_node_from_starting() {
-    let w = World::new().await;
-    let repo = warden_reference::Repository::parse("localhost:5000/node/none").unwrap();
-    for (key, says) in [
-        ("release = \"manual\"", "manual release of results"),
-        (
-            "release = \"manual\"\ncheckers = 2",
-            "manual release of results",
-        ),
-        ("first_run = \"approve\"", "first-run approval"),
-    ] {
-        let policy = format!("{}[allow.output]\n{key}\n", w.signed_policy(&repo));
-        let config = w.node_config(&w.a, &policy, "");
-        let e = Node::start(Config::load(&config).unwrap())
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("rule allow[1]")
-                && e.contains(says)
-                && e.contains("which this node does not offer yet (issue 9's airlock)")
-                && e.contains("remove the key or the node would release automatically"),
-            "{e}"
-        );
-    }
-    // The node's own [output] section is held to the same.
-    for (key, says) in [
-        ("release = \"manual\"", "manual release of results"),
-        ("first_run = \"approve\"", "first-run approval"),
-    ] {
-        let config = w.node_config(&w.a, &w.signed_policy(&repo), &format!("[output]\n{key}\n"));
-        let e = Node::start(Config::load(&config).unwrap())
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("[output] section (default)")
-                && e.contains(says)
-                && e.contains("which this node does not offer yet (issue 9's airlock)"),
-            "{e}"
-        );
-    }
-}
 
 /// Checks that `run` failed for breaking its output rules: the reason contains `says` and not
 /// `secret`, no result was uploaded, the result is kept in `withheld/` (0600, in 0700) with

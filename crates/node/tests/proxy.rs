@@ -417,6 +417,42 @@ async fn a_recursive_algorithm_stops_at_the_nodes_subtask_depth() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subtask_over_the_memory_budget_fails_naming_the_budget() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("proxy_script", "script-mem", "v1");
+    w.sign(&repo, &digest).await;
+    // Room for eight containers, but memory for one: the central run's container, waiting
+    // for its subtask, still counts its memory limit, so the subtask's finds none.
+    let config = w.node_config(
+        &w.a,
+        &w.signed_policy(&repo),
+        "concurrent_runs = 1\nmax_containers = 8\nmemory_budget_bytes = 100000000\n\
+         container_wait_secs = 2\n",
+    );
+    let node = w.start_node(&config).await;
+    let script = format!(
+        "POST /v1/subtasks {{'function':'part','args':'GET /v1/organizations','organizations':[{a}]}};\
+         GET /v1/subtasks/LAST/results?wait=60",
+        a = w.a.id
+    );
+    let lines = script_lines(&w, &format!("{repo}:v1"), &script).await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let (s, results) = status_and_body(&lines[1]);
+    assert_eq!(s, 200, "{lines:#?}");
+    let run = &results["runs"][0];
+    assert_eq!(run["state"], "failed", "{results}");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the node's memory budget of 100000000 bytes (limits.memory_budget_bytes)")
+            && reason.contains("67108864 bytes each"),
+        "{reason}"
+    );
+    // The central run itself completed: the budget held one container.
+    assert!(containers(&node.label).is_empty());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subtask_that_finds_no_room_for_a_container_fails_naming_the_cap() {
     let mut w = World::new().await;
     let (repo, digest) = w.push_program("proxy_script", "script", "v1");

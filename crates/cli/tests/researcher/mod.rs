@@ -464,6 +464,11 @@ impl World {
     /// [organizations] and [certifiers] pinning both organizations) and starts
     /// `warden node start` on it.
     pub fn start_node(&mut self, name: &str, policy: &str) {
+        self.start_node_with(name, policy, "");
+    }
+
+    /// [`World::start_node`] with `extra` appended to the node's configuration.
+    pub fn start_node_with(&mut self, name: &str, policy: &str, extra: &str) {
         let org = [&self.a, &self.b]
             .into_iter()
             .find(|o| o.name == name)
@@ -520,11 +525,25 @@ password_file = "audit.pw"
 [limits]
 timeout_secs = 60
 memory_bytes = 67108864
+{extra}
 "#,
             base = self.base,
         );
         let path = d.join("node.toml");
         std::fs::write(&path, config).unwrap();
+        self.spawn_node(&path, label);
+    }
+
+    /// Starts `warden node start` again on a node directory [`World::start_node`] wrote (its
+    /// keys, audit log and spool kept).
+    pub fn restart_node(&mut self, name: &str) {
+        let d = self.dir.path().join(format!("node-{name}"));
+        let label = format!("cli{}-{name}", std::process::id());
+        self.spawn_node(&d.join("node.toml"), label);
+    }
+
+    fn spawn_node(&mut self, path: &Path, label: String) {
+        let d = path.parent().unwrap();
         let log = d.join("node.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)

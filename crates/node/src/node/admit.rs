@@ -25,6 +25,7 @@ impl Node {
         event_image: Option<String>,
         received: Instant,
         slot: RunSlot,
+        resumed: Option<RunRecord>,
     ) {
         let s = &self.inner;
         let run = match s.server.run(run_id).await {
@@ -34,9 +35,23 @@ impl Node {
                 return;
             }
         };
-        if run.state != RunState::Pending {
-            return;
-        }
+        // A run that waited for its digest's approval is taken again from the start of the
+        // trust chain; the server shows it awaiting approval (or still pending, when that
+        // report did not reach it).
+        let waiting_since = match &resumed {
+            Some(r) if run.state == RunState::AwaitingApproval => Some(
+                r.waiting_since
+                    .unwrap_or_else(|| OffsetDateTime::now_utc().unix_timestamp()),
+            ),
+            Some(_) if run.state == RunState::Pending => None,
+            Some(_) => {
+                tracing::warn!(run = run_id, state = %run.state, "a run that waited for approval is no longer waiting at the server; forgotten");
+                let _ = s.spool.remove(run_id);
+                return;
+            }
+            None if run.state != RunState::Pending => return,
+            None => None,
+        };
         if run.organization_id != s.me.organization_id
             || run.collaboration_id != s.me.collaboration_id
         {
@@ -67,6 +82,7 @@ impl Node {
             task.organization_id,
             &task.image,
         );
+        record.waiting_since = waiting_since;
         if let Err(e) = s.spool.save(&record) {
             tracing::error!(run = run_id, error = %e, "cannot record the run; not taking it");
             return;
@@ -90,6 +106,7 @@ impl Node {
             output_sha256: None,
             outcome: AuditOutcome::Rejected,
             reason: None,
+            by: None,
         };
         let admission_started = Instant::now();
         let admitted = self
@@ -143,7 +160,15 @@ impl Node {
             Err(Refused::Transient(why)) => {
                 // Nothing was decided; forget the run so that the next catch-up retries it.
                 tracing::warn!(run = run_id, %why, "run postponed");
-                let _ = s.spool.remove(run_id);
+                match &resumed {
+                    // It goes on waiting (the sweep takes it again).
+                    Some(old) => {
+                        let _ = s.spool.save(old);
+                    }
+                    None => {
+                        let _ = s.spool.remove(run_id);
+                    }
+                }
             }
         }
     }

@@ -57,6 +57,15 @@ impl Node {
                     let mut closing = settled_record(&record);
                     self.finish(&mut record, outcome, Some(&mut closing)).await;
                 }
+                // The airlock's waits outlive a restart: the sweep reports them, refuses those
+                // that waited too long, and takes again the runs approved meanwhile.
+                Phase::AwaitingRelease => {}
+                Phase::AwaitingApproval => {
+                    let digest = record.digest.clone().unwrap_or_default();
+                    if s.approved.is_approved(&digest) {
+                        self.resume(record);
+                    }
+                }
                 Phase::Received | Phase::Admitted => {
                     let mut closing = settled_record(&record);
                     self.finish(
@@ -113,6 +122,17 @@ impl Node {
         }
     }
 
+    /// Delivers one finished run now; whether it reached the server.
+    pub(super) async fn deliver_now(&self, record: &RunRecord) -> bool {
+        match self.deliver(record).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(run = record.run_id, error = %e, "delivery postponed; the outcome stays in the spool");
+                false
+            }
+        }
+    }
+
     /// Reports a finished run to the server (idempotent), then forgets it.
     async fn deliver(&self, record: &RunRecord) -> Result<(), ServerError> {
         let s = &self.inner;
@@ -134,7 +154,8 @@ impl Node {
         }
         let update = match outcome {
             Final::Completed => {
-                if run.state != RunState::Running {
+                // Running, or awaiting release when its owner released it.
+                if !matches!(run.state, RunState::Running | RunState::AwaitingRelease) {
                     api::UpdateRun {
                         state: RunState::Failed,
                         reason: Some(
@@ -202,5 +223,6 @@ fn settled_record(record: &RunRecord) -> Record {
         output_sha256: None,
         outcome: AuditOutcome::Failed,
         reason: None,
+        by: None,
     }
 }

@@ -39,6 +39,14 @@ impl Node {
         let mut run_audit = audit;
         run_audit.event = AuditEvent::Run;
         run_audit.time = OffsetDateTime::now_utc();
+        // `first_run = "approve"`: a digest no local user approved waits, holding nothing.
+        if self.must_wait_for_approval(&record, &admitted.digest().to_string()) {
+            drop(slot);
+            return self.wait_for_approval(&mut record, &mut run_audit).await;
+        }
+        // A run taken again after its approval is `awaiting_approval` at the server, which
+        // goes on to `running`: its admission was reported before it waited.
+        let resumed = record.waiting_since.is_some();
         let update = api::UpdateRun {
             state: RunState::Admitted,
             reason: None,
@@ -46,10 +54,19 @@ impl Node {
         };
         // Report the admission while pulling: both must succeed before the run starts.
         let pin_started = Instant::now();
-        let (reported, pinned) = tokio::join!(s.server.update(run_id, &update), async {
-            let p = crate::admission::pin(&s.engine, &admitted).await;
-            (p, pin_started.elapsed())
-        });
+        let (reported, pinned) = tokio::join!(
+            async {
+                if resumed {
+                    Ok(())
+                } else {
+                    s.server.update(run_id, &update).await.map(|_| ())
+                }
+            },
+            async {
+                let p = crate::admission::pin(&s.engine, &admitted).await;
+                (p, pin_started.elapsed())
+            }
+        );
         let (pinned, pin_time) = pinned;
         timing.pin = pin_time;
         if let Err(e) = reported {
@@ -79,6 +96,30 @@ impl Node {
                 return self.finish_audited(&mut record, outcome, run_audit).await;
             }
         };
+        // Room under the memory budget: every live container counts its memory limit, waiting
+        // ones too, within the same wait as the container cap.
+        let memory = match &s.memory {
+            None => None,
+            Some(pool) => {
+                let need = memory_units(s.config.limits.memory_bytes);
+                match tokio::time::timeout(
+                    s.config.limits.container_wait(),
+                    pool.clone().acquire_many_owned(need),
+                )
+                .await
+                {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => {
+                        drop(container);
+                        let outcome = Err(memory_full(
+                            s.config.limits.memory_budget_bytes.unwrap_or_default(),
+                            s.config.limits.memory_bytes,
+                        ));
+                        return self.finish_audited(&mut record, outcome, run_audit).await;
+                    }
+                }
+            }
+        };
         // Recorded before it is reported: after a crash, reconciliation looks for the container.
         record.phase = Phase::Running;
         let _ = s.spool.save(&record);
@@ -93,6 +134,7 @@ impl Node {
             )
             .await;
         // The container is gone (removed by the runtime): its room is free.
+        drop(memory);
         drop(container);
         self.finish_audited(&mut record, outcome, run_audit).await;
     }
@@ -295,7 +337,15 @@ impl Node {
         let mut withheld_hash = None;
         let outcome = match outcome {
             Ok(output) => match self.check_output(record, &output) {
-                Ok(()) => Ok(output),
+                Ok(()) => {
+                    // `release = "manual"`: the result waits for its owner's release.
+                    if let Ok(rules) = self.rules_of(record)
+                        && let warden_policy::Release::Manual { checkers } = rules.release
+                    {
+                        return self.hold(record, &output, checkers, audit).await;
+                    }
+                    Ok(output)
+                }
                 Err(reason) => {
                     withheld_hash = Some(sha256_hex(&output));
                     self.withhold(record.run_id, &output);
@@ -364,6 +414,17 @@ impl Node {
     /// Applies the stricter of the node's default output section and the output rules of the
     /// allow rule that admitted the run (as the record names it) to its result; the violation's text (which never quotes the result) on failure.
     fn check_output(&self, record: &RunRecord, output: &[u8]) -> Result<(), String> {
+        self.rules_of(record)?
+            .check_result(output)
+            .map_err(|v| v.to_string())
+    }
+
+    /// The output rules a run is held to: the stricter of the node's default section and the
+    /// admitting rule's (as the record names it); why they cannot be known otherwise.
+    pub(super) fn rules_of(
+        &self,
+        record: &RunRecord,
+    ) -> Result<warden_policy::OutputRules, String> {
         let policy = self.inner.gate.policy();
         let Some(number) = record.allow_rule else {
             return Err(
@@ -381,12 +442,7 @@ impl Node {
                  its output rules cannot be checked; the result is withheld"
             ));
         };
-        self.inner
-            .config
-            .output
-            .stricter(&rule.output)
-            .check_result(output)
-            .map_err(|v| v.to_string())
+        Ok(self.inner.config.output.stricter(&rule.output))
     }
 
     /// Keeps a withheld result at the node for the data owner; never uploaded.
@@ -402,6 +458,18 @@ impl Node {
     }
 }
 
+/// The memory budget is counted in KiB (a semaphore's permits).
+pub(super) fn memory_units(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// The reason of a run that found no room under the memory budget within the wait.
+pub(super) fn memory_full(budget: u64, each: u64) -> String {
+    format!(
+        "the node's memory budget of {budget} bytes (limits.memory_budget_bytes) is taken by          the containers alive ({each} bytes each, limits.memory_bytes): no room within the          wait, e.g. a subtask whose ancestors at this node hold it"
+    )
+}
+
 /// The reason of a run that found no room under `max_containers` within the wait.
 pub(super) fn containers_full(max: u32) -> String {
     format!(
@@ -413,7 +481,7 @@ pub(super) fn containers_full(max: u32) -> String {
 /// Seals the output to the reply key the input proved, bound to the run: what the record holds
 /// is enough, so a restart needs neither the input nor the server. In plaintext mode (decided by
 /// the node at admission) the output stays plain.
-fn seal_output(
+pub(super) fn seal_output(
     secret: &warden_seal::SecretKey,
     record: &RunRecord,
     output: &[u8],

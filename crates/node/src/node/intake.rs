@@ -170,7 +170,7 @@ impl Node {
                 .draining
                 .load(std::sync::atomic::Ordering::SeqCst)
             {
-                node.handle(run_id, event_image, received, slot).await;
+                node.handle(run_id, event_image, received, slot, None).await;
             }
             node.inner
                 .active

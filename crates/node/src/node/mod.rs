@@ -4,6 +4,7 @@
 //! audit trail.
 
 mod admit;
+mod airlock;
 mod deliver;
 mod execute;
 mod intake;
@@ -23,6 +24,8 @@ use warden_runtime::DockerEngine;
 use zeroize::Zeroizing;
 
 use crate::admission::{Gate, GateError};
+use crate::airlock::Airlock;
+use crate::approvals::ApprovedDigests;
 use crate::budget::RunBudget;
 use crate::config::Config;
 use crate::orgs::OrgKeys;
@@ -76,42 +79,8 @@ pub enum StartError {
     Login(ServerError),
     #[error("{0}")]
     Config(String),
-    /// The policy asks for something only the airlock (issue 9) would enforce.
-    #[error("{0}")]
-    Unsupported(String),
-}
-
-/// Refuses a policy that asks for what this node cannot enforce yet: manual release (and
-/// checkers) and first-run approval need the airlock. Releasing such results automatically would
-/// ignore the data owner's rule, so the node does not start.
-pub(crate) fn refuse_unsupported(
-    policy: &warden_policy::Policy,
-    default: &warden_policy::OutputRules,
-) -> Result<(), StartError> {
-    let asks = |o: &warden_policy::OutputRules| match (o.release, o.first_run) {
-        (warden_policy::Release::Manual { .. }, _) => Some("manual release of results"),
-        (_, warden_policy::FirstRun::Approve) => Some("first-run approval"),
-        _ => None,
-    };
-    if let Some(what) = asks(default) {
-        return Err(StartError::Unsupported(format!(
-            "the node configuration's [output] section (default) asks for {what}, which this \
-             node does not offer yet (issue 9's airlock); remove the key or the node would \
-             release automatically"
-        )));
-    }
-    for rule in policy.allow_rules() {
-        let Some(what) = asks(&rule.output) else {
-            continue;
-        };
-        return Err(StartError::Unsupported(format!(
-            "{}: rule {} asks for {what}, which this node does not offer yet (issue 9's \
-             airlock); remove the key or the node would release automatically",
-            policy.origin(),
-            rule.id
-        )));
-    }
-    Ok(())
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalStartError),
 }
 
 /// Where the time went between receiving a run and starting its container (for benches and
@@ -170,6 +139,14 @@ struct Shared {
     replay: ReplayCache,
     /// Runs counted against the allow rules' `runs_per_day`.
     budget: RunBudget,
+    /// Results held for release (`release = "manual"`).
+    airlock: Airlock,
+    /// Digests the node's owner approved (`first_run = "approve"`).
+    approved: ApprovedDigests,
+    /// One release, refusal or approval at a time (and the sweep's refusals).
+    airlock_lock: tokio::sync::Mutex<()>,
+    /// The local socket, until shutdown.
+    local: Mutex<Option<crate::local::LocalSocket>>,
     spool: Spool,
     audit: Mutex<AuditState>,
     audit_path: PathBuf,
@@ -178,6 +155,8 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// Containers alive (`[limits] max_containers`): computing or waiting for subtasks.
     containers: Arc<Semaphore>,
+    /// The memory budget (`[limits] memory_budget_bytes`) in KiB, when set.
+    memory: Option<Arc<Semaphore>>,
     active: Mutex<HashSet<i64>>,
     /// Set at shutdown: no run starts any more.
     draining: std::sync::atomic::AtomicBool,
@@ -283,7 +262,6 @@ impl Node {
     /// client, and the login at the server (retried with backoff while the server is down).
     pub async fn start(config: Config) -> Result<Node, StartError> {
         let gate = Gate::load(&config.node.policy)?;
-        refuse_unsupported(gate.policy(), &config.output)?;
         let secret_pem = read_file(
             "the organization secret key",
             &config.node.secret_key,
@@ -375,6 +353,8 @@ impl Node {
             OffsetDateTime::now_utc().unix_timestamp(),
         )?;
         let budget = RunBudget::open(spool.root(), OffsetDateTime::now_utc().unix_timestamp())?;
+        let airlock = Airlock::open(spool.root())?;
+        let approved = ApprovedDigests::open(spool.root())?;
 
         let engine = DockerEngine::connect().await?;
         let probe_bin = read_file("the isolation probe", &config.node.probe, 64 << 20)?;
@@ -411,7 +391,13 @@ impl Node {
         }
         let concurrent = config.limits.concurrent_runs as usize;
         let max_containers = config.limits.max_containers() as usize;
-        Ok(Node {
+        let memory = config
+            .limits
+            .memory_budget_bytes
+            .map(|b| Arc::new(Semaphore::new(execute::memory_units(b) as usize)));
+        let socket = config.local.socket_path(spool.root());
+        let group = config.local.group.clone();
+        let node = Node {
             inner: Arc::new(Shared {
                 keys: Arc::new(OrgKeys::new(config.organizations.clone())),
                 config,
@@ -426,6 +412,10 @@ impl Node {
                 trusted,
                 replay,
                 budget,
+                airlock,
+                approved,
+                airlock_lock: tokio::sync::Mutex::new(()),
+                local: Mutex::new(None),
                 spool,
                 audit: Mutex::new(AuditState {
                     log: Some(audit),
@@ -435,11 +425,26 @@ impl Node {
                 audit_signer,
                 slots: Arc::new(Semaphore::new(concurrent)),
                 containers: Arc::new(Semaphore::new(max_containers)),
+                memory,
                 active: Mutex::new(HashSet::new()),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 timings: Mutex::new(std::collections::VecDeque::new()),
             }),
-        })
+        };
+        // The data owner's way in: the local socket, open before any run is taken.
+        let local = crate::local::start(node.clone(), &socket, group.as_deref())?;
+        *node.inner.local.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
+        Ok(node)
+    }
+
+    /// Where the node's local socket is.
+    pub fn local_socket(&self) -> Option<PathBuf> {
+        self.inner
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|l| l.path().to_path_buf())
     }
 
     pub fn identity(&self) -> NodeIdentity {
@@ -474,6 +479,7 @@ impl Node {
                 loop {
                     tokio::time::sleep(DELIVERY_EVERY).await;
                     node.deliver_pending().await;
+                    node.sweep_airlock().await;
                     // Runs postponed by a passing failure are taken again even while the push
                     // session stays up.
                     if last_sweep.elapsed() >= sweep_every {
@@ -492,6 +498,15 @@ impl Node {
         }
         self.drain(self.inner.config.node.shutdown_grace()).await;
         deliverer.abort();
+        let local = self
+            .inner
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(local) = local {
+            local.stop();
+        }
         self.deliver_pending().await;
         // Sign what was appended since the last checkpoint, so the whole log is covered.
         let mut state = self.inner.audit.lock().unwrap_or_else(|p| p.into_inner());
