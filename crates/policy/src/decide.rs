@@ -1,13 +1,60 @@
 //! The decision: a pure function of the policy, the normalised reference, the digest (if known),
 //! the verified signer keys and the requester.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use warden_reference::{Digest, Reference};
 use warden_trust::KeyId;
 
-use crate::rule::{Policy, Rule, RuleId};
+use crate::rule::{ApprovedBy, Policy, Rule, RuleId};
+
+/// What a node verified in one algorithm store's log about the digest being decided, for
+/// `approved_by`. The node fetches and verifies the evidence (checkpoint signature, consistency
+/// with the checkpoint it saved, inclusion proofs, each review against the reviewer keys it
+/// pins); the decision only counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreFacts {
+    /// Verified approvals of this digest and repository, included in the log: reviewer key ->
+    /// the organization the NODE's configuration maps that key to.
+    pub approvals: BTreeMap<KeyId, String>,
+    /// Why the digest (or its algorithm version) counts as revoked: a verified revocation in the
+    /// log. `Some` fails every `approved_by` naming this store.
+    pub revoked: Option<String>,
+    /// Why the store's evidence could not be used (unreachable with no fresh cache, a log
+    /// inconsistent with the saved checkpoint, a fork). `Some` fails every `approved_by`
+    /// naming this store.
+    pub unavailable: Option<String>,
+}
+
+/// Verified store facts by store name (the name the node configuration gives the store).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Approvals {
+    pub stores: BTreeMap<String, StoreFacts>,
+}
+
+impl Approvals {
+    /// No store facts at all: every `approved_by` fails as not evaluated.
+    pub fn none() -> Approvals {
+        Approvals::default()
+    }
+}
+
+impl ApprovedBy {
+    /// The distinct reviewer keys of this condition among the approvals, and the distinct
+    /// organizations they belong to.
+    pub fn count(&self, facts: &StoreFacts) -> (BTreeSet<KeyId>, BTreeSet<String>) {
+        let mut keys = BTreeSet::new();
+        let mut orgs = BTreeSet::new();
+        for (key, org) in &facts.approvals {
+            if self.reviewers.contains_key(key) {
+                keys.insert(*key);
+                orgs.insert(org.clone());
+            }
+        }
+        (keys, orgs)
+    }
+}
 
 /// Who asks, as the server reports it. Every field is optional; a rule that restricts a field
 /// the request does not give cannot be evaluated (an allow rule then fails, a deny rule holds).
@@ -102,6 +149,7 @@ impl RequesterField {
 pub enum Condition {
     Digests,
     SignedBy,
+    ApprovedBy,
     Requester(RequesterField),
 }
 
@@ -110,6 +158,9 @@ impl fmt::Display for Condition {
         match self {
             Condition::Digests => f.write_str("`digests` (the manifest digest is not known)"),
             Condition::SignedBy => f.write_str("`signed_by` (signatures are not verified yet)"),
+            Condition::ApprovedBy => {
+                f.write_str("`approved_by` (store approvals are not verified yet)")
+            }
             Condition::Requester(field) => {
                 write!(
                     f,
@@ -131,6 +182,18 @@ pub enum Failure {
     DigestNotListed(Digest),
     /// Too few of the rule's keys have verified signatures.
     TooFewSigners { verified: usize, threshold: usize },
+    /// The store's approvals were not checked or could not be used.
+    ApprovalsUnavailable { store: String, why: String },
+    /// A verified revocation of the digest or its version is in the store's log.
+    Revoked { store: String, why: String },
+    /// Too few distinct pinned reviewers, or organizations, approved.
+    TooFewApprovals {
+        store: String,
+        approvals: usize,
+        min_approvals: usize,
+        organizations: usize,
+        min_organizations: usize,
+    },
     /// The rule restricts this requester field and the request does not give it.
     Missing(RequesterField),
     /// The requester's value is not in the rule's list.
@@ -143,6 +206,9 @@ impl Failure {
         match self {
             Failure::DigestUnknown | Failure::DigestNotListed(_) => Condition::Digests,
             Failure::TooFewSigners { .. } => Condition::SignedBy,
+            Failure::ApprovalsUnavailable { .. }
+            | Failure::Revoked { .. }
+            | Failure::TooFewApprovals { .. } => Condition::ApprovedBy,
             Failure::Missing(f) | Failure::NotListed(f, _) => Condition::Requester(*f),
         }
     }
@@ -161,6 +227,23 @@ impl fmt::Display for Failure {
             } => write!(
                 f,
                 "{verified} of the rule's keys signed with a verified signature; it needs {threshold}"
+            ),
+            Failure::ApprovalsUnavailable { store, why } => write!(
+                f,
+                "approvals of store `{store}` could not be checked ({why}); approved_by fails closed"
+            ),
+            Failure::Revoked { store, why } => {
+                write!(f, "store `{store}` revoked it ({why})")
+            }
+            Failure::TooFewApprovals {
+                store,
+                approvals,
+                min_approvals,
+                organizations,
+                min_organizations,
+            } => write!(
+                f,
+                "store `{store}`: {approvals} distinct pinned reviewer(s) from {organizations} organization(s) approved this digest; the rule needs {min_approvals} from {min_organizations}"
             ),
             Failure::Missing(field) => write!(
                 f,
@@ -286,6 +369,8 @@ impl fmt::Display for Decision {
 struct Facts<'a> {
     digest: Option<&'a Digest>,
     signers: Option<&'a BTreeSet<KeyId>>,
+    /// `None` in the precheck (not gathered yet).
+    approvals: Option<&'a Approvals>,
     requester: &'a Requester,
 }
 
@@ -327,6 +412,18 @@ fn evaluate(rule: &Rule, facts: &Facts<'_>, out: &mut Vec<Outcome>) {
             }
         });
     }
+    if let Some(approved_by) = &rule.approved_by {
+        out.push(match facts.approvals {
+            None => Outcome::Unknown(
+                Condition::ApprovedBy,
+                Failure::ApprovalsUnavailable {
+                    store: approved_by.store.clone(),
+                    why: "not checked yet".into(),
+                },
+            ),
+            Some(approvals) => approval_outcome(approved_by, approvals),
+        });
+    }
     for field in RequesterField::ALL {
         if let Some(allowed) = field.of(rule) {
             out.push(match facts.requester.get(field) {
@@ -335,6 +432,40 @@ fn evaluate(rule: &Rule, facts: &Facts<'_>, out: &mut Vec<Outcome>) {
                 Some(v) => Outcome::Fails(Failure::NotListed(field, v.to_owned())),
             });
         }
+    }
+}
+
+fn approval_outcome(approved_by: &ApprovedBy, approvals: &Approvals) -> Outcome {
+    let store = approved_by.store.clone();
+    let Some(facts) = approvals.stores.get(&approved_by.store) else {
+        return Outcome::Fails(Failure::ApprovalsUnavailable {
+            store,
+            why: "the node has no evidence from this store; name it in the node configuration's [[stores]]".into(),
+        });
+    };
+    if let Some(why) = &facts.unavailable {
+        return Outcome::Fails(Failure::ApprovalsUnavailable {
+            store,
+            why: why.clone(),
+        });
+    }
+    if let Some(why) = &facts.revoked {
+        return Outcome::Fails(Failure::Revoked {
+            store,
+            why: why.clone(),
+        });
+    }
+    let (keys, orgs) = approved_by.count(facts);
+    if keys.len() >= approved_by.min_approvals && orgs.len() >= approved_by.min_organizations {
+        Outcome::Holds
+    } else {
+        Outcome::Fails(Failure::TooFewApprovals {
+            store,
+            approvals: keys.len(),
+            min_approvals: approved_by.min_approvals,
+            organizations: orgs.len(),
+            min_organizations: approved_by.min_organizations,
+        })
     }
 }
 
@@ -370,8 +501,14 @@ fn allow_rule_failures(rule: &Rule, facts: &Facts<'_>) -> Vec<Failure> {
 /// Decides whether `request` may run under `policy`. Pure: same inputs, same decision.
 ///
 /// Deny rules are judged first and every matching one is reported; then allow rules in file
-/// order, and the first whose conditions all hold permits.
+/// order, and the first whose conditions all hold permits. No store evidence is given: a rule
+/// with `approved_by` fails (use [`decide_with`]).
 pub fn decide(policy: &Policy, request: &Request<'_>) -> Decision {
+    decide_with(policy, request, &Approvals::none())
+}
+
+/// [`decide`] with the store facts the node verified, for `approved_by` conditions. Pure.
+pub fn decide_with(policy: &Policy, request: &Request<'_>, approvals: &Approvals) -> Decision {
     if policy.is_empty() {
         return Decision::Deny {
             reasons: vec![DenyReason::NoRules],
@@ -391,6 +528,7 @@ pub fn decide(policy: &Policy, request: &Request<'_>) -> Decision {
     let facts = Facts {
         digest,
         signers: Some(request.signers),
+        approvals: Some(approvals),
         requester: request.requester,
     };
     judge(
@@ -433,6 +571,7 @@ pub fn precheck(policy: &Policy, reference: &Reference, requester: &Requester) -
     let facts = Facts {
         digest: None,
         signers: None,
+        approvals: None,
         requester,
     };
     match judge(policy, &reference.repository().to_string(), &facts, true) {
@@ -444,9 +583,12 @@ pub fn precheck(policy: &Policy, reference: &Reference, requester: &Requester) -
                 .into_iter()
                 .filter_map(|i| policy.allow.get(i))
                 .filter(|rule| {
-                    allow_rule_failures(rule, &facts)
-                        .iter()
-                        .all(|f| matches!(f.condition(), Condition::Digests | Condition::SignedBy))
+                    allow_rule_failures(rule, &facts).iter().all(|f| {
+                        matches!(
+                            f.condition(),
+                            Condition::Digests | Condition::SignedBy | Condition::ApprovedBy
+                        )
+                    })
                 })
                 .map(|rule| rule.id)
                 .collect();
@@ -491,7 +633,12 @@ fn judge(policy: &Policy, repository: &str, facts: &Facts<'_>, early: bool) -> D
         };
         let mut failed = allow_rule_failures(rule, facts);
         if early {
-            failed.retain(|f| !matches!(f.condition(), Condition::Digests | Condition::SignedBy));
+            failed.retain(|f| {
+                !matches!(
+                    f.condition(),
+                    Condition::Digests | Condition::SignedBy | Condition::ApprovedBy
+                )
+            });
         }
         if failed.is_empty() {
             return Decision::Permit { rule: rule.id };

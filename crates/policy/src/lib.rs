@@ -28,17 +28,19 @@ mod output;
 mod rule;
 
 pub use decide::{
-    Condition, Decision, DenyReason, Failure, Precheck, Request, Requester, RequesterField, decide,
-    precheck,
+    Approvals, Condition, Decision, DenyReason, Failure, Precheck, Request, Requester,
+    RequesterField, StoreFacts, decide, decide_with, precheck,
 };
-pub use load::{FileLoadError, KeyLoadError, PolicyError, SUPPORTED_VERSION};
+pub use load::{FileLoadError, KeyLoadError, MAX_APPROVALS, PolicyError, SUPPORTED_VERSION};
 pub use output::{
     FirstRun, MAX_CHECKERS, MAX_OUTPUT_BYTES, MAX_PATH_SEGMENTS, MAX_RUNS_PER_DAY,
     MAX_SCHEMA_BYTES, MAX_SUBTASKS, MIN_K, MinCount, OutputRules, OutputViolation, PathPattern,
     Release, Schema, Sourced,
 };
-pub use rule::{Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
+pub use rule::{ApprovedBy, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
 
+#[cfg(test)]
+mod approved_tests;
 #[cfg(test)]
 mod output_tests;
 #[cfg(test)]

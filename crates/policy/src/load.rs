@@ -15,7 +15,7 @@ use crate::output::{
     FirstRun, MAX_CHECKERS, MAX_OUTPUT_BYTES, MAX_RUNS_PER_DAY, MAX_SCHEMA_BYTES, MAX_SUBTASKS,
     MIN_K, MinCount, OutputRules, PathPattern, Release, Schema, Sourced,
 };
-use crate::rule::{Index, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
+use crate::rule::{ApprovedBy, Index, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
 
 /// The policy file format version this crate reads.
 pub const SUPPORTED_VERSION: i64 = 1;
@@ -78,6 +78,7 @@ struct RawRule {
     repository_regex: Option<Spanned<String>>,
     digests: Option<SpannedList>,
     signed_by: Option<Spanned<RawSignedBy>>,
+    approved_by: Option<Spanned<RawApprovedBy>>,
     organizations: Option<SpannedList>,
     users: Option<SpannedList>,
     collaborations: Option<SpannedList>,
@@ -110,6 +111,106 @@ struct RawMinCount {
 struct RawSignedBy {
     keys: SpannedList,
     threshold: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApprovedBy {
+    store: Spanned<String>,
+    reviewers: SpannedList,
+    min_approvals: Spanned<i64>,
+    min_organizations: Spanned<i64>,
+}
+
+/// Most approvals or organizations an `approved_by` may ask for.
+pub const MAX_APPROVALS: i64 = 100;
+
+/// Whether a `reviewers` entry is a glob (`*`, `?` or `[` in it).
+fn is_glob(entry: &str) -> bool {
+    entry.contains(['*', '?', '['])
+}
+
+/// Whether `name` matches the glob `pattern` (`*` any run of characters, `?` one character;
+/// no character classes).
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(c) if *c == '?' || *c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Expands a `reviewers` glob relative to `base`: the folder part is taken literally, the file
+/// name part may hold `*` and `?`. Matches are returned as written (folder part + file name),
+/// sorted; hidden files are skipped.
+pub(crate) fn expand_glob(base: &Path, pattern: &str) -> Result<Vec<String>, KeyLoadError> {
+    let (dir, file) = match pattern.rsplit_once('/') {
+        Some((d, f)) => (Some(d), f),
+        None => (None, pattern),
+    };
+    if dir.is_some_and(is_glob) {
+        return Err(KeyLoadError(format!(
+            "`{pattern}`: only the file name part of a reviewers glob may hold `*` or `?`, not a folder"
+        )));
+    }
+    if file.contains('[') {
+        return Err(KeyLoadError(format!(
+            "`{pattern}`: character classes (`[...]`) are not supported in a reviewers glob; use `*` and `?`"
+        )));
+    }
+    let folder = base.join(dir.unwrap_or("."));
+    let entries = std::fs::read_dir(&folder).map_err(|e| {
+        KeyLoadError(format!(
+            "cannot list {} for `{pattern}`: {e}; the path is relative to the policy file",
+            folder.display()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| KeyLoadError(format!("cannot list {}: {e}", folder.display())))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') || !glob_match(file, &name) {
+            continue;
+        }
+        if !entry.path().is_file() {
+            continue;
+        }
+        out.push(match dir {
+            Some(d) => format!("{d}/{name}"),
+            None => name,
+        });
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(KeyLoadError(format!(
+            "`{pattern}` matches no file in {}; the path is relative to the policy file",
+            folder.display()
+        )));
+    }
+    Ok(out)
 }
 
 /// Turns byte offsets into `line:column` and builds errors that name the file and key.
@@ -262,9 +363,10 @@ impl Policy {
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         let origin = path.display().to_string();
-        Policy::from_toml_str_with_files(
+        Policy::from_toml_str_with_loaders(
             &text,
             &origin,
+            |pattern| expand_glob(base, pattern),
             |key_file| {
                 let key_path = base.join(key_file);
                 let pem = read_capped(&key_path, MAX_KEY_BYTES).map_err(|e| {
@@ -302,6 +404,29 @@ impl Policy {
     pub fn from_toml_str_with_files(
         text: &str,
         origin: &str,
+        load_key: impl FnMut(&str) -> Result<PublicKey, KeyLoadError>,
+        load_file: impl FnMut(&str) -> Result<String, FileLoadError>,
+    ) -> Result<Policy, PolicyError> {
+        Policy::from_toml_str_with_loaders(
+            text,
+            origin,
+            |pattern| {
+                Err(KeyLoadError(format!(
+                    "`{pattern}` is a glob and this policy is read without listing folders; load it with `Policy::load` or `Policy::from_toml_str_with_loaders`"
+                )))
+            },
+            load_key,
+            load_file,
+        )
+    }
+
+    /// As [`Policy::from_toml_str_with_files`]; `expand` turns an `approved_by.reviewers` glob
+    /// (an entry with `*` or `?`), exactly as written, into the key files it matches, as
+    /// `load_key` then reads them (see [`Policy::load`]: relative to the policy file).
+    pub fn from_toml_str_with_loaders(
+        text: &str,
+        origin: &str,
+        mut expand: impl FnMut(&str) -> Result<Vec<String>, KeyLoadError>,
         mut load_key: impl FnMut(&str) -> Result<PublicKey, KeyLoadError>,
         mut load_file: impl FnMut(&str) -> Result<String, FileLoadError>,
     ) -> Result<Policy, PolicyError> {
@@ -321,6 +446,7 @@ impl Policy {
             loc: &loc,
             load_key: &mut load_key,
             load_file: &mut load_file,
+            expand: &mut expand,
             key_cache: HashMap::new(),
         };
         let allow = raw
@@ -690,18 +816,20 @@ fn build_index(loc: &Locator<'_>, kind: RuleKind, rules: &[Rule]) -> Result<Inde
     Ok(Index::new(exact, regex, regex_rules))
 }
 
-struct Builder<'a, 'b, F, G> {
+struct Builder<'a, 'b, F, G, X> {
     loc: &'a Locator<'b>,
     load_key: &'a mut F,
     load_file: &'a mut G,
+    expand: &'a mut X,
     /// Key file as written -> key id, so a file named by many rules is read once.
     key_cache: HashMap<String, KeyId>,
 }
 
-impl<F, G> Builder<'_, '_, F, G>
+impl<F, G, X> Builder<'_, '_, F, G, X>
 where
     F: FnMut(&str) -> Result<PublicKey, KeyLoadError>,
     G: FnMut(&str) -> Result<String, FileLoadError>,
+    X: FnMut(&str) -> Result<Vec<String>, KeyLoadError>,
 {
     fn rule(
         &mut self,
@@ -773,6 +901,17 @@ where
             None => None,
             Some(s) => Some(self.signed_by(&name, s)?),
         };
+        let approved_by = match (raw.approved_by, kind) {
+            (None, _) => None,
+            (Some(a), RuleKind::Deny) => {
+                return Err(self.loc.error(
+                    a.span(),
+                    format!("{name}.approved_by"),
+                    "approved_by applies to allow rules only; to refuse an algorithm, revoke it in the store or name it in a deny rule by repository or digests",
+                ));
+            }
+            (Some(a), RuleKind::Allow) => Some(self.approved_by(&name, a)?),
+        };
         let organizations = self.names(raw.organizations, &format!("{name}.organizations"))?;
         let users = self.names(raw.users, &format!("{name}.users"))?;
         let collaborations = self.names(raw.collaborations, &format!("{name}.collaborations"))?;
@@ -799,6 +938,7 @@ where
             repository,
             digests,
             signed_by,
+            approved_by,
             organizations,
             users,
             collaborations,
@@ -915,6 +1055,106 @@ where
             keys,
             files: in_order,
             threshold,
+        })
+    }
+
+    /// Reads one key file (cached by the name as written) and returns its id.
+    fn key_id(
+        &mut self,
+        file: &str,
+        span: Range<usize>,
+        key: String,
+    ) -> Result<KeyId, PolicyError> {
+        if let Some(id) = self.key_cache.get(file) {
+            return Ok(*id);
+        }
+        let public = (self.load_key)(file).map_err(|e| self.loc.error(span, key, e.0))?;
+        let id = public.id();
+        self.key_cache.insert(file.to_owned(), id);
+        Ok(id)
+    }
+
+    fn approved_by(
+        &mut self,
+        name: &str,
+        raw: Spanned<RawApprovedBy>,
+    ) -> Result<ApprovedBy, PolicyError> {
+        let key = format!("{name}.approved_by");
+        let raw = raw.into_inner();
+        let store = raw.store.get_ref();
+        let store_ok = !store.is_empty()
+            && store.len() <= 64
+            && store
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+        if !store_ok {
+            return Err(self.loc.error(
+                raw.store.span(),
+                format!("{key}.store"),
+                "a store name is 1 to 64 of `a-z0-9-._`, as the node configuration's [[stores]] name it",
+            ));
+        }
+        let entries = self.non_empty(raw.reviewers, &format!("{key}.reviewers"))?;
+        let mut reviewers: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
+        let mut patterns = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let entry_key = format!("{key}.reviewers[{}]", i + 1);
+            let files = if is_glob(entry.get_ref()) {
+                (self.expand)(entry.get_ref())
+                    .map_err(|e| self.loc.error(entry.span(), entry_key.clone(), e.0))?
+            } else {
+                vec![entry.get_ref().clone()]
+            };
+            for file in files {
+                let id = self.key_id(&file, entry.span(), entry_key.clone())?;
+                let names = reviewers.entry(id).or_default();
+                if !names.contains(&file) {
+                    names.push(file);
+                }
+            }
+            if !patterns.contains(entry.get_ref()) {
+                patterns.push(entry.into_inner());
+            }
+        }
+        let min_approvals: usize = int_in(
+            self.loc,
+            &raw.min_approvals,
+            &format!("{key}.min_approvals"),
+            (1, MAX_APPROVALS),
+            "min_approvals",
+        )?;
+        let min_organizations: usize = int_in(
+            self.loc,
+            &raw.min_organizations,
+            &format!("{key}.min_organizations"),
+            (1, MAX_APPROVALS),
+            "min_organizations",
+        )?;
+        if min_organizations > min_approvals {
+            return Err(self.loc.error(
+                raw.min_organizations.span(),
+                format!("{key}.min_organizations"),
+                format!(
+                    "min_organizations {min_organizations} is above min_approvals {min_approvals}; each approval comes from one organization, so set it to at most {min_approvals}"
+                ),
+            ));
+        }
+        if min_approvals > reviewers.len() {
+            return Err(self.loc.error(
+                raw.min_approvals.span(),
+                format!("{key}.min_approvals"),
+                format!(
+                    "min_approvals {min_approvals} is above the {} distinct reviewer keys listed, so the rule could never hold; lower it or list more keys",
+                    reviewers.len()
+                ),
+            ));
+        }
+        Ok(ApprovedBy {
+            store: raw.store.into_inner(),
+            reviewers,
+            patterns,
+            min_approvals,
+            min_organizations,
         })
     }
 }

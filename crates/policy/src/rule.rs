@@ -96,6 +96,23 @@ impl SignedBy {
     }
 }
 
+/// The `approved_by` condition: at least `min_approvals` distinct reviewer keys among
+/// `reviewers`, from at least `min_organizations` distinct organizations (by the node's own
+/// mapping of reviewer key to organization), approved the digest in the log of `store`, and no
+/// revocation of it is in that log. The node verifies the evidence and passes the facts in
+/// ([`crate::Approvals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedBy {
+    /// The store's name as the node configuration's `[[stores]]` names it.
+    pub store: String,
+    /// Distinct reviewer keys by identity, each with the files that held it.
+    pub reviewers: BTreeMap<KeyId, Vec<String>>,
+    /// The `reviewers` entries (files or globs) as written.
+    pub patterns: Vec<String>,
+    pub min_approvals: usize,
+    pub min_organizations: usize,
+}
+
 /// One validated rule. `None` means the condition is not stated (it does not restrict).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -103,6 +120,8 @@ pub struct Rule {
     pub repository: RepositoryMatch,
     pub digests: Option<BTreeSet<Digest>>,
     pub signed_by: Option<SignedBy>,
+    /// `approved_by` (allow rules only).
+    pub approved_by: Option<ApprovedBy>,
     pub organizations: Option<BTreeSet<String>>,
     pub users: Option<BTreeSet<String>>,
     pub collaborations: Option<BTreeSet<String>>,
@@ -115,7 +134,7 @@ impl Rule {
     /// Whether every condition besides the repository is about the requester (organization,
     /// user, collaboration, function), so the rule can be judged before any evidence exists.
     pub fn names_and_requester_only(&self) -> bool {
-        self.digests.is_none() && self.signed_by.is_none()
+        self.digests.is_none() && self.signed_by.is_none() && self.approved_by.is_none()
     }
 }
 
@@ -141,6 +160,17 @@ impl fmt::Display for Rule {
                 s.threshold,
                 s.keys.len(),
                 s.files.join(", ")
+            )?;
+        }
+        if let Some(a) = &self.approved_by {
+            write!(
+                f,
+                "; approved_by: store {}, {} approvals from {} organizations among {} distinct reviewer keys ({})",
+                a.store,
+                a.min_approvals,
+                a.min_organizations,
+                a.reviewers.len(),
+                a.patterns.join(", ")
             )?;
         }
         list(f, "organizations", &self.organizations)?;
@@ -240,6 +270,23 @@ impl Policy {
             RuleKind::Allow => self.rule(id).map(|r| &r.output),
             RuleKind::Deny => None,
         }
+    }
+
+    /// The stores whose approvals the allow rules naming `repository` ask for: the evidence a
+    /// node must fetch before [`crate::decide_with`].
+    pub fn stores_for(&self, repository: &Repository) -> BTreeSet<String> {
+        self.rules_naming(RuleKind::Allow, repository)
+            .into_iter()
+            .filter_map(|r| r.approved_by.as_ref().map(|a| a.store.clone()))
+            .collect()
+    }
+
+    /// Every store any allow rule names in `approved_by`.
+    pub fn stores(&self) -> BTreeSet<String> {
+        self.allow
+            .iter()
+            .filter_map(|r| r.approved_by.as_ref().map(|a| a.store.clone()))
+            .collect()
     }
 
     /// The rules of `kind` that name `repository` (exactly or by regex), in file order.
