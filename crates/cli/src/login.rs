@@ -16,7 +16,7 @@ use clap::Args;
 use serde_json::json;
 use warden_api::WhoAmI;
 use warden_api::display::safe;
-use warden_client::admin::{self as session, SessionError, StoredSession};
+use warden_client::admin::{self as session, Renewal, SessionError, StoredSession};
 use warden_client::profile::ServerSection;
 use warden_client::{Client, ClientError};
 
@@ -284,21 +284,30 @@ pub async fn connect(
         }
         Err(e) => return Err(e.into()),
     };
-    let client = resume_or_login(&path, &server, &hint).await?;
+    let client = resume_or(&path, &server, &hint, Renewal::Shared).await?;
     let file = session::session_path(&path);
     let before = client.stored_session();
     Ok((client, file, before))
 }
 
-/// The kept session of the profile at `path`, else a password login; an ended session says
-/// how to log in again.
+/// The kept session of the profile at `path` renewed at the start only (for `warden task`,
+/// whose waits may be long), else a password login; an ended session says how to log in again.
 pub async fn resume_or_login(
     path: &Path,
     server: &ServerSection,
     hint: &str,
 ) -> anyhow::Result<Client> {
+    resume_or(path, server, hint, Renewal::AtStartOnly).await
+}
+
+async fn resume_or(
+    path: &Path,
+    server: &ServerSection,
+    hint: &str,
+    renewal: Renewal,
+) -> anyhow::Result<Client> {
     let file = session::session_path(path);
-    match Client::resume(&file, server).await {
+    match Client::resume_as(&file, server, renewal).await {
         Ok(Some(c)) => return Ok(c),
         Ok(None) => {}
         Err(SessionError::Client(ClientError::Api { status: 401, .. })) => {

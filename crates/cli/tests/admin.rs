@@ -905,3 +905,112 @@ async fn completions_and_man_pages_come_from_the_same_definitions() {
         .await
         .fails(2, "cannot create the folder");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_racing_to_renew_one_session_never_spend_its_refresh_token_twice() {
+    let w = World::new().await;
+    w.login("admin", "admin", "admin.pw").await.ok();
+    let session = w.config_home().join("warden/admin.session");
+    // The access token is about to expire: every command below renews the session first. The
+    // server revokes the whole session when one refresh token is presented twice, so without
+    // the lock some of these would fail and the session would be gone.
+    let mut kept: Value =
+        serde_json::from_str(&std::fs::read_to_string(&session).unwrap()).unwrap();
+    kept["access_expires_at"] = json!(0);
+    std::fs::write(&session, kept.to_string()).unwrap();
+    let children: Vec<std::process::Child> = (0..6)
+        .map(|_| {
+            std::process::Command::new(BIN)
+                .args(["whoami", "--profile", "admin", "--json"])
+                .env("XDG_CONFIG_HOME", w.config_home())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("\"username\":\"admin\""),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let renewed: Value = serde_json::from_str(&std::fs::read_to_string(&session).unwrap()).unwrap();
+    assert_ne!(renewed["refresh_token"], kept["refresh_token"]);
+    assert!(renewed["access_expires_at"].as_i64().unwrap() > 0);
+    assert_eq!(mode(&session), 0o600);
+    w.warden(&["admin", "--profile", "admin", "org", "list"])
+        .await
+        .ok();
+
+    // A session for another server than the profile names is not used.
+    let profile = w.config_home().join("warden/admin.toml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(&profile, text.replace(&w.base, "http://127.0.0.1:9")).unwrap();
+    w.warden(&["whoami", "--profile", "admin"])
+        .await
+        .fails(2, "run `warden login` again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_list_needs_only_the_server_section_and_prints_json() {
+    let w = World::new().await;
+    w.login("admin", "admin", "admin.pw").await.ok();
+    let ka = w.org_key("hospital-a").await;
+    w.admin_json(&["org", "create", "--name", "hospital-a", "--public-key", &ka])
+        .await;
+    w.admin_json(&[
+        "collab",
+        "create",
+        "--name",
+        "cardio",
+        "--org",
+        "hospital-a",
+    ])
+    .await;
+    w.admin_json(&[
+        "user",
+        "create",
+        "--username",
+        "rita",
+        "--org",
+        "hospital-a",
+        "--password-file",
+        "user.pw",
+    ])
+    .await;
+    w.login("rita", "rita", "user.pw").await.ok();
+    let out = w
+        .warden(&["task", "list", "--profile", "rita", "--json", "--mine"])
+        .await
+        .ok();
+    assert_eq!(out.json(), json!([]));
+    let out = w
+        .warden(&[
+            "task",
+            "list",
+            "--profile",
+            "rita",
+            "--collaboration",
+            "cardio",
+        ])
+        .await
+        .ok();
+    assert_eq!(
+        out.stdout.trim_end(),
+        "ID  COLLABORATION  CREATOR  CREATED  IMAGE  NAME\n(none)"
+    );
+    w.warden(&[
+        "task",
+        "list",
+        "--profile",
+        "rita",
+        "--collaboration",
+        "nosuch",
+    ])
+    .await
+    .fails(2, "no collaboration `nosuch`");
+}

@@ -227,6 +227,18 @@ pub fn server_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
+/// How a resumed session is renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// When due at the start (under the lock), and in memory after that; the command writes it
+    /// back with [`Client::keep_session`] when it ends. For short commands.
+    Shared,
+    /// Always at the start (under the lock, written back at once), never after: the access
+    /// token then lives its full lifetime (`auth.access_token_ttl_secs`), and a command that
+    /// runs longer gets 401 instead of spending a refresh token another command may hold.
+    AtStartOnly,
+}
+
 impl Client {
     fn unauthenticated(base: &str) -> Result<Client, ClientError> {
         let http = reqwest::Client::builder()
@@ -273,6 +285,15 @@ impl Client {
         path: &Path,
         server: &ServerSection,
     ) -> Result<Option<Client>, SessionError> {
+        Client::resume_as(path, server, Renewal::Shared).await
+    }
+
+    /// [`Client::resume`], renewing as `renewal` says.
+    pub async fn resume_as(
+        path: &Path,
+        server: &ServerSection,
+        renewal: Renewal,
+    ) -> Result<Option<Client>, SessionError> {
         if load_session(path)?.is_none() {
             return Ok(None);
         }
@@ -298,7 +319,7 @@ impl Client {
             s.access = stored.access_token.clone();
             s.refresh = Some(stored.refresh_token.clone());
             // Renew now, under the lock, when it would expire during the command.
-            s.expires = if left > RENEW_AHEAD {
+            s.expires = if left > RENEW_AHEAD && renewal == Renewal::Shared {
                 Instant::now() + left
             } else {
                 Instant::now()
@@ -327,6 +348,11 @@ impl Client {
             }
         }
         drop(lock);
+        if renewal == Renewal::AtStartOnly {
+            // This client never presents the kept refresh token again: another command of the
+            // profile may have spent it by then, and the server would revoke the session.
+            c.session().refresh = None;
+        }
         Ok(Some(c))
     }
 

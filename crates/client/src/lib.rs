@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod admin;
 pub mod admin;
+pub mod admin;
 pub mod check;
 pub mod keyfile;
 pub mod profile;
