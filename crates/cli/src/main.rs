@@ -9,30 +9,18 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod algorithm;
 mod admin;
-mod admin;
-mod admin;
-mod admin;
 mod audit;
 mod common;
 mod demo;
 mod image;
 mod keys;
 mod login;
-mod login;
-mod login;
-mod login;
 mod node;
 mod policy;
 mod server;
 mod shell;
-mod shell;
-mod shell;
-mod shell;
 mod store;
 mod task;
-mod tasklist;
-mod tasklist;
-mod tasklist;
 mod tasklist;
 
 #[derive(Debug, Parser)]

@@ -14,9 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod admin;
-pub mod admin;
-pub mod admin;
 pub mod check;
 pub mod keyfile;
 pub mod profile;
