@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-mod algorithm;
 mod admin;
+mod algorithm;
 mod audit;
 mod common;
 mod demo;

@@ -18,10 +18,10 @@ pub mod check;
 pub mod keyfile;
 pub mod profile;
 pub mod record;
-pub mod tasks;
 mod researcher;
 pub mod store;
 mod submit;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
