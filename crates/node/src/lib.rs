@@ -21,5 +21,6 @@ pub mod replay;
 pub mod server;
 pub mod slots;
 pub mod spool;
+pub mod stores;
 
 pub use node::{Node, StartError};
