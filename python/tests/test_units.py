@@ -66,3 +66,15 @@ def test_results_index_by_organization_and_collect_reasons():
     e = warden.Rejected("m", res.reasons, res)
     assert e.organizations == ["b"] and e.results is res and isinstance(e, warden.WardenError)
     assert issubclass(warden.InputError, ValueError) and issubclass(warden.WaitTimeout, TimeoutError)
+
+
+def test_server_words_are_escaped_in_messages_but_kept_as_data():
+    task = warden.Task(id=1, name="", image="i", collaboration_id=1, organization_id=1, nonce="n",
+                       created_at=None)
+    evil = "denied\n\x1b[2J\x1b[31mALL OK\u202e"
+    res = warden.Results(task, [warden.RunResult("a\x1b[1m", 1, 10, "rejected", evil, None,
+                                                 None, None)])
+    for text in (repr(res), warden._safe(evil)):
+        assert "\x1b" not in text and "\n" not in text and "\u202e" not in text, text
+    assert "\\u{1b}" in warden._safe(evil) and "\\n" in warden._safe(evil)
+    assert res.reasons == {"a\x1b[1m": evil}  # the data itself is unchanged

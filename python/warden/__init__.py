@@ -65,6 +65,12 @@ __all__ = [
 FINAL_STATES = frozenset({"completed", "failed", "rejected"})
 
 
+def _safe(text: str) -> str:
+    """``text`` (from the server or an algorithm) made safe to print: control characters, line
+    breaks, escape sequences and bidirectional controls escaped, as the CLI prints them."""
+    return str(_native.safe_text(str(text)))
+
+
 def _time(s: Optional[str]) -> Optional[_dt.datetime]:
     if s is None:
         return None
@@ -198,7 +204,7 @@ class Results(Sequence[RunResult]):
         return iter(self._items)
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{r.organization}: {r.state}" for r in self._items)
+        parts = ", ".join(f"{_safe(r.organization)}: {_safe(r.state)}" for r in self._items)
         return f"<Results task {self.task.id}: {parts}>"
 
     @property
@@ -439,7 +445,8 @@ class Client:
         results = Results(task, items)
         if raise_on_failure and not results.ok:
             reasons = {r.organization: r.reason for r in results if not r.ok}
-            shown = "; ".join(f"{org}: {reason or '(no reason given)'}"
+            # The server's words, escaped: the message may reach a terminal.
+            shown = "; ".join(f"{_safe(org)}: {_safe(reason or '(no reason given)')}"
                               for org, reason in reasons.items())
             raise Rejected(f"task {tid}: {len(reasons)} run(s) rejected or failed: {shown}",
                            reasons, results)

@@ -8,6 +8,8 @@ SIGNAL_CHECK_SECS: float
 
 _Path = Union[str, PathLike[str]]
 
+def safe_text(text: str) -> str: ...
+
 class Native:
     @staticmethod
     def from_profile(path: _Path, password: Optional[str] = None,

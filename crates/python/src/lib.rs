@@ -755,9 +755,17 @@ pub const ERROR_CLASSES: [&str; 9] = [
     "ConfigError",
 ];
 
+/// `text` made safe to show in a terminal (`warden_api::display::safe`): control characters,
+/// line breaks, escape sequences and bidirectional controls escaped.
+#[pyfunction]
+fn safe_text(text: &str) -> String {
+    safe(text).into_owned()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Native>()?;
+    m.add_function(wrap_pyfunction!(safe_text, m)?)?;
     m.add("ERROR_CLASSES", ERROR_CLASSES.to_vec())?;
     m.add("SIGNAL_CHECK_SECS", SIGNAL_CHECK.as_secs_f64())?;
     Ok(())
