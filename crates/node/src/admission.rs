@@ -18,10 +18,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use warden_policy::{
-    Decision, FileLoadError, KeyLoadError, MAX_SCHEMA_BYTES, Policy, Precheck, Request, Requester,
-    RuleId,
+    Approvals, Decision, FileLoadError, KeyLoadError, MAX_SCHEMA_BYTES, Policy, Precheck, Request,
+    Requester, RuleId,
 };
 use warden_reference::{Digest, Reference};
 use warden_registry::ImageSource;
@@ -84,6 +85,28 @@ pub struct Evidence {
     pub signers: BTreeSet<KeyId>,
     /// Candidates that did not count, and why.
     pub not_counted: Vec<String>,
+    /// What each store named by an `approved_by` rule showed, as this node verified it.
+    pub stores: Vec<crate::stores::Checked>,
+}
+
+impl Evidence {
+    /// The approvals that counted, as `store: key (organization) at index N` lines.
+    pub fn approvals(&self) -> Vec<String> {
+        self.stores
+            .iter()
+            .flat_map(|c| {
+                c.entries.iter().filter(|e| e.counted).map(move |e| {
+                    format!(
+                        "{}: {} ({}) at index {}",
+                        c.store,
+                        e.key_id.as_deref().unwrap_or("?"),
+                        e.organization.as_deref().unwrap_or("?"),
+                        e.index
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 /// A refused run: the stage, the reason (the policy's explanation for a denial) and what was
@@ -168,6 +191,7 @@ pub struct Gate {
     policy: Policy,
     keys: Vec<PublicKey>,
     key_files: BTreeMap<KeyId, Vec<String>>,
+    stores: Option<Arc<crate::stores::Stores>>,
 }
 
 impl fmt::Debug for Gate {
@@ -222,9 +246,10 @@ impl Gate {
             })
         };
         let origin = path.display().to_string();
-        let policy = Policy::from_toml_str_with_files(
+        let policy = Policy::from_toml_str_with_loaders(
             &text,
             &origin,
+            |pattern| warden_policy::expand_glob(base, pattern),
             |file| {
                 let key_path = base.join(file);
                 let pem = read_capped(&key_path, MAX_KEY_BYTES).map_err(|e| {
@@ -251,7 +276,22 @@ impl Gate {
             policy,
             keys: keys.into_values().collect(),
             key_files,
+            stores: None,
         })
+    }
+
+    /// The algorithm stores whose approvals `approved_by` rules ask for. Refused when a rule
+    /// names a store the node configuration does not pin.
+    pub fn with_stores(mut self, stores: crate::stores::Stores) -> Result<Gate, String> {
+        for name in self.policy.stores() {
+            if stores.get(&name).is_none() {
+                return Err(format!(
+                    "the policy's approved_by names store `{name}`, which the node configuration does not pin; add a [[stores]] table for it"
+                ));
+            }
+        }
+        self.stores = Some(Arc::new(stores));
+        Ok(self)
     }
 
     pub fn policy(&self) -> &Policy {
@@ -351,7 +391,18 @@ impl Gate {
             );
             evidence.candidates += set.candidates.len();
         }
-        let decision = warden_policy::decide(
+        // Store approvals, fetched and verified by this node for the stores the rules name.
+        let mut approvals = Approvals::none();
+        let names = self.policy.stores_for(repository);
+        if !names.is_empty() {
+            if let Some(stores) = &self.stores {
+                evidence.stores = stores.check(&names, repository, &resolved.digest).await;
+            }
+            for c in &evidence.stores {
+                approvals.stores.insert(c.store.clone(), c.facts.clone());
+            }
+        }
+        let decision = warden_policy::decide_with(
             &self.policy,
             &Request {
                 reference: &reference,
@@ -359,6 +410,7 @@ impl Gate {
                 signers: &evidence.signers,
                 requester: &requester,
             },
+            &approvals,
         );
         match decision {
             Decision::Permit { rule } => Ok(Admitted {

@@ -76,6 +76,9 @@ pub struct Config {
     /// How long the airlock holds a result or a run waiting for approval.
     #[serde(default)]
     pub airlock: AirlockConfig,
+    /// The algorithm stores this node trusts (`[[stores]]`), for `approved_by` policy rules.
+    #[serde(default)]
+    pub stores: Vec<crate::stores::StoreConfig>,
     /// The `[output]` section as written; compiled into [`Config::output`] by [`Config::parse`].
     #[serde(default, rename = "output")]
     output_section: Option<toml::Table>,
@@ -732,6 +735,10 @@ impl Config {
                  reach a socket inside it",
             ));
         }
+        if let Err((key, message)) = crate::stores::validate(&config.stores) {
+            let offset = text.find("[[stores]]").map(|o| o..o + "[[stores]]".len());
+            return Err(located(key, message, offset));
+        }
         config.base_dir = base.to_path_buf();
         if let Some(table) = config.output_section.take() {
             config.output = output_rules(text, &table, path, base)?;
@@ -759,6 +766,14 @@ impl Config {
         }
         for p in config.data.values_mut() {
             resolve(p);
+        }
+        for s in &mut config.stores {
+            if let Some(p) = s.note_key_file.as_mut() {
+                resolve(p);
+            }
+            for r in &mut s.reviewers {
+                resolve(&mut r.key);
+            }
         }
         Ok(config)
     }

@@ -549,7 +549,7 @@ pub struct Stores {
 }
 
 /// The outcome of one store's check: the facts for the decision and what to show and audit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
     pub store: String,
     pub facts: StoreFacts,
@@ -713,7 +713,7 @@ impl Stores {
                     Err(r) => Err(r),
                 }
             }
-            Err(why) => self.from_cache(
+            Err(why) => self.cached_evidence(
                 store,
                 saved.as_ref().map(|s| &s.0),
                 repository,
@@ -739,7 +739,7 @@ impl Stores {
         checked
     }
 
-    fn from_cache(
+    fn cached_evidence(
         &self,
         store: &PinnedStore,
         saved: Option<&Checkpoint>,

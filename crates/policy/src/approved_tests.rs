@@ -330,6 +330,6 @@ fn policy_load_expands_globs_relative_to_the_policy_file() {
     );
     assert!(p.allow_rules()[0].to_string().contains("approved_by: store community, 2 approvals from 2 organizations among 2 distinct reviewer keys (reviewers/*.pub)"));
     // a folder glob is refused
-    let e = load::expand_glob(Path::new(dir.path()), "*/alice.pub").unwrap_err();
+    let e = expand_glob(Path::new(dir.path()), "*/alice.pub").unwrap_err();
     assert!(e.0.contains("only the file name part"), "{e}");
 }

@@ -31,7 +31,9 @@ pub use decide::{
     Approvals, Condition, Decision, DenyReason, Failure, Precheck, Request, Requester,
     RequesterField, StoreFacts, decide, decide_with, precheck,
 };
-pub use load::{FileLoadError, KeyLoadError, MAX_APPROVALS, PolicyError, SUPPORTED_VERSION};
+pub use load::{
+    FileLoadError, KeyLoadError, MAX_APPROVALS, PolicyError, SUPPORTED_VERSION, expand_glob,
+};
 pub use output::{
     FirstRun, MAX_CHECKERS, MAX_OUTPUT_BYTES, MAX_PATH_SEGMENTS, MAX_RUNS_PER_DAY,
     MAX_SCHEMA_BYTES, MAX_SUBTASKS, MIN_K, MinCount, OutputRules, OutputViolation, PathPattern,

@@ -163,7 +163,7 @@ pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
 /// Expands a `reviewers` glob relative to `base`: the folder part is taken literally, the file
 /// name part may hold `*` and `?`. Matches are returned as written (folder part + file name),
 /// sorted; hidden files are skipped.
-pub(crate) fn expand_glob(base: &Path, pattern: &str) -> Result<Vec<String>, KeyLoadError> {
+pub fn expand_glob(base: &Path, pattern: &str) -> Result<Vec<String>, KeyLoadError> {
     let (dir, file) = match pattern.rsplit_once('/') {
         Some((d, f)) => (Some(d), f),
         None => (None, pattern),

@@ -261,7 +261,12 @@ impl Node {
     /// keys, the audit log, the spool, the engine and isolation (the probe), the registry
     /// client, and the login at the server (retried with backoff while the server is down).
     pub async fn start(config: Config) -> Result<Node, StartError> {
-        let gate = Gate::load(&config.node.policy)?;
+        let gate = Gate::load(&config.node.policy)?
+            .with_stores(
+                crate::stores::Stores::load(&config.stores, &config.node.spool_dir.join("stores"))
+                    .map_err(StartError::Config)?,
+            )
+            .map_err(StartError::Config)?;
         let secret_pem = read_file(
             "the organization secret key",
             &config.node.secret_key,
