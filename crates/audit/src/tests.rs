@@ -382,3 +382,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_airlock_record_names_its_user_and_older_lines_keep_their_form() {
+    let k = key();
+    let mut chain = Chain::new();
+    let mut log = Vec::new();
+    let plain = record(1);
+    let mut release = record(2);
+    release.event = Event::Release;
+    release.outcome = Outcome::Done;
+    release.by = Some(LocalUser {
+        uid: 1000,
+        gid: 2000,
+        name: Some("alice".into()),
+    });
+    for r in [&plain, &release] {
+        let (line, hash) = chain.entry_line(r).unwrap();
+        log.extend_from_slice(&line);
+        chain.commit(hash, false);
+    }
+    let (line, hash) = chain
+        .checkpoint_line(&k, datetime!(2026-11-26 10:00:00 UTC))
+        .unwrap();
+    log.extend_from_slice(&line);
+    chain.commit(hash, true);
+    assert!(verify_bytes(&log, &k.public_key()).unwrap().is_intact());
+    let text = String::from_utf8(log.clone()).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        !first.contains("\"by\""),
+        "a record without a user has no by: {first}"
+    );
+    let second = text.lines().nth(1).unwrap();
+    assert!(
+        second.contains(r#""event":"release""#)
+            && second.contains(r#""outcome":"done""#)
+            && second.contains(r#""by":{"uid":1000,"gid":2000,"name":"alice"}"#),
+        "{second}"
+    );
+    assert_eq!(release.by.as_ref().unwrap().to_string(), "alice (uid 1000)");
+    // The user cannot be changed unnoticed.
+    let forged = text.replace(r#""uid":1000"#, r#""uid":1001"#);
+    assert!(matches!(
+        verify_bytes(forged.as_bytes(), &k.public_key()),
+        Err(VerifyError::Tampered { line: 2, .. })
+    ));
+}
