@@ -764,9 +764,10 @@ impl Stores {
             ))
         })?;
         let age = OffsetDateTime::now_utc() - cached.fetched;
-        if age.is_negative() || age.whole_seconds() as u64 > store.max_evidence_age.as_secs() {
+        let max = store.max_evidence_age.as_secs();
+        if max == 0 || age.is_negative() || age.whole_seconds() as u64 >= max {
             return Err(unavailable(format!(
-                "it cannot be reached ({why}) and the cached evidence is {}s old, older than max_evidence_age_secs = {}; fail closed",
+                "it cannot be reached ({why}) and the cached evidence is {}s old, not within max_evidence_age_secs = {}; fail closed",
                 age.whole_seconds(),
                 store.max_evidence_age.as_secs()
             )));

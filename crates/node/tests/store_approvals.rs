@@ -1,0 +1,502 @@
+//! `approved_by` against a real algorithm store over HTTP on loopback (warden_store in-process,
+//! SQLite), the real registry (crates/testkit) and the real server's world: two nodes with their
+//! own state check the store's approvals themselves. Attacks: one approval short, two approvals
+//! from one organization by the node's own mapping (whatever the store says), an approval by a
+//! key the node does not pin, a revocation, the store's database rewritten to drop the
+//! revocation (the node that saw it refuses the store, and keeps refusing), the store down with
+//! fresh and with stale cached evidence.
+
+// Test helpers: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use common::World;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use warden_node::admission::Gate;
+use warden_node::config::Config;
+use warden_node::stores::Stores;
+use warden_policy::Requester;
+use warden_reference::{Digest, Repository};
+use warden_registry::{Client, ClientOptions};
+use warden_store::config::{AuthConfig, ReviewConfig};
+use warden_store::service::{Resolver, Service};
+use warden_store::storage::{ConnectOptions, Db};
+use warden_trust::review::{Decision, Review, ReviewPredicate};
+use warden_trust::{KeyAlgorithm, SigningKey};
+
+const PW: &str = "a long enough password";
+
+#[derive(Debug)]
+struct NoRegistry;
+
+#[async_trait::async_trait]
+impl Resolver for NoRegistry {
+    async fn resolve(&self, r: &warden_reference::Reference) -> Result<Digest, String> {
+        Err(format!("this test submits by digest, not {r}"))
+    }
+}
+
+struct Store {
+    base: String,
+    http: reqwest::Client,
+    key: SigningKey,
+    dir: TempDir,
+    running: Option<warden_store::RunningStore>,
+}
+
+struct User {
+    token: String,
+    name: String,
+    org: String,
+    key: SigningKey,
+}
+
+async fn serve(dir: &Path, key: &SigningKey) -> warden_store::RunningStore {
+    let url = format!("sqlite://{}", dir.join("store.db").display());
+    let db = Db::connect(&url, dir, &ConnectOptions::default())
+        .await
+        .unwrap();
+    let key = SigningKey::from_pkcs8_der(&key.to_pkcs8_der().unwrap()).unwrap();
+    let auth = AuthConfig {
+        rate_limit_exempt: vec!["127.0.0.1".parse().unwrap()],
+        ..AuthConfig::default()
+    };
+    let service = Service::new(
+        db,
+        "community",
+        key,
+        // four approvals approve a version in this store: every step below is logged while
+        // the version is under review
+        ReviewConfig {
+            min_approvals: 4,
+            ..ReviewConfig::default()
+        },
+        auth,
+        Box::new(NoRegistry),
+    )
+    .await
+    .unwrap();
+    warden_store::bootstrap(&service, Some(&dir.join("admin.pw")))
+        .await
+        .unwrap();
+    warden_store::serve("127.0.0.1:0".parse().unwrap(), service, 1 << 20)
+        .await
+        .unwrap()
+}
+
+impl Store {
+    async fn start() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        let running = serve(dir.path(), &key).await;
+        Store {
+            base: format!("http://{}", running.addr),
+            http: reqwest::Client::new(),
+            key,
+            dir,
+            running: Some(running),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.stop().await;
+        let running = serve(self.dir.path(), &self.key).await;
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
+    }
+
+    async fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Value {
+        let url = format!("{}{path}", self.base);
+        let mut r = match method {
+            "GET" => self.http.get(url),
+            "PUT" => self.http.put(url),
+            _ => self.http.post(url),
+        };
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+
+    async fn login(&self, name: &str, pw: &str) -> String {
+        let v = self
+            .ok(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(json!({"username": name, "password": pw})),
+            )
+            .await;
+        v["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn admin(&self) -> String {
+        let pw = std::fs::read_to_string(self.dir.path().join("admin.pw")).unwrap();
+        self.login("admin", pw.trim()).await
+    }
+
+    async fn user(&self, admin: &str, name: &str, org: &str, role: &str) -> User {
+        let url = format!("{}/api/organizations", self.base);
+        let _ = self
+            .http
+            .post(url)
+            .bearer_auth(admin)
+            .json(&json!({"name": org}))
+            .send()
+            .await
+            .unwrap();
+        self.ok(
+            "POST",
+            "/api/accounts",
+            Some(admin),
+            Some(json!({"username": name, "password": PW, "organization": org, "roles": [role]})),
+        )
+        .await;
+        let token = self.login(name, PW).await;
+        let key = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        self.ok(
+            "PUT",
+            "/api/me/key",
+            Some(&token),
+            Some(json!({"public_key": key.public_key().to_pem()})),
+        )
+        .await;
+        User {
+            token,
+            name: name.into(),
+            org: org.into(),
+            key,
+        }
+    }
+
+    /// `who` signs `decision` of version `v` on their own machine and sends it.
+    async fn decide(&self, who: &User, v: &Value, decision: Decision) {
+        let id = v["id"].as_i64().unwrap();
+        let functions = if decision == Decision::Approve {
+            vec!["hello".to_owned()]
+        } else {
+            vec![]
+        };
+        let review = Review {
+            repository: v["repository"]
+                .as_str()
+                .unwrap()
+                .parse::<Repository>()
+                .unwrap(),
+            digest: v["digest"].as_str().unwrap().parse().unwrap(),
+            predicate: ReviewPredicate {
+                store: "community".into(),
+                algorithm: v["algorithm"].as_str().unwrap().into(),
+                version: v["version"].as_str().unwrap().into(),
+                decision,
+                reviewer: who.name.clone(),
+                organization: who.org.clone(),
+                source_repository: v["source"].as_str().unwrap().into(),
+                source_commit: v["commit"].as_str().unwrap().into(),
+                functions,
+                time: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+                comment: None,
+            },
+        };
+        let env = STANDARD.encode(review.sign(&who.key).unwrap().to_json());
+        match decision {
+            Decision::Revoke => {
+                self.ok(
+                    "POST",
+                    &format!("/api/versions/{id}/revoke"),
+                    Some(&who.token),
+                    Some(json!({"reason": "a data leak found", "envelope": env})),
+                )
+                .await;
+            }
+            _ => {
+                self.ok(
+                    "POST",
+                    &format!("/api/versions/{id}/reviews"),
+                    Some(&who.token),
+                    Some(json!({"envelope": env})),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+fn sqlite(db: &Path, sql: &str) {
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A node's configuration with one `[[stores]]` table; `orgs` maps reviewer key files (written
+/// beside the policy, under reviewers/) to the organization this node gives them.
+fn node(
+    w: &World,
+    dir_name: &str,
+    store: &Store,
+    note_key: &str,
+    reviewers: &[(&str, &User, &str)],
+    max_age: u64,
+) -> PathBuf {
+    let d = w.dir.path().join(dir_name);
+    std::fs::create_dir_all(d.join("reviewers")).unwrap();
+    let mut tables = format!(
+        "[[stores]]\nname = \"community\"\nurl = \"{}\"\nnote_key = \"{note_key}\"\nmax_evidence_age_secs = {max_age}\n",
+        store.base
+    );
+    for (file, user, org) in reviewers {
+        std::fs::write(
+            d.join("reviewers").join(file),
+            user.key.public_key().to_pem(),
+        )
+        .unwrap();
+        tables.push_str(&format!(
+            "[[stores.reviewers]]\nkey = \"reviewers/{file}\"\norganization = \"{org}\"\n"
+        ));
+    }
+    w.node_config_in(
+        &w.a,
+        &w.a.api_key,
+        dir_name,
+        "[[allow]]\nrepository_regex = '.+/node/approved'\napproved_by = { store = \"community\", reviewers = [\"reviewers/*.pub\"], min_approvals = 2, min_organizations = 2 }\n",
+        &tables,
+    )
+}
+
+/// The node's gate as `warden node start` builds it, from the configuration file.
+fn gate(config: &Path, store_url: &str) -> Gate {
+    let mut c = Config::load(config).unwrap();
+    // the store moves to another port when it is restarted; the node's state stays
+    for s in &mut c.stores {
+        s.url = store_url.to_owned();
+    }
+    Gate::load(&c.node.policy)
+        .unwrap()
+        .with_stores(Stores::load(&c.stores, &c.node.spool_dir.join("stores")).unwrap())
+        .unwrap()
+}
+
+async fn admit(gate: &Gate, image: &str) -> Result<warden_node::admission::Admitted, String> {
+    let registry = Client::new(ClientOptions::default()).unwrap();
+    gate.check(&registry, image, &Requester::default())
+        .await
+        .map_err(|r| r.reason)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_check_store_approvals_themselves() {
+    common::init_tracing();
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program_with("identify", "approved", "v1", &[("/id.txt", b"one")]);
+    let image = format!("{repo}:v1");
+    let mut store = Store::start().await;
+    let admin = store.admin().await;
+    let dev = store.user(&admin, "dev", "org-dev", "developer").await;
+    let r1 = store.user(&admin, "rev1", "org-b", "reviewer").await;
+    let r2 = store.user(&admin, "rev2", "org-c", "reviewer").await;
+    // the store says org-d; both nodes pin rev3 as a reviewer of org-b
+    let r3 = store.user(&admin, "rev3", "org-d", "reviewer").await;
+    // a store account whose key no node pins
+    let mallory = store.user(&admin, "mallory", "org-m", "reviewer").await;
+    let info = store.ok("GET", "/api/store", None, None).await;
+    let note_key = info["note_key"].as_str().unwrap().to_owned();
+    let v = store
+        .ok(
+            "POST",
+            "/api/versions",
+            Some(&dev.token),
+            Some(json!({
+                "algorithm": "identify", "source": "https://git.example/team/identify",
+                "image": format!("{repo}@{digest}"),
+                "commit": "0123456789abcdef0123456789abcdef01234567",
+                "functions": [{"name": "hello", "kind": "partial"}],
+            })),
+        )
+        .await;
+    let id = v["id"].as_i64().unwrap();
+    for r in ["rev1", "rev2", "rev3", "mallory"] {
+        store
+            .ok(
+                "POST",
+                &format!("/api/versions/{id}/assign"),
+                Some(&admin),
+                Some(json!({"reviewer": r})),
+            )
+            .await;
+    }
+    let pins = [
+        ("rev1.pub", &r1, "org-b"),
+        ("rev2.pub", &r2, "org-c"),
+        ("rev3.pub", &r3, "org-b"),
+    ];
+    let config_a = node(&w, "node-store-a", &store, &note_key, &pins, 3600);
+    let config_b = node(&w, "node-store-b", &store, &note_key, &pins, 3600);
+    let a = gate(&config_a, &store.base);
+
+    // nothing approved yet
+    let e = admit(&a, &image).await.unwrap_err();
+    assert!(e.contains("0 distinct pinned reviewer(s)"), "{e}");
+
+    // one approval short
+    store.decide(&r1, &v, Decision::Approve).await;
+    let e = admit(&a, &image).await.unwrap_err();
+    assert!(
+        e.contains("1 distinct pinned reviewer(s) from 1 organization(s) approved this digest; the rule needs 2 from 2"),
+        "{e}"
+    );
+
+    // two approvals, one organization by the node's mapping (the store says two)
+    store.decide(&r3, &v, Decision::Approve).await;
+    let e = admit(&a, &image).await.unwrap_err();
+    assert!(
+        e.contains("2 distinct pinned reviewer(s) from 1 organization(s)"),
+        "{e}"
+    );
+
+    // an approval signed by a key the node does not pin counts for nothing
+    store.decide(&mallory, &v, Decision::Approve).await;
+    let e = admit(&a, &image).await.unwrap_err();
+    assert!(
+        e.contains("2 distinct pinned reviewer(s) from 1 organization(s)"),
+        "{e}"
+    );
+
+    // a second organization: both nodes admit, each by its own check
+    store.decide(&r2, &v, Decision::Approve).await;
+    let admitted = admit(&a, &image).await.unwrap();
+    assert_eq!(admitted.digest(), &digest);
+    let approvals = admitted.evidence().approvals();
+    assert_eq!(approvals.len(), 3, "{approvals:?}");
+    assert!(
+        approvals.iter().any(|l| l.contains("(org-c)")),
+        "{approvals:?}"
+    );
+    let checked = &admitted.evidence().stores[0];
+    let not_pinned = checked
+        .entries
+        .iter()
+        .find(|e| e.reviewer.as_deref() == Some("mallory"))
+        .unwrap();
+    assert!(!not_pinned.counted && not_pinned.included);
+    assert!(
+        not_pinned.why.contains("does not pin"),
+        "{}",
+        not_pinned.why
+    );
+    let b = gate(&config_b, &store.base);
+    admit(&b, &image).await.unwrap();
+
+    // revoked: the next run is denied
+    store.decide(&r2, &v, Decision::Revoke).await;
+    let e = admit(&a, &image).await.unwrap_err();
+    assert!(e.contains("store `community` revoked it"), "{e}");
+    assert!(e.contains("by reviewer `rev2`"), "{e}");
+
+    // the store's database is rewritten to drop the revocation, and the log grows again to
+    // the same size: node A, which saw the revocation, refuses the store
+    store.stop().await;
+    let db = store.dir.path().join("store.db");
+    sqlite(
+        &db,
+        &format!(
+            "DELETE FROM log_entries WHERE kind = 'revocation'; UPDATE versions SET state = 'approved', reason = NULL WHERE id = {id};"
+        ),
+    );
+    store.restart().await;
+    store
+        .ok(
+            "POST",
+            "/api/versions",
+            Some(&dev.token_after_restart(&store).await),
+            Some(json!({
+                "algorithm": "other", "source": "https://git.example/team/other",
+                "image": format!("{repo}@{}", Digest::sha256_of(b"other")),
+                "commit": "0123456789abcdef0123456789abcdef01234567",
+                "functions": [{"name": "hello", "kind": "partial"}],
+            })),
+        )
+        .await;
+    let a = gate(&config_a, &store.base);
+    let e = admit(&a, &image).await.unwrap_err();
+    assert!(
+        e.contains("not consistent with the checkpoint this node verified before"),
+        "{e}"
+    );
+    let marker = config_a
+        .parent()
+        .unwrap()
+        .join("spool/stores/community/refused");
+    assert!(marker.exists(), "the refusal is kept on disk");
+    // still refused on the next run, until the data owner acts
+    let e = admit(&a, &image).await.unwrap_err();
+    assert!(e.contains("was refused before"), "{e}");
+    assert!(e.contains("delete"), "{e}");
+
+    // node B last saw the log before the revocation: the rewritten log extends what it saw,
+    // so B alone cannot tell (the split-view exchange through the server is what would)
+    let b = gate(&config_b, &store.base);
+    admit(&b, &image).await.unwrap();
+
+    // the store is down: B reuses its fresh cached evidence; with max_evidence_age_secs = 0
+    // the same cache is stale and the run is denied
+    let url = store.base.clone();
+    store.stop().await;
+    let b = gate(&config_b, &url);
+    let admitted = admit(&b, &image).await.unwrap();
+    assert!(
+        admitted.evidence().stores[0]
+            .cached
+            .as_deref()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{:?}",
+        admitted.evidence().stores[0]
+    );
+    let text = std::fs::read_to_string(&config_b)
+        .unwrap()
+        .replace("max_evidence_age_secs = 3600", "max_evidence_age_secs = 0");
+    std::fs::write(&config_b, text).unwrap();
+    let b = gate(&config_b, &url);
+    let e = admit(&b, &image).await.unwrap_err();
+    assert!(
+        e.contains("not within max_evidence_age_secs = 0; fail closed"),
+        "{e}"
+    );
+}
+
+impl User {
+    /// Sessions are kept in the store's database, which the restart kept: log in again anyway.
+    async fn token_after_restart(&self, store: &Store) -> String {
+        store.login(&self.name, PW).await
+    }
+}
