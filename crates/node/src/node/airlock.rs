@@ -334,9 +334,13 @@ impl Node {
                 true,
                 Some(counted),
             )?;
-            s.airlock
-                .save(&h)
-                .map_err(|e| LocalError::unavailable(format!("cannot record the release: {e}")))?;
+            // The state is written only while more checkers are needed: the last release is
+            // on record in the audit log, and the result leaves now.
+            if h.progress() != Progress::Released {
+                s.airlock.save(&h).map_err(|e| {
+                    LocalError::unavailable(format!("cannot record the release: {e}"))
+                })?;
+            }
         }
         if let Progress::Waiting { have, need } = h.progress() {
             return Ok(wire::Answer {
