@@ -61,6 +61,10 @@ pub enum ImageCommand {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// The node configuration whose `[[stores]]` (pinned store and reviewer keys, saved
+        /// checkpoints) check the approvals `approved_by` rules ask for.
+        #[arg(long, value_name = "FILE")]
+        node_config: Option<PathBuf>,
         #[command(flatten)]
         registry: RegistryArgs,
         /// Image reference, e.g. `registry.example.org/team/avg:1.0`.
@@ -99,6 +103,7 @@ pub fn run(command: ImageCommand) -> anyhow::Result<Outcome> {
             collaboration,
             function,
             json,
+            node_config,
             registry,
             image,
         } => {
@@ -108,7 +113,14 @@ pub fn run(command: ImageCommand) -> anyhow::Result<Outcome> {
                 collaboration,
                 function,
             };
-            runtime.block_on(verify(&policy, requester, json, &registry, &image))
+            runtime.block_on(verify(
+                &policy,
+                node_config.as_deref(),
+                requester,
+                json,
+                &registry,
+                &image,
+            ))
         }
     }
 }
@@ -180,6 +192,7 @@ async fn sign(
 /// (`warden_node::admission`): the CLI and the node cannot disagree.
 async fn verify(
     policy_path: &Path,
+    node_config: Option<&Path>,
     requester: Requester,
     json: bool,
     registry: &RegistryArgs,
@@ -187,7 +200,18 @@ async fn verify(
 ) -> anyhow::Result<Outcome> {
     // 1. Parse and normalise (a malformed reference is bad input, exit 2).
     let reference = Reference::parse(image)?;
-    let gate = Gate::load(policy_path)?;
+    let mut gate = Gate::load(policy_path)?;
+    if let Some(path) = node_config {
+        let config = warden_node::config::Config::load(path)?;
+        let stores = warden_node::stores::Stores::load(
+            &config.stores,
+            &config.node.spool_dir.join("stores"),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        gate = gate
+            .with_stores(stores)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let mut report = Report {
         image: reference.to_string(),
         repository: reference.repository().to_string(),
@@ -221,6 +245,7 @@ async fn verify(
     report.candidates = evidence.candidates;
     report.signers = evidence.signers.iter().copied().collect();
     report.rejected = evidence.not_counted;
+    report.stores = evidence.stores;
     report.stage = "decision";
     report.decision = Some(decision);
     Ok(report.finish(json, gate.key_file_map()))
@@ -235,6 +260,7 @@ struct Report {
     candidates: usize,
     signers: Vec<KeyId>,
     rejected: Vec<String>,
+    stores: Vec<warden_node::stores::Checked>,
     stage: &'static str,
     decision: Option<Decision>,
 }
@@ -262,6 +288,14 @@ impl Report {
                 })).collect::<Vec<_>>(),
                 "candidates": self.candidates,
                 "rejected": self.rejected,
+                "stores": self.stores.iter().map(|c| serde_json::json!({
+                    "store": c.store,
+                    "checkpoint": c.checkpoint,
+                    "revoked": c.facts.revoked,
+                    "unavailable": c.facts.unavailable,
+                    "cached": c.cached,
+                    "entries": c.entries,
+                })).collect::<Vec<_>>(),
                 "stage": self.stage,
                 "decision": if allowed { "allow" } else { "deny" },
                 "rule": rule.map(|r| r.name()),
@@ -292,6 +326,46 @@ impl Report {
         }
         for r in &self.rejected {
             out.push_str(&format!("not counted: {r}\n"));
+        }
+        for c in &self.stores {
+            let size = c
+                .checkpoint
+                .as_deref()
+                .and_then(|n| n.lines().nth(1))
+                .unwrap_or("?");
+            out.push_str(&format!(
+                "store:      {} (checkpoint size {size})\n",
+                c.store
+            ));
+            if let Some(why) = &c.cached {
+                out.push_str(&format!("  cached:   {why}\n"));
+            }
+            if let Some(why) = &c.facts.unavailable {
+                out.push_str(&format!("  refused:  {why}\n"));
+            }
+            if let Some(why) = &c.facts.revoked {
+                out.push_str(&format!("  revoked:  {why}\n"));
+            }
+            for e in &c.entries {
+                out.push_str(&format!(
+                    "  {} {}: reviewer {}, key {}, organization {}, {}, {}: {}\n",
+                    e.kind,
+                    e.index,
+                    e.reviewer
+                        .as_deref()
+                        .map(warden_api::display::safe)
+                        .unwrap_or_else(|| "?".into()),
+                    e.key_id.as_deref().unwrap_or("not pinned"),
+                    e.organization.as_deref().unwrap_or("-"),
+                    if e.included {
+                        "included"
+                    } else {
+                        "not included"
+                    },
+                    if e.counted { "counted" } else { "not counted" },
+                    warden_api::display::safe(&e.why),
+                ));
+            }
         }
         match &self.decision {
             Some(d) => out.push_str(&format!("decision:   {d}")),
