@@ -628,6 +628,58 @@ impl Stores {
         let _ = write_atomic(&self.refused_marker(name), why.as_bytes());
     }
 
+    /// Checks a checkpoint of store `name` that another node verified (relayed by the server,
+    /// which can withhold but not forge it: the note must verify under the key this node pins)
+    /// against the one this node saved. Equal sizes with other roots, or a consistency proof
+    /// (fetched from the store itself) that fails, is a fork: the store is refused as for an
+    /// inconsistent log. Returns `Ok(false)` when there is nothing to compare yet.
+    pub async fn check_peer_checkpoint(&self, name: &str, note: &str) -> Result<bool, Refusal> {
+        let unavailable = |why: String| Refusal::Unavailable {
+            store: name.to_owned(),
+            why,
+        };
+        let store = self
+            .stores
+            .get(name)
+            .ok_or_else(|| unavailable("not in the node configuration's [[stores]]".into()))?;
+        let peer = open_checkpoint(note.as_bytes(), &store.verifier)
+            .map_err(|e| unavailable(format!("a peer's checkpoint is refused: {e}")))?;
+        let Some((saved, _)) = self.saved_checkpoint(name).map_err(unavailable)? else {
+            return Ok(false);
+        };
+        let (old, new) = if peer.size >= saved.size {
+            (&saved, &peer)
+        } else {
+            (&peer, &saved)
+        };
+        let proof = if old.size == 0 || old.size == new.size {
+            Vec::new()
+        } else {
+            let url = format!(
+                "{}/api/log/proof/consistency?from={}&to={}",
+                store.url, old.size, new.size
+            );
+            let body = self
+                .get_capped(&url, MAX_PROOF_BYTES)
+                .await
+                .map_err(unavailable)?;
+            let p: ConsistencyProof = serde_json::from_slice(&body).map_err(|e| {
+                unavailable(format!("its consistency proof is not valid JSON ({e})"))
+            })?;
+            hashes(&p.hashes)
+                .ok_or_else(|| unavailable("its consistency proof is not hex hashes".into()))?
+        };
+        if let Err(e) = warden_tlog::verify_checkpoint_consistency(old, new, &proof) {
+            let r = Refusal::Inconsistent {
+                store: name.to_owned(),
+                why: format!("a checkpoint another node verified forks from this node's: {e}"),
+            };
+            self.refuse(name, &r.to_string());
+            return Err(r);
+        }
+        Ok(true)
+    }
+
     /// Fetches and verifies the evidence of every store in `names` for `repository@digest`.
     pub async fn check(
         &self,

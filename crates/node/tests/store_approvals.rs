@@ -500,3 +500,130 @@ impl User {
         store.login(&self.name, PW).await
     }
 }
+
+/// Two store instances with the same key and different logs (a store showing two nodes two
+/// histories): a node that is handed the other instance's checkpoint (as the server would
+/// relay it) detects the fork and refuses the store; an honest checkpoint of its own history
+/// is consistent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_from_a_forked_history_is_detected() {
+    common::init_tracing();
+    let w = World::new().await;
+    let one = Store::start().await;
+    // the second instance signs with the same key over its own database
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = serve(other_dir.path(), &one.key).await;
+    let other_base = format!("http://{}", other.addr);
+    let info = one.ok("GET", "/api/store", None, None).await;
+    let note_key = info["note_key"].as_str().unwrap().to_owned();
+    let admin = one.admin().await;
+    let dev = one.user(&admin, "dev", "org-dev", "developer").await;
+    let r1 = one.user(&admin, "rev1", "org-b", "reviewer").await;
+    let submit = |store: &Store, token: String, n: u8| {
+        let body = json!({
+            "algorithm": format!("alg{n}"), "source": "https://git.example/team/x",
+            "image": format!("registry.example/team/x@{}", Digest::sha256_of(&[n])),
+            "commit": "0123456789abcdef0123456789abcdef01234567",
+            "functions": [{"name": "hello", "kind": "partial"}],
+        });
+        let base = store.base.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/api/versions"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    submit(&one, dev.token.clone(), 1).await;
+    submit(&one, dev.token.clone(), 2).await;
+    // the other instance: its own accounts, a different log of the same size
+    let other_store = Store {
+        base: other_base.clone(),
+        http: reqwest::Client::new(),
+        key: SigningKey::from_pkcs8_der(&one.key.to_pkcs8_der().unwrap()).unwrap(),
+        dir: other_dir,
+        running: Some(other),
+    };
+    let admin2 = other_store.admin().await;
+    let dev2 = other_store
+        .user(&admin2, "dev", "org-dev", "developer")
+        .await;
+    submit(&other_store, dev2.token.clone(), 3).await;
+    submit(&other_store, dev2.token.clone(), 4).await;
+
+    let config = node(
+        &w,
+        "node-fork",
+        &one,
+        &note_key,
+        &[("rev1.pub", &r1, "org-b")],
+        3600,
+    );
+    let c = Config::load(&config).unwrap();
+    let stores = Stores::load(&c.stores, &c.node.spool_dir.join("stores")).unwrap();
+    // the node verifies store one's log once (an admission would), saving its checkpoint
+    let image_digest = Digest::sha256_of(&[1]);
+    let repo: Repository = "registry.example/team/x".parse().unwrap();
+    let checked = stores
+        .check(&["community".to_owned()].into(), &repo, &image_digest)
+        .await;
+    assert!(checked[0].facts.unavailable.is_none(), "{:?}", checked[0]);
+    // an honest peer checkpoint of the same history
+    let own = reqwest::get(format!("{}/api/log/checkpoint", one.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        stores
+            .check_peer_checkpoint("community", &own)
+            .await
+            .unwrap()
+    );
+    // the other instance's checkpoint: same key, same size, another root
+    let forked = reqwest::get(format!("{other_base}/api/log/checkpoint"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let e = stores
+        .check_peer_checkpoint("community", &forked)
+        .await
+        .unwrap_err();
+    assert!(e.is_inconsistent(), "{e}");
+    assert!(e.to_string().contains("forks from this node's"), "{e}");
+    // and the store stays refused for admissions
+    let checked = stores
+        .check(&["community".to_owned()].into(), &repo, &image_digest)
+        .await;
+    assert!(
+        checked[0]
+            .facts
+            .unavailable
+            .as_deref()
+            .unwrap()
+            .contains("was refused before"),
+        "{:?}",
+        checked[0]
+    );
+    // a checkpoint signed by another key is refused, not taken as a fork
+    let stranger = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+    let SigningKey::Ed25519(k) = &stranger else {
+        panic!()
+    };
+    let signer = warden_tlog::NoteSigner::new("warden-store/community", k.clone()).unwrap();
+    let fake = warden_tlog::Checkpoint::new("warden-store/community", 1, [0; 32])
+        .sign(&signer)
+        .unwrap();
+    let e = stores
+        .check_peer_checkpoint("community", std::str::from_utf8(&fake).unwrap())
+        .await
+        .unwrap_err();
+    assert!(!e.is_inconsistent(), "{e}");
+}
