@@ -44,6 +44,7 @@ fn record(i: i64) -> Record {
             Outcome::Admitted
         },
         reason: None,
+        by: None,
     }
 }
 
