@@ -66,8 +66,12 @@ async fn main() {
     for i in 0..=runs {
         let t = w.create_task(&image, &input, &[&w.a]).await;
         let id = t.runs[0].id;
-        w.wait_state(id, warden_api::RunState::AwaitingRelease, Duration::from_secs(120))
-            .await;
+        w.wait_state(
+            id,
+            warden_api::RunState::AwaitingRelease,
+            Duration::from_secs(120),
+        )
+        .await;
         let client = LocalClient::new(socket.clone());
         let started = Instant::now();
         let answer = tokio::task::spawn_blocking(move || client.release(id))
