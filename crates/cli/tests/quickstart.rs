@@ -39,19 +39,22 @@ fn sh_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
-/// Kills the page's process group (server and nodes) and removes what the nodes and the test
-/// left in Docker.
+/// Kills the page's PID namespace (server and nodes) if the page has not ended, and removes what
+/// the nodes and the test left in Docker.
 struct Cleanup {
-    pgid: Option<u32>,
+    /// The `unshare` process while it has not been reaped (its pid cannot be reused till then).
+    unshare: Option<u32>,
     images: Vec<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(pgid) = self.pgid {
-            let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{pgid}")])
-                .status();
+        if let Some(pid) = self.unshare {
+            // `--kill-child`: unshare's death kills the namespace's first process, and with it
+            // every process of the namespace. Never a negative pid: a process group whose
+            // leader was reaped can be another group by now (and procps-ng 4.0.2's `kill`
+            // took `-KILL -PGID` here for every process on the machine).
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         }
         for node in NODES {
             for label in [node.to_owned(), format!("{node}-probe")] {
@@ -116,7 +119,7 @@ async fn the_quickstart_page_runs_as_written_and_gets_a_result() {
     let registry = Registry::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cleanup = Cleanup {
-        pgid: None,
+        unshare: None,
         images: Vec::new(),
     };
     let image = push_image(&registry, dir.path(), &mut cleanup);
@@ -135,8 +138,9 @@ async fn the_quickstart_page_runs_as_written_and_gets_a_result() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c")
+    // The page runs in its own PID namespace, so that whatever it leaves running ends with it.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", "bash", "-c"])
         .arg(&script)
         .current_dir(dir.path())
         .env_clear()
@@ -153,7 +157,7 @@ async fn the_quickstart_page_runs_as_written_and_gets_a_result() {
         cmd.env("DOCKER_HOST", docker_host);
     }
     let child = cmd.spawn().unwrap();
-    cleanup.pgid = Some(child.id());
+    cleanup.unshare = Some(child.id());
     let out = tokio::time::timeout(
         Duration::from_secs(600),
         tokio::task::spawn_blocking(move || child.wait_with_output()),
@@ -162,6 +166,8 @@ async fn the_quickstart_page_runs_as_written_and_gets_a_result() {
     .expect("the quickstart finishes within 10 minutes")
     .unwrap()
     .unwrap();
+    // Reaped: the namespace is gone with its first process, and the pid may be reused.
+    cleanup.unshare = None;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let logs: String = ["server.log", "hospital-a/node.log", "hospital-b/node.log"]
