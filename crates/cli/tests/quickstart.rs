@@ -54,7 +54,9 @@ impl Drop for Cleanup {
             // every process of the namespace. Never a negative pid: a process group whose
             // leader was reaped can be another group by now (and procps-ng 4.0.2's `kill`
             // took `-KILL -PGID` here for every process on the machine).
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         for node in NODES {
             for label in [node.to_owned(), format!("{node}-probe")] {
