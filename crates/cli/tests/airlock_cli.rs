@@ -178,6 +178,24 @@ async fn state_now(w: &World, run: i64) -> Value {
     v
 }
 
+/// The run as the server shows it once it reaches `state`: a node reports a wait after it holds
+/// the run (and, after a restart, at its next sweep), so the server may lag the socket a little.
+async fn until_state(w: &World, run: i64, state: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let v = state_now(w, run).await;
+        if v["state"] == state {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} never reached {state}: {v}\n{}",
+            w.node_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn manual(repo: &warden_reference::Repository, w: &World, extra: &str) -> String {
     format!(
         "{}[allow.output]\nrelease = \"manual\"\n{extra}",
@@ -197,8 +215,7 @@ async fn a_held_result_waits_for_its_release_while_the_researcher_waits() {
 
     let run = until_pending(&w, &socket, first_result).await;
     // Held: the server shows the wait and holds no result, not even sealed.
-    let r = state_now(&w, run).await;
-    assert_eq!(r["state"], "awaiting_release", "{r}");
+    let r = until_state(&w, run, "awaiting_release").await;
     assert_eq!(r["has_result"], false, "{r}");
     assert!(w.query("SELECT run_id FROM results").is_empty());
     // The socket is the node's user's only, and the plaintext too.
@@ -556,7 +573,7 @@ async fn a_held_result_survives_a_restart_and_one_held_too_long_is_refused() {
     w.restart_node("hospital-b");
     let again = until_pending(&w, &socket, first_result).await;
     assert_eq!(again, run);
-    assert_eq!(state_now(&w, run).await["state"], "awaiting_release");
+    until_state(&w, run, "awaiting_release").await;
     let released = warden(
         &w,
         &["node", "release", &run.to_string(), "--socket", &socket],
@@ -630,7 +647,7 @@ async fn a_new_digest_waits_for_approval_once_and_a_refused_one_fails() {
     let child = create_and_wait(&w, &profile, &image, "hospital-b");
     let (run, waiting) = until_pending(&w, &socket, first_approval).await;
     assert_eq!(waiting, digest.to_string());
-    assert_eq!(state_now(&w, run).await["state"], "awaiting_approval");
+    until_state(&w, run, "awaiting_approval").await;
     // Nothing ran: no container was made for it.
     assert!(
         !node_dir(&w, "hospital-b")
