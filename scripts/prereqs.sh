@@ -10,11 +10,27 @@ warden_need_root() {
     fi
 }
 
+# Starts the Docker engine when it is installed but not running (a machine booted without its
+# service manager, or an engine that was stopped), and waits up to a minute for its socket.
+warden_start_dockerd() {
+    command -v dockerd >/dev/null ||
+        { echo "error: the Docker engine is not reachable and dockerd is not installed (docker.io)" >&2; return 1; }
+    warden_need_root "a running Docker engine (dockerd)" || return 1
+    echo "starting the Docker engine (log: /var/log/dockerd.log)"
+    setsid nohup dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
+    disown
+    for _ in $(seq 1 120); do
+        docker version --format '{{.Server.Version}}' >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    echo "error: the Docker engine did not come up within a minute; see /var/log/dockerd.log" >&2
+    return 1
+}
+
 warden_prereqs() {
     local missing=()
     command -v docker >/dev/null || { echo "error: the docker CLI is missing; install docker.io and start dockerd" >&2; return 1; }
-    docker version --format '{{.Server.Version}}' >/dev/null 2>&1 ||
-        { echo "error: the Docker engine is not reachable; start dockerd" >&2; return 1; }
+    docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || warden_start_dockerd || return 1
     [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
     command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
     command -v gcc >/dev/null || missing+=(gcc)
