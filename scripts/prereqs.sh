@@ -60,7 +60,8 @@ warden_postgres() {
     local version
     version=$(ls /etc/postgresql 2>/dev/null | sort -n | tail -1)
     [ -n "$version" ] || { echo "error: no PostgreSQL cluster found under /etc/postgresql" >&2; return 1; }
-    pg_ctlcluster "$version" main status >/dev/null 2>&1 || pg_ctlcluster "$version" main start
+    # its start prints ("Removed stale pid file.") go to stderr: stdout carries only the URL
+    pg_ctlcluster "$version" main status >/dev/null 2>&1 || pg_ctlcluster "$version" main start >&2
     for _ in $(seq 1 50); do
         su postgres -c "psql -qAtc 'select 1'" >/dev/null 2>&1 && break
         sleep 0.2
@@ -68,6 +69,6 @@ warden_postgres() {
     su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname = 'warden'\"" | grep -q 1 ||
         su postgres -c "psql -qc \"create role warden login superuser password 'warden'\"" >/dev/null
     su postgres -c "psql -qAtc \"select 1 from pg_database where datname = 'warden'\"" | grep -q 1 ||
-        su postgres -c "createdb -O warden warden"
+        su postgres -c "createdb -O warden warden" >&2
     echo "postgres://warden:warden@127.0.0.1:5432/warden"
 }
