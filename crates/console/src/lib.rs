@@ -1,0 +1,3 @@
+//! `warden ui`: the local web console (issue 12).
+
+#![forbid(unsafe_code)]
