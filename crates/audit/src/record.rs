@@ -21,6 +21,9 @@ pub enum Event {
     Approve,
     /// An image digest was refused: the runs waiting for it fail.
     RefuseDigest,
+    /// What a run's algorithm printed was released (sealed for the requester) or withheld
+    /// (kept at the node), with the reason.
+    Logs,
 }
 
 /// How it ended: a decision admits or rejects, a run completes or fails, or waits at the
@@ -40,6 +43,10 @@ pub enum Outcome {
     Done,
     /// A local user's request was refused (the reason says why).
     Denied,
+    /// A run's logs were sealed for the requester (`output_sha256` is the sealed bytes').
+    Released,
+    /// A run's logs stay at the node (the reason says why; `output_sha256` is the plaintext's).
+    Withheld,
 }
 
 /// The local user who asked the node, from its socket's peer credentials.
@@ -97,4 +104,24 @@ pub struct Record {
     /// lines written before it existed keep their one canonical form).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<LocalUser>,
+    /// The algorithm store approvals that admitted the run, for a rule with `approved_by`
+    /// (absent otherwise, so that the lines written before it existed keep their one canonical
+    /// form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+}
+
+/// One algorithm store approval that counted for the rule that admitted a run, as the node
+/// verified it: included in the store's log, signed by a reviewer key the node pins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// The store's name in the node configuration (`[[stores]] name`).
+    pub store: String,
+    /// The reviewer key that signed it: `sha256:<hex>` of its DER SubjectPublicKeyInfo.
+    pub key_id: String,
+    /// The organization the node's configuration maps that key to (never the envelope's).
+    pub organization: String,
+    /// The approval's leaf index in the store's log.
+    pub index: u64,
 }

@@ -183,6 +183,7 @@ fn output_json(rules: &OutputRules) -> serde_json::Value {
             FirstRun::Run => None,
             FirstRun::Approve => Some("approve"),
         },
+        "logs": rules.logs.as_ref().map(|l| l.value.as_str()),
     })
 }
 

@@ -495,6 +495,7 @@ checkers = 2
 max_subtasks = 10
 runs_per_day = 50
 first_run = "approve"
+logs = "release"
 
 [[allow]]
 repository = "ubuntu"
@@ -516,7 +517,7 @@ fn setup_output() -> tempfile::TempDir {
 fn lint_and_check_show_the_output_rules() {
     let dir = setup_output();
     let d = dir.path();
-    let rules = "max_bytes 65536; schema schemas/mean.json; min_count k = 5 at counts.*, n; release manual by 2 checkers; max_subtasks 10; runs_per_day 50; first_run approve";
+    let rules = "max_bytes 65536; schema schemas/mean.json; min_count k = 5 at counts.*, n; release manual by 2 checkers; max_subtasks 10; runs_per_day 50; first_run approve; logs release";
 
     let run = warden(d, &["policy", "lint", "etc/output.toml"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
@@ -529,7 +530,7 @@ fn lint_and_check_show_the_output_rules() {
     );
     assert_eq!(
         lines[2].trim(),
-        "allow[2] (line 16): repository docker.io/library/ubuntu"
+        "allow[2] (line 17): repository docker.io/library/ubuntu"
     );
 
     // check, human text: the output rules of the rule that permits.
@@ -558,7 +559,7 @@ fn lint_and_check_show_the_output_rules() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout
-            .contains("allowed by allow[2] (line 16)\n  output: none (release automatic)"),
+            .contains("allowed by allow[2] (line 17)\n  output: none (release automatic)"),
         "{}",
         run.stdout
     );
@@ -590,6 +591,7 @@ fn lint_and_check_show_the_output_rules() {
             "max_subtasks": 10,
             "runs_per_day": 50,
             "first_run": "approve",
+            "logs": "release",
         })
     );
     let (code, json) = json_of(&["ubuntu"]);
@@ -599,6 +601,7 @@ fn lint_and_check_show_the_output_rules() {
         serde_json::json!({
             "max_bytes": null, "schemas": [], "min_count": null, "release": "automatic",
             "checkers": null, "max_subtasks": null, "runs_per_day": null, "first_run": null,
+            "logs": null,
         })
     );
     let (code, json) = json_of(&["registry.example.org/warden/mean:1"]);
@@ -645,6 +648,11 @@ fn bad_output_rules_exit_2_with_file_line_and_key() {
             "first_run = \"approve\"",
             "first_run = \"yes\"",
             "etc/output.toml:14:13: `allow[1].output.first_run`: first_run `yes` is not known",
+        ),
+        (
+            "logs = \"release\"",
+            "logs = \"stdout\"",
+            "etc/output.toml:15:8: `allow[1].output.logs`: logs `stdout` is not known",
         ),
     ] {
         std::fs::write(d.join("etc/output.toml"), OUTPUT_POLICY.replace(from, to)).expect("write");

@@ -35,7 +35,7 @@ pub use load::{
     FileLoadError, KeyLoadError, MAX_APPROVALS, PolicyError, SUPPORTED_VERSION, expand_glob,
 };
 pub use output::{
-    FirstRun, MAX_CHECKERS, MAX_OUTPUT_BYTES, MAX_PATH_SEGMENTS, MAX_RUNS_PER_DAY,
+    FirstRun, Logs, MAX_CHECKERS, MAX_OUTPUT_BYTES, MAX_PATH_SEGMENTS, MAX_RUNS_PER_DAY,
     MAX_SCHEMA_BYTES, MAX_SUBTASKS, MIN_K, MinCount, OutputRules, OutputViolation, PathPattern,
     Release, Schema, Sourced,
 };

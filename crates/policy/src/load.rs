@@ -12,8 +12,8 @@ use warden_reference::{Digest, Repository};
 use warden_trust::{KeyId, PublicKey};
 
 use crate::output::{
-    FirstRun, MAX_CHECKERS, MAX_OUTPUT_BYTES, MAX_RUNS_PER_DAY, MAX_SCHEMA_BYTES, MAX_SUBTASKS,
-    MIN_K, MinCount, OutputRules, PathPattern, Release, Schema, Sourced,
+    FirstRun, Logs, MAX_CHECKERS, MAX_OUTPUT_BYTES, MAX_RUNS_PER_DAY, MAX_SCHEMA_BYTES,
+    MAX_SUBTASKS, MIN_K, MinCount, OutputRules, PathPattern, Release, Schema, Sourced,
 };
 use crate::rule::{ApprovedBy, Index, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
 
@@ -97,6 +97,7 @@ struct RawOutput {
     max_subtasks: Option<Spanned<i64>>,
     runs_per_day: Option<Spanned<i64>>,
     first_run: Option<Spanned<String>>,
+    logs: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -677,6 +678,26 @@ fn output_rules(
             ));
         }
     };
+    let logs = match &raw.logs {
+        None => None,
+        Some(l) => {
+            let value = match l.get_ref().as_str() {
+                "withhold" => Logs::Withhold,
+                "release" => Logs::Release,
+                other => {
+                    return Err(loc.error(
+                        l.span(),
+                        key("logs"),
+                        format!(
+                            "logs `{}` is not known; write \"withhold\" (the default) or \"release\"",
+                            other.escape_debug()
+                        ),
+                    ));
+                }
+            };
+            Some(Sourced::new(value, name))
+        }
+    };
     Ok(OutputRules {
         max_bytes,
         schemas,
@@ -685,6 +706,7 @@ fn output_rules(
         max_subtasks,
         runs_per_day,
         first_run,
+        logs,
     })
 }
 

@@ -48,6 +48,25 @@ impl Release {
     }
 }
 
+/// What happens to what a run's algorithm printed (its stdout and stderr, captured by the node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Logs {
+    /// Kept at the node for the data owner (the default when no rule sets the key).
+    Withhold,
+    /// Sealed for the requester like a result, under the same release rules.
+    Release,
+}
+
+impl Logs {
+    /// The key's value as the policy writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Logs::Withhold => "withhold",
+            Logs::Release => "release",
+        }
+    }
+}
+
 /// What happens the first time the node is asked to run a digest it never ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum FirstRun {
@@ -340,6 +359,8 @@ pub struct OutputRules {
     /// Per requesting organization, for this rule, counted at the node.
     pub runs_per_day: Option<u32>,
     pub first_run: FirstRun,
+    /// `logs`, with the rules that set it; absent means withheld.
+    pub logs: Option<Sourced<Logs>>,
 }
 
 /// Why a result is withheld. Its text goes to the server: it names the rule and the check, and
@@ -416,6 +437,11 @@ fn smaller<T: Ord + Clone>(a: &Option<Sourced<T>>, b: &Option<Sourced<T>>) -> Op
     }
 }
 
+/// The stricter `logs`: `withhold` wins; a side that does not set the key leaves the other's.
+fn stricter_logs(a: &Option<Sourced<Logs>>, b: &Option<Sourced<Logs>>) -> Option<Sourced<Logs>> {
+    smaller(a, b)
+}
+
 fn smaller_plain(a: Option<u32>, b: Option<u32>) -> Option<u32> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -432,7 +458,8 @@ impl OutputRules {
     /// The stricter of `self` and `other`, key by key: the smaller `max_bytes`, `max_subtasks`
     /// and `runs_per_day`; every schema of both; `min_count` on the union of the paths with the
     /// larger `k`; manual release over automatic, with the larger `checkers`; `approve` over
-    /// absent. Commutative, and never looser than either side.
+    /// absent; `logs = "withhold"` over `"release"` (a side without the key leaves the other's).
+    /// Commutative, and never looser than either side.
     pub fn stricter(&self, other: &OutputRules) -> OutputRules {
         let mut schemas: Vec<Schema> = self.schemas.iter().chain(&other.schemas).cloned().collect();
         schemas.sort_by(|a, b| (&a.rule, &a.file).cmp(&(&b.rule, &b.file)));
@@ -459,6 +486,29 @@ impl OutputRules {
             max_subtasks: smaller_plain(self.max_subtasks, other.max_subtasks),
             runs_per_day: smaller_plain(self.runs_per_day, other.runs_per_day),
             first_run: self.first_run.max(other.first_run),
+            logs: stricter_logs(&self.logs, &other.logs),
+        }
+    }
+
+    /// Whether a run's logs may be released (sealed for the requester): only when some rule
+    /// says `logs = "release"` and none says `"withhold"`.
+    pub fn releases_logs(&self) -> bool {
+        matches!(&self.logs, Some(l) if l.value == Logs::Release)
+    }
+
+    /// Why logs are withheld, for the audit log: which rule withholds them, or that no rule
+    /// releases them. `None` when they are released.
+    pub fn logs_withheld_because(&self) -> Option<String> {
+        match &self.logs {
+            Some(l) if l.value == Logs::Release => None,
+            Some(l) => Some(format!(
+                "logs = \"withhold\" of {}; the logs stay at the node",
+                names(&l.rules)
+            )),
+            None => Some(
+                "no rule sets logs = \"release\" (withhold is the default); the logs stay at the node"
+                    .into(),
+            ),
         }
     }
 
@@ -576,6 +626,9 @@ impl fmt::Display for OutputRules {
         }
         if self.first_run == FirstRun::Approve {
             parts.push("first_run approve".into());
+        }
+        if let Some(l) = &self.logs {
+            parts.push(format!("logs {}", l.value.as_str()));
         }
         f.write_str(&parts.join("; "))
     }

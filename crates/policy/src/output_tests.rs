@@ -382,6 +382,13 @@ fn bad_output_rules_are_refused_with_file_line_and_key() {
         "first_run `always` is not known",
     );
     refused(
+        "logs = \"print\"",
+        5,
+        &format!("{p}.logs"),
+        "logs `print` is not known; write \"withhold\" (the default) or \"release\"",
+    );
+    refused("logs = 1", 5, &format!("{p}.logs"), "invalid type");
+    refused(
         "max_byte = 10",
         5,
         &format!("{p}.max_byte"),
@@ -656,6 +663,13 @@ fn arb_rules() -> impl Strategy<Value = OutputRules> {
         (1u32..=10).prop_map(|checkers| Release::Manual { checkers })
     ];
     let first_run = prop_oneof![Just(FirstRun::Run), Just(FirstRun::Approve)];
+    let logs = prop::option::of(
+        (
+            prop_oneof![Just(Logs::Withhold), Just(Logs::Release)],
+            arb_names(),
+        )
+            .prop_map(|(value, rules)| Sourced { value, rules }),
+    );
     (
         max_bytes,
         schemas,
@@ -664,9 +678,19 @@ fn arb_rules() -> impl Strategy<Value = OutputRules> {
         prop::option::of(0u32..100),
         prop::option::of(1u32..100),
         first_run,
+        logs,
     )
         .prop_map(
-            |(max_bytes, schemas, min_count, release, max_subtasks, runs_per_day, first_run)| {
+            |(
+                max_bytes,
+                schemas,
+                min_count,
+                release,
+                max_subtasks,
+                runs_per_day,
+                first_run,
+                logs,
+            )| {
                 let pool = schema_pool();
                 let mut schemas: Vec<Schema> =
                     schemas.into_iter().map(|i| pool[i].clone()).collect();
@@ -680,6 +704,7 @@ fn arb_rules() -> impl Strategy<Value = OutputRules> {
                     max_subtasks,
                     runs_per_day,
                     first_run,
+                    logs,
                 }
             },
         )
@@ -707,6 +732,9 @@ fn at_least_as_strict(a: &OutputRules, b: &OutputRules) -> bool {
         && min_count
         && a.release.checkers() >= b.release.checkers()
         && a.first_run >= b.first_run
+        // Logs released by the combination only when released by both sides that set the key.
+        && (!a.releases_logs() || b.logs.is_none() || b.releases_logs())
+        && (b.logs.is_none() || a.logs.is_some())
 }
 
 proptest! {
@@ -735,4 +763,58 @@ proptest! {
             prop_assert!(b.check_result(result.as_bytes()).is_ok());
         }
     }
+}
+
+#[test]
+fn logs_are_withheld_unless_a_rule_releases_them_and_withhold_wins() {
+    // Absent: withheld, and the reason says no rule releases them.
+    let none = rules("");
+    assert_eq!(none.logs, None);
+    assert!(!none.releases_logs());
+    assert!(
+        none.logs_withheld_because()
+            .unwrap()
+            .contains("no rule sets logs = \"release\"")
+    );
+    let release = rules("logs = \"release\"");
+    assert_eq!(release.logs, Some(Sourced::new(Logs::Release, "allow[1]")));
+    assert!(release.releases_logs());
+    assert_eq!(release.logs_withheld_because(), None);
+    assert_eq!(release.to_string(), "release automatic; logs release");
+    let withhold = rules("logs = \"withhold\"");
+    assert!(!withhold.releases_logs());
+    assert_eq!(withhold.to_string(), "release automatic; logs withhold");
+    // The node's default section: its withhold overrides a rule's release, by name.
+    let default_withhold =
+        OutputRules::from_toml_str("logs = \"withhold\"\n", "node.toml", "default", files).unwrap();
+    let both = release.stricter(&default_withhold);
+    assert!(!both.releases_logs());
+    assert_eq!(
+        both.logs_withheld_because().unwrap(),
+        "logs = \"withhold\" of default; the logs stay at the node"
+    );
+    assert_eq!(both, default_withhold.stricter(&release));
+    // A default that says nothing leaves the rule's release; both releasing name both.
+    assert!(release.stricter(&OutputRules::default()).releases_logs());
+    let default_release =
+        OutputRules::from_toml_str("logs = \"release\"\n", "node.toml", "default", files).unwrap();
+    let both = release.stricter(&default_release);
+    assert!(both.releases_logs());
+    assert_eq!(
+        both.logs.unwrap().rules,
+        BTreeSet::from(["allow[1]".to_owned(), "default".to_owned()])
+    );
+    // Two withholds name both.
+    let both = withhold.stricter(&default_withhold);
+    assert!(
+        both.logs_withheld_because()
+            .unwrap()
+            .contains("of allow[1] and default")
+    );
+    // Refused in the default section with its file and line too.
+    let e = OutputRules::from_toml_str("\nlogs = \"all\"\n", "node.toml", "default", files)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("node.toml:2"), "{e}");
+    assert!(e.contains("logs `all` is not known"), "{e}");
 }
