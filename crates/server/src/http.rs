@@ -310,7 +310,9 @@ fn routes(limits: &LimitsConfig) -> Routes {
     let result_limit = usize::try_from(limits.max_result_bytes).unwrap_or(usize::MAX);
     let results = Routes::new()
         .get("/api/runs/{id}/result", get_result)
-        .put("/api/runs/{id}/result", put_result);
+        .put("/api/runs/{id}/result", put_result)
+        .get("/api/runs/{id}/logs", get_logs)
+        .put("/api/runs/{id}/logs", put_logs);
     let api = Routes::new()
         .get("/api/health", health)
         .get("/api/openapi.json", openapi)
@@ -844,6 +846,30 @@ async fn get_result(
     Id(id): Id,
 ) -> ApiResult<Response> {
     Ok(octets(svc.result(cred.get(), id).await?))
+}
+
+async fn put_logs(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<StatusCode> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the logs are larger than the server accepts",
+            )
+        } else {
+            ApiError::new(ErrorCode::InvalidRequest, "cannot read the logs body")
+        }
+    })?;
+    svc.put_logs(cred.get(), id, &body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_logs(State(svc): State<Service>, cred: Credential, Id(id): Id) -> ApiResult<Response> {
+    Ok(octets(svc.logs(cred.get(), id).await?))
 }
 
 fn event_params(q: &api::EventQuery) -> ApiResult<(i64, u32)> {

@@ -140,6 +140,10 @@ pub fn document() -> String {
                 "put": with_id(op("node: upload the encrypted result (octet-stream)", None, "204")),
                 "get": with_id(op("the encrypted result (octet-stream)", None, "200"))
             },
+            "/api/runs/{id}/logs": {
+                "put": with_id(op("node: upload the run's logs, sealed for the requester (octet-stream; the same size cap as a result); only when the node's policy releases them", None, "204")),
+                "get": with_id(op("the run's sealed logs (octet-stream), for whoever may read its result; 404 when its node released none", None, "200"))
+            },
             "/api/events": {"get": {"summary": "node: poll events after ?after=", "parameters": page_params(&[]), "responses": {"200": {"description": "events, oldest first"}}}},
             "/api/events/ws": {"get": event_socket}
         }

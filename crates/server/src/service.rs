@@ -2230,6 +2230,47 @@ impl Service {
             .ok_or(ServiceError::NotFound("the run has no result yet"))
     }
 
+    /// Store a run's sealed logs, as its own node released them. Allowed while the run is
+    /// running or awaiting release, like a result: the node uploads them before it reports the
+    /// run's final state.
+    pub async fn put_logs(&self, bearer: Option<&Bearer>, id: i64, data: &[u8]) -> Result<()> {
+        let mut tx = self.inner.db.write().await?;
+        let r = self.operated_run(&mut tx, bearer, id).await?;
+        if !matches!(r.run.state, RunState::Running | RunState::AwaitingRelease) {
+            return Err(ServiceError::Conflict(format!(
+                "the run is {}; logs can only be uploaded while it is running or awaiting release",
+                r.run.state
+            )));
+        }
+        if data.is_empty() {
+            return Err(invalid("logs", "the sealed logs are empty"));
+        }
+        tx.put_logs(id, data, now_micros()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A run's sealed logs, for whoever may read its result.
+    pub async fn logs(&self, bearer: Option<&Bearer>, id: i64) -> Result<Vec<u8>> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let r = tx
+            .run(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such run"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::ReadResult {
+                collaboration_id: r.run.collaboration_id,
+                task_organization_id: r.task_organization_id,
+                creator_run_id: r.task_creator_run_id,
+            },
+        )?;
+        tx.logs(id).await?.ok_or(ServiceError::NotFound(
+            "the run's node released no logs (its policy withholds them, or the run has not ended)",
+        ))
+    }
+
     /// Issue the token for the algorithm container of a running run.
     pub async fn run_token(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::RunToken> {
         let mut tx = self.inner.db.write().await?;

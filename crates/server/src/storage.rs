@@ -1302,6 +1302,21 @@ impl Tx {
         Ok(on!(self, c => sqlx::query_scalar(sql).bind(run_id).fetch_optional(&mut *c).await)?)
     }
 
+    /// Store (or replace) the sealed logs a run's node released.
+    pub async fn put_logs(&mut self, run_id: i64, data: &[u8], now: i64) -> Result<()> {
+        let sql = "INSERT INTO run_logs (run_id, data, created_at) VALUES ($1, $2, $3) \
+                   ON CONFLICT (run_id) DO UPDATE SET data = excluded.data, \
+                   created_at = excluded.created_at";
+        on!(self, c => sqlx::query(sql).bind(run_id).bind(data).bind(now).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The sealed logs a run's node released, if it released any.
+    pub async fn logs(&mut self, run_id: i64) -> Result<Option<Vec<u8>>> {
+        let sql = "SELECT data FROM run_logs WHERE run_id = $1";
+        Ok(on!(self, c => sqlx::query_scalar(sql).bind(run_id).fetch_optional(&mut *c).await)?)
+    }
+
     // ---- events ------------------------------------------------------------------------------
 
     /// Events for one node (organization in a collaboration) with an id above `after`,
