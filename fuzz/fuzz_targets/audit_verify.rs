@@ -45,6 +45,7 @@ fn record(i: i64) -> Record {
         },
         reason: None,
         by: None,
+        approvals: Vec::new(),
     }
 }
 

@@ -31,6 +31,7 @@ fn record(run: i64) -> Record {
         outcome: Outcome::Completed,
         reason: None,
         by: None,
+        approvals: Vec::new(),
     }
 }
 

@@ -51,7 +51,7 @@ pub use chain::{
     Verifier, VerifyError, checkpoint_message, verify_bytes,
 };
 pub use log::{AuditError, AuditLog, Options, read, verify};
-pub use record::{Event, LocalUser, Outcome, Record};
+pub use record::{Approval, Event, LocalUser, Outcome, Record};
 
 #[cfg(test)]
 mod tests;

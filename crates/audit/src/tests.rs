@@ -33,6 +33,7 @@ fn record(i: i64) -> Record {
         },
         reason: None,
         by: None,
+        approvals: Vec::new(),
     }
 }
 
@@ -428,4 +429,69 @@ fn an_airlock_record_names_its_user_and_older_lines_keep_their_form() {
         verify_bytes(forged.as_bytes(), &k.public_key()),
         Err(VerifyError::Tampered { line: 2, .. })
     ));
+}
+
+#[test]
+fn an_admission_record_names_its_approvals_and_they_cannot_be_changed() {
+    let k = key();
+    let mut chain = Chain::new();
+    let mut log = Vec::new();
+    let plain = record(1);
+    let mut admitted = record(2);
+    admitted.approvals = vec![
+        Approval {
+            store: "community".into(),
+            key_id: format!("sha256:{}", "11".repeat(32)),
+            organization: "org-b".into(),
+            index: 3,
+        },
+        Approval {
+            store: "community".into(),
+            key_id: format!("sha256:{}", "22".repeat(32)),
+            organization: "org-c".into(),
+            index: 7,
+        },
+    ];
+    for r in [&plain, &admitted] {
+        let (line, hash) = chain.entry_line(r).unwrap();
+        log.extend_from_slice(&line);
+        chain.commit(hash, false);
+    }
+    let (line, hash) = chain
+        .checkpoint_line(&k, datetime!(2026-11-26 10:00:00 UTC))
+        .unwrap();
+    log.extend_from_slice(&line);
+    chain.commit(hash, true);
+    assert!(verify_bytes(&log, &k.public_key()).unwrap().is_intact());
+    let text = String::from_utf8(log.clone()).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(
+        !first.contains("\"approvals\""),
+        "a record without approvals keeps its form: {first}"
+    );
+    let second = text.lines().nth(1).unwrap();
+    let want = format!(
+        r#""approvals":[{{"store":"community","key_id":"sha256:{}","organization":"org-b","index":3}},{{"store":"community","key_id":"sha256:{}","organization":"org-c","index":7}}]"#,
+        "11".repeat(32),
+        "22".repeat(32)
+    );
+    assert!(second.contains(&want), "{second}");
+    let parsed: serde_json::Value = serde_json::from_str(second).unwrap();
+    let back: Record = serde_json::from_value(parsed["record"].clone()).unwrap();
+    assert_eq!(back, admitted);
+    // Neither an approval's organization nor its index can be changed unnoticed, nor can an
+    // empty list be written out to look like another form of the same record.
+    for forged in [
+        text.replace(r#""organization":"org-c""#, r#""organization":"org-b""#),
+        text.replace(r#""index":7"#, r#""index":8"#),
+        text.replacen("\"reason\":null}", "\"reason\":null,\"approvals\":[]}", 1),
+    ] {
+        assert!(
+            matches!(
+                verify_bytes(forged.as_bytes(), &k.public_key()),
+                Err(VerifyError::Tampered { line: 1 | 2, .. })
+            ),
+            "{forged}"
+        );
+    }
 }

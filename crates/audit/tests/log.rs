@@ -32,6 +32,7 @@ fn record(run: i64, outcome: Outcome) -> Record {
         outcome,
         reason: None,
         by: None,
+        approvals: Vec::new(),
     }
 }
 

@@ -200,6 +200,20 @@ fn show(file: &Path, run: Option<i64>, json: bool) -> anyhow::Result<Outcome> {
             if let Some(by) = &r.by {
                 let _ = write!(out, " by={}", warden_api::display::safe(&by.to_string()));
             }
+            if !r.approvals.is_empty() {
+                let list: Vec<String> = r
+                    .approvals
+                    .iter()
+                    .map(|a| {
+                        warden_api::display::safe(&format!(
+                            "{}:{}({})@{}",
+                            a.store, a.key_id, a.organization, a.index
+                        ))
+                        .into_owned()
+                    })
+                    .collect();
+                let _ = write!(out, " approvals={}", list.join(","));
+            }
             if let Some(reason) = &r.reason {
                 let _ = write!(out, " reason={reason:?}");
             }

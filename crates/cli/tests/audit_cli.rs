@@ -44,6 +44,7 @@ fn record(run: i64, outcome: Outcome, reason: Option<&str>) -> Record {
         outcome,
         reason: reason.map(str::to_owned),
         by: None,
+        approvals: Vec::new(),
     }
 }
 
@@ -231,4 +232,32 @@ fn show_prints_records_and_filters_by_run() {
     assert_eq!(items[0]["record"]["event"], "decision");
     assert_eq!(items[1]["record"]["outcome"], "failed");
     assert_eq!(items[1]["record"]["run_id"], 2);
+}
+
+/// A run admitted by store approvals: `show` names each approval (store, reviewer key, the
+/// node's organization for it, log index); `--json` keeps them as the record holds them.
+#[test]
+fn show_names_the_approvals_that_admitted_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+    let path = dir.path().join("audit.log");
+    let mut log = AuditLog::open(&path, key, 4).unwrap();
+    let mut r = record(1, Outcome::Admitted, None);
+    r.approvals = vec![warden_audit::Approval {
+        store: "community".into(),
+        key_id: format!("sha256:{}", "ef".repeat(32)),
+        organization: "org-b".into(),
+        index: 5,
+    }];
+    log.append(r).unwrap();
+    log.close().unwrap();
+    let out = warden(&["audit", "show", s(&path)]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = format!(" approvals=community:sha256:{}(org-b)@5", "ef".repeat(32));
+    assert!(stdout.contains(&want), "{stdout}");
+    let out = warden(&["audit", "show", s(&path), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["record"]["approvals"][0]["index"], 5);
+    assert_eq!(v[0]["record"]["approvals"][0]["organization"], "org-b");
 }

@@ -294,6 +294,40 @@ impl Gate {
         Ok(self)
     }
 
+    /// The store approvals that counted for the rule that admitted `admitted`: those of the
+    /// store its `approved_by` names, signed by one of that rule's reviewer keys, each with the
+    /// node's organization for the key and its log index. Empty for a rule without
+    /// `approved_by`. What the run's audit records name.
+    pub fn admitting_approvals(&self, admitted: &Admitted) -> Vec<warden_audit::Approval> {
+        let Some(approved_by) = self
+            .policy
+            .rule(admitted.rule)
+            .and_then(|r| r.approved_by.as_ref())
+        else {
+            return Vec::new();
+        };
+        admitted
+            .evidence
+            .stores
+            .iter()
+            .filter(|c| c.store == approved_by.store)
+            .flat_map(|c| c.entries.iter().map(move |e| (c, e)))
+            .filter(|(_, e)| e.counted)
+            .filter_map(|(c, e)| {
+                let key: KeyId = e.key_id.as_deref()?.parse().ok()?;
+                approved_by
+                    .reviewers
+                    .contains_key(&key)
+                    .then(|| warden_audit::Approval {
+                        store: c.store.clone(),
+                        key_id: key.to_string(),
+                        organization: e.organization.clone().unwrap_or_default(),
+                        index: e.index,
+                    })
+            })
+            .collect()
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

@@ -401,7 +401,27 @@ async fn nodes_check_store_approvals_themselves() {
         approvals.iter().any(|l| l.contains("(org-c)")),
         "{approvals:?}"
     );
+    // what the run's audit records name: the approvals that counted for the admitting rule,
+    // with the node's organization for each key and its log index
+    let named = a.admitting_approvals(&admitted);
+    let mut want: Vec<(String, String)> = [(&r1, "org-b"), (&r2, "org-c"), (&r3, "org-b")]
+        .iter()
+        .map(|(u, o)| (u.key.public_key().id().to_string(), (*o).to_owned()))
+        .collect();
+    want.sort();
+    let mut got: Vec<(String, String)> = named
+        .iter()
+        .map(|n| (n.key_id.clone(), n.organization.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "{named:?}");
     let checked = &admitted.evidence().stores[0];
+    for n in &named {
+        assert_eq!(n.store, "community");
+        let entry = checked.entries.iter().find(|e| e.index == n.index).unwrap();
+        assert!(entry.counted && entry.kind == "approval", "{entry:?}");
+        assert_eq!(entry.key_id.as_deref(), Some(n.key_id.as_str()));
+    }
     let not_pinned = checked
         .entries
         .iter()

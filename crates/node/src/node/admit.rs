@@ -107,6 +107,7 @@ impl Node {
             outcome: AuditOutcome::Rejected,
             reason: None,
             by: None,
+            approvals: Vec::new(),
         };
         let admission_started = Instant::now();
         let admitted = self
@@ -250,6 +251,7 @@ impl Node {
             .iter()
             .map(ToString::to_string)
             .collect();
+        audit.approvals = s.gate.admitting_approvals(&admitted);
         self.spend_budget(record.run_id, &admitted, audit.organization.as_deref())?;
         audit.outcome = AuditOutcome::Admitted;
         audit.reason = None;

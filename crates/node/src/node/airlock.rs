@@ -41,6 +41,7 @@ fn record_of(event: AuditEvent, record: Option<&RunRecord>, outcome: AuditOutcom
         outcome,
         reason: None,
         by: None,
+        approvals: Vec::new(),
     }
 }
 

@@ -224,5 +224,6 @@ fn settled_record(record: &RunRecord) -> Record {
         outcome: AuditOutcome::Failed,
         reason: None,
         by: None,
+        approvals: Vec::new(),
     }
 }
