@@ -22,6 +22,7 @@ mod shell;
 mod store;
 mod task;
 mod tasklist;
+mod ui;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -104,6 +105,11 @@ enum Command {
     Whoami(login::SessionArgs),
     /// Administer the server: organizations, collaborations, users, nodes.
     Admin(admin::AdminArgs),
+    /// Serve the local web console on loopback: a researcher's tasks, runs and results (with a
+    /// profile), a data owner's airlock (with the node's socket). Prints the address to open.
+    ///
+    /// Example: warden ui --profile cardio --node-socket /var/lib/warden/spool/local.sock
+    Ui(ui::UiArgs),
     /// Print a shell completion script.
     ///
     /// Example: warden completions bash > /etc/bash_completion.d/warden
@@ -221,6 +227,7 @@ fn main() -> ExitCode {
         Command::Logout(args) => login::exit_of(login::logout(args)),
         Command::Whoami(args) => login::exit_of(login::whoami(args)),
         Command::Admin(args) => login::exit_of(admin::run(args)),
+        Command::Ui(args) => login::exit_of(ui::run(args)),
         Command::Completions { shell } => {
             emit(&shell::completions(shell, Cli::command()).trim_end());
             ExitCode::SUCCESS

@@ -31,6 +31,31 @@ pub struct TaskRecord {
     pub digest: String,
 }
 
+impl TaskRecord {
+    /// What the server shows of `task` when there is no local record (another machine created
+    /// it): its nonce and image, and the digest the image resolves to now at the registry. Every
+    /// later check is then only as good as the server's echo; callers say so.
+    pub async fn from_echo(
+        server: &str,
+        task: &warden_api::TaskDetail,
+        registry: &crate::RegistrySection,
+    ) -> Result<TaskRecord, crate::ClientError> {
+        let t = &task.task;
+        let Some(nonce) = t.nonce.clone() else {
+            return Err(crate::ClientError::NoNonce { task: t.id });
+        };
+        let image = crate::image_reference(&t.image)?;
+        let digest = crate::resolve_digest(&image, registry).await?;
+        Ok(TaskRecord {
+            server: server.to_owned(),
+            task_id: t.id,
+            nonce,
+            image,
+            digest,
+        })
+    }
+}
+
 /// Why a record could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("the task record {path}: {message}")]

@@ -1,0 +1,204 @@
+//! The page frame, the home page, refusals and errors, the static files, and how a result is
+//! shown. Everything is maud: each value is escaped as it is written into the page.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+use serde_json::Value;
+
+use crate::App;
+
+const SCRIPT: &str = include_str!("../static/console.js");
+const STYLE: &str = include_str!("../static/console.css");
+
+/// The frame of every page. `refresh`: seconds between the script's reloads of `<main>` (with
+/// backoff), for pages whose state changes at the server or the node.
+pub fn frame(title: &str, app: &App, refresh: Option<u32>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Warden" }
+                link rel="stylesheet" href="/static/console.css";
+                script src="/static/console.js" defer {}
+            }
+            body {
+                header {
+                    nav aria-label="main" {
+                        a href="/" { strong { "Warden" } }
+                        @if app.sources.researcher.is_some() {
+                            a href="/collaborations" { "Collaborations" }
+                            a href="/tasks" { "Tasks" }
+                        }
+                        @if app.sources.node.is_some() {
+                            a href="/node" { "Airlock" }
+                        }
+                    }
+                }
+                main data-refresh=[refresh] {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// A page without the frame's links, for refusals (no session, wrong origin).
+pub fn refusal(status: StatusCode, reason: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "Refused · Warden" }
+                link rel="stylesheet" href="/static/console.css";
+            }
+            body {
+                main {
+                    h1 { "Refused (" (status.as_u16()) ")" }
+                    p class="error" role="alert" { (reason) }
+                }
+            }
+        }
+    }
+}
+
+/// An error page within the frame: what failed and why (the server's, the node's or the
+/// client's words, escaped).
+pub fn error(app: &App, status: StatusCode, what: &str, why: &str) -> Response {
+    (
+        status,
+        frame(
+            what,
+            app,
+            None,
+            html! { p class="error" role="alert" { (why) } },
+        ),
+    )
+        .into_response()
+}
+
+/// What is answered when a page needs a source the console was not given.
+pub fn missing(app: &App, what: &str, flag: &str) -> Response {
+    error(
+        app,
+        StatusCode::NOT_FOUND,
+        what,
+        &format!("this console was started without {flag}"),
+    )
+}
+
+pub async fn home(State(app): State<Arc<App>>) -> Markup {
+    let body = html! {
+        @if let Some(r) = &app.sources.researcher {
+            section aria-labelledby="researcher" {
+                h2 id="researcher" { "Researcher" }
+                p {
+                    "Logged in as " strong { (r.client.username()) } " at " code { (r.client.base()) }
+                    " (profile " code { (r.profile.path.display().to_string()) } "). Results are opened here, with your key; the browser never receives it."
+                }
+                ul {
+                    li { a href="/collaborations" { "Collaborations" } }
+                    li { a href="/tasks" { "Tasks and their runs" } }
+                }
+            }
+        }
+        @if app.sources.node.is_some() {
+            section aria-labelledby="owner" {
+                h2 id="owner" { "Data owner" }
+                p { "The node's local socket: the node checks who you are and records every view, release, refusal and approval in its audit log." }
+                ul { li { a href="/node" { "Airlock: held results and the first-run approval queue" } } }
+            }
+        }
+        @if app.sources.researcher.is_none() && app.sources.node.is_none() {
+            p { "Start the console with --profile NAME, --node-socket PATH, or both." }
+        }
+    };
+    frame("Console", &app, None, body)
+}
+
+pub async fn not_found(State(app): State<Arc<App>>) -> Response {
+    error(
+        &app,
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "no such page in this console",
+    )
+}
+
+pub async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+pub async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+/// A time as RFC 3339, or `-`.
+pub fn when(t: Option<time::OffsetDateTime>) -> String {
+    t.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_else(|| "-".to_owned())
+}
+
+/// A result's bytes: JSON as a table (an object by key, an array of objects by column), other
+/// text as it is, anything else by size.
+pub fn result(bytes: &[u8]) -> Markup {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return html! { p { "A binary result of " (bytes.len()) " bytes." } };
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => html! {
+            table class="result" {
+                thead { tr { th scope="col" { "key" } th scope="col" { "value" } } }
+                tbody {
+                    @for (k, v) in &map {
+                        tr { th scope="row" { (k) } td { (cell(v)) } }
+                    }
+                }
+            }
+        },
+        Ok(Value::Array(rows)) if !rows.is_empty() && rows.iter().all(Value::is_object) => {
+            let mut columns: Vec<&String> = Vec::new();
+            for r in &rows {
+                if let Value::Object(m) = r {
+                    for k in m.keys() {
+                        if !columns.contains(&k) {
+                            columns.push(k);
+                        }
+                    }
+                }
+            }
+            html! {
+                table class="result" {
+                    thead { tr { @for c in &columns { th scope="col" { (c) } } } }
+                    tbody {
+                        @for r in &rows {
+                            tr { @for c in &columns { td { (r.get(c.as_str()).map(cell).unwrap_or_default()) } } }
+                        }
+                    }
+                }
+            }
+        }
+        _ => html! { pre class="result" { (text) } },
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
