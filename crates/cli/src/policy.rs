@@ -5,6 +5,11 @@
 //! was verified (real verification is `warden image verify`). Exit 0 allowed, 1 denied, 2 bad
 //! input (policy file, image reference, digest or key file), the error on stderr.
 //! `warden policy lint FILE` validates a policy and prints its rules (exit 0 valid, 2 refused).
+//! An `approved_by` condition needs the store's evidence: with `--node-config FILE` it is
+//! fetched and verified from the node configuration's `[[stores]]` exactly as the node does
+//! (`warden_node::stores`, the node's saved checkpoints; the digest must be known); without it
+//! the condition is shown as not evaluated offline, never as a failure, and a rule that would
+//! permit if it held makes the check `undecided` (exit 1).
 //! Both show the output rules (`[allow.output]`) of allow rules: `check` those of the rule that
 //! permits (`output` in `--json`, `null` for a denial), `lint` those of every allow rule.
 
@@ -14,7 +19,10 @@ use std::path::{Path, PathBuf};
 use crate::common::Outcome;
 use anyhow::Context as _;
 use clap::Subcommand;
-use warden_policy::{FirstRun, OutputRules, PathPattern, Policy, Release, Request, Requester};
+use warden_policy::{
+    Approvals, DenyReason, Failure, FirstRun, OutputRules, PathPattern, Policy, Release, Request,
+    Requester, RuleId, StoreFacts,
+};
 use warden_reference::{Digest, Reference};
 use warden_trust::PublicKey;
 
@@ -48,6 +56,11 @@ pub enum PolicyCommand {
         /// Assume a verified signature by the public key in this PEM file (repeatable).
         #[arg(long = "signer", value_name = "KEYFILE")]
         signers: Vec<PathBuf>,
+        /// The node configuration whose `[[stores]]` (pinned store and reviewer keys, saved
+        /// checkpoints) fetch and verify the approvals `approved_by` rules ask for, as the
+        /// node does; needs the digest. Without it `approved_by` is not evaluated.
+        #[arg(long, value_name = "FILE")]
+        node_config: Option<PathBuf>,
         /// Print one JSON object: `decision` ("allow"/"deny"), `rule` and `reasons`.
         #[arg(long)]
         json: bool,
@@ -72,6 +85,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Outcome> {
             function,
             digest,
             signers,
+            node_config,
             json,
             image,
         } => {
@@ -86,6 +100,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Outcome> {
                 requester,
                 digest.as_deref(),
                 &signers,
+                node_config.as_deref(),
                 json,
                 &image,
             )
@@ -94,11 +109,15 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Outcome> {
     }
 }
 
+/// What `approved_by` is shown as without the store's evidence.
+pub const NOT_EVALUATED: &str = "not evaluated offline (needs the store's evidence)";
+
 fn check(
     policy_path: &Path,
     requester: Requester,
     digest: Option<&str>,
     signer_files: &[PathBuf],
+    node_config: Option<&Path>,
     json: bool,
     image: &str,
 ) -> anyhow::Result<Outcome> {
@@ -115,7 +134,54 @@ fn check(
     for file in signer_files {
         signers.insert(read_key(file)?.id());
     }
-    let decision = warden_policy::decide(
+    let names = policy.stores_for(reference.repository());
+    let mut approvals = Approvals::none();
+    let mut stores_checked = Vec::new();
+    let offline = node_config.is_none();
+    match node_config {
+        Some(path) => {
+            let config = warden_node::config::Config::load(path)?;
+            let stores = warden_node::stores::Stores::load(
+                &config.stores,
+                &config.node.spool_dir.join("stores"),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for name in &names {
+                anyhow::ensure!(
+                    stores.get(name).is_some(),
+                    "the policy's approved_by names store `{name}`, which {} does not pin; add a [[stores]] table for it",
+                    path.display()
+                );
+            }
+            if !names.is_empty() {
+                let Some(d) = reference.digest().or(digest.as_ref()) else {
+                    anyhow::bail!(
+                        "approved_by is checked against the approvals of one manifest digest: give --digest (or a reference by digest); `warden image verify --node-config` resolves it from the registry"
+                    );
+                };
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start the async runtime")?;
+                stores_checked = runtime.block_on(stores.check(&names, reference.repository(), d));
+                for c in &stores_checked {
+                    approvals.stores.insert(c.store.clone(), c.facts.clone());
+                }
+            }
+        }
+        None => {
+            for name in &names {
+                approvals.stores.insert(
+                    name.clone(),
+                    StoreFacts {
+                        unavailable: Some(NOT_EVALUATED.to_owned()),
+                        ..StoreFacts::default()
+                    },
+                );
+            }
+        }
+    }
+    let decision = warden_policy::decide_with(
         &policy,
         &Request {
             reference: &reference,
@@ -123,8 +189,39 @@ fn check(
             signers: &signers,
             requester: &requester,
         },
+        &approvals,
     );
+    // Offline, an allow rule that fails on `approved_by` alone is not a denial: it would permit
+    // if the store's evidence holds.
+    let undecided: Vec<RuleId> = if offline {
+        decision
+            .reasons()
+            .iter()
+            .filter_map(|r| match r {
+                DenyReason::RuleFailed { rule, failed }
+                    if !failed.is_empty() && failed.iter().all(not_evaluated) =>
+                {
+                    Some(*rule)
+                }
+                _ => None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let denied_by_rule = decision
+        .reasons()
+        .iter()
+        .any(|r| matches!(r, DenyReason::DeniedBy { .. }));
+    let verdict = if decision.is_permit() {
+        "allow"
+    } else if !undecided.is_empty() && !denied_by_rule {
+        "undecided"
+    } else {
+        "deny"
+    };
     let exit = if decision.is_permit() { 0 } else { EXIT_DENIED };
+    let reasons: Vec<String> = decision.reasons().iter().map(reason_text).collect();
     // The output rules of the allow rule that permits; none for a denial.
     let output_rules = match &decision {
         warden_policy::Decision::Permit { rule } => policy.output_rules(*rule),
@@ -133,22 +230,58 @@ fn check(
     let output = if json {
         let rule = decision.rule();
         serde_json::json!({
-            "decision": if decision.is_permit() { "allow" } else { "deny" },
+            "decision": verdict,
             "rule": rule.map(|r| r.name()),
             "line": rule.map(|r| r.line),
-            "reasons": decision.reasons().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "reasons": reasons,
             "reference": reference.to_string(),
             "repository": reference.repository().to_string(),
             "policy": policy.origin(),
             "output": output_rules.map(output_json),
+            "approved_by": if names.is_empty() {
+                serde_json::Value::Null
+            } else if offline {
+                serde_json::json!(NOT_EVALUATED)
+            } else {
+                serde_json::json!("evaluated")
+            },
+            "undecided_rules": undecided.iter().map(|r| r.name()).collect::<Vec<_>>(),
+            "stores": stores_checked.iter().map(|c| serde_json::json!({
+                "store": c.store,
+                "checkpoint": c.checkpoint,
+                "revoked": c.facts.revoked,
+                "unavailable": c.facts.unavailable,
+                "cached": c.cached,
+                "entries": c.entries,
+            })).collect::<Vec<_>>(),
         })
         .to_string()
     } else {
+        let head = match (&decision, verdict) {
+            (warden_policy::Decision::Permit { .. }, _) => decision.to_string(),
+            (_, "undecided") => {
+                let list: Vec<String> = undecided.iter().map(ToString::to_string).collect();
+                format!(
+                    "undecided: {} would permit if approved_by holds; approved_by: {NOT_EVALUATED}; give --node-config to check it against the store as the node does",
+                    list.join(", ")
+                )
+            }
+            _ => {
+                let mut t = String::from("denied");
+                for r in &reasons {
+                    t.push_str(&format!("\n  - {r}"));
+                }
+                t
+            }
+        };
         let mut text = format!(
-            "{reference} (repository {}) under {}: {decision}",
+            "{reference} (repository {}) under {}: {head}",
             reference.repository(),
             policy.origin()
         );
+        for c in &stores_checked {
+            text.push_str(&store_text(c));
+        }
         if let Some(rules) = output_rules {
             text.push_str(&format!(
                 "
@@ -158,6 +291,66 @@ fn check(
         text
     };
     Ok(Outcome { output, exit })
+}
+
+/// An `approved_by` that was not evaluated (no evidence offline).
+fn not_evaluated(f: &Failure) -> bool {
+    matches!(f, Failure::ApprovalsUnavailable { why, .. } if why == NOT_EVALUATED)
+}
+
+/// A denial reason, with an `approved_by` that was not evaluated said as such.
+fn reason_text(r: &DenyReason) -> String {
+    match r {
+        DenyReason::RuleFailed { rule, failed } if failed.iter().any(not_evaluated) => {
+            let list: Vec<String> = failed
+                .iter()
+                .map(|f| match f {
+                    Failure::ApprovalsUnavailable { store, .. } if not_evaluated(f) => {
+                        format!("approved_by: {NOT_EVALUATED} of store `{store}`")
+                    }
+                    other => other.to_string(),
+                })
+                .collect();
+            format!("{rule} names this repository but {}", list.join("; "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What one store showed, as `warden image verify` prints it.
+fn store_text(c: &warden_node::stores::Checked) -> String {
+    use warden_api::display::safe;
+    let size = c
+        .checkpoint
+        .as_deref()
+        .and_then(|n| n.lines().nth(1))
+        .unwrap_or("?");
+    let mut out = format!("\n  store {} (checkpoint size {size})", c.store);
+    if let Some(why) = &c.cached {
+        out.push_str(&format!("\n    cached: {}", safe(why)));
+    }
+    if let Some(why) = &c.facts.unavailable {
+        out.push_str(&format!("\n    refused: {}", safe(why)));
+    }
+    if let Some(why) = &c.facts.revoked {
+        out.push_str(&format!("\n    revoked: {}", safe(why)));
+    }
+    for e in &c.entries {
+        out.push_str(&format!(
+            "\n    {} {}: reviewer {}, key {}, organization {}, {}: {}",
+            e.kind,
+            e.index,
+            e.reviewer
+                .as_deref()
+                .map(safe)
+                .unwrap_or_else(|| "?".into()),
+            e.key_id.as_deref().unwrap_or("not pinned"),
+            e.organization.as_deref().unwrap_or("-"),
+            if e.counted { "counted" } else { "not counted" },
+            safe(&e.why),
+        ));
+    }
+    out
 }
 
 /// The output rules of an allow rule as `check --json` prints them; an absent key is `null`.

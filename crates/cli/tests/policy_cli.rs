@@ -659,3 +659,105 @@ fn bad_output_rules_exit_2_with_file_line_and_key() {
         bad_input(d, &["policy", "lint", "etc/output.toml"], error);
     }
 }
+
+/// Without the store's evidence, `approved_by` is shown as not evaluated, never as a failure:
+/// a rule that fails on it alone leaves the check undecided (exit 1), a rule that fails on
+/// something else as well is still a denial, and a deny rule still denies.
+#[test]
+fn approved_by_is_not_evaluated_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("reviewers")).expect("mkdir");
+    std::fs::write(etc.join("reviewers/alice.pub"), ALICE_PUB).expect("write key");
+    std::fs::write(etc.join("reviewers/bob.pub"), BOB_PUB).expect("write key");
+    std::fs::write(
+        etc.join("policy.toml"),
+        r#"version = 1
+
+[[deny]]
+repository = "registry.example.org/team/banned"
+
+[[allow]]
+repository = "registry.example.org/team/mean"
+approved_by = { store = "community", reviewers = ["reviewers/*.pub"], min_approvals = 2, min_organizations = 2 }
+
+[[allow]]
+repository_regex = "registry.example.org/team/(other|banned)"
+organizations = ["hospital-a"]
+approved_by = { store = "community", reviewers = ["reviewers/*.pub"], min_approvals = 1, min_organizations = 1 }
+"#,
+    )
+    .expect("write policy");
+    let d = dir.path();
+    let (code, json) = check_json(d, &["--digest", GOOD], "registry.example.org/team/mean");
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["decision"], "undecided", "{json}");
+    assert_eq!(
+        json["approved_by"],
+        "not evaluated offline (needs the store's evidence)"
+    );
+    assert_eq!(json["undecided_rules"], serde_json::json!(["allow[1]"]));
+    let reasons = json["reasons"].to_string();
+    assert!(
+        reasons.contains(
+            "approved_by: not evaluated offline (needs the store's evidence) of store `community`"
+        ),
+        "{reasons}"
+    );
+    assert!(
+        !reasons.contains("fails closed") && !reasons.contains("could not be checked"),
+        "{reasons}"
+    );
+
+    // another condition fails too: a denial, with approved_by still said as not evaluated
+    let (code, json) = check_json(
+        d,
+        &["--organization", "hospital-b"],
+        "registry.example.org/team/other",
+    );
+    assert_eq!(
+        (code, json["decision"].as_str()),
+        (1, Some("deny")),
+        "{json}"
+    );
+    let reasons = json["reasons"].to_string();
+    assert!(
+        reasons.contains("organization `hospital-b` is not listed")
+            && reasons.contains("approved_by: not evaluated offline"),
+        "{reasons}"
+    );
+
+    // a deny rule denies whatever the store would say
+    let (code, json) = check_json(
+        d,
+        &["--organization", "hospital-a"],
+        "registry.example.org/team/banned",
+    );
+    assert_eq!(
+        (code, json["decision"].as_str()),
+        (1, Some("deny")),
+        "{json}"
+    );
+    assert_eq!(json["rule"], "deny[1]", "{json}");
+
+    // a rule without approved_by is not affected
+    let (_, json) = check_json(d, &[], "registry.example.org/team/unknown");
+    assert!(json["approved_by"].is_null(), "{json}");
+
+    let run = warden(
+        d,
+        &[
+            "policy",
+            "check",
+            "--policy",
+            "etc/policy.toml",
+            "registry.example.org/team/mean",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("undecided: allow[1] (line 6) would permit if approved_by holds; approved_by: not evaluated offline (needs the store's evidence); give --node-config"),
+        "{}",
+        run.stdout
+    );
+}

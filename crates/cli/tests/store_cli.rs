@@ -632,3 +632,145 @@ async fn log_verify_detects_a_rewritten_database_an_altered_entry_and_a_forged_c
     assert!(stderr(&o).contains("log entry 1"), "{}", stderr(&o));
     let _ = s.db();
 }
+
+/// `warden policy check --node-config` checks `approved_by` against the store as the node does
+/// (the node configuration's pinned store and reviewer keys, its saved checkpoint): approved by
+/// reviewers of two organizations allows, a revocation denies with the reason; the digest must
+/// be given; without the node configuration the condition is not evaluated.
+#[tokio::test]
+async fn policy_check_with_the_node_config_checks_approvals_as_the_node_does() {
+    let s = setup().await;
+    let digest = format!("sha256:{}", "5a".repeat(32));
+    let image = format!("registry.example.org/team/mean@{digest}");
+    let id = s.approved(&image);
+    let info: Value = reqwest::get(format!("{}/api/store", s.store.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let node = s.homes.join("node");
+    std::fs::create_dir_all(node.join("reviewers")).unwrap();
+    for r in ["rev-b", "rev-c"] {
+        std::fs::copy(
+            s.homes.join(format!("{r}.pub")),
+            node.join(format!("reviewers/{r}.pub")),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        node.join("policy.toml"),
+        "version = 1\n[[allow]]\nrepository = \"registry.example.org/team/mean\"\napproved_by = { store = \"community\", reviewers = [\"reviewers/*.pub\"], min_approvals = 2, min_organizations = 2 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        node.join("node.toml"),
+        format!(
+            r#"[server]
+url = "http://127.0.0.1:9"
+api_key_file = "node.key"
+[node]
+policy = "policy.toml"
+secret_key = "org.key"
+spool_dir = "spool"
+probe = "probe"
+name = "policy-check"
+[audit]
+dir = "audit"
+signing_key = "audit.key"
+password_file = "audit.pw"
+[[stores]]
+name = "community"
+url = "{}"
+note_key = "{}"
+[[stores.reviewers]]
+key = "reviewers/rev-b.pub"
+organization = "b"
+[[stores.reviewers]]
+key = "reviewers/rev-c.pub"
+organization = "c"
+"#,
+            s.store.base,
+            info["note_key"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let policy = node.join("policy.toml");
+    let config = node.join("node.toml");
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        args.push("registry.example.org/team/mean");
+        s.as_user("dev", &args)
+    };
+    let out = check(&[
+        "--node-config",
+        config.to_str().unwrap(),
+        "--digest",
+        &digest,
+    ]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "allow", "{v}");
+    assert_eq!(v["approved_by"], "evaluated");
+    let entries = v["stores"][0]["entries"].as_array().unwrap();
+    let counted: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["counted"] == true)
+        .map(|e| e["organization"].as_str().unwrap())
+        .collect();
+    assert_eq!(counted, ["b", "c"], "{v}");
+    assert!(
+        node.join("spool/stores/community/checkpoint").exists(),
+        "the node's checkpoint is saved, as the node saves it"
+    );
+
+    // the digest is needed
+    let out = check(&["--node-config", config.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert!(stderr(&out).contains("give --digest"), "{}", stderr(&out));
+
+    // offline: not evaluated, undecided
+    let out = check(&["--digest", &digest]);
+    assert_eq!(code(&out), 1, "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "undecided", "{v}");
+
+    // revoked: denied with the reason
+    ok(&s.as_user(
+        "rev-c",
+        &[
+            "algorithm",
+            "revoke",
+            "--store",
+            "community",
+            &id.to_string(),
+            "--reason",
+            "leaks rows",
+            "--key",
+            &s.key("rev-c"),
+        ],
+    ));
+    let out = check(&[
+        "--node-config",
+        config.to_str().unwrap(),
+        "--digest",
+        &digest,
+    ]);
+    assert_eq!(code(&out), 1, "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "deny", "{v}");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("store `community` revoked it"),
+        "{v}"
+    );
+}
