@@ -37,6 +37,9 @@ warden_prereqs() {
     # the lying-server tests edit the server's SQLite database directly, as its operator could
     command -v sqlite3 >/dev/null || missing+=(sqlite3)
     [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+    # the web console's browser tests (crates/cli/tests/console_ui.rs): headless Chromium over WebDriver
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
     if [ ${#missing[@]} -gt 0 ]; then
         warden_need_root "${missing[*]}" || return 1
         echo "installing: ${missing[*]}"

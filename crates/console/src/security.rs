@@ -2,7 +2,7 @@
 //! loopback-only listen address, the launch token exchanged for an HttpOnly SameSite=Strict
 //! session cookie, the Host and Origin checks (DNS rebinding, cross-site forms), the CSRF token
 //! of every form, and the headers every answer carries (a strict Content-Security-Policy, no
-//! framing, no sniffing, no caching, no referrer).
+//! framing, no sniffing, no caching, no referrer to other sites).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -172,7 +172,8 @@ pub async fn headers(req: Request, next: Next) -> Response {
         ("content-security-policy", CSP),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        // `no-referrer` would make Chromium send `Origin: null` with the console's own forms.
+        ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cross-origin-resource-policy", "same-origin"),
