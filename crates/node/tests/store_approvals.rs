@@ -4,7 +4,9 @@
 //! from one organization by the node's own mapping (whatever the store says), an approval by a
 //! key the node does not pin, a revocation, the store's database rewritten to drop the
 //! revocation (the node that saw it refuses the store, and keeps refusing), the store down with
-//! fresh and with stale cached evidence.
+//! fresh and with stale cached evidence. End to end with containers: two nodes run an image
+//! two reviewers of two organizations approved, each audit record naming the approvals, and a
+//! revocation denies the next run at both with the reason.
 
 // Test helpers: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,13 +15,16 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::World;
+use common::attack::{audit_records, refused};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use time::OffsetDateTime;
+use warden_api::RunState;
 use warden_node::admission::Gate;
 use warden_node::config::Config;
 use warden_node::stores::Stores;
@@ -50,6 +55,7 @@ struct Store {
     key: SigningKey,
     dir: TempDir,
     running: Option<warden_store::RunningStore>,
+    min_approvals: u32,
 }
 
 struct User {
@@ -59,7 +65,7 @@ struct User {
     key: SigningKey,
 }
 
-async fn serve(dir: &Path, key: &SigningKey) -> warden_store::RunningStore {
+async fn serve(dir: &Path, key: &SigningKey, min_approvals: u32) -> warden_store::RunningStore {
     let url = format!("sqlite://{}", dir.join("store.db").display());
     let db = Db::connect(&url, dir, &ConnectOptions::default())
         .await
@@ -73,10 +79,8 @@ async fn serve(dir: &Path, key: &SigningKey) -> warden_store::RunningStore {
         db,
         "community",
         key,
-        // four approvals approve a version in this store: every step below is logged while
-        // the version is under review
         ReviewConfig {
-            min_approvals: 4,
+            min_approvals,
             ..ReviewConfig::default()
         },
         auth,
@@ -93,16 +97,23 @@ async fn serve(dir: &Path, key: &SigningKey) -> warden_store::RunningStore {
 }
 
 impl Store {
+    /// A store where four approvals approve a version: every review of the tests is logged
+    /// while the version is under review.
     async fn start() -> Store {
+        Store::start_with(4).await
+    }
+
+    async fn start_with(min_approvals: u32) -> Store {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
-        let running = serve(dir.path(), &key).await;
+        let running = serve(dir.path(), &key, min_approvals).await;
         Store {
             base: format!("http://{}", running.addr),
             http: reqwest::Client::new(),
             key,
             dir,
             running: Some(running),
+            min_approvals,
         }
     }
 
@@ -114,7 +125,7 @@ impl Store {
 
     async fn restart(&mut self) {
         self.stop().await;
-        let running = serve(self.dir.path(), &self.key).await;
+        let running = serve(self.dir.path(), &self.key, self.min_approvals).await;
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
     }
@@ -268,6 +279,19 @@ fn node(
     reviewers: &[(&str, &User, &str)],
     max_age: u64,
 ) -> PathBuf {
+    node_of(w, &w.a, dir_name, store, note_key, reviewers, max_age)
+}
+
+/// [`node`] for a node of organization `org` (with its API key).
+fn node_of(
+    w: &World,
+    org: &common::Org,
+    dir_name: &str,
+    store: &Store,
+    note_key: &str,
+    reviewers: &[(&str, &User, &str)],
+    max_age: u64,
+) -> PathBuf {
     let d = w.dir.path().join(dir_name);
     std::fs::create_dir_all(d.join("reviewers")).unwrap();
     let mut tables = format!(
@@ -285,8 +309,8 @@ fn node(
         ));
     }
     w.node_config_in(
-        &w.a,
-        &w.a.api_key,
+        org,
+        &org.api_key,
         dir_name,
         "[[allow]]\nrepository_regex = '.+/node/approved'\napproved_by = { store = \"community\", reviewers = [\"reviewers/*.pub\"], min_approvals = 2, min_organizations = 2 }\n",
         &tables,
@@ -532,7 +556,7 @@ async fn a_checkpoint_from_a_forked_history_is_detected() {
     let one = Store::start().await;
     // the second instance signs with the same key over its own database
     let other_dir = tempfile::tempdir().unwrap();
-    let other = serve(other_dir.path(), &one.key).await;
+    let other = serve(other_dir.path(), &one.key, 4).await;
     let other_base = format!("http://{}", other.addr);
     let info = one.ok("GET", "/api/store", None, None).await;
     let note_key = info["note_key"].as_str().unwrap().to_owned();
@@ -567,6 +591,7 @@ async fn a_checkpoint_from_a_forked_history_is_detected() {
         key: SigningKey::from_pkcs8_der(&one.key.to_pkcs8_der().unwrap()).unwrap(),
         dir: other_dir,
         running: Some(other),
+        min_approvals: 4,
     };
     let admin2 = other_store.admin().await;
     let dev2 = other_store
@@ -646,4 +671,114 @@ async fn a_checkpoint_from_a_forked_history_is_detected() {
         .await
         .unwrap_err();
     assert!(!e.is_inconsistent(), "{e}");
+}
+
+/// The whole way with containers: a real store, the real server, the real registry, two nodes
+/// (organizations A and B) and Docker. Approved by two reviewers of two organizations: the run
+/// completes at both nodes, and each node's audit records name the approvals that admitted it.
+/// Revoked by one reviewer: the next task is rejected at both nodes with the reason, before
+/// anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approved_runs_complete_at_two_nodes_and_a_revocation_denies_the_next() {
+    common::init_tracing();
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("echo", "approved", "v1");
+    let image = format!("{repo}:v1");
+    // two approvals of two organizations approve a version (and it can be revoked)
+    let store = Store::start_with(2).await;
+    let admin = store.admin().await;
+    let dev = store.user(&admin, "dev", "org-dev", "developer").await;
+    let r1 = store.user(&admin, "rev1", "org-b", "reviewer").await;
+    let r2 = store.user(&admin, "rev2", "org-c", "reviewer").await;
+    let info = store.ok("GET", "/api/store", None, None).await;
+    let note_key = info["note_key"].as_str().unwrap().to_owned();
+    let v = store
+        .ok(
+            "POST",
+            "/api/versions",
+            Some(&dev.token),
+            Some(json!({
+                "algorithm": "echo", "source": "https://git.example/team/echo",
+                "image": format!("{repo}@{digest}"),
+                "commit": "0123456789abcdef0123456789abcdef01234567",
+                "functions": [{"name": "hello", "kind": "partial"}],
+            })),
+        )
+        .await;
+    let id = v["id"].as_i64().unwrap();
+    for r in ["rev1", "rev2"] {
+        store
+            .ok(
+                "POST",
+                &format!("/api/versions/{id}/assign"),
+                Some(&admin),
+                Some(json!({"reviewer": r})),
+            )
+            .await;
+    }
+    store.decide(&r1, &v, Decision::Approve).await;
+    store.decide(&r2, &v, Decision::Approve).await;
+    let pins = [("rev1.pub", &r1, "org-b"), ("rev2.pub", &r2, "org-c")];
+    let config_a = node_of(&w, &w.a, "run-a", &store, &note_key, &pins, 3600);
+    let config_b = node_of(&w, &w.b, "run-b", &store, &note_key, &pins, 3600);
+    let node_a = w.start_node(&config_a).await;
+    let node_b = w.start_node(&config_b).await;
+
+    let input = json!({"function": "hello", "args": null});
+    let task = w.create_task(&image, &input, &[&w.a, &w.b]).await;
+    let want: Vec<(String, String)> = [(&r1, "org-b"), (&r2, "org-c")]
+        .iter()
+        .map(|(u, o)| (u.key.public_key().id().to_string(), (*o).to_owned()))
+        .collect();
+    for (run, config) in task.runs.iter().zip([&config_a, &config_b]) {
+        let r = w.wait_final(run.id, Duration::from_secs(120)).await;
+        assert_eq!(r.state, RunState::Completed, "{:?}", r.reason);
+        assert_eq!(r.digest.as_deref(), Some(digest.to_string().as_str()));
+        let text = String::from_utf8(w.result(run.id).await).unwrap();
+        assert!(text.contains("\"function\":\"hello\""), "{text}");
+        // the decision and the run (other records, such as what became of the logs, are not
+        // about admission)
+        let records: Vec<Value> = audit_records(config, run.id)
+            .into_iter()
+            .filter(|r| r["event"] == "decision" || r["event"] == "run")
+            .collect();
+        let events: Vec<(&str, &str)> = records
+            .iter()
+            .map(|r| (r["event"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            events,
+            [("decision", "admitted"), ("run", "completed")],
+            "{records:?}"
+        );
+        for rec in &records {
+            let approvals = rec["approvals"].as_array().unwrap();
+            let mut got: Vec<(String, String)> = approvals
+                .iter()
+                .map(|a| {
+                    assert_eq!(a["store"], "community", "{a}");
+                    assert!(a["index"].as_u64().unwrap() >= 1, "{a}");
+                    (
+                        a["key_id"].as_str().unwrap().to_owned(),
+                        a["organization"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            got.sort();
+            let mut want = want.clone();
+            want.sort();
+            assert_eq!(got, want, "{rec}");
+        }
+    }
+
+    // revoked by a reviewer: the next task is rejected at both nodes, nothing runs
+    store.decide(&r2, &v, Decision::Revoke).await;
+    let task = w.create_task(&image, &input, &[&w.a, &w.b]).await;
+    for (run, config) in task.runs.iter().zip([&config_a, &config_b]) {
+        let reason = refused(&w, config, run.id, "store `community` revoked it", None).await;
+        assert!(reason.contains("by reviewer `rev2`"), "{reason}");
+        assert!(audit_records(config, run.id)[0].get("approvals").is_none());
+    }
+    node_a.stop().await;
+    node_b.stop().await;
 }
