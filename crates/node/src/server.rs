@@ -381,6 +381,20 @@ impl ServerClient {
         .map(|_| ())
     }
 
+    /// Uploads the run's logs, sealed for the requester; allowed while the run is running or
+    /// awaiting release, like a result.
+    pub async fn put_logs(&self, run_id: i64, sealed: &[u8]) -> Result<()> {
+        let url = self.http.url(&format!("/api/runs/{run_id}/logs"));
+        let data = sealed.to_vec();
+        self.call("logs upload", |c| {
+            c.put(&url)
+                .header("content-type", "application/octet-stream")
+                .body(data.clone())
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// A run token for the proxy (the run must be running).
     pub async fn run_token(&self, run_id: i64) -> Result<RunClient> {
         let token: api::RunToken = self

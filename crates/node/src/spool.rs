@@ -9,6 +9,7 @@
 //! <spool>/cursor                    last event id handled
 //! <spool>/runs/<run>/record.json    what the node knows and decided about the run
 //! <spool>/runs/<run>/result.sealed  the sealed result awaiting delivery
+//! <spool>/runs/<run>/logs.sealed    released logs, sealed for the requester, awaiting delivery
 //! <spool>/work/<run>/{input,output,proxy}
 //! <spool>/logs/run-<run>.log        what the algorithm printed (0600; kept for the data owner)
 //! <spool>/withheld/run-<run>       a result the admitting rule's output rules withheld (0600)
@@ -321,6 +322,43 @@ impl Spool {
     pub fn result(&self, run_id: i64) -> Result<Vec<u8>> {
         let path = self.run_dir(run_id).join("result.sealed");
         fs::read(&path).map_err(io(&path))
+    }
+
+    /// Stores a run's logs sealed for the requester (`logs = "release"`), until delivered.
+    pub fn put_sealed_logs(&self, run_id: i64, sealed: &[u8]) -> Result<()> {
+        let dir = self.run_dir(run_id);
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        write_atomic(&dir.join("logs.sealed"), sealed)
+    }
+
+    /// Drops a run's sealed logs that must not be delivered.
+    pub fn remove_sealed_logs(&self, run_id: i64) -> Result<()> {
+        let path = self.run_dir(run_id).join("logs.sealed");
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// A run's sealed logs awaiting delivery, if its logs were released.
+    pub fn sealed_logs(&self, run_id: i64) -> Result<Option<Vec<u8>>> {
+        let path = self.run_dir(run_id).join("logs.sealed");
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// What a run's algorithm printed, as kept at the node; `None` when no container ran.
+    pub fn log(&self, run_id: i64) -> Result<Option<Vec<u8>>> {
+        let path = self.log_path(run_id);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// Where the log of a run is kept: `<spool>/logs/run-<id>.log`.

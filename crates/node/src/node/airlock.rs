@@ -20,7 +20,11 @@ fn now() -> i64 {
 }
 
 /// An audit record of what happened to a run at the airlock.
-fn record_of(event: AuditEvent, record: Option<&RunRecord>, outcome: AuditOutcome) -> Record {
+pub(super) fn record_of(
+    event: AuditEvent,
+    record: Option<&RunRecord>,
+    outcome: AuditOutcome,
+) -> Record {
     Record {
         time: OffsetDateTime::now_utc(),
         event,
@@ -382,6 +386,8 @@ impl Node {
         s.spool
             .put_result(run, &sealed)
             .map_err(|e| LocalError::unavailable(format!("cannot spool the sealed result: {e}")))?;
+        // The logs leave with the released result, when its rules release them.
+        self.settle_logs(&record, None);
         let mut closing = record_of(AuditEvent::Run, Some(&record), AuditOutcome::Completed);
         closing.output_sha256 = Some(hash);
         if self.audit(closing).is_err() {
@@ -456,6 +462,11 @@ impl Node {
             Err(_) => None,
         };
         let _ = s.airlock.remove(run);
+        // A refused result releases no logs.
+        self.settle_logs(
+            &record,
+            Some("the held result was refused, so its logs are not released either".into()),
+        );
         self.close(
             &mut record,
             Final::Failed {

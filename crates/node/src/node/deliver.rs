@@ -152,6 +152,12 @@ impl Node {
             let _ = s.spool.remove(record.run_id);
             return Ok(());
         }
+        // Released logs go up before the final state, while the server still takes them.
+        if matches!(outcome, Final::Completed | Final::Failed { .. })
+            && matches!(run.state, RunState::Running | RunState::AwaitingRelease)
+        {
+            self.deliver_logs(record.run_id).await?;
+        }
         let update = match outcome {
             Final::Completed => {
                 // Running, or awaiting release when its owner released it.
@@ -199,6 +205,33 @@ impl Node {
         tracing::info!(run = record.run_id, state = %update.state, "outcome delivered");
         let _ = s.spool.remove(record.run_id);
         Ok(())
+    }
+}
+
+impl Node {
+    /// Uploads a run's sealed logs, if they were released. A refusal other than the server
+    /// being away is logged and does not hold back the run's outcome.
+    async fn deliver_logs(&self, run_id: i64) -> Result<(), ServerError> {
+        let s = &self.inner;
+        let sealed = match s.spool.sealed_logs(run_id) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::error!(run = run_id, error = %e, "the spooled sealed logs are unreadable; not delivered");
+                return Ok(());
+            }
+        };
+        match s.server.put_logs(run_id, &sealed).await {
+            Ok(()) => {
+                tracing::info!(run = run_id, bytes = sealed.len(), "sealed logs delivered");
+                Ok(())
+            }
+            Err(e) if e.is_transient() => Err(e),
+            Err(e) => {
+                tracing::warn!(run = run_id, error = %e, "the server refused the sealed logs; they are not delivered");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -377,6 +377,21 @@ impl Node {
                 withheld_hash,
             ),
         };
+        // The run's logs: released (sealed, spooled with the outcome) or withheld, on record
+        // before the outcome is. Under `release = "manual"` they leave only with a released
+        // result, which a run ending here does not have.
+        let manual = matches!(
+            self.rules_of(record).map(|r| r.release),
+            Ok(warden_policy::Release::Manual { .. })
+        );
+        self.settle_logs(
+            record,
+            manual.then(|| {
+                "release = \"manual\": logs leave only with a released result, and this run \
+                 has none"
+                    .to_owned()
+            }),
+        );
         if let Some(a) = audit {
             a.output_sha256 = output_hash;
             match &final_ {
@@ -489,6 +504,18 @@ pub(super) fn seal_output(
     if record.plaintext {
         return Ok(output.to_vec());
     }
+    seal_for_requester(secret, record, warden_seal::Kind::Result, output)
+}
+
+/// Seals `bytes` (a result, or released logs with [`warden_seal::Kind::Logs`]) to the reply key
+/// the input proved, bound to the run (nonce, run, producer, digest) under `kind`, so that logs
+/// and a result, or two runs' logs, cannot be swapped. Never plaintext.
+pub(super) fn seal_for_requester(
+    secret: &warden_seal::SecretKey,
+    record: &RunRecord,
+    kind: warden_seal::Kind,
+    output: &[u8],
+) -> Result<Vec<u8>, String> {
     let (Some(reply_key), Some(nonce), Some(organization), Some(digest)) = (
         &record.reply_key,
         &record.nonce,
@@ -509,7 +536,7 @@ pub(super) fn seal_output(
         organization: organization.clone(),
         digest: digest.clone(),
     };
-    warden_seal::seal_result(secret, warden_seal::Kind::Result, &key, &binding, output)
+    warden_seal::seal_result(secret, kind, &key, &binding, output)
         .map_err(|e| format!("cannot seal the result: {e}"))
 }
 

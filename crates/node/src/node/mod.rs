@@ -8,6 +8,7 @@ mod airlock;
 mod deliver;
 mod execute;
 mod intake;
+mod logs;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
