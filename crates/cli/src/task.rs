@@ -1,4 +1,4 @@
-//! `warden task create|wait|show`: the researcher's side (`warden-client`). The input is
+//! `warden task create|wait|show|logs`: the researcher's side (`warden-client`). The input is
 //! strictly parsed and sealed for each target organization, whose key must match the profile's
 //! pin, with the researcher's own certified key, bound to a fresh task nonce, the image and the
 //! digest resolved here; results are opened with the researcher's key and checked against the
@@ -80,6 +80,19 @@ pub enum TaskCommand {
         output: OutputArgs,
         task_id: i64,
     },
+    /// Print the logs each run's node released (sealed for you: opened with your key and
+    /// checked like a result), escaped for the terminal; a run without released logs says why.
+    Logs {
+        #[command(flatten)]
+        profile: ProfileArgs,
+        /// Only the run at this organization, by name.
+        #[arg(long = "org", value_name = "NAME")]
+        org: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        task_id: i64,
+    },
     /// Print a task's runs as they are now (no results are downloaded).
     Show {
         #[command(flatten)]
@@ -151,6 +164,15 @@ pub fn run(command: TaskCommand) -> anyhow::Result<Outcome> {
         } => {
             let profile = load_profile(&profile)?;
             runtime.block_on(wait(&profile, task_id, &output))
+        }
+        TaskCommand::Logs {
+            profile,
+            org,
+            json,
+            task_id,
+        } => {
+            let profile = load_profile(&profile)?;
+            runtime.block_on(logs(&profile, task_id, org.as_deref(), json))
         }
         TaskCommand::Show {
             profile,
@@ -436,6 +458,106 @@ fn waiting_hint(state: RunState) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Why a run shows no released logs: (status for `--json`, the sentence).
+fn no_logs(state: RunState) -> (&'static str, &'static str) {
+    match state {
+        RunState::Rejected => (
+            "none",
+            "none: the run was rejected before it ran, so it printed nothing",
+        ),
+        s if !s.is_final() => (
+            "not_yet",
+            "not yet: a node releases logs only when the run ends",
+        ),
+        _ => (
+            "withheld",
+            "withheld by the node's policy: it released no logs for this run (logs are withheld \
+             unless its rule says logs = \"release\"; logs over max_bytes, of a refused result \
+             or of a plaintext collaboration are withheld too); the node's audit log says which",
+        ),
+    }
+}
+
+/// `warden task logs`: each run's released logs, opened with the researcher's key and checked
+/// against its organization's pinned key, the nonce, the run and the digest.
+async fn logs(
+    profile: &Profile,
+    task_id: i64,
+    only: Option<&str>,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let researcher = researcher(profile)?;
+    let store = store()?;
+    let client = login(profile).await?;
+    client.check_researcher(&researcher).await?;
+    let task = client.task(task_id).await?;
+    let record = match recorded(&store, &client, task_id)? {
+        Some(r) => r,
+        None => from_echo(&client, profile, &task).await?,
+    };
+    warden_client::check_task(&task, &record)?;
+    let from = pins_from(profile);
+    let mut text = String::new();
+    let mut runs = Vec::new();
+    let mut matched = false;
+    for run in &task.runs {
+        let org = client.organization(run.organization_id).await?;
+        if only.is_some_and(|name| name != org.name) {
+            continue;
+        }
+        matched = true;
+        let producer = warden_client::check_pin(&org, &profile.pins, &from)?;
+        let opened = if run.state.is_final() {
+            client.logs(run, &producer, &researcher, &record).await?
+        } else {
+            None
+        };
+        let _ = writeln!(text, "{}: run {} {}", safe(&org.name), run.id, run.state);
+        match &opened {
+            Some(bytes) => {
+                let body = String::from_utf8_lossy(bytes);
+                let _ = writeln!(text, "  logs: {} bytes, released sealed", bytes.len());
+                for line in body.lines() {
+                    let _ = writeln!(text, "  | {}", safe(line));
+                }
+                runs.push(json!({
+                    "id": run.id,
+                    "organization": org.name,
+                    "state": run.state,
+                    "logs": "released",
+                    "text": body,
+                }));
+            }
+            None => {
+                let (status, why) = no_logs(run.state);
+                let _ = writeln!(text, "  logs: {why}");
+                runs.push(json!({
+                    "id": run.id,
+                    "organization": org.name,
+                    "state": run.state,
+                    "logs": status,
+                    "why": why,
+                    "text": null,
+                }));
+            }
+        }
+    }
+    if let Some(name) = only
+        && !matched
+    {
+        bail!(
+            "task {task_id} has no run at an organization named `{}`",
+            safe(name)
+        );
+    }
+    let output = if json {
+        json_safe(&format!("{:#}", json!({"task_id": task_id, "runs": runs})))
+    } else {
+        text.trim_end().to_owned()
+    };
+    Ok(Outcome { output, exit: 0 })
 }
 
 /// The names of the organizations of a task's runs, by id (best effort: an id is shown when a

@@ -144,6 +144,30 @@ pub fn open_result(
     run: &Run,
     record: &TaskRecord,
 ) -> Result<Vec<u8>, ClientError> {
+    open_sealed(Kind::Result, sealed, researcher, producer, run, record)
+}
+
+/// Opens the released logs of `run` exactly as [`open_result`] opens its result, but as kind
+/// `logs`: logs never open as a result nor a result as logs, and logs bound to another run,
+/// nonce, organization or digest are refused.
+pub fn open_logs(
+    sealed: &[u8],
+    researcher: &Researcher,
+    producer: &Target,
+    run: &Run,
+    record: &TaskRecord,
+) -> Result<Vec<u8>, ClientError> {
+    open_sealed(Kind::Logs, sealed, researcher, producer, run, record)
+}
+
+fn open_sealed(
+    kind: Kind,
+    sealed: &[u8],
+    researcher: &Researcher,
+    producer: &Target,
+    run: &Run,
+    record: &TaskRecord,
+) -> Result<Vec<u8>, ClientError> {
     if run.organization_id != producer.id {
         return Err(ClientError::Unexpected {
             what: format!("opening the result of run {}", run.id),
@@ -155,12 +179,13 @@ pub fn open_result(
     }
     check_run_digest(run, &producer.name, record)?;
     let (binding, body) =
-        warden_seal::open_result(researcher.secret(), &producer.key, Kind::Result, sealed)
-            .map_err(|e| ClientError::Open {
+        warden_seal::open_result(researcher.secret(), &producer.key, kind, sealed).map_err(
+            |e| ClientError::Open {
                 run: run.id,
                 organization: producer.name.clone(),
                 message: e.to_string(),
-            })?;
+            },
+        )?;
     check_binding(&binding, run.id, &producer.name, record)?;
     Ok(body.to_vec())
 }
@@ -507,5 +532,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, ClientError::Unexpected { .. }), "{e}");
+    }
+
+    #[test]
+    fn logs_open_only_as_logs_of_their_own_run() {
+        let k = keys();
+        let me = k.researcher.secret().public_key();
+        let done = run(10, 2, "failed", Some(&digest('a')));
+        let logs = |b: &ResultBinding| {
+            warden_seal::seal_result(&k.node, Kind::Logs, &me, b, b"line 1\n").unwrap()
+        };
+        let open = |sealed: &[u8]| open_logs(sealed, &k.researcher, &k.producer, &done, &record());
+        assert_eq!(open(&logs(&binding(10))).unwrap(), b"line 1\n");
+        // A result is not logs.
+        let e = open(&seal(&k.node, &me, &binding(10))).unwrap_err();
+        assert!(e.is_verification_failure(), "{e}");
+        assert!(e.to_string().contains("does not open"), "{e}");
+        // Another run's logs (a swap by the server) are refused.
+        let e = open(&logs(&binding(11))).unwrap_err();
+        assert!(e.to_string().contains("bound to run `11`"), "{e}");
+        let mut b = binding(10);
+        b.nonce = "f".repeat(32);
+        assert!(open(&logs(&b)).unwrap_err().is_verification_failure());
+        // Sealed by another key than the pinned one.
+        let mallory = SecretKey::generate();
+        let forged =
+            warden_seal::seal_result(&mallory, Kind::Logs, &me, &binding(10), b"x").unwrap();
+        assert!(open(&forged).unwrap_err().is_verification_failure());
     }
 }

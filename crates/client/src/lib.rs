@@ -33,7 +33,7 @@ use warden_api::{
 };
 use warden_seal::{Fingerprint, PublicKey};
 
-pub use check::{check_created, check_pin, check_run_digest, check_task, open_result};
+pub use check::{check_created, check_pin, check_run_digest, check_task, open_logs, open_result};
 pub use keyfile::KeyFileError;
 pub use profile::{CollaborationRef, Profile, RegistrySection};
 pub use record::{RecordError, RecordStore, TaskRecord};
@@ -665,6 +665,34 @@ impl Client {
             source,
         })?;
         open_result(&sealed, researcher, producer, run, record)
+    }
+
+    /// Downloads the released logs of `run`, whose organization is `producer`, and opens and
+    /// checks them (see [`check::open_logs`]); `None` when its node released none (its policy
+    /// withholds them, or the run has not ended).
+    pub async fn logs(
+        &self,
+        run: &Run,
+        producer: &Target,
+        researcher: &Researcher,
+        record: &TaskRecord,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let what = format!("downloading the logs of run {}", run.id);
+        let req = self
+            .http
+            .get(self.url(&format!("/api/runs/{}/logs", run.id)))
+            .bearer_auth(self.bearer().await?);
+        let resp = match self.send(req, &what).await {
+            Ok(r) => r,
+            Err(ClientError::Api { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let sealed = resp.bytes().await.map_err(|source| ClientError::Http {
+            url: self.base.clone(),
+            what,
+            source,
+        })?;
+        open_logs(&sealed, researcher, producer, run, record).map(Some)
     }
 
     /// Each run of `task` with its organization's name. With `expect`, every run's digest is
