@@ -100,6 +100,10 @@ impl Node {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(run = record.run_id, error = %e, "cannot hold the result for release");
+                self.settle_logs(
+                    record,
+                    Some("the result could not be held for release".into()),
+                );
                 return self
                     .close(
                         record,
@@ -392,6 +396,7 @@ impl Node {
         closing.output_sha256 = Some(hash);
         if self.audit(closing).is_err() {
             let _ = s.spool.remove_result(run);
+            let _ = s.spool.remove_sealed_logs(run);
             return Err(LocalError::unavailable(format!(
                 "{AUDIT_UNAVAILABLE}: the result stays held; release it again once the log can \
                  be written"
@@ -462,7 +467,11 @@ impl Node {
             Err(_) => None,
         };
         let _ = s.airlock.remove(run);
-        // A refused result releases no logs.
+        // A refused result releases no logs (not even logs sealed by a release that could not
+        // be completed).
+        if let Err(e) = s.spool.remove_sealed_logs(run) {
+            tracing::error!(run, error = %e, "cannot drop the sealed logs of a refused result");
+        }
         self.settle_logs(
             &record,
             Some("the held result was refused, so its logs are not released either".into()),

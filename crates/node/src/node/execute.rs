@@ -413,6 +413,10 @@ impl Node {
                 {
                     tracing::error!(run = record.run_id, error = %e, "cannot drop the undelivered result");
                 }
+                // Nor do its logs leave.
+                if let Err(e) = s.spool.remove_sealed_logs(record.run_id) {
+                    tracing::error!(run = record.run_id, error = %e, "cannot drop the undelivered logs");
+                }
                 final_ = Final::Failed {
                     reason: AUDIT_UNAVAILABLE.to_owned(),
                 };
