@@ -489,3 +489,96 @@ async fn in_a_browser_a_rejected_runs_reason_shows_and_a_released_result_arrives
     assert!(results.contains("this machine sent"), "{results}");
     shot(c, "results").await;
 }
+
+/// Clicks `button` (a form's submit button) and waits for the node's answer page.
+async fn submit(c: &fantoccini::Client, button: Locator<'_>) -> String {
+    c.find(button).await.unwrap().click().await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("p.answer, p.error"))
+        .await
+        .unwrap();
+    main_text(c).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_a_digest_is_approved_and_a_held_result_refused_with_a_reason_shown_as_text() {
+    let mut w = World::with_registry().await;
+    let (repo, digest) = w.push_signed("echo", "ui-first", "v1").await;
+    let policy = format!(
+        "{}[allow.output]\nfirst_run = \"approve\"\nrelease = \"manual\"\n",
+        w.signed_policy(&repo)
+    );
+    w.start_node("hospital-b", &policy);
+    let socket = w
+        .dir
+        .path()
+        .join("node-hospital-b/spool/local.sock")
+        .display()
+        .to_string();
+    let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
+    let p = profile.to_str().unwrap();
+    let out = w
+        .warden(
+            &[
+                "task",
+                "create",
+                "--profile-file",
+                p,
+                "--image",
+                &format!("{repo}:v1"),
+                "--org",
+                "hospital-b",
+                "--input",
+                r#"{"function":"f","args":{"n":2}}"#,
+                "--json",
+            ],
+            &[],
+        )
+        .await;
+    let created = out.json();
+    let task = created["task"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{out}"));
+    let run = created["runs"][0]["id"].as_i64().unwrap();
+
+    let ui = ui(&w, &["--profile-file", p, "--node-socket", &socket]).await;
+    let b = browser().await;
+    let c = &b.client;
+    c.goto(&ui.url).await.unwrap();
+
+    // The first-run approval queue: the digest, approved from its form.
+    let airlock = format!("{}/node", ui.base);
+    let row = until_row(c, &w, &airlock, run, &digest.to_string()).await;
+    assert!(row.contains("Approve this digest"), "{row}");
+    shot(c, "approvals").await;
+    let answer = submit(c, Locator::Css("button[type=submit]")).await;
+    assert!(answer.contains("approved by root (uid 0)"), "{answer}");
+
+    // It ran and is held; refused with a reason that holds HTML.
+    until_row(c, &w, &airlock, run, &format!("run {run}")).await;
+    c.goto(&format!("{}/node/runs/{run}", ui.base))
+        .await
+        .unwrap();
+    let reason = "<img src=x onerror=alert(1)> counts below 5";
+    c.find(Locator::Id("reason"))
+        .await
+        .unwrap()
+        .send_keys(reason)
+        .await
+        .unwrap();
+    let answer = submit(c, Locator::Id("refuse")).await;
+    assert!(answer.contains("refused"), "{answer}");
+
+    // The researcher sees the run end with the data owner's words, as text.
+    let task_url = format!("{}/tasks/{task}", ui.base);
+    let row = until_row(c, &w, &task_url, run, "failed").await;
+    assert!(row.contains(reason), "{row}");
+    assert!(c.get_alert_text().await.is_err());
+    let cell = c
+        .find(Locator::Css(&format!("tr[data-run=\"{run}\"] td.reason")))
+        .await
+        .unwrap();
+    assert_eq!(cell.find_all(Locator::Css("img")).await.unwrap().len(), 0);
+    shot(c, "refused").await;
+}
