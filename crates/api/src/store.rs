@@ -370,3 +370,33 @@ pub const REINSTATEMENT_PREDICATE_V1: &str = "https://warden.dev/store/reinstate
 pub fn origin(name: &str) -> String {
     format!("warden-store/{name}")
 }
+
+/// Largest relayed checkpoint note, in bytes (a C2SP note is at most 64 KiB).
+pub const MAX_RELAYED_CHECKPOINT: usize = 64 << 10;
+/// Largest verifier key string of a relayed checkpoint, in bytes.
+pub const MAX_RELAYED_KEY: usize = 512;
+
+/// A checkpoint of an algorithm store that a node verified, relayed through the coordination
+/// server so that nodes shown different histories find out (split views). The server keeps
+/// the latest one of each node per store name and key, and hands them to every node; it cannot
+/// forge one (each node verifies the note under the key it pins), only withhold them.
+/// `PUT /api/store-checkpoints` (a node reports its own) and, in
+/// [`RelayedCheckpoints`], `GET /api/store-checkpoints`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayedCheckpoint {
+    /// The store's name (its `[store] name`; the note's origin is `warden-store/<name>`).
+    pub store: String,
+    /// The C2SP verifier key the reporting node verified the note under
+    /// (`warden-store/<name>+<hex>+<base64>`).
+    pub key: String,
+    /// The signed note, as the store served it.
+    pub checkpoint: String,
+}
+
+/// `GET /api/store-checkpoints`: the latest checkpoint each node reported, per store and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayedCheckpoints {
+    pub checkpoints: Vec<RelayedCheckpoint>,
+}

@@ -346,6 +346,8 @@ fn routes(limits: &LimitsConfig) -> Routes {
         .post("/api/runs/{id}/ack", ack_run)
         .get("/api/runs/{id}/input", get_input)
         .post("/api/runs/{id}/token", run_token)
+        .put("/api/store-checkpoints", put_store_checkpoint)
+        .get("/api/store-checkpoints", get_store_checkpoints)
         .get_query("/api/events", poll_events)
         .get_query("/api/events/ws", event_socket)
         .get("/metrics", metrics);
@@ -802,6 +804,24 @@ async fn ack_run(
     Id(id): Id,
 ) -> ApiResult<Json<api::Run>> {
     Ok(Json(svc.ack_run(cred.get(), id).await?))
+}
+
+/// A node reports the latest checkpoint of an algorithm store it verified (split views).
+async fn put_store_checkpoint(
+    State(svc): State<Service>,
+    cred: Credential,
+    Body(req): Body<api::store::RelayedCheckpoint>,
+) -> ApiResult<StatusCode> {
+    svc.report_store_checkpoint(cred.get(), req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The store checkpoints nodes reported, for a node to compare with its own.
+async fn get_store_checkpoints(
+    State(svc): State<Service>,
+    cred: Credential,
+) -> ApiResult<Json<api::store::RelayedCheckpoints>> {
+    Ok(Json(svc.store_checkpoints(cred.get()).await?))
 }
 
 async fn get_input(

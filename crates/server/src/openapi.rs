@@ -76,7 +76,7 @@ pub fn document() -> String {
     event_socket["responses"]["101"] = json!({"description": "switching protocols"});
     event_socket["responses"]["429"] = json!({"$ref": "#/components/responses/Error"});
     event_socket["parameters"] = page_params(&[]);
-    let doc = json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "Warden coordination server", "version": env!("CARGO_PKG_VERSION")},
         "components": {
@@ -148,5 +148,12 @@ pub fn document() -> String {
             "/api/events/ws": {"get": event_socket}
         }
     });
+    // Split views: nodes relay the store checkpoints they verified (outside the macro above,
+    // which is at serde_json's recursion limit).
+    doc["paths"]["/api/store-checkpoints"] = json!({
+        "put": op("node: report the latest checkpoint of an algorithm store it verified (kept per store, key and node when larger; the server checks only its shape)", Some("RelayedCheckpoint"), "204"),
+        "get": op("node: the latest store checkpoints every node reported (split views: each node verifies them under the store key it pins and checks them against its own)", None, "200")
+    });
+    doc["components"]["schemas"]["RelayedCheckpoint"] = json!({"type": "object", "additionalProperties": false, "required": ["store", "key", "checkpoint"], "properties": {"store": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}, "key": {"type": "string", "maxLength": warden_api::store::MAX_RELAYED_KEY, "description": "the C2SP verifier key warden-store/<store>+<hex>+<base64>"}, "checkpoint": {"type": "string", "maxLength": warden_api::store::MAX_RELAYED_CHECKPOINT, "description": "the signed note as the store served it"}}});
     doc.to_string()
 }

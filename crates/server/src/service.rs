@@ -2348,6 +2348,64 @@ impl Service {
             .collect())
     }
 
+    /// A node reports the latest checkpoint of an algorithm store it verified (split views).
+    /// Only the shape is checked here (the server pins no store key and cannot verify the
+    /// note; every node that receives it does): a store name, the verifier key named after its
+    /// origin, a note of at most 64 KiB whose first two lines are that origin and a size. Kept
+    /// per store, key and node when it is larger than the one kept.
+    pub async fn report_store_checkpoint(
+        &self,
+        bearer: Option<&Bearer>,
+        report: api::store::RelayedCheckpoint,
+    ) -> Result<()> {
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let _permit = self.check(&actor, &Op::ReceiveEvents)?;
+        let Actor::Node { id: node_id, .. } = actor else {
+            return Err(ServiceError::Forbidden(Denied(
+                "only nodes report store checkpoints",
+            )));
+        };
+        let size = relayed_checkpoint_size(&report)?;
+        tx.put_store_checkpoint(
+            &report.store,
+            &report.key,
+            node_id,
+            size,
+            &report.checkpoint,
+            now_micros(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The store checkpoints nodes reported, for a node to check against its own.
+    pub async fn store_checkpoints(
+        &self,
+        bearer: Option<&Bearer>,
+    ) -> Result<api::store::RelayedCheckpoints> {
+        let mut tx = self.inner.db.read().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let _permit = self.check(&actor, &Op::ReceiveEvents)?;
+        if !matches!(actor, Actor::Node { .. }) {
+            return Err(ServiceError::Forbidden(Denied(
+                "only nodes read relayed store checkpoints",
+            )));
+        }
+        let rows = tx.store_checkpoints(MAX_RELAYED_CHECKPOINTS).await?;
+        Ok(api::store::RelayedCheckpoints {
+            checkpoints: rows
+                .into_iter()
+                .map(|(store, key, checkpoint)| api::store::RelayedCheckpoint {
+                    store,
+                    key,
+                    checkpoint,
+                })
+                .collect(),
+        })
+    }
+
     pub fn session_opened(&self) {
         self.inner
             .metrics
@@ -2367,4 +2425,61 @@ impl Service {
         tx.ping().await?;
         Ok(())
     }
+}
+
+/// Most relayed store checkpoints handed to a node at once.
+const MAX_RELAYED_CHECKPOINTS: u32 = 1000;
+
+/// The tree size of a relayed checkpoint whose shape is right; a clear refusal otherwise.
+fn relayed_checkpoint_size(r: &api::store::RelayedCheckpoint) -> Result<i64> {
+    let name_ok = !r.store.is_empty()
+        && r.store.len() <= 64
+        && r.store
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+    if !name_ok {
+        return Err(invalid("store", "a store name is 1 to 64 of `a-z0-9-._`"));
+    }
+    let origin = api::store::origin(&r.store);
+    let key_ok = r.key.len() <= api::store::MAX_RELAYED_KEY
+        && r.key
+            .strip_prefix(origin.as_str())
+            .is_some_and(|rest| rest.starts_with('+'))
+        && !r.key.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !key_ok {
+        return Err(invalid(
+            "key",
+            format!("the key must be the store's C2SP verifier key `{origin}+<hex>+<base64>`"),
+        ));
+    }
+    if r.checkpoint.len() > api::store::MAX_RELAYED_CHECKPOINT {
+        return Err(invalid(
+            "checkpoint",
+            format!(
+                "the checkpoint is larger than {} bytes",
+                api::store::MAX_RELAYED_CHECKPOINT
+            ),
+        ));
+    }
+    let mut lines = r.checkpoint.split('\n');
+    if lines.next() != Some(origin.as_str()) {
+        return Err(invalid(
+            "checkpoint",
+            format!("the checkpoint's first line must be its origin `{origin}`"),
+        ));
+    }
+    lines
+        .next()
+        .filter(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_digit())
+                && (l.len() == 1 || !l.starts_with('0'))
+        })
+        .and_then(|l| l.parse::<i64>().ok())
+        .ok_or_else(|| {
+            invalid(
+                "checkpoint",
+                "the checkpoint's second line must be its tree size",
+            )
+        })
 }

@@ -1317,6 +1317,39 @@ impl Tx {
         Ok(on!(self, c => sqlx::query_scalar(sql).bind(run_id).fetch_optional(&mut *c).await)?)
     }
 
+    // ---- store checkpoints (split views) ------------------------------------------------------
+
+    /// Keeps `checkpoint` as node `node_id`'s latest of `store` under `note_key` when it is
+    /// larger than the one kept (a node's verified checkpoints only grow).
+    pub async fn put_store_checkpoint(
+        &mut self,
+        store: &str,
+        note_key: &str,
+        node_id: i64,
+        size: i64,
+        checkpoint: &str,
+        now: i64,
+    ) -> Result<()> {
+        let sql = "INSERT INTO store_checkpoints (store, note_key, node_id, size, checkpoint, updated_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6) \
+                   ON CONFLICT (store, note_key, node_id) DO UPDATE SET size = excluded.size, \
+                   checkpoint = excluded.checkpoint, updated_at = excluded.updated_at \
+                   WHERE excluded.size > store_checkpoints.size";
+        on!(self, c => sqlx::query(sql).bind(store).bind(note_key).bind(node_id).bind(size)
+            .bind(checkpoint).bind(now).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The kept checkpoints as (store, note key, note), at most `limit`, largest first within
+    /// a store and key.
+    pub async fn store_checkpoints(&mut self, limit: u32) -> Result<Vec<(String, String, String)>> {
+        let sql = format!(
+            "SELECT store, note_key, checkpoint FROM store_checkpoints \
+             ORDER BY store, note_key, size DESC, node_id LIMIT {limit}"
+        );
+        Ok(on!(self, c => sqlx::query_as(&sql).fetch_all(&mut *c).await)?)
+    }
+
     // ---- events ------------------------------------------------------------------------------
 
     /// Events for one node (organization in a collaboration) with an id above `after`,
