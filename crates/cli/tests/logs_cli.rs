@@ -351,6 +351,29 @@ async fn logs_over_max_bytes_are_withheld_and_the_run_still_completes() {
         .await;
     assert_eq!(wait.code, 0, "{wait}");
     assert!(wait.stdout.contains("result: talked"), "{wait}");
+    // A lying server cannot pass a result off as logs, nor another task's logs as these.
+    w.tamper(&format!(
+        "UPDATE run_logs SET data = (SELECT data FROM results WHERE run_id = {b}) \
+         WHERE run_id = {b}"
+    ));
+    let swapped = task_logs(&w, &profile, &task, &["--org", "hospital-b"]).await;
+    assert_eq!(swapped.code, 1, "{swapped}");
+    assert!(swapped.stderr.contains("does not open"), "{swapped}");
+    assert!(swapped.stdout.is_empty(), "{swapped}");
+    let task2 = create(&w, &profile, &image, &["hospital-b"], "ok").await;
+    let b2 = run_of(&final_runs(&w, &task2).await, w.b.id)["id"]
+        .as_i64()
+        .unwrap();
+    w.tamper(&format!(
+        "UPDATE run_logs SET data = (SELECT data FROM run_logs WHERE run_id = {b2}) \
+         WHERE run_id = {b}"
+    ));
+    let replayed = task_logs(&w, &profile, &task, &["--org", "hospital-b"]).await;
+    assert_eq!(replayed.code, 1, "{replayed}");
+    assert!(
+        replayed.stderr.contains("is bound to the task nonce"),
+        "{replayed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
