@@ -376,8 +376,42 @@ async fn logs_over_max_bytes_are_withheld_and_the_run_still_completes() {
     );
 }
 
+/// The run of a one-run task once it awaits release at its node.
+async fn held_run(w: &World, token: &str, task: &str) -> i64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = w
+            .call(
+                reqwest::Method::GET,
+                token,
+                &format!("/api/tasks/{task}"),
+                None,
+            )
+            .await;
+        let r = v["runs"][0].clone();
+        if r["state"] == "awaiting_release" {
+            return r["id"].as_i64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "{v}\n{}", w.node_logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `warden node pending` once the (restarted) node answers on its socket.
+async fn wait_for_socket(w: &World, socket: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = warden_in(w.dir.path(), &["node", "pending", "--socket", socket], &[]).await;
+        if out.code == 0 && out.stdout.contains("run ") {
+            return out.stdout;
+        }
+        assert!(Instant::now() < deadline, "{out}\n{}", w.node_logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_manual_release_logs_leave_only_with_a_released_result() {
+async fn under_manual_release_logs_leave_only_with_a_released_result_even_after_a_restart() {
     let mut w = World::with_registry().await;
     let (repo, _) = w.push_signed("talk", "logs-manual", "v1").await;
     let policy = format!(
@@ -389,38 +423,26 @@ async fn under_manual_release_logs_leave_only_with_a_released_result() {
     let image = format!("{repo}:v1");
     let sock = socket(&w, "hospital-b");
     let token = w.login("rita", PASSWORD).await;
-    let run_of_task = |task: String| {
-        let w = &w;
-        let token = token.clone();
-        async move {
-            let deadline = Instant::now() + WAIT;
-            loop {
-                let (_, v) = w
-                    .call(
-                        reqwest::Method::GET,
-                        &token,
-                        &format!("/api/tasks/{task}"),
-                        None,
-                    )
-                    .await;
-                let r = v["runs"][0].clone();
-                if r["state"] == "awaiting_release" {
-                    return r["id"].as_i64().unwrap();
-                }
-                assert!(Instant::now() < deadline, "{v}\n{}", w.node_logs());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
 
     // Held: no logs at the server; the researcher is told they are not there yet.
     let task = create(&w, &profile, &image, &["hospital-b"], "ok").await;
-    let run = run_of_task(task.clone()).await;
+    let run = held_run(&w, &token, &task).await;
     assert!(w.query("SELECT run_id FROM run_logs").is_empty());
     let out = task_logs(&w, &profile, &task, &["--json"]).await;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(json_run(&out, run)["logs"], "not_yet", "{out}");
     assert!(logs_records(&w, "hospital-b", run).is_empty());
+    // The node is killed and started again: the logs wait with the held result.
+    let b = w
+        .nodes
+        .iter()
+        .position(|n| n.label.ends_with("hospital-b"))
+        .unwrap();
+    w.nodes.remove(b);
+    w.restart_node("hospital-b");
+    assert_eq!(held_run(&w, &token, &task).await, run);
+    let pending = wait_for_socket(&w, &sock).await;
+    assert!(pending.contains(&format!("run {run} ")), "{pending}");
     // Released: the result and the logs leave together.
     let released = warden_in(
         w.dir.path(),
@@ -444,7 +466,7 @@ async fn under_manual_release_logs_leave_only_with_a_released_result() {
 
     // Refused: no logs leave.
     let task = create(&w, &profile, &image, &["hospital-b"], "ok").await;
-    let refused_run = run_of_task(task.clone()).await;
+    let refused_run = held_run(&w, &token, &task).await;
     let refused = warden_in(
         w.dir.path(),
         &[
