@@ -24,6 +24,10 @@ pub enum Event {
     /// What a run's algorithm printed was released (sealed for the requester) or withheld
     /// (kept at the node), with the reason.
     Logs,
+    /// An algorithm store was refused: a checkpoint another node verified (relayed by the
+    /// server) is not consistent with the one this node verified, a fork. `image` is empty;
+    /// the reason names the store.
+    StoreRefused,
 }
 
 /// How it ended: a decision admits or rejects, a run completes or fails, or waits at the

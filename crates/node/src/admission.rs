@@ -294,6 +294,11 @@ impl Gate {
         Ok(self)
     }
 
+    /// The algorithm stores this gate checks approvals with, if any.
+    pub fn stores(&self) -> Option<&Arc<crate::stores::Stores>> {
+        self.stores.as_ref()
+    }
+
     /// The store approvals that counted for the rule that admitted `admitted`: those of the
     /// store its `approved_by` names, signed by one of that rule's reviewer keys, each with the
     /// node's organization for the key and its log index. Empty for a rule without

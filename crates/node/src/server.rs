@@ -395,6 +395,26 @@ impl ServerClient {
         .map(|_| ())
     }
 
+    /// Reports the latest checkpoint of an algorithm store this node verified (split views).
+    pub async fn put_store_checkpoint(&self, report: &api::store::RelayedCheckpoint) -> Result<()> {
+        let url = self.http.url("/api/store-checkpoints");
+        let bytes = serde_json::to_vec(report).map_err(|e| ServerError::Client(e.to_string()))?;
+        self.call("store checkpoint report", |c| {
+            c.put(&url)
+                .header("content-type", "application/json")
+                .body(bytes.clone())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The store checkpoints the nodes reported, as the server relays them (unverified: each
+    /// is checked under the key this node pins).
+    pub async fn store_checkpoints(&self) -> Result<api::store::RelayedCheckpoints> {
+        self.get_json("store checkpoints", "/api/store-checkpoints")
+            .await
+    }
+
     /// A run token for the proxy (the run must be running).
     pub async fn run_token(&self, run_id: i64) -> Result<RunClient> {
         let token: api::RunToken = self

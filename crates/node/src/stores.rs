@@ -590,6 +590,16 @@ impl Stores {
         self.stores.get(name)
     }
 
+    /// The names of the stores, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.stores.keys().map(String::as_str)
+    }
+
+    /// Whether `name` is refused (its marker is on disk until the data owner deletes it).
+    pub fn is_refused(&self, name: &str) -> bool {
+        self.refused_marker(name).exists()
+    }
+
     fn store_dir(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -771,6 +771,73 @@ async fn approved_runs_complete_at_two_nodes_and_a_revocation_denies_the_next() 
         }
     }
 
+    // the server relays a checkpoint that is not the store's (signed by another key under the
+    // store's name, claiming a larger log): each node ignores it, refuses nothing and keeps
+    // its own saved checkpoint
+    let saved: Vec<String> = [&config_a, &config_b]
+        .iter()
+        .map(|c| {
+            std::fs::read_to_string(
+                c.parent()
+                    .unwrap()
+                    .join("spool/stores/community/checkpoint"),
+            )
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        warden_tlog::NoteVerifier::parse(&note_key)
+            .unwrap()
+            .to_string(),
+        note_key,
+        "the relayed key is compared in this form"
+    );
+    let stranger = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+    let SigningKey::Ed25519(k) = &stranger else {
+        panic!()
+    };
+    let signer = warden_tlog::NoteSigner::new("warden-store/community", k.clone()).unwrap();
+    let forged = warden_tlog::Checkpoint::new("warden-store/community", 100, [7; 32])
+        .sign(&signer)
+        .unwrap();
+    // (any node can report, from any collaboration; so can the server itself)
+    let elsewhere = w.collaboration("elsewhere", true).await;
+    let intruder = w.node_key_in(w.a.id, elsewhere).await;
+    let (st, body) = w
+        .call(
+            reqwest::Method::POST,
+            "",
+            "/api/auth/node",
+            Some(json!({"api_key": intruder})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let (st, body) = w
+        .call(
+            reqwest::Method::PUT,
+            &token,
+            "/api/store-checkpoints",
+            Some(json!({"store": "community", "key": note_key, "checkpoint": String::from_utf8(forged).unwrap()})),
+        )
+        .await;
+    assert_eq!(st, 204, "{body}");
+    for (node, (config, saved)) in [&node_a, &node_b]
+        .iter()
+        .zip([&config_a, &config_b].iter().zip(&saved))
+    {
+        node.node.relay_round().await;
+        let dir = config.parent().unwrap().join("spool/stores/community");
+        assert!(
+            !dir.join("refused").exists(),
+            "a forgery is no evidence of a fork"
+        );
+        assert_eq!(
+            &std::fs::read_to_string(dir.join("checkpoint")).unwrap(),
+            saved
+        );
+    }
+
     // revoked by a reviewer: the next task is rejected at both nodes, nothing runs
     store.decide(&r2, &v, Decision::Revoke).await;
     let task = w.create_task(&image, &input, &[&w.a, &w.b]).await;
@@ -778,6 +845,117 @@ async fn approved_runs_complete_at_two_nodes_and_a_revocation_denies_the_next() 
         let reason = refused(&w, config, run.id, "store `community` revoked it", None).await;
         assert!(reason.contains("by reviewer `rev2`"), "{reason}");
         assert!(audit_records(config, run.id)[0].get("approvals").is_none());
+    }
+    node_a.stop().await;
+    node_b.stop().await;
+}
+
+/// Split views through the relay, with real nodes: a store shows node A one history and node B
+/// another (two instances with the same key and different logs of the same size). Each node
+/// verifies its own view when it admits a run, reports its checkpoint to the real server, and
+/// checks the one the other node reported: both find the fork, refuse the store (the marker on
+/// disk, an audit record) and reject the next run with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_shown_different_histories_find_the_fork_through_the_relay() {
+    common::init_tracing();
+    let mut w = World::new().await;
+    let (repo, _) = w.push_program("echo", "approved", "v1");
+    let image = format!("{repo}:v1");
+    let one = Store::start_with(2).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_running = serve(other_dir.path(), &one.key, 2).await;
+    let other = Store {
+        base: format!("http://{}", other_running.addr),
+        http: reqwest::Client::new(),
+        key: SigningKey::from_pkcs8_der(&one.key.to_pkcs8_der().unwrap()).unwrap(),
+        dir: other_dir,
+        running: Some(other_running),
+        min_approvals: 2,
+    };
+    let info = one.ok("GET", "/api/store", None, None).await;
+    let note_key = info["note_key"].as_str().unwrap().to_owned();
+    let admin = one.admin().await;
+    let r1 = one.user(&admin, "rev1", "org-b", "reviewer").await;
+    let r2 = one.user(&admin, "rev2", "org-c", "reviewer").await;
+    // two histories of the same size
+    for (store, tag) in [(&one, "one"), (&other, "other")] {
+        let admin = store.admin().await;
+        let dev = store.user(&admin, "dev", "org-dev", "developer").await;
+        for n in 0..2u8 {
+            store
+                .ok(
+                    "POST",
+                    "/api/versions",
+                    Some(&dev.token),
+                    Some(json!({
+                        "algorithm": format!("{tag}{n}"), "source": "https://git.example/team/x",
+                        "image": format!("registry.example/team/x@{}", Digest::sha256_of(&[n])),
+                        "commit": "0123456789abcdef0123456789abcdef01234567",
+                        "functions": [{"name": "hello", "kind": "partial"}],
+                    })),
+                )
+                .await;
+        }
+    }
+    let pins = [("rev1.pub", &r1, "org-b"), ("rev2.pub", &r2, "org-c")];
+    let config_a = node_of(&w, &w.a, "fork-a", &one, &note_key, &pins, 3600);
+    let config_b = node_of(&w, &w.b, "fork-b", &other, &note_key, &pins, 3600);
+    let node_a = w.start_node(&config_a).await;
+    let node_b = w.start_node(&config_b).await;
+
+    // each node verifies its own view of the store at admission (nothing is approved)
+    let input = json!({"function": "hello", "args": null});
+    let task = w.create_task(&image, &input, &[&w.a, &w.b]).await;
+    for run in &task.runs {
+        let r = w.wait_final(run.id, Duration::from_secs(60)).await;
+        assert_eq!(r.state, RunState::Rejected, "{:?}", r.reason);
+        assert!(
+            r.reason
+                .as_deref()
+                .unwrap()
+                .contains("0 distinct pinned reviewer(s)"),
+            "{:?}",
+            r.reason
+        );
+    }
+
+    // through the server each node gets the other's checkpoint: a fork, found at both
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for config in [&config_a, &config_b] {
+        let marker = config
+            .parent()
+            .unwrap()
+            .join("spool/stores/community/refused");
+        while !marker.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not find the fork",
+                config.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let why = std::fs::read_to_string(&marker).unwrap();
+        assert!(why.contains("forks from this node's"), "{why}");
+        let log =
+            std::fs::read_to_string(config.parent().unwrap().join("audit/audit.log")).unwrap();
+        let refusal = log
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter_map(|l| l.get("record").cloned())
+            .find(|r| r["event"] == "store_refused")
+            .unwrap_or_else(|| panic!("no store_refused record in {log}"));
+        assert_eq!(refusal["outcome"], "rejected");
+        let reason = refusal["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("store `community` is refused") && reason.contains("forks"),
+            "{reason}"
+        );
+    }
+
+    // the next run is rejected at both nodes with the reason, before anything runs
+    let task = w.create_task(&image, &input, &[&w.a, &w.b]).await;
+    for (run, config) in task.runs.iter().zip([&config_a, &config_b]) {
+        refused(&w, config, run.id, "was refused before", None).await;
     }
     node_a.stop().await;
     node_b.stop().await;

@@ -9,6 +9,7 @@ mod deliver;
 mod execute;
 mod intake;
 mod logs;
+mod relay;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
@@ -468,6 +469,13 @@ impl Node {
         t.iter().copied().collect()
     }
 
+    /// One round of the split-view relay (as the node runs it every `poll_secs`): reports this
+    /// node's store checkpoints and checks the relayed ones, with nothing remembered.
+    pub async fn relay_round(&self) {
+        self.relay_checkpoints(&mut relay::RelayState::default())
+            .await;
+    }
+
     /// The label value on this node's containers.
     pub fn label(&self) -> &str {
         &self.inner.label
@@ -498,12 +506,25 @@ impl Node {
                 }
             })
         };
+        // Split views: this node's store checkpoints out, the other nodes' in.
+        let relayer = {
+            let node = self.clone();
+            tokio::spawn(async move {
+                let every = Duration::from_secs(node.inner.config.server.poll_secs.max(1));
+                let mut state = relay::RelayState::default();
+                loop {
+                    node.relay_checkpoints(&mut state).await;
+                    tokio::time::sleep(every).await;
+                }
+            })
+        };
         tokio::select! {
             _ = shutdown => {}
             _ = self.intake() => {}
         }
         self.drain(self.inner.config.node.shutdown_grace()).await;
         deliverer.abort();
+        relayer.abort();
         let local = self
             .inner
             .local
