@@ -129,11 +129,12 @@ async fn a_node_whose_audit_log_cannot_be_written_delivers_nothing_and_starts_no
     assert!(containers(&node.label).is_empty());
     node.stop().await;
 
-    // The log was repaired (the cut line removed) and verifies: the first run's two records,
-    // the second run's admission, the last run's two; nothing of the runs that failed closed.
+    // The log was repaired (the cut line removed) and verifies: the first run's three records
+    // (admission, its logs withheld, its end), the second run's admission, the last run's
+    // three; nothing of the runs that failed closed.
     let key_pem = std::fs::read_to_string(config.parent().unwrap().join("audit.pub")).unwrap();
     let key = warden_trust::PublicKey::from_pem(&key_pem).unwrap();
     let report = warden_audit::verify(&log, &key).unwrap();
     assert!(report.is_intact(), "{:?}", report.problems());
-    assert_eq!(report.entries, 5);
+    assert_eq!(report.entries, 7);
 }

@@ -36,7 +36,8 @@ async fn a_signed_admitted_image_runs_and_its_sealed_result_opens_at_the_researc
         "no container left behind"
     );
 
-    // The audit log holds the decision and the run, and verifies with the node's key.
+    // The audit log holds the decision, the run's logs (withheld: the policy does not release
+    // them) and the run, and verifies with the node's key.
     let audit_path = node.node.audit_path().to_path_buf();
     node.stop().await;
     let log = std::fs::read_to_string(&audit_path).unwrap();
@@ -47,7 +48,8 @@ async fn a_signed_admitted_image_runs_and_its_sealed_result_opens_at_the_researc
     let key = warden_trust::PublicKey::from_pem(&key_pem).unwrap();
     let report = warden_audit::verify(&audit_path, &key).unwrap();
     assert!(report.is_intact(), "{:?}", report.problems());
-    assert_eq!(report.entries, 2);
+    assert_eq!(report.entries, 3);
+    assert!(log.contains("\"event\":\"logs\""), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

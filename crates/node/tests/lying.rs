@@ -654,10 +654,16 @@ async fn a_failing_algorithm_leaves_its_secret_only_in_the_nodes_log() {
     );
     let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    // Admitted, its logs withheld (the policy does not release them: only their hash is on
+    // record), failed.
     let records = audit_records(&config, run.id);
-    assert_eq!(records.len(), 2, "{records:?}");
-    assert_eq!(records[1]["outcome"], "failed");
-    assert_eq!(records[1]["reason"], "the algorithm exited with code 1");
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(
+        (&records[1]["event"], &records[1]["outcome"]),
+        (&json!("logs"), &json!("withheld"))
+    );
+    assert_eq!(records[2]["outcome"], "failed");
+    assert_eq!(records[2]["reason"], "the algorithm exited with code 1");
     node.stop().await;
     let audit = std::fs::read_to_string(config.parent().unwrap().join("audit/audit.log")).unwrap();
     assert!(

@@ -102,6 +102,7 @@ impl Node {
                 tracing::error!(run = record.run_id, error = %e, "cannot hold the result for release");
                 self.settle_logs(
                     record,
+                    audit.as_deref(),
                     Some("the result could not be held for release".into()),
                 );
                 return self
@@ -391,10 +392,10 @@ impl Node {
             .put_result(run, &sealed)
             .map_err(|e| LocalError::unavailable(format!("cannot spool the sealed result: {e}")))?;
         // The logs leave with the released result, when its rules release them.
-        self.settle_logs(&record, None);
+        let logs_audited = self.settle_logs(&record, None, None);
         let mut closing = record_of(AuditEvent::Run, Some(&record), AuditOutcome::Completed);
         closing.output_sha256 = Some(hash);
-        if self.audit(closing).is_err() {
+        if !logs_audited || self.audit(closing).is_err() {
             let _ = s.spool.remove_result(run);
             let _ = s.spool.remove_sealed_logs(run);
             return Err(LocalError::unavailable(format!(
@@ -474,6 +475,7 @@ impl Node {
         }
         self.settle_logs(
             &record,
+            None,
             Some("the held result was refused, so its logs are not released either".into()),
         );
         self.close(

@@ -384,15 +384,24 @@ impl Node {
             self.rules_of(record).map(|r| r.release),
             Ok(warden_policy::Release::Manual { .. })
         );
-        self.settle_logs(
+        let logs_audited = self.settle_logs(
             record,
+            audit.as_deref(),
             manual.then(|| {
                 "release = \"manual\": logs leave only with a released result, and this run \
                  has none"
                     .to_owned()
             }),
         );
-        if let Some(a) = audit {
+        if !logs_audited {
+            // The audit log fails closed: nothing of the run leaves, and it fails.
+            if let Err(e) = s.spool.remove_result(record.run_id) {
+                tracing::error!(run = record.run_id, error = %e, "cannot drop the undelivered result");
+            }
+            final_ = Final::Failed {
+                reason: AUDIT_UNAVAILABLE.to_owned(),
+            };
+        } else if let Some(a) = audit {
             a.output_sha256 = output_hash;
             match &final_ {
                 Final::Completed => {

@@ -7,7 +7,7 @@
 //! `max_bytes` are withheld without failing the run.
 
 use time::OffsetDateTime;
-use warden_audit::{Event as AuditEvent, Outcome as AuditOutcome};
+use warden_audit::{Event as AuditEvent, Outcome as AuditOutcome, Record};
 
 use super::airlock::record_of;
 use super::execute::seal_for_requester;
@@ -48,17 +48,24 @@ fn withheld_because(
 
 impl Node {
     /// Releases or withholds a run's logs (see the module's text); `held_back` withholds them
-    /// for a reason of the caller's (the airlock's). Nothing to do for a run that printed
-    /// nothing the node kept (no container ran).
-    pub(super) fn settle_logs(&self, record: &RunRecord, held_back: Option<String>) {
+    /// for a reason of the caller's (the airlock's). The audit record is `template` (the run's
+    /// own, naming who asked) made a `logs` record, else one from the spool's record. Nothing to
+    /// do for a run that printed nothing the node kept (no container ran). False when the
+    /// record could not be written: nothing was released, and the caller fails closed.
+    pub(super) fn settle_logs(
+        &self,
+        record: &RunRecord,
+        template: Option<&Record>,
+        held_back: Option<String>,
+    ) -> bool {
         let s = &self.inner;
         let run = record.run_id;
         let logs = match s.spool.log(run) {
             Ok(Some(l)) => l,
-            Ok(None) => return,
+            Ok(None) => return true,
             Err(e) => {
                 tracing::error!(run, error = %e, "cannot read the run's log; it is not released");
-                return;
+                return true;
             }
         };
         let rules = self.rules_of(record);
@@ -79,15 +86,21 @@ impl Node {
                 }
             }
         }
-        let mut a = record_of(
-            AuditEvent::Logs,
-            Some(record),
-            if sealed.is_some() {
-                AuditOutcome::Released
-            } else {
-                AuditOutcome::Withheld
-            },
-        );
+        let outcome = if sealed.is_some() {
+            AuditOutcome::Released
+        } else {
+            AuditOutcome::Withheld
+        };
+        let mut a = match template {
+            Some(t) => {
+                let mut a = t.clone();
+                a.event = AuditEvent::Logs;
+                a.outcome = outcome;
+                a.input_sha256 = None;
+                a
+            }
+            None => record_of(AuditEvent::Logs, Some(record), outcome),
+        };
         a.time = OffsetDateTime::now_utc();
         match &sealed {
             Some(b) => {
@@ -108,7 +121,8 @@ impl Node {
             }
         }
         // Nothing is released before its record is on disk.
-        if self.audit(a).is_err() && sealed.is_some() {
+        let audited = self.audit(a).is_ok();
+        if !audited && sealed.is_some() {
             if let Err(e) = s.spool.remove_sealed_logs(run) {
                 tracing::error!(run, error = %e, "cannot drop the unaudited sealed logs");
             }
@@ -121,6 +135,10 @@ impl Node {
             (None, Some(why)) => tracing::info!(run, bytes = len, reason = %why, "logs withheld"),
             (None, None) => tracing::warn!(run, "logs not released: the audit log is unavailable"),
         }
+        if !audited {
+            tracing::warn!(run, "the logs' audit record could not be written");
+        }
+        audited
     }
 }
 
