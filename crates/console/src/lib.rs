@@ -19,9 +19,9 @@ use axum::routing::{get, post};
 use warden_client::{Client, Profile, RecordStore, Researcher};
 use warden_node::local::LocalClient;
 
-mod owner;
+pub mod owner;
 pub mod pages;
-mod researcher;
+pub mod researcher;
 pub mod security;
 
 pub use security::check_listen;

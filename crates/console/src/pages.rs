@@ -202,3 +202,30 @@ fn cell(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_tables_or_text_and_every_value_is_escaped() {
+        let obj = result(br#"{"mean": 4.5, "<b>n</b>": "<script>x</script>"}"#).into_string();
+        assert!(obj.contains("<table class=\"result\">"), "{obj}");
+        assert!(
+            obj.contains("&lt;b&gt;n&lt;/b&gt;") && obj.contains("&lt;script&gt;x&lt;/script&gt;"),
+            "{obj}"
+        );
+        assert!(!obj.contains("<script>") && !obj.contains("<b>"), "{obj}");
+        let rows =
+            result(br#"[{"site": "a", "n": 3}, {"site": "b", "extra": true}]"#).into_string();
+        assert!(rows.contains("<th scope=\"col\">extra</th>"), "{rows}");
+        assert_eq!(rows.matches("<tr>").count(), 3, "{rows}");
+        let text = result(b"env-ok <img src=x>").into_string();
+        assert_eq!(text, "<pre class=\"result\">env-ok &lt;img src=x&gt;</pre>");
+        assert!(
+            result(&[0xff, 0xfe])
+                .into_string()
+                .contains("binary result of 2 bytes")
+        );
+    }
+}

@@ -78,11 +78,7 @@ impl Gate {
     /// A gate for a console bound to `addr`, opened by `launch_token`.
     pub fn new(addr: SocketAddr, launch_token: &str) -> Gate {
         let port = addr.port();
-        let mut hosts = vec![addr.to_string(), format!("localhost:{port}")];
-        if addr.is_ipv4() && addr.ip().is_loopback() {
-            hosts.push(format!("127.0.0.1:{port}"));
-        }
-        hosts.dedup();
+        let hosts = vec![addr.to_string(), format!("localhost:{port}")];
         let origins = hosts.iter().map(|h| format!("http://{h}")).collect();
         Gate {
             launch: digest(launch_token),
@@ -138,9 +134,14 @@ impl Gate {
             }
             None => {}
         }
+        // Another port of this machine is the same site to a browser, and SameSite cookies go
+        // there too: a page of another local server is refused like any other site's.
         if let Some(site) = headers.get("sec-fetch-site").and_then(|h| h.to_str().ok()) {
-            if site == "cross-site" || (site == "same-site" && *method != Method::GET) {
-                return Some(format!("a {site} request is refused"));
+            if site == "cross-site" || site == "same-site" {
+                return Some(format!(
+                    "a {site} request is refused: open this console from its own pages or the \
+                     address `warden ui` printed"
+                ));
             }
         }
         None
@@ -343,12 +344,32 @@ mod tests {
             .refuse_origin(&post, &headers(&[("host", "127.0.0.1:4000")]))
             .unwrap();
         assert!(e.contains("without an Origin"), "{e}");
+        for site in ["cross-site", "same-site"] {
+            assert!(
+                g.refuse_origin(
+                    &get,
+                    &headers(&[("host", "127.0.0.1:4000"), ("sec-fetch-site", site)])
+                )
+                .is_some(),
+                "{site}"
+            );
+        }
+        for site in ["same-origin", "none"] {
+            assert_eq!(
+                g.refuse_origin(
+                    &get,
+                    &headers(&[("host", "127.0.0.1:4000"), ("sec-fetch-site", site)])
+                ),
+                None
+            );
+        }
+        // The error names only this console's own hosts.
+        let e = g
+            .refuse_origin(&get, &headers(&[("host", "127.0.0.2:4000")]))
+            .unwrap();
         assert!(
-            g.refuse_origin(
-                &get,
-                &headers(&[("host", "127.0.0.1:4000"), ("sec-fetch-site", "cross-site")])
-            )
-            .is_some()
+            e.contains("Host 127.0.0.1:4000 or localhost:4000, not"),
+            "{e}"
         );
     }
 
