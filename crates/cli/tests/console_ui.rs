@@ -214,6 +214,17 @@ async fn the_console_refuses_without_token_from_another_origin_without_csrf_and_
         assert_eq!(r.status(), 403, "{body}");
         assert!(r.text().await.unwrap().contains("CSRF token"), "{body}");
     }
+    // Nor is a task created by a form without it.
+    let r = post(
+        "/tasks/new",
+        "image=example.org%2Fa%3A1&org=hospital-a&input=%7B%7D",
+    )
+    .header("origin", &origin)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(w.task_count(), 0);
     let r = post("/node/runs/1/release", "csrf=0123")
         .send()
         .await
@@ -502,7 +513,8 @@ async fn submit(c: &fantoccini::Client, button: Locator<'_>) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_browser_a_digest_is_approved_and_a_held_result_refused_with_a_reason_shown_as_text() {
+async fn in_a_browser_a_task_made_with_the_form_waits_for_approval_and_its_result_is_refused_with_a_reason_shown_as_text()
+ {
     let mut w = World::with_registry().await;
     let (repo, digest) = w.push_signed("echo", "ui-first", "v1").await;
     let policy = format!(
@@ -518,34 +530,77 @@ async fn in_a_browser_a_digest_is_approved_and_a_held_result_refused_with_a_reas
         .to_string();
     let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
     let p = profile.to_str().unwrap();
-    let out = w
-        .warden(
-            &[
-                "task",
-                "create",
-                "--profile-file",
-                p,
-                "--image",
-                &format!("{repo}:v1"),
-                "--org",
-                "hospital-b",
-                "--input",
-                r#"{"function":"f","args":{"n":2}}"#,
-                "--json",
-            ],
-            &[],
-        )
-        .await;
-    let created = out.json();
-    let task = created["task"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{out}"));
-    let run = created["runs"][0]["id"].as_i64().unwrap();
-
     let ui = ui(&w, &["--profile-file", p, "--node-socket", &socket]).await;
     let b = browser().await;
     let c = &b.client;
     c.goto(&ui.url).await.unwrap();
+
+    // The task is created from the form: sealed here, for hospital B.
+    c.goto(&format!("{}/tasks/new", ui.base)).await.unwrap();
+    c.find(Locator::Id("image"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{repo}:v1"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=org][value=hospital-b]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let input = c.find(Locator::Id("input")).await.unwrap();
+    input.clear().await.unwrap();
+    input
+        .send_keys(r#"{"function":"f","args":{"n":2}}"#)
+        .await
+        .unwrap();
+    c.find(Locator::Id("name"))
+        .await
+        .unwrap()
+        .send_keys("from the form")
+        .await
+        .unwrap();
+    shot(c, "new-task").await;
+    c.find(Locator::Id("create"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let row = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("tr[data-run]"))
+        .await
+        .unwrap();
+    let run: i64 = row
+        .attr("data-run")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let at = c.current_url().await.unwrap();
+    let task: i64 = at.path().strip_prefix("/tasks/").unwrap().parse().unwrap();
+    let text = main_text(c).await;
+    assert!(
+        text.contains("from the form") && text.contains("the local record of what was sent"),
+        "{text}"
+    );
+    assert!(row.text().await.unwrap().contains("hospital-b"));
+    // Exactly as `warden task create`: the record kept where `warden task show` reads it.
+    let show = w
+        .warden(
+            &["task", "show", "--profile-file", p, &task.to_string()],
+            &[],
+        )
+        .await;
+    assert!(
+        show.stdout.contains(&format!("hospital-b: run {run}"))
+            && !show.stderr.contains("no local record"),
+        "{show}"
+    );
 
     // The first-run approval queue: the digest, approved from its form.
     let airlock = format!("{}/node", ui.base);

@@ -105,6 +105,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/static/console.css", get(pages::style))
         .route("/collaborations", get(researcher::collaborations))
         .route("/tasks", get(researcher::tasks))
+        .route(
+            "/tasks/new",
+            get(researcher::new_task).post(researcher::create),
+        )
         .route("/tasks/{id}", get(researcher::task))
         .route("/tasks/{id}/results", get(researcher::results))
         .route("/node", get(owner::pending))

@@ -34,6 +34,7 @@ pub fn frame(title: &str, app: &App, refresh: Option<u32>, body: Markup) -> Mark
                         @if app.sources.researcher.is_some() {
                             a href="/collaborations" { "Collaborations" }
                             a href="/tasks" { "Tasks" }
+                            a href="/tasks/new" { "New task" }
                         }
                         @if app.sources.node.is_some() {
                             a href="/node" { "Airlock" }
@@ -106,6 +107,7 @@ pub async fn home(State(app): State<Arc<App>>) -> Markup {
                 ul {
                     li { a href="/collaborations" { "Collaborations" } }
                     li { a href="/tasks" { "Tasks and their runs" } }
+                    li { a href="/tasks/new" { "Create a task" } }
                 }
             }
         }

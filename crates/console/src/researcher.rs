@@ -4,14 +4,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::header;
 use axum::response::{IntoResponse as _, Response};
 use maud::html;
 use warden_api::{Page, RunState, Task};
-use warden_client::{Expect, TaskRecord};
+use warden_client::{Expect, Submission, TaskRecord};
 
 use crate::pages::{self, frame, when};
+use crate::security::{CSRF_FIELD, Session};
 use crate::{App, ResearcherSide};
 
 /// Tasks shown per page.
@@ -251,4 +253,113 @@ pub async fn results(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Respon
         p { a href={ "/tasks/" (id) } { "Back to the task" } }
     };
     frame(&title, &app, None, body).into_response()
+}
+
+/// `GET /tasks/new`: the form that creates a task as `warden task create` does.
+pub async fn new_task(
+    State(app): State<Arc<App>>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let r = match side(&app) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let body = html! {
+        p {
+            "The input is sealed here for each organization you choose, to the key the profile pins for it ("
+            code { (r.profile.path.display().to_string()) } "), with your certified key; the image's tag is resolved to its digest here, once."
+        }
+        form method="post" action="/tasks/new" class="create" {
+            input type="hidden" name=(CSRF_FIELD) value=(session.csrf);
+            label for="image" { "Image" }
+            input id="image" type="text" name="image" required placeholder="registry.example.org/warden/mean:1.0";
+            fieldset {
+                legend { "Organizations" }
+                @for name in r.profile.pins.keys() {
+                    label { input type="checkbox" name="org" value=(name); " " (name) }
+                }
+            }
+            label for="input" { "Input (strict JSON: function and args)" }
+            textarea id="input" name="input" rows="4" required { r#"{"function": "", "args": {}}"# }
+            label for="name" { "Name" }
+            input id="name" type="text" name="name";
+            button type="submit" id="create" { "Create the task" }
+        }
+    };
+    frame("New task", &app, None, body).into_response()
+}
+
+/// `POST /tasks/new`: seals and creates the task (`warden_client::Client::create_task`), keeps
+/// its record beside `warden task create`'s, and goes to its page.
+pub async fn create(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let r = match side(&app) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let title = "New task";
+    let bad = |why: String| pages::error(&app, StatusCode::BAD_REQUEST, title, &why);
+    let fields: Vec<(String, String)> = match serde_urlencoded::from_bytes(&body) {
+        Ok(f) => f,
+        Err(e) => return bad(format!("the form cannot be read: {e}")),
+    };
+    let field = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim())
+            .unwrap_or("")
+    };
+    let orgs: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| k == "org")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if orgs.is_empty() {
+        return bad("choose at least one organization".to_owned());
+    }
+    let input = match warden_client::parse_input(field("input").as_bytes()) {
+        Ok(i) => i,
+        Err(e) => return bad(e.to_string()),
+    };
+    let image = match warden_client::image_reference(field("image")) {
+        Ok(i) => i,
+        Err(e) => return bad(e.to_string()),
+    };
+    let created = async {
+        r.client.check_researcher(&r.researcher).await?;
+        let collab = r.client.collaboration(&r.profile.collaboration).await?;
+        let targets = r.client.targets(&collab, &orgs, &r.profile).await?;
+        let digest = warden_client::resolve_digest(&image, &r.profile.registry).await?;
+        let submission = Submission {
+            collaboration: &collab,
+            targets: &targets,
+            name: field("name"),
+            image: &image,
+            digest: &digest,
+            input: &input,
+        };
+        r.client.create_task(&r.researcher, &submission).await
+    }
+    .await;
+    let (task, record) = match created {
+        Ok(c) => c,
+        Err(e) => return server_error(&app, title, &e),
+    };
+    if let Err(e) = r.records.save(&record) {
+        return pages::error(
+            &app,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            title,
+            &format!(
+                "task {} was created, but {e}; its runs and results are then checked against the \
+                 server's echo only",
+                task.task.id
+            ),
+        );
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("/tasks/{}", task.task.id))],
+    )
+        .into_response()
 }
