@@ -355,7 +355,8 @@ async fn until_row(c: &fantoccini::Client, w: &World, url: &str, run: i64, needl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_browser_a_rejected_runs_reason_shows_and_a_released_result_arrives_completed() {
     let mut w = World::with_registry().await;
-    let (repo, _) = w.push_signed("echo", "ui-echo", "v1").await;
+    // The algorithm writes its args as its result: a JSON object of numbers, one key HTML.
+    let (repo, _) = w.push_signed("json_out", "ui-json", "v1").await;
     // Hospital A allows another repository only: it rejects the run with its reason.
     let other = warden_reference::Repository::parse(&format!(
         "{}/cli/ui-other",
@@ -393,7 +394,7 @@ async fn in_a_browser_a_rejected_runs_reason_shows_and_a_released_result_arrives
                 "--org",
                 "hospital-b",
                 "--input",
-                r#"{"function":"f","args":{"n":1}}"#,
+                r#"{"function":"f","args":{"<b>cases</b>":12,"controls":30}}"#,
                 "--name",
                 name,
                 "--json",
@@ -462,7 +463,11 @@ async fn in_a_browser_a_rejected_runs_reason_shows_and_a_released_result_arrives
         .await
         .unwrap();
     let held = main_text(c).await;
-    assert!(held.contains("env-ok echo:"), "{held}");
+    assert!(
+        held.contains("<b>cases</b>") && held.contains("controls") && held.contains("30"),
+        "{held}"
+    );
+    assert!(c.find_all(Locator::Css("main b")).await.unwrap().is_empty());
     shot(c, "held-result").await;
     c.find(Locator::Id("release"))
         .await
@@ -494,9 +499,16 @@ async fn in_a_browser_a_rejected_runs_reason_shows_and_a_released_result_arrives
         .unwrap();
     let results = main_text(c).await;
     assert!(
-        results.contains("env-ok echo:") && results.contains("hospital-b"),
+        results.contains("<b>cases</b>") && results.contains("hospital-b"),
         "{results}"
     );
+    // The numbers drawn as an SVG chart, made here; its labels are text.
+    let svg = c
+        .find(Locator::Css("section.run figure.chart svg"))
+        .await
+        .unwrap();
+    assert!(svg.text().await.unwrap().contains("<b>cases</b>"));
+    assert!(c.find_all(Locator::Css("main b")).await.unwrap().is_empty());
     assert!(results.contains("this machine sent"), "{results}");
     shot(c, "results").await;
 }

@@ -163,6 +163,12 @@ pub fn result(bytes: &[u8]) -> Markup {
     };
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => html! {
+            @if let Some(svg) = chart(&map) {
+                figure class="chart" {
+                    (maud::PreEscaped(svg))
+                    figcaption { "The result's numbers, drawn here." }
+                }
+            }
             table class="result" {
                 thead { tr { th scope="col" { "key" } th scope="col" { "value" } } }
                 tbody {
@@ -196,6 +202,71 @@ pub fn result(bytes: &[u8]) -> Markup {
         }
         _ => html! { pre class="result" { (text) } },
     }
+}
+
+/// Most bars a chart draws.
+const MAX_BARS: usize = 40;
+
+/// A bar chart of a result whose values are all numbers (at most [`MAX_BARS`]), as SVG from
+/// plotters' SVG backend, which escapes every text and attribute it writes (the keys are the
+/// algorithm's words). `None` when the result is not such an object or cannot be drawn.
+pub fn chart(map: &serde_json::Map<String, Value>) -> Option<String> {
+    use plotters::prelude::*;
+    if map.is_empty() || map.len() > MAX_BARS {
+        return None;
+    }
+    let bars: Vec<(&str, f64)> = map
+        .iter()
+        .map(|(k, v)| v.as_f64().map(|n| (k.as_str(), n)))
+        .collect::<Option<_>>()?;
+    let lo = bars.iter().map(|b| b.1).fold(0.0_f64, f64::min);
+    let hi = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return None;
+    }
+    let top = if hi == lo {
+        lo + 1.0
+    } else {
+        hi + (hi - lo) * 0.05
+    };
+    let n = bars.len();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 320)).into_drawing_area();
+        root.fill(&WHITE).ok()?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..n as f64, lo..top)
+            .ok()?;
+        let label = |x: &f64| {
+            let i = x.floor();
+            if i >= 0.0 && (i as usize) < n && (x - i - 0.5).abs() < 1e-9 {
+                bars[i as usize].0.chars().take(24).collect()
+            } else {
+                String::new()
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(2 * n + 1)
+            .x_label_formatter(&label)
+            .draw()
+            .ok()?;
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+                let x = i as f64;
+                Rectangle::new(
+                    [(x + 0.15, 0.0_f64.max(lo)), (x + 0.85, *v)],
+                    RGBColor(31, 95, 191).filled(),
+                )
+            }))
+            .ok()?;
+        root.present().ok()?;
+    }
+    Some(svg)
 }
 
 fn cell(v: &Value) -> String {
