@@ -511,6 +511,21 @@ async fn in_a_browser_a_rejected_runs_reason_shows_and_a_released_result_arrives
     assert!(c.find_all(Locator::Css("main b")).await.unwrap().is_empty());
     assert!(results.contains("this machine sent"), "{results}");
     shot(c, "results").await;
+
+    // Without the local record (the task made on another machine), the results are checked
+    // against the server's nonce and the digest the tag resolves to now, and the page says so.
+    let records = w.state_home().join("warden/tasks");
+    for f in std::fs::read_dir(&records).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    c.goto(&format!("{}/tasks/{task}/results", ui.base))
+        .await
+        .unwrap();
+    let echoed = main_text(c).await;
+    assert!(
+        echoed.contains("no local record of this task") && echoed.contains("<b>cases</b>"),
+        "{echoed}"
+    );
 }
 
 /// Clicks `button` (a form's submit button) and waits for the node's answer page.
