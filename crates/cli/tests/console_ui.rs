@@ -256,10 +256,23 @@ async fn the_console_refuses_without_token_from_another_origin_without_csrf_and_
     );
 }
 
-/// Headless Chromium through Debian's chromedriver, killed on drop.
+/// Headless Chromium through Debian's chromedriver. On drop (a failed assertion too) the
+/// WebDriver session is ended, so that chromedriver stops its Chromium, and then chromedriver is
+/// killed; killing chromedriver alone would leave Chromium running.
 struct Browser {
     _driver: tokio::process::Child,
     client: fantoccini::Client,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let c = self.client.clone();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                let _ = tokio::time::timeout(Duration::from_secs(20), c.close()).await;
+            })
+        });
+    }
 }
 
 async fn browser() -> Browser {
