@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -123,7 +123,10 @@ struct Inner {
     key: SigningKey,
     public: PublicKey,
     log: Log,
-    append: tokio::sync::Mutex<()>,
+    /// The open group commit of decisions (held while one decision runs).
+    append: tokio::sync::Mutex<Batch>,
+    /// Decisions waiting for [`Inner::append`].
+    queued: AtomicUsize,
     rules: ReviewConfig,
     auth: AuthConfig,
     throttle: Throttle,
@@ -136,6 +139,38 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct Service {
     inner: Arc<Inner>,
+}
+
+/// Decisions written in one open transaction and committed together (group commit): each ran
+/// in its own savepoint (an error undoes that decision alone); the batch is committed when no
+/// decision is waiting for the lock, or at [`MAX_BATCH`], and each decision answers once the
+/// commit holding it is durable.
+#[derive(Default)]
+struct Batch {
+    tx: Option<Tx>,
+    /// Leaf hashes written in `tx`, in index order, not yet in the in-memory tree.
+    pending: Vec<Hash>,
+    /// The decisions in `tx`, told when it is committed (or failed).
+    waiters: Vec<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("open", &self.tx.is_some())
+            .field("pending", &self.pending.len())
+            .field("waiters", &self.waiters.len())
+            .finish()
+    }
+}
+
+/// Most decisions committed together.
+const MAX_BATCH: usize = 64;
+
+fn not_committed(why: &str) -> ServiceError {
+    ServiceError::Storage(StorageError::Database(sqlx::Error::Protocol(format!(
+        "the decision was not committed ({why}); nothing of it is in the log; retry"
+    ))))
 }
 
 /// A leaf to append with the decision.
@@ -408,7 +443,8 @@ impl Service {
                 key,
                 public,
                 log,
-                append: tokio::sync::Mutex::new(()),
+                append: tokio::sync::Mutex::new(Batch::default()),
+                queued: AtomicUsize::new(0),
                 rules,
                 auth,
                 throttle,
@@ -465,22 +501,132 @@ impl Service {
         Ok(())
     }
 
-    /// Commit `tx` with its leaves; the leaves were given indexes from the log's size under
-    /// the append lock, which the caller holds.
-    async fn commit_with_leaves(
+    /// Runs one decision in the group commit: `body` gets the open transaction and the index
+    /// of its first leaf, and returns its answer and its leaves (indexes from that one on). The
+    /// leaves are appended in the decision's savepoint; an error undoes the decision alone. The
+    /// answer is returned once the batch holding the decision is committed (durable) and its
+    /// leaves are in the tree. Callers run it in a task of its own ([`Service::uncancelled`]),
+    /// so a decision is never dropped half-way with the lock released.
+    async fn decide<T>(
         &self,
-        mut tx: Tx,
-        leaves: Vec<Pending>,
-        first: i64,
-    ) -> Result<Vec<i64>> {
+        body: impl AsyncFnOnce(&mut Tx, i64) -> Result<(T, Vec<Pending>)>,
+    ) -> Result<T> {
+        let inner = &self.inner;
+        inner.queued.fetch_add(1, Ordering::SeqCst);
+        let mut batch = inner.append.lock().await;
+        inner.queued.fetch_sub(1, Ordering::SeqCst);
+        let outcome = self.run_decision(&mut batch, body).await;
+        let waiter = match outcome {
+            Ok((value, rx)) => Some((value, rx)),
+            Err(e) => {
+                if batch.tx.is_some() && batch.waiters.is_empty() && batch.pending.is_empty() {
+                    // Nothing else in the batch: start afresh.
+                    batch.tx = None;
+                }
+                // The decisions before this one still commit (below).
+                if inner.queued.load(Ordering::SeqCst) == 0 {
+                    Self::flush(&inner.log, &mut batch).await;
+                }
+                return Err(e);
+            }
+        };
+        if inner.queued.load(Ordering::SeqCst) == 0 || batch.waiters.len() >= MAX_BATCH {
+            Self::flush(&inner.log, &mut batch).await;
+        }
+        drop(batch);
+        let Some((value, rx)) = waiter else {
+            return Err(not_committed("no answer"));
+        };
+        match rx.await {
+            Ok(Ok(())) => Ok(value),
+            Ok(Err(why)) => Err(not_committed(&why)),
+            Err(_) => Err(not_committed("the store stopped")),
+        }
+    }
+
+    /// The decision in its savepoint; on success it waits in the batch.
+    #[allow(clippy::type_complexity)]
+    async fn run_decision<T>(
+        &self,
+        batch: &mut Batch,
+        body: impl AsyncFnOnce(&mut Tx, i64) -> Result<(T, Vec<Pending>)>,
+    ) -> Result<(
+        T,
+        tokio::sync::oneshot::Receiver<std::result::Result<(), String>>,
+    )> {
+        if batch.tx.is_none() {
+            batch.tx = Some(self.inner.db.write().await?);
+        }
+        let pending = batch.pending.len() as i64;
+        let Some(tx) = batch.tx.as_mut() else {
+            return Err(not_committed("no transaction"));
+        };
+        // The next leaf index, checked against the database (a second writer on the same
+        // database would show here). A statement that fails outside the decision's savepoint
+        // leaves the transaction unusable (PostgreSQL would turn its COMMIT into a rollback):
+        // the whole batch fails.
+        let db_size = match tx.log_size().await {
+            Ok(n) => n,
+            Err(e) => return Err(Self::abort(batch, e.into())),
+        };
+        let mem = self.inner.log.size() as i64 + pending;
+        if db_size != mem {
+            return Err(ServiceError::Conflict(format!(
+                "the log in the database has {db_size} entries but this store process serves {mem}; another process writes to the same database; restart the store"
+            )));
+        }
+        if let Err(e) = tx.savepoint().await {
+            return Err(Self::abort(batch, e.into()));
+        }
+        let Some(tx) = batch.tx.as_mut() else {
+            return Err(not_committed("no transaction"));
+        };
+        let first = db_size;
+        let written = match body(tx, first).await {
+            Ok((value, leaves)) => Self::append_leaves(tx, &leaves, first)
+                .await
+                .map(|hashes| (value, hashes)),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok((value, hashes)) => {
+                if let Err(e) = tx.release_savepoint().await {
+                    return Err(Self::abort(batch, e.into()));
+                }
+                batch.pending.extend(hashes);
+                let (send, recv) = tokio::sync::oneshot::channel();
+                batch.waiters.push(send);
+                Ok((value, recv))
+            }
+            Err(e) => {
+                if let Err(r) = tx.rollback_to_savepoint().await {
+                    tracing::error!(error = %r, "cannot undo a failed decision");
+                    Self::abort(batch, r.into());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The batch's transaction is unusable: roll it back (by dropping it) and fail every
+    /// decision in it. Returns `e` for the decision that found it.
+    fn abort(batch: &mut Batch, e: ServiceError) -> ServiceError {
+        tracing::error!(error = %e, decisions = batch.waiters.len(), "the batch of decisions is rolled back");
+        batch.tx = None;
+        batch.pending.clear();
+        for w in batch.waiters.drain(..) {
+            let _ = w.send(Err(format!("the batch was rolled back: {e}")));
+        }
+        e
+    }
+
+    async fn append_leaves(tx: &mut Tx, leaves: &[Pending], first: i64) -> Result<Vec<Hash>> {
         let t = now();
         let mut hashes: Vec<Hash> = Vec::with_capacity(leaves.len());
-        let mut idxs = Vec::with_capacity(leaves.len());
         for (i, l) in leaves.iter().enumerate() {
-            let idx = first + i as i64;
             let h = leaf_hash(&l.bytes);
             tx.append_leaf(&NewLeaf {
-                idx,
+                idx: first + i as i64,
                 kind: l.kind.as_str(),
                 version_id: l.version_id,
                 digest: &l.digest,
@@ -490,24 +636,47 @@ impl Service {
             })
             .await?;
             hashes.push(h);
-            idxs.push(idx);
         }
-        tx.commit().await?;
-        self.inner.log.push(&hashes);
-        Ok(idxs)
+        Ok(hashes)
     }
 
-    /// The next leaf index, checked against the database (a second writer on the same
-    /// database would show here).
-    async fn next_index(&self, tx: &mut Tx) -> Result<i64> {
-        let db_size = tx.log_size().await?;
-        let mem = self.inner.log.size() as i64;
-        if db_size != mem {
-            return Err(ServiceError::Conflict(format!(
-                "the log in the database has {db_size} entries but this store process serves {mem}; another process writes to the same database; restart the store"
-            )));
+    /// Commits the batch (if any decision is in it), then puts its leaves in the tree and
+    /// answers its decisions.
+    async fn flush(log: &Log, batch: &mut Batch) {
+        let Some(tx) = batch.tx.take() else {
+            return;
+        };
+        let waiters = std::mem::take(&mut batch.waiters);
+        let pending = std::mem::take(&mut batch.pending);
+        if waiters.is_empty() {
+            // Nothing to keep (a failed decision alone): roll back by dropping.
+            drop(tx);
+            return;
         }
-        Ok(db_size)
+        match tx.commit().await {
+            Ok(()) => {
+                log.push(&pending);
+                for w in waiters {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, decisions = waiters.len(), "a batch of decisions could not be committed");
+                for w in waiters {
+                    let _ = w.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Runs `f` in a task of its own, so that a decision runs to its end even when the
+    /// request that asked for it goes away.
+    async fn uncancelled<T: Send + 'static>(
+        f: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        tokio::spawn(f)
+            .await
+            .unwrap_or_else(|e| Err(not_committed(&format!("the decision's task ended: {e}"))))
     }
 
     // ---------------------------------------------------------------------------------------
@@ -856,7 +1025,13 @@ impl Service {
 
     /// Submit a version: the image resolved once (a tag against the registry), the algorithm
     /// created at its first version, a store-signed submission leaf.
+    /// A developer submits a version (a decision: its leaf is committed with it).
     pub async fn submit(&self, who: &AccountRow, req: wire::Submission) -> Result<wire::Version> {
+        let (svc, who) = (self.clone(), who.clone());
+        Self::uncancelled(async move { svc.submit_now(&who, req).await }).await
+    }
+
+    async fn submit_now(&self, who: &AccountRow, req: wire::Submission) -> Result<wire::Version> {
         check_name("algorithm", &req.algorithm)?;
         check_text("description", &req.description)?;
         check_source(&req.source)?;
@@ -911,8 +1086,8 @@ impl Service {
         let functions = serde_json::to_string(&req.functions)
             .map_err(|e| invalid(format!("functions: {e}")))?;
 
-        let _append = self.inner.append.lock().await;
-        let mut tx = self.inner.db.write().await?;
+        let (out, id, algorithm_name, idx) = self
+            .decide(async |tx: &mut Tx, idx: i64| {
         let t = now();
         let algorithm = match tx.algorithm(&req.algorithm).await? {
             Some(a) => a,
@@ -939,7 +1114,6 @@ impl Service {
             Some(v) => v.clone(),
             None => (tx.version_count(algorithm.id).await? + 1).to_string(),
         };
-        let idx = self.next_index(&mut tx).await?;
         let id = match tx
             .create_version(
                 algorithm.id,
@@ -985,23 +1159,20 @@ impl Service {
             .version(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound("the version just created is gone".into()))?;
-        let out = self.version_wire(&mut tx, &row).await?;
-        self.commit_with_leaves(
-            tx,
-            vec![Pending {
+        let out = self.version_wire(tx, &row).await?;
+        Ok(((out, id, algorithm.name.clone(), idx), vec![Pending {
                 kind: EntryKind::Submission,
                 version_id: id,
                 digest: digest.to_string(),
                 bytes: leaf,
-            }],
-            idx,
-        )
-        .await?;
+            }]))
+            })
+            .await?;
         self.inner
             .counters
             .submissions
             .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(version = id, algorithm = %algorithm.name, %digest, leaf = idx, "version submitted");
+        tracing::info!(version = id, algorithm = %algorithm_name, %digest, leaf = idx, "version submitted");
         Ok(out)
     }
 
@@ -1162,97 +1333,108 @@ impl Service {
         id: i64,
         req: wire::SubmitReview,
     ) -> Result<wire::Version> {
-        let _append = self.inner.append.lock().await;
-        let mut tx = self.inner.db.write().await?;
-        let v = Self::load_version(&mut tx, id).await?;
-        let assigned = tx.assigned(id).await?;
-        let facts = facts(&v)?;
-        domain::permit(
-            &actor_of(who),
-            &Action::Review {
-                version: &facts,
-                assigned: assigned.iter().any(|(i, _)| *i == who.id),
-            },
-            &self.inner.rules,
-        )?;
-        // The decision is the envelope's; parse it first to know which to expect.
-        let bytes = STANDARD
-            .decode(req.envelope.trim())
-            .map_err(|e| invalid(format!("envelope is not standard base64: {e}")))?;
-        let decision = warden_trust::review::parse_review_envelope(&bytes)
-            .map(|(_, r)| r.predicate.decision)
-            .map_err(|e| ServiceError::Denied(format!("review envelope refused: {e}")))?;
-        if decision == Decision::Revoke {
-            return Err(invalid(
-                "a revocation goes to POST /api/versions/{id}/revoke, not to reviews",
-            ));
-        }
-        let (bytes, review) = self.verify_envelope(who, &v, &req.envelope, decision)?;
-        let prior = tx.reviews(id).await?;
-        if prior.iter().any(|r| r.reviewer_id == who.id) {
-            return Err(ServiceError::Conflict(
-                "you reviewed this version already; one review per reviewer".into(),
-            ));
-        }
-        let idx = self.next_index(&mut tx).await?;
-        let (kind, dtext) = match decision {
-            Decision::Approve => (EntryKind::Approval, "approve"),
-            _ => (EntryKind::Rejection, "reject"),
-        };
-        tx.add_review(id, who.id, dtext, review.predicate.comment.as_deref(), idx)
-            .await?;
-        let mut leaves = vec![Pending {
-            kind,
-            version_id: id,
-            digest: v.digest.clone(),
-            bytes,
-        }];
-        let mut votes: Vec<Vote> = prior
-            .iter()
-            .map(|r| Vote {
-                reviewer: r.reviewer_id,
-                organization: r.organization_id,
-                approve: r.decision == "approve",
-            })
-            .collect();
-        votes.push(Vote {
-            reviewer: who.id,
-            organization: who.organization_id,
-            approve: decision == Decision::Approve,
-        });
-        match domain::tally(&votes, &self.inner.rules) {
-            Tally::Rejected => {
-                tx.set_state(id, VersionState::Rejected.as_str(), None)
-                    .await?;
-            }
-            Tally::Approved => {
-                tx.set_state(id, VersionState::Approved.as_str(), None)
-                    .await?;
-                // The previous approved versions are replaced (or revoked, by configuration).
-                for old in tx.approved_versions(v.algorithm_id, id).await? {
-                    let reason = format!("replaced by version {}", v.version);
-                    if self.inner.rules.replaced_remain_valid {
-                        tx.set_state(old, VersionState::Replaced.as_str(), Some(&reason))
-                            .await?;
-                    } else {
-                        let ov = Self::load_version(&mut tx, old).await?;
-                        let leaf = self.store_revocation(&ov, who, &reason)?;
-                        tx.set_state(old, VersionState::Revoked.as_str(), Some(&reason))
-                            .await?;
-                        leaves.push(Pending {
-                            kind: EntryKind::Revocation,
-                            version_id: old,
-                            digest: ov.digest.clone(),
-                            bytes: leaf,
-                        });
-                    }
+        let (svc, who) = (self.clone(), who.clone());
+        Self::uncancelled(async move { svc.review_now(&who, id, req).await }).await
+    }
+
+    async fn review_now(
+        &self,
+        who: &AccountRow,
+        id: i64,
+        req: wire::SubmitReview,
+    ) -> Result<wire::Version> {
+        let (out, decision, idx) = self
+            .decide(async |tx: &mut Tx, idx: i64| {
+                let v = Self::load_version(tx, id).await?;
+                let assigned = tx.assigned(id).await?;
+                let facts = facts(&v)?;
+                domain::permit(
+                    &actor_of(who),
+                    &Action::Review {
+                        version: &facts,
+                        assigned: assigned.iter().any(|(i, _)| *i == who.id),
+                    },
+                    &self.inner.rules,
+                )?;
+                // The decision is the envelope's; parse it first to know which to expect.
+                let bytes = STANDARD
+                    .decode(req.envelope.trim())
+                    .map_err(|e| invalid(format!("envelope is not standard base64: {e}")))?;
+                let decision = warden_trust::review::parse_review_envelope(&bytes)
+                    .map(|(_, r)| r.predicate.decision)
+                    .map_err(|e| ServiceError::Denied(format!("review envelope refused: {e}")))?;
+                if decision == Decision::Revoke {
+                    return Err(invalid(
+                        "a revocation goes to POST /api/versions/{id}/revoke, not to reviews",
+                    ));
                 }
-            }
-            Tally::Pending { .. } => {}
-        }
-        let v2 = Self::load_version(&mut tx, id).await?;
-        let out = self.version_wire(&mut tx, &v2).await?;
-        self.commit_with_leaves(tx, leaves, idx).await?;
+                let (bytes, review) = self.verify_envelope(who, &v, &req.envelope, decision)?;
+                let prior = tx.reviews(id).await?;
+                if prior.iter().any(|r| r.reviewer_id == who.id) {
+                    return Err(ServiceError::Conflict(
+                        "you reviewed this version already; one review per reviewer".into(),
+                    ));
+                }
+                let (kind, dtext) = match decision {
+                    Decision::Approve => (EntryKind::Approval, "approve"),
+                    _ => (EntryKind::Rejection, "reject"),
+                };
+                tx.add_review(id, who.id, dtext, review.predicate.comment.as_deref(), idx)
+                    .await?;
+                let mut leaves = vec![Pending {
+                    kind,
+                    version_id: id,
+                    digest: v.digest.clone(),
+                    bytes,
+                }];
+                let mut votes: Vec<Vote> = prior
+                    .iter()
+                    .map(|r| Vote {
+                        reviewer: r.reviewer_id,
+                        organization: r.organization_id,
+                        approve: r.decision == "approve",
+                    })
+                    .collect();
+                votes.push(Vote {
+                    reviewer: who.id,
+                    organization: who.organization_id,
+                    approve: decision == Decision::Approve,
+                });
+                match domain::tally(&votes, &self.inner.rules) {
+                    Tally::Rejected => {
+                        tx.set_state(id, VersionState::Rejected.as_str(), None)
+                            .await?;
+                    }
+                    Tally::Approved => {
+                        tx.set_state(id, VersionState::Approved.as_str(), None)
+                            .await?;
+                        // The previous approved versions are replaced (or revoked, by configuration).
+                        for old in tx.approved_versions(v.algorithm_id, id).await? {
+                            let reason = format!("replaced by version {}", v.version);
+                            if self.inner.rules.replaced_remain_valid {
+                                tx.set_state(old, VersionState::Replaced.as_str(), Some(&reason))
+                                    .await?;
+                            } else {
+                                let ov = Self::load_version(tx, old).await?;
+                                let leaf = self.store_revocation(&ov, who, &reason)?;
+                                tx.set_state(old, VersionState::Revoked.as_str(), Some(&reason))
+                                    .await?;
+                                leaves.push(Pending {
+                                    kind: EntryKind::Revocation,
+                                    version_id: old,
+                                    digest: ov.digest.clone(),
+                                    bytes: leaf,
+                                });
+                            }
+                        }
+                    }
+                    Tally::Pending { .. } => {}
+                }
+                let v2 = Self::load_version(tx, id).await?;
+                let out = self.version_wire(tx, &v2).await?;
+                Ok(((out, decision, idx), leaves))
+            })
+            .await?;
         match decision {
             Decision::Approve => self
                 .inner
@@ -1312,42 +1494,51 @@ impl Service {
         id: i64,
         req: wire::Revoke,
     ) -> Result<wire::Version> {
+        let (svc, who) = (self.clone(), who.clone());
+        Self::uncancelled(async move { svc.revoke_now(&who, id, req).await }).await
+    }
+
+    async fn revoke_now(
+        &self,
+        who: &AccountRow,
+        id: i64,
+        req: wire::Revoke,
+    ) -> Result<wire::Version> {
         check_text("reason", &req.reason)?;
         if req.reason.trim().is_empty() {
             return Err(invalid("a revocation needs a reason"));
         }
-        let _append = self.inner.append.lock().await;
-        let mut tx = self.inner.db.write().await?;
-        let v = Self::load_version(&mut tx, id).await?;
-        let facts = facts(&v)?;
-        domain::permit(
-            &actor_of(who),
-            &Action::Revoke {
-                version: &facts,
-                signed: req.envelope.is_some(),
-            },
-            &self.inner.rules,
-        )?;
-        let leaf = match &req.envelope {
-            Some(b64) => self.verify_envelope(who, &v, b64, Decision::Revoke)?.0,
-            None => self.store_revocation(&v, who, &req.reason)?,
-        };
-        let idx = self.next_index(&mut tx).await?;
-        tx.set_state(id, VersionState::Revoked.as_str(), Some(&req.reason))
+        let (out, idx) = self
+            .decide(async |tx: &mut Tx, idx: i64| {
+                let v = Self::load_version(tx, id).await?;
+                let facts = facts(&v)?;
+                domain::permit(
+                    &actor_of(who),
+                    &Action::Revoke {
+                        version: &facts,
+                        signed: req.envelope.is_some(),
+                    },
+                    &self.inner.rules,
+                )?;
+                let leaf = match &req.envelope {
+                    Some(b64) => self.verify_envelope(who, &v, b64, Decision::Revoke)?.0,
+                    None => self.store_revocation(&v, who, &req.reason)?,
+                };
+                tx.set_state(id, VersionState::Revoked.as_str(), Some(&req.reason))
+                    .await?;
+                let v2 = Self::load_version(tx, id).await?;
+                let out = self.version_wire(tx, &v2).await?;
+                Ok((
+                    (out, idx),
+                    vec![Pending {
+                        kind: EntryKind::Revocation,
+                        version_id: id,
+                        digest: v.digest.clone(),
+                        bytes: leaf,
+                    }],
+                ))
+            })
             .await?;
-        let v2 = Self::load_version(&mut tx, id).await?;
-        let out = self.version_wire(&mut tx, &v2).await?;
-        self.commit_with_leaves(
-            tx,
-            vec![Pending {
-                kind: EntryKind::Revocation,
-                version_id: id,
-                digest: v.digest.clone(),
-                bytes: leaf,
-            }],
-            idx,
-        )
-        .await?;
         self.inner
             .counters
             .revocations
@@ -1363,53 +1554,62 @@ impl Service {
         id: i64,
         req: wire::Reinstate,
     ) -> Result<wire::Version> {
+        let (svc, who) = (self.clone(), who.clone());
+        Self::uncancelled(async move { svc.reinstate_now(&who, id, req).await }).await
+    }
+
+    async fn reinstate_now(
+        &self,
+        who: &AccountRow,
+        id: i64,
+        req: wire::Reinstate,
+    ) -> Result<wire::Version> {
         check_text("reason", &req.reason)?;
         if req.reason.trim().is_empty() {
             return Err(invalid("a reinstatement needs a reason"));
         }
-        let _append = self.inner.append.lock().await;
-        let mut tx = self.inner.db.write().await?;
-        let v = Self::load_version(&mut tx, id).await?;
-        let facts = facts(&v)?;
-        domain::permit(
-            &actor_of(who),
-            &Action::Reinstate { version: &facts },
-            &self.inner.rules,
-        )?;
-        let digest: Digest = v
-            .digest
-            .parse()
-            .map_err(|e| invalid(format!("stored digest: {e}")))?;
-        let leaf = store_statement(
-            &self.inner.key,
-            &v.repository,
-            &digest,
-            wire::REINSTATEMENT_PREDICATE_V1,
-            json!({
-                "store": self.inner.name,
-                "algorithm": v.algorithm,
-                "version": v.version,
-                "administrator": who.username,
-                "reason": req.reason,
-                "time": rfc3339(OffsetDateTime::now_utc()),
-            }),
-        );
-        let idx = self.next_index(&mut tx).await?;
-        tx.set_state(id, VersionState::Approved.as_str(), Some(&req.reason))
+        let (out, idx) = self
+            .decide(async |tx: &mut Tx, idx: i64| {
+                let v = Self::load_version(tx, id).await?;
+                let facts = facts(&v)?;
+                domain::permit(
+                    &actor_of(who),
+                    &Action::Reinstate { version: &facts },
+                    &self.inner.rules,
+                )?;
+                let digest: Digest = v
+                    .digest
+                    .parse()
+                    .map_err(|e| invalid(format!("stored digest: {e}")))?;
+                let leaf = store_statement(
+                    &self.inner.key,
+                    &v.repository,
+                    &digest,
+                    wire::REINSTATEMENT_PREDICATE_V1,
+                    json!({
+                        "store": self.inner.name,
+                        "algorithm": v.algorithm,
+                        "version": v.version,
+                        "administrator": who.username,
+                        "reason": req.reason,
+                        "time": rfc3339(OffsetDateTime::now_utc()),
+                    }),
+                );
+                tx.set_state(id, VersionState::Approved.as_str(), Some(&req.reason))
+                    .await?;
+                let v2 = Self::load_version(tx, id).await?;
+                let out = self.version_wire(tx, &v2).await?;
+                Ok((
+                    (out, idx),
+                    vec![Pending {
+                        kind: EntryKind::Reinstatement,
+                        version_id: id,
+                        digest: v.digest.clone(),
+                        bytes: leaf,
+                    }],
+                ))
+            })
             .await?;
-        let v2 = Self::load_version(&mut tx, id).await?;
-        let out = self.version_wire(&mut tx, &v2).await?;
-        self.commit_with_leaves(
-            tx,
-            vec![Pending {
-                kind: EntryKind::Reinstatement,
-                version_id: id,
-                digest: v.digest.clone(),
-                bytes: leaf,
-            }],
-            idx,
-        )
-        .await?;
         self.inner
             .counters
             .reinstatements

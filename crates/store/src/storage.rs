@@ -333,6 +333,25 @@ impl Tx {
         Ok(())
     }
 
+    /// Opens the savepoint one decision of a group commit runs in.
+    pub async fn savepoint(&mut self) -> Result<()> {
+        on!(self, c => sqlx::query("SAVEPOINT decision").execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Keeps what the decision wrote (it is committed with the batch).
+    pub async fn release_savepoint(&mut self) -> Result<()> {
+        on!(self, c => sqlx::query("RELEASE SAVEPOINT decision").execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Undoes what the decision wrote, keeping the batch's earlier decisions.
+    pub async fn rollback_to_savepoint(&mut self) -> Result<()> {
+        on!(self, c => sqlx::query("ROLLBACK TO SAVEPOINT decision").execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        on!(self, c => sqlx::query("RELEASE SAVEPOINT decision").execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
     pub async fn ping(&mut self) -> Result<()> {
         on!(self, c => sqlx::query("SELECT 1").execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())

@@ -964,3 +964,84 @@ async fn permissions_over_http_and_bad_input() {
     let _ = wire::MAX_LOG_ENTRIES_PAGE;
     s.running.unwrap().stop().await.unwrap();
 }
+
+/// Group commit: many decisions at once are committed together, each in its own savepoint. The
+/// ones that fail (a version number taken) are undone alone, every one that succeeded is a leaf,
+/// the leaves are contiguous and the tree over them is the checkpoint's, and the store goes on
+/// deciding afterwards.
+#[tokio::test]
+async fn concurrent_decisions_commit_together_and_a_failing_one_is_undone_alone() {
+    let s = start(two_rules()).await;
+    let admin = s.admin().await;
+    let dev = s.user(&admin, "dev", "org-dev", &["developer"]).await;
+    let mut set = tokio::task::JoinSet::new();
+    for n in 0..48u8 {
+        let (http, base, token) = (s.http.clone(), s.base.clone(), dev.token.clone());
+        // every fourth one asks for version "1" of algorithm `dup`: one of them wins
+        let (algorithm, version) = if n % 4 == 0 {
+            ("dup".to_owned(), "1".to_owned())
+        } else {
+            (format!("alg{n}"), "1".to_owned())
+        };
+        set.spawn(async move {
+            let r = http
+                .post(format!("{base}/api/versions"))
+                .bearer_auth(token)
+                .json(&json!({
+                    "algorithm": algorithm, "version": version, "source": SOURCE,
+                    "image": format!("{REPO}@{}", digest(n)), "commit": COMMIT,
+                    "functions": [{"name": "partial_mean", "kind": "partial"}],
+                }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (n, status, r.json::<Value>().await.unwrap())
+        });
+    }
+    let mut leaves = Vec::new();
+    let mut conflicts = 0;
+    while let Some(done) = set.join_next().await {
+        let (n, status, v) = done.unwrap();
+        match status {
+            StatusCode::CREATED | StatusCode::OK => leaves.push(v["leaf_index"].as_u64().unwrap()),
+            StatusCode::CONFLICT => {
+                assert_eq!(n % 4, 0, "{v}");
+                assert!(
+                    v["error"]["message"].as_str().unwrap().contains("already"),
+                    "{v}"
+                );
+                conflicts += 1;
+            }
+            other => panic!("{n}: {other} {v}"),
+        }
+    }
+    assert_eq!((leaves.len(), conflicts), (37, 11));
+    leaves.sort_unstable();
+    assert_eq!(
+        leaves,
+        (0..37).collect::<Vec<u64>>(),
+        "contiguous, one per success"
+    );
+    let cp = s.checkpoint().await;
+    assert_eq!(cp.size, 37);
+    let entries = s
+        .ok("GET", "/api/log/entries?start=0&end=100", None, None)
+        .await;
+    let mut tree = warden_tlog::MemoryTree::new();
+    for e in entries["entries"].as_array().unwrap() {
+        assert_eq!(e["kind"], "submission");
+        tree.append(&STANDARD.decode(e["leaf"].as_str().unwrap()).unwrap());
+    }
+    assert_eq!(tree.size(), 37);
+    assert_eq!(tree.root(), cp.root);
+    let versions = s.ok("GET", "/api/versions", None, None).await;
+    assert_eq!(
+        versions.as_array().unwrap().len(),
+        37,
+        "no row of a failed decision is left"
+    );
+    // and on it goes
+    let v = s.submit(&dev, "after", &digest(200)).await;
+    assert_eq!(v["leaf_index"], 37);
+}
