@@ -326,28 +326,6 @@ fn recorded(
     Ok(record)
 }
 
-/// What the server shows, when there is no record: its nonce and image, and the digest the
-/// image resolves to now.
-async fn from_echo(
-    client: &Client,
-    profile: &Profile,
-    task: &TaskDetail,
-) -> anyhow::Result<TaskRecord> {
-    let t = &task.task;
-    let Some(nonce) = t.nonce.clone() else {
-        return Err(ClientError::NoNonce { task: t.id }.into());
-    };
-    let image = warden_client::image_reference(&t.image)?;
-    let digest = warden_client::resolve_digest(&image, &profile.registry).await?;
-    Ok(TaskRecord {
-        server: client.base().to_owned(),
-        task_id: t.id,
-        nonce,
-        image,
-        digest,
-    })
-}
-
 async fn wait(profile: &Profile, task_id: i64, output: &OutputArgs) -> anyhow::Result<Outcome> {
     let researcher = researcher(profile)?;
     let store = store()?;
@@ -357,7 +335,7 @@ async fn wait(profile: &Profile, task_id: i64, output: &OutputArgs) -> anyhow::R
         Some(r) => r,
         None => {
             let task = client.task(task_id).await?;
-            from_echo(&client, profile, &task).await?
+            TaskRecord::from_echo(client.base(), &task, &profile.registry).await?
         }
     };
     finish(&client, profile, &researcher, &record, output).await
@@ -495,7 +473,7 @@ async fn logs(
     let task = client.task(task_id).await?;
     let record = match recorded(&store, &client, task_id)? {
         Some(r) => r,
-        None => from_echo(&client, profile, &task).await?,
+        None => TaskRecord::from_echo(client.base(), &task, &profile.registry).await?,
     };
     warden_client::check_task(&task, &record)?;
     let from = pins_from(profile);
