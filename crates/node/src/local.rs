@@ -491,8 +491,8 @@ impl LocalClient {
             .map_err(|e| match e {
                 warden_sdk::http::HttpError::Connect { source, .. } => format!(
                     "cannot reach the node's local socket {socket}: {source}; is the node \
-                     running, and may you use it (its user, root or [local] group)? Give \
-                     --socket PATH or --config FILE"
+                     running, is this the socket of its configuration, and may you use it \
+                     (its user, root or [local] group)?"
                 ),
                 other => format!("the node's local socket {socket}: {other}"),
             })?;
