@@ -384,8 +384,11 @@ pub(crate) enum Ended {
 
 /// After a kill, how long to wait for the container to stop.
 const KILL_GRACE: Duration = Duration::from_secs(10);
-/// How long a SIGKILLed container's `OOMKilled` flag may take to be set after its exit.
-const OOM_SETTLE: Duration = Duration::from_millis(500);
+/// How long a SIGKILLed container's `OOMKilled` flag may take to be set after its exit. Half a
+/// second was seen too short on a loaded machine (two cores, load 4): the run was then reported
+/// as "exited with code 137" instead of out of memory. Only a container killed by someone else
+/// than the node waits this long.
+const OOM_SETTLE: Duration = Duration::from_secs(3);
 
 /// Reads the state, the logs and judges the outcome of a container that is no longer running
 /// (before its output is read).
