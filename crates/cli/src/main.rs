@@ -17,6 +17,7 @@ mod keys;
 mod login;
 mod node;
 mod policy;
+mod progress;
 mod server;
 mod shell;
 mod store;
@@ -173,7 +174,10 @@ fn error_status(e: &anyhow::Error) -> u8 {
 fn report(result: anyhow::Result<common::Outcome>) -> ExitCode {
     match result {
         Ok(outcome) => {
-            emit(&outcome.output);
+            // An interrupted wait prints nothing on standard output.
+            if !outcome.output.is_empty() {
+                emit(&outcome.output);
+            }
             ExitCode::from(outcome.exit)
         }
         Err(e) => {

@@ -8,9 +8,15 @@
 //! Every string that came from the server or an algorithm is escaped before it is printed
 //! (`warden_api::display::safe`).
 //!
+//! While waiting, each run's state is shown on standard error as it changes (`progress`: live on
+//! a terminal, one plain line per change otherwise). Ctrl-C while waiting stops the wait only:
+//! the task was created and its record written before the wait began, nothing is cancelled,
+//! no result is written, and the message says how to come back (`warden task wait ID`).
+//!
 //! Exit status: 0 every run completed, 1 some run failed or was rejected (reasons printed), or
 //! the server's task or a result did not verify (nothing of it printed); 2 bad input, a server
-//! or a key problem (nothing is created when a key does not match its pin).
+//! or a key problem (nothing is created when a key does not match its pin); 130 the wait was
+//! interrupted (Ctrl-C).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,6 +25,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use warden_api::display::safe;
 use warden_api::{RunState, TaskDetail};
 use warden_client::{
@@ -28,9 +35,12 @@ use warden_client::{
 
 use crate::common;
 use crate::common::Outcome;
+use crate::progress::{Watch, waiting_hint};
 
 pub const EXIT_COMPLETED: u8 = 0;
 pub const EXIT_RUN_FAILED: u8 = 1;
+/// The wait was interrupted by Ctrl-C (128 + SIGINT); nothing was cancelled.
+pub const EXIT_INTERRUPTED: u8 = 130;
 /// Default of `--timeout`.
 const DEFAULT_TIMEOUT_SECS: u64 = 600;
 /// Largest `--input-file` read.
@@ -152,9 +162,11 @@ pub fn run(command: TaskCommand) -> anyhow::Result<Outcome> {
         } => {
             let input = read_input(input.as_deref(), input_file.as_deref())?;
             let image = warden_client::image_reference(&image)?;
+            let hint = profile.hint();
             let profile = load_profile(&profile)?;
+            let waiting = wait.then_some(hint.as_str());
             runtime.block_on(create(
-                &profile, &image, &orgs, &input, &name, wait, &output,
+                &profile, &image, &orgs, &input, &name, waiting, &output,
             ))
         }
         TaskCommand::Wait {
@@ -162,8 +174,9 @@ pub fn run(command: TaskCommand) -> anyhow::Result<Outcome> {
             output,
             task_id,
         } => {
+            let hint = profile.hint();
             let profile = load_profile(&profile)?;
-            runtime.block_on(wait(&profile, task_id, &output))
+            runtime.block_on(wait(&profile, &hint, task_id, &output))
         }
         TaskCommand::Logs {
             profile,
@@ -183,6 +196,36 @@ pub fn run(command: TaskCommand) -> anyhow::Result<Outcome> {
             runtime.block_on(show(&profile, task_id, json))
         }
     }
+}
+
+impl ProfileArgs {
+    /// The profile option as given, for the command that comes back to a task.
+    fn hint(&self) -> String {
+        match (&self.profile, &self.profile_file) {
+            (_, Some(p)) => format!("--profile-file {}", shell_word(&p.display().to_string())),
+            (Some(name), None) => format!("--profile {}", shell_word(name)),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// `word` quoted for a POSIX shell when it needs it, made safe to print.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:@,".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        safe(&format!("'{}'", word.replace('\'', "'\\''"))).into_owned()
+    }
+}
+
+/// Ctrl-C (SIGINT) from here on is taken by the wait instead of ending the process, so that
+/// nothing between now and the wait (the task's creation, its record) is cut in half.
+fn interrupts() -> anyhow::Result<Signal> {
+    signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")
 }
 
 fn load_profile(args: &ProfileArgs) -> anyhow::Result<Profile> {
@@ -272,7 +315,7 @@ async fn create(
     orgs: &[String],
     input: &warden_api::strict::Input,
     name: &str,
-    wait_for_runs: bool,
+    wait_for_runs: Option<&str>,
     output: &OutputArgs,
 ) -> anyhow::Result<Outcome> {
     let researcher = researcher(profile)?;
@@ -290,6 +333,7 @@ async fn create(
         digest: &digest,
         input,
     };
+    let mut sigint = interrupts()?;
     let (task, record) = client.create_task(&researcher, &submission).await?;
     if let Err(e) = store.save(&record) {
         warn(&format!(
@@ -298,15 +342,16 @@ async fn create(
             task.task.id
         ));
     }
-    if !wait_for_runs {
+    let Some(hint) = wait_for_runs else {
         let expect = Expect {
             record: &record,
             open: None,
         };
         let outcomes = client.outcomes(&task, Some(expect)).await?;
         return render(&task, &outcomes, output.out.as_deref(), output.json, false);
-    }
-    finish(&client, profile, &researcher, &record, output).await
+    };
+    let waited = finish(&client, profile, &researcher, &record, output, &mut sigint).await?;
+    waited.into_outcome(task.task.id, hint)
 }
 
 /// The record `create` wrote for `task_id`, else (with a warning) `None`.
@@ -326,7 +371,13 @@ fn recorded(
     Ok(record)
 }
 
-async fn wait(profile: &Profile, task_id: i64, output: &OutputArgs) -> anyhow::Result<Outcome> {
+async fn wait(
+    profile: &Profile,
+    hint: &str,
+    task_id: i64,
+    output: &OutputArgs,
+) -> anyhow::Result<Outcome> {
+    let mut sigint = interrupts()?;
     let researcher = researcher(profile)?;
     let store = store()?;
     let client = login(profile).await?;
@@ -338,41 +389,76 @@ async fn wait(profile: &Profile, task_id: i64, output: &OutputArgs) -> anyhow::R
             TaskRecord::from_echo(client.base(), &task, &profile.registry).await?
         }
     };
-    finish(&client, profile, &researcher, &record, output).await
+    let waited = finish(&client, profile, &researcher, &record, output, &mut sigint).await?;
+    waited.into_outcome(task_id, hint)
 }
 
-/// Waits for every run, opens and checks the results and renders them.
+/// How a wait ended.
+enum Waited {
+    Done(Outcome),
+    /// Ctrl-C: nothing was written, nothing cancelled.
+    Interrupted,
+}
+
+impl Waited {
+    fn into_outcome(self, task_id: i64, hint: &str) -> anyhow::Result<Outcome> {
+        match self {
+            Waited::Done(o) => Ok(o),
+            Waited::Interrupted => {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "stopped waiting for task {task_id} (Ctrl-C); nothing was cancelled: its \
+                     runs go on at their nodes. Come back with `warden task wait {hint} {task_id}`"
+                );
+                Ok(Outcome {
+                    output: String::new(),
+                    exit: EXIT_INTERRUPTED,
+                })
+            }
+        }
+    }
+}
+
+/// Waits for every run, opens and checks the results and renders them; Ctrl-C (`sigint`) stops
+/// the wait or the downloads, before anything is written.
 async fn finish(
     client: &Client,
     profile: &Profile,
     researcher: &Researcher,
     record: &TaskRecord,
     output: &OutputArgs,
-) -> anyhow::Result<Outcome> {
+    sigint: &mut Signal,
+) -> anyhow::Result<Waited> {
+    let opened = tokio::select! {
+        r = wait_and_open(client, profile, researcher, record, output) => r?,
+        _ = sigint.recv() => return Ok(Waited::Interrupted),
+    };
+    let (task, outcomes) = opened;
+    let shown = render(&task, &outcomes, output.out.as_deref(), output.json, true)?;
+    Ok(Waited::Done(shown))
+}
+
+/// Waits for every run, showing their states as they change, then downloads, opens and checks
+/// the results.
+async fn wait_and_open(
+    client: &Client,
+    profile: &Profile,
+    researcher: &Researcher,
+    record: &TaskRecord,
+    output: &OutputArgs,
+) -> anyhow::Result<(TaskDetail, Vec<RunOutcome>)> {
     // Each run's state is shown on standard error when it changes, so that a researcher sees
     // a run wait at its node (for approval or release) rather than a silent wait.
     let names = organization_names(client, record.task_id).await;
-    let mut shown: std::collections::BTreeMap<i64, RunState> = std::collections::BTreeMap::new();
-    let watch = |t: &TaskDetail| {
-        for r in &t.runs {
-            if shown.insert(r.id, r.state) == Some(r.state) {
-                continue;
-            }
-            let org = names
-                .get(&r.organization_id)
-                .map(|n| safe(n).into_owned())
-                .unwrap_or_else(|| format!("organization {}", r.organization_id));
-            let mut line = format!("{org}: run {} {}", r.id, r.state);
-            if let Some(hint) = waiting_hint(r.state) {
-                line.push_str(&format!(" ({hint})"));
-            }
-            progress(&line);
-        }
-    };
-    let task = match client
-        .wait_watching(record.task_id, Duration::from_secs(output.timeout), watch)
-        .await
-    {
+    let mut watch = Watch::new(names, Watch::live_here());
+    let waited = client
+        .wait_watching(record.task_id, Duration::from_secs(output.timeout), |t| {
+            watch.seen(t)
+        })
+        .await;
+    watch.stop();
+    let task = match waited {
         Ok(t) => t,
         Err(ClientError::Timeout {
             task,
@@ -400,7 +486,7 @@ async fn finish(
         open: Some((researcher, &profile.pins, &from)),
     };
     let outcomes = client.outcomes(&task, Some(expect)).await?;
-    render(&task, &outcomes, output.out.as_deref(), output.json, true)
+    Ok((task, outcomes))
 }
 
 async fn show(profile: &Profile, task_id: i64, json: bool) -> anyhow::Result<Outcome> {
@@ -417,25 +503,6 @@ async fn show(profile: &Profile, task_id: i64, json: bool) -> anyhow::Result<Out
         None => client.outcomes(&task, None).await?,
     };
     render(&task, &outcomes, None, json, false)
-}
-
-/// A line on standard error while waiting (dropped when nobody reads it).
-fn progress(line: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// What a run waiting at its node waits for, in the researcher's words.
-fn waiting_hint(state: RunState) -> Option<&'static str> {
-    match state {
-        RunState::AwaitingApproval => Some(
-            "the data owner's node waits for its owner to approve this image digest before it runs",
-        ),
-        RunState::AwaitingRelease => {
-            Some("the data owner's node holds the result until its owner releases it")
-        }
-        _ => None,
-    }
 }
 
 /// Why a run shows no released logs: (status for `--json`, the sentence).
@@ -595,8 +662,23 @@ fn json_safe(text: &str) -> String {
     out
 }
 
+/// Writes a result whole or not at all: a temporary file in the same folder, flushed to disk,
+/// then renamed over `path`.
 fn write_result(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let what = || format!("cannot write {}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".warden-result-")
+        .tempfile_in(dir)
+        .with_context(what)?;
+    tmp.write_all(bytes).with_context(what)?;
+    tmp.as_file().sync_all().with_context(what)?;
+    tmp.persist(path).map_err(|e| e.error).with_context(what)?;
+    Ok(())
 }
 
 /// Prints the task and its runs; with results, writes those that go to files. The exit status
