@@ -100,3 +100,134 @@ pub struct Answer {
     #[serde(default)]
     pub runs: Vec<i64>,
 }
+
+/// `GET`: the node's health and what it holds, a [`Status`] (`warden node status`).
+pub const STATUS_PATH: &str = "/v1/status";
+
+/// The answer to `GET /v1/status`: what the node tracks about itself, for its data owner.
+/// docs/node.md documents every field. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    /// No problem below: the audit log is writable and the server answered the last exchange.
+    pub healthy: bool,
+    /// One sentence per problem, in Warden's words (empty when healthy).
+    pub problems: Vec<String>,
+    pub node: NodeStatus,
+    pub server: ServerStatus,
+    pub policy: PolicyStatus,
+    pub runs: RunsStatus,
+    pub self_check: SelfCheckStatus,
+    pub audit: AuditStatus,
+}
+
+/// Who the node is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeStatus {
+    pub node_id: i64,
+    /// This organization's name (its `[organizations]` pin) and the server's ids.
+    pub organization: String,
+    pub organization_id: i64,
+    pub collaboration_id: i64,
+    /// The label value on its containers.
+    pub label: String,
+    pub started_at: i64,
+}
+
+/// The connection to the coordination server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerStatus {
+    pub url: String,
+    /// The last exchange with the server succeeded.
+    pub connected: bool,
+    /// The WebSocket event push is connected (otherwise the node polls).
+    pub event_push: bool,
+    /// Last successful exchange.
+    pub last_contact: Option<i64>,
+    /// The last failed exchange, in Warden's words (never the server's text).
+    pub last_error: Option<ContactError>,
+}
+
+/// A failed exchange with the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactError {
+    pub at: i64,
+    pub message: String,
+}
+
+/// The policy the node loaded at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyStatus {
+    pub file: String,
+    /// `sha256:<hex>` of the file's bytes as loaded.
+    pub sha256: String,
+    /// The policy format version (`version = 1`).
+    pub version: i64,
+    pub allow_rules: usize,
+    pub deny_rules: usize,
+}
+
+/// Run ids in one state, and how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSet {
+    pub count: usize,
+    pub ids: Vec<i64>,
+}
+
+impl RunSet {
+    pub fn of(mut ids: Vec<i64>) -> RunSet {
+        ids.sort_unstable();
+        ids.dedup();
+        RunSet {
+            count: ids.len(),
+            ids,
+        }
+    }
+}
+
+/// The runs the node holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsStatus {
+    /// Taken: between their run slot and their delivery.
+    pub in_flight: RunSet,
+    /// Waiting for a run slot (`[limits] concurrent_runs`).
+    pub queued: RunSet,
+    /// Results held for release (`warden node pending`).
+    pub held_results: RunSet,
+    /// Runs waiting for a digest's approval.
+    pub awaiting_approval: RunSet,
+    pub concurrent_runs: u32,
+}
+
+/// The isolation self-check (the probe run hardened), done at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfCheckStatus {
+    pub passed: bool,
+    pub at: i64,
+    pub probe: String,
+}
+
+/// The audit log's health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditStatus {
+    pub path: String,
+    /// Its last append succeeded and the file can be opened for writing now (what the node
+    /// does again after a failed write).
+    pub writable: bool,
+    /// When not writable: `audit log unavailable: ...`, in Warden's words.
+    pub problem: Option<String>,
+    /// Record entries, and those after the last signed checkpoint (unknown while the log is
+    /// closed after a failure).
+    pub entries: Option<u64>,
+    pub uncovered: Option<u64>,
+    /// When this node process last signed a checkpoint (none since start: null).
+    pub last_checkpoint_at: Option<i64>,
+}

@@ -73,6 +73,8 @@ pub struct AuditLog {
     options: Options,
     chain: Chain,
     poisoned: bool,
+    /// When this handle last wrote a checkpoint.
+    last_checkpoint: Option<OffsetDateTime>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -184,6 +186,7 @@ impl AuditLog {
             options,
             chain: Chain::resume(&report),
             poisoned: false,
+            last_checkpoint: None,
         })
     }
 
@@ -206,12 +209,14 @@ impl AuditLog {
         if self.chain.since_checkpoint() == 0 {
             return Ok(());
         }
+        let at = OffsetDateTime::now_utc();
         let (line, hash) = self
             .chain
-            .checkpoint_line(&self.signer, OffsetDateTime::now_utc())
+            .checkpoint_line(&self.signer, at)
             .map_err(AuditError::Line)?;
         self.write_line(&line)?;
         self.chain.commit(hash, true);
+        self.last_checkpoint = Some(at);
         Ok(())
     }
 
@@ -237,6 +242,11 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// When this handle last wrote a checkpoint (`None`: none since it was opened).
+    pub fn last_checkpoint_at(&self) -> Option<OffsetDateTime> {
+        self.last_checkpoint
     }
 
     fn write_line(&mut self, line: &[u8]) -> Result<(), AuditError> {

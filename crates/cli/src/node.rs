@@ -1,6 +1,8 @@
 //! `warden node start --config FILE`: the node (crates/node). The configuration reference is
 //! docs/node.md.
 //!
+//! `warden node status`: the running node's health over the same socket.
+//!
 //! `warden node pending|show|release|refuse|approve|refuse-digest`: the data owner's airlock,
 //! spoken to the running node over its local socket (`[local] socket`; `--socket PATH`, or
 //! `--config FILE` to read it from the node's configuration). The node knows who asks from the
@@ -24,6 +26,18 @@ pub enum NodeCommand {
         /// The node configuration (TOML); relative paths in it are relative to this file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Show the running node's health: its server connection, policy, runs, last isolation
+    /// self-check and audit log. Exit 0 when healthy, 1 when the node reports a problem (or
+    /// cannot be reached).
+    ///
+    /// Example: warden node status --config /etc/warden/node.toml
+    Status {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Print one JSON object (docs/node.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// List the results held for release and the runs waiting for a digest's approval.
     Pending {
@@ -109,6 +123,7 @@ const EXIT_REFUSED: u8 = 1;
 pub fn run(command: NodeCommand) -> anyhow::Result<u8> {
     let (client, text) = match command {
         NodeCommand::Start { config } => return start(config).map(|()| 0),
+        NodeCommand::Status { socket, json } => return status(&socket.client()?, json),
         NodeCommand::Pending { socket, json } => {
             let c = socket.client()?;
             (c.clone(), c.pending().map(|p| pending_text(&p, json)))
@@ -166,6 +181,139 @@ fn safe_lines(text: &str) -> String {
 
 fn when(at: i64) -> String {
     warden_node::airlock::when(at)
+}
+
+/// `warden node status`: 0 healthy, 1 when the node reports a problem or cannot be reached.
+fn status(client: &LocalClient, json: bool) -> anyhow::Result<u8> {
+    let st = match client.status() {
+        Ok(st) => st,
+        Err(e) => {
+            eprintln!("error: {}", safe(&e));
+            return Ok(EXIT_REFUSED);
+        }
+    };
+    if json {
+        crate::emit(&serde_json::to_string_pretty(&st)?);
+    } else {
+        crate::emit(&safe_lines(&status_text(&st, now())));
+    }
+    Ok(if st.healthy { 0 } else { EXIT_REFUSED })
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A time with how long ago it was.
+fn ago(at: i64, now: i64) -> String {
+    let secs = (now - at).max(0);
+    let span = match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86400 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86400),
+    };
+    format!("{} ({span} ago)", when(at))
+}
+
+fn run_set(r: &warden_api::local::RunSet) -> String {
+    if r.ids.is_empty() {
+        return r.count.to_string();
+    }
+    let ids: Vec<String> = r.ids.iter().map(|i| i.to_string()).collect();
+    format!("{} (runs {})", r.count, ids.join(", "))
+}
+
+fn status_text(st: &warden_api::local::Status, now: i64) -> String {
+    let mut out = String::new();
+    let n = &st.node;
+    let _ = writeln!(
+        out,
+        "node {} of {} (organization {}, collaboration {}), label {}, up since {}",
+        n.node_id,
+        n.organization,
+        n.organization_id,
+        n.collaboration_id,
+        n.label,
+        ago(n.started_at, now)
+    );
+    let _ = writeln!(
+        out,
+        "status:      {}",
+        if st.healthy { "healthy" } else { "PROBLEM" }
+    );
+    for p in &st.problems {
+        let _ = writeln!(out, "  problem:   {p}");
+    }
+    let sv = &st.server;
+    let _ = writeln!(
+        out,
+        "server:      {} {}, event push {}",
+        sv.url,
+        if sv.connected {
+            "connected"
+        } else {
+            "NOT CONNECTED"
+        },
+        if sv.event_push {
+            "connected"
+        } else {
+            "down (polling)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  last contact: {}",
+        sv.last_contact.map_or("never".to_owned(), |t| ago(t, now))
+    );
+    if let Some(e) = &sv.last_error {
+        let _ = writeln!(out, "  last error:   {} at {}", e.message, ago(e.at, now));
+    }
+    let p = &st.policy;
+    let _ = writeln!(
+        out,
+        "policy:      {} (version {}, {}), {} allow rule(s), {} deny rule(s)",
+        p.file, p.version, p.sha256, p.allow_rules, p.deny_rules
+    );
+    let r = &st.runs;
+    let _ = writeln!(
+        out,
+        "runs:        in flight {}, queued {} (concurrent_runs = {})",
+        run_set(&r.in_flight),
+        run_set(&r.queued),
+        r.concurrent_runs
+    );
+    let _ = writeln!(
+        out,
+        "airlock:     held results {}, awaiting approval {}",
+        run_set(&r.held_results),
+        run_set(&r.awaiting_approval)
+    );
+    let c = &st.self_check;
+    let _ = writeln!(
+        out,
+        "self-check:  {} at {} (probe {})",
+        if c.passed { "passed" } else { "FAILED" },
+        ago(c.at, now),
+        c.probe
+    );
+    let a = &st.audit;
+    let count = |v: Option<u64>| v.map_or("unknown".to_owned(), |v| v.to_string());
+    let _ = writeln!(
+        out,
+        "audit log:   {}: {}, {} entries, {} after the last checkpoint, last checkpoint {}",
+        a.path,
+        if a.writable {
+            "writable"
+        } else {
+            "audit log unavailable"
+        },
+        count(a.entries),
+        count(a.uncovered),
+        a.last_checkpoint_at
+            .map_or("none since start".to_owned(), |t| ago(t, now))
+    );
+    out.trim_end().to_owned()
 }
 
 fn pending_text(p: &warden_api::local::Pending, json: bool) -> String {
@@ -292,5 +440,94 @@ async fn shutdown() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use warden_api::local as wire;
+
+    fn sample() -> wire::Status {
+        wire::Status {
+            healthy: false,
+            problems: vec!["audit log unavailable: its last write failed".into()],
+            node: wire::NodeStatus {
+                node_id: 3,
+                organization: "hospital-b".into(),
+                organization_id: 7,
+                collaboration_id: 2,
+                label: "b-node".into(),
+                started_at: 1_000,
+            },
+            server: wire::ServerStatus {
+                url: "https://warden.example.org".into(),
+                connected: false,
+                event_push: false,
+                last_contact: Some(1_100),
+                last_error: Some(wire::ContactError {
+                    at: 1_190,
+                    message: "list pending runs: cannot connect".into(),
+                }),
+            },
+            policy: wire::PolicyStatus {
+                file: "/etc/warden/policy.toml".into(),
+                sha256: "sha256:ab".into(),
+                version: 1,
+                allow_rules: 2,
+                deny_rules: 0,
+            },
+            runs: wire::RunsStatus {
+                in_flight: wire::RunSet::of(vec![12]),
+                queued: wire::RunSet::of(vec![14, 13]),
+                held_results: wire::RunSet::of(vec![]),
+                awaiting_approval: wire::RunSet::of(vec![]),
+                concurrent_runs: 1,
+            },
+            self_check: wire::SelfCheckStatus {
+                passed: true,
+                at: 1_001,
+                probe: "/usr/lib/warden/probe".into(),
+            },
+            audit: wire::AuditStatus {
+                path: "/var/lib/warden/audit/audit.log".into(),
+                writable: false,
+                problem: Some("audit log unavailable: its last write failed".into()),
+                entries: None,
+                uncovered: None,
+                last_checkpoint_at: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_status_block_names_every_part_and_each_problem() {
+        let text = status_text(&sample(), 1_200);
+        for needle in [
+            "node 3 of hospital-b (organization 7, collaboration 2), label b-node",
+            "status:      PROBLEM",
+            "  problem:   audit log unavailable: its last write failed",
+            "server:      https://warden.example.org NOT CONNECTED, event push down (polling)",
+            "(1 min ago)",
+            "  last error:   list pending runs: cannot connect at ",
+            "policy:      /etc/warden/policy.toml (version 1, sha256:ab), 2 allow rule(s), 0 deny",
+            "runs:        in flight 1 (runs 12), queued 2 (runs 13, 14) (concurrent_runs = 1)",
+            "airlock:     held results 0, awaiting approval 0",
+            "self-check:  passed at ",
+            "audit log unavailable, unknown entries, unknown after the last checkpoint, last \
+             checkpoint none since start",
+        ] {
+            assert!(text.contains(needle), "no `{needle}` in:\n{text}");
+        }
+        // The JSON document is the wire type, field for field.
+        let json = serde_json::to_value(sample()).unwrap();
+        let back: wire::Status = serde_json::from_value(json).unwrap();
+        assert_eq!(back, sample());
+        assert_eq!(
+            ago(1_000, 1_000 + 7_200),
+            format!("{} (2 h ago)", when(1_000))
+        );
     }
 }

@@ -189,6 +189,8 @@ impl Admitted {
 /// The node's policy with the public keys its rules pin.
 pub struct Gate {
     policy: Policy,
+    /// `sha256:<hex>` of the policy file's bytes as loaded.
+    sha256: String,
     keys: Vec<PublicKey>,
     key_files: BTreeMap<KeyId, Vec<String>>,
     stores: Option<Arc<crate::stores::Stores>>,
@@ -222,6 +224,10 @@ impl Gate {
             path: path.display().to_string(),
             source,
         })?;
+        let sha256 = {
+            use sha2::Digest as _;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
+        };
         let text = String::from_utf8(bytes).map_err(|_| GateError::Read {
             path: path.display().to_string(),
             source: std::io::Error::other("not UTF-8 text"),
@@ -274,6 +280,7 @@ impl Gate {
         )?;
         Ok(Gate {
             policy,
+            sha256,
             keys: keys.into_values().collect(),
             key_files,
             stores: None,
@@ -292,6 +299,11 @@ impl Gate {
         }
         self.stores = Some(Arc::new(stores));
         Ok(self)
+    }
+
+    /// `sha256:<hex>` of the policy file's bytes as loaded.
+    pub fn policy_sha256(&self) -> &str {
+        &self.sha256
     }
 
     /// The algorithm stores this gate checks approvals with, if any.

@@ -1,6 +1,6 @@
 //! The node's local socket: HTTP/1.1 JSON over a Unix socket (`[local] socket`, default
 //! `<spool>/local.sock`), the only way into a running node, for its owner's
-//! `warden node pending|show|release|refuse|approve|refuse-digest`. There is no network
+//! `warden node status|pending|show|release|refuse|approve|refuse-digest`. There is no network
 //! listener. The wire types are `warden_api::local`.
 //!
 //! Who asks is known from the socket's peer credentials (`SO_PEERCRED`: uid and gid), never
@@ -254,6 +254,7 @@ pub fn start(
     });
     let app = axum::Router::new()
         .route(wire::PENDING_PATH, get(pending))
+        .route(wire::STATUS_PATH, get(status))
         .route(&format!("{}/{{run}}", wire::RUNS_PATH), get(show))
         .route(
             &format!("{}/{{run}}/release", wire::RUNS_PATH),
@@ -321,6 +322,15 @@ async fn pending(
 ) -> Answer<wire::Pending> {
     desk.who(&peer, AuditEvent::View, None)?;
     desk.node.local_pending().map(Json)
+}
+
+/// The node's health and what it holds; like `pending`, shows no result and is not recorded.
+async fn status(
+    State(desk): State<Arc<Desk>>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
+) -> Answer<wire::Status> {
+    desk.who(&peer, AuditEvent::View, None)?;
+    desk.node.local_status().map(Json)
 }
 
 fn run_id(raw: &str) -> Result<i64, LocalError> {
@@ -512,6 +522,10 @@ impl LocalClient {
 
     pub fn pending(&self) -> Result<wire::Pending, String> {
         self.call("GET", wire::PENDING_PATH, None)
+    }
+
+    pub fn status(&self) -> Result<wire::Status, String> {
+        self.call("GET", wire::STATUS_PATH, None)
     }
 
     pub fn show(&self, run: i64) -> Result<wire::HeldResult, String> {

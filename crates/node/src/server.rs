@@ -70,6 +70,22 @@ pub struct NodeIdentity {
 struct Http {
     client: reqwest::Client,
     base: String,
+    contact: Arc<std::sync::Mutex<Contact>>,
+}
+
+/// What the node knows of its last exchanges with the server, for `warden node status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contact {
+    /// The last exchange got an answer that was not a server error (5xx) or throttling.
+    pub connected: bool,
+    /// Unix seconds of the last such answer.
+    pub last_ok: Option<i64>,
+    /// Unix seconds and Warden's words (never the server's text) of the last failure.
+    pub last_error: Option<(i64, String)>,
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 impl Http {
@@ -83,11 +99,25 @@ impl Http {
         Ok(Http {
             client,
             base: base.trim_end_matches('/').to_owned(),
+            contact: Arc::new(std::sync::Mutex::new(Contact::default())),
         })
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    fn answered(&self) {
+        let mut c = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+        c.connected = true;
+        c.last_ok = Some(unix_now());
+    }
+
+    /// Records a failed exchange; `why` is Warden's own words.
+    fn failed(&self, why: String) {
+        let mut c = self.contact.lock().unwrap_or_else(|p| p.into_inner());
+        c.connected = false;
+        c.last_error = Some((unix_now(), why));
     }
 
     async fn send(
@@ -100,17 +130,33 @@ impl Http {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| ServerError::Unreachable {
-            url: self.base.clone(),
-            message: e.to_string(),
+        let resp = req.send().await.map_err(|e| {
+            let why = if e.is_timeout() {
+                "no answer in time"
+            } else if e.is_connect() {
+                "cannot connect"
+            } else {
+                "the exchange failed"
+            };
+            self.failed(format!("{what}: {why}"));
+            ServerError::Unreachable {
+                url: self.base.clone(),
+                message: e.to_string(),
+            }
         })?;
         let status = resp.status().as_u16();
         let body = read_capped(resp, MAX_JSON_BYTES).await.map_err(|message| {
+            self.failed(format!("{what}: the answer could not be read in full"));
             ServerError::Unreachable {
                 url: self.base.clone(),
                 message,
             }
         })?;
+        if status >= 500 || status == 429 {
+            self.failed(format!("{what}: the server answered {status}"));
+        } else {
+            self.answered();
+        }
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -175,6 +221,15 @@ impl ServerClient {
 
     pub fn base(&self) -> &str {
         &self.http.base
+    }
+
+    /// The last exchanges with the server (any request of this node or its runs' proxies).
+    pub fn contact(&self) -> Contact {
+        self.http
+            .contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Exchanges the API key for a token and asks who this node is.

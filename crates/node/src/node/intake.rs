@@ -93,7 +93,11 @@ impl Node {
     /// One WebSocket session: returns when it ends, saying whether it had connected.
     async fn push_session(&self, after: &mut i64) -> PushEnd {
         let mut connected = false;
-        match self.push_session_inner(after, &mut connected).await {
+        let ended = self.push_session_inner(after, &mut connected).await;
+        self.inner
+            .push_connected
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        match ended {
             Ok(()) => PushEnd {
                 connected,
                 reason: "the server closed the event push".into(),
@@ -129,6 +133,8 @@ impl Node {
         };
         tracing::info!("event push connected");
         *connected = true;
+        s.push_connected
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         while let Some(msg) = ws.next().await {
             match msg.map_err(|e| e.to_string())? {
                 tungstenite::Message::Text(text) => {
@@ -159,11 +165,20 @@ impl Node {
                 return;
             }
             active.insert(run_id);
+            s.queued
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(run_id);
         }
         let node = self.clone();
         let received = Instant::now();
         tokio::spawn(async move {
             let slot = RunSlot::acquire(&node.inner.slots).await;
+            node.inner
+                .queued
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&run_id);
             // A run that got its slot only after shutdown began stays pending for the next start.
             if !node
                 .inner

@@ -10,6 +10,7 @@ mod execute;
 mod intake;
 mod logs;
 mod relay;
+mod status;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
@@ -160,6 +161,13 @@ struct Shared {
     /// The memory budget (`[limits] memory_budget_bytes`) in KiB, when set.
     memory: Option<Arc<Semaphore>>,
     active: Mutex<HashSet<i64>>,
+    /// Of `active`, the runs still waiting for a run slot.
+    queued: Mutex<HashSet<i64>>,
+    /// The WebSocket event push is connected.
+    push_connected: std::sync::atomic::AtomicBool,
+    /// Unix seconds: when this process started, and when its isolation self-check passed.
+    started_at: i64,
+    self_check_at: i64,
     /// Set at shutdown: no run starts any more.
     draining: std::sync::atomic::AtomicBool,
     timings: Mutex<std::collections::VecDeque<RunTiming>>,
@@ -263,6 +271,7 @@ impl Node {
     /// keys, the audit log, the spool, the engine and isolation (the probe), the registry
     /// client, and the login at the server (retried with backoff while the server is down).
     pub async fn start(config: Config) -> Result<Node, StartError> {
+        let started_at = OffsetDateTime::now_utc().unix_timestamp();
         let gate = Gate::load(&config.node.policy)?
             .with_stores(
                 crate::stores::Stores::load(&config.stores, &config.node.spool_dir.join("stores"))
@@ -382,6 +391,7 @@ impl Node {
         )
         .await?;
 
+        let self_check_at = OffsetDateTime::now_utc().unix_timestamp();
         let registry = RegistryClient::new(registry_options(&config)?)?;
         let server = ServerClient::new(&config.server.url, api_key).map_err(StartError::Login)?;
         let me = login_with_backoff(&server, config.server.max_backoff_secs).await?;
@@ -434,6 +444,10 @@ impl Node {
                 containers: Arc::new(Semaphore::new(max_containers)),
                 memory,
                 active: Mutex::new(HashSet::new()),
+                queued: Mutex::new(HashSet::new()),
+                push_connected: std::sync::atomic::AtomicBool::new(false),
+                started_at,
+                self_check_at,
                 draining: std::sync::atomic::AtomicBool::new(false),
                 timings: Mutex::new(std::collections::VecDeque::new()),
             }),
