@@ -40,6 +40,8 @@ warden_prereqs() {
     # the web console's browser tests (crates/cli/tests/console_ui.rs): headless Chromium over WebDriver
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    # the terminal test of `warden task create --wait`'s live display (crates/cli/tests/progress_cli.rs)
+    command -v tmux >/dev/null || missing+=(tmux)
     if [ ${#missing[@]} -gt 0 ]; then
         warden_need_root "${missing[*]}" || return 1
         echo "installing: ${missing[*]}"

@@ -387,3 +387,153 @@ async fn ctrl_c_stops_the_wait_only_and_task_wait_comes_back_for_the_result() {
         "{out}"
     );
 }
+
+/// A tmux server of its own (its own socket name), ended on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is installed (scripts/prereqs.sh)");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the pane shows now.
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "w"])
+    }
+
+    /// Waits until the pane shows `needle`; the screen then.
+    async fn until(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the terminal never showed `{needle}`:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+/// A single-quoted word for the pane's shell.
+fn sh(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_display_redraws_each_run_in_place_and_ctrl_c_leaves_the_task() {
+    let mut w = World::with_registry().await;
+    let (repo, _) = w.push_signed("echo", "progress-tty", "v1").await;
+    let policy = format!(
+        "{}[allow.output]\nrelease = \"manual\"\n",
+        w.signed_policy(&repo)
+    );
+    w.start_node("hospital-b", &policy);
+    let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
+    let p = profile.to_str().unwrap();
+    let image = format!("{repo}:v1");
+    let command = [
+        "env".to_owned(),
+        "-u".to_owned(),
+        "WARDEN_PASSWORD".to_owned(),
+        format!("XDG_STATE_HOME={}", sh(w.state_home().to_str().unwrap())),
+        sh(BIN),
+        "task create --profile-file".to_owned(),
+        sh(p),
+        "--image".to_owned(),
+        sh(&image),
+        "--org hospital-b --input".to_owned(),
+        sh(r#"{"function":"f","args":{"n":1}}"#),
+        "--wait --timeout 120; echo exit=$?".to_owned(),
+    ]
+    .join(" ");
+    let tmux = Tmux {
+        socket: format!("warden-progress-{}", std::process::id()),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "w",
+        "-x",
+        "250",
+        "-y",
+        "40",
+        "-c",
+        w.dir.path().to_str().unwrap(),
+    ]);
+    tmux.run(&["set-option", "-t", "w", "remain-on-exit", "on"]);
+    tmux.run(&["send-keys", "-t", "w", &command, "Enter"]);
+
+    // The run's line is redrawn in place: once it waits for its release, the screen shows that
+    // run on one line only (the plain form would have printed a line per change before it),
+    // with the spinner's elapsed time.
+    let screen = tmux
+        .until("awaiting_release (the data owner's node holds")
+        .await;
+    let lines: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains("hospital-b: run "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{screen}");
+    assert!(lines[0].trim_end().ends_with("s)"), "{screen}");
+
+    // Ctrl-C from the terminal: the wait stops with the way back; the task is left as it was.
+    tmux.run(&["send-keys", "-t", "w", "C-c"]);
+    // (The typed command shows `exit=$?` too: the shell's answer is a line of its own.)
+    let screen = tmux.until("\nexit=").await;
+    assert!(
+        screen.contains("\nexit=130\n") && screen.contains("nothing was cancelled"),
+        "{screen}"
+    );
+    let joined: String = screen.lines().map(str::trim_end).collect();
+    let task = joined
+        .split("stopped waiting for task ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("{screen}"))
+        .to_owned();
+    assert!(
+        joined.contains(&format!("`warden task wait --profile-file {p} {task}`")),
+        "{screen}"
+    );
+    let run = w.query(&format!(
+        "SELECT id, state FROM runs WHERE task_id = {task}"
+    ));
+    assert_eq!(run.len(), 1, "{run:?}");
+    assert!(run[0].ends_with("awaiting_release"), "{run:?}");
+    let run_id = run[0].split('|').next().unwrap().to_owned();
+
+    let released = w
+        .warden(&["node", "release", &run_id, "--socket", &socket(&w)], &[])
+        .await;
+    assert_eq!(released.code, 0, "{released}");
+    let out = w
+        .warden(&["task", "wait", "--profile-file", p, &task], &[])
+        .await;
+    assert_eq!(out.code, 0, "{out}\n{}", w.node_logs());
+    assert!(out.stdout.contains("result: env-ok echo:"), "{out}");
+}
