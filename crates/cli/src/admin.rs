@@ -24,6 +24,7 @@ use warden_api::{
     Collaboration, CreateCollaboration, CreateNode, CreateOrganization, CreateUser, CreatedNode,
     Node, Organization, Role, User,
 };
+use warden_client::admin::fingerprint;
 use warden_client::{Client, CollaborationRef};
 use warden_seal::PublicKey;
 
@@ -386,17 +387,11 @@ async fn find_user(c: &Client, which: &str) -> anyhow::Result<User> {
 
 /// Names of the organizations this account sees, by id (for tables).
 async fn org_names(c: &Client) -> BTreeMap<i64, String> {
-    c.organizations()
-        .await
-        .map(|v| v.into_iter().map(|o| (o.id, o.name)).collect())
-        .unwrap_or_default()
+    c.organization_names().await.unwrap_or_default()
 }
 
 async fn collab_names(c: &Client) -> BTreeMap<i64, String> {
-    c.collaborations(None)
-        .await
-        .map(|v| v.into_iter().map(|o| (o.id, o.name)).collect())
-        .unwrap_or_default()
+    c.collaboration_names().await.unwrap_or_default()
 }
 
 fn name_of(names: &BTreeMap<i64, String>, id: i64) -> Option<String> {
@@ -412,12 +407,6 @@ fn shown(names: &BTreeMap<i64, String>, id: i64) -> String {
 }
 
 // ----------------------------------------------------------------------------- organizations
-
-fn fingerprint(o: &Organization) -> String {
-    PublicKey::from_base64(&o.public_key)
-        .map(|k| k.fingerprint().to_string())
-        .unwrap_or_else(|_| "(malformed key)".to_owned())
-}
 
 fn org_json(o: &Organization) -> Value {
     let mut v = serde_json::to_value(o).unwrap_or(Value::Null);

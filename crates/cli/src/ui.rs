@@ -1,18 +1,22 @@
 //! `warden ui`: the local web console (`warden-console`, docs/ui.md). It serves on loopback
 //! only, prints the address to open (with this launch's token, exchanged for a session cookie
 //! at once) and, with `--open`, opens it. With a profile it is the researcher's console (the
-//! profile's session, as `warden task`); with `--node-socket` or `--node-config` the data
-//! owner's (the node's local socket, as `warden node pending|release|...`); with both, both.
+//! profile's session, as `warden task`) and the administrator's (the same session, as `warden
+//! admin`; a profile with only `[server]` has no researcher's pages, which then say why); with
+//! `--node-socket` or `--node-config` the data owner's (the node's local socket, as `warden node
+//! pending|release|...`); with both, both.
 //!
 //! Exit status: 0 stopped (SIGINT or SIGTERM), 2 bad input.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
-use warden_client::{Profile, RecordStore, Researcher};
-use warden_console::{Console, ResearcherSide, Sources};
+use warden_api::WhoAmI;
+use warden_client::{Client, Profile, RecordStore, Researcher};
+use warden_console::{Account, Console, ResearcherSide, Sources};
 use warden_node::local::LocalClient;
 
 use crate::common::Outcome;
@@ -71,23 +75,31 @@ pub fn run(args: UiArgs) -> anyhow::Result<Outcome> {
     runtime.block_on(async {
         let node = args.node()?;
         let mut session = None;
-        let researcher = if args.wants_profile() {
+        let mut sources = Sources {
+            node,
+            ..Sources::default()
+        };
+        if args.wants_profile() {
             let (path, _) = args.profile.path()?;
-            let profile = Profile::load(&path)?;
-            let key = Researcher::load(&profile.researcher.key, &profile.researcher.certificate)?;
-            let records = RecordStore::default_location()?;
             let (client, file, before) = login::connect(&args.profile).await?;
             session = Some((file, before));
-            Some(ResearcherSide {
-                client,
-                profile,
-                researcher: key,
-                records,
-            })
-        } else {
-            None
-        };
-        let console = Console::bind(args.listen, Sources { researcher, node })
+            let client = Arc::new(client);
+            let role = match client.whoami().await? {
+                WhoAmI::User { role, .. } => Some(role),
+                _ => None,
+            };
+            // An administrator's profile has only [server]: the researcher's pages then say
+            // what is missing, and the rest of the console works.
+            match researcher_side(&path, &client) {
+                Ok(r) => sources.researcher = Some(r),
+                Err(why) => {
+                    eprintln!("warden ui: no researcher's pages: {why}");
+                    sources.researcher_missing = Some(why);
+                }
+            }
+            sources.account = Some(Account { client, role });
+        }
+        let console = Console::bind(args.listen, sources)
             .await
             .map_err(anyhow::Error::msg)?;
         crate::emit(&console.url());
@@ -106,13 +118,38 @@ pub fn run(args: UiArgs) -> anyhow::Result<Outcome> {
             .serve(shutdown())
             .await
             .map_err(anyhow::Error::msg)?;
-        if let (Some((file, before)), Some(r)) = (session, &app.sources.researcher) {
-            login::finish(&r.client, &file, before.as_ref())?;
+        if let (Some((file, before)), Some(a)) = (session, &app.sources.account) {
+            login::finish(&a.client, &file, before.as_ref())?;
         }
         Ok(Outcome {
             output: String::new(),
             exit: 0,
         })
+    })
+}
+
+/// The researcher's side of the profile at `path`, or why it has none.
+fn researcher_side(path: &Path, client: &Arc<Client>) -> Result<ResearcherSide, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let has_section = text
+        .parse::<toml_edit::DocumentMut>()
+        .is_ok_and(|doc| doc.contains_key("researcher"));
+    if !has_section {
+        return Err(format!(
+            "the profile {} has no [researcher] section (an administrator's profile)",
+            path.display()
+        ));
+    }
+    let profile = Profile::load(path).map_err(|e| e.to_string())?;
+    let researcher = Researcher::load(&profile.researcher.key, &profile.researcher.certificate)
+        .map_err(|e| e.to_string())?;
+    let records = RecordStore::default_location().map_err(|e| e.to_string())?;
+    Ok(ResearcherSide {
+        client: client.clone(),
+        profile,
+        researcher,
+        records,
     })
 }
 

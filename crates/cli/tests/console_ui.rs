@@ -2,7 +2,10 @@
 //! (`warden node start`), a real registry and the Docker engine, driven by headless Chromium
 //! through Debian's chromedriver (WebDriver, fantoccini); and its guards over plain HTTP: no
 //! token or cookie, a foreign Host or Origin, a form without its CSRF token, and a value holding
-//! HTML. Screenshots of the main pages go to docs/ui/ (docs/ui.md shows them).
+//! HTML. The administrator's pages (a profile with only `[server]`, as root): organizations,
+//! collaborations, users and nodes made in the browser, a node's key shown once and accepted by
+//! the server, forms without their CSRF token changing nothing, and a researcher refused with
+//! the server's reason. Screenshots of the main pages go to docs/ui/ (docs/ui.md shows them).
 //!
 //! Chromium and chromedriver must be installed (scripts/prereqs.sh installs them): a test that
 //! cannot start them fails.
@@ -17,7 +20,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
-use researcher::{BIN, PASSWORD, World};
+use researcher::{ADMIN_PASSWORD, BIN, PASSWORD, World};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
 
@@ -676,4 +679,549 @@ async fn in_a_browser_a_task_made_with_the_form_waits_for_approval_and_its_resul
         .unwrap();
     assert_eq!(cell.find_all(Locator::Css("img")).await.unwrap().len(), 0);
     shot(c, "refused").await;
+}
+
+/// The server's reason when a role may not do something (crates/server/src/permissions).
+const NOT_ROLE: &str = "your role does not allow this action";
+
+/// The administrator's profile: `[server]` only (no researcher's key, no pins), as root.
+fn admin_profile(w: &World) -> PathBuf {
+    let dir = w.dir.path().join("admin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.pw"), format!("{ADMIN_PASSWORD}\n")).unwrap();
+    let path = dir.join("admin.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nurl = \"{}\"\nusername = \"admin\"\npassword_file = \"admin.pw\"\n",
+            w.base
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The status of a password login at the server.
+async fn login_status(w: &World, user: &str, password: &str) -> u16 {
+    w.http
+        .post(w.url("/api/auth/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Who the server says a node API key is: `(status, whoami)` after `POST /api/auth/node`.
+async fn node_login(w: &World, key: &str) -> (u16, serde_json::Value) {
+    let r = w
+        .http
+        .post(w.url("/api/auth/node"))
+        .json(&json!({ "api_key": key }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    if status != 200 {
+        return (status, serde_json::Value::Null);
+    }
+    let token: serde_json::Value = r.json().await.unwrap();
+    let (s, me) = w
+        .call(
+            reqwest::Method::GET,
+            token["access_token"].as_str().unwrap(),
+            "/api/auth/whoami",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{me}");
+    (status, me)
+}
+
+/// An organization's id, as the administrator sees it.
+async fn org_id(w: &World, name: &str) -> i64 {
+    let (s, v) = w
+        .call(reqwest::Method::GET, &w.admin, "/api/organizations", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no organization {name}: {v}"))["id"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Clicks `button` and waits for the answer of the form: a `p.answer` holding `needle`, or an
+/// error (a failure, with the page).
+async fn submit_for(c: &fantoccini::Client, button: Locator<'_>, needle: &str) -> String {
+    c.find(button).await.unwrap().click().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(e) = c.find(Locator::Css("p.error")).await {
+            panic!("the form was refused: {}", e.text().await.unwrap());
+        }
+        if let Ok(e) = c.find(Locator::Css("p.answer")).await {
+            if e.text().await.unwrap_or_default().contains(needle) {
+                return main_text(c).await;
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer `{needle}`");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn type_into(c: &fantoccini::Client, id: &str, text: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+async fn choose(c: &fantoccini::Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_an_administrator_makes_an_organization_a_collaboration_a_user_and_a_node_whose_key_shows_once_and_works()
+ {
+    let w = World::new().await;
+    let admin = admin_profile(&w);
+    // A profile without researcher keys starts the console.
+    let ui = ui(&w, &["--profile-file", admin.to_str().unwrap()]).await;
+    let b = browser().await;
+    let c = &b.client;
+    c.goto(&ui.url).await.unwrap();
+    let home = main_text(c).await;
+    assert!(
+        home.contains("Administration")
+            && home.contains("admin (root)")
+            && home.contains("The researcher's pages are off"),
+        "{home}"
+    );
+    shot(c, "admin-home").await;
+    // The researcher's pages say what is missing.
+    c.goto(&format!("{}/tasks", ui.base)).await.unwrap();
+    let tasks = main_text(c).await;
+    assert!(
+        tasks.contains("no researcher's side") && tasks.contains("[researcher] key"),
+        "{tasks}"
+    );
+
+    // An organization, with its X25519 key pasted as the .pub holds it.
+    let key = warden_seal::SecretKey::generate();
+    c.goto(&format!("{}/admin/organizations", ui.base))
+        .await
+        .unwrap();
+    type_into(c, "org-name", "hospital-c").await;
+    type_into(c, "org-key", &format!("{}\n", key.public_key().to_base64())).await;
+    let page = submit_for(
+        c,
+        Locator::Id("create-org"),
+        "created organization hospital-c",
+    )
+    .await;
+    let fp = key.public_key().fingerprint().to_string();
+    assert!(page.contains(&fp), "{page}");
+    let hc = org_id(&w, "hospital-c").await;
+    shot(c, "admin-organizations").await;
+
+    // A collaboration of hospital A and the new one.
+    c.goto(&format!("{}/admin/collaborations", ui.base))
+        .await
+        .unwrap();
+    type_into(c, "collab-name", "cardio").await;
+    choose(c, &format!("input[name=org][value=\"{hc}\"]")).await;
+    choose(c, &format!("input[name=org][value=\"{}\"]", w.a.id)).await;
+    let page = submit_for(
+        c,
+        Locator::Id("create-collab"),
+        "created collaboration cardio",
+    )
+    .await;
+    assert!(
+        page.contains(&format!("hospital-a ({}), hospital-c ({hc})", w.a.id))
+            || page.contains(&format!("hospital-c ({hc}), hospital-a ({})", w.a.id)),
+        "{page}"
+    );
+    let (s, v) = w
+        .call(
+            reqwest::Method::GET,
+            &w.admin,
+            "/api/collaborations?name=cardio",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let cardio = v["items"][0]["id"].as_i64().unwrap();
+    shot(c, "admin-collaborations").await;
+
+    // A researcher of hospital C, whose password works at the server.
+    let first = "carl's first password";
+    c.goto(&format!("{}/admin/users", ui.base)).await.unwrap();
+    type_into(c, "user-name", "carl").await;
+    choose(c, &format!("#user-org option[value=\"{hc}\"]")).await;
+    type_into(c, "user-password", first).await;
+    type_into(c, "user-password-again", first).await;
+    let page = submit_for(c, Locator::Id("create-user"), "created user carl").await;
+    assert!(!c.source().await.unwrap().contains(first));
+    assert!(
+        page.contains("researcher") && page.contains("hospital-c"),
+        "{page}"
+    );
+    assert_eq!(login_status(&w, "carl", first).await, 200);
+    shot(c, "admin-users").await;
+
+    // Disabled: the server refuses carl's login; a new password; enabled again.
+    c.find(Locator::LinkText("carl"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("disable"))
+        .await
+        .unwrap();
+    let user_url = c.current_url().await.unwrap().to_string();
+    submit_for(c, Locator::Id("disable"), "disabled user carl").await;
+    assert_ne!(login_status(&w, "carl", first).await, 200);
+    let second = "carl's second password";
+    c.goto(&user_url).await.unwrap();
+    type_into(c, "new-password", second).await;
+    type_into(c, "new-password-again", second).await;
+    submit_for(c, Locator::Id("reset"), "the password was set").await;
+    assert!(!c.source().await.unwrap().contains(second));
+    c.goto(&user_url).await.unwrap();
+    submit_for(c, Locator::Id("enable"), "enabled user carl").await;
+    assert_eq!(login_status(&w, "carl", second).await, 200);
+    assert_ne!(login_status(&w, "carl", first).await, 200);
+    shot(c, "admin-user").await;
+
+    // A node of hospital C in cardio: its key shown once, and the server takes it as that node.
+    c.goto(&format!("{}/admin/nodes", ui.base)).await.unwrap();
+    choose(c, &format!("#node-org option[value=\"{hc}\"]")).await;
+    choose(c, &format!("#node-collab option[value=\"{cardio}\"]")).await;
+    c.find(Locator::Id("create-node"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let shown = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("api-key"))
+        .await
+        .unwrap();
+    let api_key = shown.text().await.unwrap();
+    assert!(api_key.starts_with("wdn_"), "{api_key}");
+    assert!(main_text(c).await.contains("Shown only this once"));
+    shot(c, "admin-node-key").await;
+    let (s, me) = node_login(&w, &api_key).await;
+    assert_eq!(s, 200);
+    assert_eq!(me["kind"], "node", "{me}");
+    assert_eq!(
+        (
+            me["organization_id"].as_i64(),
+            me["collaboration_id"].as_i64()
+        ),
+        (Some(hc), Some(cardio)),
+        "{me}"
+    );
+    let node = me["id"].as_i64().unwrap();
+    // No page shows it again.
+    for path in ["/", "/admin/organizations", "/admin/nodes"] {
+        c.goto(&format!("{}{path}", ui.base)).await.unwrap();
+        assert!(!c.source().await.unwrap().contains(&api_key), "{path}");
+    }
+    shot(c, "admin-nodes").await;
+
+    // A rotation: a new key shown once, the old one refused by the server.
+    choose(c, &format!("tr[data-node=\"{node}\"] button[type=submit]")).await;
+    let shown = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("api-key"))
+        .await
+        .unwrap();
+    let rotated = shown.text().await.unwrap();
+    assert!(
+        rotated.starts_with("wdn_") && rotated != api_key,
+        "{rotated}"
+    );
+    assert!(main_text(c).await.contains("the old key"));
+    assert_eq!(node_login(&w, &api_key).await.0, 401);
+    let (s, me) = node_login(&w, &rotated).await;
+    assert_eq!((s, me["id"].as_i64()), (200, Some(node)), "{me}");
+}
+
+/// A session of `ui` over plain HTTP: a client that follows no redirect and the cookie.
+async fn http_session(ui: &Ui) -> (reqwest::Client, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http.get(&ui.url).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    (http, cookie)
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field: {page}"));
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_pages_change_nothing_without_csrf_show_html_names_as_text_keep_no_key_and_show_a_researcher_the_servers_refusal()
+ {
+    let w = World::new().await;
+    let html_org = "<img src=x onerror=alert(1)><b>clinic</b>";
+    let key = warden_seal::SecretKey::generate();
+    let (s, v) = w
+        .call(
+            reqwest::Method::POST,
+            &w.admin,
+            "/api/organizations",
+            Some(json!({"name": html_org, "public_key": key.public_key().to_base64()})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let clinic = v["id"].as_i64().unwrap();
+    let rita = w.query("SELECT id FROM users WHERE username = 'rita'")[0].clone();
+    let root = w.query("SELECT id FROM users WHERE username = 'admin'")[0].clone();
+    let admin = admin_profile(&w);
+    let ui = ui(&w, &["--profile-file", admin.to_str().unwrap()]).await;
+    let (http, cookie) = http_session(&ui).await;
+    let get = |path: &str| {
+        http.get(format!("{}{path}", ui.base))
+            .header("cookie", &cookie)
+    };
+    let post = |path: &str, body: String| {
+        http.post(format!("{}{path}", ui.base))
+            .header("cookie", &cookie)
+            .header("origin", &ui.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+
+    // The organization named with HTML is text, in the list and in every form that names it.
+    for path in [
+        "/admin/organizations",
+        "/admin/collaborations",
+        "/admin/users",
+        "/admin/nodes",
+    ] {
+        let r = get(path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;clinic&lt;/b&gt;"),
+            "{path}: {page}"
+        );
+        assert!(
+            !page.contains("<img") && !page.contains("<b>clinic"),
+            "{path}"
+        );
+    }
+    let page = get("/admin/nodes")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+
+    // Without this session's CSRF token, no form changes anything at the server.
+    let count = |table: &str| w.query(&format!("SELECT count(*) FROM {table}"))[0].clone();
+    let before: Vec<String> = ["organizations", "collaborations", "users", "nodes"]
+        .iter()
+        .map(|t| count(t))
+        .collect();
+    let pk = key
+        .public_key()
+        .to_base64()
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let forms = [
+        (
+            "/admin/organizations".to_owned(),
+            format!("name=other&public_key={pk}"),
+        ),
+        (
+            "/admin/collaborations".to_owned(),
+            format!("name=other&org={clinic}"),
+        ),
+        (
+            "/admin/users".to_owned(),
+            "username=mallory&role=root&organization=&password=p1p1p1p1p1p1&password_again=p1p1p1p1p1p1"
+                .to_owned(),
+        ),
+        (format!("/admin/users/{rita}/disable"), String::new()),
+        (
+            format!("/admin/users/{rita}/password"),
+            "password=taken+over+now&password_again=taken+over+now".to_owned(),
+        ),
+        (
+            "/admin/nodes".to_owned(),
+            format!("organization={clinic}&collaboration={}", w.collab),
+        ),
+        ("/admin/nodes/1/key".to_owned(), String::new()),
+    ];
+    for (path, body) in &forms {
+        for bad in ["", "&csrf=", "&csrf=00ff"] {
+            let r = post(path, format!("{body}{bad}")).send().await.unwrap();
+            assert_eq!(r.status(), 403, "{path} {bad}");
+            assert!(r.text().await.unwrap().contains("CSRF token"), "{path}");
+        }
+    }
+    let after: Vec<String> = ["organizations", "collaborations", "users", "nodes"]
+        .iter()
+        .map(|t| count(t))
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(login_status(&w, "rita", PASSWORD).await, 200);
+    assert_eq!(node_login(&w, &w.a.api_key).await.0, 200);
+
+    // With it: a collaboration made, then a node, its key on that answer alone (not cached,
+    // not kept).
+    let r = post(
+        "/admin/collaborations",
+        format!("name=clinic+study&org={clinic}&csrf={csrf}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("created collaboration clinic study"),
+        "{page}"
+    );
+    let study = w.query("SELECT id FROM collaborations WHERE name = 'clinic study'")[0].clone();
+    let r = post(
+        "/admin/nodes",
+        format!("organization={clinic}&collaboration={study}&csrf={csrf}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let page = r.text().await.unwrap();
+    let at = page.find("wdn_").unwrap_or_else(|| panic!("{page}"));
+    let api_key: String = page[at..].chars().take_while(|c| *c != '<').collect();
+    assert_eq!(node_login(&w, &api_key).await.0, 200);
+    for path in ["/", "/admin/nodes", "/admin/organizations", "/admin/users"] {
+        let page = get(path).send().await.unwrap().text().await.unwrap();
+        assert!(!page.contains(&api_key), "{path}");
+    }
+    // A password set from a form is never written into the answer.
+    let r = post(
+        "/admin/users",
+        format!(
+            "username=dora&role=viewer&organization={clinic}&password=dora+secret+words&password_again=dora+secret+words&csrf={csrf}"
+        ),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("created user dora") && !page.contains("dora secret words"),
+        "{page}"
+    );
+    assert_eq!(login_status(&w, "dora", "dora secret words").await, 200);
+
+    // A researcher's profile: the pages are the server's view of her account, and a change is
+    // refused with the server's reason; nothing changes.
+    let dora = w.query("SELECT id FROM users WHERE username = 'dora'")[0].clone();
+    let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
+    let rui = crate::ui(&w, &["--profile-file", profile.to_str().unwrap()]).await;
+    let (rhttp, rcookie) = http_session(&rui).await;
+    let home = rhttp
+        .get(format!("{}/", rui.base))
+        .header("cookie", &rcookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!home.contains("/admin/"), "{home}");
+    let page = rhttp
+        .get(format!("{}/admin/organizations", rui.base))
+        .header("cookie", &rcookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rcsrf = csrf_of(&page);
+    let before = count("organizations");
+    let refused = [
+        (
+            "/admin/organizations".to_owned(),
+            format!("name=rogue&public_key={pk}"),
+            "only root may do this",
+        ),
+        (
+            format!("/admin/users/{root}/password"),
+            "password=a+new+one+here&password_again=a+new+one+here".to_owned(),
+            NOT_ROLE,
+        ),
+        (
+            format!("/admin/users/{dora}/disable"),
+            String::new(),
+            NOT_ROLE,
+        ),
+        ("/admin/nodes/1/key".to_owned(), String::new(), NOT_ROLE),
+    ];
+    for (path, body, why) in &refused {
+        let r = rhttp
+            .post(format!("{}{path}", rui.base))
+            .header("cookie", &rcookie)
+            .header("origin", &rui.base)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("{body}&csrf={rcsrf}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let page = r.text().await.unwrap();
+        assert!(
+            page.contains("the server answered 403") && page.contains(why),
+            "{path}: {page}"
+        );
+    }
+    assert_eq!(count("organizations"), before);
+    assert_eq!(node_login(&w, &w.a.api_key).await.0, 200);
+    assert_eq!(login_status(&w, "admin", ADMIN_PASSWORD).await, 200);
+    assert_eq!(login_status(&w, "dora", "dora secret words").await, 200);
 }

@@ -10,6 +10,7 @@
 //! under an exclusive lock of `NAME.session.lock`, re-reading the file first: two commands of
 //! the same profile never spend the same refresh token.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
@@ -465,6 +466,26 @@ impl Client {
             .await
     }
 
+    /// The names of the organizations the account sees, by id (for tables).
+    pub async fn organization_names(&self) -> Result<BTreeMap<i64, String>, ClientError> {
+        Ok(self
+            .organizations()
+            .await?
+            .into_iter()
+            .map(|o| (o.id, o.name))
+            .collect())
+    }
+
+    /// The names of the collaborations the account sees, by id (for tables).
+    pub async fn collaboration_names(&self) -> Result<BTreeMap<i64, String>, ClientError> {
+        Ok(self
+            .collaborations(None)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c.name))
+            .collect())
+    }
+
     /// The organization named `name` (exactly), `None` when the account sees none.
     pub async fn organization_named(
         &self,
@@ -588,6 +609,14 @@ fn query_value(s: &str) -> String {
         }
     }
     out
+}
+
+/// The fingerprint of an organization's X25519 key (what a researcher's profile pins), or
+/// `(malformed key)`.
+pub fn fingerprint(o: &Organization) -> String {
+    warden_seal::PublicKey::from_base64(&o.public_key)
+        .map(|k| k.fingerprint().to_string())
+        .unwrap_or_else(|_| "(malformed key)".to_owned())
 }
 
 /// A role from its name (`root`, `org_admin`, `researcher`, `viewer`).

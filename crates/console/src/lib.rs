@@ -16,9 +16,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
+use warden_api::Role;
 use warden_client::{Client, Profile, RecordStore, Researcher};
 use warden_node::local::LocalClient;
 
+pub mod admin;
 pub mod owner;
 pub mod pages;
 pub mod researcher;
@@ -26,20 +28,41 @@ pub mod security;
 
 pub use security::check_listen;
 
-/// The researcher's side: a logged-in client of the server, the profile (pins, registry), the
+/// The profile's account at the server: its logged-in client (the administrator's pages use
+/// it, and so does the researcher's side) and its role as the server said at launch (only to
+/// choose which links to show: the server decides what the account may do).
+#[derive(Debug)]
+pub struct Account {
+    pub client: Arc<Client>,
+    pub role: Option<Role>,
+}
+
+impl Account {
+    /// Whether the account administers something (root or an organization's administrator).
+    pub fn administers(&self) -> bool {
+        matches!(self.role, Some(Role::Root | Role::OrgAdmin))
+    }
+}
+
+/// The researcher's side: the profile's client of the server, the profile (pins, registry), the
 /// researcher's key to open results and where `warden task create` keeps its task records.
 #[derive(Debug)]
 pub struct ResearcherSide {
-    pub client: Client,
+    pub client: Arc<Client>,
     pub profile: Profile,
     pub researcher: Researcher,
     pub records: RecordStore,
 }
 
-/// What the console was given: a profile, a node socket, or both.
+/// What the console was given: a profile (an account, and a researcher's keys when the profile
+/// has them), a node socket, or both.
 #[derive(Debug, Default)]
 pub struct Sources {
+    pub account: Option<Account>,
     pub researcher: Option<ResearcherSide>,
+    /// Why a profile's researcher side is missing (no `[researcher]` key, no pins...), shown by
+    /// the researcher's pages.
+    pub researcher_missing: Option<String>,
     pub node: Option<LocalClient>,
 }
 
@@ -111,6 +134,21 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/tasks/{id}", get(researcher::task))
         .route("/tasks/{id}/results", get(researcher::results))
+        .route(
+            "/admin/organizations",
+            get(admin::organizations).post(admin::create_organization),
+        )
+        .route(
+            "/admin/collaborations",
+            get(admin::collaborations).post(admin::create_collaboration),
+        )
+        .route("/admin/users", get(admin::users).post(admin::create_user))
+        .route("/admin/users/{id}", get(admin::user))
+        .route("/admin/users/{id}/disable", post(admin::disable_user))
+        .route("/admin/users/{id}/enable", post(admin::enable_user))
+        .route("/admin/users/{id}/password", post(admin::reset_password))
+        .route("/admin/nodes", get(admin::nodes).post(admin::create_node))
+        .route("/admin/nodes/{id}/key", post(admin::rotate_key))
         .route("/node", get(owner::pending))
         .route("/node/runs/{id}", get(owner::show))
         .route("/node/runs/{id}/release", post(owner::release))

@@ -36,6 +36,12 @@ pub fn frame(title: &str, app: &App, refresh: Option<u32>, body: Markup) -> Mark
                             a href="/tasks" { "Tasks" }
                             a href="/tasks/new" { "New task" }
                         }
+                        @if app.sources.account.as_ref().is_some_and(crate::Account::administers) {
+                            a href="/admin/organizations" { "Organizations" }
+                            a href="/admin/collaborations" { "Members" }
+                            a href="/admin/users" { "Users" }
+                            a href="/admin/nodes" { "Nodes" }
+                        }
                         @if app.sources.node.is_some() {
                             a href="/node" { "Airlock" }
                         }
@@ -111,6 +117,34 @@ pub async fn home(State(app): State<Arc<App>>) -> Markup {
                 }
             }
         }
+        @if let Some(a) = &app.sources.account {
+            @if let Some(why) = &app.sources.researcher_missing {
+                section aria-labelledby="researcher" {
+                    h2 id="researcher" { "Researcher" }
+                    p {
+                        "Logged in as " strong { (a.client.username()) } " at " code { (a.client.base()) }
+                        ". The researcher's pages are off: " (why) "."
+                    }
+                }
+            }
+            @if a.administers() {
+            section aria-labelledby="administrator" {
+                h2 id="administrator" { "Administration" }
+                p {
+                    "As " strong { (a.client.username()) }
+                    @if let Some(role) = a.role { " (" (role.as_str()) ")" }
+                    ", with the profile's session: the server decides what this account may see and change, exactly as for "
+                    code { "warden admin" } "."
+                }
+                ul {
+                    li { a href="/admin/organizations" { "Organizations" } }
+                    li { a href="/admin/collaborations" { "Collaborations and their members" } }
+                    li { a href="/admin/users" { "Users: create, disable, enable, reset a password" } }
+                    li { a href="/admin/nodes" { "Nodes: create, rotate the API key" } }
+                }
+            }
+            }
+        }
         @if app.sources.node.is_some() {
             section aria-labelledby="owner" {
                 h2 id="owner" { "Data owner" }
@@ -118,7 +152,7 @@ pub async fn home(State(app): State<Arc<App>>) -> Markup {
                 ul { li { a href="/node" { "Airlock: held results and the first-run approval queue" } } }
             }
         }
-        @if app.sources.researcher.is_none() && app.sources.node.is_none() {
+        @if app.sources.account.is_none() && app.sources.node.is_none() {
             p { "Start the console with --profile NAME, --node-socket PATH, or both." }
         }
     };

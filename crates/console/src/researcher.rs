@@ -21,11 +21,19 @@ const PAGE: u32 = 100;
 
 fn side(app: &App) -> Result<&ResearcherSide, Box<Response>> {
     app.sources.researcher.as_ref().ok_or_else(|| {
-        Box::new(pages::missing(
-            app,
-            "Researcher",
-            "a profile (--profile NAME)",
-        ))
+        Box::new(match &app.sources.researcher_missing {
+            Some(why) => pages::error(
+                app,
+                StatusCode::NOT_FOUND,
+                "Researcher",
+                &format!(
+                    "the profile has no researcher's side ({why}); a researcher's profile names \
+                     [researcher] key and certificate, [collaboration] and the pinned \
+                     [organizations] (docs/researcher.md)"
+                ),
+            ),
+            None => pages::missing(app, "Researcher", "a profile (--profile NAME)"),
+        })
     })
 }
 
