@@ -182,7 +182,7 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn refuse_existing(paths: &[&Path], what: &str) -> anyhow::Result<()> {
+pub(crate) fn refuse_existing(paths: &[&Path], what: &str) -> anyhow::Result<()> {
     for p in paths {
         if p.symlink_metadata().is_ok() {
             bail!(
@@ -194,7 +194,7 @@ fn refuse_existing(paths: &[&Path], what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn generate_x25519(out: &Path) -> anyhow::Result<Value> {
+pub(crate) fn generate_x25519(out: &Path) -> anyhow::Result<Value> {
     let pub_path = with_suffix(out, ".pub");
     refuse_existing(&[out, &pub_path], "--out file")?;
     let key = SecretKey::try_generate()?;
@@ -214,7 +214,7 @@ fn generate_x25519(out: &Path) -> anyhow::Result<Value> {
     }))
 }
 
-fn generate(
+pub(crate) fn generate(
     prefix: &Path,
     algorithm: KeyAlgorithm,
     password_file: Option<&Path>,
@@ -391,7 +391,7 @@ fn inspect(path: &Path, password_file: Option<&Path>) -> anyhow::Result<Value> {
     }
 }
 
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -8,6 +8,8 @@
 //! `--config FILE` to read it from the node's configuration). The node knows who asks from the
 //! socket's peer credentials and audits every view, release, refusal and approval.
 
+mod init;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -26,6 +28,26 @@ pub enum NodeCommand {
         /// The node configuration (TOML); relative paths in it are relative to this file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Set up a node's directory for a data owner: the organization's encryption key (X25519)
+    /// and certification key (Ed25519), the audit signing key, a deny-all policy and a node
+    /// configuration; prints the fingerprints to hand to the operator and researchers.
+    /// Refuses to overwrite any file.
+    ///
+    /// Example: warden node init --org hospital-b --dir /etc/warden/node --server https://warden.example.org
+    Init {
+        /// The organization's name, as the server knows it ([A-Za-z0-9._-], 1 to 64).
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        /// The directory to write (made 0700 when it does not exist).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The coordination server's URL (http:// or https://); a placeholder otherwise.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the running node's health: its server connection, policy, runs, last isolation
     /// self-check and audit log. Exit 0 when healthy, 1 when the node reports a problem (or
@@ -124,6 +146,20 @@ pub fn run(command: NodeCommand) -> anyhow::Result<u8> {
     let (client, text) = match command {
         NodeCommand::Start { config } => return start(config).map(|()| 0),
         NodeCommand::Status { socket, json } => return status(&socket.client()?, json),
+        NodeCommand::Init {
+            org,
+            dir,
+            server,
+            json,
+        } => {
+            let made = init::init(&org, &dir, server.as_deref())?;
+            if json {
+                crate::emit(&serde_json::to_string_pretty(&made)?);
+            } else {
+                crate::emit(&init::text(&made));
+            }
+            return Ok(0);
+        }
         NodeCommand::Pending { socket, json } => {
             let c = socket.client()?;
             (c.clone(), c.pending().map(|p| pending_text(&p, json)))
