@@ -37,8 +37,14 @@ struct Ui {
 
 /// Starts `warden ui ARGS` with the world's task records and reads the address it prints.
 async fn ui(w: &World, args: &[&str]) -> Ui {
-    let mut child = tokio::process::Command::new(BIN)
-        .current_dir(w.dir.path())
+    ui_logging(w, args, None).await
+}
+
+/// [`ui`], its standard error (with every log line, `WARDEN_LOG=trace`) written to `log` when
+/// given.
+async fn ui_logging(w: &World, args: &[&str], log: Option<&std::path::Path>) -> Ui {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.current_dir(w.dir.path())
         .arg("ui")
         .args(args)
         .env_remove("WARDEN_PASSWORD")
@@ -46,9 +52,12 @@ async fn ui(w: &World, args: &[&str]) -> Ui {
         .env("XDG_STATE_HOME", w.state_home())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    if let Some(path) = log {
+        cmd.env("WARDEN_LOG", "trace")
+            .stderr(std::fs::File::create(path).unwrap());
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let url = tokio::time::timeout(WAIT, lines.next_line())
         .await
@@ -1013,7 +1022,8 @@ async fn the_admin_pages_change_nothing_without_csrf_show_html_names_as_text_kee
     let rita = w.query("SELECT id FROM users WHERE username = 'rita'")[0].clone();
     let root = w.query("SELECT id FROM users WHERE username = 'admin'")[0].clone();
     let admin = admin_profile(&w);
-    let ui = ui(&w, &["--profile-file", admin.to_str().unwrap()]).await;
+    let log = w.dir.path().join("ui.log");
+    let ui = ui_logging(&w, &["--profile-file", admin.to_str().unwrap()], Some(&log)).await;
     let (http, cookie) = http_session(&ui).await;
     let get = |path: &str| {
         http.get(format!("{}{path}", ui.base))
@@ -1157,6 +1167,20 @@ async fn the_admin_pages_change_nothing_without_csrf_show_html_names_as_text_kee
         "{page}"
     );
     assert_eq!(login_status(&w, "dora", "dora secret words").await, 200);
+    // Nor into the console's log, even at its most verbose; nor is the node's key.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("TRACE") || logged.contains("DEBUG"),
+        "{logged}"
+    );
+    for secret in [
+        "dora secret words",
+        "dora+secret+words",
+        "taken over now",
+        &api_key,
+    ] {
+        assert!(!logged.contains(secret), "{secret} in the log");
+    }
 
     // A researcher's profile: the pages are the server's view of her account, and a change is
     // refused with the server's reason; nothing changes.
