@@ -957,8 +957,16 @@ async fn in_a_browser_an_administrator_makes_an_organization_a_collaboration_a_u
     }
     shot(c, "admin-nodes").await;
 
-    // A rotation: a new key shown once, the old one refused by the server.
-    choose(c, &format!("tr[data-node=\"{node}\"] button[type=submit]")).await;
+    // A rotation: asked to confirm first; then a new key shown once, the old one refused.
+    let row = format!("tr[data-node=\"{node}\"]");
+    choose(c, &format!("{row} button[type=submit]")).await;
+    // The browser does not send the form until the box is ticked (the server refuses it too,
+    // tested over HTTP).
+    c.find(Locator::Css(&format!("{row} input[name=confirm]:invalid")))
+        .await
+        .unwrap();
+    choose(c, &format!("{row} input[name=confirm]")).await;
+    choose(c, &format!("{row} button[type=submit]")).await;
     let shown = c
         .wait()
         .at_most(WAIT)
@@ -1100,7 +1108,7 @@ async fn the_admin_pages_change_nothing_without_csrf_show_html_names_as_text_kee
             "/admin/nodes".to_owned(),
             format!("organization={clinic}&collaboration={}", w.collab),
         ),
-        ("/admin/nodes/1/key".to_owned(), String::new()),
+        ("/admin/nodes/1/key".to_owned(), "confirm=1".to_owned()),
     ];
     for (path, body) in &forms {
         for bad in ["", "&csrf=", "&csrf=00ff"] {
@@ -1150,6 +1158,14 @@ async fn the_admin_pages_change_nothing_without_csrf_show_html_names_as_text_kee
         let page = get(path).send().await.unwrap().text().await.unwrap();
         assert!(!page.contains(&api_key), "{path}");
     }
+    // A rotation not confirmed in its form changes nothing.
+    let r = post("/admin/nodes/1/key", format!("csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("nothing was changed"));
+    assert_eq!(node_login(&w, &w.a.api_key).await.0, 200);
     // A password set from a form is never written into the answer.
     let r = post(
         "/admin/users",
@@ -1225,7 +1241,11 @@ async fn the_admin_pages_change_nothing_without_csrf_show_html_names_as_text_kee
             String::new(),
             NOT_ROLE,
         ),
-        ("/admin/nodes/1/key".to_owned(), String::new(), NOT_ROLE),
+        (
+            "/admin/nodes/1/key".to_owned(),
+            "confirm=1".to_owned(),
+            NOT_ROLE,
+        ),
     ];
     for (path, body, why) in &refused {
         let r = rhttp

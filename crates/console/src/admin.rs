@@ -593,7 +593,8 @@ pub async fn nodes(
                             td {
                                 form method="post" action={ "/admin/nodes/" (n.id) "/key" } {
                                     (csrf(&session))
-                                    button type="submit" { "Rotate (the old key stops working)" }
+                                    label { input type="checkbox" name="confirm" value="1" required; " the node's current key stops working" }
+                                    button type="submit" { "Rotate" }
                                 }
                             }
                         }
@@ -666,11 +667,24 @@ pub async fn create_node(State(app): State<Arc<App>>, body: axum::body::Bytes) -
     }
 }
 
-pub async fn rotate_key(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Response {
+pub async fn rotate_key(
+    State(app): State<Arc<App>>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
     let c = match client(&app) {
         Ok(c) => c,
         Err(r) => return *r,
     };
+    // One click would cut a running node off the server: the form asks first.
+    let confirmed = Fields::parse(&body).is_ok_and(|f| f.get("confirm") == "1");
+    if !confirmed {
+        return bad(
+            &app,
+            &format!("Node {id}"),
+            "nothing was changed: tick that the node's current key stops working, then rotate",
+        );
+    }
     match c.rotate_node_key(id).await {
         Ok(created) => {
             key_page(
