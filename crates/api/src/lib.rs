@@ -392,6 +392,13 @@ pub struct CreateCollaboration {
     pub encrypted: bool,
 }
 
+/// An organization added to a collaboration (`POST /api/collaborations/{id}/members`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollaborationMember {
+    pub organization_id: i64,
+}
+
 fn default_true() -> bool {
     true
 }

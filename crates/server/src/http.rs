@@ -327,6 +327,7 @@ fn routes(limits: &LimitsConfig) -> Routes {
         .post("/api/collaborations", create_collaboration)
         .get_query("/api/collaborations", list_collaborations)
         .get("/api/collaborations/{id}", get_collaboration)
+        .post("/api/collaborations/{id}/members", add_member)
         .post("/api/users", create_user)
         .get_query("/api/users", list_users)
         .post("/api/users/me/password", change_own_password)
@@ -601,6 +602,15 @@ async fn create_collaboration(
     Body(req): Body<api::CreateCollaboration>,
 ) -> ApiResult<Response> {
     Ok(created(svc.create_collaboration(cred.get(), req).await?))
+}
+
+async fn add_member(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+    Body(req): Body<api::CollaborationMember>,
+) -> ApiResult<Json<api::Collaboration>> {
+    Ok(Json(svc.add_member(cred.get(), id, req).await?))
 }
 
 async fn list_collaborations(

@@ -52,6 +52,10 @@ pub fn document() -> String {
         v["parameters"] = id.clone();
         v
     };
+    let conflict = |mut v: Value| {
+        v["responses"]["409"] = json!({"$ref": "#/components/responses/Error"});
+        v
+    };
     let mut change_password = op(
         "change your own password, giving the current one (a wrong one counts towards the login lockout); every session is revoked and a new one returned",
         Some("ChangePassword"),
@@ -155,5 +159,10 @@ pub fn document() -> String {
         "get": op("node: the latest store checkpoints every node reported (split views: each node verifies them under the store key it pins and checks them against its own)", None, "200")
     });
     doc["components"]["schemas"]["RelayedCheckpoint"] = json!({"type": "object", "additionalProperties": false, "required": ["store", "key", "checkpoint"], "properties": {"store": {"type": "string", "pattern": "^[a-z0-9._-]{1,64}$"}, "key": {"type": "string", "maxLength": warden_api::store::MAX_RELAYED_KEY, "description": "the C2SP verifier key warden-store/<store>+<hex>+<base64>"}, "checkpoint": {"type": "string", "maxLength": warden_api::store::MAX_RELAYED_CHECKPOINT, "description": "the signed note as the store served it"}}});
+    // Adding an organization to a collaboration (root).
+    doc["paths"]["/api/collaborations/{id}/members"] = json!({
+        "post": with_id(conflict(op("add an organization to the collaboration (root); answers the collaboration with its members (409: already a member)", Some("CollaborationMember"), "200")))
+    });
+    doc["components"]["schemas"]["CollaborationMember"] = json!({"type": "object", "additionalProperties": false, "required": ["organization_id"], "properties": {"organization_id": {"type": "integer"}}});
     doc.to_string()
 }

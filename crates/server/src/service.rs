@@ -1219,6 +1219,52 @@ impl Service {
         })
     }
 
+    /// Adds an organization to a collaboration (root): its users see the collaboration and new
+    /// tasks may target it from now on; its node needs `POST /api/nodes` for this collaboration.
+    pub async fn add_member(
+        &self,
+        bearer: Option<&Bearer>,
+        id: i64,
+        req: api::CollaborationMember,
+    ) -> Result<api::Collaboration> {
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let _permit = self.check(&actor, &Op::AddMember)?;
+        let c = tx
+            .collaboration(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such collaboration"))?;
+        let org = req.organization_id;
+        if org <= 0 || tx.organization(org).await?.is_none() {
+            return Err(invalid(
+                "organization_id",
+                format!("organization {org} does not exist"),
+            ));
+        }
+        let members = tx.members(id).await?;
+        if members.contains(&org) {
+            return Err(ServiceError::Conflict(format!(
+                "organization {org} is already a member of collaboration {id}"
+            )));
+        }
+        if members.len() >= MAX_MEMBERS {
+            return Err(invalid(
+                "organization_id",
+                format!("a collaboration has at most {MAX_MEMBERS} organizations"),
+            ));
+        }
+        tx.add_member(id, org).await?;
+        let organizations = tx.members(id).await?;
+        tx.commit().await?;
+        Ok(api::Collaboration {
+            id,
+            name: c.name,
+            encrypted: c.encrypted,
+            organizations,
+            created_at: time_of(c.created_at),
+        })
+    }
+
     pub async fn collaboration(
         &self,
         bearer: Option<&Bearer>,

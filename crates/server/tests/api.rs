@@ -1972,3 +1972,84 @@ async fn concurrent_creations_with_one_nonce_create_one_task() {
     assert_eq!(v.as_array().unwrap().len(), 9, "{v}");
     kit.stop().await;
 }
+
+#[tokio::test]
+async fn root_adds_an_organization_to_a_collaboration_and_no_one_else_may() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let add = format!("/api/collaborations/{}/members", w.c12);
+    let org3 = json!({"organization_id": w.org3});
+
+    // Only root: a researcher, an organization administrator and a node are refused, saying why.
+    let admin1 = kit.user("adm1", "org_admin", w.org1).await;
+    for (token, why) in [
+        (&w.researcher1, "only root"),
+        (&admin1, "only root"),
+        (&w.node1, "a node may not"),
+    ] {
+        let (s, v) = kit.post(token, &add, org3.clone()).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(why), "{v}");
+    }
+    let (_, c) = kit
+        .get(&kit.admin, &format!("/api/collaborations/{}", w.c12))
+        .await;
+    assert_eq!(c["organizations"], json!([w.org1, w.org2]), "{c}");
+    // Before: organization three's users do not see the collaboration, nor may a task target it.
+    let researcher3 = kit.user("res3", "researcher", w.org3).await;
+    let (s, v) = kit
+        .get(&researcher3, &format!("/api/collaborations/{}", w.c12))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let to_three = json!({"collaboration_id": w.c12, "image": "registry.example.org/team/avg:1.0",
+                          "inputs": [{"organization_id": w.org3, "input": "aGVsbG8="}]});
+    let (s, v) = kit
+        .post(&w.researcher1, "/api/tasks", to_three.clone())
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Root adds organization three; twice is a conflict; bad input is refused, saying why.
+    let (s, c) = kit.post(&kit.admin, &add, org3.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["organizations"], json!([w.org1, w.org2, w.org3]), "{c}");
+    let (s, v) = kit.post(&kit.admin, &add, org3.clone()).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "conflict"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already a member"),
+        "{v}"
+    );
+    for bad in [
+        json!({"organization_id": 9999}),
+        json!({"organization_id": -1}),
+    ] {
+        let (s, v) = kit.post(&kit.admin, &add, bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["field"], "organization_id", "{v}");
+    }
+    let (s, v) = kit
+        .post(&kit.admin, &add, json!({"organization_id": w.org3, "x": 1}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = kit
+        .post(&kit.admin, "/api/collaborations/9999/members", org3.clone())
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+
+    // After: its users see the collaboration, a node can be made for it, and tasks target it.
+    let (s, v) = kit
+        .get(&researcher3, &format!("/api/collaborations/{}", w.c12))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    kit.node(w.org3, w.c12).await;
+    let (s, v) = kit.post(&w.researcher1, "/api/tasks", to_three).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // It is in the OpenAPI document.
+    let (_, doc) = kit.get(&kit.admin, "/api/openapi.json").await;
+    let post = &doc["paths"]["/api/collaborations/{id}/members"]["post"];
+    assert!(post["responses"]["409"].is_object(), "{post}");
+    kit.stop().await;
+}

@@ -75,6 +75,8 @@ pub enum Op<'a> {
         collaborations: &'a [i64],
     },
     CreateCollaboration,
+    /// Add an organization to a collaboration.
+    AddMember,
     ReadCollaboration {
         collaboration_id: i64,
     },
@@ -223,7 +225,7 @@ pub fn check(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
             let member = |c: &i64| collaborations.contains(c);
             let can_write = matches!(role, Role::OrgAdmin | Role::Researcher);
             match op {
-                Op::CreateOrganization | Op::CreateCollaboration => {
+                Op::CreateOrganization | Op::CreateCollaboration | Op::AddMember => {
                     Err(Denied("only root may do this"))
                 }
                 Op::ReadOrganization {
