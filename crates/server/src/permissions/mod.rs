@@ -177,34 +177,45 @@ const OWN_PASSWORD: &str = "change your own password with POST /api/users/me/pas
                             asks for the current one";
 
 /// Rules about accounts that hold for every administrator, root included: nobody disables
-/// themselves or the last enabled root, and nobody resets their own password without giving
-/// the current one.
+/// themselves, and nobody resets their own password without giving the current one. Checked
+/// before the role: they tell the actor nothing it does not know.
 fn account_rules(actor_id: i64, op: &Op<'_>) -> Result<(), Denied> {
     match op {
         Op::SetUserDisabled {
             user_id,
             disabled: true,
-            last_enabled_root,
             ..
-        } => {
-            if *user_id == actor_id {
-                Err(Denied(SELF_DISABLE))
-            } else if *last_enabled_root {
-                Err(Denied(LAST_ROOT))
-            } else {
-                Ok(())
-            }
-        }
+        } if *user_id == actor_id => Err(Denied(SELF_DISABLE)),
         Op::ResetPassword { user_id, .. } if *user_id == actor_id => Err(Denied(OWN_PASSWORD)),
         _ => Ok(()),
     }
 }
 
-/// The decision. Deny is the fallback of every arm.
+/// Nobody disables the last enabled root. Checked only after the role allowed the change, so
+/// that an account which may not disable that user learns nothing about the root accounts.
+fn last_root_rule(op: &Op<'_>) -> Result<(), Denied> {
+    match op {
+        Op::SetUserDisabled {
+            disabled: true,
+            last_enabled_root: true,
+            ..
+        } => Err(Denied(LAST_ROOT)),
+        _ => Ok(()),
+    }
+}
+
+/// The decision: the account rules, the actor's role, then the last-root rule.
 pub fn check(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
     if let Actor::User { id, .. } = actor {
         account_rules(*id, op)?;
     }
+    let permit = by_role(actor, op)?;
+    last_root_rule(op)?;
+    Ok(permit)
+}
+
+/// What the actor's role allows. Deny is the fallback of every arm.
+fn by_role(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
     if actor.is_root() {
         return match op {
             Op::OperateRun { .. } | Op::ReceiveEvents => Err(Denied(NODE_ONLY)),

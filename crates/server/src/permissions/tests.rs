@@ -353,6 +353,16 @@ fn account_denials_say_why() {
         last_enabled_root: true,
     };
     assert_eq!(check(&root(), &last_root), Err(Denied(LAST_ROOT)));
+    // Whoever may not disable a root user hears that, not whether it is the last one.
+    for who in [admin1(), researcher1(), viewer1()] {
+        let denied = check(&who, &last_root).unwrap_err();
+        assert_ne!(denied, Denied(LAST_ROOT));
+    }
+    assert_eq!(
+        check(&researcher1(), &last_root),
+        Err(Denied(NOT_ROLE)),
+        "a researcher is refused for its role"
+    );
     let own = Op::ResetPassword {
         user_id: 1,
         organization_id: Some(1),
