@@ -114,6 +114,18 @@ pub enum CollabCommand {
         #[arg(value_name = "COLLAB")]
         collab: String,
     },
+    /// Add an organization to a collaboration (root only): its users see the collaboration and
+    /// new tasks may target it; make its node with `warden admin node create`.
+    ///
+    /// Example: warden admin collab add-org cardio hospital-c
+    AddOrg {
+        /// The collaboration, by name or id.
+        #[arg(value_name = "COLLAB")]
+        collab: String,
+        /// The organization, by name or id.
+        #[arg(value_name = "ORG")]
+        org: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -564,6 +576,22 @@ async fn collab(c: &Client, command: &CollabCommand, json: bool) -> anyhow::Resu
                             ]
                         })
                         .collect(),
+                )
+            })
+        }
+        CollabCommand::AddOrg { collab, org } => {
+            let x = find_collab(c, collab).await?;
+            let o = find_org(c, org).await?;
+            let x = c.add_collaboration_member(x.id, o.id).await?;
+            let names = org_names(c).await;
+            Ok(if json {
+                collab_json(&x, &names).to_string()
+            } else {
+                format!(
+                    "added {} to collaboration {}\n{}",
+                    safe(&o.name),
+                    safe(&x.name),
+                    collab_text(&x, &names)
                 )
             })
         }

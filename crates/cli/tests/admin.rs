@@ -419,6 +419,29 @@ async fn an_administrator_sets_up_organizations_collaborations_users_and_nodes()
         .admin_json(&["collab", "list", "--org", "hospital-b"])
         .await;
     assert_eq!(of_b.as_array().unwrap().len(), 1);
+    // A third organization joins; a second time the server refuses (1) and says why.
+    let kc = w.org_key("hospital-c").await;
+    w.admin_json(&["org", "create", "--name", "hospital-c", "--public-key", &kc])
+        .await;
+    let joined = w
+        .admin_json(&["collab", "add-org", "cardio", "hospital-c"])
+        .await;
+    assert_eq!(
+        joined["organization_names"],
+        json!(["hospital-a", "hospital-b", "hospital-c"])
+    );
+    let out = w
+        .warden(&[
+            "admin",
+            "--profile",
+            "admin",
+            "collab",
+            "add-org",
+            "cardio",
+            "hospital-c",
+        ])
+        .await;
+    out.fails(1, "already a member");
 
     // Users: create, list, show, disable (login refused with the server's reason), enable.
     let u = w
@@ -588,6 +611,9 @@ async fn a_researcher_is_refused_every_administration_with_the_servers_reason() 
     rita(&["collab", "create", "--name", "evil", "--org", "hospital-a"])
         .await
         .fails(1, "403");
+    rita(&["collab", "add-org", "cardio", "hospital-a"])
+        .await
+        .fails(1, "only root may do this");
     rita(&[
         "user",
         "create",

@@ -504,6 +504,19 @@ impl Client {
         self.post("/api/collaborations", req, &what).await
     }
 
+    /// Adds organization `organization_id` to collaboration `id` (root); the collaboration as it
+    /// is then.
+    pub async fn add_collaboration_member(
+        &self,
+        id: i64,
+        organization_id: i64,
+    ) -> Result<Collaboration, ClientError> {
+        let what = format!("adding organization {organization_id} to collaboration {id}");
+        let body = warden_api::CollaborationMember { organization_id };
+        self.post(&format!("/api/collaborations/{id}/members"), &body, &what)
+            .await
+    }
+
     /// Every collaboration the account sees, or those `organization_id` is a member of.
     pub async fn collaborations(
         &self,
