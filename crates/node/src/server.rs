@@ -76,7 +76,8 @@ struct Http {
 /// What the node knows of its last exchanges with the server, for `warden node status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Contact {
-    /// The last exchange got an answer that was not a server error (5xx) or throttling.
+    /// The last exchange got an answer that was not a server error (5xx), throttling, or the
+    /// refusal of the node's API key.
     pub connected: bool,
     /// Unix seconds of the last such answer.
     pub last_ok: Option<i64>,
@@ -154,6 +155,12 @@ impl Http {
         })?;
         if status >= 500 || status == 429 {
             self.failed(format!("{what}: the server answered {status}"));
+        } else if token.is_none() && matches!(status, 401 | 403) {
+            // Only the login goes without a token: the server refuses the node's API key (revoked,
+            // rotated or wrong), which the node cannot recover from by itself.
+            self.failed(format!(
+                "{what}: the server refused the node's API key ({status})"
+            ));
         } else {
             self.answered();
         }
@@ -533,5 +540,49 @@ impl RunClient {
         self.http
             .send("subtask result", req, Some(&self.token))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that refuses every request with `status`; its base URL.
+    async fn refusing(status: u16) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let code = axum::http::StatusCode::from_u16(status).unwrap();
+        let app = axum::Router::new().fallback(move || async move {
+            (
+                code,
+                [("content-type", "application/json")],
+                r#"{"error":{"code":"unauthenticated","message":"\u001b[31mno"}}"#,
+            )
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_refused_api_key_is_a_lost_contact_in_wardens_words() {
+        let client = ServerClient::new(&refusing(401).await, Zeroizing::new("k".into())).unwrap();
+        assert!(client.login().await.is_err());
+        let c = client.contact();
+        assert!(!c.connected, "{c:?}");
+        let (_, why) = c.last_error.expect("a last error");
+        assert_eq!(
+            why,
+            "node login: the server refused the node's API key (401)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_error_that_is_not_the_login_keeps_the_contact() {
+        let http = Http::new(&refusing(404).await).unwrap();
+        let req = http.client.get(http.url("/api/runs/1"));
+        assert!(http.send("run", req, Some("token")).await.is_err());
+        let c = http.contact.lock().unwrap().clone();
+        assert!(c.connected, "{c:?}");
+        assert_eq!(c.last_error, None);
     }
 }
