@@ -2243,14 +2243,7 @@ impl Service {
     /// release at the node (the node uploads it once its owner released it).
     pub async fn put_result(&self, bearer: Option<&Bearer>, id: i64, data: &[u8]) -> Result<()> {
         let mut tx = self.inner.db.write().await?;
-        let r = self.operated_run(&mut tx, bearer, id).await?;
-        if !matches!(r.run.state, RunState::Running | RunState::AwaitingRelease) {
-            return Err(ServiceError::Conflict(format!(
-                "the run is {}; a result can only be uploaded while it is running or awaiting \
-                 release",
-                r.run.state
-            )));
-        }
+        self.uploading_run(&mut tx, bearer, id, "a result").await?;
         tx.put_result(id, data, now_micros()).await?;
         tx.commit().await?;
         Ok(())
@@ -2258,19 +2251,7 @@ impl Service {
 
     pub async fn result(&self, bearer: Option<&Bearer>, id: i64) -> Result<Vec<u8>> {
         let mut tx = self.inner.db.read().await?;
-        let actor = self.actor(&mut tx, bearer).await?;
-        let r = tx
-            .run(id)
-            .await?
-            .ok_or(ServiceError::NotFound("no such run"))?;
-        let _permit = self.check(
-            &actor,
-            &Op::ReadResult {
-                collaboration_id: r.run.collaboration_id,
-                task_organization_id: r.task_organization_id,
-                creator_run_id: r.task_creator_run_id,
-            },
-        )?;
+        self.check_result_reader(&mut tx, bearer, id).await?;
         tx.result(id)
             .await?
             .ok_or(ServiceError::NotFound("the run has no result yet"))
@@ -2281,13 +2262,7 @@ impl Service {
     /// run's final state.
     pub async fn put_logs(&self, bearer: Option<&Bearer>, id: i64, data: &[u8]) -> Result<()> {
         let mut tx = self.inner.db.write().await?;
-        let r = self.operated_run(&mut tx, bearer, id).await?;
-        if !matches!(r.run.state, RunState::Running | RunState::AwaitingRelease) {
-            return Err(ServiceError::Conflict(format!(
-                "the run is {}; logs can only be uploaded while it is running or awaiting release",
-                r.run.state
-            )));
-        }
+        self.uploading_run(&mut tx, bearer, id, "logs").await?;
         if data.is_empty() {
             return Err(invalid("logs", "the sealed logs are empty"));
         }
@@ -2299,7 +2274,40 @@ impl Service {
     /// A run's sealed logs, for whoever may read its result.
     pub async fn logs(&self, bearer: Option<&Bearer>, id: i64) -> Result<Vec<u8>> {
         let mut tx = self.inner.db.read().await?;
-        let actor = self.actor(&mut tx, bearer).await?;
+        self.check_result_reader(&mut tx, bearer, id).await?;
+        tx.logs(id).await?.ok_or(ServiceError::NotFound(
+            "the run's node released no logs (its policy withholds them, or the run has not ended)",
+        ))
+    }
+
+    /// Requires that the caller is the run's node and that the run takes an upload of `what`
+    /// (a result, logs): while it is running or awaiting release.
+    async fn uploading_run(
+        &self,
+        tx: &mut Tx,
+        bearer: Option<&Bearer>,
+        id: i64,
+        what: &str,
+    ) -> Result<()> {
+        let r = self.operated_run(tx, bearer, id).await?;
+        if !matches!(r.run.state, RunState::Running | RunState::AwaitingRelease) {
+            return Err(ServiceError::Conflict(format!(
+                "the run is {}; {what} can only be uploaded while it is running or awaiting \
+                 release",
+                r.run.state
+            )));
+        }
+        Ok(())
+    }
+
+    /// Requires that the caller may read the run's result (and so its released logs).
+    async fn check_result_reader(
+        &self,
+        tx: &mut Tx,
+        bearer: Option<&Bearer>,
+        id: i64,
+    ) -> Result<()> {
+        let actor = self.actor(tx, bearer).await?;
         let r = tx
             .run(id)
             .await?
@@ -2312,9 +2320,7 @@ impl Service {
                 creator_run_id: r.task_creator_run_id,
             },
         )?;
-        tx.logs(id).await?.ok_or(ServiceError::NotFound(
-            "the run's node released no logs (its policy withholds them, or the run has not ended)",
-        ))
+        Ok(())
     }
 
     /// Issue the token for the algorithm container of a running run.
