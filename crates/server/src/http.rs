@@ -850,22 +850,33 @@ async fn run_token(
     Ok(Json(svc.run_token(cred.get(), id).await?))
 }
 
+/// An upload's body, or why it could not be read: `too_large` when over the route's cap,
+/// "cannot read `what`" otherwise.
+fn upload_body(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    too_large: &'static str,
+    what: &str,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::PayloadTooLarge, too_large)
+        } else {
+            ApiError::new(ErrorCode::InvalidRequest, format!("cannot read {what}"))
+        }
+    })
+}
+
 async fn put_result(
     State(svc): State<Service>,
     cred: Credential,
     Id(id): Id,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                "the result is larger than the server accepts",
-            )
-        } else {
-            ApiError::new(ErrorCode::InvalidRequest, "cannot read the result body")
-        }
-    })?;
+    let body = upload_body(
+        body,
+        "the result is larger than the server accepts",
+        "the result body",
+    )?;
     svc.put_result(cred.get(), id, &body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -884,16 +895,11 @@ async fn put_logs(
     Id(id): Id,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                "the logs are larger than the server accepts",
-            )
-        } else {
-            ApiError::new(ErrorCode::InvalidRequest, "cannot read the logs body")
-        }
-    })?;
+    let body = upload_body(
+        body,
+        "the logs are larger than the server accepts",
+        "the logs body",
+    )?;
     svc.put_logs(cred.get(), id, &body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
