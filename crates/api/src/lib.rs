@@ -185,10 +185,13 @@ pub enum RunState {
     Completed,
     Failed,
     Rejected,
+    /// The task's requester (or an administrator over it) cancelled the run before it ended
+    /// (`POST /api/tasks/{id}/cancel`). Final: the node stops it and no result of it is taken.
+    Cancelled,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 8] = [
+    pub const ALL: [RunState; 9] = [
         RunState::Pending,
         RunState::Admitted,
         RunState::Running,
@@ -197,6 +200,7 @@ impl RunState {
         RunState::Completed,
         RunState::Failed,
         RunState::Rejected,
+        RunState::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -209,6 +213,7 @@ impl RunState {
             RunState::Completed => "completed",
             RunState::Failed => "failed",
             RunState::Rejected => "rejected",
+            RunState::Cancelled => "cancelled",
         }
     }
 
@@ -216,11 +221,13 @@ impl RunState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RunState::Completed | RunState::Failed | RunState::Rejected
+            RunState::Completed | RunState::Failed | RunState::Rejected | RunState::Cancelled
         )
     }
 
-    /// Whether the state machine allows `self -> next`.
+    /// Whether the state machine allows `self -> next` as a node's report. `cancelled` is
+    /// never a node's report: only a cancellation (`POST /api/tasks/{id}/cancel`) moves a
+    /// non-final run there.
     pub fn can_become(self, next: RunState) -> bool {
         use RunState::*;
         matches!(
@@ -584,6 +591,12 @@ pub struct Task {
     pub nonce: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When the task was cancelled (`POST /api/tasks/{id}/cancel`), null if it never was.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub cancelled_at: Option<OffsetDateTime>,
+    /// The user who cancelled it, as the server recorded them.
+    #[serde(default)]
+    pub cancelled_by: Option<String>,
 }
 
 /// A task with its runs, as returned by creation and `GET /api/tasks/{id}`.
@@ -660,6 +673,9 @@ impl fmt::Debug for RunToken {
 pub enum EventKind {
     /// A new run for the node's organization in its collaboration.
     RunCreated,
+    /// One of the node's runs was cancelled: the node stops it and sends nothing of it. The
+    /// server's word can only stop a run at a node, never start or release anything.
+    RunCancelled,
 }
 
 /// One event for a node. `id` increases monotonically; a node resumes with `?after=<last id>`.
@@ -673,6 +689,10 @@ pub struct Event {
     pub image: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// For `run_cancelled`: who cancelled, as the server claims it (recorded in the node's
+    /// audit log as a claim, never trusted for anything else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,7 +40,12 @@ fn run_state_machine() {
     assert!(!AwaitingApproval.is_final() && !AwaitingRelease.is_final());
     assert_eq!(AwaitingRelease.as_str(), "awaiting_release");
     assert_eq!(AwaitingApproval.as_str(), "awaiting_approval");
-    for s in [Completed, Failed, Rejected] {
+    // Cancellation is never a node's report, and a cancelled run never moves again.
+    for s in RunState::ALL {
+        check_state(s, Cancelled, false);
+    }
+    assert_eq!(Cancelled.as_str(), "cancelled");
+    for s in [Completed, Failed, Rejected, Cancelled] {
         assert!(s.is_final());
         for t in RunState::ALL {
             check_state(s, t, false);

@@ -341,6 +341,7 @@ fn routes(limits: &LimitsConfig) -> Routes {
         .post("/api/tasks", create_task)
         .get_query("/api/tasks", list_tasks)
         .get("/api/tasks/{id}", get_task)
+        .post("/api/tasks/{id}/cancel", cancel_task)
         .get_query("/api/runs", list_runs)
         .get("/api/runs/{id}", get_run)
         .patch("/api/runs/{id}", update_run)
@@ -771,6 +772,14 @@ async fn get_task(
     Id(id): Id,
 ) -> ApiResult<Json<api::TaskDetail>> {
     Ok(Json(svc.task(cred.get(), id).await?))
+}
+
+async fn cancel_task(
+    State(svc): State<Service>,
+    cred: Credential,
+    Id(id): Id,
+) -> ApiResult<Json<api::TaskDetail>> {
+    Ok(Json(svc.cancel_task(cred.get(), id).await?))
 }
 
 async fn list_runs(

@@ -141,11 +141,11 @@ pub fn document() -> String {
             "/api/runs/{id}/input": {"get": with_id(op("node: the run's encrypted input (octet-stream)", None, "200"))},
             "/api/runs/{id}/token": {"post": with_id(op("node: a token for the run's algorithm", None, "200"))},
             "/api/runs/{id}/result": {
-                "put": with_id(op("node: upload the encrypted result (octet-stream)", None, "204")),
+                "put": with_id(conflict(op("node: upload the encrypted result (octet-stream); 409 unless the run is running or awaiting release (a cancelled run takes none)", None, "204"))),
                 "get": with_id(op("the encrypted result (octet-stream)", None, "200"))
             },
             "/api/runs/{id}/logs": {
-                "put": with_id(op("node: upload the run's logs, sealed for the requester (octet-stream; the same size cap as a result); only when the node's policy releases them", None, "204")),
+                "put": with_id(conflict(op("node: upload the run's logs, sealed for the requester (octet-stream; the same size cap as a result); only when the node's policy releases them; 409 unless the run is running or awaiting release (a cancelled run takes none)", None, "204"))),
                 "get": with_id(op("the run's sealed logs (octet-stream), for whoever may read its result; 404 when its node released none", None, "200"))
             },
             "/api/events": {"get": {"summary": "node: poll events after ?after=", "parameters": page_params(&[]), "responses": {"200": {"description": "events, oldest first"}}}},
@@ -164,5 +164,9 @@ pub fn document() -> String {
         "post": with_id(conflict(op("add an organization to the collaboration (root); answers the collaboration with its members (409: already a member)", Some("CollaborationMember"), "200")))
     });
     doc["components"]["schemas"]["CollaborationMember"] = json!({"type": "object", "additionalProperties": false, "required": ["organization_id"], "properties": {"organization_id": {"type": "integer"}}});
+    // Cancellation (the task's requester, an org admin of its organization, root).
+    doc["paths"]["/api/tasks/{id}/cancel"] = json!({
+        "post": with_id(conflict(op("cancel a task (its requester; an org admin of the organization that created it; root): every run that has not ended becomes cancelled and its node is told to stop it; final runs keep their state; answers the task with its runs; again on a cancelled task answers it unchanged (409: every run had ended before)", None, "200")))
+    });
     doc.to_string()
 }

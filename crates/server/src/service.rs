@@ -281,6 +281,13 @@ impl RunUpdate {
             RunState::Rejected => RunUpdate::Rejected {
                 reason: reason(req.reason)?,
             },
+            RunState::Cancelled => {
+                return Err(invalid(
+                    "state",
+                    "a node cannot cancel a run; the task's requester cancels it with \
+                     POST /api/tasks/{id}/cancel",
+                ));
+            }
         })
     }
 
@@ -470,6 +477,8 @@ fn task_view(t: TaskRow) -> api::Task {
         parent_task_id: t.parent_task_id,
         nonce: t.nonce,
         created_at: time_of(t.created_at),
+        cancelled_at: opt_time(t.cancelled_at),
+        cancelled_by: t.cancelled_by_username,
     }
 }
 
@@ -1981,6 +1990,8 @@ impl Service {
                 parent_task_id: parent,
                 nonce: req.nonce.clone(),
                 created_at: time_of(now),
+                cancelled_at: None,
+                cancelled_by: None,
             },
             runs: runs.into_iter().map(run_view).collect(),
         };
@@ -2021,6 +2032,71 @@ impl Service {
         Ok(api::TaskDetail {
             task: task_view(t),
             runs,
+        })
+    }
+
+    /// Cancel a task (its requester, an org admin of its organization, root): every run that
+    /// has not ended becomes `cancelled` and its node gets a `run_cancelled` event; final runs
+    /// keep their state. Cancelling a cancelled task again answers it unchanged; a task whose
+    /// runs had all ended before is a conflict.
+    pub async fn cancel_task(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::TaskDetail> {
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let t = tx
+            .task(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such task"))?;
+        let _permit = self.check(
+            &actor,
+            &Op::CancelTask {
+                collaboration_id: t.collaboration_id,
+                task_organization_id: t.organization_id,
+                requester_user_id: t.requester_user_id,
+            },
+        )?;
+        let user_id = match &actor {
+            Actor::User { id, .. } => Some(*id),
+            _ => None,
+        };
+        let now = now_micros();
+        let mut moved = Vec::new();
+        if t.cancelled_at.is_none() {
+            let runs = tx.runs_of_task(id).await?;
+            if runs.iter().all(|r| r.state.is_final()) {
+                let states: Vec<String> = runs
+                    .iter()
+                    .map(|r| format!("run {} {}", r.id, r.state))
+                    .collect();
+                return Err(ServiceError::Conflict(format!(
+                    "task {id} has already ended ({}); there is nothing to cancel",
+                    states.join(", ")
+                )));
+            }
+            let username = match user_id {
+                Some(u) => tx.user(u).await?.map(|u| u.username),
+                None => None,
+            };
+            tx.cancel_task(id, user_id, username.as_deref(), now)
+                .await?;
+            moved = tx.cancel_runs(id, now).await?;
+            tx.insert_events("run_cancelled", &moved, now).await?;
+        }
+        let t = tx
+            .task(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such task"))?;
+        let runs = tx.runs_of_task(id).await?;
+        tx.commit().await?;
+        if !moved.is_empty() {
+            Metrics::add(&self.inner.metrics.run_transitions, moved.len() as u64);
+            self.inner.hub.wake(Wake::Nodes(
+                moved.iter().map(|(_, c, o)| (*c, *o)).collect(),
+            ));
+        }
+        tracing::info!(task = id, by = ?user_id, runs = ?moved.iter().map(|(r, ..)| *r).collect::<Vec<_>>(), "task cancelled");
+        Ok(api::TaskDetail {
+            task: task_view(t),
+            runs: runs.into_iter().map(run_view).collect(),
         })
     }
 
@@ -2189,6 +2265,11 @@ impl Service {
                 "the run is already {current} with different details"
             )));
         }
+        if current == RunState::Cancelled {
+            return Err(ServiceError::Conflict(format!(
+                "the run was cancelled and cannot become {next}; stop it and send nothing of it"
+            )));
+        }
         if !current.can_become(next) {
             return Err(ServiceError::Conflict(format!(
                 "the run is {current} and cannot become {next}"
@@ -2290,6 +2371,11 @@ impl Service {
         what: &str,
     ) -> Result<()> {
         let r = self.operated_run(tx, bearer, id).await?;
+        if r.run.state == RunState::Cancelled {
+            return Err(ServiceError::Conflict(format!(
+                "the run was cancelled; {what} of a cancelled run is never stored: discard it"
+            )));
+        }
         if !matches!(r.run.state, RunState::Running | RunState::AwaitingRelease) {
             return Err(ServiceError::Conflict(format!(
                 "the run is {}; {what} can only be uploaded while it is running or awaiting \
@@ -2391,11 +2477,16 @@ impl Service {
             .into_iter()
             .map(|e| api::Event {
                 id: e.id,
-                kind: api::EventKind::RunCreated,
+                kind: if e.kind == "run_cancelled" {
+                    api::EventKind::RunCancelled
+                } else {
+                    api::EventKind::RunCreated
+                },
                 run_id: e.run_id,
                 task_id: e.task_id,
                 image: e.image,
                 created_at: time_of(e.created_at),
+                cancelled_by: e.cancelled_by,
             })
             .collect())
     }

@@ -482,6 +482,9 @@ pub struct TaskRow {
     /// The nonce given at creation (unique within the collaboration when present).
     pub nonce: Option<String>,
     pub created_at: i64,
+    /// When the task was cancelled, and by whom (the name copied at cancellation).
+    pub cancelled_at: Option<i64>,
+    pub cancelled_by_username: Option<String>,
 }
 
 /// A task about to be inserted.
@@ -580,6 +583,8 @@ pub struct EventRow {
     pub task_id: i64,
     pub image: String,
     pub created_at: i64,
+    /// For `run_cancelled`: the name of the user who cancelled the task.
+    pub cancelled_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -675,7 +680,7 @@ const RUN_COLUMNS: &str = "runs.id, runs.task_id, runs.collaboration_id, runs.or
 const TASK_COLUMNS: &str = "tasks.id, tasks.collaboration_id, tasks.name, tasks.image, \
     tasks.organization_id, tasks.creator_user_id, tasks.requester_user_id, \
     tasks.requester_username AS creator_username, tasks.creator_run_id, tasks.parent_task_id, \
-    tasks.nonce, tasks.created_at";
+    tasks.nonce, tasks.created_at, tasks.cancelled_at, tasks.cancelled_by_username";
 const TASK_FROM: &str = "tasks";
 const USER_COLUMNS: &str = "id, username, organization_id, role, password_hash, failed_logins, \
     locked_until, created_at, disabled, token_generation";
@@ -1122,6 +1127,16 @@ impl Tx {
         runs: &[(i64, i64, i64)], // (run id, collaboration, organization)
         now: i64,
     ) -> Result<Vec<i64>> {
+        self.insert_events("run_created", runs, now).await
+    }
+
+    /// Append one event of `kind` per run (see [`Tx::insert_run_events`]).
+    pub async fn insert_events(
+        &mut self,
+        kind: &str,
+        runs: &[(i64, i64, i64)], // (run id, collaboration, organization)
+        now: i64,
+    ) -> Result<Vec<i64>> {
         if let Tx::Postgres(t) = self {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(EVENT_ORDER_LOCK)
@@ -1129,11 +1144,11 @@ impl Tx {
                 .await?;
         }
         let sql = "INSERT INTO events (collaboration_id, organization_id, kind, run_id, created_at) \
-                   VALUES ($1, $2, 'run_created', $3, $4) RETURNING id";
+                   VALUES ($1, $2, $3, $4, $5) RETURNING id";
         let mut ids = Vec::with_capacity(runs.len());
         for (run, collab, org) in runs {
             let id: i64 = on!(self, c => sqlx::query_scalar(sql).bind(collab).bind(org)
-                .bind(run).bind(now).fetch_one(&mut *c).await)?;
+                .bind(kind).bind(run).bind(now).fetch_one(&mut *c).await)?;
             ids.push(id);
         }
         if let Tx::Postgres(t) = self {
@@ -1253,7 +1268,9 @@ impl Tx {
             RunState::Admitted => Some("admitted_at"),
             RunState::Running => Some("started_at"),
             RunState::AwaitingApproval | RunState::AwaitingRelease => None,
-            RunState::Completed | RunState::Failed | RunState::Rejected => Some("finished_at"),
+            RunState::Completed | RunState::Failed | RunState::Rejected | RunState::Cancelled => {
+                Some("finished_at")
+            }
         };
         let done = match column {
             Some(column) => {
@@ -1272,6 +1289,45 @@ impl Tx {
             }
         };
         Ok(done == 1)
+    }
+
+    /// Record that a task was cancelled, by whom and when, unless it already was; returns
+    /// whether this call recorded it.
+    pub async fn cancel_task(
+        &mut self,
+        task_id: i64,
+        user_id: Option<i64>,
+        username: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let sql = "UPDATE tasks SET cancelled_at = $1, cancelled_by_user_id = $2, \
+                   cancelled_by_username = $3 WHERE id = $4 AND cancelled_at IS NULL";
+        let n = on!(self, c => sqlx::query(sql).bind(now).bind(user_id).bind(username)
+            .bind(task_id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Move every run of the task that has not ended to `cancelled` (its `finished_at` set to
+    /// `now`); returns (run id, collaboration, organization) of those it moved.
+    pub async fn cancel_runs(&mut self, task_id: i64, now: i64) -> Result<Vec<(i64, i64, i64)>> {
+        let sql = "UPDATE runs SET state = 'cancelled', finished_at = $1 WHERE task_id = $2 \
+                   AND state NOT IN ('completed', 'failed', 'rejected', 'cancelled') \
+                   RETURNING id, collaboration_id, organization_id";
+        let mut moved: Vec<(i64, i64, i64)> = on!(self, c => sqlx::query_as(sql).bind(now)
+            .bind(task_id).fetch_all(&mut *c).await)?;
+        moved.sort_unstable();
+        // A result or logs uploaded just before (the node uploads, then reports completed)
+        // are not kept: nothing of a cancelled run is stored.
+        for (run, ..) in &moved {
+            for sql in [
+                "DELETE FROM results WHERE run_id = $1",
+                "DELETE FROM run_logs WHERE run_id = $1",
+                "UPDATE runs SET has_result = FALSE WHERE id = $1",
+            ] {
+                on!(self, c => sqlx::query(sql).bind(run).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+            }
+        }
+        Ok(moved)
     }
 
     /// Record the first delivery acknowledgement; later ones change nothing.
@@ -1363,7 +1419,9 @@ impl Tx {
     ) -> Result<Vec<EventRow>> {
         let sql = format!(
             "SELECT events.id, events.kind, events.run_id, runs.task_id, tasks.image, \
-             events.created_at FROM events JOIN runs ON runs.id = events.run_id \
+             events.created_at, CASE WHEN events.kind = 'run_cancelled' \
+             THEN tasks.cancelled_by_username END AS cancelled_by \
+             FROM events JOIN runs ON runs.id = events.run_id \
              JOIN tasks ON tasks.id = runs.task_id \
              WHERE events.collaboration_id = $1 AND events.organization_id = $2 \
              AND events.id > $3 ORDER BY events.id LIMIT {limit}"

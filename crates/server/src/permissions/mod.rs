@@ -127,6 +127,14 @@ pub enum Op<'a> {
         collaboration_id: i64,
         creator_run_id: Option<i64>,
     },
+    /// Cancel a task: its requester, an org admin of the organization that created it, root.
+    CancelTask {
+        collaboration_id: i64,
+        /// The organization that created the task.
+        task_organization_id: i64,
+        /// The user on whose behalf the task runs (for a subtask, the root task's creator).
+        requester_user_id: Option<i64>,
+    },
     ReadRun {
         collaboration_id: i64,
         organization_id: i64,
@@ -326,6 +334,26 @@ fn by_role(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
                         allow_if(
                             own == Some(*task_organization_id),
                             "results are only for the organization that created the task",
+                        )
+                    }
+                }
+                Op::CancelTask {
+                    collaboration_id,
+                    task_organization_id,
+                    requester_user_id,
+                } => {
+                    if !can_write {
+                        Err(Denied(NOT_ROLE))
+                    } else if !member(collaboration_id) {
+                        Err(Denied(NOT_MEMBER))
+                    } else if own != Some(*task_organization_id) {
+                        Err(Denied(
+                            "only the organization that created the task may cancel it",
+                        ))
+                    } else {
+                        allow_if(
+                            *role == Role::OrgAdmin || *requester_user_id == Some(*id),
+                            "only the task's requester or an administrator of its organization may cancel it",
                         )
                     }
                 }

@@ -386,3 +386,26 @@ fn node_key_rotation() {
     check_case(node1(), rotate(100, 1), false);
     check_case(node2_in_20(), rotate(101, 2), false);
 }
+
+#[test]
+fn task_cancellation() {
+    // A task of organization 1 in collaboration 10, requested by researcher1 (user 2).
+    let cancel = |requester| Op::CancelTask {
+        collaboration_id: 10,
+        task_organization_id: 1,
+        requester_user_id: requester,
+    };
+    check_case(researcher1(), cancel(Some(2)), true);
+    check_case(admin1(), cancel(Some(2)), true);
+    check_case(root(), cancel(Some(2)), true);
+    // Another researcher of the same organization did not ask for it.
+    check_case(user(5, Role::Researcher, 1, &[10]), cancel(Some(2)), false);
+    check_case(viewer1(), cancel(Some(3)), false);
+    // A member of the collaboration from another organization, an outsider, nodes and runs.
+    check_case(user(6, Role::OrgAdmin, 2, &[10]), cancel(Some(2)), false);
+    check_case(researcher3(), cancel(Some(4)), false);
+    check_case(node1(), cancel(Some(2)), false);
+    check_case(run1(), cancel(Some(2)), false);
+    let why = check(&user(5, Role::Researcher, 1, &[10]), &cancel(Some(2))).unwrap_err();
+    assert!(why.0.contains("requester"), "{why}");
+}
