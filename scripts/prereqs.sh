@@ -36,6 +36,8 @@ warden_prereqs() {
     command -v gcc >/dev/null || missing+=(gcc)
     # the lying-server tests edit the server's SQLite database directly, as its operator could
     command -v sqlite3 >/dev/null || missing+=(sqlite3)
+    # gcc and static glibc: crates/node/build.rs compiles the isolation probe built into warden
+    # (algorithms/hostile/probe.c, `cc -static`); the tests build static C programs too
     [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
     # the web console's browser tests (crates/cli/tests/console_ui.rs): headless Chromium over WebDriver
     [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -15,7 +15,7 @@ pub struct DemoArgs {
     /// The static `mean` algorithm binary (algorithms/mean built with crt-static).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_ALGORITHM)]
     algorithm_binary: PathBuf,
-    /// A static isolation probe (algorithms/hostile/probe.c); compiled with gcc when absent.
+    /// Another static isolation probe binary for the nodes; absent: the probe built into them.
     #[arg(long, value_name = "PATH")]
     probe: Option<PathBuf>,
     /// Keep the work directory (configurations, data, keys, audit logs) in DIR, which must be

@@ -207,18 +207,16 @@ async fn a_node_started_on_an_initialised_directory_reports_healthy() {
             .contains("[organizations] hospital-b = \"sha256:"),
         "{out}"
     );
-    // What the data owner adds: the API key from the operator and the probe.
+    // What the data owner adds: the API key from the operator. No probe: the node runs the one
+    // built into it.
     std::fs::write(dir.join("node.key"), format!("{}\n", w.b.api_key)).unwrap();
-    let probe = warden_testkit::workspace_root().join("algorithms/hostile/probe.c");
-    warden_testkit::build_static_c(&std::fs::read_to_string(probe).unwrap(), "probe", &dir)
-        .unwrap();
     let label = format!("cliinit{}", std::process::id());
-    let config = std::fs::read_to_string(dir.join("node.toml"))
-        .unwrap()
-        .replace(
-            "probe = \"/usr/lib/warden/probe\"",
-            &format!("probe = \"probe\"\nname = \"{label}\""),
-        );
+    let config = std::fs::read_to_string(dir.join("node.toml")).unwrap();
+    assert!(!config.contains("\nprobe ="), "{config}");
+    let config = config.replace(
+        "spool_dir = \"spool\"",
+        &format!("spool_dir = \"spool\"\nname = \"{label}\""),
+    );
     std::fs::write(dir.join("node.toml"), config).unwrap();
     let log = dir.join("node.log");
     let file = std::fs::File::create(&log).unwrap();
@@ -252,4 +250,33 @@ async fn a_node_started_on_an_initialised_directory_reports_healthy() {
     assert_eq!(v["node"]["organization"], "hospital-b", "{v}");
     assert_eq!(v["policy"]["allow_rules"], 0, "{v}");
     assert_eq!(v["audit"]["writable"], true, "{v}");
+    assert_eq!(v["self_check"]["passed"], true, "{v}");
+    let probe = v["self_check"]["probe"].as_str().unwrap();
+    assert!(probe.starts_with("built-in (sha256:"), "{v}");
+    let log = without_ansi(&std::fs::read_to_string(dir.join("node.log")).unwrap());
+    assert!(log.contains("isolation self-check passed"), "{log}");
+    // The probe's run is logged as completed, not as a failed run.
+    let probe_run = log
+        .lines()
+        .find(|l| l.contains("run=isolation-probe") && l.contains("run finished"))
+        .unwrap_or_else(|| panic!("no line of the probe's run: {log}"));
+    assert!(probe_run.contains("outcome=completed"), "{probe_run}");
+}
+
+/// The text of a log with its colour escapes (`ESC [ ... m`) taken out.
+fn without_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -150,7 +150,6 @@ async fn the_quickstart_page_runs_as_written_and_gets_a_result() {
         .env("HOME", &home)
         .env("IMAGE", &image)
         .env("PORT", free_port().to_string())
-        .env("WARDEN_SRC", &root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -75,7 +75,7 @@ const CERTIFICATE_SECS: i64 = 86_400;
 pub struct Options {
     /// The static `mean` binary (algorithms/mean, built with crt-static).
     pub algorithm_binary: PathBuf,
-    /// A static isolation probe (algorithms/hostile/probe.c); compiled with gcc when absent.
+    /// Another static isolation probe binary for the nodes; absent: the probe built into them.
     pub probe: Option<PathBuf>,
     /// Keep the work directory (configs, data, keys, audit logs) here instead of a temporary
     /// one that is removed at the end. Must not exist yet, or be empty.
@@ -541,15 +541,8 @@ async fn with_server<W: Write>(
     );
 
     // 5. Each node's directory and configuration, then the nodes.
-    let probe = match &options.probe {
-        Some(p) => p.clone(),
-        None => warden_testkit::build_static_c(
-            include_str!("../../../algorithms/hostile/probe.c"),
-            "probe",
-            work,
-        )
-        .map_err(docker("compiling the isolation probe"))?,
-    };
+    // The nodes run the probe built into them unless --probe names another.
+    let probe = options.probe.clone();
     let tag = &random_secret()[..8];
     let pins: String = orgs
         .iter()
@@ -568,7 +561,7 @@ async fn with_server<W: Write>(
         &orgs,
         &pins,
         &certifiers,
-        &probe,
+        probe.as_deref(),
         reviewer_pub,
         repository,
         tag,
@@ -629,7 +622,7 @@ async fn start_nodes<W: Write>(
     orgs: &[Org],
     pins: &str,
     certifiers: &str,
-    probe: &Path,
+    probe: Option<&Path>,
     reviewer_pub: &Path,
     repository: &Repository,
     tag: &str,
@@ -641,7 +634,13 @@ async fn start_nodes<W: Write>(
         write_file(&dir.join("node.key"), format!("{}\n", o.api_key))?;
         write_file(&dir.join("org.key"), o.secret.to_pem())?;
         std::fs::copy(reviewer_pub, dir.join("reviewer.pub")).map_err(io(&dir))?;
-        std::fs::copy(probe, dir.join("probe")).map_err(io(&dir))?;
+        let probe_line = match probe {
+            Some(probe) => {
+                std::fs::copy(probe, dir.join("probe")).map_err(io(&dir))?;
+                "probe = \"probe\"\n"
+            }
+            None => "",
+        };
         let csv = dir.join("records.csv");
         write_file(&csv, data::csv(&o.rows))?;
         write_file(
@@ -686,8 +685,7 @@ max_backoff_secs = 1
 policy = "policy.toml"
 secret_key = "org.key"
 spool_dir = "spool"
-probe = "probe"
-name = "{label}"
+{probe_line}name = "{label}"
 
 [audit]
 dir = "audit"

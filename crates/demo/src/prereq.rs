@@ -7,8 +7,6 @@ use std::process::{Command, Stdio};
 
 /// Debian's OCI registry (the CNCF distribution server).
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
-/// glibc's static archive, needed to compile the isolation probe with `gcc -static`.
-pub const STATIC_LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.a";
 
 /// One missing prerequisite and how to get it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +33,7 @@ impl fmt::Display for Prerequisites {
 }
 
 /// Checks the Docker engine, the registry binary, the algorithm binary (present and static)
-/// and, unless a probe binary is given, gcc with static libc to compile the isolation probe.
+/// and a probe binary when one is given (otherwise the nodes run the probe built into them).
 pub fn check(algorithm_binary: &Path, probe: Option<&Path>) -> Result<(), Prerequisites> {
     let mut missing = Vec::new();
     match Command::new("docker")
@@ -71,35 +69,15 @@ pub fn check(algorithm_binary: &Path, probe: Option<&Path>) -> Result<(), Prereq
             ),
         });
     }
-    match probe {
-        Some(p) => {
-            if let Err(why) = static_binary(p) {
-                missing.push(Missing {
-                    what: format!("the probe binary {}", p.display()),
-                    fix: format!(
-                        "{why}; compile algorithms/hostile/probe.c with `gcc -static -O2`, or leave out --probe"
-                    ),
-                });
-            }
-        }
-        None => {
-            let gcc = Command::new("gcc")
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !gcc {
-                missing.push(Missing {
-                    what: "gcc".into(),
-                    fix: "install it (`apt-get install -y gcc libc6-dev`): the demo compiles each node's isolation probe (algorithms/hostile/probe.c) as a static binary".into(),
-                });
-            } else if !Path::new(STATIC_LIBC).exists() {
-                missing.push(Missing {
-                    what: STATIC_LIBC.into(),
-                    fix: "install static glibc (`apt-get install -y libc6-dev`) to compile the isolation probe".into(),
-                });
-            }
+    // Without --probe each node runs the probe built into it.
+    if let Some(p) = probe {
+        if let Err(why) = static_binary(p) {
+            missing.push(Missing {
+                what: format!("the probe binary {}", p.display()),
+                fix: format!(
+                    "{why}; compile algorithms/hostile/probe.c with `gcc -static -O2`, or leave out --probe to use the node's built-in probe"
+                ),
+            });
         }
     }
     if missing.is_empty() {

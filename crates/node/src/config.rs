@@ -11,7 +11,7 @@
 //! policy = "policy.toml"
 //! secret_key = "org.key"               # the organization's X25519 key (warden-seal PEM)
 //! spool_dir = "spool"
-//! probe = "probe"                      # static isolation probe binary
+//! # probe = "probe"                    # optional: another static isolation probe binary
 //!
 //! [audit]
 //! dir = "audit"
@@ -128,8 +128,10 @@ pub struct NodeSection {
     pub secret_key: PathBuf,
     /// Where runs, results awaiting delivery and the event cursor are kept.
     pub spool_dir: PathBuf,
-    /// A static isolation probe binary (algorithms/hostile/probe.c); run at start-up.
-    pub probe: PathBuf,
+    /// A static isolation probe binary to run at start-up instead of the one built into the
+    /// node ([`crate::EMBEDDED_PROBE`], algorithms/hostile/probe.c). Absent: the built-in one.
+    #[serde(default)]
+    pub probe: Option<PathBuf>,
     /// The label value put on this node's containers; `[A-Za-z0-9_.-]`, at most 40. Defaults to
     /// a name derived from the spool directory.
     #[serde(default, deserialize_with = "node_name")]
@@ -754,7 +756,9 @@ impl Config {
         resolve(&mut config.node.policy);
         resolve(&mut config.node.secret_key);
         resolve(&mut config.node.spool_dir);
-        resolve(&mut config.node.probe);
+        if let Some(p) = config.node.probe.as_mut() {
+            resolve(p);
+        }
         if let Some(p) = config.local.socket.as_mut() {
             resolve(p);
         }
@@ -943,6 +947,10 @@ records = "data/records"
         assert_eq!(c.organizations["hospital-a"].0, FP);
         assert_eq!(c.limits, LimitsConfig::default());
         assert_eq!(c.audit.checkpoint_every, 100);
+        assert_eq!(c.node.probe, Some(PathBuf::from("/cfg/probe")));
+        // Without the key the node runs the probe built into it.
+        let c = parse(&minimal().replace("probe = \"probe\"\n", "")).unwrap();
+        assert_eq!(c.node.probe, None);
     }
 
     #[test]

@@ -24,3 +24,16 @@ pub mod spool;
 pub mod stores;
 
 pub use node::{Node, StartError};
+
+/// The isolation probe the node runs at start when `[node] probe` names no other: a static build
+/// of algorithms/hostile/probe.c made by this crate's build script.
+pub const EMBEDDED_PROBE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/probe"));
+
+/// How the node's status names the built-in probe: `built-in (sha256:...)`.
+pub fn embedded_probe_name() -> String {
+    use sha2::Digest;
+    format!(
+        "built-in (sha256:{})",
+        hex::encode(sha2::Sha256::digest(EMBEDDED_PROBE))
+    )
+}

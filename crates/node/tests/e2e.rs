@@ -148,11 +148,40 @@ async fn a_node_refuses_to_start_when_isolation_does_not_hold() {
     let parsed = warden_node::config::Config::load(&config).unwrap();
     let err = warden_node::Node::start(parsed).await.unwrap_err();
     let text = err.to_string();
+    // The override is named as the cause, with the way back to the built-in probe.
     assert!(
-        matches!(err, warden_node::StartError::Isolation(_)),
+        matches!(err, warden_node::StartError::ProbeOverride { .. }),
         "{text}"
     );
     assert!(text.contains("FAIL network"), "{text}");
+    assert!(text.contains("will not run algorithms"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "the probe {} that `[node] probe` names failed",
+            config.parent().unwrap().join("probe").display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("remove `[node] probe`"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_override_that_is_no_program_is_a_refusal_to_start() {
+    let w = World::new().await;
+    let config = w.node_config(&w.a, "", "");
+    std::fs::write(
+        config.parent().unwrap().join("probe"),
+        b"#!/bin/sh\nexit 0\n",
+    )
+    .unwrap();
+    let parsed = warden_node::config::Config::load(&config).unwrap();
+    let err = warden_node::Node::start(parsed).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, warden_node::StartError::ProbeOverride { .. }),
+        "{text}"
+    );
+    assert!(text.contains("`[node] probe` names failed"), "{text}");
     assert!(text.contains("will not run algorithms"), "{text}");
 }
 

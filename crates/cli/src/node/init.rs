@@ -89,9 +89,8 @@ api_key_file = "node.key"
 policy = "policy.toml"
 secret_key = "org.key"
 spool_dir = "spool"
-# A static isolation probe binary (algorithms/hostile/probe.c, built static): the node runs it
-# hardened at start and refuses to start unless it finds every isolation in force.
-probe = "/usr/lib/warden/probe"
+# At start the node runs its built-in isolation probe hardened and refuses to start unless it
+# finds every isolation in force. `probe = "PATH"` runs another static probe binary instead.
 
 [audit]
 dir = "audit"
@@ -199,7 +198,6 @@ pub(super) fn init(org: &str, dir: &Path, server: Option<&str>) -> anyhow::Resul
             show("node.toml")
         ));
     }
-    next.push("set [node] probe to the static isolation probe binary".to_owned());
     next.push(format!(
         "pin the other organizations' fingerprints and certifiers in {}",
         show("node.toml")

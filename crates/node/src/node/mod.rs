@@ -76,6 +76,16 @@ pub enum StartError {
     Engine(#[from] warden_runtime::EngineError),
     #[error("isolation self-check failed, the node will not run algorithms: {0}")]
     Isolation(#[from] warden_runtime::IsolationError),
+    #[error(
+        "isolation self-check with the probe {} that `[node] probe` names failed, the node will \
+         not run algorithms: {source}; fix that binary or remove `[node] probe` to run the probe \
+         built into the node",
+        path.display()
+    )]
+    ProbeOverride {
+        path: PathBuf,
+        source: warden_runtime::IsolationError,
+    },
     #[error("registry client: {0}")]
     Registry(#[from] warden_registry::RegistryError),
     #[error("the server refused this node: {0}; check server.api_key_file")]
@@ -373,8 +383,22 @@ impl Node {
         let approved = ApprovedDigests::open(spool.root())?;
 
         let engine = DockerEngine::connect().await?;
-        let probe_bin = read_file("the isolation probe", &config.node.probe, 64 << 20)?;
-        let probe = warden_runtime::import_probe(&engine, &probe_bin).await?;
+        let probe_bin = match &config.node.probe {
+            Some(path) => std::borrow::Cow::Owned(
+                read_file("the isolation probe ([node] probe)", path, 64 << 20)?.to_vec(),
+            ),
+            None => std::borrow::Cow::Borrowed(crate::EMBEDDED_PROBE),
+        };
+        let probe_failed = |source| match &config.node.probe {
+            Some(path) => StartError::ProbeOverride {
+                path: path.clone(),
+                source,
+            },
+            None => StartError::Isolation(source),
+        };
+        let probe = warden_runtime::import_probe(&engine, &probe_bin)
+            .await
+            .map_err(probe_failed)?;
         let probe_dir = spool.root().join("probe");
         std::fs::create_dir_all(&probe_dir).map_err(|e| StartError::File {
             what: "the probe directory",
@@ -389,7 +413,8 @@ impl Node {
             &probe_dir,
             &config.limits.runtime(),
         )
-        .await?;
+        .await
+        .map_err(probe_failed)?;
 
         let self_check_at = OffsetDateTime::now_utc().unix_timestamp();
         let registry = RegistryClient::new(registry_options(&config)?)?;

@@ -77,7 +77,10 @@ impl Node {
             self_check: wire::SelfCheckStatus {
                 passed: true,
                 at: s.self_check_at,
-                probe: s.config.node.probe.display().to_string(),
+                probe: match &s.config.node.probe {
+                    Some(path) => path.display().to_string(),
+                    None => crate::embedded_probe_name(),
+                },
             },
             audit,
         })
