@@ -79,6 +79,9 @@ pub struct Config {
     /// The algorithm stores this node trusts (`[[stores]]`), for `approved_by` policy rules.
     #[serde(default)]
     pub stores: Vec<crate::stores::StoreConfig>,
+    /// Prometheus metrics (`[metrics]`); off unless `listen` is set.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The `[output]` section as written; compiled into [`Config::output`] by [`Config::parse`].
     #[serde(default, rename = "output")]
     output_section: Option<toml::Table>,
@@ -239,6 +242,19 @@ impl LocalConfig {
             .clone()
             .unwrap_or_else(|| spool_dir.join("local.sock"))
     }
+}
+
+/// `[metrics]`: where the node serves `GET /metrics` (Prometheus text format). Off by default;
+/// a non-loopback address needs `allow_remote = true`: the figures say how busy the node is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:port`, e.g. `127.0.0.1:9464`.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Allow a `listen` address that is not loopback.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// `[airlock]`: the longest waits at the airlock, after which the node refuses by itself.
@@ -737,6 +753,18 @@ impl Config {
                  reach a socket inside it",
             ));
         }
+        if let Some(addr) = config.metrics.listen
+            && !addr.ip().is_loopback()
+            && !config.metrics.allow_remote
+        {
+            return Err(at_key(
+                "listen",
+                &format!(
+                    "metrics.listen {addr} is not a loopback address; the node's metrics say how \
+                     busy it is: listen on 127.0.0.1, or set metrics.allow_remote = true"
+                ),
+            ));
+        }
         if let Err((key, message)) = crate::stores::validate(&config.stores) {
             let offset = text.find("[[stores]]").map(|o| o..o + "[[stores]]".len());
             return Err(located(key, message, offset));
@@ -1136,6 +1164,28 @@ memory_budget_bytes = 134217728
             assert!(e.contains("key `output"), "{body}: {e}");
             assert!(e.contains(says), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_loopback_unless_allowed() {
+        let c = parse(&minimal()).unwrap();
+        assert_eq!(c.metrics, MetricsConfig::default());
+        let c = parse(&(minimal() + "\n[metrics]\nlisten = \"127.0.0.1:9464\"\n")).unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let text = minimal() + "\n[metrics]\nlisten = \"0.0.0.0:9464\"\n";
+        let (line, key, message) = error_of(&text);
+        let at = text
+            .lines()
+            .position(|l| l.starts_with("listen ="))
+            .unwrap()
+            + 1;
+        assert_eq!((line, key.as_str()), (at, "listen"), "{message}");
+        assert!(message.contains("not a loopback address"), "{message}");
+        assert!(message.contains("allow_remote = true"), "{message}");
+        let c = parse(&(text.clone() + "allow_remote = true\n")).unwrap();
+        assert_eq!(c.metrics.listen, Some("0.0.0.0:9464".parse().unwrap()));
+        let (_, _, message) = error_of(&(minimal() + "\n[metrics]\nlisten = \"localhost\"\n"));
+        assert!(message.contains("invalid socket address"), "{message}");
     }
 
     #[test]

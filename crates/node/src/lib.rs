@@ -14,6 +14,7 @@ pub mod budget;
 pub mod config;
 mod jsonl;
 pub mod local;
+pub mod metrics;
 pub mod node;
 pub mod orgs;
 pub mod proxy;

@@ -296,3 +296,92 @@ async fn runs_spooled_before_their_container_are_failed_at_restart() {
     assert!(containers(&node.label).is_empty());
     node.stop().await;
 }
+
+/// The value of the sample `name` (with its labels) in a Prometheus text answer.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_counts_runs_admissions_and_audit_appends() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program("echo", "metrics", "v1");
+    w.sign(&repo, &digest).await;
+    let (unsigned, _) = w.push_program("echo", "metrics-unsigned", "v1");
+    let config = w.node_config(
+        &w.a,
+        &w.signed_policy(&repo),
+        "\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let node = w.start_node(&config).await;
+    let addr = node.node.metrics_addr().expect("metrics listen is set");
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let url = format!("http://{addr}/metrics");
+    let scrape = || async {
+        let resp = reqwest::get(&url).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+        resp.text().await.unwrap()
+    };
+    let before = scrape().await;
+    assert_eq!(
+        sample(&before, "warden_node_runs_total{outcome=\"completed\"}"),
+        0.0
+    );
+    assert_eq!(sample(&before, "warden_node_admission_seconds_count"), 0.0);
+    assert_eq!(sample(&before, "warden_node_queue_depth"), 0.0);
+    let appends = sample(&before, "warden_node_audit_appends_total{result=\"ok\"}");
+
+    let input = json!({"function": "hello", "args": null});
+    let ok = w.create_task(&format!("{repo}:v1"), &input, &[&w.a]).await;
+    let ok = w.wait_final(ok.runs[0].id, Duration::from_secs(120)).await;
+    assert_eq!(ok.state, RunState::Completed, "{:?}", ok.reason);
+    let refused = w
+        .create_task(&format!("{unsigned}:v1"), &input, &[&w.a])
+        .await;
+    let refused = w
+        .wait_final(refused.runs[0].id, Duration::from_secs(60))
+        .await;
+    assert_eq!(refused.state, RunState::Rejected, "{:?}", refused.reason);
+
+    let after = scrape().await;
+    assert_eq!(
+        sample(&after, "warden_node_runs_total{outcome=\"completed\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "warden_node_runs_total{outcome=\"rejected\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "warden_node_runs_total{outcome=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(sample(&after, "warden_node_admission_seconds_count"), 2.0);
+    assert_eq!(
+        sample(&after, "warden_node_admission_seconds_bucket{le=\"+Inf\"}"),
+        2.0
+    );
+    assert!(
+        sample(&after, "warden_node_admission_seconds_sum") > 0.0,
+        "{after}"
+    );
+    // The completed run's decision, logs and run, and the rejection, are on record.
+    assert!(
+        sample(&after, "warden_node_audit_appends_total{result=\"ok\"}") >= appends + 4.0,
+        "{after}"
+    );
+    assert_eq!(sample(&after, "warden_node_queue_depth"), 0.0);
+    assert!(sample(&after, "warden_node_spool_bytes") > 0.0, "{after}");
+    // Only GET /metrics is served.
+    let other = reqwest::get(format!("http://{addr}/")).await.unwrap();
+    assert_eq!(other.status(), 404);
+    node.stop().await;
+    // The listener stops with the node.
+    assert!(reqwest::get(&url).await.is_err());
+}

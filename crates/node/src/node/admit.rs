@@ -113,6 +113,9 @@ impl Node {
         let admitted = self
             .admit(&mut record, &mut audit, event_image.as_deref(), &task)
             .await;
+        if !matches!(admitted, Err(Refused::Transient(_))) {
+            s.metrics.observe_admission(admission_started.elapsed());
+        }
         let mut timing = RunTiming {
             run_id,
             to_container: Duration::ZERO,

@@ -87,6 +87,13 @@ impl Node {
     }
 
     pub(super) async fn save_and_deliver(&self, record: RunRecord) {
+        let m = &self.inner.metrics;
+        match &record.outcome {
+            Some(Final::Completed) => crate::metrics::Metrics::inc(&m.runs_completed),
+            Some(Final::Failed { .. }) => crate::metrics::Metrics::inc(&m.runs_failed),
+            Some(Final::Rejected { .. }) => crate::metrics::Metrics::inc(&m.runs_rejected),
+            None => {}
+        }
         if let Err(e) = self.inner.spool.save(&record) {
             tracing::error!(run = record.run_id, error = %e, "cannot spool the outcome");
         }

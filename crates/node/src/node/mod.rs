@@ -5,6 +5,7 @@
 
 mod admit;
 mod airlock;
+mod cancel;
 mod deliver;
 mod execute;
 mod intake;
@@ -94,6 +95,8 @@ pub enum StartError {
     Config(String),
     #[error(transparent)]
     Local(#[from] crate::local::LocalStartError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsStartError),
 }
 
 /// Where the time went between receiving a run and starting its container (for benches and
@@ -173,6 +176,8 @@ struct Shared {
     active: Mutex<HashSet<i64>>,
     /// Of `active`, the runs still waiting for a run slot.
     queued: Mutex<HashSet<i64>>,
+    /// Runs the server cancelled while this process handles them.
+    cancels: cancel::Cancels,
     /// The WebSocket event push is connected.
     push_connected: std::sync::atomic::AtomicBool,
     /// Unix seconds: when this process started, and when its isolation self-check passed.
@@ -181,6 +186,10 @@ struct Shared {
     /// Set at shutdown: no run starts any more.
     draining: std::sync::atomic::AtomicBool,
     timings: Mutex<std::collections::VecDeque<RunTiming>>,
+    /// The figures `[metrics] listen` serves.
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// The metrics listener (its bound address and task), until shutdown.
+    metrics_listener: Mutex<Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>>,
 }
 
 fn read_file(what: &'static str, path: &Path, cap: u64) -> Result<Zeroizing<Vec<u8>>, StartError> {
@@ -470,16 +479,32 @@ impl Node {
                 memory,
                 active: Mutex::new(HashSet::new()),
                 queued: Mutex::new(HashSet::new()),
+                cancels: cancel::Cancels::default(),
                 push_connected: std::sync::atomic::AtomicBool::new(false),
                 started_at,
                 self_check_at,
                 draining: std::sync::atomic::AtomicBool::new(false),
                 timings: Mutex::new(std::collections::VecDeque::new()),
+                metrics: crate::metrics::Metrics::default(),
+                metrics_listener: Mutex::new(None),
             }),
         };
         // The data owner's way in: the local socket, open before any run is taken.
         let local = crate::local::start(node.clone(), &socket, group.as_deref())?;
         *node.inner.local.lock().unwrap_or_else(|p| p.into_inner()) = Some(local);
+        if let Some(addr) = node.inner.config.metrics.listen {
+            let weak = Arc::downgrade(&node.inner);
+            let listener = crate::metrics::serve(addr, move || match weak.upgrade() {
+                Some(inner) => Node { inner }.render_metrics(),
+                None => String::new(),
+            })
+            .await?;
+            *node
+                .inner
+                .metrics_listener
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(listener);
+        }
         Ok(node)
     }
 
@@ -513,6 +538,30 @@ impl Node {
     pub async fn relay_round(&self) {
         self.relay_checkpoints(&mut relay::RelayState::default())
             .await;
+    }
+
+    /// Where `[metrics] listen` is served (the bound address), when it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner
+            .metrics_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(addr, _)| *addr)
+    }
+
+    /// The metrics text, with the queue, the runs in flight and the spool read now.
+    fn render_metrics(&self) -> String {
+        let s = &self.inner;
+        let lock = |m: &Mutex<HashSet<i64>>| m.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let queued = lock(&s.queued) as u64;
+        let active = lock(&s.active) as u64;
+        s.metrics.render(crate::metrics::Gauges {
+            queued,
+            in_flight: active.saturating_sub(queued),
+            spool_bytes: crate::metrics::dir_bytes(s.spool.root()),
+            spool_runs: s.spool.records().map_or(0, |r| r.len() as u64),
+        })
     }
 
     /// The label value on this node's containers.
@@ -572,6 +621,15 @@ impl Node {
             .take();
         if let Some(local) = local {
             local.stop();
+        }
+        let metrics = self
+            .inner
+            .metrics_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((_, task)) = metrics {
+            task.abort();
         }
         self.deliver_pending().await;
         // Sign what was appended since the last checkpoint, so the whole log is covered.
@@ -652,8 +710,12 @@ impl Node {
             return Err(AuditUnavailable);
         };
         match log.append(record) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                crate::metrics::Metrics::inc(&s.metrics.audit_appends);
+                Ok(())
+            }
             Err(e) => {
+                crate::metrics::Metrics::inc(&s.metrics.audit_append_failures);
                 state.failed = true;
                 tracing::error!(error = %e, "cannot append to the audit log; no run starts or is delivered until it can be written");
                 Err(AuditUnavailable)
