@@ -75,6 +75,10 @@ pub const MAX_SEALED: usize = MAX_PLAINTEXT + OVERHEAD;
 pub const MAX_CONTEXT: usize = 1024;
 /// PEM label of a private key file.
 pub const PRIVATE_KEY_LABEL: &str = "WARDEN X25519 PRIVATE KEY";
+/// How a refused organization key file says to make a right one.
+const MAKE_ONE: &str = "make one with `warden keys generate --kind x25519 --out FILE` (FILE the \
+                        secret key, FILE.pub its public key; `warden keys fingerprint FILE.pub` \
+                        prints its fingerprint)";
 
 /// RFC 8410 PKCS#8 prefix of an X25519 private key (version 0, OID 1.3.101.110, no
 /// attributes, no public key).
@@ -232,18 +236,30 @@ impl SecretKey {
     /// Reads [`SecretKey::to_pem`]'s output. Only the exact RFC 8410 form is accepted.
     pub fn from_pem(pem: &str) -> Result<Self, SealError> {
         let bad = |why: String| SealError::PrivateKey(why);
-        let (label, der) = pkcs8::der::pem::decode_vec(pem.trim().as_bytes())
-            .map_err(|e| bad(format!("{e}; expected a PEM `{PRIVATE_KEY_LABEL}` block")))?;
+        let (label, der) = pkcs8::der::pem::decode_vec(pem.trim().as_bytes()).map_err(|e| {
+            bad(format!(
+                "{e}; expected a PEM `{PRIVATE_KEY_LABEL}` block; {MAKE_ONE}"
+            ))
+        })?;
         let der = Zeroizing::new(der);
-        if label != PRIVATE_KEY_LABEL {
+        let x25519 =
+            der.len() == PKCS8_PREFIX.len() + 32 && der[..PKCS8_PREFIX.len()] == PKCS8_PREFIX;
+        if label == "PRIVATE KEY" && x25519 {
             return Err(bad(format!(
-                "found a `{label}` block; expected `{PRIVATE_KEY_LABEL}`"
+                "this is an X25519 key in OpenSSL's form (`BEGIN PRIVATE KEY`, e.g. from \
+                 `openssl genpkey -algorithm x25519`); Warden reads `{PRIVATE_KEY_LABEL}` blocks: \
+                 {MAKE_ONE}"
             )));
         }
-        if der.len() != PKCS8_PREFIX.len() + 32 || der[..PKCS8_PREFIX.len()] != PKCS8_PREFIX {
-            return Err(bad(
-                "the block is not an RFC 8410 PKCS#8 X25519 private key".into(),
-            ));
+        if label != PRIVATE_KEY_LABEL {
+            return Err(bad(format!(
+                "found a `{label}` block; expected `{PRIVATE_KEY_LABEL}`; {MAKE_ONE}"
+            )));
+        }
+        if !x25519 {
+            return Err(bad(format!(
+                "the block is not an RFC 8410 PKCS#8 X25519 private key; {MAKE_ONE}"
+            )));
         }
         let mut bytes = Zeroizing::new([0u8; 32]);
         bytes.copy_from_slice(&der[PKCS8_PREFIX.len()..]);
@@ -572,8 +588,13 @@ mod tests {
     fn pem_with_another_label_or_content_is_refused() {
         let sk = SecretKey::generate();
         let relabelled = sk.to_pem().replace(PRIVATE_KEY_LABEL, "PRIVATE KEY");
-        let e = SecretKey::from_pem(&relabelled).unwrap_err();
-        assert!(e.to_string().contains("found a `PRIVATE KEY` block"), "{e}");
+        let e = SecretKey::from_pem(&relabelled).unwrap_err().to_string();
+        assert!(e.contains("an X25519 key in OpenSSL's form"), "{e}");
+        assert!(e.contains("warden keys generate --kind x25519"), "{e}");
+        let other = sk.to_pem().replace(PRIVATE_KEY_LABEL, "EC PRIVATE KEY");
+        let e = SecretKey::from_pem(&other).unwrap_err().to_string();
+        assert!(e.contains("found a `EC PRIVATE KEY` block"), "{e}");
+        assert!(e.contains("warden keys generate --kind x25519"), "{e}");
         let short = pkcs8::der::pem::encode_string(
             PRIVATE_KEY_LABEL,
             pkcs8::der::pem::LineEnding::LF,
