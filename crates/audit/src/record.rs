@@ -28,6 +28,10 @@ pub enum Event {
     /// server) is not consistent with the one this node verified, a fork. `image` is empty;
     /// the reason names the store.
     StoreRefused,
+    /// The server said the run was cancelled: the node stopped it (a container removed, a
+    /// queued run dropped, a held or undelivered result dropped) and nothing of it leaves. The
+    /// reason names who cancelled it as the server claims it.
+    Cancel,
 }
 
 /// How it ended: a decision admits or rejects, a run completes or fails, or waits at the
@@ -51,6 +55,8 @@ pub enum Outcome {
     Released,
     /// A run's logs stay at the node (the reason says why; `output_sha256` is the plaintext's).
     Withheld,
+    /// A run was stopped because the server said it was cancelled.
+    Cancelled,
 }
 
 /// The local user who asked the node, from its socket's peer credentials.

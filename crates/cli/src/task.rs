@@ -1,4 +1,4 @@
-//! `warden task create|wait|show|logs`: the researcher's side (`warden-client`). The input is
+//! `warden task create|wait|show|logs|cancel`: the researcher's side (`warden-client`). The input is
 //! strictly parsed and sealed for each target organization, whose key must match the profile's
 //! pin, with the researcher's own certified key, bound to a fresh task nonce, the image and the
 //! digest resolved here; results are opened with the researcher's key and checked against the
@@ -13,8 +13,9 @@
 //! the task was created and its record written before the wait began, nothing is cancelled,
 //! no result is written, and the message says how to come back (`warden task wait ID`).
 //!
-//! Exit status: 0 every run completed, 1 some run failed or was rejected (reasons printed), or
-//! the server's task or a result did not verify (nothing of it printed); 2 bad input, a server
+//! Exit status: 0 every run completed (for `cancel`: the task is cancelled), 1 some run failed,
+//! was rejected or cancelled (reasons printed), the server refused a cancellation (its reason
+//! printed), or the server's task or a result did not verify (nothing of it printed); 2 bad input, a server
 //! or a key problem (nothing is created when a key does not match its pin); 130 the wait was
 //! interrupted (Ctrl-C).
 
@@ -103,6 +104,17 @@ pub enum TaskCommand {
         json: bool,
         task_id: i64,
     },
+    /// Cancel a task: its runs that have not ended become cancelled and their nodes stop
+    /// them (a running container is killed, nothing of the run leaves its node); runs that had
+    /// ended keep their state. Cancelling it again changes nothing.
+    Cancel {
+        #[command(flatten)]
+        profile: ProfileArgs,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        task_id: i64,
+    },
     /// Print a task's runs as they are now (no results are downloaded).
     Show {
         #[command(flatten)]
@@ -186,6 +198,14 @@ pub fn run(command: TaskCommand) -> anyhow::Result<Outcome> {
         } => {
             let profile = load_profile(&profile)?;
             runtime.block_on(logs(&profile, task_id, org.as_deref(), json))
+        }
+        TaskCommand::Cancel {
+            profile,
+            json,
+            task_id,
+        } => {
+            let profile = load_profile(&profile)?;
+            runtime.block_on(cancel(&profile, task_id, json))
         }
         TaskCommand::Show {
             profile,
@@ -505,6 +525,74 @@ async fn show(profile: &Profile, task_id: i64, json: bool) -> anyhow::Result<Out
     render(&task, &outcomes, None, json, false)
 }
 
+/// `warden task cancel`: the server's answer, each run's state per organization. A refusal by
+/// the server (not the requester, no such task, every run had ended) is exit 1 with its reason.
+async fn cancel(profile: &Profile, task_id: i64, json: bool) -> anyhow::Result<Outcome> {
+    let client = login(profile).await?;
+    let task = match client.cancel_task(task_id).await {
+        Ok(t) => t,
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            if crate::login::is_refusal(&e) {
+                crate::print_error(&e);
+                return Ok(Outcome {
+                    output: String::new(),
+                    exit: EXIT_RUN_FAILED,
+                });
+            }
+            return Err(e);
+        }
+    };
+    let t = &task.task;
+    let when = t.cancelled_at.and_then(|at| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    });
+    let by = t.cancelled_by.as_deref().map(|b| safe(b).into_owned());
+    let mut text = format!(
+        "task {} cancelled{}{}\n",
+        t.id,
+        by.as_deref()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default(),
+        when.as_deref()
+            .map(|w| format!(" at {w}"))
+            .unwrap_or_default(),
+    );
+    let mut runs = Vec::new();
+    for run in &task.runs {
+        let org = match client.organization(run.organization_id).await {
+            Ok(o) => o.name,
+            Err(_) => format!("organization {}", run.organization_id),
+        };
+        let note = if run.state == RunState::Cancelled {
+            ""
+        } else {
+            " (it had ended before the cancellation)"
+        };
+        let _ = writeln!(text, "  {}: run {} {}{note}", safe(&org), run.id, run.state);
+        runs.push(json!({
+            "id": run.id,
+            "organization": org,
+            "organization_id": run.organization_id,
+            "state": run.state,
+        }));
+    }
+    let output = if json {
+        let v = json!({
+            "task": {"id": t.id, "cancelled_at": when, "cancelled_by": t.cancelled_by},
+            "runs": runs,
+        });
+        json_safe(&format!("{v:#}"))
+    } else {
+        text.trim_end().to_owned()
+    };
+    Ok(Outcome {
+        output,
+        exit: EXIT_COMPLETED,
+    })
+}
+
 /// Why a run shows no released logs: (status for `--json`, the sentence).
 fn no_logs(state: RunState) -> (&'static str, &'static str) {
     match state {
@@ -759,9 +847,12 @@ fn render(
             "result_file": result_file.map(|p| p.display().to_string()),
         }));
     }
-    let bad = outcomes
-        .iter()
-        .any(|o| matches!(o.run.state, RunState::Failed | RunState::Rejected));
+    let bad = outcomes.iter().any(|o| {
+        matches!(
+            o.run.state,
+            RunState::Failed | RunState::Rejected | RunState::Cancelled
+        )
+    });
     let all_done = outcomes.iter().all(|o| o.run.state == RunState::Completed);
     let exit = if bad || (final_only && !all_done) {
         EXIT_RUN_FAILED

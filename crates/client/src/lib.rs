@@ -605,6 +605,19 @@ impl Client {
             .await
     }
 
+    /// Cancels a task (`POST /api/tasks/{id}/cancel`): its runs that have not ended become
+    /// `cancelled` and their nodes stop them; final runs keep their state. Cancelling a
+    /// cancelled task again answers it unchanged; a task whose runs had all ended is refused
+    /// (409) with the server's reason.
+    pub async fn cancel_task(&self, id: i64) -> Result<TaskDetail, ClientError> {
+        self.post(
+            &format!("/api/tasks/{id}/cancel"),
+            &serde_json::Value::Null,
+            &format!("cancelling task {id}"),
+        )
+        .await
+    }
+
     /// Polls the task (backing off from [`FIRST_POLL`] to [`MAX_POLL`]) until every run is
     /// final, or `timeout` has passed.
     /// A run waiting at its node (`awaiting_approval`, `awaiting_release`) is not final: the

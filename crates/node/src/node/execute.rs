@@ -120,6 +120,10 @@ impl Node {
                 }
             }
         };
+        // Cancelled while it was admitted or pulled: it never starts.
+        if self.cancelled(run_id) {
+            return self.discard(run_id);
+        }
         // Recorded before it is reported: after a crash, reconciliation looks for the container.
         record.phase = Phase::Running;
         let _ = s.spool.save(&record);
@@ -187,7 +191,11 @@ impl Node {
             pin_ms = timing.pin.as_secs_f64() * 1e3,
             "starting the container"
         );
-        let report = warden_runtime::run_pinned(&s.engine, pinned, &spec).await;
+        // A cancellation removes the container while it runs (and again should it be created
+        // after the cancel arrived).
+        let report = self
+            .killable(run_id, warden_runtime::run_pinned(&s.engine, pinned, &spec))
+            .await;
         proxy.stop().await;
         s.spool.remove_work(run_id);
         self.keep_logs(run_id, &report);
@@ -333,6 +341,15 @@ impl Node {
         audit: Option<&mut Record>,
     ) {
         let s = &self.inner;
+        // A cancelled run's outcome is never sealed, held, spooled or reported; its `cancel`
+        // audit record says what became of it.
+        if self.cancelled(record.run_id) {
+            tracing::info!(
+                run = record.run_id,
+                "the run was cancelled; its outcome is discarded"
+            );
+            return self.discard(record.run_id);
+        }
         // The admitting rule's output rules: a result that breaks them never leaves the node.
         let mut withheld_hash = None;
         let outcome = match outcome {

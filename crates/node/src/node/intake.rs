@@ -74,7 +74,7 @@ impl Node {
             let events = s.server.events(*after).await?;
             let n = events.len();
             for e in events {
-                self.on_event(e.run_id, Some(e.image.clone()));
+                self.dispatch(&e);
                 *after = e.id;
             }
             if n < 100 {
@@ -140,7 +140,7 @@ impl Node {
                 tungstenite::Message::Text(text) => {
                     let event: api::Event = serde_json::from_str(text.as_str())
                         .map_err(|e| format!("malformed event: {e}"))?;
-                    self.on_event(event.run_id, Some(event.image.clone()));
+                    self.dispatch(&event);
                     *after = event.id;
                     if let Err(e) = s.spool.set_cursor(*after) {
                         tracing::error!(error = %e, "cannot save the event cursor");
@@ -151,6 +151,21 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// One event: a new run is taken (unless known), a cancelled one stopped (if this node has
+    /// it). A cancel never starts anything.
+    fn dispatch(&self, e: &api::Event) {
+        match e.kind {
+            api::EventKind::RunCreated => self.on_event(e.run_id, Some(e.image.clone())),
+            api::EventKind::RunCancelled => {
+                // In a task of its own: a held result's drop waits for the airlock's lock, and
+                // intake goes on meanwhile.
+                let node = self.clone();
+                let (run, by) = (e.run_id, e.cancelled_by.clone());
+                tokio::spawn(async move { node.on_cancel(run, by.as_deref()).await });
+            }
+        }
     }
 
     /// Starts handling a run unless it is being handled or already known.
@@ -179,8 +194,11 @@ impl Node {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&run_id);
-            // A run that got its slot only after shutdown began stays pending for the next start.
-            if !node
+            // A run that got its slot only after shutdown began stays pending for the next start;
+            // one cancelled while it waited never starts.
+            if node.cancelled(run_id) {
+                node.discard(run_id);
+            } else if !node
                 .inner
                 .draining
                 .load(std::sync::atomic::Ordering::SeqCst)
@@ -192,6 +210,7 @@ impl Node {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&run_id);
+            node.inner.cancels.forget(run_id);
         });
     }
 }
