@@ -208,6 +208,10 @@ pub fn login(args: LoginArgs) -> anyhow::Result<Outcome> {
     )?;
     let runtime = runtime()?;
     let client = runtime.block_on(Client::login(&url, &args.username, &password))?;
+    let me = runtime.block_on(client.whoami())?;
+    let (role, org) = describe(&runtime, &client, &me);
+    // Kept after the last request: a request may have renewed the session (a short-lived
+    // access token), and the refresh token it spent must not be the one on disk.
     let Some(stored) = client.stored_session() else {
         bail!("the server gave no refresh token, so there is no session to keep");
     };
@@ -215,8 +219,6 @@ pub fn login(args: LoginArgs) -> anyhow::Result<Outcome> {
         .with_context(|| format!("cannot write the profile {}", path.display()))?;
     let session_file = session::session_path(&path);
     session::save_session(&session_file, &stored)?;
-    let me = runtime.block_on(client.whoami())?;
-    let (role, org) = describe(&runtime, &client, &me);
     let output = if args.json {
         json!({
             "server": url,
@@ -290,14 +292,15 @@ pub async fn connect(
     Ok((client, file, before))
 }
 
-/// The kept session of the profile at `path` renewed at the start only (for `warden task`,
-/// whose waits may be long), else a password login; an ended session says how to log in again.
+/// The kept session of the profile at `path`, renewed whenever due under the session's lock and
+/// written back at once (for `warden task`, whose waits may outlive the access token), else a
+/// password login; an ended session says how to log in again.
 pub async fn resume_or_login(
     path: &Path,
     server: &ServerSection,
     hint: &str,
 ) -> anyhow::Result<Client> {
-    resume_or(path, server, hint, Renewal::AtStartOnly).await
+    resume_or(path, server, hint, Renewal::Kept).await
 }
 
 async fn resume_or(
@@ -364,7 +367,12 @@ pub fn logout(args: SessionArgs) -> anyhow::Result<Outcome> {
     let runtime = runtime()?;
     let ended_here = runtime.block_on(async {
         match Client::resume(&file, &server).await {
-            Ok(Some(c)) => c.logout().await.map(|()| true).map_err(SessionError::from),
+            Ok(Some(c)) => match c.logout().await {
+                Ok(()) => Ok(true),
+                // The session died meanwhile: the server has already ended it.
+                Err(ClientError::Api { status: 401, .. }) => Ok(false),
+                Err(e) => Err(SessionError::from(e)),
+            },
             Ok(None) => Ok(false),
             Err(SessionError::Client(ClientError::Api { status: 401, .. })) => Ok(false),
             Err(e) => Err(e),

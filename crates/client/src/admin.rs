@@ -238,6 +238,11 @@ pub enum Renewal {
     /// token then lives its full lifetime (`auth.access_token_ttl_secs`), and a command that
     /// runs longer gets 401 instead of spending a refresh token another command may hold.
     AtStartOnly,
+    /// When due at the start, and whenever due after that, each time under the session's lock
+    /// from the file as it is then (another command may have renewed it meanwhile: its tokens
+    /// are taken, and no spent refresh token is presented), written back at once. For long
+    /// waits (`warden task wait`, `task create --wait`) that outlive the access token.
+    Kept,
 }
 
 impl Client {
@@ -257,9 +262,11 @@ impl Client {
                 access: String::new(),
                 refresh: None,
                 expires: Instant::now(),
+                margin: crate::REFRESH_MARGIN,
             }),
             username: String::new(),
             organization_id: None,
+            kept: None,
         })
     }
 
@@ -320,7 +327,7 @@ impl Client {
             s.access = stored.access_token.clone();
             s.refresh = Some(stored.refresh_token.clone());
             // Renew now, under the lock, when it would expire during the command.
-            s.expires = if left > RENEW_AHEAD && renewal == Renewal::Shared {
+            s.expires = if left > RENEW_AHEAD && renewal != Renewal::AtStartOnly {
                 Instant::now() + left
             } else {
                 Instant::now()
@@ -349,12 +356,62 @@ impl Client {
             }
         }
         drop(lock);
+        if renewal == Renewal::Kept {
+            c.kept = Some(path.to_path_buf());
+        }
         if renewal == Renewal::AtStartOnly {
             // This client never presents the kept refresh token again: another command of the
             // profile may have spent it by then, and the server would revoke the session.
             c.session().refresh = None;
         }
         Ok(Some(c))
+    }
+
+    /// A renewal of a [`Renewal::Kept`] session: under the lock of `path`, the file read again;
+    /// its access token when another command renewed it and it is fresh, else its refresh
+    /// token spent here and the new tokens written back before the lock is let go.
+    pub(crate) async fn renew_kept(&self, path: &Path) -> Result<String, ClientError> {
+        let what = "renewing the session";
+        let failed = |e: SessionError| ClientError::Unexpected {
+            what: what.to_owned(),
+            message: e.to_string(),
+        };
+        let lock_path = path.to_path_buf();
+        let lock = tokio::task::spawn_blocking(move || SessionLock::take(&lock_path))
+            .await
+            .map_err(|e| ClientError::Unexpected {
+                what: what.to_owned(),
+                message: e.to_string(),
+            })?
+            .map_err(failed)?;
+        let stored = load_session(path).map_err(failed)?;
+        let Some(stored) = stored.filter(|s| s.server == self.base && s.username == self.username)
+        else {
+            return Err(ClientError::Api {
+                what: what.to_owned(),
+                status: 401,
+                message: format!(
+                    "the session kept in {} was ended or replaced (logged out or logged in as \
+                     another account)",
+                    path.display()
+                ),
+            });
+        };
+        let left = stored.access_expires_at.saturating_sub(unix_now());
+        let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
+        if left > crate::REFRESH_MARGIN {
+            let mut s = self.session();
+            s.access = stored.access_token.clone();
+            s.refresh = Some(stored.refresh_token.clone());
+            s.expires = Instant::now() + left;
+            return Ok(stored.access_token);
+        }
+        let access = self.refresh_with(stored.refresh_token.clone()).await?;
+        if let Some(now) = self.stored_session() {
+            save_session(path, &now).map_err(failed)?;
+        }
+        drop(lock);
+        Ok(access)
     }
 
     /// Writes the session back to `path` when it changed since `before` (a renewal during a

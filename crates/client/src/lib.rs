@@ -264,13 +264,17 @@ pub struct Expect<'a> {
 }
 
 /// Renew the access token when it has less than this left.
-const REFRESH_MARGIN: Duration = Duration::from_secs(30);
+pub(crate) const REFRESH_MARGIN: Duration = Duration::from_secs(30);
 
 /// The tokens of a logged-in session.
 struct Session {
     access: String,
     refresh: Option<String>,
     expires: Instant,
+    /// How long before `expires` the token is renewed: [`REFRESH_MARGIN`], or a quarter of the
+    /// token's lifetime when that is shorter (a server with short-lived tokens is not asked for
+    /// a new one before every request).
+    margin: Duration,
 }
 
 /// A logged-in session at the server.
@@ -280,6 +284,9 @@ pub struct Client {
     session: std::sync::Mutex<Session>,
     username: String,
     organization_id: Option<i64>,
+    /// The session file this client renews through ([`admin::Renewal::Kept`]): each renewal
+    /// under its lock, from the file as it is then, written back at once.
+    kept: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Client {
@@ -320,9 +327,11 @@ impl Client {
                 access: String::new(),
                 refresh: None,
                 expires: Instant::now(),
+                margin: REFRESH_MARGIN,
             }),
             username: username.to_owned(),
             organization_id: None,
+            kept: None,
         };
         let body = LoginRequest {
             username: username.to_owned(),
@@ -372,22 +381,33 @@ impl Client {
         if tokens.refresh_token.is_some() {
             s.refresh = tokens.refresh_token;
         }
-        s.expires = Instant::now() + Duration::from_secs(tokens.expires_in);
+        let lifetime = Duration::from_secs(tokens.expires_in);
+        s.expires = Instant::now() + lifetime;
+        s.margin = REFRESH_MARGIN.min(lifetime / 4);
     }
 
     /// The access token for the next request: renewed with the refresh token when it expires
-    /// within [`REFRESH_MARGIN`], so that a long wait outlives the access token's lifetime.
+    /// within its margin ([`REFRESH_MARGIN`] at most), so that a long wait outlives the access token's lifetime.
     async fn bearer(&self) -> Result<String, ClientError> {
         let (access, refresh) = {
             let s = self.session();
-            if Instant::now() + REFRESH_MARGIN < s.expires {
+            if Instant::now() + s.margin < s.expires {
                 return Ok(s.access.clone());
             }
             (s.access.clone(), s.refresh.clone())
         };
+        if let Some(path) = &self.kept {
+            return self.renew_kept(path).await;
+        }
         let Some(refresh_token) = refresh else {
             return Ok(access);
         };
+        self.refresh_with(refresh_token).await
+    }
+
+    /// Renews the access token with the refresh token (`POST /api/auth/refresh`) and keeps the
+    /// new tokens in memory.
+    pub(crate) async fn refresh_with(&self, refresh_token: String) -> Result<String, ClientError> {
         let what = "renewing the session";
         let req = self
             .http

@@ -175,8 +175,17 @@ impl World {
 
     /// [`World::new`] with the given encryption and certification keys of A and B.
     pub async fn with_keys(a: (SecretKey, SigningKey), b: (SecretKey, SigningKey)) -> World {
+        World::with_keys_and_auth(a, b, AuthConfig::default()).await
+    }
+
+    /// [`World::with_keys`] with the server's `[auth]` settings (token lifetimes, lockout).
+    pub async fn with_keys_and_auth(
+        a: (SecretKey, SigningKey),
+        b: (SecretKey, SigningKey),
+        auth: AuthConfig,
+    ) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let server = start_server(dir.path()).await;
+        let server = start_server(dir.path(), auth).await;
         let base = format!("http://{}", server.addr);
         let rita_key = SecretKey::generate();
         let rita_cert = Certificate::issue(
@@ -225,8 +234,15 @@ impl World {
 
     /// A world with a registry too, for tests with nodes.
     pub async fn with_registry() -> World {
+        World::with_registry_and_auth(AuthConfig::default()).await
+    }
+
+    /// [`World::with_registry`] with the server's `[auth]` settings.
+    pub async fn with_registry_and_auth(auth: AuthConfig) -> World {
         warden_testkit::require_docker().unwrap();
-        let mut w = World::new().await;
+        let a = (SecretKey::generate(), ed25519());
+        let b = (SecretKey::generate(), ed25519());
+        let mut w = World::with_keys_and_auth(a, b, auth).await;
         w.registry = Some(Registry::start().unwrap());
         w
     }
@@ -460,7 +476,7 @@ impl World {
         )
     }
 
-    /// Writes the node directory of organization `name` (keys, policy, probe, config with
+    /// Writes the node directory of organization `name` (keys, policy, config with
     /// [organizations] and [certifiers] pinning both organizations) and starts
     /// `warden node start` on it.
     pub fn start_node(&mut self, name: &str, policy: &str) {
@@ -486,9 +502,6 @@ impl World {
         )
         .unwrap();
         std::fs::write(d.join("audit.pw"), format!("{AUDIT_PASSWORD}\n")).unwrap();
-        let probe = warden_testkit::workspace_root().join("algorithms/hostile/probe.c");
-        warden_testkit::build_static_c(&std::fs::read_to_string(probe).unwrap(), "probe", &d)
-            .unwrap();
         let orgs = [&self.a, &self.b];
         let pins: String = orgs
             .iter()
@@ -510,7 +523,6 @@ max_backoff_secs = 1
 policy = "policy.toml"
 secret_key = "org.key"
 spool_dir = "spool"
-probe = "probe"
 name = "{label}"
 
 [audit]
@@ -603,21 +615,15 @@ fn placeholder() -> Org {
     }
 }
 
-async fn start_server(dir: &Path) -> RunningServer {
+async fn start_server(dir: &Path, auth: AuthConfig) -> RunningServer {
     let url = format!("sqlite://{}", dir.join("server.db").display());
     let options = ConnectOptions {
         max_connections: 8,
         ..ConnectOptions::default()
     };
-    let service = warden_server::open(
-        &url,
-        dir,
-        &options,
-        AuthConfig::default(),
-        LimitsConfig::default(),
-    )
-    .await
-    .unwrap();
+    let service = warden_server::open(&url, dir, &options, auth, LimitsConfig::default())
+        .await
+        .unwrap();
     let pw = dir.join("admin.pw");
     std::fs::write(&pw, format!("{ADMIN_PASSWORD}\n")).unwrap();
     warden_server::bootstrap(&service, Some(&pw)).await.unwrap();
