@@ -25,6 +25,8 @@ fn task(id: i64) -> Task {
         parent_task_id: None,
         nonce: Some("n".repeat(43)),
         created_at: OffsetDateTime::UNIX_EPOCH,
+        cancelled_at: None,
+        cancelled_by: None,
     }
 }
 

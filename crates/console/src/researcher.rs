@@ -141,7 +141,7 @@ fn record(r: &ResearcherSide, id: i64) -> Result<Option<TaskRecord>, String> {
 fn state_class(s: RunState) -> &'static str {
     match s {
         RunState::Completed => "ok",
-        RunState::Failed | RunState::Rejected => "bad",
+        RunState::Failed | RunState::Rejected | RunState::Cancelled => "bad",
         RunState::AwaitingApproval | RunState::AwaitingRelease => "wait",
         _ => "busy",
     }
