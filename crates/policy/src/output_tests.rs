@@ -425,6 +425,9 @@ fn load_reads_schema_files_relative_to_the_policy() {
     let out = &p.allow_rules()[0].output;
     assert_eq!(out.check_result(br#"{"n": 3, "counts": [1]}"#), Ok(()));
     assert!(out.check_result(br#"{"n": -1, "counts": []}"#).is_err());
+    // An empty result (an algorithm that wrote no output file) is no JSON: a schema refuses it.
+    let e = out.check_result(b"").unwrap_err();
+    assert!(matches!(e, OutputViolation::NotJson { .. }), "{e}");
 
     std::fs::write(&path, with_output("schema = \"schemas/absent.json\"")).unwrap();
     let e = Policy::load(&path).unwrap_err().to_string();

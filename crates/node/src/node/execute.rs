@@ -511,7 +511,9 @@ pub(super) fn memory_units(bytes: u64) -> u32 {
 /// The reason of a run that found no room under the memory budget within the wait.
 pub(super) fn memory_full(budget: u64, each: u64) -> String {
     format!(
-        "the node's memory budget of {budget} bytes (limits.memory_budget_bytes) is taken by          the containers alive ({each} bytes each, limits.memory_bytes): no room within the          wait, e.g. a subtask whose ancestors at this node hold it"
+        "the node's memory budget of {budget} bytes (limits.memory_budget_bytes) is taken by \
+         the containers alive ({each} bytes each, limits.memory_bytes): no room within the \
+         wait, e.g. a subtask whose ancestors at this node hold it"
     )
 }
 
@@ -585,6 +587,14 @@ mod tests {
     use warden_runtime::FailureReason;
 
     use super::*;
+
+    #[test]
+    fn the_capacity_reasons_read_as_one_sentence() {
+        for reason in [memory_full(100, 10), containers_full(2)] {
+            assert!(!reason.contains("  "), "{reason}");
+        }
+        assert!(memory_full(100, 10).contains("is taken by the containers alive (10 bytes each"));
+    }
 
     #[test]
     fn a_failed_exit_says_the_code_and_nothing_the_algorithm_printed() {
