@@ -275,3 +275,36 @@ def test_a_result_sealed_by_the_node_opens_with_pyhpke_and_the_organization_key(
     ctx = suite.create_recipient_context(enc, skr, info=b"warden/sealed/v2" + header, pks=other)
     with pytest.raises(Exception):
         ctx.open(ct, aad=b"")
+
+
+def test_a_task_is_cancelled_through_the_rust_client_and_again_changes_nothing(federation):
+    client = federation.client()
+    # hospital-c has no node: its run stays pending until it is cancelled.
+    task = client.task.create(image=federation.image, organizations=[C], function="f")
+    cancelled = client.task.cancel(task.id)
+    assert cancelled.id == task.id and cancelled.cancelled_by == "rita"
+    assert cancelled.cancelled_at is not None
+    assert [(r.organization, r.state, r.final) for r in cancelled.runs] == [(C, "cancelled", True)]
+    again = client.task.cancel(task.id)
+    assert again.cancelled_at == cancelled.cancelled_at
+    assert client.task.get(task.id).runs[0].state == "cancelled"
+    # A task whose runs had all ended is refused with the server's reason.
+    done = client.task.create(image=federation.image, organizations=[A], function="f")
+    client.wait_for_results(done.id, timeout=120, raise_on_failure=False)
+    with pytest.raises(warden.ServerError, match="nothing to cancel") as e:
+        client.task.cancel(done.id)
+    assert e.value.status == 409
+    with pytest.raises(warden.ServerError) as e:
+        client.task.cancel(999999)
+    assert e.value.status == 404
+
+
+def test_waiting_for_a_cancelled_task_raises_rejected_naming_the_cancellation(federation):
+    client = federation.client()
+    task = client.task.create(image=federation.image, organizations=[C], function="f")
+    client.task.cancel(task.id)
+    with pytest.raises(warden.Rejected, match="cancelled") as e:
+        client.wait_for_results(task.id, timeout=30)
+    assert e.value.reasons == {C: "the run was cancelled"}
+    results = client.wait_for_results(task.id, timeout=30, raise_on_failure=False)
+    assert [(r.organization, r.state, r.ok) for r in results] == [(C, "cancelled", False)]

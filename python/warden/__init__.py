@@ -62,7 +62,7 @@ __all__ = [
 
 #: States after which a run never changes. Any other state, including one this version does not
 #: know (a newer server may add some), counts as not final yet.
-FINAL_STATES = frozenset({"completed", "failed", "rejected"})
+FINAL_STATES = frozenset({"completed", "failed", "rejected", "cancelled"})
 
 
 def _safe(text: str) -> str:
@@ -128,6 +128,8 @@ class Task:
     parent_task_id: Optional[int] = None
     creator_username: Optional[str] = None
     runs: List[Run] = field(default_factory=list)
+    cancelled_at: Optional[_dt.datetime] = None
+    cancelled_by: Optional[str] = None
 
     @classmethod
     def _from(cls, d: Mapping[str, Any]) -> "Task":
@@ -144,6 +146,8 @@ class Task:
             parent_task_id=t.get("parent_task_id"),
             creator_username=t.get("creator_username"),
             runs=runs,
+            cancelled_at=_time(t.get("cancelled_at")),
+            cancelled_by=t.get("cancelled_by"),
         )
 
 
@@ -321,6 +325,15 @@ class TaskAPI:
         it created the task; no result is downloaded)."""
         return Task._from(_json.loads(self._client._native.task(int(task_id))))
 
+    def cancel(self, task_id: int) -> Task:
+        """Cancels the task: its runs that have not ended become ``cancelled`` and their nodes
+        stop them (a running container is killed; nothing of the run leaves its node); runs
+        that had ended keep their state. Cancelling it again changes nothing. Raises
+        :class:`AuthError` (``status`` 403) unless you requested the task or administer its
+        organization, and :class:`ServerError` (``status`` 409) when every run had ended
+        before; the message is the server's reason."""
+        return Task._from(_json.loads(self._client._native.cancel(int(task_id))))
+
     def list(self, *, all_collaborations: bool = False, mine: bool = False) -> List[Task]:
         """The tasks of your collaboration (every page); ``all_collaborations=True`` lists every
         task this account may see, ``mine=True`` only those you created."""
@@ -444,10 +457,12 @@ class Client:
             ))
         results = Results(task, items)
         if raise_on_failure and not results.ok:
-            reasons = {r.organization: r.reason for r in results if not r.ok}
+            reasons = {r.organization: r.reason or ("the run was cancelled"
+                                                    if r.state == "cancelled" else None)
+                       for r in results if not r.ok}
             # The server's words, escaped: the message may reach a terminal.
             shown = "; ".join(f"{_safe(org)}: {_safe(reason or '(no reason given)')}"
                               for org, reason in reasons.items())
-            raise Rejected(f"task {tid}: {len(reasons)} run(s) rejected or failed: {shown}",
-                           reasons, results)
+            raise Rejected(f"task {tid}: {len(reasons)} run(s) rejected, failed or cancelled: "
+                           f"{shown}", reasons, results)
         return results

@@ -661,6 +661,35 @@ impl Native {
         run().map_err(|f| to_py(py, f))
     }
 
+    /// Cancels the task through `Client::cancel_task` (the server stops its runs that have not
+    /// ended; its nodes kill their containers); returns the task and its runs (JSON), each run
+    /// with its organization's name.
+    fn cancel(&self, py: Python<'_>, task_id: i64) -> PyResult<String> {
+        let run = || -> Result<String, Fail> {
+            let (task, names) = block(py, &self.runtime, async {
+                let task = self.client.cancel_task(task_id).await?;
+                let names = self.names(&task).await;
+                Ok((task, names))
+            })?;
+            let mut v = serde_json::to_value(&task)
+                .map_err(|e| Fail::Other("WardenError", e.to_string()))?;
+            if let Some(runs) = v.get_mut("runs").and_then(|r| r.as_array_mut()) {
+                for r in runs {
+                    let id = r.get("organization_id").and_then(serde_json::Value::as_i64);
+                    if let (Some(id), Some(obj)) = (id, r.as_object_mut()) {
+                        let name = names
+                            .get(&id)
+                            .cloned()
+                            .unwrap_or_else(|| format!("organization-{id}"));
+                        obj.insert("organization".to_owned(), name.into());
+                    }
+                }
+            }
+            json_text(&v)
+        };
+        run().map_err(|f| to_py(py, f))
+    }
+
     /// The tasks of the collaboration (every page), or every task the account may see.
     #[pyo3(signature = (all_collaborations=false, mine=false))]
     fn tasks(&self, py: Python<'_>, all_collaborations: bool, mine: bool) -> PyResult<String> {
