@@ -59,6 +59,9 @@ warden_prereqs() {
     # the Python package's build (maturin), its tests (pytest) and their independent HPKE (pyhpke)
     python3 -c 'import maturin, pytest, pyhpke' 2>/dev/null ||
         python3 -m pip install -q maturin pytest pyhpke
+    # the server's OpenAPI document against the running server (crates/server/tests/schemathesis.rs)
+    [ "$(schemathesis --version 2>/dev/null)" = "schemathesis, version 4.32.5" ] ||
+        python3 -m pip install -q 'schemathesis==4.32.5'
 }
 
 # Starts the local PostgreSQL cluster and makes sure the `warden` test role exists.

@@ -26,6 +26,44 @@ pub const API_PREFIX: &str = "/api";
 
 /// Largest page a list endpoint returns; a larger `limit` is refused.
 pub const MAX_PAGE_LIMIT: u32 = 500;
+
+/// Longest organization or collaboration name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest task name, in characters.
+pub const MAX_TASK_NAME_CHARS: usize = 200;
+/// Longest reason of a failed or rejected run, in characters.
+pub const MAX_REASON_CHARS: usize = 2000;
+
+/// What the server accepts, as JSON Schema patterns in the OpenAPI document (ECMA-262 syntax;
+/// the server's own checks decide, these describe them).
+pub mod patterns {
+    /// An organization or collaboration name: no control character, line or paragraph
+    /// separator or bidirectional control, and no whitespace at either end.
+    pub const NAME: &str = r"^[^\x00-\x20\x7f-\xa0\u061c\u1680\u2000-\u200a\u200e\u200f\u2028-\u202f\u205f\u2066-\u2069\u3000](?:[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]*[^\x00-\x20\x7f-\xa0\u061c\u1680\u2000-\u200a\u200e\u200f\u2028-\u202f\u205f\u2066-\u2069\u3000])?$";
+    /// A task name: no control character, line or paragraph separator or bidirectional
+    /// control; empty allowed.
+    pub const TASK_NAME: &str =
+        r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$";
+    /// A reason: not only whitespace; no control character but line breaks and tabs.
+    pub const REASON: &str = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x08\x0b-\x1f\x7f-\x9f]*$";
+    /// A user name.
+    pub const USERNAME: &str = r"^[a-z0-9._@-]{1,64}$";
+    /// A 32-byte X25519 public key in standard base64 (canonical: the last character's
+    /// unused bits are zero).
+    pub const PUBLIC_KEY: &str = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$";
+    /// Standard base64 with padding.
+    pub const BASE64: &str =
+        r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+    /// An image reference the server accepts (a subset of them: lower-case registry hosts, a
+    /// port of 1 to 4 digits, no `.` in the repository path, sha256 digests), at most 200
+    /// characters.
+    pub const IMAGE: &str = r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[1-9][0-9]{0,3})?/)?[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$";
+    /// A manifest digest.
+    pub const DIGEST: &str = r"^(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$";
+    /// A task nonce (`warden_seal::valid_nonce`: 32 to 128 of these).
+    pub const NONCE: &str = r"^[0-9A-Za-z_-]+$";
+}
+
 /// Page size when `limit` is absent.
 pub const DEFAULT_PAGE_LIMIT: u32 = 50;
 
@@ -35,6 +73,7 @@ pub const DEFAULT_PAGE_LIMIT: u32 = 50;
 
 /// Machine-readable error class; each maps to exactly one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: the request body or a parameter is malformed or violates a limit.
@@ -79,6 +118,7 @@ impl ErrorCode {
 
 /// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
@@ -86,6 +126,7 @@ pub struct ErrorBody {
 
 /// Code, human message and (for invalid requests) the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ErrorDetail {
     pub code: ErrorCode,
@@ -113,6 +154,7 @@ impl ErrorBody {
 /// A user's role. Root is global; the others are scoped to the user's organization and to the
 /// collaborations that organization is a member of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Root,
@@ -173,6 +215,7 @@ impl FromStr for Role {
 /// digest, or `failed` when they refuse it) and `awaiting_release` (from `running`, to
 /// `completed` once the result is released, or `failed` when it is refused). Neither is final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Pending,
@@ -274,6 +317,7 @@ impl FromStr for RunState {
 /// One page of a list, newest first. `next` is the opaque cursor for the following page
 /// (pass it as `?after=`); it is absent on the last page. No total count is computed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -286,9 +330,11 @@ pub struct Page<T> {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
+    #[cfg_attr(feature = "schema", schemars(length(max = 256)))]
     pub password: String,
 }
 
@@ -302,6 +348,7 @@ impl fmt::Debug for LoginRequest {
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
@@ -314,6 +361,7 @@ impl fmt::Debug for RefreshRequest {
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeLoginRequest {
     pub api_key: String,
@@ -327,6 +375,7 @@ impl fmt::Debug for NodeLoginRequest {
 
 /// Tokens issued by a login or a refresh. `refresh_token` is absent for node and run tokens.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenResponse {
     pub access_token: String,
@@ -346,6 +395,7 @@ impl fmt::Debug for TokenResponse {
 
 /// Who the presented credential belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WhoAmI {
     User {
@@ -371,28 +421,36 @@ pub enum WhoAmI {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_NAME_CHARS), pattern(patterns::NAME)))]
     pub name: String,
     /// The organization's X25519 public encryption key, standard base64 of 32 bytes.
+    #[cfg_attr(feature = "schema", schemars(pattern(patterns::PUBLIC_KEY)))]
     pub public_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Organization {
     pub id: i64,
     pub name: String,
     pub public_key: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", extend("format" = "date-time")))]
     pub created_at: OffsetDateTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollaboration {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_NAME_CHARS), pattern(patterns::NAME)))]
     pub name: String,
     /// Member organization ids; at least one, no duplicates.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1), inner(range(min = 1)), extend("uniqueItems" = true)))]
     pub organizations: Vec<i64>,
     /// Whether inputs and results must be encrypted (defaults to true).
     #[serde(default = "default_true")]
@@ -401,8 +459,10 @@ pub struct CreateCollaboration {
 
 /// An organization added to a collaboration (`POST /api/collaborations/{id}/members`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CollaborationMember {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub organization_id: i64,
 }
 
@@ -411,6 +471,7 @@ fn default_true() -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Collaboration {
     pub id: i64,
@@ -418,17 +479,32 @@ pub struct Collaboration {
     pub encrypted: bool,
     pub organizations: Vec<i64>,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", extend("format" = "date-time")))]
     pub created_at: OffsetDateTime,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(extend("oneOf" = [
+    {"properties": {"role": {"const": "root"}, "organization_id": {"type": "null"}}},
+    {"properties": {"role": {"enum": ["org_admin", "researcher", "viewer"]}, "organization_id": {"not": {"type": "null"}}}, "required": ["organization_id"]}
+])))]
 pub struct CreateUser {
+    #[cfg_attr(feature = "schema", schemars(pattern(patterns::USERNAME)))]
     pub username: String,
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(min = 12, max = 256),
+            description = "12 characters to 256 bytes of UTF-8"
+        )
+    )]
     pub password: String,
     pub role: Role,
     /// Required for every role except root.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub organization_id: Option<i64>,
 }
 
@@ -443,6 +519,7 @@ impl fmt::Debug for CreateUser {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub id: i64,
@@ -450,6 +527,7 @@ pub struct User {
     pub role: Role,
     pub organization_id: Option<i64>,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", extend("format" = "date-time")))]
     pub created_at: OffsetDateTime,
     /// A disabled user cannot log in and holds no working token.
     #[serde(default)]
@@ -459,20 +537,32 @@ pub struct User {
 /// `PATCH /api/users/{id}`: change an account's state. An absent field is left as it is; at
 /// least one field must be given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(extend("minProperties" = 1)))]
 pub struct UpdateUser {
     /// `true` disables the account (login refused, every token revoked at once), `false`
     /// enables it again.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "bool"))]
     pub disabled: Option<bool>,
 }
 
 /// `POST /api/users/me/password`: the caller changes their own password. Every session of the
 /// user is revoked; the answer is a fresh [`TokenResponse`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
+    #[cfg_attr(feature = "schema", schemars(length(max = 256)))]
     pub current_password: String,
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(min = 12, max = 256),
+            description = "12 characters to 256 bytes of UTF-8; not the current password"
+        )
+    )]
     pub new_password: String,
 }
 
@@ -485,8 +575,16 @@ impl fmt::Debug for ChangePassword {
 /// `POST /api/users/{id}/password`: an administrator sets another user's password. Every
 /// session of that user is revoked and its login lockout cleared.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResetPassword {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(min = 12, max = 256),
+            description = "12 characters to 256 bytes of UTF-8"
+        )
+    )]
     pub password: String,
 }
 
@@ -497,27 +595,34 @@ impl fmt::Debug for ResetPassword {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateNode {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub organization_id: i64,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub collaboration_id: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub id: i64,
     pub organization_id: i64,
     pub collaboration_id: i64,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", extend("format" = "date-time")))]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub last_seen_at: Option<OffsetDateTime>,
 }
 
 /// The answer to node creation and to a key rotation (`POST /api/nodes/{id}/key`): the API key
 /// is shown exactly once.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreatedNode {
     pub node: Node,
@@ -539,34 +644,58 @@ impl fmt::Debug for CreatedNode {
 
 /// Input for one target organization: ciphertext sealed for that organization, in base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskInput {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub organization_id: i64,
     /// Standard base64 of the (encrypted) input bytes.
+    #[cfg_attr(feature = "schema", schemars(pattern(patterns::BASE64), extend("contentEncoding" = "base64")))]
     pub input: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub collaboration_id: i64,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_TASK_NAME_CHARS), pattern(patterns::TASK_NAME)))]
     pub name: String,
     /// OCI image reference; validated and normalised by the server.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 1, max = 200), pattern(patterns::IMAGE))
+    )]
     pub image: String,
     /// One entry per target organization; at least one, no duplicates.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            length(min = 1),
+            extend("uniqueItems" = true),
+            description = "one sealed input per target organization, each organization once"
+        )
+    )]
     pub inputs: Vec<TaskInput>,
     /// Parent task for a subtask.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub parent_task_id: Option<i64>,
     /// Chosen by whoever seals the inputs (32 to 128 of `0-9 a-z A-Z _ -`) and bound inside
     /// each sealed input; the server stores it and shows it on the task, and a node refuses an
     /// input whose binding names another nonce than its task.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(min = 32, max = 128), pattern(patterns::NONCE))
+    )]
     pub nonce: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Task {
     pub id: i64,
@@ -590,9 +719,11 @@ pub struct Task {
     #[serde(default)]
     pub nonce: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", extend("format" = "date-time")))]
     pub created_at: OffsetDateTime,
     /// When the task was cancelled (`POST /api/tasks/{id}/cancel`), null if it never was.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub cancelled_at: Option<OffsetDateTime>,
     /// The user who cancelled it, as the server recorded them.
     #[serde(default)]
@@ -601,6 +732,7 @@ pub struct Task {
 
 /// A task with its runs, as returned by creation and `GET /api/tasks/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskDetail {
     pub task: Task,
@@ -608,6 +740,7 @@ pub struct TaskDetail {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Run {
     pub id: i64,
@@ -623,20 +756,31 @@ pub struct Run {
     pub digest: Option<String>,
     pub has_result: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", extend("format" = "date-time")))]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub admitted_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub started_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub finished_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "date-time")))]
     pub acked_at: Option<OffsetDateTime>,
 }
 
 /// A node reports a state transition of one of its runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(extend("oneOf" = [
+    {"properties": {"state": {"const": "admitted"}, "digest": {"type": "string", "pattern": patterns::DIGEST}, "reason": {"type": "null"}}, "required": ["state", "digest"]},
+    {"properties": {"state": {"enum": ["running", "awaiting_approval", "awaiting_release", "completed"]}, "digest": {"type": "null"}, "reason": {"type": "null"}}},
+    {"properties": {"state": {"enum": ["failed", "rejected"]}, "digest": {"type": "null"}, "reason": {"type": "string", "maxLength": MAX_REASON_CHARS, "pattern": patterns::REASON}}, "required": ["state", "reason"]}
+])))]
 pub struct UpdateRun {
     pub state: RunState,
     /// Required for `rejected` and `failed`.
@@ -649,6 +793,7 @@ pub struct UpdateRun {
 
 /// What a node receives when it starts a run: the run's own token for the algorithm.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunToken {
     pub token: String,
@@ -669,6 +814,7 @@ impl fmt::Debug for RunToken {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A new run for the node's organization in its collaboration.
@@ -680,6 +826,7 @@ pub enum EventKind {
 
 /// One event for a node. `id` increases monotonically; a node resumes with `?after=<last id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     pub id: i64,
@@ -688,6 +835,7 @@ pub struct Event {
     pub task_id: i64,
     pub image: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "schema", schemars(with = "String", extend("format" = "date-time")))]
     pub created_at: OffsetDateTime,
     /// For `run_cancelled`: who cancelled, as the server claims it (recorded in the node's
     /// audit log as a claim, never trusted for anything else).
@@ -701,6 +849,7 @@ pub struct Event {
 
 /// `?after=&limit=` of lists without further filters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     pub after: Option<i64>,
@@ -709,43 +858,88 @@ pub struct PageQuery {
 
 /// `GET /api/organizations`: pagination and an exact name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OrganizationQuery {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            range(min = 1),
+            description = "cursor: the `next` of the previous page"
+        )
+    )]
     pub after: Option<i64>,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGE_LIMIT)))]
     pub limit: Option<u32>,
     pub name: Option<String>,
 }
 
 /// `GET /api/collaborations`: pagination, an exact name and a member organization.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CollaborationQuery {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            range(min = 1),
+            description = "cursor: the `next` of the previous page"
+        )
+    )]
     pub after: Option<i64>,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGE_LIMIT)))]
     pub limit: Option<u32>,
     pub name: Option<String>,
     pub organization_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            range(min = 1),
+            description = "cursor: the `next` of the previous page"
+        )
+    )]
     pub after: Option<i64>,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGE_LIMIT)))]
     pub limit: Option<u32>,
     pub organization_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeQuery {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            range(min = 1),
+            description = "cursor: the `next` of the previous page"
+        )
+    )]
     pub after: Option<i64>,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGE_LIMIT)))]
     pub limit: Option<u32>,
     pub collaboration_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            range(min = 1),
+            description = "cursor: the `next` of the previous page"
+        )
+    )]
     pub after: Option<i64>,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGE_LIMIT)))]
     pub limit: Option<u32>,
     pub collaboration_id: Option<i64>,
     pub parent_task_id: Option<i64>,
@@ -759,9 +953,18 @@ pub struct TaskQuery {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunQuery {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            range(min = 1),
+            description = "cursor: the `next` of the previous page"
+        )
+    )]
     pub after: Option<i64>,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGE_LIMIT)))]
     pub limit: Option<u32>,
     pub collaboration_id: Option<i64>,
     pub organization_id: Option<i64>,
@@ -771,14 +974,24 @@ pub struct RunQuery {
 
 /// `?after=` of the event poll and WebSocket: the last event id the node has seen (0 = all).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            range(min = 0),
+            description = "the last event id seen; 0: from the start"
+        )
+    )]
     pub after: Option<i64>,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGE_LIMIT)))]
     pub limit: Option<u32>,
 }
 
 /// Health probe answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Health {
     pub status: String,

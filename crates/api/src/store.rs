@@ -383,6 +383,7 @@ pub const MAX_RELAYED_KEY: usize = 512;
 /// `PUT /api/store-checkpoints` (a node reports its own) and, in
 /// [`RelayedCheckpoints`], `GET /api/store-checkpoints`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RelayedCheckpoint {
     /// The store's name (its `[store] name`; the note's origin is `warden-store/<name>`).
@@ -396,6 +397,7 @@ pub struct RelayedCheckpoint {
 
 /// `GET /api/store-checkpoints`: the latest checkpoint each node reported, per store and key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RelayedCheckpoints {
     pub checkpoints: Vec<RelayedCheckpoint>,

@@ -64,6 +64,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Unauthenticated(m) => ApiError::new(ErrorCode::Unauthenticated, m),
             ServiceError::Forbidden(d) => ApiError::new(ErrorCode::Forbidden, d.0),
             ServiceError::NotFound(m) => ApiError::new(ErrorCode::NotFound, m),
+            ServiceError::Missing { field, message } => {
+                ApiError::field(ErrorCode::NotFound, message, field)
+            }
             ServiceError::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
             ServiceError::TooLarge(m) => ApiError::new(ErrorCode::PayloadTooLarge, m),
             ServiceError::Locked(m) => ApiError::new(ErrorCode::TooManyRequests, m),
@@ -111,10 +114,31 @@ impl Credential {
     }
 }
 
+/// A route that needs a credential answers 401 at once when the request carries none (no
+/// `Authorization: Bearer` header, or a malformed one), before its body is read or checked:
+/// the service resolves a present one. The list routes parse their query string before it
+/// (an unknown parameter is a 400 for anyone).
 impl<S: Send + Sync> FromRequestParts<S> for Credential {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Credential(bearer_of(&parts.headers)))
+        match bearer_of(&parts.headers) {
+            Some(b) => Ok(Credential(Some(b))),
+            None => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "this endpoint needs `Authorization: Bearer <token>`; log in first",
+            )),
+        }
+    }
+}
+
+/// The bearer credential of a route that may be called without one (`/metrics`).
+#[derive(Debug)]
+pub struct MaybeCredential(pub Option<Bearer>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeCredential {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(MaybeCredential(bearer_of(&parts.headers)))
     }
 }
 
@@ -157,12 +181,39 @@ pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body is not valid: it must be a JSON object, not an array",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let bad = |e: serde_json::Error| {
         ApiError::new(
             ErrorCode::InvalidRequest,
             format!("the request body is not valid: {e}"),
         )
-    })
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+    integral_numbers(&mut value);
+    serde_json::from_value(value).map_err(bad)
+}
+
+/// JSON has one number type: `7.0` is the integer 7 (JSON Schema's `integer` matches it),
+/// so a number with no fractional part that a double holds exactly becomes an integer
+/// before the body is read into its type. Others are left as they are (an integer field
+/// refuses them).
+fn integral_numbers(v: &mut serde_json::Value) {
+    /// 2^53: every integer up to it is exact in a double.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match v {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() <= EXACT {
+                    // In range and integral: the conversion is exact.
+                    #[allow(clippy::cast_possible_truncation)]
+                    let i = f as i64;
+                    *v = serde_json::Value::from(i);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(o) => o.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }
 
 /// A query string parsed with the type's rules (unknown parameters refused).
@@ -221,6 +272,35 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
             return Err(bad());
         }
         Ok(Id(id))
+    }
+}
+
+/// A collaboration and a member organization from the path (`{id}` and `{org}`), both
+/// positive numeric ids.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberPath {
+    pub collaboration_id: i64,
+    pub organization_id: i64,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for MemberPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((id, org)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the path is not valid"))?;
+        let positive = |v: &str, field: &str, what: &str| match v.parse::<i64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ApiError::field(
+                ErrorCode::InvalidRequest,
+                format!("the {what} must be a positive integer"),
+                field,
+            )),
+        };
+        Ok(MemberPath {
+            collaboration_id: positive(&id, "id", "collaboration id")?,
+            organization_id: positive(&org, "org", "organization id")?,
+        })
     }
 }
 
@@ -302,6 +382,9 @@ impl Routes {
     fn patch<H: Handler<T, Service>, T: 'static>(self, path: &'static str, h: H) -> Self {
         self.on(Method::PATCH, path, h)
     }
+    fn delete<H: Handler<T, Service>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.on(Method::DELETE, path, h)
+    }
 }
 
 /// Every route, with the body limits applied.
@@ -328,6 +411,7 @@ fn routes(limits: &LimitsConfig) -> Routes {
         .get_query("/api/collaborations", list_collaborations)
         .get("/api/collaborations/{id}", get_collaboration)
         .post("/api/collaborations/{id}/members", add_member)
+        .delete("/api/collaborations/{id}/members/{org}", remove_member)
         .post("/api/users", create_user)
         .get_query("/api/users", list_users)
         .post("/api/users/me/password", change_own_password)
@@ -461,10 +545,10 @@ async fn health(State(svc): State<Service>) -> Response {
     }
 }
 
-async fn openapi() -> Response {
+async fn openapi(State(svc): State<Service>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document(),
+        crate::openapi::document(svc.limits()),
     )
         .into_response()
 }
@@ -472,10 +556,10 @@ async fn openapi() -> Response {
 async fn metrics(
     State(svc): State<Service>,
     Extension(access): Extension<MetricsAccess>,
-    cred: Credential,
+    MaybeCredential(cred): MaybeCredential,
 ) -> ApiResult<Response> {
-    if !access.allows(cred.get().map(|b| b.0.as_str())) {
-        let message = if cred.get().is_some() {
+    if !access.allows(cred.as_ref().map(|b| b.0.as_str())) {
+        let message = if cred.is_some() {
             "the metrics token is not valid; send the token of the server's [metrics] token_file"
         } else {
             "GET /metrics needs `Authorization: Bearer <token>` with the token of the server's [metrics] token_file"
@@ -579,8 +663,8 @@ async fn create_organization(
 
 async fn list_organizations(
     State(svc): State<Service>,
-    cred: Credential,
     Params(q): Params<api::OrganizationQuery>,
+    cred: Credential,
 ) -> ApiResult<Json<api::Page<api::Organization>>> {
     let filter = OrganizationQuery { name: q.name };
     Ok(Json(
@@ -614,10 +698,21 @@ async fn add_member(
     Ok(Json(svc.add_member(cred.get(), id, req).await?))
 }
 
-async fn list_collaborations(
+async fn remove_member(
     State(svc): State<Service>,
     cred: Credential,
+    member: MemberPath,
+) -> ApiResult<Json<api::Collaboration>> {
+    Ok(Json(
+        svc.remove_member(cred.get(), member.collaboration_id, member.organization_id)
+            .await?,
+    ))
+}
+
+async fn list_collaborations(
+    State(svc): State<Service>,
     Params(q): Params<api::CollaborationQuery>,
+    cred: Credential,
 ) -> ApiResult<Json<api::Page<api::Collaboration>>> {
     let filter = CollaborationQuery {
         name: q.name,
@@ -647,8 +742,8 @@ async fn create_user(
 
 async fn list_users(
     State(svc): State<Service>,
-    cred: Credential,
     Params(q): Params<api::UserQuery>,
+    cred: Credential,
 ) -> ApiResult<Json<api::Page<api::User>>> {
     Ok(Json(
         svc.list_users(cred.get(), q.organization_id, page(q.after, q.limit)?)
@@ -709,8 +804,8 @@ async fn create_node(
 
 async fn list_nodes(
     State(svc): State<Service>,
-    cred: Credential,
     Params(q): Params<api::NodeQuery>,
+    cred: Credential,
 ) -> ApiResult<Json<api::Page<api::Node>>> {
     Ok(Json(
         svc.list_nodes(cred.get(), q.collaboration_id, page(q.after, q.limit)?)
@@ -738,27 +833,20 @@ async fn create_task(
 
 async fn list_tasks(
     State(svc): State<Service>,
-    cred: Credential,
     Params(q): Params<api::TaskQuery>,
+    cred: Credential,
 ) -> ApiResult<Json<api::Page<api::Task>>> {
     let filter = TaskQuery {
         collaboration_id: q.collaboration_id,
         parent_task_id: q.parent_task_id,
         creator_user_id: q.creator_user_id,
         organization_id: q.organization_id,
-        // Tasks store the normalised reference, so the filter is normalised the same way.
+        // Tasks store the normalised reference, so the filter is normalised the same way. A
+        // value that is no reference is compared as it is: no stored (normal, parseable) image
+        // equals it, so it matches no task.
         image: q
             .image
-            .map(|i| {
-                Reference::parse(&i).map(|r| r.to_string()).map_err(|e| {
-                    ApiError::field(
-                        ErrorCode::InvalidRequest,
-                        format!("image is not a valid reference: {e}"),
-                        "image",
-                    )
-                })
-            })
-            .transpose()?,
+            .map(|i| Reference::parse(&i).map(|r| r.to_string()).unwrap_or(i)),
     };
     Ok(Json(
         svc.list_tasks(cred.get(), filter, page(q.after, q.limit)?)
@@ -784,8 +872,8 @@ async fn cancel_task(
 
 async fn list_runs(
     State(svc): State<Service>,
-    cred: Credential,
     Params(q): Params<api::RunQuery>,
+    cred: Credential,
 ) -> ApiResult<Json<api::Page<api::Run>>> {
     let filter = RunQuery {
         collaboration_id: q.collaboration_id,
@@ -940,8 +1028,8 @@ fn event_params(q: &api::EventQuery) -> ApiResult<(i64, u32)> {
 /// Poll fallback: the events after `?after=`, oldest first.
 async fn poll_events(
     State(svc): State<Service>,
-    cred: Credential,
     Params(q): Params<api::EventQuery>,
+    cred: Credential,
 ) -> ApiResult<Json<Vec<api::Event>>> {
     let (after, limit) = event_params(&q)?;
     let node = svc.event_subscriber(cred.get()).await?;
@@ -952,8 +1040,8 @@ async fn poll_events(
 /// as they are committed, one JSON [`api::Event`] per text message.
 async fn event_socket(
     State(svc): State<Service>,
-    cred: Credential,
     Params(q): Params<api::EventQuery>,
+    cred: Credential,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let (after, _) = event_params(&q)?;

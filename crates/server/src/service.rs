@@ -25,11 +25,11 @@ use crate::storage::{
 use crate::throttle::{Rate, SessionSlots, Throttle};
 
 /// Longest user, organization or collaboration name.
-pub const MAX_NAME_CHARS: usize = 100;
+pub const MAX_NAME_CHARS: usize = api::MAX_NAME_CHARS;
 /// Longest task name.
-pub const MAX_TASK_NAME_CHARS: usize = 200;
+pub const MAX_TASK_NAME_CHARS: usize = api::MAX_TASK_NAME_CHARS;
 /// Longest rejection or failure reason.
-pub const MAX_REASON_CHARS: usize = 2000;
+pub const MAX_REASON_CHARS: usize = api::MAX_REASON_CHARS;
 /// Most member organizations of a collaboration.
 pub const MAX_MEMBERS: usize = 10_000;
 /// The one message of every failed login.
@@ -50,6 +50,12 @@ pub enum ServiceError {
     Forbidden(#[from] Denied),
     #[error("{0}")]
     NotFound(&'static str),
+    /// A body names something that does not exist: 404 with the field.
+    #[error("{message}")]
+    Missing {
+        field: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -75,6 +81,13 @@ impl From<StorageError> for ServiceError {
 }
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+fn missing(field: &'static str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Missing {
+        field,
+        message: message.into(),
+    }
+}
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ServiceError {
     ServiceError::Invalid {
@@ -180,11 +193,13 @@ impl TaskRequest {
             if i.organization_id <= 0 {
                 return Err(invalid("inputs", "organization_id must be a positive id"));
             }
+            // 409, not 400: JSON Schema cannot say "each organization once" of an array of
+            // objects, so the OpenAPI document states it in words.
             if inputs.iter().any(|(o, _)| *o == i.organization_id) {
-                return Err(invalid(
-                    "inputs",
-                    format!("organization {} is targeted twice", i.organization_id),
-                ));
+                return Err(ServiceError::Conflict(format!(
+                    "organization {} is targeted twice; give one input per organization",
+                    i.organization_id
+                )));
             }
             let bytes = STANDARD.decode(i.input.as_bytes()).map_err(|_| {
                 invalid(
@@ -995,6 +1010,8 @@ impl Service {
     /// Revoke the session of the presented access token.
     pub async fn logout(&self, bearer: Option<&Bearer>) -> Result<()> {
         let mut tx = self.inner.db.write().await?;
+        // An unknown, expired or revoked token is refused like everywhere else.
+        self.actor(&mut tx, bearer).await?;
         let b = bearer.ok_or(ServiceError::Unauthenticated("no access token"))?;
         let token = tx.token(&auth::token_hash(&b.0)).await?;
         if let Some(family) = token.and_then(|t| t.family) {
@@ -1016,6 +1033,15 @@ impl Service {
             .ok_or(ServiceError::Unauthenticated(BAD))?;
         if !auth::hashes_equal(&auth::token_hash(secret), &node.api_key_hash) {
             return Err(ServiceError::Unauthenticated(BAD));
+        }
+        if !matches!(
+            tx.membership(node.collaboration_id, node.organization_id)
+                .await?,
+            Some(None)
+        ) {
+            return Err(ServiceError::Forbidden(Denied(
+                "this node's organization was removed from its collaboration; a root user can add it again (warden admin collab add-org) and rotate the node's key",
+            )));
         }
         let now = now_micros();
         let token = auth::new_token(auth::ACCESS_PREFIX);
@@ -1205,7 +1231,7 @@ impl Service {
         let _permit = self.check(&actor, &Op::CreateCollaboration)?;
         for o in &members {
             if tx.organization(*o).await?.is_none() {
-                return Err(invalid(
+                return Err(missing(
                     "organizations",
                     format!("organization {o} does not exist"),
                 ));
@@ -1244,8 +1270,14 @@ impl Service {
             .await?
             .ok_or(ServiceError::NotFound("no such collaboration"))?;
         let org = req.organization_id;
-        if org <= 0 || tx.organization(org).await?.is_none() {
+        if org <= 0 {
             return Err(invalid(
+                "organization_id",
+                "organization_id must be a positive id",
+            ));
+        }
+        if tx.organization(org).await?.is_none() {
+            return Err(missing(
                 "organization_id",
                 format!("organization {org} does not exist"),
             ));
@@ -1265,6 +1297,96 @@ impl Service {
         tx.add_member(id, org).await?;
         let organizations = tx.members(id).await?;
         tx.commit().await?;
+        Ok(api::Collaboration {
+            id,
+            name: c.name,
+            encrypted: c.encrypted,
+            organizations,
+            created_at: time_of(c.created_at),
+        })
+    }
+
+    /// Removes an organization from a collaboration (root). The membership is marked removed,
+    /// not deleted (its runs and node reference it): from this commit on no task targets the
+    /// organization there, its users no longer see the collaboration, and its node's key for
+    /// it is revoked as by a rotation (tokens, run tokens and event sockets included) with a
+    /// key nobody holds. Refused while a run of the organization there has not ended.
+    pub async fn remove_member(
+        &self,
+        bearer: Option<&Bearer>,
+        id: i64,
+        org: i64,
+    ) -> Result<api::Collaboration> {
+        /// Runs named in the refusal.
+        const SHOWN: u32 = 10;
+        let mut tx = self.inner.db.write().await?;
+        let actor = self.actor(&mut tx, bearer).await?;
+        let _permit = self.check(&actor, &Op::RemoveMember)?;
+        let c = tx
+            .collaboration(id)
+            .await?
+            .ok_or(ServiceError::NotFound("no such collaboration"))?;
+        if tx.organization(org).await?.is_none() {
+            return Err(ServiceError::NotFound("no such organization"));
+        }
+        match tx.membership(id, org).await? {
+            None => {
+                return Err(ServiceError::Conflict(format!(
+                    "organization {org} is not a member of collaboration {id}"
+                )));
+            }
+            Some(Some(_)) => {
+                return Err(ServiceError::Conflict(format!(
+                    "organization {org} was already removed from collaboration {id}"
+                )));
+            }
+            Some(None) => {}
+        }
+        let unfinished = tx.unfinished_runs(id, org, SHOWN + 1).await?;
+        if !unfinished.is_empty() {
+            let shown: Vec<String> = unfinished
+                .iter()
+                .take(SHOWN as usize)
+                .map(|(run, task)| format!("run {run} of task {task}"))
+                .collect();
+            let more = if unfinished.len() > SHOWN as usize {
+                " and more"
+            } else {
+                ""
+            };
+            return Err(ServiceError::Conflict(format!(
+                "organization {org} still has runs in collaboration {id} that have not ended ({}{more}); wait until they end or cancel their tasks (POST /api/tasks/{{id}}/cancel), then remove it",
+                shown.join(", ")
+            )));
+        }
+        let now = now_micros();
+        if !tx.remove_member(id, org, now).await? {
+            return Err(ServiceError::Conflict(format!(
+                "organization {org} is not a member of collaboration {id}"
+            )));
+        }
+        // The node's key is replaced by one nobody holds: revoked as by a rotation.
+        let node = tx.node_of_member(id, org).await?;
+        let mut revoked = 0;
+        if let Some(n) = &node {
+            let (_, hash) = auth::new_node_key(n.id);
+            tx.rotate_node_key(n.id, &hash).await?;
+            revoked = tx.delete_node_tokens(n.id).await?;
+            tx.notify_revoked(id, org).await?;
+        }
+        let organizations = tx.members(id).await?;
+        tx.commit().await?;
+        if node.is_some() {
+            self.inner.hub.wake(Wake::Revoked(id, org));
+        }
+        tracing::info!(
+            collaboration = id,
+            organization = org,
+            node = node.as_ref().map(|n| n.id),
+            tokens = revoked,
+            by = ?actor,
+            "organization removed from the collaboration; its node's key revoked"
+        );
         Ok(api::Collaboration {
             id,
             name: c.name,
@@ -1386,7 +1508,7 @@ impl Service {
         )?;
         if let Some(o) = req.organization_id {
             if tx.organization(o).await?.is_none() {
-                return Err(invalid(
+                return Err(missing(
                     "organization_id",
                     format!("organization {o} does not exist"),
                 ));
@@ -1478,12 +1600,7 @@ impl Service {
         req: api::ChangePassword,
     ) -> Result<api::TokenResponse> {
         check_password_field("new_password", &req.new_password)?;
-        if req.new_password == req.current_password {
-            return Err(invalid(
-                "new_password",
-                "new_password must differ from the current password",
-            ));
-        }
+        let same = req.new_password == req.current_password;
         let user = {
             let mut tx = self.inner.db.read().await?;
             let actor = self.actor(&mut tx, bearer).await?;
@@ -1522,6 +1639,13 @@ impl Service {
             return Err(ServiceError::Forbidden(Denied(
                 "current_password is wrong; a wrong password counts towards the login lockout",
             )));
+        }
+        // Only once the current password is proven: nobody else learns anything from it.
+        if same {
+            return Err(invalid(
+                "new_password",
+                "new_password must differ from the current password",
+            ));
         }
         let hash = auth::hash_password(req.new_password).await?;
         let mut tx = self.inner.db.write().await?;
@@ -1681,6 +1805,15 @@ impl Service {
                 organization_id: n.organization_id,
             },
         )?;
+        if matches!(
+            tx.membership(n.collaboration_id, n.organization_id).await?,
+            Some(Some(_))
+        ) {
+            return Err(ServiceError::Conflict(format!(
+                "organization {} was removed from collaboration {}, so its node has no key there; add the organization again first (POST /api/collaborations/{}/members)",
+                n.organization_id, n.collaboration_id, n.collaboration_id
+            )));
+        }
         let (api_key, hash) = auth::new_node_key(id);
         tx.rotate_node_key(id, &hash)
             .await?
@@ -1713,16 +1846,18 @@ impl Service {
             },
         )?;
         if tx.collaboration(req.collaboration_id).await?.is_none() {
-            return Err(invalid("collaboration_id", "no such collaboration"));
+            return Err(missing("collaboration_id", "no such collaboration"));
         }
         if !tx
             .members(req.collaboration_id)
             .await?
             .contains(&req.organization_id)
         {
-            return Err(invalid(
-                "organization_id",
-                "the organization is not a member of the collaboration",
+            if tx.organization(req.organization_id).await?.is_none() {
+                return Err(missing("organization_id", "no such organization"));
+            }
+            return Err(ServiceError::Conflict(
+                "the organization is not a member of the collaboration; a root user adds it with POST /api/collaborations/{id}/members".into(),
             ));
         }
         let now = now_micros();
@@ -1902,16 +2037,21 @@ impl Service {
         };
         let members = tx.members(collab.id).await?;
         if let Some((o, _)) = req.inputs.iter().find(|(o, _)| !members.contains(o)) {
-            return Err(invalid(
-                "inputs",
-                format!("organization {o} is not a member of the collaboration"),
-            ));
+            if tx.organization(*o).await?.is_none() {
+                return Err(missing(
+                    "inputs",
+                    format!("organization {o} does not exist"),
+                ));
+            }
+            return Err(ServiceError::Conflict(format!(
+                "organization {o} is not a member of the collaboration"
+            )));
         }
         let parent_row = match parent {
             Some(p) => match tx.task(p).await? {
                 Some(t) if t.collaboration_id == collab.id => Some(t),
                 _ => {
-                    return Err(invalid(
+                    return Err(missing(
                         "parent_task_id",
                         "the parent task does not exist in this collaboration",
                     ));

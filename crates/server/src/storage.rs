@@ -783,12 +783,76 @@ impl Tx {
         )
     }
 
+    /// Make the organization a member; a membership that was removed becomes current again
+    /// (the same row, which its runs and node reference).
     pub async fn add_member(&mut self, collaboration_id: i64, organization_id: i64) -> Result<()> {
         let sql = "INSERT INTO collaboration_members (collaboration_id, organization_id) \
-                   VALUES ($1, $2)";
+                   VALUES ($1, $2) ON CONFLICT (collaboration_id, organization_id) \
+                   DO UPDATE SET removed_at = NULL";
         on!(self, c => sqlx::query(sql).bind(collaboration_id).bind(organization_id)
             .execute(&mut *c).await.map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    /// The membership row of an organization in a collaboration: `None` when it never was a
+    /// member, `Some(None)` a member, `Some(Some(t))` removed at `t`.
+    pub async fn membership(
+        &mut self,
+        collaboration_id: i64,
+        organization_id: i64,
+    ) -> Result<Option<Option<i64>>> {
+        let sql = "SELECT removed_at FROM collaboration_members \
+                   WHERE collaboration_id = $1 AND organization_id = $2";
+        Ok(
+            on!(self, c => sqlx::query_scalar(sql).bind(collaboration_id).bind(organization_id)
+            .fetch_optional(&mut *c).await)?,
+        )
+    }
+
+    /// Mark a current membership removed at `now`; false when it was not current.
+    pub async fn remove_member(
+        &mut self,
+        collaboration_id: i64,
+        organization_id: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let sql = "UPDATE collaboration_members SET removed_at = $1 \
+                   WHERE collaboration_id = $2 AND organization_id = $3 AND removed_at IS NULL";
+        let n = on!(self, c => sqlx::query(sql).bind(now).bind(collaboration_id)
+            .bind(organization_id).execute(&mut *c).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// The runs (id, task id) of an organization in a collaboration that are not in a final
+    /// state, oldest first, at most `limit`.
+    pub async fn unfinished_runs(
+        &mut self,
+        collaboration_id: i64,
+        organization_id: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, i64)>> {
+        let sql = "SELECT id, task_id FROM runs WHERE collaboration_id = $1 AND organization_id = $2 \
+                   AND state NOT IN ('completed', 'failed', 'rejected', 'cancelled') \
+                   ORDER BY id LIMIT $3";
+        Ok(
+            on!(self, c => sqlx::query_as(sql).bind(collaboration_id).bind(organization_id)
+            .bind(i64::from(limit)).fetch_all(&mut *c).await)?,
+        )
+    }
+
+    /// The node of an organization in a collaboration (at most one).
+    pub async fn node_of_member(
+        &mut self,
+        collaboration_id: i64,
+        organization_id: i64,
+    ) -> Result<Option<NodeRow>> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE collaboration_id = $1 AND organization_id = $2"
+        );
+        Ok(
+            on!(self, c => sqlx::query_as(&sql).bind(collaboration_id).bind(organization_id)
+            .fetch_optional(&mut *c).await)?,
+        )
     }
 
     pub async fn collaboration(&mut self, id: i64) -> Result<Option<CollaborationRow>> {
@@ -799,14 +863,14 @@ impl Tx {
     /// Member organizations of a collaboration, ascending.
     pub async fn members(&mut self, collaboration_id: i64) -> Result<Vec<i64>> {
         let sql = "SELECT organization_id FROM collaboration_members WHERE collaboration_id = $1 \
-                   ORDER BY organization_id";
+                   AND removed_at IS NULL ORDER BY organization_id";
         Ok(on!(self, c => sqlx::query_scalar(sql).bind(collaboration_id).fetch_all(&mut *c).await)?)
     }
 
     /// Collaborations an organization is a member of, ascending.
     pub async fn collaborations_of(&mut self, organization_id: i64) -> Result<Vec<i64>> {
         let sql = "SELECT collaboration_id FROM collaboration_members WHERE organization_id = $1 \
-                   ORDER BY collaboration_id";
+                   AND removed_at IS NULL ORDER BY collaboration_id";
         Ok(on!(self, c => sqlx::query_scalar(sql).bind(organization_id).fetch_all(&mut *c).await)?)
     }
 
@@ -815,7 +879,8 @@ impl Tx {
     pub async fn partners_of(&mut self, organization_id: i64) -> Result<Vec<i64>> {
         let sql = "SELECT DISTINCT b.organization_id FROM collaboration_members a \
                    JOIN collaboration_members b ON a.collaboration_id = b.collaboration_id \
-                   WHERE a.organization_id = $1 ORDER BY b.organization_id";
+                   WHERE a.organization_id = $1 AND a.removed_at IS NULL \
+                   AND b.removed_at IS NULL ORDER BY b.organization_id";
         let mut v: Vec<i64> = on!(self, c => sqlx::query_scalar(sql).bind(organization_id)
             .fetch_all(&mut *c).await)?;
         if !v.contains(&organization_id) {
@@ -840,7 +905,7 @@ impl Tx {
         if let Some(o) = member {
             let p = f.next(Arg::I64(o));
             f.clauses.push(format!(
-                "id IN (SELECT collaboration_id FROM collaboration_members WHERE organization_id = {p})"
+                "id IN (SELECT collaboration_id FROM collaboration_members WHERE organization_id = {p} AND removed_at IS NULL)"
             ));
         }
         f.lt("id", after);
@@ -1078,6 +1143,13 @@ impl Tx {
         let mut f = Filter::default();
         f.eq("organization_id", organization_id);
         f.eq("collaboration_id", collaboration_id);
+        // A node whose organization was removed from its collaboration is gone from lists.
+        f.clauses.push(
+            "EXISTS (SELECT 1 FROM collaboration_members m \
+             WHERE m.collaboration_id = nodes.collaboration_id \
+             AND m.organization_id = nodes.organization_id AND m.removed_at IS NULL)"
+                .to_owned(),
+        );
         f.lt("id", after);
         let sql = f.sql(&format!("SELECT {NODE_COLUMNS} FROM nodes"), "id", limit);
         Ok(on!(self, c => bind_all!(sqlx::query_as(&sql), &f.args).fetch_all(&mut *c).await)?)

@@ -77,6 +77,8 @@ pub enum Op<'a> {
     CreateCollaboration,
     /// Add an organization to a collaboration.
     AddMember,
+    /// Remove an organization from a collaboration.
+    RemoveMember,
     ReadCollaboration {
         collaboration_id: i64,
     },
@@ -244,9 +246,10 @@ fn by_role(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
             let member = |c: &i64| collaborations.contains(c);
             let can_write = matches!(role, Role::OrgAdmin | Role::Researcher);
             match op {
-                Op::CreateOrganization | Op::CreateCollaboration | Op::AddMember => {
-                    Err(Denied("only root may do this"))
-                }
+                Op::CreateOrganization
+                | Op::CreateCollaboration
+                | Op::AddMember
+                | Op::RemoveMember => Err(Denied("only root may do this")),
                 Op::ReadOrganization {
                     organization_id,
                     collaborations: theirs,

@@ -81,10 +81,12 @@ fn organizations_and_collaborations() {
     check_case(root(), Op::CreateOrganization, true);
     check_case(root(), Op::CreateCollaboration, true);
     check_case(root(), Op::AddMember, true);
+    check_case(root(), Op::RemoveMember, true);
     for a in [admin1(), researcher1(), viewer1(), node1(), run1()] {
         check_case(a.clone(), Op::CreateOrganization, false);
         check_case(a.clone(), Op::CreateCollaboration, false);
         check_case(a.clone(), Op::AddMember, false);
+        check_case(a.clone(), Op::RemoveMember, false);
         check_case(a.clone(), org2.clone(), true);
         check_case(a.clone(), org3.clone(), false);
         check_case(
