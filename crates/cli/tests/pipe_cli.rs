@@ -9,14 +9,15 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warden");
 
-/// Runs `warden ARGS` with stdout a pipe that nobody reads any more.
+/// Runs `warden ARGS` with stdout a stream whose reader has gone away (a write gets EPIPE, as
+/// into a pipe whose read end is closed).
 fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = std::os::unix::net::UnixStream::pair().unwrap();
     drop(reader);
     let out = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
-        .stdout(writer)
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(writer)))
         .stderr(Stdio::piped())
         .output()
         .unwrap();

@@ -1,10 +1,10 @@
 //! docs/quickstart.md, run: every `sh` block of the page, in order and exactly as written, in
-//! one `bash` with the real `warden` binary first on PATH, against a real `docker-registry` on
-//! loopback, the Docker engine, a real `warden server start` and two `warden node start`
-//! processes that the page itself starts. The test only provides what the page says the reader
-//! brings: an algorithm image in a registry (a FROM-scratch image around a static C program,
-//! pushed unsigned; the page signs it), a free port, and the repository's path. So the page
-//! cannot rot: a command that changes breaks this test.
+//! one `bash` with the real `warden` binary first on PATH, against the Docker engine, and a real
+//! `docker-registry`, a real `warden server start` and two `warden node start` processes that
+//! the page itself starts. The test only provides what the page says the reader brings: an
+//! algorithm image built locally (a FROM-scratch image around a static C program; the page's
+//! step 0 pushes it to its registry, step 4 signs it) and free ports. So the page cannot rot: a
+//! command that changes breaks this test.
 
 // Test helpers: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use warden_testkit::{FileSource, ImageFile, Registry};
+use warden_testkit::{FileSource, ImageFile};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warden");
 /// The node names the page gives its nodes (container labels).
@@ -89,42 +89,38 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Pushes the echo program (crates/node/tests/programs/echo.c) as `<registry>/quickstart/echo:v1`,
-/// unsigned, and removes the local copy so that the nodes must pull it.
-fn push_image(registry: &Registry, dir: &Path, cleanup: &mut Cleanup) -> String {
+/// Builds the echo program (crates/node/tests/programs/echo.c) into a local image named `tag`,
+/// unpushed and unsigned: the page's step 0 pushes it to the registry it starts, and signs it.
+fn build_image(tag: &str, dir: &Path, cleanup: &mut Cleanup) {
     let root = warden_testkit::workspace_root();
     let source = std::fs::read_to_string(root.join("crates/node/tests/programs/echo.c")).unwrap();
     let bin = warden_testkit::build_static_c(&source, "echo", dir).unwrap();
-    let reference = format!("{}/quickstart/echo:v1", registry.host());
     let files = [ImageFile {
         source: FileSource::Path(bin),
         dest: "/echo".to_owned(),
         mode: 0o755,
     }];
-    let id = warden_testkit::build_scratch_image(
-        &reference,
-        &files,
-        &["ENTRYPOINT [\"/echo\"]", "USER 65534"],
-    )
-    .unwrap();
-    let digest = warden_testkit::push(&reference).unwrap();
-    warden_testkit::remove_images(&[&reference, &id]);
-    cleanup
-        .images
-        .push(format!("{}/quickstart/echo@{digest}", registry.host()));
-    reference
+    let id =
+        warden_testkit::build_scratch_image(tag, &files, &["ENTRYPOINT [\"/echo\"]", "USER 65534"])
+            .unwrap();
+    // The image ID: removing it by force removes every tag the page gives it too.
+    cleanup.images.push(id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_page_runs_as_written_and_gets_a_result() {
     warden_testkit::require_docker().unwrap();
-    let registry = Registry::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cleanup = Cleanup {
         unshare: None,
         images: Vec::new(),
     };
-    let image = push_image(&registry, dir.path(), &mut cleanup);
+    // The reader's algorithm image, built on this machine; the page's step 0 starts Debian's
+    // registry on a free loopback port and pushes it there.
+    let local_image = format!("quickstart-local/echo:{}", std::process::id());
+    build_image(&local_image, dir.path(), &mut cleanup);
+    let registry_port = free_port();
+    let image = format!("127.0.0.1:{registry_port}/quickstart/echo:v1");
 
     let root = warden_testkit::workspace_root();
     let page = std::fs::read_to_string(root.join("docs/quickstart.md")).unwrap();
@@ -149,6 +145,8 @@ async fn the_quickstart_page_runs_as_written_and_gets_a_result() {
         .env("PATH", path)
         .env("HOME", &home)
         .env("IMAGE", &image)
+        .env("LOCAL_IMAGE", &local_image)
+        .env("REGISTRY_PORT", registry_port.to_string())
         .env("PORT", free_port().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -171,16 +169,21 @@ async fn the_quickstart_page_runs_as_written_and_gets_a_result() {
     cleanup.unshare = None;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let logs: String = ["server.log", "hospital-a/node.log", "hospital-b/node.log"]
-        .iter()
-        .map(|f| {
-            let p = dir.path().join("quickstart").join(f);
-            format!(
-                "--- {f}\n{}\n",
-                std::fs::read_to_string(p).unwrap_or_default()
-            )
-        })
-        .collect();
+    let logs: String = [
+        "registry.log",
+        "server.log",
+        "hospital-a/node.log",
+        "hospital-b/node.log",
+    ]
+    .iter()
+    .map(|f| {
+        let p = dir.path().join("quickstart").join(f);
+        format!(
+            "--- {f}\n{}\n",
+            std::fs::read_to_string(p).unwrap_or_default()
+        )
+    })
+    .collect();
     let all = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}\n{logs}");
     assert!(out.status.success(), "the page failed: {all}");
 
