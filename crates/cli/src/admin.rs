@@ -126,6 +126,20 @@ pub enum CollabCommand {
         #[arg(value_name = "ORG")]
         org: String,
     },
+    /// Remove an organization from a collaboration (root only): no new task targets it there,
+    /// its users stop seeing the collaboration and its node's key there is revoked; its past
+    /// runs stay. Refused while any of its runs there has not ended (wait, or cancel their
+    /// tasks with `warden task cancel`). `add-org` adds it again.
+    ///
+    /// Example: warden admin collab remove-org cardio hospital-c
+    RemoveOrg {
+        /// The collaboration, by name or id.
+        #[arg(value_name = "COLLAB")]
+        collab: String,
+        /// The organization, by name or id.
+        #[arg(value_name = "ORG")]
+        org: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -589,6 +603,22 @@ async fn collab(c: &Client, command: &CollabCommand, json: bool) -> anyhow::Resu
             } else {
                 format!(
                     "added {} to collaboration {}\n{}",
+                    safe(&o.name),
+                    safe(&x.name),
+                    collab_text(&x, &names)
+                )
+            })
+        }
+        CollabCommand::RemoveOrg { collab, org } => {
+            let x = find_collab(c, collab).await?;
+            let o = find_org(c, org).await?;
+            let x = c.remove_collaboration_member(x.id, o.id).await?;
+            let names = org_names(c).await;
+            Ok(if json {
+                collab_json(&x, &names).to_string()
+            } else {
+                format!(
+                    "removed {} from collaboration {}\n{}",
                     safe(&o.name),
                     safe(&x.name),
                     collab_text(&x, &names)

@@ -442,6 +442,39 @@ async fn an_administrator_sets_up_organizations_collaborations_users_and_nodes()
         ])
         .await;
     out.fails(1, "already a member");
+    // It leaves again (no run of it there): gone from the members and from `collab show`; a
+    // second removal is refused (1) with the server's reason; it is added back.
+    let left = w
+        .admin_json(&["collab", "remove-org", "cardio", "hospital-c"])
+        .await;
+    assert_eq!(
+        left["organization_names"],
+        json!(["hospital-a", "hospital-b"])
+    );
+    let show = w
+        .warden(&["admin", "--profile", "admin", "collab", "show", "cardio"])
+        .await
+        .ok();
+    assert!(!show.stdout.contains("hospital-c"), "{show}");
+    let text = w
+        .warden(&[
+            "admin",
+            "--profile",
+            "admin",
+            "collab",
+            "remove-org",
+            "cardio",
+            "hospital-c",
+        ])
+        .await;
+    text.fails(1, "already removed");
+    let back = w
+        .admin_json(&["collab", "add-org", "cardio", "hospital-c"])
+        .await;
+    assert_eq!(
+        back["organization_names"],
+        json!(["hospital-a", "hospital-b", "hospital-c"])
+    );
 
     // Users: create, list, show, disable (login refused with the server's reason), enable.
     let u = w
@@ -612,6 +645,9 @@ async fn a_researcher_is_refused_every_administration_with_the_servers_reason() 
         .await
         .fails(1, "403");
     rita(&["collab", "add-org", "cardio", "hospital-a"])
+        .await
+        .fails(1, "only root may do this");
+    rita(&["collab", "remove-org", "cardio", "hospital-a"])
         .await
         .fails(1, "only root may do this");
     rita(&[

@@ -574,6 +574,24 @@ impl Client {
             .await
     }
 
+    /// Removes organization `organization_id` from collaboration `id` (root); the
+    /// collaboration as it is then. The server refuses while the organization's runs there have
+    /// not ended.
+    pub async fn remove_collaboration_member(
+        &self,
+        id: i64,
+        organization_id: i64,
+    ) -> Result<Collaboration, ClientError> {
+        let what = format!("removing organization {organization_id} from collaboration {id}");
+        self.call_json::<(), _>(
+            reqwest::Method::DELETE,
+            &format!("/api/collaborations/{id}/members/{organization_id}"),
+            None,
+            &what,
+        )
+        .await
+    }
+
     /// Every collaboration the account sees, or those `organization_id` is a member of.
     pub async fn collaborations(
         &self,
