@@ -1355,7 +1355,7 @@ impl Service {
                 ""
             };
             return Err(ServiceError::Conflict(format!(
-                "organization {org} still has runs in collaboration {id} that have not ended ({}{more}); wait until they end or cancel their tasks (POST /api/tasks/{{id}}/cancel), then remove it",
+                "organization {org} still has runs in collaboration {id} that have not ended ({}{more}); wait until they end, or cancel their tasks first (`warden task cancel TASK`, POST /api/tasks/{{id}}/cancel: root, the task's requester or an org admin of its organization may), then remove it",
                 shown.join(", ")
             )));
         }

@@ -305,3 +305,28 @@ async fn only_root_removes_an_organization_and_the_refusal_says_why() {
     }
     kit.stop().await;
 }
+
+/// The runs that block a removal end when their task is cancelled (root may): then the removal
+/// goes through.
+#[tokio::test]
+async fn cancelling_the_blocking_task_lets_the_removal_through() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let task = kit.task(&w.researcher1, w.c12, &[w.org1, w.org2]).await;
+    let task_id = task["task"]["id"].as_i64().unwrap();
+    let (s, v) = remove(&kit, &kit.admin, w.c12, w.org2).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "conflict"), "{v}");
+    assert!(message(&v).contains("warden task cancel"), "{v}");
+    let (s, v) = kit
+        .post(
+            &kit.admin,
+            &format!("/api/tasks/{task_id}/cancel"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, c) = remove(&kit, &kit.admin, w.c12, w.org2).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["organizations"], json!([w.org1]), "{c}");
+    kit.stop().await;
+}
