@@ -160,6 +160,9 @@ async fn node_status_shows_the_node_its_runs_and_each_problem() {
     );
     assert_eq!(v["self_check"]["passed"], true, "{v}");
     assert!(v["self_check"]["at"].is_i64(), "{v}");
+    // The node's directory has no probe: it ran the one built into it.
+    let probe = v["self_check"]["probe"].as_str().unwrap();
+    assert!(probe.starts_with("built-in (sha256:"), "{v}");
     assert_eq!(v["audit"]["writable"], true, "{v}");
     assert_eq!(v["audit"]["problem"], Value::Null, "{v}");
     assert!(v["audit"]["entries"].is_u64(), "{v}");

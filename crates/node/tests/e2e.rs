@@ -385,3 +385,41 @@ async fn the_metrics_listener_counts_runs_admissions_and_audit_appends() {
     // The listener stops with the node.
     assert!(reqwest::get(&url).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_override_is_the_probe_that_runs_and_the_status_names_it() {
+    let mut w = World::new().await;
+    // The test configuration names `probe = "probe"`, a static build of probe.c in the node's
+    // directory: the override.
+    let config = w.node_config(&w.a, "", "");
+    let probe = config.parent().unwrap().join("probe");
+    let node = w.start_node(&config).await;
+    let socket = node.node.local_socket().unwrap();
+    let status =
+        tokio::task::spawn_blocking(move || warden_node::local::LocalClient::new(socket).status())
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(status.self_check.passed);
+    assert_eq!(
+        status.self_check.probe,
+        probe.canonicalize().unwrap().display().to_string()
+    );
+    node.stop().await;
+    // Without the key the node runs the probe built into it, and says so.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("probe = \"probe\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    std::fs::remove_file(&probe).unwrap();
+    let node = w.start_node(&config).await;
+    let socket = node.node.local_socket().unwrap();
+    let status =
+        tokio::task::spawn_blocking(move || warden_node::local::LocalClient::new(socket).status())
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(status.self_check.passed);
+    assert_eq!(status.self_check.probe, warden_node::embedded_probe_name());
+    node.stop().await;
+}
