@@ -1,7 +1,8 @@
 //! The OpenAPI document against the running server, checked by an independent tool:
 //! schemathesis (installed by scripts/prereqs.sh) generates requests from the document, sends
-//! them to a real server on SQLite and checks every answer against the document with all of
-//! its checks. Any failure fails the test, and so does a missing schemathesis.
+//! them to a real server (SQLite, or PostgreSQL when `WARDEN_TEST_DATABASE_URL` names one) and
+//! checks every answer against the document with all of its checks. Any failure fails the
+//! test, and so does a missing schemathesis or another version than the pinned one.
 
 // Test helpers outside #[test] functions: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,8 +17,8 @@ use kit::{Kit, World};
 /// Test cases per operation and phase: enough to reach every documented constraint, bounded
 /// so that the whole run stays within a couple of minutes on two cores.
 const MAX_EXAMPLES: &str = "100";
-/// A fixed seed and deterministic generation: the same requests on every run.
-const SEED: &str = "20261202";
+/// The version scripts/prereqs.sh installs: another one generates other requests.
+const VERSION: &str = "4.32.5";
 
 /// Runs schemathesis against `kit` with `token` as the bearer credential on the operations
 /// `include` selects (a regex over paths; empty: all) minus those `exclude` names.
@@ -35,7 +36,7 @@ fn schemathesis(
         .arg(document)
         .args(["--checks", "all"])
         .args(["--max-examples", MAX_EXAMPLES])
-        .args(["--seed", SEED])
+        // The same requests on every run (schemathesis then uses no random seed).
         .arg("--generation-deterministic")
         .args(["--workers", "1"])
         .args(["--suppress-health-check", "all"])
@@ -60,8 +61,26 @@ fn schemathesis(
     (out.status.success(), text)
 }
 
+/// schemathesis is installed, in the pinned version: otherwise the test fails saying so.
+fn check_installed() {
+    let out = Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run schemathesis ({e}); install it with scripts/prereqs.sh (pip install 'schemathesis=={VERSION}')"
+            )
+        });
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.trim().ends_with(&format!("version {VERSION}")),
+        "schemathesis {VERSION} is needed (scripts/prereqs.sh installs it), found: {version}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_failure_with_all_checks() {
+    check_installed();
     let kit = Kit::start().await;
     // Something to find: organizations, collaborations, users, nodes, a task and its runs.
     let world = World::build(&kit).await;
