@@ -73,7 +73,8 @@ impl Op {
                 "400": error("invalid request: a query parameter, the path or the body does not follow this document (`field` names it)"),
                 "401": error("no credential, or an unknown, expired or revoked one"),
                 "403": error("the credential is valid; the action is not allowed for it (the message says why)"),
-                "404": error("no such resource, or one the caller may not see (a body's id that names none: `field` names it)")
+                "404": error("no such resource, or one the caller may not see (a body's id that names none: `field` names it)"),
+                "503": error("the database is unavailable; retry later")
             }
         }))
     }
@@ -539,7 +540,7 @@ mod tests {
         let (doc, differing) = build(&LimitsConfig::default());
         assert!(differing.is_empty(), "{differing:?}");
         let schemas = doc["components"]["schemas"].as_object().unwrap();
-        for name in ["ErrorBody", "CreateTask", "Run", "RunState"] {
+        for name in ["ErrorBody", "CreateTask", "Run", "RunState", "PageOfTask"] {
             assert!(schemas.contains_key(name), "{name}: {:?}", schemas.keys());
         }
     }
