@@ -397,3 +397,195 @@ async fn a_node_ignores_a_cancel_for_a_run_it_does_not_have() {
     );
     verify_audit(&w, "hospital-b").await;
 }
+
+/// `text` without the terminal colour sequences the node's log may hold.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `warden node status --json` of hospital-b's node.
+async fn node_status(w: &World) -> Value {
+    let socket = node_dir(w, "hospital-b").join("spool/local.sock");
+    let out = w
+        .warden(
+            &[
+                "node",
+                "status",
+                "--socket",
+                socket.to_str().unwrap(),
+                "--json",
+            ],
+            &[],
+        )
+        .await;
+    out.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_drops_a_result_held_at_the_airlock_and_a_queued_run_never_starts() {
+    let mut w = World::with_registry().await;
+    let docker = DockerEngine::connect().await.unwrap();
+    let (repo, _) = w.push_signed("slow", "cancel-held", "v1").await;
+    // Results wait for the data owner's release; one run at a time, so a second one queues.
+    let policy = format!(
+        "{}[allow.output]\nrelease = \"manual\"\n",
+        w.signed_policy(&repo)
+    );
+    w.start_node_with("hospital-b", &policy, "concurrent_runs = 1\n");
+    let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
+    let p = profile.to_str().unwrap();
+    let image = format!("{repo}:v1");
+    let token = w.login("rita", PASSWORD).await;
+
+    // A result held at the airlock, a run in its container, and one queued behind it.
+    let (held_task, held) = sleeping_task(&w, p, &image, 0).await;
+    let deadline = Instant::now() + WAIT;
+    while state(&w, &token, held).await["state"] != "awaiting_release" {
+        assert!(Instant::now() < deadline, "{}", w.node_logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (running_task, running) = sleeping_task(&w, p, &image, 50).await;
+    until_running(&w, &docker, &token, running).await;
+    let (queued_task, queued) = sleeping_task(&w, p, &image, 50).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = node_status(&w).await;
+        if s["runs"]["queued"]["ids"] == serde_json::json!([queued]) {
+            assert_eq!(
+                s["runs"]["held_results"]["ids"],
+                serde_json::json!([held]),
+                "{s}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}\n{}", w.node_logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The held result is dropped: nothing is pending at the node, nothing at the server.
+    for task in [&held_task, &queued_task] {
+        let out = w
+            .warden(&["task", "cancel", "--profile-file", p, task], &[])
+            .await;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = node_status(&w).await;
+        if s["runs"]["held_results"]["count"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}\n{}", w.node_logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let socket = node_dir(&w, "hospital-b").join("spool/local.sock");
+    let pending = w
+        .warden(
+            &[
+                "node",
+                "pending",
+                "--socket",
+                socket.to_str().unwrap(),
+                "--json",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(pending.code, 0, "{pending}");
+    assert_eq!(
+        pending.json()["results"],
+        serde_json::json!([]),
+        "{pending}"
+    );
+    // Releasing it now finds nothing to release.
+    let release = w
+        .warden(
+            &[
+                "node",
+                "release",
+                &held.to_string(),
+                "--socket",
+                socket.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+    assert_ne!(release.code, 0, "{release}");
+
+    // Cancelling the running one frees the slot; the queued run leaves the queue unstarted.
+    let out = w
+        .warden(&["task", "cancel", "--profile-file", p, &running_task], &[])
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    let deadline = Instant::now() + WAIT;
+    while !plain(&w.node_logs()).contains(&format!(
+        "a cancelled run left the queue without starting run={queued}"
+    )) {
+        assert!(Instant::now() < deadline, "{}", w.node_logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        containers(&docker, &label("hospital-b"), queued)
+            .await
+            .is_empty()
+    );
+    assert!(
+        containers(&docker, &label("hospital-b"), running)
+            .await
+            .is_empty()
+    );
+    for run in [held, running, queued] {
+        let v = state(&w, &token, run).await;
+        assert_eq!(
+            (&v["state"], &v["has_result"]),
+            (&"cancelled".into(), &false.into()),
+            "{v}"
+        );
+    }
+    let stored = w.query("SELECT count(*) FROM results; SELECT count(*) FROM run_logs");
+    assert_eq!(stored, ["0", "0"]);
+
+    // One cancel record each, saying what became of the run; the queued run never had a
+    // container, the held result never a release.
+    let records = audit(&w, "hospital-b");
+    let reason = |run: i64| -> String {
+        let r: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["event"] == "cancel" && r["run_id"] == run)
+            .collect();
+        assert_eq!(r.len(), 1, "{run}: {records:?}");
+        r[0]["reason"].as_str().unwrap().to_owned()
+    };
+    assert!(
+        reason(held).contains("held for release was dropped"),
+        "{records:?}"
+    );
+    assert!(reason(running).contains("stopped"), "{records:?}");
+    assert!(reason(queued).contains("stopped"), "{records:?}");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["run_id"] == queued && r["event"] == "run"),
+        "{records:?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["run_id"] == held && r["event"] == "release"),
+        "{records:?}"
+    );
+    verify_audit(&w, "hospital-b").await;
+}

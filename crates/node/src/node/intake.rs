@@ -197,6 +197,10 @@ impl Node {
             // A run that got its slot only after shutdown began stays pending for the next start;
             // one cancelled while it waited never starts.
             if node.cancelled(run_id) {
+                tracing::info!(
+                    run = run_id,
+                    "a cancelled run left the queue without starting"
+                );
                 node.discard(run_id);
             } else if !node
                 .inner
