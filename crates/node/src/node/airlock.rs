@@ -609,13 +609,19 @@ impl Node {
         let node = self.clone();
         tokio::spawn(async move {
             let slot = RunSlot::acquire(&node.inner.slots).await;
-            node.handle(run_id, None, std::time::Instant::now(), slot, Some(waiting))
-                .await;
+            // Cancelled while it waited for a slot again: it never runs.
+            if node.cancelled(run_id) {
+                node.discard(run_id);
+            } else {
+                node.handle(run_id, None, std::time::Instant::now(), slot, Some(waiting))
+                    .await;
+            }
             node.inner
                 .active
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&run_id);
+            node.inner.cancels.forget(run_id);
         });
     }
 
