@@ -143,7 +143,7 @@ impl Metrics {
 
 /// Bytes of the regular files under `dir`, walked without following links (at most
 /// [`MAX_SPOOL_ENTRIES`] entries).
-pub(crate) fn dir_bytes(dir: &Path) -> u64 {
+pub fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0u64;
     let mut seen = 0usize;
     let mut stack = vec![dir.to_path_buf()];
