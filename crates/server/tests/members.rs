@@ -330,3 +330,65 @@ async fn cancelling_the_blocking_task_lets_the_removal_through() {
     assert_eq!(c["organizations"], json!([w.org1]), "{c}");
     kit.stop().await;
 }
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(kit: &Kit, token: &str) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{}/api/events/ws?after=0", kit.server.addr);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// The server closes the socket (waited for well below the 20 s ping that re-checks tokens
+/// anyway, so the close comes from the removal itself).
+async fn closed_soon(ws: &mut Socket) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("the session was not closed within 5 s"),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+/// The removed organization's node had its event stream open in that collaboration: the
+/// removal closes it at once; its stream in another collaboration stays open.
+#[tokio::test]
+async fn the_removed_organizations_open_event_stream_closes_at_once() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let mut removed = connect(&kit, &w.node2).await;
+    let mut other = connect(&kit, &w.node2_in_c23).await;
+    let (s, c) = remove(&kit, &kit.admin, w.c12, w.org2).await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    closed_soon(&mut removed).await;
+    // The other one still gets its events: a new task in c23 for organization two arrives.
+    let researcher3 = kit.user("res3", "researcher", w.org3).await;
+    let task = kit.task(&researcher3, w.c23, &[w.org2]).await;
+    let run = task["runs"][0]["id"].as_i64().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        match tokio::time::timeout_at(deadline, other.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let e: Value = serde_json::from_str(&t).unwrap();
+                if e["run_id"] == json!(run) {
+                    break;
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("the c23 stream ended or stayed silent: {other:?}"),
+        }
+    }
+    kit.stop().await;
+}
