@@ -791,6 +791,18 @@ fn render(
         safe(&t.image),
         outcomes.len()
     );
+    let cancelled_at = t.cancelled_at.and_then(|at| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    });
+    if let Some(at) = &cancelled_at {
+        let by = t
+            .cancelled_by
+            .as_deref()
+            .map(|b| format!(" by {}", safe(b)))
+            .unwrap_or_default();
+        let _ = writeln!(text, "cancelled{by} at {at}");
+    }
     let mut runs = Vec::new();
     for o in outcomes {
         let r = &o.run;
@@ -868,6 +880,8 @@ fn render(
                 "collaboration_id": t.collaboration_id,
                 "organization_id": t.organization_id,
                 "nonce": t.nonce,
+                "cancelled_at": cancelled_at,
+                "cancelled_by": t.cancelled_by,
             },
             "runs": runs,
         });

@@ -291,6 +291,10 @@ async fn cancel_kills_the_container_keeps_nothing_of_the_run_and_is_audited_and_
         .await;
     assert_eq!(waited.code, 1, "{waited}");
     assert!(
+        waited.stdout.contains("\ncancelled by rita at "),
+        "{waited}"
+    );
+    assert!(
         waited
             .stdout
             .contains(&format!("hospital-b: run {run} cancelled")),
