@@ -198,13 +198,23 @@ where
         axum::routing::get(move || {
             let render = render.clone();
             async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    render(),
-                )
+                use axum::response::IntoResponse as _;
+                // The spool is walked and its records read: off the async workers.
+                match tokio::task::spawn_blocking(render).await {
+                    Ok(text) => (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(_) => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "the node could not read its metrics; its log says why\n",
+                    )
+                        .into_response(),
+                }
             }
         }),
     );
