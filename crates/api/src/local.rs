@@ -231,3 +231,143 @@ pub struct AuditStatus {
     /// When this node process last signed a checkpoint (none since start: null).
     pub last_checkpoint_at: Option<i64>,
 }
+
+/// `GET`: the policy in force, as the node parsed it at start, a [`PolicyView`].
+pub const POLICY_PATH: &str = "/v1/policy";
+/// `GET ?kind=&run=&outcome=&after=&before=&since=&until=&limit=`: audit records, newest
+/// first, an [`AuditPage`]. Unknown parameters are refused (400).
+pub const AUDIT_PATH: &str = "/v1/audit";
+/// `GET`: the audit log verified with the node's key as `warden audit verify` does, an
+/// [`AuditVerification`].
+pub const AUDIT_VERIFY_PATH: &str = "/v1/audit/verify";
+/// Records in one [`AuditPage`] when `limit` is not given.
+pub const DEFAULT_AUDIT_LIMIT: usize = 50;
+/// The largest `limit` of an audit page.
+pub const MAX_AUDIT_LIMIT: usize = 500;
+
+/// The answer to `GET /v1/policy`: the file, its hash and every rule as the node holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyView {
+    pub file: String,
+    /// `sha256:<hex>` of the file's bytes as loaded at start.
+    pub sha256: String,
+    /// The policy format version.
+    pub version: i64,
+    /// `[[allow]]` rules in file order (the first that holds admits).
+    pub allow: Vec<RuleView>,
+    /// `[[deny]]` rules in file order (any that holds denies).
+    pub deny: Vec<RuleView>,
+}
+
+/// One rule, each condition as the node parsed it; `None` is a condition not stated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleView {
+    /// `allow[1]`, `deny[2]`: the name audit records and reasons use.
+    pub name: String,
+    /// The line of its `[[allow]]`/`[[deny]]` header.
+    pub line: usize,
+    /// Exactly this normalised repository, or every one the whole regex matches.
+    pub repository: Option<String>,
+    pub repository_regex: Option<String>,
+    pub digests: Option<Vec<String>>,
+    pub signed_by: Option<SignedByView>,
+    pub approved_by: Option<ApprovedByView>,
+    pub organizations: Option<Vec<String>>,
+    pub users: Option<Vec<String>>,
+    pub collaborations: Option<Vec<String>>,
+    pub functions: Option<Vec<String>>,
+    /// The output rules (`[allow.output]`), in the words `warden policy check` prints;
+    /// `none (release automatic)` when unrestricted.
+    pub output: String,
+}
+
+/// A key a condition counts, and the files that held it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyView {
+    /// `sha256:<hex>` of its DER SubjectPublicKeyInfo.
+    pub id: String,
+    pub files: Vec<String>,
+}
+
+/// `signed_by`: at least `threshold` of these distinct keys signed the digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedByView {
+    pub threshold: usize,
+    pub keys: Vec<KeyView>,
+}
+
+/// `approved_by`: reviews in an algorithm store's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovedByView {
+    pub store: String,
+    pub min_approvals: usize,
+    pub min_organizations: usize,
+    /// The `reviewers` entries as written, and the distinct keys they hold.
+    pub patterns: Vec<String>,
+    pub reviewers: Vec<KeyView>,
+}
+
+/// One audit record with its line number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    pub seq: u64,
+    /// RFC 3339, as the log writes it.
+    pub time: String,
+    /// `decision`, `run`, `view`, `release`, `refuse`, `approve`, `refuse_digest`, `logs`,
+    /// `store_refused`, `cancel`.
+    pub event: String,
+    pub outcome: String,
+    pub run_id: Option<i64>,
+    pub task_id: Option<i64>,
+    pub organization: Option<String>,
+    pub user: Option<String>,
+    pub function: Option<String>,
+    pub image: String,
+    pub digest: Option<String>,
+    pub rule: Option<String>,
+    pub signers: Vec<String>,
+    pub reason: Option<String>,
+    /// The local user of an airlock event: `alice (uid 1000)`.
+    pub by: Option<String>,
+}
+
+/// The answer to `GET /v1/audit`: the matching records, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// When older records match: pass it as `before` for the next page.
+    pub next_before: Option<u64>,
+    /// Lines in the log when it was read.
+    pub lines: u64,
+}
+
+/// The answer to `GET /v1/audit/verify`, with `warden audit verify`'s meaning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditVerification {
+    pub path: String,
+    /// The node key's id the checkpoints were checked against.
+    pub key: String,
+    /// `intact`, `uncovered` (entries after the last signed checkpoint), `incomplete` (a torn
+    /// last line) or `tampered`.
+    pub status: String,
+    /// `warden audit verify`'s exit status for it (0 intact or uncovered, 1 otherwise).
+    pub exit: u8,
+    /// For a chain that links: record entries, those a checkpoint covers, checkpoints, the
+    /// uncovered ones.
+    pub entries: Option<u64>,
+    pub covered: Option<u64>,
+    pub checkpoints: Option<u64>,
+    pub uncovered: Option<u64>,
+    /// The line a tampering was found at.
+    pub line: Option<u64>,
+    /// What verification found, in Warden's words.
+    pub problems: Vec<String>,
+}

@@ -45,6 +45,7 @@
 mod chain;
 mod log;
 mod record;
+mod verdict;
 
 pub use chain::{
     CHECKPOINT_DOMAIN, Chain, Checkpoint, EntryHash, LogLine, MAX_LINE, Problem, Report, TornTail,
@@ -52,6 +53,7 @@ pub use chain::{
 };
 pub use log::{AuditError, AuditLog, Options, read, verify};
 pub use record::{Approval, Event, LocalUser, Outcome, Record};
+pub use verdict::Verdict;
 
 #[cfg(test)]
 mod tests;

@@ -14,11 +14,9 @@ use std::path::{Path, PathBuf};
 use crate::common::Outcome;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use warden_audit::{LogLine, Report, VerifyError};
+use warden_audit::{LogLine, Report, Verdict, VerifyError};
 use warden_trust::PublicKey;
 
-/// Exit status of a log that is altered or not fully covered.
-const EXIT_TAMPERED: u8 = 1;
 /// Largest public key file read.
 const MAX_KEY_FILE: u64 = 64 * 1024;
 
@@ -93,17 +91,16 @@ fn read_key(path: &Path) -> anyhow::Result<PublicKey> {
 fn verify(key: &Path, file: &Path, json: bool, require_covered: bool) -> anyhow::Result<Outcome> {
     let key = read_key(key)?;
     let result = warden_audit::verify(file, &key);
-    let (status, exit, report, failure) = match result {
-        Ok(report) if report.is_intact() => ("intact", 0, Some(report), None),
-        // The chain links and every checkpoint verifies; only the newest entries wait for the
-        // next checkpoint. Not tampering: a running node looks like this between checkpoints.
-        Ok(report) if report.torn_tail.is_none() => {
-            let exit = if require_covered { EXIT_TAMPERED } else { 0 };
-            ("uncovered", exit, Some(report), None)
-        }
-        Ok(report) => ("incomplete", EXIT_TAMPERED, Some(report), None),
-        Err(e @ VerifyError::Tampered { .. }) => ("tampered", EXIT_TAMPERED, None, Some(e)),
-        Err(e @ VerifyError::Io { .. }) => return Err(e.into()),
+    let Some(verdict) = Verdict::of(&result) else {
+        return Err(match result {
+            Err(e) => e.into(),
+            Ok(_) => anyhow::anyhow!("cannot verify {}", file.display()),
+        });
+    };
+    let (status, exit) = (verdict.as_str(), verdict.exit(require_covered));
+    let (report, failure) = match result {
+        Ok(report) => (Some(report), None),
+        Err(e) => (None, Some(e)),
     };
     let output = if json {
         let mut v = serde_json::json!({

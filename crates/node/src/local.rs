@@ -255,6 +255,9 @@ pub fn start(
     let app = axum::Router::new()
         .route(wire::PENDING_PATH, get(pending))
         .route(wire::STATUS_PATH, get(status))
+        .route(wire::POLICY_PATH, get(policy))
+        .route(wire::AUDIT_PATH, get(audit))
+        .route(wire::AUDIT_VERIFY_PATH, get(audit_verify))
         .route(&format!("{}/{{run}}", wire::RUNS_PATH), get(show))
         .route(
             &format!("{}/{{run}}/release", wire::RUNS_PATH),
@@ -331,6 +334,63 @@ async fn status(
 ) -> Answer<wire::Status> {
     desk.who(&peer, AuditEvent::View, None)?;
     desk.node.local_status().map(Json)
+}
+
+/// The policy in force as the node parsed it; not recorded, like `status`.
+async fn policy(
+    State(desk): State<Arc<Desk>>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
+) -> Answer<wire::PolicyView> {
+    desk.who(&peer, AuditEvent::View, None)?;
+    Ok(Json(desk.node.local_policy()))
+}
+
+/// Runs a read of the audit log off the async threads.
+async fn reading<T: Send + 'static>(
+    desk: Arc<Desk>,
+    f: impl FnOnce(&Node) -> Result<T, LocalError> + Send + 'static,
+) -> Answer<T> {
+    tokio::task::spawn_blocking(move || f(&desk.node))
+        .await
+        .map_err(|e| {
+            LocalError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the audit log did not finish: {e}"),
+            )
+        })?
+        .map(Json)
+}
+
+/// A page of audit records, newest first; a query it does not know is refused (400), so that
+/// a misspelt filter never shows more than was asked for. Not recorded.
+async fn audit(
+    State(desk): State<Arc<Desk>>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
+    uri: axum::http::Uri,
+) -> Answer<wire::AuditPage> {
+    desk.who(&peer, AuditEvent::View, None)?;
+    let query = axum::extract::Query::<crate::inspect::AuditQuery>::try_from_uri(&uri)
+        .map_err(|e| {
+            LocalError::bad(format!(
+                "{}; the audit query takes kind, run, outcome, after, before, since, until and                  limit",
+                e.body_text()
+            ))
+        })?;
+    let filter = crate::inspect::AuditFilter::new(&query.0)?;
+    reading(desk, move |node| node.local_audit(&filter)).await
+}
+
+/// The audit log verified with the node's key, as `warden audit verify` does. Not recorded.
+async fn audit_verify(
+    State(desk): State<Arc<Desk>>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
+    uri: axum::http::Uri,
+) -> Answer<wire::AuditVerification> {
+    desk.who(&peer, AuditEvent::View, None)?;
+    if uri.query().is_some_and(|q| !q.is_empty()) {
+        return Err(LocalError::bad("the audit verification takes no query"));
+    }
+    reading(desk, Node::local_verify).await
 }
 
 fn run_id(raw: &str) -> Result<i64, LocalError> {
@@ -526,6 +586,23 @@ impl LocalClient {
 
     pub fn status(&self) -> Result<wire::Status, String> {
         self.call("GET", wire::STATUS_PATH, None)
+    }
+
+    pub fn policy(&self) -> Result<wire::PolicyView, String> {
+        self.call("GET", wire::POLICY_PATH, None)
+    }
+
+    /// A page of audit records; `query` is sent as it is (`kind=decision&limit=20`, or empty).
+    pub fn audit(&self, query: &str) -> Result<wire::AuditPage, String> {
+        if query.is_empty() {
+            self.call("GET", wire::AUDIT_PATH, None)
+        } else {
+            self.call("GET", &format!("{}?{query}", wire::AUDIT_PATH), None)
+        }
+    }
+
+    pub fn verify_audit(&self) -> Result<wire::AuditVerification, String> {
+        self.call("GET", wire::AUDIT_VERIFY_PATH, None)
     }
 
     pub fn show(&self, run: i64) -> Result<wire::HeldResult, String> {

@@ -8,6 +8,7 @@ mod airlock;
 mod cancel;
 mod deliver;
 mod execute;
+mod inspect;
 mod intake;
 mod logs;
 mod relay;
