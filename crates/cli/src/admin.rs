@@ -1,5 +1,5 @@
-//! `warden admin org|collab|user|node ...`: the server's administration API from the command
-//! line, as the profile's logged-in account (`warden login`). The server decides who may do
+//! `warden org|collab|user ...` and `warden node create|list|rotate-key` (also spelled `warden
+//! admin org|collab|user|node ...`): the server's administration API from the command line, as the profile's logged-in account (`warden login`). The server decides who may do
 //! what; a refusal prints the server's reason and exits 1.
 //!
 //! Output is an aligned table (lists) or `key: value` lines (one item), every string from the
@@ -70,7 +70,7 @@ pub enum AdminCommand {
 pub enum OrgCommand {
     /// Create an organization (root only).
     ///
-    /// Example: warden admin org create --name hospital-a --public-key hospital-a.key.pub
+    /// Example: warden org create --name hospital-a --public-key hospital-a.key.pub
     Create {
         #[arg(long, value_name = "NAME")]
         name: String,
@@ -80,8 +80,12 @@ pub enum OrgCommand {
         public_key: PathBuf,
     },
     /// List the organizations this account sees.
+    ///
+    /// Example: warden org list --json
     List,
     /// Show one organization, by name or id.
+    ///
+    /// Example: warden org show hospital-a
     Show {
         #[arg(value_name = "ORG")]
         org: String,
@@ -92,7 +96,7 @@ pub enum OrgCommand {
 pub enum CollabCommand {
     /// Create a collaboration of member organizations (root only).
     ///
-    /// Example: warden admin collab create --name cardio --org hospital-a --org hospital-b
+    /// Example: warden collab create --name cardio --org hospital-a --org hospital-b
     Create {
         #[arg(long, value_name = "NAME")]
         name: String,
@@ -104,20 +108,24 @@ pub enum CollabCommand {
         plaintext: bool,
     },
     /// List the collaborations this account sees.
+    ///
+    /// Example: warden collab list --org hospital-a
     List {
         /// Only those this organization (name or id) is a member of.
         #[arg(long, value_name = "ORG")]
         org: Option<String>,
     },
     /// Show one collaboration and its members, by name or id.
+    ///
+    /// Example: warden collab show cardio
     Show {
         #[arg(value_name = "COLLAB")]
         collab: String,
     },
     /// Add an organization to a collaboration (root only): its users see the collaboration and
-    /// new tasks may target it; make its node with `warden admin node create`.
+    /// new tasks may target it; make its node with `warden node create`.
     ///
-    /// Example: warden admin collab add-org cardio hospital-c
+    /// Example: warden collab add-org cardio hospital-c
     AddOrg {
         /// The collaboration, by name or id.
         #[arg(value_name = "COLLAB")]
@@ -131,7 +139,7 @@ pub enum CollabCommand {
     /// runs stay. Refused while any of its runs there has not ended (wait, or cancel their
     /// tasks with `warden task cancel`). `add-org` adds it again.
     ///
-    /// Example: warden admin collab remove-org cardio hospital-c
+    /// Example: warden collab remove-org cardio hospital-c
     RemoveOrg {
         /// The collaboration, by name or id.
         #[arg(value_name = "COLLAB")]
@@ -146,7 +154,7 @@ pub enum CollabCommand {
 pub enum UserCommand {
     /// Create a user account (root, or an org admin for its own organization).
     ///
-    /// Example: warden admin user create --username rita --role researcher --org hospital-a
+    /// Example: warden user create --username rita --role researcher --org hospital-a
     Create {
         #[arg(long, value_name = "NAME")]
         username: String,
@@ -161,27 +169,37 @@ pub enum UserCommand {
         password_file: Option<PathBuf>,
     },
     /// List the users this account sees.
+    ///
+    /// Example: warden user list --org hospital-a
     List {
         /// Only the users of this organization (name or id).
         #[arg(long, value_name = "ORG")]
         org: Option<String>,
     },
     /// Show one user, by user name or id.
+    ///
+    /// Example: warden user show rita
     Show {
         #[arg(value_name = "USER")]
         user: String,
     },
     /// Disable a user: login refused, every token revoked at once.
+    ///
+    /// Example: warden user disable rita
     Disable {
         #[arg(value_name = "USER")]
         user: String,
     },
     /// Enable a disabled user again.
+    ///
+    /// Example: warden user enable rita
     Enable {
         #[arg(value_name = "USER")]
         user: String,
     },
     /// Set another user's password; every session of that user ends.
+    ///
+    /// Example: warden user reset-password rita --password-file rita.pw
     ResetPassword {
         #[arg(value_name = "USER")]
         user: String,
@@ -193,35 +211,107 @@ pub enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// Create the node of an organization in a collaboration; its API key is shown once.
-    ///
-    /// Example: warden admin node create --org hospital-a --collab cardio --key-file node.key
-    Create {
-        /// The node's organization, by name or id.
-        #[arg(long, value_name = "ORG")]
-        org: String,
-        /// The collaboration, by name or id.
-        #[arg(long, value_name = "COLLAB")]
-        collab: String,
-        /// Write the API key to FILE (mode 0600, replaced atomically) instead of printing it.
-        #[arg(long, value_name = "FILE")]
-        key_file: Option<PathBuf>,
-    },
-    /// List the nodes this account sees.
-    List {
-        /// Only the nodes of this collaboration (name or id).
-        #[arg(long, value_name = "COLLAB")]
-        collab: Option<String>,
-    },
+    Create(NodeCreate),
+    List(NodeList),
     /// Show one node, by id.
-    Show { id: i64 },
-    /// Give a node a new API key; the old one, and every token issued under it, stop working.
-    RotateKey {
+    ///
+    /// Example: warden admin node show 3
+    Show {
         id: i64,
-        /// Write the API key to FILE (mode 0600, replaced atomically) instead of printing it.
-        #[arg(long, value_name = "FILE")]
-        key_file: Option<PathBuf>,
     },
+    RotateKey(NodeRotate),
+}
+
+/// Create the node of an organization in a collaboration; its API key is shown once.
+///
+/// Example: warden node create --org hospital-a --collab cardio --key-file node.key
+#[derive(Debug, Args)]
+pub struct NodeCreate {
+    /// The node's organization, by name or id.
+    #[arg(long, value_name = "ORG")]
+    pub org: String,
+    /// The collaboration, by name or id.
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: String,
+    /// Write the API key to FILE (mode 0600, replaced atomically) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// List the nodes this account sees.
+///
+/// Example: warden node list --collab cardio
+#[derive(Debug, Args)]
+pub struct NodeList {
+    /// Only the nodes of this collaboration (name or id).
+    #[arg(long, value_name = "COLLAB")]
+    pub collab: Option<String>,
+}
+
+/// Give a node a new API key; the old one, and every token issued under it, stop working.
+///
+/// Example: warden node rotate-key 3 --key-file /etc/warden/node/node.key
+#[derive(Debug, Args)]
+pub struct NodeRotate {
+    /// The node's id (`warden node list` shows it).
+    pub id: i64,
+    /// Write the API key to FILE (mode 0600, replaced atomically) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+// The top-level spellings `warden org|collab|user ...` and `warden node create|list|rotate-key`
+// wrap the same commands as `warden admin ...` (kept so that scripts keep working): one
+// implementation, `run`.
+
+// `warden org|collab|user`: one group of the administration commands, with the profile and
+// `--json` options of `warden admin` (a plain comment: a doc comment would become its help).
+#[derive(Debug, Args)]
+pub struct Group<C: Subcommand> {
+    #[command(flatten)]
+    pub profile: ProfileChoice,
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: C,
+}
+
+// `warden node create|list|rotate-key`: one node command, with the profile and `--json` options
+// of `warden admin` (its help is the wrapped command's).
+#[derive(Debug, Args)]
+pub struct One<A: Args> {
+    #[command(flatten)]
+    pub profile: ProfileChoice,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub args: A,
+}
+
+impl<C: Subcommand> Group<C> {
+    /// The same command under `warden admin`.
+    pub fn admin(self, wrap: impl FnOnce(C) -> AdminCommand) -> AdminArgs {
+        AdminArgs {
+            profile: self.profile,
+            json: self.json,
+            command: wrap(self.command),
+        }
+    }
+}
+
+impl<A: Args> One<A> {
+    /// The same command under `warden admin node`.
+    pub fn admin(self, wrap: impl FnOnce(A) -> NodeCommand) -> AdminArgs {
+        AdminArgs {
+            profile: self.profile,
+            json: self.json,
+            command: AdminCommand::Node {
+                command: wrap(self.args),
+            },
+        }
+    }
 }
 
 /// Runs a `warden admin` subcommand.
@@ -301,7 +391,9 @@ fn prepare(command: &AdminCommand) -> anyhow::Result<Prepared> {
                 },
         } => Prepared::Password(new_password(password_file.as_deref(), user)?),
         AdminCommand::Node {
-            command: NodeCommand::Create { key_file, .. } | NodeCommand::RotateKey { key_file, .. },
+            command:
+                NodeCommand::Create(NodeCreate { key_file, .. })
+                | NodeCommand::RotateKey(NodeRotate { key_file, .. }),
         } => {
             if let Some(f) = key_file {
                 check_key_file(f)?;
@@ -373,24 +465,38 @@ async fn find_org(c: &Client, which: &str) -> anyhow::Result<Organization> {
     match c.organization_named(which).await? {
         Some(o) => Ok(o),
         None => bail!(
-            "no organization `{which}` is visible to this account; `warden admin org list` shows \
-             those it sees"
+            "no organization `{which}` is visible to this account; {} (`warden org list`)",
+            visible(&org_names(c).await, "organization")
         ),
     }
 }
 
-async fn find_collab(c: &Client, which: &str) -> anyhow::Result<Collaboration> {
+/// `it sees: a, b` (escaped), or `it sees none`: what an unknown name could have been.
+fn visible(names: &BTreeMap<i64, String>, what: &str) -> String {
+    if names.is_empty() {
+        return format!("it sees no {what}");
+    }
+    let mut list: Vec<String> = names.values().map(|n| safe(n).into_owned()).collect();
+    list.sort();
+    format!("it sees: {}", list.join(", "))
+}
+
+/// A collaboration by id (all digits) or exact name; an unknown one names those the account
+/// sees.
+pub(crate) async fn find_collab(c: &Client, which: &str) -> anyhow::Result<Collaboration> {
     let r = match which.parse::<i64>() {
         Ok(id) => CollaborationRef::Id(id),
         Err(_) => CollaborationRef::Name(which.to_owned()),
     };
-    c.collaboration(&r).await.map_err(|e| match e {
-        warden_client::ClientError::NoCollaboration(_) => anyhow::anyhow!(
-            "no collaboration `{which}` is visible to this account; `warden admin collab list` \
-             shows those it sees"
+    match c.collaboration(&r).await {
+        Ok(x) => Ok(x),
+        Err(warden_client::ClientError::NoCollaboration(_)) => bail!(
+            "no collaboration `{}` is visible to this account; {} (`warden collab list`)",
+            safe(which),
+            visible(&collab_names(c).await, "collaboration")
         ),
-        e => e.into(),
-    })
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn find_user(c: &Client, which: &str) -> anyhow::Result<User> {
@@ -405,7 +511,7 @@ async fn find_user(c: &Client, which: &str) -> anyhow::Result<User> {
     {
         Some(u) => Ok(u),
         None => bail!(
-            "no user `{which}` is visible to this account; `warden admin user list` shows those \
+            "no user `{which}` is visible to this account; `warden user list` shows those \
              it sees"
         ),
     }
@@ -786,7 +892,7 @@ fn with_key(
             .with_context(|| {
                 format!(
                     "node {} has a new API key, but it cannot be written to {}; rotate the key \
-                     again with `warden admin node rotate-key {}`",
+                     again with `warden node rotate-key {}`",
                     n.id,
                     f.display(),
                     n.id
@@ -815,11 +921,11 @@ fn with_key(
 
 async fn node(c: &Client, command: &NodeCommand, json: bool) -> anyhow::Result<String> {
     match command {
-        NodeCommand::Create {
+        NodeCommand::Create(NodeCreate {
             org,
             collab,
             key_file,
-        } => {
+        }) => {
             let o = find_org(c, org).await?;
             let x = find_collab(c, collab).await?;
             let created = c
@@ -839,7 +945,7 @@ async fn node(c: &Client, command: &NodeCommand, json: bool) -> anyhow::Result<S
                 json,
             )
         }
-        NodeCommand::RotateKey { id, key_file } => {
+        NodeCommand::RotateKey(NodeRotate { id, key_file }) => {
             let created = c.rotate_node_key(*id).await?;
             let (orgs, collabs) = (org_names(c).await, collab_names(c).await);
             with_key(
@@ -851,7 +957,7 @@ async fn node(c: &Client, command: &NodeCommand, json: bool) -> anyhow::Result<S
                 json,
             )
         }
-        NodeCommand::List { collab } => {
+        NodeCommand::List(NodeList { collab }) => {
             let collab_id = match collab {
                 Some(x) => Some(find_collab(c, x).await?.id),
                 None => None,

@@ -17,6 +17,8 @@ use crate::store::{fail, out};
 pub enum AlgorithmCommand {
     /// Submit a version: the image (a tag is resolved once by the store), the source commit and
     /// the functions (`NAME:central|partial[:ARG=TYPE[?],...]`, `?` marks an optional argument).
+    ///
+    /// Example: warden algorithm submit --store https://store.example.org --name mean --image registry.example.org/warden/mean:1.0 --source https://git.example.org/mean --commit 3f2a9c1 --function partial_mean:partial:column=str
     Submit {
         #[arg(long, value_name = "URL|NAME")]
         store: String,
@@ -44,6 +46,8 @@ pub enum AlgorithmCommand {
         json: bool,
     },
     /// The store's algorithms and their versions.
+    ///
+    /// Example: warden algorithm list --store https://store.example.org
     List {
         #[arg(long, value_name = "URL|NAME")]
         store: String,
@@ -51,6 +55,8 @@ pub enum AlgorithmCommand {
         json: bool,
     },
     /// One version.
+    ///
+    /// Example: warden algorithm show --store https://store.example.org 7
     Show {
         #[arg(long, value_name = "URL|NAME")]
         store: String,
@@ -61,6 +67,8 @@ pub enum AlgorithmCommand {
     },
     /// Revoke an approved version: signed with --key (a reviewer), or without it by the store's
     /// key (an administrator).
+    ///
+    /// Example: warden algorithm revoke --store https://store.example.org 7 --reason "leaks rows" --key rev.key
     Revoke {
         #[arg(long, value_name = "URL|NAME")]
         store: String,
@@ -78,6 +86,8 @@ pub enum AlgorithmCommand {
 #[derive(Debug, Subcommand)]
 pub enum ReviewCommand {
     /// Versions assigned to you (or, with --all, every version waiting for review).
+    ///
+    /// Example: warden review list --store https://store.example.org --all
     List {
         #[arg(long, value_name = "URL|NAME")]
         store: String,
@@ -87,14 +97,20 @@ pub enum ReviewCommand {
         json: bool,
     },
     /// Take a version for review yourself (assign yourself).
+    ///
+    /// Example: warden review take --store https://store.example.org 7
     Take {
         #[arg(long, value_name = "URL|NAME")]
         store: String,
         id: i64,
     },
     /// Approve a version: sign the review with your key file here and upload the envelope.
+    ///
+    /// Example: warden review approve --store https://store.example.org 7 --key rev.key --comment "read the source"
     Approve(Decide),
     /// Reject a version (one rejection rejects it).
+    ///
+    /// Example: warden review reject --store https://store.example.org 7 --key rev.key --comment "prints raw rows"
     Reject(Decide),
 }
 

@@ -43,6 +43,8 @@ pub enum AuditCommand {
         require_covered: bool,
     },
     /// Print the records of an audit log (not verified: use `warden audit verify`).
+    ///
+    /// Example: warden audit show --run 42 /var/lib/warden/audit/audit.log
     Show {
         /// The audit log file.
         file: PathBuf,

@@ -32,6 +32,8 @@ pub const EXIT_DENIED: u8 = 1;
 pub enum ImageCommand {
     /// Sign the image's manifest digest and push a cosign-compatible signature (legacy
     /// `sha256-<hex>.sig` tag), appended to the signatures already there.
+    ///
+    /// Example: warden image sign --key signer.key registry.example.org/warden/mean:1.0
     Sign {
         /// Encrypted private key file (cosign's `ENCRYPTED COSIGN PRIVATE KEY` or Warden's).
         #[arg(long, value_name = "KEY")]
@@ -45,6 +47,8 @@ pub enum ImageCommand {
         image: String,
     },
     /// Resolve the image, verify its signatures against the policy's pinned keys, and decide.
+    ///
+    /// Example: warden image verify --policy policy.toml --organization hospital-a registry.example.org/warden/mean:1.0
     Verify {
         /// The node policy file.
         #[arg(long, value_name = "FILE")]

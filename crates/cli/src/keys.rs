@@ -59,6 +59,8 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
 pub enum KeysCommand {
     /// Generate a key pair: with --kind x25519, FILE (mode 0600) and FILE.pub; a signing key
     /// (ecdsa-p256, the default, or ed25519): PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
+    ///
+    /// Example: warden keys generate --kind ed25519 --out rita --password-file rita.keypw
     Generate {
         /// The private key file (x25519), or the path prefix of the two files (signing keys;
         /// PREFIX.key and PREFIX.pub, and `--out NAME.key` writes NAME.key and NAME.pub).
@@ -74,6 +76,8 @@ pub enum KeysCommand {
     },
     /// Sign a researcher certificate: user NAME of organization NAME holds the X25519 key in
     /// RESEARCHER.pub. Nodes pin the certifier's key ID under [certifiers].
+    ///
+    /// Example: warden keys certify --certifier certify.key --password-file certify.pw --org hospital-a --user rita --key rita.pub --out rita.cert
     Certify {
         /// The organization's certification key (an encrypted signing key file).
         #[arg(long, value_name = "KEYFILE")]
@@ -101,6 +105,8 @@ pub enum KeysCommand {
     },
     /// Say what a key or certificate file is and print its fingerprint (X25519 keys) or key
     /// ID (signing keys, pinned under [certifiers] or in policies).
+    ///
+    /// Example: warden keys fingerprint hospital-a/org.key.pub
     Fingerprint {
         /// An X25519 private key or .pub, a signing public or (encrypted) private key, or a
         /// researcher certificate.
@@ -110,6 +116,8 @@ pub enum KeysCommand {
         password_file: Option<PathBuf>,
     },
     /// The same as `fingerprint`.
+    ///
+    /// Example: warden keys show rita.cert
     Show {
         /// An X25519 private key or .pub, a signing public or (encrypted) private key, or a
         /// researcher certificate.

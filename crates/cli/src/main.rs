@@ -53,13 +53,18 @@ enum Command {
         #[command(subcommand)]
         command: algorithm::ReviewCommand,
     },
-    /// Print the normalised form of an image reference, as policy rules see it.
+    /// Print the normalised form of an image reference, as policy rules see it (one JSON
+    /// document).
+    ///
+    /// Example: warden reference registry.example.org:5000/team/avg:1.0
     Reference {
         /// Image reference, e.g. `ubuntu:22.04` or `registry.example.org:5000/team/avg@sha256:...`.
         image: String,
     },
     /// The demo federation on this machine: registry, server, three nodes, a signed federated
     /// mean, a denied run, the audit logs; then everything is removed. Exit 2 names what is missing.
+    ///
+    /// Example: warden demo
     Demo(demo::DemoArgs),
     /// Verify and read a node's audit log, without the server.
     Audit {
@@ -76,10 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Run a node: a data owner's station that admits, runs and records algorithms.
+    /// Run a node: a data owner's station that admits, runs and records algorithms; and, as an
+    /// administrator, create nodes at the server and rotate their API keys.
     Node {
         #[command(subcommand)]
-        command: node::NodeCommand,
+        command: NodeCli,
     },
     /// Dry-run a node policy against an image, and lint policy files.
     Policy {
@@ -101,10 +107,22 @@ enum Command {
     /// Example: warden login --server https://warden.example.org --username rita --profile cardio
     Login(login::LoginArgs),
     /// End the profile's session at the server and forget it here.
+    ///
+    /// Example: warden logout --profile cardio
     Logout(login::SessionArgs),
     /// Show who the profile's session is logged in as.
+    ///
+    /// Example: warden whoami --profile cardio --json
     Whoami(login::SessionArgs),
-    /// Administer the server: organizations, collaborations, users, nodes.
+    /// Organizations at the server: a name and the X25519 encryption key its nodes hold.
+    Org(admin::Group<admin::OrgCommand>),
+    /// Collaborations at the server: member organizations that run tasks together.
+    Collab(admin::Group<admin::CollabCommand>),
+    /// User accounts at the server: roles, disabling, password resets.
+    User(admin::Group<admin::UserCommand>),
+    /// The administration commands under one name: `warden admin org|collab|user|node ...` is
+    /// `warden org|collab|user ...` and `warden node create|list|rotate-key`.
+    #[command(hide = true)]
     Admin(admin::AdminArgs),
     /// Serve the local web console on loopback: a researcher's tasks, runs and results (with a
     /// profile), a data owner's airlock (with the node's socket). Prints the address to open.
@@ -132,8 +150,20 @@ enum Command {
 enum TaskCli {
     #[command(flatten)]
     Core(task::TaskCommand),
-    /// List the tasks this account sees (`--collaboration`, `--mine`).
+    /// List the tasks this account sees (`--collaboration`, `--mine`, `--state`).
+    ///
+    /// Example: warden task list --profile cardio --mine --state active
     List(tasklist::ListArgs),
+}
+
+/// `warden node`: the node's own commands, and the server's records of nodes.
+#[derive(Debug, Subcommand)]
+enum NodeCli {
+    #[command(flatten)]
+    Local(node::NodeCommand),
+    Create(admin::One<admin::NodeCreate>),
+    List(admin::One<admin::NodeList>),
+    RotateKey(admin::One<admin::NodeRotate>),
 }
 
 /// Exit status for bad input (an unreadable policy, a malformed reference, a registry failure).
@@ -207,7 +237,18 @@ fn main() -> ExitCode {
         },
         Command::Image { command } => report(image::run(command)),
         Command::Policy { command } => report(policy::run(command)),
-        Command::Node { command } => match node::run(command) {
+        Command::Node {
+            command: NodeCli::Create(a),
+        } => login::exit_of(admin::run(a.admin(admin::NodeCommand::Create))),
+        Command::Node {
+            command: NodeCli::List(a),
+        } => login::exit_of(admin::run(a.admin(admin::NodeCommand::List))),
+        Command::Node {
+            command: NodeCli::RotateKey(a),
+        } => login::exit_of(admin::run(a.admin(admin::NodeCommand::RotateKey))),
+        Command::Node {
+            command: NodeCli::Local(command),
+        } => match node::run(command) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 print_error(&e);
@@ -231,6 +272,15 @@ fn main() -> ExitCode {
         Command::Logout(args) => login::exit_of(login::logout(args)),
         Command::Whoami(args) => login::exit_of(login::whoami(args)),
         Command::Admin(args) => login::exit_of(admin::run(args)),
+        Command::Org(a) => login::exit_of(admin::run(
+            a.admin(|command| admin::AdminCommand::Org { command }),
+        )),
+        Command::Collab(a) => login::exit_of(admin::run(
+            a.admin(|command| admin::AdminCommand::Collab { command }),
+        )),
+        Command::User(a) => login::exit_of(admin::run(
+            a.admin(|command| admin::AdminCommand::User { command }),
+        )),
         Command::Ui(args) => login::exit_of(ui::run(args)),
         Command::Completions { shell } => {
             emit(&shell::completions(shell, Cli::command()).trim_end());
@@ -272,5 +322,53 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// Every leaf command (one without subcommands), by its full name, with its long help.
+    fn leaves(command: &clap::Command, name: &str, out: &mut Vec<(String, String)>) {
+        let subs: Vec<&clap::Command> = command
+            .get_subcommands()
+            .filter(|s| s.get_name() != "help")
+            .collect();
+        if subs.is_empty() {
+            let mut c = command.clone();
+            out.push((name.to_owned(), c.render_long_help().to_string()));
+        }
+        for sub in subs {
+            leaves(sub, &format!("{name} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_leaf_command_s_help_carries_an_example() {
+        let mut command = Cli::command();
+        command.build();
+        let mut all = Vec::new();
+        leaves(&command, "warden", &mut all);
+        assert!(all.len() > 40, "{} leaf commands", all.len());
+        let missing: Vec<&str> = all
+            .iter()
+            .filter(|(_, help)| {
+                !help.lines().any(|l| {
+                    let l = l.trim_start();
+                    l.starts_with("Example: warden ") || l.starts_with("Example: `warden ")
+                })
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {} leaf commands have no `Example: warden ...` line in --help:\n{}",
+            missing.len(),
+            all.len(),
+            missing.join("\n")
+        );
     }
 }

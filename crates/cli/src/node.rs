@@ -24,6 +24,8 @@ use warden_node::local::LocalClient;
 pub enum NodeCommand {
     /// Check the policy, keys, audit log, container isolation and the server, then take runs
     /// until interrupted (SIGINT or SIGTERM).
+    ///
+    /// Example: warden node start --config /etc/warden/node/node.toml
     Start {
         /// The node configuration (TOML); relative paths in it are relative to this file.
         #[arg(long, value_name = "FILE")]
@@ -62,6 +64,8 @@ pub enum NodeCommand {
         json: bool,
     },
     /// List the results held for release and the runs waiting for a digest's approval.
+    ///
+    /// Example: warden node pending --config /etc/warden/node/node.toml
     Pending {
         #[command(flatten)]
         socket: SocketArgs,
@@ -70,6 +74,8 @@ pub enum NodeCommand {
         json: bool,
     },
     /// Show a held result in plaintext (at the node only; audited as a view).
+    ///
+    /// Example: warden node show --config /etc/warden/node/node.toml 42 --out run-42.json
     Show {
         #[command(flatten)]
         socket: SocketArgs,
@@ -79,12 +85,16 @@ pub enum NodeCommand {
         run: i64,
     },
     /// Release a held result (it leaves once `checkers` different local users released it).
+    ///
+    /// Example: warden node release --config /etc/warden/node/node.toml 42
     Release {
         #[command(flatten)]
         socket: SocketArgs,
         run: i64,
     },
     /// Refuse a held result: the run fails with your reason, which the researcher sees.
+    ///
+    /// Example: warden node refuse --config /etc/warden/node/node.toml --reason "rows under 10" 42
     Refuse {
         #[command(flatten)]
         socket: SocketArgs,
@@ -95,6 +105,8 @@ pub enum NodeCommand {
     },
     /// Approve an image digest (`first_run = "approve"`): the runs waiting for it start, and it
     /// runs without asking from now on.
+    ///
+    /// Example: warden node approve --config /etc/warden/node/node.toml sha256:DIGEST
     Approve {
         #[command(flatten)]
         socket: SocketArgs,
@@ -102,6 +114,8 @@ pub enum NodeCommand {
         digest: String,
     },
     /// Refuse an image digest: the runs waiting for its approval fail with your reason.
+    ///
+    /// Example: warden node refuse-digest --config /etc/warden/node/node.toml --reason "not reviewed" sha256:DIGEST
     RefuseDigest {
         #[command(flatten)]
         socket: SocketArgs,

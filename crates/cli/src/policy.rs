@@ -34,6 +34,8 @@ const MAX_KEY_FILE: u64 = 64 * 1024;
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Decide whether a policy admits an image for a requester (a dry run: signers are assumed).
+    ///
+    /// Example: warden policy check --policy policy.toml --organization hospital-a --user rita --collaboration cardio registry.example.org/warden/mean:1.0
     Check {
         /// The node policy file.
         #[arg(long, value_name = "FILE")]
@@ -68,6 +70,8 @@ pub enum PolicyCommand {
         image: String,
     },
     /// Validate a policy file and print a summary of its rules.
+    ///
+    /// Example: warden policy lint policy.toml
     Lint {
         /// The policy file.
         file: PathBuf,

@@ -12,6 +12,8 @@ use warden_server::config::Config;
 pub enum ServerCommand {
     /// Open (and migrate) the database, create the administrator on first start, and serve
     /// the API until interrupted (SIGINT or SIGTERM).
+    ///
+    /// Example: warden server start --config /etc/warden/server.toml
     Start {
         /// The server configuration (TOML); relative paths in it are relative to this file.
         #[arg(long, value_name = "FILE")]

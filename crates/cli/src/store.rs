@@ -13,6 +13,8 @@ use warden_store::config::Config;
 pub enum StoreCommand {
     /// Read the signing key, open (and migrate) the database, create `admin` on first start,
     /// and serve until interrupted.
+    ///
+    /// Example: warden store start --config /etc/warden/store.toml
     Start {
         /// The store configuration (TOML); relative paths are relative to this file.
         #[arg(long, value_name = "FILE")]
@@ -20,6 +22,8 @@ pub enum StoreCommand {
     },
     /// Log in to a store and save its profile (the store's checkpoint key is pinned at the
     /// first login). The password is read from --password-file or WARDEN_PASSWORD.
+    ///
+    /// Example: warden store login --store https://store.example.org --username rev --password-file rev.pw
     Login {
         #[arg(long, value_name = "URL")]
         store: String,
@@ -29,6 +33,8 @@ pub enum StoreCommand {
         password_file: Option<PathBuf>,
     },
     /// Register your public key (PEM) with your account, once; reviews must verify against it.
+    ///
+    /// Example: warden store register-key --store https://store.example.org --public-key rev.pub
     RegisterKey {
         #[arg(long, value_name = "URL|NAME")]
         store: String,
@@ -48,6 +54,8 @@ pub enum LogCommand {
     /// Fetch the whole log, recompute the tree against the signed checkpoint, check every
     /// entry's signature, and (with --checkpoint) its consistency with the checkpoint saved
     /// there before; then save the new checkpoint there. Exit 1 when anything fails.
+    ///
+    /// Example: warden store log verify --store https://store.example.org --checkpoint store.checkpoint
     Verify {
         #[arg(long, value_name = "URL|NAME")]
         store: String,

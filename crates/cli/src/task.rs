@@ -52,6 +52,8 @@ pub enum TaskCommand {
     /// Seal the input for each target organization (keys checked against the profile's pins)
     /// with your certified key and create the task; with --wait, wait for its runs and open
     /// and check their results.
+    ///
+    /// Example: warden task create --profile cardio --image registry.example.org/warden/mean:1.0 --org hospital-a --org hospital-b --input '{"function": "partial_mean", "args": {"column": "age"}}' --wait
     Create {
         #[command(flatten)]
         profile: ProfileArgs,
@@ -83,7 +85,11 @@ pub enum TaskCommand {
         output: OutputArgs,
     },
     /// Wait until every run of a task is final and print each organization's state, reason and
-    /// opened result.
+    /// opened result. Also spelled `task results` (at once when every run has ended); with
+    /// `--out DIR` (or `--output DIR`) each result is written whole (a temporary file renamed).
+    ///
+    /// Example: warden task results --profile cardio 12 --output results/
+    #[command(visible_alias = "results")]
     Wait {
         #[command(flatten)]
         profile: ProfileArgs,
@@ -93,6 +99,8 @@ pub enum TaskCommand {
     },
     /// Print the logs each run's node released (sealed for you: opened with your key and
     /// checked like a result), escaped for the terminal; a run without released logs says why.
+    ///
+    /// Example: warden task logs --profile cardio --org hospital-a 12
     Logs {
         #[command(flatten)]
         profile: ProfileArgs,
@@ -107,6 +115,8 @@ pub enum TaskCommand {
     /// Cancel a task: its runs that have not ended become cancelled and their nodes stop
     /// them (a running container is killed, nothing of the run leaves its node); runs that had
     /// ended keep their state. Cancelling it again changes nothing.
+    ///
+    /// Example: warden task cancel --profile cardio 12
     Cancel {
         #[command(flatten)]
         profile: ProfileArgs,
@@ -116,6 +126,8 @@ pub enum TaskCommand {
         task_id: i64,
     },
     /// Print a task's runs as they are now (no results are downloaded).
+    ///
+    /// Example: warden task show --profile cardio 12 --json
     Show {
         #[command(flatten)]
         profile: ProfileArgs,
@@ -147,7 +159,7 @@ pub struct OutputArgs {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS)]
     timeout: u64,
     /// Write every result to DIR/<organization>-run-<id> instead of printing it.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "output", value_name = "DIR")]
     out: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]

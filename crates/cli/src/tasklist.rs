@@ -7,8 +7,7 @@ use clap::Args;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use warden_api::display::safe;
-use warden_api::{Task, WhoAmI};
-use warden_client::CollaborationRef;
+use warden_api::{RunState, Task, TaskDetail, WhoAmI};
 
 use crate::admin::{json_safe_if, table};
 use crate::common::Outcome;
@@ -24,9 +23,48 @@ pub struct ListArgs {
     /// Only the tasks this account created.
     #[arg(long)]
     pub mine: bool,
+    /// Only the tasks in this state, read from their runs (one more request per task): active
+    /// (a run has not ended), completed (every run completed), failed (a run failed or was
+    /// rejected), cancelled (the task was cancelled). Adds the STATE column (`state` in JSON).
+    #[arg(long, value_enum, value_name = "STATE")]
+    pub state: Option<TaskState>,
     /// Print one JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `--state` selects: a task's state as its runs make it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskState {
+    Active,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Active => "active",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    /// A task's state: cancelled once cancelled, else active while a run has not ended, else
+    /// failed when a run did not complete, else completed.
+    pub fn of(detail: &TaskDetail) -> TaskState {
+        if detail.task.cancelled_at.is_some() {
+            TaskState::Cancelled
+        } else if detail.runs.iter().any(|r| !r.state.is_final()) {
+            TaskState::Active
+        } else if detail.runs.iter().any(|r| r.state != RunState::Completed) {
+            TaskState::Failed
+        } else {
+            TaskState::Completed
+        }
+    }
 }
 
 fn task_json(t: &Task) -> Value {
@@ -41,11 +79,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
         let listed = async {
             let mut query = Vec::new();
             if let Some(x) = &args.collaboration {
-                let r = match x.parse::<i64>() {
-                    Ok(id) => CollaborationRef::Id(id),
-                    Err(_) => CollaborationRef::Name(x.clone()),
-                };
-                let id = client.collaboration(&r).await?.id;
+                let id = crate::admin::find_collab(&client, x).await?.id;
                 query.push(format!("collaboration_id={id}"));
             }
             if args.mine {
@@ -58,20 +92,47 @@ pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
             } else {
                 format!("/api/tasks?{}", query.join("&"))
             };
-            anyhow::Ok(client.list_all::<Task>(&path, "listing tasks").await?)
+            let tasks = client.list_all::<Task>(&path, "listing tasks").await?;
+            let Some(wanted) = args.state else {
+                return anyhow::Ok(tasks.into_iter().map(|t| (t, None)).collect::<Vec<_>>());
+            };
+            let mut kept = Vec::new();
+            for t in tasks {
+                let state = TaskState::of(&client.task(t.id).await?);
+                if state == wanted {
+                    kept.push((t, Some(state)));
+                }
+            }
+            anyhow::Ok(kept)
         }
         .await;
         login::finish(&client, &file, before.as_ref())?;
         let tasks = listed?;
         let output = if args.json {
-            Value::Array(tasks.iter().map(task_json).collect()).to_string()
-        } else {
-            table(
-                &["ID", "COLLABORATION", "CREATOR", "CREATED", "IMAGE", "NAME"],
+            Value::Array(
                 tasks
                     .iter()
-                    .map(|t| {
-                        vec![
+                    .map(|(t, state)| {
+                        let mut v = task_json(t);
+                        if let Some(s) = state {
+                            v["state"] = Value::from(s.as_str());
+                        }
+                        v
+                    })
+                    .collect(),
+            )
+            .to_string()
+        } else {
+            let mut headers = vec!["ID", "COLLABORATION", "CREATOR", "CREATED", "IMAGE", "NAME"];
+            if args.state.is_some() {
+                headers.push("STATE");
+            }
+            table(
+                &headers,
+                tasks
+                    .iter()
+                    .map(|(t, state)| {
+                        let mut row = vec![
                             t.id.to_string(),
                             t.collaboration_id.to_string(),
                             t.creator_username
@@ -84,7 +145,9 @@ pub fn run(args: ListArgs) -> anyhow::Result<Outcome> {
                                 .unwrap_or_else(|_| t.created_at.to_string()),
                             safe(&t.image).into_owned(),
                             safe(&t.name).into_owned(),
-                        ]
+                        ];
+                        row.extend(state.map(|s| s.as_str().to_owned()));
+                        row
                     })
                     .collect(),
             )

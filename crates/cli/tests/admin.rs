@@ -142,10 +142,17 @@ impl World {
         .await
     }
 
-    /// `warden admin ARGS --profile admin --json`, parsed.
+    /// `warden ARGS --profile admin --json` (the top-level spellings `warden org|collab|user`
+    /// and `warden node create|list|rotate-key`; `node show ID` only as `warden admin node
+    /// show`), parsed.
     async fn admin_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["admin", "--profile", "admin", "--json"];
+        let mut all = if args.starts_with(&["node", "show"]) {
+            vec!["admin"]
+        } else {
+            vec![]
+        };
         all.extend_from_slice(args);
+        all.extend_from_slice(&["--profile", "admin", "--json"]);
         self.warden(&all).await.ok().json()
     }
 
@@ -321,9 +328,15 @@ async fn a_session_the_server_ended_says_to_log_in_again_and_a_wrong_password_is
         "admin.pw",
     ])
     .await;
-    w.warden(&["whoami", "--profile", "oa"])
-        .await
-        .fails(2, "has ended");
+    let ended = w.warden(&["whoami", "--profile", "oa"]).await;
+    ended.fails(2, "has ended");
+    assert!(
+        ended.stderr.contains(&format!(
+            "`warden login --server {} --username oa --profile oa`",
+            w.base
+        )),
+        "{ended}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,9 +640,11 @@ async fn a_researcher_is_refused_every_administration_with_the_servers_reason() 
         ])
         .await;
     w.login("rita", "rita", "user.pw").await.ok();
+    // The top-level spellings (`warden org ...`, `warden node create ...`); `warden admin ...`
+    // is the same code, refused the same way (below).
     let rita = |args: &[&str]| {
-        let mut all = vec!["admin", "--profile", "rita"];
-        all.extend_from_slice(args);
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--profile", "rita"]);
         let all: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
         let w = &w;
         async move {
@@ -664,6 +679,7 @@ async fn a_researcher_is_refused_every_administration_with_the_servers_reason() 
     .fails(1, "403");
     let ted = ted["id"].to_string();
     rita(&["user", "disable", &ted]).await.fails(1, "403");
+    rita(&["user", "enable", &ted]).await.fails(1, "403");
     rita(&["user", "reset-password", &ted, "--password-file", "user.pw"])
         .await
         .fails(1, "403");
@@ -677,6 +693,27 @@ async fn a_researcher_is_refused_every_administration_with_the_servers_reason() 
     ])
     .await
     .fails(1, "403");
+    // The administrator's node, whose key she cannot rotate (nor can she under `warden admin`).
+    let node = w
+        .admin_json(&[
+            "node",
+            "create",
+            "--org",
+            "hospital-a",
+            "--collab",
+            "cardio",
+        ])
+        .await;
+    let node_id = node["id"].to_string();
+    rita(&["node", "rotate-key", &node_id])
+        .await
+        .fails(1, "403");
+    w.warden(&["admin", "--profile", "rita", "node", "rotate-key", &node_id])
+        .await
+        .fails(1, "403");
+    w.warden(&["admin", "--profile", "rita", "user", "disable", &ted])
+        .await
+        .fails(1, "403");
     // Nothing of it happened.
     let orgs = w.admin_json(&["org", "list"]).await;
     assert_eq!(orgs.as_array().unwrap().len(), 1);
@@ -689,17 +726,23 @@ async fn a_researcher_is_refused_every_administration_with_the_servers_reason() 
             .iter()
             .all(|u| u["disabled"] == false)
     );
+    let nodes = w.admin_json(&["node", "list"]).await;
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
     assert_eq!(
-        w.admin_json(&["node", "list"])
-            .await
-            .as_array()
-            .unwrap()
-            .len(),
-        0
+        w.admin_json(&["node", "show", &node_id]).await["last_seen_at"],
+        Value::Null
     );
     // She still reads what a researcher may read.
-    let mine = rita(&["--json", "collab", "list"]).await.ok().json();
+    let mine = rita(&["collab", "list", "--json"]).await.ok().json();
     assert_eq!(mine.as_array().unwrap().len(), 1);
+    // A collaboration she does not see: the error names those she does.
+    rita(&["collab", "show", "oncology"]).await.fails(
+        2,
+        "no collaboration `oncology` is visible to this account; it sees: cardio",
+    );
+    rita(&["task", "list", "--collaboration", "oncology"])
+        .await
+        .fails(2, "it sees: cardio (`warden collab list`)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -801,13 +844,13 @@ async fn bad_input_exits_2_and_reaches_no_server() {
     .fails(2, "--org ORG");
     admin(&["org", "show", "nosuch"])
         .await
-        .fails(2, "warden admin org list");
+        .fails(2, "it sees no organization (`warden org list`)");
     admin(&["collab", "show", "nosuch"])
         .await
-        .fails(2, "warden admin collab list");
+        .fails(2, "it sees no collaboration (`warden collab list`)");
     admin(&["user", "show", "nosuch"])
         .await
-        .fails(2, "warden admin user list");
+        .fails(2, "`warden user list` shows those it sees");
     admin(&[
         "node",
         "create",

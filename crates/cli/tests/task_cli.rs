@@ -165,16 +165,17 @@ async fn a_task_at_two_organizations_completes_and_the_checked_results_are_print
         assert!(r["result"].is_null(), "show downloads no result: {out}");
     }
 
-    // `wait --out`: every result in DIR/<org>-run-<id>, opened and checked.
+    // `task results --output` (the same command as `wait --out`): every result in
+    // DIR/<org>-run-<id>, opened and checked.
     let dir = w.dir.path().join("results");
     let out = w
         .warden(
             &[
                 "task",
-                "wait",
+                "results",
                 "--profile-file",
                 p,
-                "--out",
+                "--output",
                 dir.to_str().unwrap(),
                 &task_id,
             ],
@@ -196,7 +197,38 @@ async fn a_task_at_two_organizations_completes_and_the_checked_results_are_print
             "{}",
             file.display()
         );
+        assert_eq!(mode(&file) & 0o077, 0, "{}", file.display());
     }
+    // Written whole: no temporary file is left beside the results.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), runs.len());
+
+    // `task list --state`: the task is completed, not active.
+    let list = |state: &'static str| {
+        let w = &w;
+        async move {
+            let out = w
+                .warden(
+                    &[
+                        "task",
+                        "list",
+                        "--profile-file",
+                        p,
+                        "--state",
+                        state,
+                        "--json",
+                    ],
+                    &[],
+                )
+                .await;
+            assert_eq!(out.code, 0, "{out}");
+            out.json()
+        }
+    };
+    let done = list("completed").await;
+    assert_eq!(done.as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(done[0]["id"].to_string(), task_id);
+    assert_eq!(done[0]["state"], "completed");
+    assert_eq!(list("active").await, Value::Array(Vec::new()));
 
     // On another machine (no record), `wait` says so and checks against the server's echo,
     // the tag resolved again at the registry.
@@ -297,6 +329,21 @@ async fn a_denied_image_comes_back_rejected_with_the_node_reason() {
 
     // The text form prints the reason, and `show` exits 1 too.
     let task_id = v["task"]["id"].to_string();
+    // `task list --state failed` holds it, in its STATE column.
+    let out = w
+        .warden(
+            &["task", "list", "--profile-file", p, "--state", "failed"],
+            &[],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].ends_with("STATE"), "{out}");
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[1].starts_with(&format!("{task_id} ")) && lines[1].ends_with("failed"),
+        "{out}"
+    );
     let out = w
         .warden(&["task", "show", "--profile-file", p, &task_id], &[])
         .await;

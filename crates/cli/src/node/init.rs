@@ -81,7 +81,7 @@ fn config_text(org: &str, server: &str, fingerprint: &str, certifier: &str) -> S
 
 [server]
 url = "{server}"
-# The node's API key, printed once by the operator's `warden admin node create ... --key-file`:
+# The node's API key, printed once by the operator's `warden node create ... --key-file`:
 # put it in this file (0600).
 api_key_file = "node.key"
 
@@ -188,7 +188,7 @@ pub(super) fn init(org: &str, dir: &Path, server: Option<&str>) -> anyhow::Resul
     let show = |name: &str| path(name).display().to_string();
     let mut next = Vec::new();
     next.push(format!(
-        "get the node's API key from the operator (`warden admin node create --org {org} --collab \
+        "get the node's API key from the operator (`warden node create --org {org} --collab \
          COLLAB --key-file node.key`) and put it in {} (0600)",
         show("node.key")
     ));
