@@ -143,6 +143,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: std::path::PathBuf,
     },
+    /// Write one Markdown page per command (its --help) and an index into a folder: how
+    /// docs/cli is made.
+    ///
+    /// Example: warden docs --out docs/cli
+    #[command(hide = true)]
+    Docs {
+        #[arg(long, value_name = "DIR", default_value = shell::DOCS_DIR)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// `warden task`: the researcher's commands, and `list`.
@@ -296,6 +305,16 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
+        Command::Docs { out } => match shell::write_doc_pages(Cli::command(), &out) {
+            Ok(n) => {
+                emit(&format_args!("wrote {n} pages to {}", out.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_error(&e);
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
         Command::Keys { command } => match keys::run(command) {
             Ok(out) => {
                 emit(&format_args!("{out:#}"));
@@ -344,6 +363,36 @@ mod tests {
         for sub in subs {
             leaves(sub, &format!("{name} {}", sub.get_name()), out);
         }
+    }
+
+    #[test]
+    fn the_committed_command_pages_are_those_the_definitions_make() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(crate::shell::DOCS_DIR);
+        let pages = crate::shell::doc_pages(Cli::command());
+        assert!(pages.len() > 60, "{} pages", pages.len());
+        let mut stale = Vec::new();
+        for (file, text) in &pages {
+            if std::fs::read_to_string(dir.join(file)).ok().as_deref() != Some(text.as_str()) {
+                stale.push(file.clone());
+            }
+        }
+        let wanted: std::collections::BTreeSet<&str> =
+            pages.iter().map(|(f, _)| f.as_str()).collect();
+        for entry in std::fs::read_dir(&dir).expect("docs/cli exists") {
+            let name = entry.expect("an entry").file_name();
+            let name = name.to_string_lossy().into_owned();
+            if !wanted.contains(name.as_str()) {
+                stale.push(format!("{name} (no such command)"));
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "docs/cli is stale; run `cargo run -p warden-cli -- docs --out docs/cli` and commit \
+             it:\n{}",
+            stale.join("\n")
+        );
     }
 
     #[test]
