@@ -1269,3 +1269,186 @@ async fn the_admin_pages_change_nothing_without_csrf_show_html_names_as_text_kee
     assert_eq!(login_status(&w, "admin", ADMIN_PASSWORD).await, 200);
     assert_eq!(login_status(&w, "dora", "dora secret words").await, 200);
 }
+
+/// The `data-status` of the verification page's verdict.
+async fn verdict(c: &fantoccini::Client) -> String {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("p#verdict, p.error"))
+        .await
+        .unwrap()
+        .attr("data-status")
+        .await
+        .unwrap()
+        .unwrap_or_else(|| "error".to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_the_data_owner_reads_the_policy_the_decisions_with_their_reasons_as_text_and_the_audit_log_filtered_verified_and_tampered()
+ {
+    let mut w = World::with_registry().await;
+    let (repo, digest) = w.push_signed("json_out", "ui-owner", "v1").await;
+    let (denied, _) = w.push_signed("json_out", "ui-owner-denied", "v1").await;
+    // Hospital B admits one repository, holding its results for release, and denies the other.
+    let policy = format!(
+        "{}[allow.output]\nrelease = \"manual\"\n\n[[deny]]\nrepository = \"{denied}\"\n",
+        w.signed_policy(&repo)
+    );
+    w.start_node("hospital-b", &policy);
+    let node_dir = w.dir.path().join("node-hospital-b");
+    let socket = node_dir.join("spool/local.sock").display().to_string();
+    let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
+    let p = profile.to_str().unwrap();
+    let create = async |image: String| {
+        let out = w
+            .warden(
+                &[
+                    "task",
+                    "create",
+                    "--profile-file",
+                    p,
+                    "--image",
+                    &image,
+                    "--org",
+                    "hospital-b",
+                    "--input",
+                    r#"{"function":"f","args":{"n":7}}"#,
+                    "--json",
+                ],
+                &[],
+            )
+            .await;
+        out.json()["runs"][0]["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    let admitted = create(format!("{repo}:v1")).await;
+    let rejected = create(format!("{denied}:v1")).await;
+
+    let ui = ui(&w, &["--node-socket", &socket]).await;
+    let b = browser().await;
+    let c = &b.client;
+    c.goto(&ui.url).await.unwrap();
+
+    // The held result is refused with a reason that holds HTML.
+    let airlock = format!("{}/node", ui.base);
+    until_row(c, &w, &airlock, admitted, &format!("run {admitted}")).await;
+    c.goto(&format!("{}/node/runs/{admitted}", ui.base))
+        .await
+        .unwrap();
+    let reason = "<script>alert('reason')</script><b>counts below 5</b>";
+    type_into(c, "reason", reason).await;
+    let answer = submit(c, Locator::Id("refuse")).await;
+    assert!(answer.contains("refused"), "{answer}");
+
+    // The policy in force: both rules with what they match, the file's hash.
+    c.goto(&format!("{}/node/policy", ui.base)).await.unwrap();
+    let text = main_text(c).await;
+    for needle in [
+        "allow[1]",
+        "deny[1]",
+        &repo.to_string(),
+        &denied.to_string(),
+        "1 of 1 distinct keys",
+        "image.pub",
+        "release manual by 1 checker",
+        "sha256:",
+        "policy.toml",
+    ] {
+        assert!(text.contains(needle), "`{needle}` in {text}");
+    }
+    let rules = c.find_all(Locator::Css("section.rule")).await.unwrap();
+    assert_eq!(rules.len(), 2);
+    shot(c, "node-policy").await;
+
+    // The decisions, newest first: the data owner's refusal with its reason as text, the
+    // policy's denial in the node's words, the admission with its digest.
+    let decisions = format!("{}/node/decisions", ui.base);
+    let row = until_row(c, &w, &decisions, rejected, "rejected").await;
+    assert!(row.contains("deny[1]") && row.contains("rita"), "{row}");
+    let row = until_row(c, &w, &decisions, admitted, reason).await;
+    assert!(
+        row.contains("refused at the airlock by root (uid 0)"),
+        "{row}"
+    );
+    let text = main_text(c).await;
+    assert!(
+        text.contains(&digest.to_string()) && text.contains("admitted"),
+        "{text}"
+    );
+    assert!(c.get_alert_text().await.is_err(), "a script ran");
+    assert!(
+        c.find_all(Locator::Css("main b, main script"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    shot(c, "node-decisions").await;
+
+    // The audit log, filtered by event kind.
+    c.goto(&format!("{}/node/audit", ui.base)).await.unwrap();
+    let all = c
+        .find_all(Locator::Css("tr[data-seq]"))
+        .await
+        .unwrap()
+        .len();
+    choose(c, "select#kind option[value=decision]").await;
+    c.find(Locator::Id("filter"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    // A GET form sends its empty fields too; the console drops them.
+    while !c
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .is_some_and(|q| q.starts_with("kind=decision&"))
+    {
+        assert!(Instant::now() < deadline, "the filter was not applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = c.find_all(Locator::Css("tr[data-seq]")).await.unwrap();
+    let decisions_only = c
+        .find_all(Locator::Css("tr[data-event=decision]"))
+        .await
+        .unwrap();
+    assert_eq!((rows.len(), decisions_only.len()), (2, 2));
+    assert!(all > 2, "{all} records in all");
+    let text = main_text(c).await;
+    assert!(text.contains("deny[1]"), "{text}");
+    shot(c, "node-audit").await;
+
+    // Verified by the node with its key, then tampered with.
+    c.find(Locator::Id("verify"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let status = verdict(c).await;
+    assert!(
+        status == "intact" || status == "uncovered",
+        "{status}: {}",
+        main_text(c).await
+    );
+    assert!(main_text(c).await.contains("exits 0"));
+    shot(c, "node-audit-verify").await;
+    let log = node_dir.join("audit/audit.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (line1, rest) = text.split_once('\n').unwrap();
+    let edited = line1.replacen("\"event\":\"decision\"", "\"event\":\"run\"", 1);
+    assert_ne!(edited, line1, "line 1 is a decision: {line1}");
+    std::fs::write(&log, format!("{edited}\n{rest}")).unwrap();
+    c.refresh().await.unwrap();
+    assert_eq!(verdict(c).await, "tampered");
+    let text = main_text(c).await;
+    assert!(
+        text.contains("Tampered") && text.contains("line 1") && text.contains("exits 1"),
+        "{text}"
+    );
+    shot(c, "node-audit-tampered").await;
+}

@@ -23,6 +23,7 @@ use warden_node::local::LocalClient;
 pub mod admin;
 pub mod owner;
 pub mod pages;
+pub mod records;
 pub mod researcher;
 pub mod security;
 
@@ -151,6 +152,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/nodes/{id}/key", post(admin::rotate_key))
         .route("/node", get(owner::pending))
         .route("/node/runs/{id}", get(owner::show))
+        .route("/node/policy", get(records::policy))
+        .route("/node/decisions", get(records::decisions))
+        .route("/node/audit", get(records::audit))
+        .route("/node/audit/verify", get(records::verify))
         .route("/node/runs/{id}/release", post(owner::release))
         .route("/node/runs/{id}/refuse", post(owner::refuse))
         .route("/node/digests/approve", post(owner::approve))

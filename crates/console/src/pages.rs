@@ -44,6 +44,9 @@ pub fn frame(title: &str, app: &App, refresh: Option<u32>, body: Markup) -> Mark
                         }
                         @if app.sources.node.is_some() {
                             a href="/node" { "Airlock" }
+                            a href="/node/policy" { "Policy" }
+                            a href="/node/decisions" { "Decisions" }
+                            a href="/node/audit" { "Audit log" }
                         }
                     }
                 }
@@ -149,7 +152,12 @@ pub async fn home(State(app): State<Arc<App>>) -> Markup {
             section aria-labelledby="owner" {
                 h2 id="owner" { "Data owner" }
                 p { "The node's local socket: the node checks who you are and records every view, release, refusal and approval in its audit log." }
-                ul { li { a href="/node" { "Airlock: held results and the first-run approval queue" } } }
+                ul {
+                    li { a href="/node" { "Airlock: held results and the first-run approval queue" } }
+                    li { a href="/node/policy" { "The policy in force and its rules" } }
+                    li { a href="/node/decisions" { "Recent decisions: admissions and refusals" } }
+                    li { a href="/node/audit" { "The audit log: browse, filter, verify the chain" } }
+                }
             }
         }
         @if app.sources.account.is_none() && app.sources.node.is_none() {
