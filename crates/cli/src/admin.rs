@@ -234,8 +234,84 @@ pub struct NodeCreate {
     #[arg(long, value_name = "COLLAB")]
     pub collab: String,
     /// Write the API key to FILE (mode 0600, replaced atomically) instead of printing it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "config_out")]
     pub key_file: Option<PathBuf>,
+    /// Write a ready node configuration into DIR (0700, every file 0600, none overwritten):
+    /// node.key (the API key, not printed), node.toml (this server's URL, the key file, the
+    /// pinned fingerprints of every organization of the collaboration) and a deny-all
+    /// policy.toml. The data owner adds org.key, audit.key and audit.pw (`warden node init`
+    /// makes them) and pins certifiers.
+    #[arg(long, value_name = "DIR")]
+    pub config_out: Option<PathBuf>,
+}
+
+/// The files `node create --config-out DIR` writes.
+const CONFIG_OUT_FILES: [&str; 3] = ["node.key", "node.toml", "policy.toml"];
+
+/// Checks `--config-out DIR` before anything is sent: a folder (or nothing yet) holding none of
+/// the files it writes.
+fn check_config_out(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("--config-out {} exists and is not a folder", dir.display()),
+        Err(_) => return Ok(()),
+    }
+    let paths: Vec<PathBuf> = CONFIG_OUT_FILES.iter().map(|f| dir.join(f)).collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    crate::keys::refuse_existing(&refs, "--config-out")
+}
+
+/// The node configuration `--config-out` writes: the server, the key file, every member's
+/// pinned encryption key fingerprint.
+fn node_config_text(org: &str, collab: &str, server: &str, pins: &[(String, String)]) -> String {
+    let mut pinned = String::new();
+    for (name, fp) in pins {
+        let _ = writeln!(pinned, "{} = \"{fp}\"", toml_key(name));
+    }
+    let url = serde_json::to_string(server).unwrap_or_default();
+    format!(
+        r#"# The node of {org} in collaboration {collab} (docs/node.md has every key), written by
+# `warden node create --config-out`. Relative paths are relative to this file.
+# Add org.key (the organization's X25519 secret key), audit.key and audit.pw (`warden node init`
+# makes them), pin [certifiers], add [[allow]] rules to policy.toml, then
+#   warden node start --config node.toml
+
+[server]
+url = {url}
+api_key_file = "node.key"
+
+[node]
+policy = "policy.toml"
+secret_key = "org.key"
+spool_dir = "spool"
+
+[audit]
+dir = "audit"
+signing_key = "audit.key"
+password_file = "audit.pw"
+
+[organizations]
+# Pinned encryption key fingerprints of the collaboration's organizations, as this server
+# showed them when the node was created; check them with each data owner.
+{pinned}
+[certifiers]
+# Pinned certification key IDs, by organization name: the keys that sign researchers'
+# certificates, as each organization hands them to you.
+"#
+    )
+}
+
+/// A TOML key: bare when it can be, else quoted.
+fn toml_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        name.to_owned()
+    } else {
+        serde_json::to_string(name).unwrap_or_default()
+    }
 }
 
 /// List the nodes this account sees.
@@ -390,6 +466,16 @@ fn prepare(command: &AdminCommand) -> anyhow::Result<Prepared> {
                     password_file,
                 },
         } => Prepared::Password(new_password(password_file.as_deref(), user)?),
+        AdminCommand::Node {
+            command:
+                NodeCommand::Create(NodeCreate {
+                    config_out: Some(dir),
+                    ..
+                }),
+        } => {
+            check_config_out(dir)?;
+            Prepared::None
+        }
         AdminCommand::Node {
             command:
                 NodeCommand::Create(NodeCreate { key_file, .. })
@@ -919,21 +1005,90 @@ fn with_key(
     })
 }
 
+/// Writes `--config-out DIR`; what the command prints.
+fn write_config_out(
+    dir: &Path,
+    server: &str,
+    o: &Organization,
+    x: &Collaboration,
+    pins: &[(String, String)],
+    created: &CreatedNode,
+    json: bool,
+) -> anyhow::Result<String> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    check_config_out(dir)?;
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} 0700", dir.display()))?;
+    let server = server.trim_end_matches('/');
+    let texts = [
+        format!("{}\n", created.api_key),
+        node_config_text(&o.name, &x.name, server, pins),
+        crate::node::init::policy_text(&o.name),
+    ];
+    for (file, text) in CONFIG_OUT_FILES.iter().zip(&texts) {
+        crate::keys::write_new(&dir.join(file), text.as_bytes(), 0o600)?;
+    }
+    let config = dir.join("node.toml");
+    let n = &created.node;
+    Ok(if json {
+        let orgs = BTreeMap::from([(o.id, o.name.clone())]);
+        let collabs = BTreeMap::from([(x.id, x.name.clone())]);
+        let mut v = node_json(n, &orgs, &collabs);
+        v["config"] = json!(config.display().to_string());
+        v["key_file"] = json!(dir.join("node.key").display().to_string());
+        v["pins"] = json!(pins.iter().cloned().collect::<BTreeMap<_, _>>());
+        v.to_string()
+    } else {
+        format!(
+            "created node {} of {} in {}\nwrote {} (0700): node.key (the API key, mode 0600), \
+             node.toml ({} pinned), policy.toml (denies everything)\nnext: add org.key, \
+             audit.key and audit.pw (`warden node init` makes them), pin [certifiers], then \
+             `warden node start --config {}`",
+            n.id,
+            safe(&o.name),
+            safe(&x.name),
+            dir.display(),
+            pins.len(),
+            config.display()
+        )
+    })
+}
+
 async fn node(c: &Client, command: &NodeCommand, json: bool) -> anyhow::Result<String> {
     match command {
         NodeCommand::Create(NodeCreate {
             org,
             collab,
             key_file,
+            config_out,
         }) => {
             let o = find_org(c, org).await?;
             let x = find_collab(c, collab).await?;
+            // The members' keys are read before the node exists, so a failure here creates
+            // nothing.
+            let mut pins = Vec::new();
+            if config_out.is_some() {
+                for id in &x.organizations {
+                    let m = c.organization(*id).await?;
+                    pins.push((m.name.clone(), fingerprint(&m)));
+                }
+            }
             let created = c
                 .create_node(&CreateNode {
                     organization_id: o.id,
                     collaboration_id: x.id,
                 })
                 .await?;
+            if let Some(dir) = config_out {
+                return write_config_out(dir, c.base(), &o, &x, &pins, &created, json);
+            }
             let orgs = BTreeMap::from([(o.id, o.name)]);
             let collabs = BTreeMap::from([(x.id, x.name)]);
             with_key(

@@ -8,7 +8,7 @@
 //! `--config FILE` to read it from the node's configuration). The node knows who asks from the
 //! socket's peer credentials and audits every view, release, refusal and approval.
 
-mod init;
+pub(crate) mod init;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

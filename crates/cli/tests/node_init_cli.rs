@@ -263,6 +263,199 @@ async fn a_node_started_on_an_initialised_directory_reports_healthy() {
     assert!(probe_run.contains("outcome=completed"), "{probe_run}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_create_config_out_writes_a_configuration_a_real_node_starts_with() {
+    let w = World::with_registry().await;
+    let cwd = w.dir.path();
+    let xdg = cwd.join("xdg");
+    let x = xdg.to_str().unwrap();
+    let login = run(
+        cwd,
+        x,
+        &[
+            "login",
+            "--server",
+            &w.base,
+            "--username",
+            "admin",
+            "--password-file",
+            "admin.pw",
+            "--profile",
+            "admin",
+        ],
+    )
+    .await;
+    assert_eq!(login.code, 0, "{login}");
+    // A third organization joins the collaboration; its data owner made its key.
+    let key = run(
+        cwd,
+        x,
+        &["keys", "generate", "--kind", "x25519", "--out", "org-c.key"],
+    )
+    .await;
+    assert_eq!(key.code, 0, "{key}");
+    let org = run(
+        cwd,
+        x,
+        &[
+            "org",
+            "create",
+            "--name",
+            "hospital-c",
+            "--public-key",
+            "org-c.key.pub",
+            "--profile",
+            "admin",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(org.code, 0, "{org}");
+    let collab = w.collab.to_string();
+    let add = run(
+        cwd,
+        x,
+        &[
+            "collab",
+            "add-org",
+            &collab,
+            "hospital-c",
+            "--profile",
+            "admin",
+        ],
+    )
+    .await;
+    assert_eq!(add.code, 0, "{add}");
+
+    let dir = cwd.join("node-c");
+    let d = dir.to_str().unwrap();
+    let args = [
+        "node",
+        "create",
+        "--org",
+        "hospital-c",
+        "--collab",
+        &collab,
+        "--config-out",
+        d,
+        "--profile",
+        "admin",
+    ];
+    let out = run(cwd, x, &args).await;
+    assert_eq!(out.code, 0, "{out}");
+    let api_key = std::fs::read_to_string(dir.join("node.key")).unwrap();
+    assert!(api_key.starts_with("wdn_"), "{api_key}");
+    assert!(
+        !out.stdout.contains(api_key.trim()),
+        "the key is printed: {out}"
+    );
+    assert_eq!(mode(&dir), 0o700);
+    for f in ["node.key", "node.toml", "policy.toml"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    // Every member of the collaboration pinned, with the fingerprint `warden keys` gives.
+    let config = std::fs::read_to_string(dir.join("node.toml")).unwrap();
+    assert!(
+        config.contains(&format!("url = \"{}\"", w.base)),
+        "{config}"
+    );
+    for (name, pubkey) in [("hospital-c", "org-c.key.pub")] {
+        let fp = run(cwd, x, &["keys", "fingerprint", pubkey]).await;
+        let fp: Value = fp.json();
+        let line = format!("{name} = \"{}\"", fp["fingerprint"].as_str().unwrap());
+        assert!(config.contains(&line), "{line}\n{config}");
+    }
+    for o in [&w.a, &w.b] {
+        let line = format!("{} = \"{}\"", o.name, o.secret.public_key().fingerprint());
+        assert!(config.contains(&line), "{line}\n{config}");
+    }
+    let lint = run(cwd, x, &["policy", "lint", &format!("{d}/policy.toml")]).await;
+    assert_eq!(lint.code, 0, "{lint}");
+    // A second run refuses to overwrite anything and creates no node.
+    let again = run(cwd, x, &args).await;
+    again_fails(&again, "refusing to overwrite");
+
+    // What the data owner adds: its secret key and an audit key.
+    std::fs::copy(cwd.join("org-c.key"), dir.join("org.key")).unwrap();
+    std::fs::write(dir.join("audit.pw"), "audit password\n").unwrap();
+    let audit = run(
+        cwd,
+        x,
+        &[
+            "keys",
+            "generate",
+            "--kind",
+            "ecdsa-p256",
+            "--out",
+            &format!("{d}/audit"),
+            "--password-file",
+            &format!("{d}/audit.pw"),
+        ],
+    )
+    .await;
+    assert_eq!(audit.code, 0, "{audit}");
+    let label = format!("cliconfigout{}", std::process::id());
+    let config = config.replace(
+        "spool_dir = \"spool\"",
+        &format!("spool_dir = \"spool\"\nname = \"{label}\""),
+    );
+    std::fs::write(dir.join("node.toml"), config).unwrap();
+    let log = dir.join("node.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(researcher::BIN)
+        .args(["node", "start", "--config", &format!("{d}/node.toml")])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let _node = researcher::Proc { child, log, label };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let socket = format!("{d}/spool/local.sock");
+    let v: Value = loop {
+        let st = warden(cwd, &["node", "status", "--socket", &socket, "--json"]).await;
+        if st.code == 0 {
+            break st.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never reported healthy: {st}\n{}",
+            std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(v["healthy"], true, "{v}");
+    assert_eq!(v["node"]["organization"], "hospital-c", "{v}");
+    assert_eq!(v["policy"]["allow_rules"], 0, "{v}");
+    // The refused second run created no node: those of a, b and c.
+    let nodes = run(
+        cwd,
+        x,
+        &[
+            "node",
+            "list",
+            "--collab",
+            &collab,
+            "--profile",
+            "admin",
+            "--json",
+        ],
+    )
+    .await;
+    let nodes: Value = nodes.json();
+    assert_eq!(nodes.as_array().unwrap().len(), 3, "{nodes}");
+}
+
+/// `warden ARGS` in `cwd` with its profiles under `xdg`.
+async fn run(cwd: &Path, xdg: &str, args: &[&str]) -> Out {
+    warden_in(cwd, args, &[("XDG_CONFIG_HOME", xdg)]).await
+}
+
+fn again_fails(out: &Out, needle: &str) {
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains(needle), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+}
+
 /// The text of a log with its colour escapes (`ESC [ ... m`) taken out.
 fn without_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -65,7 +65,7 @@ fn password() -> String {
     )
 }
 
-fn policy_text(org: &str) -> String {
+pub(crate) fn policy_text(org: &str) -> String {
     format!(
         "# The policy of {org}'s node (docs/policy.md): which algorithm images may run here.\n\
          # With no rule it denies everything. Add [[allow]] rules naming repositories and the\n\
