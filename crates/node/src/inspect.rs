@@ -308,3 +308,145 @@ pub fn verification(path: &str, log: &[u8], key: &PublicKey) -> wire::AuditVerif
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use warden_audit::{AuditLog, Options};
+    use warden_trust::{KeyAlgorithm, SigningKey};
+
+    use super::*;
+
+    fn record(run: i64, event: Event, outcome: Outcome) -> Record {
+        Record {
+            time: OffsetDateTime::from_unix_timestamp(1_800_000_000 + run).unwrap(),
+            event,
+            run_id: Some(run),
+            task_id: Some(run),
+            organization: None,
+            user: None,
+            collaboration: None,
+            function: None,
+            image: "registry.example.org/a/b:1".to_owned(),
+            digest: None,
+            rule: None,
+            signers: Vec::new(),
+            input_sha256: None,
+            output_sha256: None,
+            outcome,
+            reason: None,
+            by: None,
+            approvals: Vec::new(),
+        }
+    }
+
+    /// A log of six records (runs 1 to 6, decisions on odd runs) and its key.
+    fn log() -> (Vec<u8>, PublicKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let signer = SigningKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        let key = signer.public_key();
+        let options = Options {
+            checkpoint_every: 4,
+            fsync: false,
+        };
+        let mut log = AuditLog::open_with(&path, signer, options).unwrap();
+        for run in 1..=6 {
+            let (e, o) = if run % 2 == 1 {
+                (Event::Decision, Outcome::Rejected)
+            } else {
+                (Event::Run, Outcome::Completed)
+            };
+            log.append(record(run, e, o)).unwrap();
+        }
+        drop(log);
+        (std::fs::read(&path).unwrap(), key)
+    }
+
+    fn page(log: &[u8], q: AuditQuery) -> Vec<i64> {
+        let f = AuditFilter::new(&q).unwrap();
+        audit_page(log, &f)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.run_id.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pages_are_newest_first_filtered_and_bounded() {
+        let (log, key) = log();
+        assert_eq!(page(&log, AuditQuery::default()), [6, 5, 4, 3, 2, 1]);
+        let kind = AuditQuery {
+            kind: Some("decision".into()),
+            ..AuditQuery::default()
+        };
+        assert_eq!(page(&log, kind), [5, 3, 1]);
+        let two = AuditQuery {
+            limit: Some(2),
+            ..AuditQuery::default()
+        };
+        let p = audit_page(&log, &AuditFilter::new(&two).unwrap()).unwrap();
+        // Line 5 is the checkpoint after four entries: run 6 is line 7, run 5 line 6.
+        assert_eq!((p.entries[1].seq, p.next_before, p.lines), (6, Some(6), 7));
+        let since = AuditQuery {
+            since: Some("2027-01-15T08:00:04Z".into()),
+            ..AuditQuery::default()
+        };
+        assert_eq!(page(&log, since), [6, 5, 4]);
+        // A torn last line is not a record yet.
+        let torn = [&log[..], b"{\"seq\":8,"].concat();
+        assert_eq!(page(&torn, AuditQuery::default()).len(), 6);
+        for bad in [
+            AuditQuery {
+                limit: Some(0),
+                ..AuditQuery::default()
+            },
+            AuditQuery {
+                limit: Some(wire::MAX_AUDIT_LIMIT + 1),
+                ..AuditQuery::default()
+            },
+            AuditQuery {
+                outcome: Some("rejected,maybe".into()),
+                ..AuditQuery::default()
+            },
+        ] {
+            assert_eq!(AuditFilter::new(&bad).unwrap_err().status, 400);
+        }
+        assert_eq!(verification("l", &log, &key).status, "uncovered");
+        let mut edited = log.clone();
+        let at = edited.windows(8).position(|w| w == b"rejected").unwrap();
+        edited[at..at + 8].copy_from_slice(b"admitted");
+        let v = verification("l", &edited, &key);
+        assert_eq!(
+            (v.status.as_str(), v.exit, v.line),
+            ("tampered", 1, Some(1))
+        );
+    }
+
+    #[test]
+    fn the_policy_view_names_every_condition() {
+        let p = Policy::from_toml_str(
+            "version = 1\n[[allow]]\nrepository = \"registry.example.org/a/b\"\n\
+             users = [\"rita\"]\n[allow.output]\nmax_bytes = 10\n\n[[deny]]\n\
+             repository_regex = '.+/x/.+'\n",
+            "policy.toml",
+            |f| Err(warden_policy::KeyLoadError(format!("no key {f}"))),
+        )
+        .unwrap();
+        let v = policy_view(&p, "policy.toml", "sha256:00");
+        assert_eq!(v.allow[0].name, "allow[1]");
+        assert_eq!(v.allow[0].users, Some(vec!["rita".to_owned()]));
+        assert_eq!(v.allow[0].organizations, None);
+        assert!(
+            v.allow[0].output.contains("max_bytes 10"),
+            "{:?}",
+            v.allow[0]
+        );
+        assert_eq!(
+            (v.deny[0].line, v.deny[0].repository_regex.as_deref()),
+            (8, Some(".+/x/.+"))
+        );
+    }
+}
