@@ -1119,3 +1119,124 @@ async fn task_list_needs_only_the_server_section_and_prints_json() {
     .await
     .fails(2, "no collaboration `nosuch`");
 }
+
+/// The keys of a JSON object, sorted.
+fn keys_of(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_is_one_document_with_the_documented_field_names() {
+    let w = World::new().await;
+    w.login("admin", "admin", "admin.pw").await.ok();
+    let ka = w.org_key("hospital-a").await;
+    // Each command's whole standard output parses as one JSON document (`Out::json` reads all
+    // of it), with the field names docs/server.md names.
+    let org = w
+        .admin_json(&["org", "create", "--name", "hospital-a", "--public-key", &ka])
+        .await;
+    let org_fields = ["created_at", "fingerprint", "id", "name", "public_key"];
+    assert_eq!(keys_of(&org), org_fields);
+    assert_eq!(
+        keys_of(&w.admin_json(&["org", "show", "hospital-a"]).await),
+        org_fields
+    );
+    assert_eq!(
+        keys_of(&w.admin_json(&["org", "list"]).await[0]),
+        org_fields
+    );
+    let collab = w
+        .admin_json(&[
+            "collab",
+            "create",
+            "--name",
+            "cardio",
+            "--org",
+            "hospital-a",
+        ])
+        .await;
+    for field in [
+        "id",
+        "name",
+        "encrypted",
+        "organizations",
+        "organization_names",
+    ] {
+        assert!(collab.get(field).is_some(), "{field}: {collab}");
+    }
+    assert_eq!(
+        keys_of(&w.admin_json(&["collab", "show", "cardio"]).await),
+        keys_of(&collab)
+    );
+    let user = w
+        .admin_json(&[
+            "user",
+            "create",
+            "--username",
+            "rita",
+            "--org",
+            "hospital-a",
+            "--password-file",
+            "user.pw",
+        ])
+        .await;
+    for field in [
+        "id",
+        "username",
+        "role",
+        "organization_id",
+        "organization",
+        "disabled",
+    ] {
+        assert!(user.get(field).is_some(), "{field}: {user}");
+    }
+    assert_eq!(
+        keys_of(&w.admin_json(&["user", "show", "rita"]).await),
+        keys_of(&user)
+    );
+    let node = w
+        .admin_json(&[
+            "node",
+            "create",
+            "--org",
+            "hospital-a",
+            "--collab",
+            "cardio",
+        ])
+        .await;
+    for field in ["id", "organization", "collaboration", "api_key"] {
+        assert!(node.get(field).is_some(), "{field}: {node}");
+    }
+    let listed = w.admin_json(&["node", "list"]).await;
+    for field in ["id", "organization", "collaboration", "last_seen_at"] {
+        assert!(listed[0].get(field).is_some(), "{field}: {listed}");
+    }
+    assert!(listed[0].get("api_key").is_none(), "{listed}");
+    let me = w
+        .warden(&["whoami", "--profile", "admin", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(me["username"], "admin");
+    let tasks = w
+        .warden(&[
+            "task",
+            "list",
+            "--profile",
+            "admin",
+            "--json",
+            "--state",
+            "active",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(tasks, json!([]));
+}
