@@ -1191,9 +1191,9 @@ impl Tx {
         Ok(run_id)
     }
 
-    /// Append the node events for new runs, in one statement per run. On PostgreSQL the
-    /// insertion is serialised by a transaction-scoped advisory lock (so ids commit in order)
-    /// and announced with NOTIFY, which PostgreSQL delivers only at commit.
+    /// Append the node events for new runs. On PostgreSQL the insertion is serialised by a
+    /// transaction-scoped advisory lock (so ids commit in order) and announced with NOTIFY,
+    /// which PostgreSQL delivers only at commit.
     pub async fn insert_run_events(
         &mut self,
         runs: &[(i64, i64, i64)], // (run id, collaboration, organization)
@@ -1202,37 +1202,74 @@ impl Tx {
         self.insert_events("run_created", runs, now).await
     }
 
-    /// Append one event of `kind` per run (see [`Tx::insert_run_events`]).
+    /// Append one event of `kind` per run, in the order given; returns their ids.
+    ///
+    /// PostgreSQL: the lock, the inserts and the NOTIFY are one statement, so the lock is held
+    /// from here to the commit with no round trip to the server in between (only the COMMIT
+    /// follows). The lock is what makes ids commit in increasing order: it is taken before
+    /// any id is drawn from the sequence (the rows to insert are joined with the lock's one
+    /// row, so none exists before the lock is granted) and released at the commit. SQLite
+    /// has one writer, which orders commits by itself; one statement per event there.
     pub async fn insert_events(
         &mut self,
         kind: &str,
         runs: &[(i64, i64, i64)], // (run id, collaboration, organization)
         now: i64,
     ) -> Result<Vec<i64>> {
-        if let Tx::Postgres(t) = self {
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(EVENT_ORDER_LOCK)
-                .execute(&mut **t)
-                .await?;
+        if runs.is_empty() {
+            return Ok(Vec::new());
         }
-        let sql = "INSERT INTO events (collaboration_id, organization_id, kind, run_id, created_at) \
-                   VALUES ($1, $2, $3, $4, $5) RETURNING id";
-        let mut ids = Vec::with_capacity(runs.len());
-        for (run, collab, org) in runs {
-            let id: i64 = on!(self, c => sqlx::query_scalar(sql).bind(collab).bind(org)
-                .bind(kind).bind(run).bind(now).fetch_one(&mut *c).await)?;
-            ids.push(id);
-        }
-        if let Tx::Postgres(t) = self {
-            if let Some(last) = ids.last() {
-                sqlx::query("SELECT pg_notify($1, $2)")
+        match self {
+            Tx::Postgres(t) => {
+                let run_ids: Vec<i64> = runs.iter().map(|r| r.0).collect();
+                let collabs: Vec<i64> = runs.iter().map(|r| r.1).collect();
+                let orgs: Vec<i64> = runs.iter().map(|r| r.2).collect();
+                let sql = "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1)), \
+                           new AS (INSERT INTO events \
+                             (collaboration_id, organization_id, kind, run_id, created_at) \
+                             SELECT u.c, u.o, $2, u.r, $3 FROM lock, \
+                             unnest($4::BIGINT[], $5::BIGINT[], $6::BIGINT[]) \
+                             WITH ORDINALITY AS u(r, c, o, n) ORDER BY u.n RETURNING id) \
+                           SELECT array_agg(id ORDER BY id), \
+                             pg_notify($7, max(id)::TEXT)::TEXT IS NULL FROM new";
+                let (ids, _): (Vec<i64>, bool) = sqlx::query_as(sql)
+                    .bind(EVENT_ORDER_LOCK)
+                    .bind(kind)
+                    .bind(now)
+                    .bind(&run_ids)
+                    .bind(&collabs)
+                    .bind(&orgs)
                     .bind(EVENT_CHANNEL)
-                    .bind(last.to_string())
-                    .execute(&mut **t)
+                    .fetch_one(&mut **t)
                     .await?;
+                if ids.len() != runs.len() {
+                    return Err(StorageError::Database(sqlx::Error::Protocol(format!(
+                        "{} events inserted for {} runs",
+                        ids.len(),
+                        runs.len()
+                    ))));
+                }
+                Ok(ids)
+            }
+            Tx::Sqlite(t) => {
+                let sql = "INSERT INTO events \
+                           (collaboration_id, organization_id, kind, run_id, created_at) \
+                           VALUES ($1, $2, $3, $4, $5) RETURNING id";
+                let mut ids = Vec::with_capacity(runs.len());
+                for (run, collab, org) in runs {
+                    let id: i64 = sqlx::query_scalar(sql)
+                        .bind(collab)
+                        .bind(org)
+                        .bind(kind)
+                        .bind(run)
+                        .bind(now)
+                        .fetch_one(&mut **t)
+                        .await?;
+                    ids.push(id);
+                }
+                Ok(ids)
             }
         }
-        Ok(ids)
     }
 
     pub async fn task(&mut self, id: i64) -> Result<Option<TaskRow>> {
