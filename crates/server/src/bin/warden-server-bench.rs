@@ -2,7 +2,7 @@
 //! loopback (real HTTP, real database).
 //!
 //! ```text
-//! cargo run --release -p warden-server --bin warden-server-bench -- [--database URL] [--tasks N]
+//! cargo run --release -p warden-server --bin warden-server-bench -- [--database URL] [--tasks N] [--replicas R]
 //! ```
 //!
 //! Without `--database`, a fresh SQLite file in a temporary directory is used. With a
@@ -11,7 +11,10 @@
 //! N stored tasks, push latency to a connected node, node and user login rates, start-up time on
 //! the existing database, and idle RSS of the server process. Also the token check that every
 //! authenticated request makes (sequential `GET /api/auth/whoami` with a user's and a node's
-//! token); `--token-check-only` prints only that figure.
+//! token); `--token-check-only` prints only that figure. `--replicas R` (PostgreSQL only) starts
+//! R server processes over the same schema and spreads the 8 create-task clients over them
+//! (client i talks to replica i mod R); the other figures use the first. The server's RSS is
+//! printed after each load, including bursts of user logins from 8 and 32 clients.
 
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -39,11 +42,22 @@ fn main() -> Result<()> {
     let mut database = None;
     let mut tasks = 100_000usize;
     let mut token_check_only = false;
+    let mut replicas = 1usize;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--database" => database = it.next().cloned(),
             "--token-check-only" => token_check_only = true,
+            "--replicas" => {
+                replicas = it
+                    .next()
+                    .context("--replicas needs a number")?
+                    .parse()
+                    .context("--replicas needs a number")?;
+                if replicas == 0 {
+                    bail!("--replicas needs a number above 0");
+                }
+            }
             "--tasks" => {
                 tasks = it
                     .next()
@@ -52,14 +66,14 @@ fn main() -> Result<()> {
                     .context("--tasks needs a number")?
             }
             other => bail!(
-                "unknown argument {other}; use --database URL, --tasks N and --token-check-only"
+                "unknown argument {other}; use --database URL, --tasks N, --replicas R and --token-check-only"
             ),
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(bench(database, tasks, token_check_only))
+    runtime.block_on(bench(database, tasks, replicas, token_check_only))
 }
 
 /// Child mode: `serve URL SCHEMA|- DIR` starts the server on a free port, prints
@@ -248,6 +262,7 @@ fn task_body(collab: i64, orgs: &[i64]) -> Value {
 async fn bench(
     database: Option<String>,
     target_tasks: usize,
+    replicas: usize,
     token_check_only: bool,
 ) -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -269,6 +284,9 @@ async fn bench(
             "sqlite"
         }
     );
+    if replicas > 1 && schema.is_none() {
+        bail!("--replicas needs a postgres:// --database (SQLite has one server)");
+    }
     let server = spawn_server(&url, schema.as_deref(), dir.path())?;
     let api = Api {
         base: format!("http://{}", server.addr),
@@ -368,6 +386,15 @@ async fn bench(
         return Ok(());
     }
 
+    // Further replicas over the same schema (the first one migrated it).
+    let mut others = Vec::new();
+    for _ in 1..replicas {
+        others.push(spawn_server(&url, schema.as_deref(), dir.path())?);
+    }
+    let bases: Vec<String> = std::iter::once(api.base.clone())
+        .chain(others.iter().map(|s| format!("http://{}", s.addr)))
+        .collect();
+
     // 1. create-task, sequential latency.
     for _ in 0..100 {
         api.post(Some(&res), "/api/tasks", &body).await?;
@@ -384,9 +411,9 @@ async fn bench(
     let per_client = 1500;
     let t = Instant::now();
     let mut handles = Vec::new();
-    for _ in 0..CLIENTS {
+    for i in 0..CLIENTS {
         let http = api.http.clone();
-        let base = api.base.clone();
+        let base = bases[i % bases.len()].clone();
         let res = res.clone();
         let body = body.clone();
         handles.push(tokio::spawn(async move {
@@ -414,12 +441,16 @@ async fn bench(
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "create-task throughput ({CLIENTS} clients): {:.0}/s ({} tasks in {:.2} s)",
+        "create-task throughput ({CLIENTS} clients, {replicas} replica(s)): {:.0}/s ({} tasks in {:.2} s)",
         all.len() as f64 / secs,
         all.len(),
         secs
     );
     summary("create-task latency under load", all);
+    for s in others {
+        s.stop()?;
+    }
+    println!("RSS after the create-task load: {} KiB", server.rss_kib()?);
 
     // 3. Fill up to the target number of tasks directly through storage, then list.
     let db = Db::connect(
@@ -588,35 +619,16 @@ async fn bench(
         n as f64 / t.elapsed().as_secs_f64()
     );
 
-    // 6. user logins (8 clients, argon2id m=19 MiB).
-    let n = 160;
-    let t = Instant::now();
-    let mut handles = Vec::new();
-    for _ in 0..CLIENTS {
-        let http = api.http.clone();
-        let base = api.base.clone();
-        handles.push(tokio::spawn(async move {
-            for _ in 0..n / CLIENTS {
-                let r = http
-                    .post(format!("{base}/api/auth/login"))
-                    .json(&json!({"username": "res", "password": PASSWORD}))
-                    .send()
-                    .await?;
-                if !r.status().is_success() {
-                    bail!("user login: {}", r.status());
-                }
-                let _ = r.bytes().await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
+    println!("RSS after the node logins: {} KiB", server.rss_kib()?);
+
+    // 6. user logins (8 clients, argon2id m=19 MiB), then a burst from 32 clients.
+    for clients in [CLIENTS, 32] {
+        user_logins(&api, clients, 20 * clients).await?;
+        println!(
+            "RSS after {clients} clients' user logins: {} KiB",
+            server.rss_kib()?
+        );
     }
-    for h in handles {
-        h.await??;
-    }
-    println!(
-        "user login ({CLIENTS} clients, argon2id m=19 MiB): {:.1}/s",
-        n as f64 / t.elapsed().as_secs_f64()
-    );
 
     // 7. start-up on the existing database, and idle RSS.
     println!(
@@ -653,5 +665,37 @@ async fn bench(
             .execute(&pool)
             .await?;
     }
+    Ok(())
+}
+
+/// `n` user logins (argon2id m = 19 MiB) from `clients` concurrent clients; prints the rate.
+async fn user_logins(api: &Api, clients: usize, n: usize) -> Result<()> {
+    let t = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let http = api.http.clone();
+        let base = api.base.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..n / clients {
+                let r = http
+                    .post(format!("{base}/api/auth/login"))
+                    .json(&json!({"username": "res", "password": PASSWORD}))
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("user login: {}", r.status());
+                }
+                let _ = r.bytes().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    println!(
+        "user login ({clients} clients, argon2id m=19 MiB): {:.1}/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
