@@ -1,6 +1,6 @@
 //! The administrator's pages: organizations, collaborations, users (create with a role,
 //! disable, enable, reset a password) and nodes (create, rotate the API key), through the
-//! profile's session with `warden_client`'s administration calls, the same as `warden admin`.
+//! profile's session with `warden_client`'s administration calls, the same as `warden org|collab|user|node`.
 //! The console decides nothing: the server checks every list and change as for the API, and
 //! its refusal is shown with its reason. Every form carries the session's CSRF token
 //! ([`crate::security::guard`] checks it before any of this runs).

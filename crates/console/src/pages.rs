@@ -137,7 +137,7 @@ pub async fn home(State(app): State<Arc<App>>) -> Markup {
                     "As " strong { (a.client.username()) }
                     @if let Some(role) = a.role { " (" (role.as_str()) ")" }
                     ", with the profile's session: the server decides what this account may see and change, exactly as for "
-                    code { "warden admin" } "."
+                    code { "warden org" } ", " code { "warden collab" } ", " code { "warden user" } " and " code { "warden node create" } "."
                 }
                 ul {
                     li { a href="/admin/organizations" { "Organizations" } }
