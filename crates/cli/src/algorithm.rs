@@ -80,6 +80,10 @@ pub enum AlgorithmCommand {
         /// The key file's password (else WARDEN_PASSWORD).
         #[arg(long, value_name = "FILE")]
         key_password_file: Option<PathBuf>,
+        /// Print the revoked version as one JSON document (the fields of `algorithm show
+        /// --json`: `id`, `state`, `digest`, `reason`, `reviews`, ...) instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -103,6 +107,10 @@ pub enum ReviewCommand {
         #[arg(long, value_name = "URL|NAME")]
         store: String,
         id: i64,
+        /// Print the version as one JSON document (the fields of `algorithm show --json`;
+        /// `assigned` names you) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Approve a version: sign the review with your key file here and upload the envelope.
     ///
@@ -126,6 +134,10 @@ pub struct Decide {
     key_password_file: Option<PathBuf>,
     #[arg(long)]
     comment: Option<String>,
+    /// Print the version as one JSON document (the fields of `algorithm show --json`; the new
+    /// review is in `reviews`, with its `decision` and `leaf_index`) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 fn rt() -> Result<tokio::runtime::Runtime, StoreClientError> {
@@ -197,7 +209,12 @@ fn show_version(v: &wire::Version) -> String {
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default()
+    crate::common::json_document(v)
+}
+
+/// A version as `--json` prints it, or else as text.
+fn version_out(v: &wire::Version, as_json: bool) -> String {
+    if as_json { json(v) } else { show_version(v) }
 }
 
 fn key_password(file: Option<&std::path::Path>) -> Result<Vec<u8>, StoreClientError> {
@@ -246,7 +263,7 @@ async fn algorithm(command: AlgorithmCommand) -> Result<String, StoreClientError
                 },
             )
             .await?;
-            Ok(if as_json { json(&v) } else { show_version(&v) })
+            Ok(version_out(&v, as_json))
         }
         AlgorithmCommand::List {
             store,
@@ -285,7 +302,7 @@ async fn algorithm(command: AlgorithmCommand) -> Result<String, StoreClientError
         } => {
             let (c, _) = StoreClient::from_store_arg(&store)?;
             let v = c.version(id).await?;
-            Ok(if as_json { json(&v) } else { show_version(&v) })
+            Ok(version_out(&v, as_json))
         }
         AlgorithmCommand::Revoke {
             store,
@@ -293,6 +310,7 @@ async fn algorithm(command: AlgorithmCommand) -> Result<String, StoreClientError
             reason,
             key,
             key_password_file,
+            json: as_json,
         } => {
             let (c, profile) = StoreClient::from_store_arg(&store)?;
             let envelope = match key {
@@ -321,7 +339,7 @@ async fn algorithm(command: AlgorithmCommand) -> Result<String, StoreClientError
                     "revoking",
                 )
                 .await?;
-            Ok(show_version(&v))
+            Ok(version_out(&v, as_json))
         }
     }
 }
@@ -363,7 +381,11 @@ async fn review(command: ReviewCommand) -> Result<String, StoreClientError> {
             }
             Ok(vs.iter().map(show_version).collect::<Vec<_>>().join("\n"))
         }
-        ReviewCommand::Take { store, id } => {
+        ReviewCommand::Take {
+            store,
+            id,
+            json: as_json,
+        } => {
             let (c, profile) = StoreClient::from_store_arg(&store)?;
             let me = profile.map(|p| p.username).ok_or_else(|| {
                 StoreClientError::Input("log in first with `warden store login`".into())
@@ -375,7 +397,7 @@ async fn review(command: ReviewCommand) -> Result<String, StoreClientError> {
                     "taking the version",
                 )
                 .await?;
-            Ok(show_version(&v))
+            Ok(version_out(&v, as_json))
         }
         ReviewCommand::Approve(d) => decide(d, Decision::Approve).await,
         ReviewCommand::Reject(d) => decide(d, Decision::Reject).await,
@@ -402,5 +424,5 @@ async fn decide(d: Decide, decision: Decision) -> Result<String, StoreClientErro
             "uploading the review",
         )
         .await?;
-    Ok(show_version(&v))
+    Ok(version_out(&v, d.json))
 }

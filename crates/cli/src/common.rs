@@ -69,3 +69,9 @@ pub struct Outcome {
     pub output: String,
     pub exit: u8,
 }
+
+/// The one JSON document a `--json` run prints: pretty-printed, with the characters a terminal
+/// could act on escaped ([`crate::admin::json_safe`]), so it reads back as the same value.
+pub fn json_document<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    crate::admin::json_safe(&serde_json::to_string_pretty(value).unwrap_or_default())
+}

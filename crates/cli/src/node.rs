@@ -82,6 +82,12 @@ pub enum NodeCommand {
         /// Write the result's bytes to FILE instead of printing them.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Print one JSON document: the held result's fields (`run_id`, `task_id`, `image`,
+        /// `digest`, `rule`, `bytes`, `sha256`, `held_at`, `deadline`, `checkers`,
+        /// `released_by`), `out` (the file written, or null) and `result_base64` (the result's
+        /// bytes, null when written to `out`).
+        #[arg(long)]
+        json: bool,
         run: i64,
     },
     /// Release a held result (it leaves once `checkers` different local users released it).
@@ -90,6 +96,10 @@ pub enum NodeCommand {
     Release {
         #[command(flatten)]
         socket: SocketArgs,
+        /// Print one JSON document (`action`, `run_id`, and the node's `message`, `done` and
+        /// `runs`) instead of text.
+        #[arg(long)]
+        json: bool,
         run: i64,
     },
     /// Refuse a held result: the run fails with your reason, which the researcher sees.
@@ -101,6 +111,10 @@ pub enum NodeCommand {
         /// Why (sent to the researcher as the run's reason).
         #[arg(long, value_name = "TEXT")]
         reason: String,
+        /// Print one JSON document (`action`, `run_id`, and the node's `message`, `done` and
+        /// `runs`) instead of text.
+        #[arg(long)]
+        json: bool,
         run: i64,
     },
     /// Approve an image digest (`first_run = "approve"`): the runs waiting for it start, and it
@@ -110,6 +124,10 @@ pub enum NodeCommand {
     Approve {
         #[command(flatten)]
         socket: SocketArgs,
+        /// Print one JSON document (`action`, `digest`, and the node's `message`, `done` and
+        /// `runs`) instead of text.
+        #[arg(long)]
+        json: bool,
         /// sha256:<64 hex>, as `warden node pending` lists it.
         digest: String,
     },
@@ -121,6 +139,10 @@ pub enum NodeCommand {
         socket: SocketArgs,
         #[arg(long, value_name = "TEXT")]
         reason: String,
+        /// Print one JSON document (`action`, `digest`, and the node's `message`, `done` and
+        /// `runs`) instead of text.
+        #[arg(long)]
+        json: bool,
         digest: String,
     },
 }
@@ -178,43 +200,65 @@ pub fn run(command: NodeCommand) -> anyhow::Result<u8> {
             let c = socket.client()?;
             (c.clone(), c.pending().map(|p| pending_text(&p, json)))
         }
-        NodeCommand::Show { socket, out, run } => {
+        NodeCommand::Show {
+            socket,
+            out,
+            json,
+            run,
+        } => {
             let c = socket.client()?;
-            let shown = c.show(run).and_then(|h| show_text(&h, out.as_deref()));
+            let shown = c
+                .show(run)
+                .and_then(|h| show_text(&h, out.as_deref(), json));
             (c, shown)
         }
-        NodeCommand::Release { socket, run } => {
+        NodeCommand::Release { socket, json, run } => {
             let c = socket.client()?;
-            (c.clone(), c.release(run).map(|a| a.message))
+            let what = serde_json::json!({"action": "release", "run_id": run});
+            (c.clone(), c.release(run).map(|a| answer(json, what, a)))
         }
         NodeCommand::Refuse {
             socket,
             reason,
+            json,
             run,
         } => {
             let c = socket.client()?;
-            (c.clone(), c.refuse(run, &reason).map(|a| a.message))
+            let what = serde_json::json!({"action": "refuse", "run_id": run});
+            (
+                c.clone(),
+                c.refuse(run, &reason).map(|a| answer(json, what, a)),
+            )
         }
-        NodeCommand::Approve { socket, digest } => {
+        NodeCommand::Approve {
+            socket,
+            json,
+            digest,
+        } => {
             let c = socket.client()?;
-            (c.clone(), c.approve(&digest).map(|a| a.message))
+            let what = serde_json::json!({"action": "approve", "digest": digest});
+            (c.clone(), c.approve(&digest).map(|a| answer(json, what, a)))
         }
         NodeCommand::RefuseDigest {
             socket,
             reason,
+            json,
             digest,
         } => {
             let c = socket.client()?;
+            let what = serde_json::json!({"action": "refuse_digest", "digest": digest});
             (
                 c.clone(),
-                c.refuse_digest(&digest, &reason).map(|a| a.message),
+                c.refuse_digest(&digest, &reason)
+                    .map(|a| answer(json, what, a)),
             )
         }
     };
     drop(client);
     match text {
+        // Already made safe for a terminal: text line by line, JSON by `json_document`.
         Ok(t) => {
-            crate::emit(&safe_lines(&t));
+            crate::emit(&t);
             Ok(0)
         }
         Err(e) => {
@@ -227,6 +271,20 @@ pub fn run(command: NodeCommand) -> anyhow::Result<u8> {
 /// Text from the node, one line at a time made safe for a terminal.
 fn safe_lines(text: &str) -> String {
     text.lines().map(safe).collect::<Vec<_>>().join("\n")
+}
+
+/// A release, refusal or approval as printed: the node's words, or with `--json` one document
+/// of what was decided on (`action`, and `run_id` or `digest`) with the node's answer
+/// (`message`; `done`, whether it took effect, for a release whether the result left the node;
+/// `runs`, the runs it moved).
+fn answer(json: bool, mut what: serde_json::Value, a: warden_api::local::Answer) -> String {
+    if !json {
+        return safe_lines(&a.message);
+    }
+    what["message"] = a.message.into();
+    what["done"] = a.done.into();
+    what["runs"] = a.runs.into();
+    crate::common::json_document(&what)
 }
 
 fn when(at: i64) -> String {
@@ -368,7 +426,7 @@ fn status_text(st: &warden_api::local::Status, now: i64) -> String {
 
 fn pending_text(p: &warden_api::local::Pending, json: bool) -> String {
     if json {
-        return serde_json::to_string_pretty(p).unwrap_or_default();
+        return crate::common::json_document(p);
     }
     let mut out = String::new();
     let _ = writeln!(out, "{} result(s) held for release", p.results.len());
@@ -413,14 +471,28 @@ fn pending_text(p: &warden_api::local::Pending, json: bool) -> String {
             when(a.deadline)
         );
     }
-    out.trim_end().to_owned()
+    safe_lines(out.trim_end())
 }
 
 fn show_text(
     h: &warden_api::local::HeldResult,
     out: Option<&std::path::Path>,
+    json: bool,
 ) -> Result<String, String> {
     let bytes = LocalClient::result_bytes(h)?;
+    if let Some(path) = out {
+        std::fs::write(path, &bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if json {
+        let mut v = serde_json::to_value(&h.pending).map_err(|e| e.to_string())?;
+        v["out"] = out.map(|p| p.display().to_string()).into();
+        v["result_base64"] = match out {
+            Some(_) => serde_json::Value::Null,
+            None => h.result_base64.clone().into(),
+        };
+        return Ok(crate::common::json_document(&v));
+    }
     let r = &h.pending;
     let mut text = format!(
         "run {} (task {}) {} {}: {} bytes {}, released by {} of {}\n",
@@ -435,8 +507,6 @@ fn show_text(
     );
     match (out, std::str::from_utf8(&bytes)) {
         (Some(path), _) => {
-            std::fs::write(path, &bytes)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             let _ = write!(text, "result written to {}", path.display());
         }
         (None, Ok(s)) => text.push_str(s),
@@ -448,7 +518,7 @@ fn show_text(
             );
         }
     }
-    Ok(text)
+    Ok(safe_lines(&text))
 }
 
 fn start(config: PathBuf) -> anyhow::Result<()> {

@@ -75,6 +75,13 @@ pub enum PolicyCommand {
     Lint {
         /// The policy file.
         file: PathBuf,
+        /// Print one JSON document: `policy`, `version`, `denies_everything`, and `allow` and
+        /// `deny`, the rules in file order (`rule`, `line`, `repository` or
+        /// `repository_regex`, `digests`, `signed_by`, `approved_by`, `organizations`,
+        /// `users`, `collaborations`, `functions`, and for allow rules `output`; null when the
+        /// rule does not state it).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -109,7 +116,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Outcome> {
                 &image,
             )
         }
-        PolicyCommand::Lint { file } => lint(&file),
+        PolicyCommand::Lint { file, json } => lint(&file, json),
     }
 }
 
@@ -405,9 +412,68 @@ fn read_key(path: &Path) -> anyhow::Result<PublicKey> {
     })
 }
 
-fn lint(path: &Path) -> anyhow::Result<Outcome> {
+/// One rule as `lint --json` prints it; a condition the rule does not state is `null`.
+fn rule_json(rule: &warden_policy::Rule) -> serde_json::Value {
+    use serde_json::json;
+    use warden_policy::RepositoryMatch;
+    fn strings<T: ToString>(items: impl IntoIterator<Item = T>) -> Vec<String> {
+        items.into_iter().map(|i| i.to_string()).collect()
+    }
+    let (repository, repository_regex) = match &rule.repository {
+        RepositoryMatch::Exact(r) => (Some(r.to_string()), None),
+        RepositoryMatch::Regex { source } => (None, Some(source.as_str())),
+    };
+    let signed_by = rule.signed_by.as_ref().map(|s| {
+        json!({
+            "threshold": s.threshold,
+            "key_ids": strings(s.keys.keys()),
+            "files": s.files,
+        })
+    });
+    let approved_by = rule.approved_by.as_ref().map(|a| {
+        json!({
+            "store": a.store,
+            "min_approvals": a.min_approvals,
+            "min_organizations": a.min_organizations,
+            "reviewer_key_ids": strings(a.reviewers.keys()),
+            "reviewers": a.patterns,
+        })
+    });
+    let mut v = json!({
+        "rule": rule.id.name(),
+        "line": rule.id.line,
+        "repository": repository,
+        "repository_regex": repository_regex,
+        "digests": rule.digests.as_ref().map(strings),
+        "signed_by": signed_by,
+        "approved_by": approved_by,
+        "organizations": rule.organizations,
+        "users": rule.users,
+        "collaborations": rule.collaborations,
+        "functions": rule.functions,
+    });
+    if rule.id.kind == warden_policy::RuleKind::Allow {
+        v["output"] = output_json(&rule.output);
+    }
+    v
+}
+
+fn lint(path: &Path, json: bool) -> anyhow::Result<Outcome> {
     let policy = Policy::load(path)?;
     let (allow, deny) = (policy.allow_rules(), policy.deny_rules());
+    if json {
+        let v = serde_json::json!({
+            "policy": policy.origin(),
+            "version": warden_policy::SUPPORTED_VERSION,
+            "denies_everything": allow.is_empty(),
+            "allow": allow.iter().map(rule_json).collect::<Vec<_>>(),
+            "deny": deny.iter().map(rule_json).collect::<Vec<_>>(),
+        });
+        return Ok(Outcome {
+            output: crate::common::json_document(&v),
+            exit: 0,
+        });
+    }
     let mut out = format!(
         "{}: valid, version {}, {} allow rule{}, {} deny rule{}",
         policy.origin(),

@@ -31,6 +31,10 @@ pub enum StoreCommand {
         username: String,
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        /// Print one JSON document (`store`, `url`, `username`, `note_key`, `profile`; never a
+        /// token) on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Register your public key (PEM) with your account, once; reviews must verify against it.
     ///
@@ -41,6 +45,10 @@ pub enum StoreCommand {
         /// The public key file (e.g. KEY.pub from `warden keys generate`).
         #[arg(long, value_name = "FILE")]
         public_key: PathBuf,
+        /// Print one JSON document (`username`, `organization`, `roles`, `key_id`,
+        /// `public_key_file`) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// The store's transparency log.
     Log {
@@ -100,6 +108,7 @@ pub fn run(command: StoreCommand) -> u8 {
             store,
             username,
             password_file,
+            json,
         } => {
             let pw = match crate::common::password(
                 password_file.as_deref(),
@@ -127,12 +136,26 @@ pub fn run(command: StoreCommand) -> u8 {
                         p.username,
                         path.display()
                     );
-                    0
+                    if json {
+                        out(&crate::common::json_document(&serde_json::json!({
+                            "store": p.name,
+                            "url": p.url,
+                            "username": p.username,
+                            "note_key": p.note_key,
+                            "profile": path.display().to_string(),
+                        })))
+                    } else {
+                        0
+                    }
                 }
                 Err(e) => fail(&e),
             }
         }
-        StoreCommand::RegisterKey { store, public_key } => {
+        StoreCommand::RegisterKey {
+            store,
+            public_key,
+            json,
+        } => {
             let pem = match std::fs::read_to_string(&public_key) {
                 Ok(p) => p,
                 Err(e) => {
@@ -156,6 +179,13 @@ pub fn run(command: StoreCommand) -> u8 {
                 })
             });
             match r {
+                Ok(a) if json => out(&crate::common::json_document(&serde_json::json!({
+                    "username": a.username,
+                    "organization": a.organization,
+                    "roles": a.roles,
+                    "key_id": a.key_id,
+                    "public_key_file": public_key.display().to_string(),
+                }))),
                 Ok(a) => out(&format!(
                     "registered key {} for {}",
                     a.key_id.as_deref().unwrap_or("?"),

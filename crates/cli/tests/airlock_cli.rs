@@ -244,6 +244,54 @@ async fn a_held_result_waits_for_its_release_while_the_researcher_waits() {
     .await;
     assert_eq!(shown.code, 0, "{shown}");
     assert!(shown.stdout.contains("env-ok echo:"), "{shown}");
+    // With --json: one document of the held result's fields and its bytes (a second view).
+    let shown = warden(
+        &w,
+        &[
+            "node",
+            "show",
+            &run.to_string(),
+            "--socket",
+            &socket,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(shown.code, 0, "{shown}");
+    let v: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!((&v["run_id"], &v["checkers"]), (&run.into(), &1.into()));
+    assert_eq!(v["released_by"], serde_json::json!([]));
+    assert!(v["sha256"].as_str().unwrap().starts_with("sha256:"), "{v}");
+    assert!(v["out"].is_null(), "{v}");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v["result_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(v["bytes"], bytes.len());
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("env-ok echo:"),
+        "{v}"
+    );
+    let file = w.dir.path().join("result.bin");
+    let shown = warden(
+        &w,
+        &[
+            "node",
+            "show",
+            &run.to_string(),
+            "--socket",
+            &socket,
+            "--out",
+            file.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(shown.code, 0, "{shown}");
+    let v: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(v["out"], file.to_str().unwrap());
+    assert!(v["result_base64"].is_null(), "{v}");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
 
     // The researcher sees the run wait at the node before it is released.
     child
@@ -251,12 +299,32 @@ async fn a_held_result_waits_for_its_release_while_the_researcher_waits() {
         .await;
     let released = warden(
         &w,
-        &["node", "release", &run.to_string(), "--socket", &socket],
+        &[
+            "node",
+            "release",
+            &run.to_string(),
+            "--socket",
+            &socket,
+            "--json",
+        ],
     )
     .await;
     assert_eq!(released.code, 0, "{released}");
+    let v: Value = serde_json::from_str(&released.stdout).unwrap();
+    assert_eq!(
+        (&v["action"], &v["run_id"], &v["done"], &v["runs"]),
+        (
+            &"release".into(),
+            &run.into(),
+            &true.into(),
+            &serde_json::json!([run])
+        )
+    );
     assert!(
-        released.stdout.contains("released by root (uid 0)"),
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("released by root (uid 0)"),
         "{released}"
     );
     // The researcher saw the wait, then the result, opened and checked.
@@ -271,13 +339,29 @@ async fn a_held_result_waits_for_its_release_while_the_researcher_waits() {
         out.stdout.contains("result: env-ok echo:") && out.stdout.contains(" completed"),
         "{out}"
     );
-    // Nothing is left held; a second release finds nothing.
+    // Nothing is left held; a second release finds nothing (the same exit and error with
+    // --json, and nothing on stdout).
     let again = warden(
         &w,
         &["node", "release", &run.to_string(), "--socket", &socket],
     )
     .await;
     assert_eq!(again.code, 1, "{again}");
+    assert!(again.stderr.contains("holds no result of run"), "{again}");
+    let again = warden(
+        &w,
+        &[
+            "node",
+            "release",
+            &run.to_string(),
+            "--socket",
+            &socket,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(again.code, 1, "{again}");
+    assert!(again.stdout.is_empty(), "{again}");
     assert!(again.stderr.contains("holds no result of run"), "{again}");
     assert!(!held.exists());
 
@@ -290,7 +374,7 @@ async fn a_held_result_waits_for_its_release_while_the_researcher_waits() {
             .collect()
     };
     let view = of("view");
-    assert_eq!(view.len(), 1, "{records:?}");
+    assert_eq!(view.len(), 3, "{records:?}");
     assert_eq!(view[0]["by"]["uid"], 0);
     assert_eq!(view[0]["by"]["name"], "root");
     assert!(view[0]["time"].is_string());
@@ -475,10 +559,28 @@ async fn two_checkers_must_be_two_users_of_the_group_and_a_refusal_reaches_the_r
             &socket,
             "--reason",
             "too detailed\u{1b}[2J for release",
+            "--json",
         ],
     )
     .await;
     assert_eq!(refused.code, 0, "{refused}");
+    let v: Value = serde_json::from_str(&refused.stdout).unwrap();
+    assert_eq!(
+        (&v["action"], &v["run_id"], &v["done"], &v["runs"]),
+        (
+            &"refuse".into(),
+            &run2.into(),
+            &true.into(),
+            &serde_json::json!([run2])
+        )
+    );
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused by warden9b"),
+        "{refused}"
+    );
     let out = finished(child).await;
     assert_eq!(out.code, 1, "{out}");
     assert!(
@@ -657,10 +759,24 @@ async fn a_new_digest_waits_for_approval_once_and_a_refused_one_fails() {
     child
         .saw(&format!("hospital-b: run {run} awaiting_approval"))
         .await;
-    let ok = warden(&w, &["node", "approve", &waiting, "--socket", &socket]).await;
+    let ok = warden(
+        &w,
+        &["node", "approve", &waiting, "--socket", &socket, "--json"],
+    )
+    .await;
     assert_eq!(ok.code, 0, "{ok}");
+    let v: Value = serde_json::from_str(&ok.stdout).unwrap();
+    assert_eq!(
+        (&v["action"], &v["digest"], &v["runs"]),
+        (
+            &"approve".into(),
+            &waiting.as_str().into(),
+            &serde_json::json!([run])
+        )
+    );
+    let message = v["message"].as_str().unwrap();
     assert!(
-        ok.stdout.contains("approved by root (uid 0)") && ok.stdout.contains("1 waiting run"),
+        message.contains("approved by root (uid 0)") && message.contains("1 waiting run"),
         "{ok}"
     );
     let out = finished(child).await;
@@ -691,10 +807,12 @@ async fn a_new_digest_waits_for_approval_once_and_a_refused_one_fails() {
             &socket,
             "--reason",
             " ",
+            "--json",
         ],
     )
     .await;
     assert_eq!(bad.code, 1, "{bad}");
+    assert!(bad.stdout.is_empty(), "{bad}");
     assert!(bad.stderr.contains("give a reason"), "{bad}");
     let no = warden(
         &w,
@@ -706,10 +824,20 @@ async fn a_new_digest_waits_for_approval_once_and_a_refused_one_fails() {
             &socket,
             "--reason",
             "not reviewed here",
+            "--json",
         ],
     )
     .await;
     assert_eq!(no.code, 0, "{no}");
+    let v: Value = serde_json::from_str(&no.stdout).unwrap();
+    assert_eq!(
+        (&v["action"], &v["digest"], &v["runs"]),
+        (
+            &"refuse_digest".into(),
+            &waiting.as_str().into(),
+            &serde_json::json!([run2])
+        )
+    );
     let out = finished(child).await;
     assert_eq!(out.code, 1, "{out}");
     assert!(

@@ -761,3 +761,97 @@ approved_by = { store = "community", reviewers = ["reviewers/*.pub"], min_approv
         run.stdout
     );
 }
+
+#[test]
+fn lint_json_is_one_document_naming_each_rule() {
+    let dir = setup();
+    let d = dir.path();
+    let run = warden(d, &["policy", "lint", "--json", "etc/policy.toml"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON document");
+    assert_eq!(v["policy"], "etc/policy.toml");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["denies_everything"], false);
+    let allow = v["allow"].as_array().expect("allow rules");
+    let deny = v["deny"].as_array().expect("deny rules");
+    assert_eq!((allow.len(), deny.len()), (3, 1), "{v}");
+    let first = &allow[0];
+    assert_eq!(
+        (&first["rule"], &first["line"], &first["repository"]),
+        (
+            &"allow[1]".into(),
+            &3.into(),
+            &"registry.example.org/team/average".into()
+        )
+    );
+    assert_eq!(first["repository_regex"], serde_json::Value::Null);
+    assert_eq!(first["organizations"], serde_json::json!(["hospital-a"]));
+    assert_eq!(
+        first["functions"],
+        serde_json::json!(["central_mean", "partial_mean"])
+    );
+    assert!(
+        first["users"].is_null() && first["signed_by"].is_null(),
+        "{first}"
+    );
+    assert_eq!(first["output"]["release"], "automatic", "{first}");
+    // The signed_by keys by identity: alice's key twice is one key; the key IDs are those
+    // `warden keys fingerprint` prints.
+    let key_id = |file: &str| {
+        let run = warden(d, &["keys", "fingerprint", file]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+        v["key_id"].as_str().expect("key_id").to_owned()
+    };
+    let mut ids = vec![key_id("etc/keys/alice.pub"), key_id("etc/keys/bob.pub")];
+    ids.sort();
+    let second = &allow[1];
+    assert_eq!(second["repository"], serde_json::Value::Null);
+    assert_eq!(
+        second["repository_regex"],
+        r"registry\.example\.org/trusted/.+"
+    );
+    assert_eq!(second["digests"], serde_json::json!([GOOD]));
+    assert_eq!(second["signed_by"]["threshold"], 2);
+    assert_eq!(second["signed_by"]["key_ids"], serde_json::json!(ids));
+    assert_eq!(
+        second["signed_by"]["files"],
+        serde_json::json!(["keys/alice.pub", "keys/bob.pub", "keys/alice-again.pub"])
+    );
+    assert_eq!(allow[2]["repository"], "docker.io/library/ubuntu");
+    assert_eq!(
+        (&deny[0]["rule"], &deny[0]["line"]),
+        (&"deny[1]".into(), &16.into())
+    );
+    assert_eq!(deny[0]["repository_regex"], ".+/experimental/.+");
+    assert!(deny[0].get("output").is_none(), "{}", deny[0]);
+
+    // The output rules as `check --json` names them.
+    let dir = setup_output();
+    let run = warden(dir.path(), &["policy", "lint", "--json", "etc/output.toml"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let output = &v["allow"][0]["output"];
+    assert_eq!(output["max_bytes"], 65536, "{output}");
+    assert_eq!(output["release"], "manual");
+    assert_eq!(output["checkers"], 2);
+    assert_eq!(output["first_run"], "approve");
+
+    // An empty policy denies everything; a refused one exits 2 with the error on stderr and
+    // nothing on stdout, as without --json.
+    std::fs::write(d.join("empty.toml"), "version = 1\n").expect("write");
+    let run = warden(d, &["policy", "lint", "--json", "empty.toml"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    assert_eq!(v["denies_everything"], true);
+    assert_eq!(v["allow"], serde_json::json!([]));
+    std::fs::write(d.join("bad.toml"), "version = 2\n").expect("write");
+    let run = warden(d, &["policy", "lint", "--json", "bad.toml"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("unsupported policy version 2"),
+        "{}",
+        run.stderr
+    );
+}

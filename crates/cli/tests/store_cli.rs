@@ -220,15 +220,37 @@ async fn setup() -> Setup {
         )
         .await;
         let home = homes.join(user);
-        ok(&warden(
+        // `--json`: one document naming the store, the account and the profile written, and
+        // never a token.
+        let out = ok(&warden(
             &home,
             PW,
-            &["store", "login", "--store", &store.base, "--username", user],
+            &[
+                "store",
+                "login",
+                "--store",
+                &store.base,
+                "--username",
+                user,
+                "--json",
+            ],
         ));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (&v["store"], &v["username"]),
+            (&json!("community"), &json!(user))
+        );
+        assert_eq!(v["url"], store.base.as_str());
+        let profile = PathBuf::from(v["profile"].as_str().unwrap());
+        assert_eq!(profile, home.join("warden/stores/community.toml"));
+        let saved = std::fs::read_to_string(&profile).unwrap();
+        assert!(saved.contains(v["note_key"].as_str().unwrap()), "{v}");
+        assert!(!out.contains("token"), "{out}");
         if role == "reviewer" {
             let key = homes.join(format!("{user}.key"));
-            write_key(&key);
-            ok(&warden(
+            let k = write_key(&key);
+            let public = key.with_extension("pub");
+            let out = ok(&warden(
                 &home,
                 PW,
                 &[
@@ -237,9 +259,17 @@ async fn setup() -> Setup {
                     "--store",
                     "community",
                     "--public-key",
-                    key.with_extension("pub").to_str().unwrap(),
+                    public.to_str().unwrap(),
+                    "--json",
                 ],
             ));
+            let v: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["key_id"], k.public_key().id().to_string());
+            assert_eq!(
+                (&v["username"], &v["organization"], &v["roles"]),
+                (&json!(user), &json!(org), &json!([role]))
+            );
+            assert_eq!(v["public_key_file"], public.to_str().unwrap());
         }
     }
     ok(&warden(
@@ -298,12 +328,17 @@ impl Setup {
         ));
         let v: Value = serde_json::from_str(&out).unwrap();
         let id = v["id"].as_i64().unwrap();
-        for r in ["rev-b", "rev-c"] {
-            ok(&self.as_user(
+        for (n, r) in ["rev-b", "rev-c"].into_iter().enumerate() {
+            let taken = self.version_json(
                 r,
                 &["review", "take", "--store", "community", &id.to_string()],
-            ));
-            ok(&self.as_user(
+            );
+            assert_eq!(taken["id"], id);
+            assert!(
+                taken["assigned"].as_array().unwrap().contains(&json!(r)),
+                "{taken}"
+            );
+            let approved = self.version_json(
                 r,
                 &[
                     "review",
@@ -316,9 +351,23 @@ impl Setup {
                     "--comment",
                     "read it",
                 ],
-            ));
+            );
+            let reviews = approved["reviews"].as_array().unwrap();
+            assert_eq!(reviews.len(), n + 1, "{approved}");
+            let mine = &reviews[n];
+            assert_eq!(
+                (&mine["decision"], &mine["reviewer"], &mine["comment"]),
+                (&json!("approve"), &json!(r), &json!("read it"))
+            );
+            assert!(mine["leaf_index"].is_u64(), "{approved}");
         }
         id
+    }
+    /// `ARGS --json` as `user`: the one JSON document it prints.
+    fn version_json(&self, user: &str, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        serde_json::from_str(&ok(&self.as_user(user, &args))).unwrap()
     }
     fn db(&self) -> PathBuf {
         self.store.dir.join("store.db")
@@ -631,6 +680,109 @@ async fn log_verify_detects_a_rewritten_database_an_altered_entry_and_a_forged_c
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("log entry 1"), "{}", stderr(&o));
     let _ = s.db();
+}
+
+/// `--json` on the store commands that act: login and register-key (in `setup`), review take,
+/// approve and reject, and revoke print one document with the fields docs/store.md names, and a
+/// refusal keeps its exit status with nothing on stdout.
+#[tokio::test]
+async fn review_and_revoke_print_the_version_as_one_json_document() {
+    // `setup` logs in and registers keys with `--json`, `approved` takes and approves with it.
+    let s = setup().await;
+    let digest = format!("sha256:{}", "6b".repeat(32));
+    let id = s.approved(&format!("registry.example.org/team/mean@{digest}"));
+    let v = s.version_json(
+        "rev-c",
+        &[
+            "algorithm",
+            "revoke",
+            "--store",
+            "community",
+            &id.to_string(),
+            "--reason",
+            "leaks rows",
+            "--key",
+            &s.key("rev-c"),
+        ],
+    );
+    assert_eq!(
+        (&v["id"], &v["state"], &v["digest"], &v["reason"]),
+        (
+            &json!(id),
+            &json!("revoked"),
+            &json!(digest),
+            &json!("leaks rows")
+        )
+    );
+    // The approvals stay on record; the revocation is the state and its reason.
+    assert_eq!(v["reviews"].as_array().unwrap().len(), 2, "{v}");
+
+    // One rejection rejects a version.
+    let out = ok(&s.as_user(
+        "dev",
+        &[
+            "algorithm",
+            "submit",
+            "--store",
+            "community",
+            "--name",
+            "mean",
+            "--image",
+            &format!("registry.example.org/team/mean@sha256:{}", "7c".repeat(32)),
+            "--source",
+            "https://git.example/team/mean",
+            "--commit",
+            COMMIT,
+            "--function",
+            "partial_mean:partial",
+            "--json",
+        ],
+    ));
+    let other = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let v = s.version_json(
+        "rev-b",
+        &["review", "take", "--store", "community", &other.to_string()],
+    );
+    assert!(
+        v["assigned"].as_array().unwrap().contains(&json!("rev-b")),
+        "{v}"
+    );
+    let v = s.version_json(
+        "rev-b",
+        &[
+            "review",
+            "reject",
+            "--store",
+            "community",
+            &other.to_string(),
+            "--key",
+            &s.key("rev-b"),
+            "--comment",
+            "prints raw rows",
+        ],
+    );
+    assert_eq!((&v["id"], &v["state"]), (&json!(other), &json!("rejected")));
+    assert_eq!(v["reviews"][0]["decision"], "reject", "{v}");
+    assert_eq!(v["reviews"][0]["comment"], "prints raw rows", "{v}");
+
+    // A refusal exits as without --json, with the error on stderr and nothing on stdout.
+    let again = s.as_user(
+        "rev-b",
+        &[
+            "review",
+            "approve",
+            "--store",
+            "community",
+            &other.to_string(),
+            "--key",
+            &s.key("rev-b"),
+            "--json",
+        ],
+    );
+    assert_eq!(code(&again), 1, "{}", stderr(&again));
+    assert!(again.stdout.is_empty(), "{again:?}");
 }
 
 /// `warden policy check --node-config` checks `approved_by` against the store as the node does
