@@ -1158,13 +1158,15 @@ async fn node(c: &Client, command: &NodeCommand, json: bool) -> anyhow::Result<S
 
 // ----------------------------------------------------------------------------- output
 
-/// Rows under headers, each column as wide as its widest cell (cells are already escaped).
+/// Rows under headers, each column as wide as its widest cell in terminal columns (a wide CJK
+/// character takes two, a combining mark none; cells are already escaped).
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    use unicode_width::UnicodeWidthStr as _;
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
     for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
+                *w = (*w).max(cell.width());
             }
         }
     }
@@ -1176,7 +1178,7 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
             if i + 1 == row.len() {
                 line.push_str(cell);
             } else {
-                let pad = widths[i].saturating_sub(cell.chars().count());
+                let pad = widths[i].saturating_sub(cell.width());
                 let _ = write!(line, "{cell}{}  ", " ".repeat(pad));
             }
         }
@@ -1244,6 +1246,20 @@ mod tests {
             "ID  NAME        X\n1   a           yes\n12  hospital-b  no"
         );
         assert_eq!(table(&["ID"], vec![]), "ID\n(none)");
+    }
+
+    #[test]
+    fn tables_align_wide_and_combining_characters_by_their_terminal_columns() {
+        // 病院 takes four columns, "e\u{301}" (e and a combining acute) one.
+        let t = table(
+            &["NAME", "X"],
+            vec![
+                vec!["病院".into(), "1".into()],
+                vec!["e\u{301}".into(), "2".into()],
+                vec!["abcdef".into(), "3".into()],
+            ],
+        );
+        assert_eq!(t, "NAME    X\n病院    1\ne\u{301}       2\nabcdef  3");
     }
 
     #[test]
