@@ -5,6 +5,15 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use zeroize::Zeroizing;
 
+/// `--json` on a command whose output is always one JSON document: accepted so that a script
+/// may pass `--json` to every `warden` command, and changing nothing.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct AlwaysJson {
+    /// Accepted for scripts: this command always prints one JSON document.
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
 /// The environment variable a key's password is read from when no file is given.
 pub const PASSWORD_ENV: &str = "WARDEN_PASSWORD";
 /// Largest key, password or public-key file read.

@@ -45,6 +45,8 @@ pub enum ImageCommand {
         registry: RegistryArgs,
         /// Image reference, e.g. `registry.example.org/team/avg:1.0`.
         image: String,
+        #[command(flatten)]
+        json: common::AlwaysJson,
     },
     /// Resolve the image, verify its signatures against the policy's pinned keys, and decide.
     ///
@@ -99,6 +101,7 @@ pub fn run(command: ImageCommand) -> anyhow::Result<Outcome> {
             password_file,
             registry,
             image,
+            ..
         } => runtime.block_on(sign(&key, password_file.as_deref(), &registry, &image)),
         ImageCommand::Verify {
             policy,

@@ -73,6 +73,8 @@ pub enum KeysCommand {
         /// File holding the password of a signing key; without it, WARDEN_PASSWORD.
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        #[command(flatten)]
+        json: common::AlwaysJson,
     },
     /// Sign a researcher certificate: user NAME of organization NAME holds the X25519 key in
     /// RESEARCHER.pub. Nodes pin the certifier's key ID under [certifiers].
@@ -102,6 +104,8 @@ pub enum KeysCommand {
         /// The certificate file to write.
         #[arg(long, value_name = "CERT")]
         out: PathBuf,
+        #[command(flatten)]
+        json: common::AlwaysJson,
     },
     /// Say what a key or certificate file is and print its fingerprint (X25519 keys) or key
     /// ID (signing keys, pinned under [certifiers] or in policies).
@@ -114,6 +118,8 @@ pub enum KeysCommand {
         /// For an encrypted signing key: the file holding its password (else WARDEN_PASSWORD).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        #[command(flatten)]
+        json: common::AlwaysJson,
     },
     /// The same as `fingerprint`.
     ///
@@ -125,6 +131,8 @@ pub enum KeysCommand {
         /// For an encrypted signing key: the file holding its password (else WARDEN_PASSWORD).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        #[command(flatten)]
+        json: common::AlwaysJson,
     },
 }
 
@@ -135,6 +143,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<Value> {
             out,
             kind: Kind::X25519,
             password_file,
+            ..
         } => {
             if password_file.is_some() {
                 bail!(
@@ -148,6 +157,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<Value> {
             out,
             kind: Kind::Signing(algorithm),
             password_file,
+            ..
         } => generate(&out, algorithm, password_file.as_deref()),
         KeysCommand::Certify {
             certifier,
@@ -157,6 +167,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<Value> {
             key,
             days,
             out,
+            ..
         } => certify(
             &certifier,
             password_file.as_deref(),
@@ -169,10 +180,12 @@ pub fn run(command: KeysCommand) -> anyhow::Result<Value> {
         KeysCommand::Fingerprint {
             file,
             password_file,
+            ..
         }
         | KeysCommand::Show {
             file,
             password_file,
+            ..
         } => inspect(&file, password_file.as_deref()),
     }
 }

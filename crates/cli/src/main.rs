@@ -60,6 +60,8 @@ enum Command {
     Reference {
         /// Image reference, e.g. `ubuntu:22.04` or `registry.example.org:5000/team/avg@sha256:...`.
         image: String,
+        #[command(flatten)]
+        json: common::AlwaysJson,
     },
     /// The demo federation on this machine: registry, server, three nodes, a signed federated
     /// mean, a denied run, the audit logs; then everything is removed. Exit 2 names what is missing.
@@ -325,7 +327,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },
-        Command::Reference { image } => match warden_reference::Reference::parse(&image) {
+        Command::Reference { image, .. } => match warden_reference::Reference::parse(&image) {
             Ok(r) => {
                 let out = serde_json::json!({
                     "reference": r.to_string(),
@@ -393,6 +395,58 @@ mod tests {
              it:\n{}",
             stale.join("\n")
         );
+    }
+
+    #[test]
+    fn every_leaf_command_takes_json_but_servers_and_file_writers() {
+        // Serve until stopped, or write files and scripts: no document to print.
+        const EXEMPT: &[&str] = &[
+            "warden server start",
+            "warden store start",
+            "warden node start",
+            "warden ui",
+            "warden demo",
+            "warden man",
+            "warden completions",
+            "warden docs",
+        ];
+        fn walk(command: &clap::Command, name: &str, out: &mut Vec<(String, bool)>) {
+            let subs: Vec<&clap::Command> = command
+                .get_subcommands()
+                .filter(|s| s.get_name() != "help")
+                .collect();
+            if subs.is_empty() {
+                let json = command
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some("json"));
+                out.push((name.to_owned(), json));
+            }
+            for sub in subs {
+                walk(sub, &format!("{name} {}", sub.get_name()), out);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        let mut all = Vec::new();
+        walk(&command, "warden", &mut all);
+        assert!(all.len() > 40, "{} leaf commands", all.len());
+        let missing: Vec<&str> = all
+            .iter()
+            .filter(|(name, json)| !json && !EXEMPT.contains(&name.as_str()))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} leaf commands take no --json:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
+        for exempt in EXEMPT {
+            assert!(
+                all.iter().any(|(name, _)| name == exempt),
+                "{exempt} is no command"
+            );
+        }
     }
 
     #[test]
