@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::admin::json_safe;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -737,29 +738,6 @@ fn file_safe(name: &str) -> String {
         .take(64)
         .collect();
     if s.is_empty() { "org".to_owned() } else { s }
-}
-
-/// JSON text fit for a terminal: the characters JSON leaves as they are but a terminal could
-/// act on (DEL, C1 controls, bidirectional controls; JSON itself escapes the other controls)
-/// written as `\uXXXX` escapes, which read back the same. They occur only inside strings.
-fn json_safe(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        let terminal_control = matches!(
-            c,
-            '\u{7f}'..='\u{9f}'
-                | '\u{200e}'
-                | '\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2066}'..='\u{2069}'
-        );
-        if terminal_control {
-            let _ = write!(out, "\\u{:04x}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Writes a result whole or not at all: a temporary file in the same folder, flushed to disk,
