@@ -33,9 +33,15 @@ pub struct UiArgs {
     /// <spool_dir>/local.sock).
     #[arg(long, value_name = "FILE")]
     pub node_config: Option<PathBuf>,
-    /// Where to listen: a loopback address only (127.0.0.1 or [::1]); port 0 picks a free one.
+    /// Where to listen: a loopback address (127.0.0.1 or [::1]); port 0 picks a free one.
+    /// Another address (named, not 0.0.0.0) only with a password, asked by a login form.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// A file holding the console's password (at least 12 characters; one trailing newline
+    /// dropped), asked before the session cookie; else WARDEN_UI_PASSWORD. Required to
+    /// listen beyond loopback.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// Open the address in the desktop's browser (xdg-open).
     #[arg(long)]
     pub open: bool,
@@ -63,9 +69,39 @@ impl UiArgs {
     }
 }
 
+/// The environment variable that may hold the console's password.
+pub const PASSWORD_ENV: &str = "WARDEN_UI_PASSWORD";
+
+/// The console's password: `--password-file` (one trailing newline dropped), else
+/// `WARDEN_UI_PASSWORD`, else none.
+fn password(args: &UiArgs) -> anyhow::Result<Option<String>> {
+    let p = match &args.password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the password file {}", path.display()))?;
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            text.strip_suffix('\r').unwrap_or(text).to_owned()
+        }
+        None => match std::env::var(PASSWORD_ENV) {
+            Ok(p) if !p.is_empty() => p,
+            _ => return Ok(None),
+        },
+    };
+    warden_console::check_password(&p).map_err(anyhow::Error::msg)?;
+    Ok(Some(p))
+}
+
 /// Runs `warden ui` until interrupted.
 pub fn run(args: UiArgs) -> anyhow::Result<Outcome> {
-    warden_console::check_listen(args.listen).map_err(anyhow::Error::msg)?;
+    let password = password(&args)?;
+    warden_console::check_listen(args.listen, password.is_some()).map_err(anyhow::Error::msg)?;
+    if !args.listen.ip().is_loopback() {
+        eprintln!(
+            "warning: warden ui listens on {} in plain HTTP: the network between carries the \
+             password, the session cookie and every page; prefer an SSH tunnel",
+            args.listen
+        );
+    }
     crate::common::init_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -99,7 +135,7 @@ pub fn run(args: UiArgs) -> anyhow::Result<Outcome> {
             }
             sources.account = Some(Account { client, role });
         }
-        let console = Console::bind(args.listen, sources)
+        let console = Console::bind(args.listen, sources, password.as_deref())
             .await
             .map_err(anyhow::Error::msg)?;
         crate::emit(&console.url());

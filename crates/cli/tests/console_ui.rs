@@ -1452,3 +1452,192 @@ async fn in_a_browser_the_data_owner_reads_the_policy_the_decisions_with_their_r
     );
     shot(c, "node-audit-tampered").await;
 }
+
+/// This machine's first IPv4 address that is not loopback (the test fails without one).
+fn non_loopback_address() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|cidr| cidr.split('/').next())
+        .find(|a| !a.starts_with("127."))
+        .unwrap_or_else(|| panic!("no IPv4 address beside loopback on this machine"))
+        .to_owned()
+}
+
+/// `warden ui ARGS` with `env`, run to its end: exit status and standard error.
+async fn ui_refused(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = tokio::process::Command::new(BIN)
+        .arg("ui")
+        .args(args)
+        .env_remove("WARDEN_UI_PASSWORD")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.unwrap().unwrap();
+    assert!(out.stdout.is_empty(), "no address printed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_the_console_is_refused_without_a_password_and_asks_it_before_the_cookie() {
+    let ip = non_loopback_address();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("no-node.sock").display().to_string();
+    let listen = format!("{ip}:0");
+    // No password: refused before anything is read or bound.
+    let (code, err) = ui_refused(&["--listen", &listen, "--node-socket", &socket], &[]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unless a password is set"), "{err}");
+    // A short password, every interface, a missing file: refused, each said apart.
+    let (code, err) = ui_refused(
+        &["--listen", &listen, "--node-socket", &socket],
+        &[("WARDEN_UI_PASSWORD", "short")],
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at least 12"), "{err}");
+    let (code, err) = ui_refused(
+        &["--listen", "0.0.0.0:0", "--node-socket", &socket],
+        &[("WARDEN_UI_PASSWORD", PASSWORD)],
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("name the one address"), "{err}");
+    let missing = dir.path().join("missing").display().to_string();
+    let (code, err) = ui_refused(
+        &[
+            "--listen",
+            &listen,
+            "--node-socket",
+            &socket,
+            "--password-file",
+            &missing,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot read the password file"), "{err}");
+
+    // With a password file: it listens there and asks the password before the cookie.
+    let file = dir.path().join("ui-password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("ui")
+        .args([
+            "--listen",
+            &listen,
+            "--node-socket",
+            &socket,
+            "--password-file",
+        ])
+        .arg(&file)
+        .env_remove("WARDEN_UI_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let base = url.split("/login?").next().unwrap().to_owned();
+    assert!(base.starts_with(&format!("http://{ip}:")), "{url}");
+    let token = url.split("token=").nth(1).unwrap().to_owned();
+    let host = base.trim_start_matches("http://").to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The launch token alone opens the form, not the console.
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_none());
+    let form = r.text().await.unwrap();
+    assert!(
+        form.contains("type=\"password\"") && form.contains("action=\"/login\""),
+        "{form}"
+    );
+    assert!(!form.contains(PASSWORD));
+    assert_eq!(
+        http.get(format!("{base}/")).send().await.unwrap().status(),
+        401
+    );
+    // `localhost` is not this console's host beyond loopback.
+    let r = http
+        .get(&url)
+        .header(
+            "host",
+            format!("localhost:{}", host.rsplit(':').next().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    let post = |token: String, password: &'static str, origin: Option<String>| {
+        let mut req = http
+            .post(format!("{base}/login"))
+            .form(&[("token", token.as_str()), ("password", password)]);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    // A wrong password: refused after a second, no cookie, the reason on the form.
+    let started = Instant::now();
+    let r = post(token.clone(), "not the password at all", Some(base.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(r.headers().get("set-cookie").is_none());
+    let page = r.text().await.unwrap();
+    assert!(page.contains("wrong password"), "{page}");
+    // The right password with another token, or from another origin, or without one.
+    let r = post("00".repeat(32), PASSWORD, Some(base.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("not the launch token"));
+    let r = post(token.clone(), PASSWORD, Some("http://evil.example".into()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+    let r = post(token.clone(), PASSWORD, None).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("without an Origin"));
+    // Token and password: the cookie, and the console opens.
+    let r = post(token.clone(), PASSWORD, Some(base.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let r = http
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Airlock"));
+    drop(child);
+}

@@ -27,7 +27,7 @@ pub mod records;
 pub mod researcher;
 pub mod security;
 
-pub use security::check_listen;
+pub use security::{check_listen, check_password};
 
 /// The profile's account at the server: its logged-in client (the administrator's pages use
 /// it, and so does the researcher's side) and its role as the server said at launch (only to
@@ -83,9 +83,18 @@ pub struct Console {
 }
 
 impl Console {
-    /// Binds `listen` (loopback only; port 0 picks one) with a fresh launch token.
-    pub async fn bind(listen: SocketAddr, sources: Sources) -> Result<Console, String> {
-        check_listen(listen)?;
+    /// Binds `listen` (loopback only, unless `password` is given; port 0 picks one) with a
+    /// fresh launch token. With a password, the launch token opens a login form that asks it
+    /// before the session cookie is set.
+    pub async fn bind(
+        listen: SocketAddr,
+        sources: Sources,
+        password: Option<&str>,
+    ) -> Result<Console, String> {
+        if let Some(p) = password {
+            check_password(p)?;
+        }
+        check_listen(listen, password.is_some())?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -94,10 +103,11 @@ impl Console {
             .map_err(|e| format!("cannot read the address listened on: {e}"))?;
         let token = security::random_token();
         let url = format!("http://{addr}/login?token={token}");
-        let app = Arc::new(App {
-            sources,
-            gate: security::Gate::new(addr, &token),
-        });
+        let mut gate = security::Gate::new(addr, &token);
+        if let Some(p) = password {
+            gate = gate.with_password(p);
+        }
+        let app = Arc::new(App { sources, gate });
         Ok(Console { listener, app, url })
     }
 
@@ -124,7 +134,10 @@ impl Console {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(pages::home))
-        .route("/login", get(security::login))
+        .route(
+            "/login",
+            get(security::login).post(security::login_password),
+        )
         .route("/static/console.js", get(pages::script))
         .route("/static/console.css", get(pages::style))
         .route("/collaborations", get(researcher::collaborations))

@@ -79,6 +79,39 @@ pub fn refusal(status: StatusCode, reason: &str) -> Markup {
     }
 }
 
+/// The login form of a console started with a password (`--listen` beyond loopback): the
+/// launch token in a hidden field, the password never filled in; `error` says why the last
+/// attempt was refused.
+pub fn password_form(token: &str, error: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Log in · Warden" }
+                link rel="stylesheet" href="/static/console.css";
+            }
+            body {
+                main {
+                    h1 { "Log in" }
+                    p { "This console was started with a password. Type it to open the console." }
+                    @if let Some(e) = error {
+                        p class="error" role="alert" { (e) }
+                    }
+                    form method="post" action="/login" {
+                        input type="hidden" name="token" value=(token);
+                        label for="password" { "Password" }
+                        input type="password" id="password" name="password" required
+                            autocomplete="current-password" autofocus;
+                        button type="submit" { "Log in" }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// An error page within the frame: what failed and why (the server's, the node's or the
 /// client's words, escaped).
 pub fn error(app: &App, status: StatusCode, what: &str, why: &str) -> Response {

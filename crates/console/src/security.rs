@@ -30,18 +30,43 @@ pub const CSRF_FIELD: &str = "csrf";
 /// Largest form body read.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
-/// Refuses a listen address that is not loopback: the console holds the researcher's session
-/// and shows held results in plaintext, so it is for this machine only.
-pub fn check_listen(addr: SocketAddr) -> Result<(), String> {
+/// The shortest console password accepted (`--password-file`, `WARDEN_UI_PASSWORD`).
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// Refuses a listen address that is not loopback unless a password is set (`password`): the
+/// console holds the researcher's session and shows held results in plaintext, so without a
+/// password it is for this machine only. Beyond loopback the address must be named (not
+/// 0.0.0.0 or [::]): the Host check needs the one address the console answers to.
+pub fn check_listen(addr: SocketAddr, password: bool) -> Result<(), String> {
     if addr.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(format!(
-            "the console listens on loopback only (127.0.0.1 or [::1]), not on {addr}: it holds \
-             your session and shows held results in plaintext; reach it from another machine \
-             through an SSH tunnel (ssh -L PORT:127.0.0.1:PORT)"
-        ))
+        return Ok(());
     }
+    if !password {
+        return Err(format!(
+            "the console listens on loopback only (127.0.0.1 or [::1]) unless a password is set \
+             (--password-file or WARDEN_UI_PASSWORD), not on {addr}: it holds your session and \
+             shows held results in plaintext; or reach it from another machine through an SSH \
+             tunnel (ssh -L PORT:127.0.0.1:PORT)"
+        ));
+    }
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "name the one address to listen on, not {addr}: the console answers only to the \
+             Host it listens on (DNS rebinding), so it cannot listen on every interface"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a console password that is too short to stand on a network.
+pub fn check_password(password: &str) -> Result<(), String> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD_CHARS {
+        return Err(format!(
+            "the console's password has {n} characters; it needs at least {MIN_PASSWORD_CHARS}"
+        ));
+    }
+    Ok(())
 }
 
 /// 32 random bytes, hex.
@@ -72,13 +97,21 @@ pub struct Gate {
     cookie: String,
     /// sha256 of the session cookie -> session.
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// sha256 of the password asked by the login form before the cookie, when one is set.
+    password: Option<[u8; 32]>,
+    /// Held by each password check; a wrong password keeps it a second, so guesses are one
+    /// a second whatever the number of connections.
+    attempts: tokio::sync::Mutex<()>,
 }
 
 impl Gate {
     /// A gate for a console bound to `addr`, opened by `launch_token`.
     pub fn new(addr: SocketAddr, launch_token: &str) -> Gate {
         let port = addr.port();
-        let hosts = vec![addr.to_string(), format!("localhost:{port}")];
+        let mut hosts = vec![addr.to_string()];
+        if addr.ip().is_loopback() {
+            hosts.push(format!("localhost:{port}"));
+        }
         let origins = hosts.iter().map(|h| format!("http://{h}")).collect();
         Gate {
             launch: digest(launch_token),
@@ -87,7 +120,20 @@ impl Gate {
             // Cookies do not tell ports apart: two consoles on one machine keep their own.
             cookie: format!("warden_console_{port}"),
             sessions: Mutex::new(HashMap::new()),
+            password: None,
+            attempts: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The same gate, asking `password` in a login form before it sets the session cookie.
+    pub fn with_password(mut self, password: &str) -> Gate {
+        self.password = Some(digest(password));
+        self
+    }
+
+    /// Whether the login asks a password.
+    pub fn asks_password(&self) -> bool {
+        self.password.is_some()
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
@@ -242,22 +288,87 @@ pub struct LoginQuery {
     token: Option<String>,
 }
 
-/// `GET /login?token=...`: the launch token for a session cookie (HttpOnly, SameSite=Strict),
-/// then a redirect that drops the token from the address bar and the history.
-pub async fn login(State(app): State<Arc<App>>, Query(q): Query<LoginQuery>) -> Response {
-    let Some(token) = q.token else {
-        return refusal(
+/// Why `token` is refused, if it is not this launch's.
+fn refuse_token(app: &App, token: Option<&str>) -> Option<Response> {
+    let Some(token) = token else {
+        return Some(refusal(
             StatusCode::UNAUTHORIZED,
             "no launch token: open the address that `warden ui` printed",
-        );
+        ));
     };
-    if !bool::from(digest(&token).ct_eq(&app.gate.launch)) {
-        return refusal(
+    if !bool::from(digest(token).ct_eq(&app.gate.launch)) {
+        return Some(refusal(
             StatusCode::FORBIDDEN,
             "this is not the launch token of this console (it changes every time `warden ui` \
              starts)",
-        );
+        ));
     }
+    None
+}
+
+/// `GET /login?token=...`: the launch token for a session cookie (HttpOnly, SameSite=Strict),
+/// then a redirect that drops the token from the address bar and the history. With a password
+/// set, the launch token opens only the password form.
+pub async fn login(State(app): State<Arc<App>>, Query(q): Query<LoginQuery>) -> Response {
+    if let Some(refused) = refuse_token(&app, q.token.as_deref()) {
+        return refused;
+    }
+    if app.gate.asks_password() {
+        let token = q.token.unwrap_or_default();
+        return crate::pages::password_form(&token, None).into_response();
+    }
+    open_session(&app)
+}
+
+#[derive(serde::Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    password: String,
+}
+
+impl std::fmt::Debug for PasswordForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordForm { .. }")
+    }
+}
+
+/// `POST /login`: the launch token and the password (both compared in constant time, as
+/// sha256) for a session cookie. A wrong password is answered after a second, one check at a
+/// time.
+pub async fn login_password(
+    State(app): State<Arc<App>>,
+    axum::Form(form): axum::Form<PasswordForm>,
+) -> Response {
+    if let Some(refused) = refuse_token(&app, form.token.as_deref()) {
+        return refused;
+    }
+    let Some(expected) = app.gate.password else {
+        return refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this console asks no password: open the address that `warden ui` printed",
+        );
+    };
+    let _one_at_a_time = app.gate.attempts.lock().await;
+    if !bool::from(digest(&form.password).ct_eq(&expected)) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tracing::warn!("console login: a wrong password");
+        let token = form.token.unwrap_or_default();
+        return (
+            StatusCode::FORBIDDEN,
+            crate::pages::password_form(
+                &token,
+                Some("wrong password: this is not the password the console was started with"),
+            ),
+        )
+            .into_response();
+    }
+    open_session(&app)
+}
+
+/// A new session: its cookie set, and a redirect to the home page.
+fn open_session(app: &App) -> Response {
     let cookie = random_token();
     let session = Session {
         csrf: random_token(),
@@ -285,11 +396,33 @@ mod tests {
 
     #[test]
     fn only_loopback_is_listened_on() {
-        assert!(check_listen("127.0.0.1:0".parse().unwrap()).is_ok());
-        assert!(check_listen("[::1]:8080".parse().unwrap()).is_ok());
-        let e = check_listen("0.0.0.0:8080".parse().unwrap()).unwrap_err();
+        assert!(check_listen("127.0.0.1:0".parse().unwrap(), false).is_ok());
+        assert!(check_listen("[::1]:8080".parse().unwrap(), false).is_ok());
+        let e = check_listen("0.0.0.0:8080".parse().unwrap(), false).unwrap_err();
         assert!(e.contains("loopback only"), "{e}");
-        assert!(check_listen("192.168.1.4:80".parse().unwrap()).is_err());
+        let e = check_listen("192.168.1.4:80".parse().unwrap(), false).unwrap_err();
+        assert!(e.contains("unless a password is set"), "{e}");
+        // With a password: a named address, never every interface.
+        assert!(check_listen("192.168.1.4:80".parse().unwrap(), true).is_ok());
+        for any in ["0.0.0.0:80", "[::]:80"] {
+            let e = check_listen(any.parse().unwrap(), true).unwrap_err();
+            assert!(e.contains("name the one address"), "{e}");
+        }
+        assert!(check_password("short").unwrap_err().contains("at least 12"));
+        assert!(check_password("twelve chars").is_ok());
+    }
+
+    #[test]
+    fn beyond_loopback_only_the_address_itself_is_a_host() {
+        let g = Gate::new("192.0.2.2:4000".parse().unwrap(), "t");
+        assert_eq!(
+            g.refuse_origin(&Method::GET, &headers(&[("host", "192.0.2.2:4000")])),
+            None
+        );
+        assert!(
+            g.refuse_origin(&Method::GET, &headers(&[("host", "localhost:4000")]))
+                .is_some()
+        );
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
