@@ -1,6 +1,8 @@
 //! The console's server-side rendering (maud) of its largest page, the task list: one page of 100
 //! tasks (what `/tasks` shows, whatever the number stored), and all 10,000 tasks in one page (what
-//! a list without pages would cost). The figures are in BENCHMARKS.md.
+//! a list without pages would cost); and a result's charts (plotters' SVG backend): an object of 40
+//! numbers, an object of 8 arrays of 2,000 numbers, and 8 organizations side by side. The figures
+//! are in BENCHMARKS.md.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -67,6 +69,42 @@ fn bench(c: &mut Criterion) {
             );
             black_box(html.into_string().len())
         })
+    });
+    g.sample_size(50);
+    let forty: serde_json::Map<String, serde_json::Value> = (0..40)
+        .map(|i| {
+            (
+                format!("key {i}"),
+                serde_json::Value::from(f64::from(i) * 1.5),
+            )
+        })
+        .collect();
+    let forty = serde_json::to_vec(&forty).unwrap();
+    g.bench_function("result_bars_40", |b| {
+        b.iter(|| black_box(pages::result(black_box(&forty)).into_string().len()))
+    });
+    let lines: serde_json::Map<String, serde_json::Value> = (0..8)
+        .map(|s| {
+            let points: Vec<f64> = (0..2000).map(|x| f64::from(x * s).sin()).collect();
+            (format!("series {s}"), serde_json::json!(points))
+        })
+        .collect();
+    let lines = serde_json::to_vec(&lines).unwrap();
+    g.bench_function("result_lines_8x2000", |b| {
+        b.iter(|| black_box(pages::result(black_box(&lines)).into_string().len()))
+    });
+    let orgs: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|o| {
+            let r = serde_json::json!({"mean": f64::from(o) + 0.5, "n": 100 + o, "sd": 1.5});
+            (format!("org-{o}"), serde_json::to_vec(&r).unwrap())
+        })
+        .collect();
+    let orgs: Vec<(&str, &[u8])> = orgs
+        .iter()
+        .map(|(o, r)| (o.as_str(), r.as_slice()))
+        .collect();
+    g.bench_function("by_organization_8x3", |b| {
+        b.iter(|| black_box(pages::chart_by_organization(black_box(&orgs)).map(|s| s.len())))
     });
     g.finish();
 }

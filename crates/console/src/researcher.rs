@@ -243,7 +243,15 @@ pub async fn results(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Respon
         Ok(o) => o,
         Err(e) => return server_error(&app, &title, &e),
     };
+    let numeric: Vec<(&str, &[u8])> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_deref().map(|r| (o.organization.as_str(), r)))
+        .collect();
+    let by_organization = pages::chart_by_organization(&numeric);
     let body = html! {
+        @if let Some(svg) = by_organization {
+            (pages::figure(svg, "The organizations' numbers side by side (the keys every one of them has), drawn here."))
+        }
         p {
             "Each result was downloaded sealed, opened here with your key, and checked: sealed by its organization's pinned key, bound to "
             @if local { "the nonce and digest this machine sent." } @else { "the nonce the server shows and the digest the image resolves to now (no local record of this task)." }
