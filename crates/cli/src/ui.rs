@@ -42,18 +42,22 @@ pub struct UiArgs {
     /// listen beyond loopback.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// The algorithm store (a store profile's name or a URL, as `warden algorithm list --store`),
+    /// for the administrator's page of algorithms and their review state.
+    #[arg(long, value_name = "NAME|URL")]
+    pub store: Option<String>,
     /// Open the address in the desktop's browser (xdg-open).
     #[arg(long)]
     pub open: bool,
 }
 
 impl UiArgs {
-    /// Whether the researcher's side is asked for: a profile named, or no node given.
+    /// Whether the researcher's side is asked for: a profile named, or no node nor store given.
     fn wants_profile(&self) -> bool {
         self.profile.profile.is_some()
             || self.profile.profile_file.is_some()
             || std::env::var_os(login::PROFILE_ENV).is_some_and(|v| !v.is_empty())
-            || (self.node_socket.is_none() && self.node_config.is_none())
+            || (self.node_socket.is_none() && self.node_config.is_none() && self.store.is_none())
     }
 
     fn node(&self) -> anyhow::Result<Option<LocalClient>> {
@@ -111,8 +115,20 @@ pub fn run(args: UiArgs) -> anyhow::Result<Outcome> {
     runtime.block_on(async {
         let node = args.node()?;
         let mut session = None;
+        let store = match &args.store {
+            Some(name) => {
+                let (client, _) = warden_client::store::StoreClient::from_store_arg(name)
+                    .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+                Some(warden_console::store::StoreSide {
+                    client,
+                    name: name.clone(),
+                })
+            }
+            None => None,
+        };
         let mut sources = Sources {
             node,
+            store,
             ..Sources::default()
         };
         if args.wants_profile() {

@@ -1422,6 +1422,10 @@ async fn in_a_browser_the_data_owner_reads_the_policy_the_decisions_with_their_r
     assert!(text.contains("deny[1]"), "{text}");
     shot(c, "node-audit").await;
 
+    // A stranger whom the file modes let reach the socket is refused by the node's own check of
+    // its peer credentials, on each reading endpoint, and so is a console it runs.
+    stranger_is_refused(&w, &socket, &denied.to_string()).await;
+
     // Verified by the node with its key, then tampered with.
     c.find(Locator::Id("verify"))
         .await
@@ -1640,4 +1644,109 @@ async fn beyond_loopback_the_console_is_refused_without_a_password_and_asks_it_b
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Airlock"));
     drop(child);
+}
+
+/// Who uid 65534 (nobody) is at the node: each reading endpoint of the socket (`/v1/policy`,
+/// `/v1/audit`, `/v1/audit/verify`) asked with curl, and the same pages of a `warden ui` it
+/// runs, all refused by the node's check of the peer's credentials (the socket's directories
+/// and mode opened to others for the while, so that the file modes do not refuse first);
+/// nothing of the policy or the log (`secret`) in any answer.
+async fn stranger_is_refused(w: &World, socket: &str, secret: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    const NOBODY: &str = "65534";
+    let setpriv = |program: &str| {
+        let mut cmd = tokio::process::Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            program,
+        ])
+        .current_dir("/");
+        cmd
+    };
+    let mut opened = Vec::new();
+    let mut dir = std::path::Path::new(socket).parent().unwrap();
+    loop {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+        opened.push((dir.to_path_buf(), mode));
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
+        if dir == w.dir.path() {
+            break;
+        }
+        dir = dir.parent().unwrap();
+    }
+    let mode = std::fs::metadata(socket).unwrap().permissions().mode();
+    opened.push((PathBuf::from(socket), mode));
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    for path in ["/v1/policy", "/v1/audit", "/v1/audit/verify"] {
+        let out = setpriv("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "--unix-socket", socket])
+            .arg(format!("http://node{path}"))
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        assert_eq!(
+            status,
+            "403",
+            "{path}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            body.contains("may not use this node's local socket") && body.contains(NOBODY),
+            "{path}: {body}"
+        );
+        assert!(!body.contains(secret), "{path}: {body}");
+    }
+
+    let mut child = setpriv(BIN)
+        .args(["ui", "--node-socket", socket])
+        .env_remove("WARDEN_PASSWORD")
+        .env_remove("WARDEN_PROFILE")
+        .env("HOME", "/nonexistent")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the stranger's warden ui printed its address");
+    let base = url.split("/login?").next().unwrap().to_owned();
+    let ui = Ui {
+        _child: child,
+        url,
+        base,
+    };
+    let (http, cookie) = http_session(&ui).await;
+    for page in ["/node/policy", "/node/audit", "/node/audit/verify"] {
+        let r = http
+            .get(format!("{}{page}", ui.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(
+            status.is_client_error() || status.is_server_error(),
+            "{page}: {status} {body}"
+        );
+        assert!(
+            body.contains("may not use this node&#39;s local socket")
+                || body.contains("may not use this node's local socket"),
+            "{page}: {body}"
+        );
+        assert!(!body.contains(secret), "{page}: {body}");
+    }
+    drop(ui);
+    for (path, mode) in opened.into_iter().rev() {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
 }

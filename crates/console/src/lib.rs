@@ -26,6 +26,7 @@ pub mod pages;
 pub mod records;
 pub mod researcher;
 pub mod security;
+pub mod store;
 
 pub use security::{check_listen, check_password};
 
@@ -65,6 +66,8 @@ pub struct Sources {
     /// the researcher's pages.
     pub researcher_missing: Option<String>,
     pub node: Option<LocalClient>,
+    /// The algorithm store, for the administrator's page of algorithms and reviews.
+    pub store: Option<store::StoreSide>,
 }
 
 /// The state every handler sees.
@@ -163,6 +166,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/users/{id}/password", post(admin::reset_password))
         .route("/admin/nodes", get(admin::nodes).post(admin::create_node))
         .route("/admin/nodes/{id}/key", post(admin::rotate_key))
+        .route("/admin/algorithms", get(store::algorithms))
         .route("/node", get(owner::pending))
         .route("/node/runs/{id}", get(owner::show))
         .route("/node/policy", get(records::policy))

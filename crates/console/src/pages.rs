@@ -42,6 +42,9 @@ pub fn frame(title: &str, app: &App, refresh: Option<u32>, body: Markup) -> Mark
                             a href="/admin/users" { "Users" }
                             a href="/admin/nodes" { "Nodes" }
                         }
+                        @if app.sources.store.is_some() {
+                            a href="/admin/algorithms" { "Algorithms" }
+                        }
                         @if app.sources.node.is_some() {
                             a href="/node" { "Airlock" }
                             a href="/node/policy" { "Policy" }
