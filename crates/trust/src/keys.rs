@@ -433,13 +433,13 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), KeyError> {
         .map_err(|e| KeyError::Random(e.to_string()))
 }
 
-pub(crate) fn pem_rfc7468_decode(pem: &str) -> Result<(String, Vec<u8>), pkcs8::der::pem::Error> {
-    let (label, der) = pkcs8::der::pem::decode_vec(pem.trim().as_bytes())?;
+pub(crate) fn pem_rfc7468_decode(pem: &str) -> Result<(String, Vec<u8>), der::pem::Error> {
+    let (label, der) = der::pem::decode_vec(pem.trim().as_bytes())?;
     Ok((label.to_owned(), der))
 }
 
 pub(crate) fn pem_rfc7468_encode(label: &str, der: &[u8]) -> String {
-    pkcs8::der::pem::encode_string(label, pkcs8::der::pem::LineEnding::LF, der).unwrap_or_default()
+    der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! - [`cosign`]: cosign keyed signatures (simple signing payloads), verification and creation;
 //! - [`dsse`]: DSSE envelopes carrying in-toto statements (review attestations);
 //! - [`review`]: the algorithm store's review attestations (strict, one signature).
+//! - [`notary`]: Notary Project signatures (JWS envelope, X.509 chain, trust-policy identities).
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod cosign;
 pub mod dsse;
 pub mod keyfile;
 pub mod keys;
+pub mod notary;
 mod p256_fast;
 pub mod review;
 
