@@ -78,8 +78,8 @@ pub enum PolicyCommand {
         /// Print one JSON document: `policy`, `version`, `denies_everything`, and `allow` and
         /// `deny`, the rules in file order (`rule`, `line`, `repository` or
         /// `repository_regex`, `digests`, `signed_by`, `approved_by`, `organizations`,
-        /// `users`, `collaborations`, `functions`, and for allow rules `output`; null when the
-        /// rule does not state it).
+        /// `users`, `collaborations`, `functions`, and for allow rules `output` and `contract`
+        /// (`warden` or `vantage6`); null when the rule does not state it).
         #[arg(long)]
         json: bool,
     },
@@ -238,6 +238,11 @@ fn check(
         warden_policy::Decision::Permit { rule } => policy.output_rules(*rule),
         warden_policy::Decision::Deny { .. } => None,
     };
+    // How the permitted algorithm would be run; none for a denial.
+    let contract = match &decision {
+        warden_policy::Decision::Permit { rule } => policy.contract(*rule),
+        warden_policy::Decision::Deny { .. } => None,
+    };
     let output = if json {
         let rule = decision.rule();
         serde_json::json!({
@@ -249,6 +254,7 @@ fn check(
             "repository": reference.repository().to_string(),
             "policy": policy.origin(),
             "output": output_rules.map(output_json),
+            "contract": contract.map(|c| c.name()),
             "approved_by": if names.is_empty() {
                 serde_json::Value::Null
             } else if offline {
@@ -292,6 +298,10 @@ fn check(
         );
         for c in &stores_checked {
             text.push_str(&store_text(c));
+        }
+        // Warden's own contract is the default and goes without saying (as in `lint`).
+        if let Some(contract) = contract.filter(|c| *c != warden_policy::Contract::Warden) {
+            text.push_str(&format!("\n  contract: {contract}"));
         }
         if let Some(rules) = output_rules {
             text.push_str(&format!(
@@ -454,6 +464,7 @@ fn rule_json(rule: &warden_policy::Rule) -> serde_json::Value {
     });
     if rule.id.kind == warden_policy::RuleKind::Allow {
         v["output"] = output_json(&rule.output);
+        v["contract"] = json!(rule.contract.name());
     }
     v
 }

@@ -855,3 +855,67 @@ fn lint_json_is_one_document_naming_each_rule() {
         run.stderr
     );
 }
+
+#[test]
+fn lint_and_check_show_the_contract_of_an_allow_rule() {
+    let dir = setup();
+    let d = dir.path();
+    std::fs::write(
+        d.join("etc/v6.toml"),
+        "version = 1\n[[allow]]\nrepository = \"registry.example.org/v6/mean\"\ncontract = \"vantage6\"\n\
+         [[allow]]\nrepository = \"registry.example.org/warden/mean\"\n",
+    )
+    .expect("write policy");
+    let run = warden(d, &["policy", "lint", "etc/v6.toml"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "allow[1] (line 2): repository registry.example.org/v6/mean; contract: vantage6"
+        ),
+        "{}",
+        run.stdout
+    );
+    let run = warden(d, &["policy", "lint", "--json", "etc/v6.toml"]);
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON document");
+    assert_eq!(v["allow"][0]["contract"], "vantage6", "{v}");
+    assert_eq!(v["allow"][1]["contract"], "warden", "{v}");
+
+    let base = ["policy", "check", "--policy", "etc/v6.toml"];
+    let run = warden(
+        d,
+        &[&base[..], &["registry.example.org/v6/mean:1"]].concat(),
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("\n  contract: vantage6"),
+        "{}",
+        run.stdout
+    );
+    let run = warden(
+        d,
+        &[&base[..], &["--json", "registry.example.org/warden/mean:1"]].concat(),
+    );
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON document");
+    assert_eq!(v["contract"], "warden", "{v}");
+    let run = warden(
+        d,
+        &[&base[..], &["--json", "registry.example.org/other:1"]].concat(),
+    );
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON document");
+    assert!(v["contract"].is_null(), "{v}");
+
+    // An unknown contract is bad input, with file, line and key.
+    std::fs::write(
+        d.join("etc/bad.toml"),
+        "version = 1\n[[allow]]\nrepository = \"r.example/a\"\ncontract = \"vantage5\"\n",
+    )
+    .expect("write policy");
+    let run = warden(d, &["policy", "lint", "etc/bad.toml"]);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("allow[1].contract")
+            && run.stderr.contains("unknown contract `vantage5`"),
+        "{}",
+        run.stderr
+    );
+}

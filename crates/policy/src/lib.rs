@@ -39,7 +39,7 @@ pub use output::{
     MAX_SCHEMA_BYTES, MAX_SUBTASKS, MIN_K, MinCount, OutputRules, OutputViolation, PathPattern,
     Release, Schema, Sourced,
 };
-pub use rule::{ApprovedBy, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
+pub use rule::{ApprovedBy, Contract, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
 
 #[cfg(test)]
 mod approved_tests;

@@ -15,7 +15,9 @@ use crate::output::{
     FirstRun, Logs, MAX_CHECKERS, MAX_OUTPUT_BYTES, MAX_RUNS_PER_DAY, MAX_SCHEMA_BYTES,
     MAX_SUBTASKS, MIN_K, MinCount, OutputRules, PathPattern, Release, Schema, Sourced,
 };
-use crate::rule::{ApprovedBy, Index, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
+use crate::rule::{
+    ApprovedBy, Contract, Index, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy,
+};
 
 /// The policy file format version this crate reads.
 pub const SUPPORTED_VERSION: i64 = 1;
@@ -84,6 +86,7 @@ struct RawRule {
     collaborations: Option<SpannedList>,
     functions: Option<SpannedList>,
     output: Option<Spanned<RawOutput>>,
+    contract: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -955,6 +958,28 @@ where
                 self.load_file,
             )?,
         };
+        let contract = match (raw.contract, kind) {
+            (None, _) => Contract::Warden,
+            (Some(c), RuleKind::Deny) => {
+                return Err(self.loc.error(
+                    c.span(),
+                    format!("{name}.contract"),
+                    "contract applies to allow rules only (a denied algorithm is not run); move it to an [[allow]] rule or remove it",
+                ));
+            }
+            (Some(c), RuleKind::Allow) => Contract::parse(c.get_ref()).ok_or_else(|| {
+                let known: Vec<&str> = Contract::ALL.iter().map(|c| c.name()).collect();
+                self.loc.error(
+                    c.span(),
+                    format!("{name}.contract"),
+                    format!(
+                        "unknown contract `{}`; write one of {}",
+                        c.get_ref(),
+                        known.join(", ")
+                    ),
+                )
+            })?,
+        };
         Ok(Rule {
             id,
             repository,
@@ -966,6 +991,7 @@ where
             collaborations,
             functions,
             output,
+            contract,
         })
     }
 

@@ -113,6 +113,44 @@ pub struct ApprovedBy {
     pub min_organizations: usize,
 }
 
+/// How the node runs an admitted algorithm: which container contract it speaks. A rule without
+/// `contract` is [`Contract::Warden`] (docs/algorithm-contract.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Contract {
+    /// Warden's own contract: `/mnt/input/input`, `/mnt/output/output`, the proxy's Unix socket.
+    #[default]
+    Warden,
+    /// A container built for a vantage6 4.x node (`vantage6-algorithm-tools` 4.x,
+    /// `wrap_algorithm`): its environment, serialisation and the subset of the vantage6 server
+    /// API algorithm clients use, served by the node's proxy through a loopback shim
+    /// (docs/vantage6.md).
+    Vantage6,
+}
+
+impl Contract {
+    /// Every contract, as spelt in a policy.
+    pub const ALL: [Contract; 2] = [Contract::Warden, Contract::Vantage6];
+
+    /// `warden` or `vantage6`, as the policy spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Contract::Warden => "warden",
+            Contract::Vantage6 => "vantage6",
+        }
+    }
+
+    /// The contract spelt `name`, if there is one.
+    pub fn parse(name: &str) -> Option<Contract> {
+        Contract::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl fmt::Display for Contract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One validated rule. `None` means the condition is not stated (it does not restrict).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -128,6 +166,8 @@ pub struct Rule {
     pub functions: Option<BTreeSet<String>>,
     /// `[allow.output]`; unrestricted for a rule without it and for deny rules.
     pub output: OutputRules,
+    /// `contract` (allow rules only): how the admitted container is run.
+    pub contract: Contract,
 }
 
 impl Rule {
@@ -177,6 +217,9 @@ impl fmt::Display for Rule {
         list(f, "users", &self.users)?;
         list(f, "collaborations", &self.collaborations)?;
         list(f, "functions", &self.functions)?;
+        if self.contract != Contract::Warden {
+            write!(f, "; contract: {}", self.contract)?;
+        }
         if !self.output.is_unrestricted() {
             write!(f, "; output: {}", self.output)?;
         }
@@ -268,6 +311,15 @@ impl Policy {
     pub fn output_rules(&self, id: RuleId) -> Option<&OutputRules> {
         match id.kind {
             RuleKind::Allow => self.rule(id).map(|r| &r.output),
+            RuleKind::Deny => None,
+        }
+    }
+
+    /// The contract of the allow rule `id` (the rule a [`crate::Decision::Permit`] names);
+    /// `None` for a deny rule or a rule this policy does not have.
+    pub fn contract(&self, id: RuleId) -> Option<Contract> {
+        match id.kind {
+            RuleKind::Allow => self.rule(id).map(|r| r.contract),
             RuleKind::Deny => None,
         }
     }

@@ -1223,3 +1223,49 @@ fn dead_regex_literals_are_refused() {
     check(&flags, "registry.example.org/x12", "", "allow[2]");
     check(&flags, "registry.example.org/x12/y", "", "deny");
 }
+
+#[test]
+fn contract_defaults_to_warden_and_vantage6_is_read_and_shown() {
+    let p = policy(
+        "version = 1\n[[allow]]\nrepository = \"r.example/a\"\n\
+         [[allow]]\nrepository = \"r.example/v6\"\ncontract = \"vantage6\"\n\
+         [[allow]]\nrepository = \"r.example/w\"\ncontract = \"warden\"\n",
+    );
+    let contracts: Vec<Contract> = p.allow_rules().iter().map(|r| r.contract).collect();
+    assert_eq!(
+        contracts,
+        [Contract::Warden, Contract::Vantage6, Contract::Warden]
+    );
+    let v6 = p.allow_rules()[1].id;
+    assert_eq!(p.contract(v6), Some(Contract::Vantage6));
+    assert!(
+        p.allow_rules()[1]
+            .to_string()
+            .contains("; contract: vantage6"),
+        "{}",
+        p.allow_rules()[1]
+    );
+    assert!(!p.allow_rules()[0].to_string().contains("contract"));
+}
+
+#[test]
+fn contract_is_refused_when_unknown_or_on_a_deny_rule() {
+    check_refused(
+        "version = 1\n[[allow]]\nrepository = \"r.example/a\"\ncontract = \"vantage5\"\n",
+        4,
+        "allow[1].contract",
+        "unknown contract `vantage5`; write one of warden, vantage6",
+    );
+    check_refused(
+        "version = 1\n[[allow]]\nrepository = \"r.example/a\"\ncontract = \"Vantage6\"\n",
+        4,
+        "allow[1].contract",
+        "unknown contract",
+    );
+    check_refused(
+        "version = 1\n[[deny]]\nrepository = \"r.example/a\"\ncontract = \"vantage6\"\n",
+        4,
+        "deny[1].contract",
+        "contract applies to allow rules only",
+    );
+}
