@@ -318,5 +318,18 @@ async fn spool_full(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
         }
         fed.settle(Duration::from_secs(form.pick(60, 180))).await?;
     }
+    let refused = fed
+        .all_tasks()
+        .await?
+        .iter()
+        .flat_map(|t| t.runs.iter())
+        .filter(|r| r.reason.as_deref().is_some_and(|r| r.contains("space")))
+        .count();
+    claim(
+        h,
+        "the full node refused its new runs, naming the space",
+        refused == per_phase,
+        format!("{refused} run(s) refused for space, {per_phase} created while full"),
+    );
     finish(Arc::new(fed), Duration::from_secs(30)).await
 }

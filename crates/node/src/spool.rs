@@ -41,6 +41,19 @@ pub enum SpoolError {
 
 type Result<T, E = SpoolError> = std::result::Result<T, E>;
 
+impl SpoolError {
+    /// Whether the spool's filesystem is full (ENOSPC) or its quota spent (EDQUOT).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            SpoolError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || matches!(source.raw_os_error(), Some(28 | 122))
+            }
+            SpoolError::Corrupt { .. } => false,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.to_path_buf(),
@@ -446,6 +459,36 @@ mod tests {
 
     fn record(id: i64) -> RunRecord {
         RunRecord::received(id, 1, 2, 3, "x")
+    }
+
+    /// A spool on a full filesystem (a 64 KiB tmpfs, filled; needs root like tests/audit.rs)
+    /// fails to save a record with an error that says so, which admission refuses the run for.
+    #[test]
+    fn a_full_spool_filesystem_is_told_apart() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("spool");
+        fs::create_dir(&mount).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&mount)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        let spool = Spool::open(&mount).unwrap();
+        let mut f = File::create(mount.join("filler")).unwrap();
+        while f.write(&[0u8; 4096]).map(|n| n > 0).unwrap_or(false) {}
+        while f.write(&[0u8; 1]).map(|n| n > 0).unwrap_or(false) {}
+        let e = spool.save(&record(9)).unwrap_err();
+        drop((f, spool));
+        let unmounted = std::process::Command::new("umount").arg(&mount).status();
+        assert!(e.is_no_space(), "{e}");
+        assert!(unmounted.unwrap().success());
+        let other = SpoolError::Io {
+            path: mount,
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(!other.is_no_space());
     }
 
     #[test]

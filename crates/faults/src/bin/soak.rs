@@ -51,7 +51,6 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 a.scenarios.push(v);
             }
             "--out" => a.out = PathBuf::from(it.next().ok_or("--out needs a folder")?),
-            "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -64,12 +63,14 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
 #[allow(clippy::print_stdout)]
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("error: {e}");
-            }
+            eprintln!("error: {e}");
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }

@@ -83,10 +83,17 @@ impl Node {
             &task.image,
         );
         record.waiting_since = waiting_since;
-        if let Err(e) = s.spool.save(&record) {
-            tracing::error!(run = run_id, error = %e, "cannot record the run; not taking it");
-            return;
-        }
+        let spool_full = match s.spool.save(&record) {
+            Ok(()) => false,
+            Err(e) if e.is_no_space() => {
+                tracing::error!(run = run_id, error = %e, "the spool disk is full; refusing the run");
+                true
+            }
+            Err(e) => {
+                tracing::error!(run = run_id, error = %e, "cannot record the run; not taking it");
+                return;
+            }
+        };
         // Who asks is filled in once it is known: proven from the sealed input, or in plaintext
         // mode the server's word.
         let mut audit = Record {
@@ -109,6 +116,10 @@ impl Node {
             by: None,
             approvals: Vec::new(),
         };
+        if spool_full {
+            self.refuse_for_space(run_id, audit).await;
+            return;
+        }
         let admission_started = Instant::now();
         let admitted = self
             .admit(&mut record, &mut audit, event_image.as_deref(), &task)
@@ -432,6 +443,36 @@ impl Refused {
         }
     }
 }
+
+impl Node {
+    /// A run taken while the spool disk is full: nothing of it can be kept, so it is rejected
+    /// at once with the reason (on the audit log, which lives elsewhere, and at the server), so
+    /// that the researcher sees why rather than a run pending without end. New runs are taken
+    /// again as soon as the spool has space. When the audit log cannot record the refusal
+    /// either, nothing is reported and the run stays pending for the next catch-up.
+    async fn refuse_for_space(&self, run_id: i64, mut audit: Record) {
+        let reason = SPOOL_FULL.to_owned();
+        audit.reason = Some(reason.clone());
+        if self.audit(audit).is_err() {
+            return;
+        }
+        let update = api::UpdateRun {
+            state: RunState::Rejected,
+            reason: Some(reason),
+            digest: None,
+        };
+        match self.inner.server.update(run_id, &update).await {
+            Ok(_) => tracing::warn!(run = run_id, "run refused: the spool disk is full"),
+            Err(e) => {
+                tracing::warn!(run = run_id, error = %e, "cannot report the refusal; the run stays pending")
+            }
+        }
+    }
+}
+
+/// The reason a run taken while the spool disk is full is rejected with.
+pub(crate) const SPOOL_FULL: &str = "refused: no space left on the node's spool disk; the node \
+     takes new runs again when its spool has space";
 
 fn rejected(audit: &mut Record, r: Rejection) -> Refused {
     audit.digest = r.evidence.digest.as_ref().map(ToString::to_string);

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use warden_api::{self as api, RunState};
@@ -17,6 +17,41 @@ use crate::admission::Admitted;
 use crate::proxy::{Proxy, ProxyDeps, ProxyLimits, RunScope};
 use crate::slots::RunSlot;
 use crate::spool::{Final, Phase, RunRecord};
+
+/// How long a run holds its slot while the server cannot be told of its admission (a link
+/// down, a replica restarting): the report is retried, backing off to 5 s, before the run fails.
+/// A run failed at once for a passing outage was lost work (found by the fault harness,
+/// crates/faults `link-cut`).
+const ADMISSION_REPORT_PATIENCE: Duration = Duration::from_secs(600);
+
+impl Node {
+    /// Reports the admission; a transient failure (server unreachable, 5xx, 429) is retried
+    /// within [`ADMISSION_REPORT_PATIENCE`] unless the run is cancelled meanwhile. The update is
+    /// idempotent at the server (a state already reached is accepted).
+    async fn report_admission(
+        &self,
+        run_id: i64,
+        update: &api::UpdateRun,
+    ) -> Result<(), crate::server::ServerError> {
+        let deadline = Instant::now() + ADMISSION_REPORT_PATIENCE;
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.inner.server.update(run_id, update).await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.is_transient()
+                        && Instant::now() + pause < deadline
+                        && !self.cancelled(run_id) =>
+                {
+                    tracing::warn!(run = run_id, error = %e, "cannot report admitted yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
 
 impl Node {
     /// Steps 7 and 8: report, pin, run with the proxy, seal, spool.
@@ -59,7 +94,7 @@ impl Node {
                 if resumed {
                     Ok(())
                 } else {
-                    s.server.update(run_id, &update).await.map(|_| ())
+                    self.report_admission(run_id, &update).await
                 }
             },
             async {
@@ -223,6 +258,17 @@ impl Node {
     ) -> Result<(Proxy, RunSpec), String> {
         let s = &self.inner;
         let run_id = record.run_id;
+        // A rule that asks for another container contract than Warden's is never run under
+        // Warden's: this node does not yet run the vantage6 contract, so such a run fails.
+        if let Some(contract) = s.gate.policy().contract(admitted.rule())
+            && contract != warden_policy::Contract::Warden
+        {
+            return Err(format!(
+                "{} admits the image with contract = \"{contract}\", which this node does not run \
+                 yet; it runs only the warden contract (docs/vantage6.md)",
+                admitted.rule().name()
+            ));
+        }
         let work = s
             .spool
             .work(run_id)
