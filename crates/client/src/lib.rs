@@ -40,10 +40,70 @@ pub use record::{RecordError, RecordStore, TaskRecord};
 pub use researcher::Researcher;
 pub use submit::{Submission, parse_input, resolve_digest};
 
-/// First pause between two polls of a task's runs; it doubles up to [`MAX_POLL`].
+/// Pause between two polls of a task's runs during the first [`FAST_FOR`] of a wait: a trivial
+/// task ends within a second or two, and the wait should see it within this much.
+pub const FAST_POLL: Duration = Duration::from_millis(50);
+/// How long a wait polls every [`FAST_POLL`].
+pub const FAST_FOR: Duration = Duration::from_secs(2);
+/// The pause after the fast polls; it doubles up to [`MAX_POLL`].
 pub const FIRST_POLL: Duration = Duration::from_millis(100);
 /// Longest pause between two polls.
 pub const MAX_POLL: Duration = Duration::from_millis(500);
+
+/// The pauses between the polls of one wait, shared by `warden task wait` and the Python
+/// client: every [`FAST_POLL`] for [`FAST_FOR`], then from [`FIRST_POLL`] doubling to
+/// [`MAX_POLL`]. (The doubling alone, from 100 ms, left up to 400 ms between a trivial run's end
+/// and the poll that saw it.)
+#[derive(Debug, Clone)]
+pub struct PollSchedule {
+    started: Instant,
+    slow: Duration,
+}
+
+impl PollSchedule {
+    pub fn new() -> PollSchedule {
+        PollSchedule::since(Instant::now())
+    }
+
+    /// A schedule for a wait that began at `started`.
+    pub fn since(started: Instant) -> PollSchedule {
+        PollSchedule {
+            started,
+            slow: FIRST_POLL,
+        }
+    }
+
+    /// The pause before the next poll.
+    pub fn next_pause(&mut self) -> Duration {
+        if self.started.elapsed() < FAST_FOR {
+            return FAST_POLL;
+        }
+        let p = self.slow;
+        self.slow = (self.slow * 2).min(MAX_POLL);
+        p
+    }
+}
+
+impl Default for PollSchedule {
+    fn default() -> Self {
+        PollSchedule::new()
+    }
+}
+
+#[cfg(test)]
+mod poll_tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_polls_fast_at_first_then_backs_off() {
+        let mut young = PollSchedule::new();
+        assert_eq!(young.next_pause(), FAST_POLL);
+        assert_eq!(young.next_pause(), FAST_POLL);
+        let mut old = PollSchedule::since(Instant::now() - FAST_FOR);
+        let pauses: Vec<u128> = (0..5).map(|_| old.next_pause().as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 500, 500]);
+    }
+}
 /// Time allowed for one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -638,8 +698,8 @@ impl Client {
         .await
     }
 
-    /// Polls the task (backing off from [`FIRST_POLL`] to [`MAX_POLL`]) until every run is
-    /// final, or `timeout` has passed.
+    /// Polls the task (on a [`PollSchedule`]) until every run is final, or `timeout` has
+    /// passed.
     /// A run waiting at its node (`awaiting_approval`, `awaiting_release`) is not final: the
     /// wait goes on until the data owner decides (or the node's own time limit refuses it).
     pub async fn wait(&self, id: i64, timeout: Duration) -> Result<TaskDetail, ClientError> {
@@ -655,7 +715,7 @@ impl Client {
         mut seen: impl FnMut(&TaskDetail),
     ) -> Result<TaskDetail, ClientError> {
         let deadline = Instant::now() + timeout;
-        let mut pause = FIRST_POLL;
+        let mut schedule = PollSchedule::new();
         loop {
             let t = self.task(id).await?;
             seen(&t);
@@ -672,8 +732,7 @@ impl Client {
                     detail: Box::new(t),
                 });
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(MAX_POLL);
+            tokio::time::sleep(schedule.next_pause().min(deadline - now)).await;
         }
     }
 

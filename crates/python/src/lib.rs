@@ -33,9 +33,6 @@ use warden_seal::Fingerprint;
 
 /// How often a call that waits looks for a pending signal (Ctrl-C).
 pub const SIGNAL_CHECK: Duration = Duration::from_millis(50);
-/// First pause between two polls of a task; doubles up to [`MAX_POLL`] (as `warden task wait`).
-const FIRST_POLL: Duration = warden_client::FIRST_POLL;
-const MAX_POLL: Duration = warden_client::MAX_POLL;
 /// Environment variable with the password when neither the call nor the profile gives one.
 const PASSWORD_ENV: &str = "WARDEN_PASSWORD";
 
@@ -392,7 +389,8 @@ impl Native {
         progress: Option<&Py<PyAny>>,
     ) -> Result<TaskDetail, Fail> {
         let deadline = Instant::now() + timeout;
-        let mut pause = FIRST_POLL;
+        // the same pauses as `warden task wait` (warden_client::Client::wait_watching)
+        let mut schedule = warden_client::PollSchedule::new();
         let mut names = None;
         loop {
             let t = self.client.task(task_id).await?;
@@ -434,8 +432,7 @@ impl Native {
                 }
                 .into());
             }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(MAX_POLL);
+            tokio::time::sleep(schedule.next_pause().min(deadline - now)).await;
         }
     }
 }
