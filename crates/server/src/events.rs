@@ -19,7 +19,9 @@ use crate::storage::{EVENT_CHANNEL, REVOKED_PREFIX};
 /// Which nodes a wake-up concerns.
 #[derive(Debug, Clone)]
 pub enum Wake {
-    /// (collaboration, organization) pairs that got new events.
+    /// (collaboration, organization) pairs that got new events, sorted (build it with
+    /// [`Wake::nodes`]): every connected session looks itself up in it, so with thousands of
+    /// sessions and a task of a thousand targets the lookup is a binary search, not a scan.
     Nodes(Arc<[(i64, i64)]>),
     /// Some node may have new events (another replica wrote them).
     All,
@@ -29,10 +31,20 @@ pub enum Wake {
 }
 
 impl Wake {
+    /// The wake-up of these pairs (sorted and deduplicated here).
+    pub fn nodes(pairs: impl IntoIterator<Item = (i64, i64)>) -> Wake {
+        let mut v: Vec<(i64, i64)> = pairs.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        Wake::Nodes(v.into())
+    }
+
     pub fn concerns(&self, collaboration_id: i64, organization_id: i64) -> bool {
         match self {
             Wake::All => true,
-            Wake::Nodes(v) => v.contains(&(collaboration_id, organization_id)),
+            Wake::Nodes(v) => v
+                .binary_search(&(collaboration_id, organization_id))
+                .is_ok(),
             Wake::Revoked(..) => false,
         }
     }
@@ -120,6 +132,18 @@ impl EventHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_wakeups_find_every_pair_in_any_order() {
+        let pairs = [(5, 9), (1, 2), (5, 1), (1, 2), (3, 3)];
+        let w = Wake::nodes(pairs);
+        for (c, o) in pairs {
+            assert!(w.concerns(c, o), "{c} {o}");
+        }
+        for (c, o) in [(9, 5), (2, 1), (5, 2), (0, 0), (3, 4)] {
+            assert!(!w.concerns(c, o), "{c} {o}");
+        }
+    }
 
     #[test]
     fn notifications_are_event_ids_or_revocations() {

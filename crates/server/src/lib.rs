@@ -171,12 +171,37 @@ pub async fn serve(listen: SocketAddr, service: Service) -> Result<RunningServer
     serve_with(listen, service, MetricsAccess::Open).await
 }
 
+/// Raise this process's soft limit on open files (`RLIMIT_NOFILE`) to its hard limit, since
+/// every connected node holds a socket; returns the (soft, hard) limits now in force (`None`
+/// for unlimited). Raising the hard limit is the operator's part (docs/server.md).
+pub fn raise_open_file_limit() -> (Option<u64>, Option<u64>) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        let wanted = rustix::process::Rlimit {
+            current: l.maximum,
+            maximum: l.maximum,
+        };
+        match setrlimit(Resource::Nofile, wanted) {
+            Ok(()) => l = getrlimit(Resource::Nofile),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    (l.current, l.maximum)
+}
+
 /// Start serving `service` on `listen`, `/metrics` guarded by `metrics`.
 pub async fn serve_with(
     listen: SocketAddr,
     service: Service,
     metrics: MetricsAccess,
 ) -> Result<RunningServer, ServerError> {
+    let (soft, hard) = raise_open_file_limit();
+    tracing::info!(
+        open_files = soft,
+        hard_limit = hard,
+        "open-file limit (each connected node holds one)"
+    );
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ServerError::Bind {

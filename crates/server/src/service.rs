@@ -1988,9 +1988,7 @@ impl Service {
         let m = &self.inner.metrics;
         Metrics::inc(&m.tasks_created);
         Metrics::add(&m.runs_created, keys.len() as u64);
-        self.inner
-            .hub
-            .wake(Wake::Nodes(keys.iter().copied().collect()));
+        self.inner.hub.wake(Wake::nodes(keys.iter().copied()));
     }
 
     /// Everything of a task creation inside `tx`; returns the task and the (collaboration,
@@ -2229,9 +2227,9 @@ impl Service {
         tx.commit().await?;
         if !moved.is_empty() {
             Metrics::add(&self.inner.metrics.run_transitions, moved.len() as u64);
-            self.inner.hub.wake(Wake::Nodes(
-                moved.iter().map(|(_, c, o)| (*c, *o)).collect(),
-            ));
+            self.inner
+                .hub
+                .wake(Wake::nodes(moved.iter().map(|(_, c, o)| (*c, *o))));
         }
         tracing::info!(task = id, by = ?user_id, runs = ?moved.iter().map(|(r, ..)| *r).collect::<Vec<_>>(), "task cancelled");
         Ok(api::TaskDetail {

@@ -15,6 +15,17 @@
 //! R server processes over the same schema and spreads the 8 create-task clients over them
 //! (client i talks to replica i mod R); the other figures use the first. The server's RSS is
 //! printed after each load, including bursts of user logins from 8 and 32 clients.
+//!
+//! ```text
+//! warden-server-bench nodes --nodes N [--database URL] [--tasks T] [--targets K]
+//! ```
+//!
+//! Scale: N organizations in one collaboration, a node for each, all N logged in with their
+//! event WebSockets open against one server; then T tasks (default 30) of K targets each
+//! (default min(N, the server's 1,000)), consecutive slices of the nodes, one after the other.
+//! Prints the delivery latency from each create request to each node's receipt of its run
+//! (p50/p99/max), the time until the last node of a task has it, and the server's RSS, open
+//! file descriptors and CPU time idle with N sessions and after the tasks (module [`nodes`]).
 
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
@@ -31,6 +42,9 @@ use serde_json::{Value, json};
 use warden_server::config::{AuthConfig, LimitsConfig};
 use warden_server::storage::{ConnectOptions, Db, Durability, NewTask};
 
+#[path = "warden-server-bench/nodes.rs"]
+mod nodes;
+
 const CLIENTS: usize = 8;
 const PASSWORD: &str = "bench password 0123456789";
 
@@ -38,6 +52,12 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("serve") {
         return serve_child(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("nodes") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(nodes::bench(&args[2..]));
     }
     let mut database = None;
     let mut tasks = 100_000usize;
@@ -115,7 +135,16 @@ fn serve_child(args: &[String]) -> Result<()> {
                 },
                 ..AuthConfig::default()
             },
-            LimitsConfig::default(),
+            // `nodes --nodes N` holds N sessions: the total is raised to N when above the default.
+            LimitsConfig {
+                max_event_sessions: std::env::var("WARDEN_BENCH_SESSIONS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map_or(LimitsConfig::default().max_event_sessions, |n: u32| {
+                        n.max(LimitsConfig::default().max_event_sessions)
+                    }),
+                ..LimitsConfig::default()
+            },
         )
         .await?;
         let pw = dir.join("admin.pw");
@@ -151,11 +180,22 @@ struct ChildServer {
 }
 
 fn spawn_server(url: &str, schema: Option<&str>, dir: &Path) -> Result<ChildServer> {
+    spawn_server_env(url, schema, dir, &[])
+}
+
+/// [`spawn_server`] with these variables in the child's environment.
+fn spawn_server_env(
+    url: &str,
+    schema: Option<&str>,
+    dir: &Path,
+    env: &[(&str, String)],
+) -> Result<ChildServer> {
     let exe = std::env::current_exe()?;
     let spawned = Instant::now();
     let mut child = Command::new(exe)
         .args(["serve", url, schema.unwrap_or("-")])
         .arg(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
