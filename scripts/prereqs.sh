@@ -44,6 +44,12 @@ warden_prereqs() {
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
     # the terminal test of `warden task create --wait`'s live display (crates/cli/tests/progress_cli.rs)
     command -v tmux >/dev/null || missing+=(tmux)
+    # `warden algorithm base python` and its tests (crates/cli/tests/base_image_cli.rs, the
+    # Python algorithm tests): the Python base image's root from Debian packages
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    # the fault harness (crates/faults, scripts/soak): HAProxy balances the server replicas and
+    # relays each node's link
+    [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     if [ ${#missing[@]} -gt 0 ]; then
         warden_need_root "${missing[*]}" || return 1
         echo "installing: ${missing[*]}"

@@ -48,8 +48,7 @@ def run(fed, tmp: Path) -> None:
     fed.push_signed(images["rust"], rust_ctx)
     fed.push_signed(images["python"], pyimage.build(tmp / "py", {
         "/app/mean.py": ROOT / "algorithms/mean-py/mean.py",
-        "/usr/lib/python3.11/warden_algorithm": ROOT / "python/warden_algorithm/warden_algorithm",
-    }, ["/usr/bin/python3.11", "-I", "-B", "/app/mean.py"]))
+    }, ["/app/mean.py"]))
     client = fed.client()
     node, total = {k: [] for k in images}, {k: [] for k in images}
     args = {"column": "age", "data": "records"}

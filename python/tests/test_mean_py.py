@@ -36,8 +36,7 @@ def test_the_python_mean_gives_the_rust_mean_through_real_nodes(federation, tmp_
     federation.push_signed(rust, rust_ctx)
     py_ctx = pyimage.build(tmp_path / "py", {
         "/app/mean.py": ROOT / "algorithms/mean-py/mean.py",
-        "/usr/lib/python3.11/warden_algorithm": ROOT / "python/warden_algorithm/warden_algorithm",
-    }, ["/usr/bin/python3.11", "-I", "-B", "/app/mean.py"])
+    }, ["/app/mean.py"])
     py = f"{host}/pytest/mean-py:1.0"
     federation.push_signed(py, py_ctx)
 

@@ -15,6 +15,12 @@ use crate::store::{fail, out};
 
 #[derive(Debug, Subcommand)]
 pub enum AlgorithmCommand {
+    /// Base images for algorithms, built from Debian packages (and PyPI wheels) without
+    /// pulling from any registry.
+    Base {
+        #[command(subcommand)]
+        command: crate::base_image::BaseCommand,
+    },
     /// Submit a version: the image (a tag is resolved once by the store), the source commit and
     /// the functions (`NAME:central|partial[:ARG=TYPE[?],...]`, `?` marks an optional argument).
     ///
@@ -224,6 +230,9 @@ fn key_password(file: Option<&std::path::Path>) -> Result<Vec<u8>, StoreClientEr
 }
 
 pub fn run_algorithm(command: AlgorithmCommand) -> u8 {
+    if let AlgorithmCommand::Base { command } = command {
+        return crate::base_image::run(command);
+    }
     let r = rt().and_then(|rt| rt.block_on(algorithm(command)));
     match r {
         Ok(s) => out(&s),
@@ -233,6 +242,7 @@ pub fn run_algorithm(command: AlgorithmCommand) -> u8 {
 
 async fn algorithm(command: AlgorithmCommand) -> Result<String, StoreClientError> {
     match command {
+        AlgorithmCommand::Base { .. } => unreachable!("run_algorithm builds base images"),
         AlgorithmCommand::Submit {
             store,
             name,

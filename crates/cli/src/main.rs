@@ -10,6 +10,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 mod admin;
 mod algorithm;
 mod audit;
+mod base_image;
 mod common;
 mod demo;
 mod image;
