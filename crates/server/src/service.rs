@@ -2218,6 +2218,20 @@ impl Service {
                 .await?;
             moved = tx.cancel_runs(id, now).await?;
             tx.insert_events("run_cancelled", &moved, now).await?;
+            // Its subtasks, and theirs, go with it: a central run cancelled would otherwise
+            // leave the partial runs it asked for running at their nodes, for a result no
+            // one reads. Cancelled by the same person, in the same transaction.
+            let mut parents = vec![id];
+            while let Some(parent) = parents.pop() {
+                for sub in tx.live_subtasks(parent).await? {
+                    tx.cancel_task(sub, user_id, username.as_deref(), now)
+                        .await?;
+                    let m = tx.cancel_runs(sub, now).await?;
+                    tx.insert_events("run_cancelled", &m, now).await?;
+                    moved.extend(m);
+                    parents.push(sub);
+                }
+            }
         }
         let t = tx
             .task(id)

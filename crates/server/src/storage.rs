@@ -1416,6 +1416,13 @@ impl Tx {
         Ok(n == 1)
     }
 
+    /// The subtasks of `parent` (tasks its runs created) not cancelled yet, oldest first.
+    pub async fn live_subtasks(&mut self, parent: i64) -> Result<Vec<i64>> {
+        let sql = "SELECT id FROM tasks WHERE parent_task_id = $1 AND cancelled_at IS NULL \
+                   ORDER BY id";
+        Ok(on!(self, c => sqlx::query_scalar(sql).bind(parent).fetch_all(&mut *c).await)?)
+    }
+
     /// Move every run of the task that has not ended to `cancelled` (its `finished_at` set to
     /// `now`); returns (run id, collaboration, organization) of those it moved.
     pub async fn cancel_runs(&mut self, task_id: i64, now: i64) -> Result<Vec<(i64, i64, i64)>> {

@@ -366,3 +366,97 @@ async fn an_older_database_keeps_its_runs_and_they_can_be_cancelled() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     kit.stop().await;
 }
+
+/// A run token for `run` at its node: admitted with [`DIGEST`], running.
+async fn run_token(kit: &Kit, node: &str, run: i64) -> String {
+    let path = format!("/api/runs/{run}");
+    let (s, v) = kit
+        .patch(node, &path, json!({"state": "admitted", "digest": DIGEST}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = kit.patch(node, &path, json!({"state": "running"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = kit
+        .post(node, &format!("/api/runs/{run}/token"), json!(null))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn cancelling_a_task_cancels_its_subtasks_and_theirs_and_nothing_else() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let task = kit.task(&w.researcher1, w.c12, &[w.org1]).await;
+    let task_id = task["task"]["id"].as_i64().unwrap();
+    let central = run_of(&task, w.org1);
+    let other = kit.task(&w.researcher1, w.c12, &[w.org2]).await;
+    let other_id = other["task"]["id"].as_i64().unwrap();
+
+    // The central run asks both organizations for a partial; one partial asks again.
+    let rt = run_token(&kit, &w.node1, central).await;
+    let pinned = format!("registry.example.org/team/avg@{DIGEST}");
+    let body = |orgs: &[i64]| {
+        let inputs: Vec<Value> = orgs
+            .iter()
+            .map(|o| json!({"organization_id": o, "input": ""}))
+            .collect();
+        json!({"collaboration_id": w.c12, "image": pinned, "inputs": inputs})
+    };
+    let (s, sub) = kit.post(&rt, "/api/tasks", body(&[w.org1, w.org2])).await;
+    assert_eq!(s, StatusCode::CREATED, "{sub}");
+    let sub_id = sub["task"]["id"].as_i64().unwrap();
+    let partial1 = run_of(&sub, w.org1);
+    let rt2 = run_token(&kit, &w.node1, partial1).await;
+    let (s, subsub) = kit.post(&rt2, "/api/tasks", body(&[w.org2])).await;
+    assert_eq!(s, StatusCode::CREATED, "{subsub}");
+    let subsub_id = subsub["task"]["id"].as_i64().unwrap();
+    let mut ws2 = connect(&kit, &w.node2, 0).await;
+    // Node two has the other task's run, its partial and the sub-subtask's run waiting.
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        let e = next_event(&mut ws2).await;
+        assert_eq!(e["kind"], "run_created", "{e}");
+        created.push(e["run_id"].as_i64().unwrap());
+    }
+
+    let (s, v) = kit
+        .post(
+            &w.researcher1,
+            &format!("/api/tasks/{task_id}/cancel"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for id in [task_id, sub_id, subsub_id] {
+        let (s, v) = kit.get(&w.researcher1, &format!("/api/tasks/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["task"]["cancelled_by"], "res1", "task {id}: {v}");
+        for r in v["runs"].as_array().unwrap() {
+            assert_eq!(r["state"], "cancelled", "task {id}: {v}");
+        }
+    }
+    // Node two is told of its two runs of the cancelled tree, naming who cancelled.
+    let mut told = Vec::new();
+    for _ in 0..2 {
+        let e = next_event(&mut ws2).await;
+        assert_eq!(
+            (&e["kind"], &e["cancelled_by"]),
+            (&json!("run_cancelled"), &json!("res1")),
+            "{e}"
+        );
+        told.push(e["run_id"].as_i64().unwrap());
+    }
+    told.sort_unstable();
+    let mut expected = vec![run_of(&sub, w.org2), run_of(&subsub, w.org2)];
+    expected.sort_unstable();
+    assert_eq!(told, expected);
+    // The researcher's other task is untouched.
+    let (s, v) = kit
+        .get(&w.researcher1, &format!("/api/tasks/{other_id}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["task"]["cancelled_at"].is_null(), "{v}");
+    assert_eq!(v["runs"][0]["state"], "pending", "{v}");
+    assert!(created.contains(&run_of(&other, w.org2)));
+}
