@@ -234,7 +234,7 @@ pub fn start(
         }
         Err(_) => {}
     }
-    let listener = tokio::net::UnixListener::bind(path).map_err(socket_err(path))?;
+    let listener = crate::unix::bind(path).map_err(socket_err(path))?;
     // Private before anything else: the bind made the file with the umask's mode.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(socket_err(path))?;

@@ -178,7 +178,7 @@ impl Proxy {
             source,
         };
         let _ = std::fs::remove_file(&socket);
-        let listener = tokio::net::UnixListener::bind(&socket).map_err(sock_err)?;
+        let listener = crate::unix::bind(&socket).map_err(sock_err)?;
         // The algorithm runs as another user: it must be able to connect.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
             .map_err(sock_err)?;

@@ -542,8 +542,14 @@ async fn subtask_results_not_sealed_and_bound_by_their_node_are_refused_by_the_p
                             organization: w.b.name.clone(),
                             digest: digest.clone(),
                         };
-                        warden_seal::seal_result(&mallory, Kind::Result, &a_key, &binding, b"666")
-                            .unwrap()
+                        warden_seal::seal_result(
+                            &mallory,
+                            Kind::Result,
+                            &a_key,
+                            &binding,
+                            b"\"forged-by-mallory\"",
+                        )
+                        .unwrap()
                     }
                     // 2. B's genuine result of the first subtask, replayed for the second.
                     Some((first_nonce, first_run)) => {
@@ -599,7 +605,7 @@ async fn subtask_results_not_sealed_and_bound_by_their_node_are_refused_by_the_p
             )),
         "{message}"
     );
-    assert!(!out.contains("666"));
+    assert!(!out.contains("forged-by-mallory"));
     node.stop().await;
 }
 
