@@ -125,6 +125,14 @@ def main(out):
     # Two certificates, ECDSA (the benchmark's chain).
     eleaf = cert(name(CN="Reviewers", O="Hospital A"), leaf_key, root_name, root_key, ca=False)
     case("es256-two", envelope(leaf_key, [eleaf, root], "ES256"))
+    # Two certificates, all P-256 (the benchmark's target chain).
+    p256_root_key = ec.generate_private_key(ec.SECP256R1())
+    p256_root_name = name(CN="Warden P-256 Root", O="Hospital A")
+    p256_root = cert(p256_root_name, p256_root_key, p256_root_name, p256_root_key, ca=True)
+    p256_leaf = cert(name(CN="Reviewers", O="Hospital A"), leaf_key, p256_root_name,
+                     p256_root_key, ca=False)
+    case("es256-two-p256", envelope(leaf_key, [p256_leaf, p256_root], "ES256"),
+         store=pem(p256_root))
 
     # Hostile.
     other_int_key = ec.generate_private_key(ec.SECP256R1())
