@@ -2,10 +2,11 @@
 """An independent Notary Project signer (notary.x509 scheme, JWS envelope), written from the
 specification (signature-specification.md, signature-envelope-jws.md) with `cryptography`.
 
-Usage: notary_peer.py OUT_DIR. Writes OUT_DIR/cases.json: a list of cases, each with a name,
+Usage: notary_peer.py OUT_DIR [MEDIA_TYPE DIGEST SIZE]. Writes OUT_DIR/cases.json: a list of cases, each with a name,
 the envelope (text), the target descriptor it is checked against and the trust store PEM.
 Hostile cases are made here too, by the signer, so the Rust verifier is judged on bytes it did
-not make.
+not make. The target defaults to a made-up manifest; the registry and node tests name the
+manifest they pushed.
 """
 import base64
 import datetime
@@ -183,4 +184,7 @@ def main(out):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5:
+        # notary_peer.py OUT_DIR MEDIA_TYPE DIGEST SIZE: sign that manifest instead.
+        MANIFEST, DIGEST, SIZE = sys.argv[2], sys.argv[3], int(sys.argv[4])
     main(sys.argv[1])
