@@ -465,6 +465,23 @@ impl Policy {
             .collect()
     }
 
+    /// Whether an allow rule naming `repository` counts Notary Project signatures: the
+    /// evidence a node must fetch before [`crate::decide_with_notary`].
+    pub fn uses_notary(&self, repository: &Repository) -> bool {
+        self.rules_naming(RuleKind::Allow, repository)
+            .into_iter()
+            .any(|r| r.signed_by.as_ref().is_some_and(|s| s.notary.is_some()))
+    }
+
+    /// The trust stores of every allow rule's `signed_by.notary`, in file order.
+    pub fn notary_trust_stores(&self) -> Vec<&TrustStore> {
+        self.allow
+            .iter()
+            .filter_map(|r| r.signed_by.as_ref()?.notary.as_ref())
+            .map(|n| &n.trust_store)
+            .collect()
+    }
+
     /// The rules of `kind` that name `repository` (exactly or by regex), in file order.
     pub fn rules_naming(&self, kind: RuleKind, repository: &Repository) -> Vec<&Rule> {
         let (rules, index) = match kind {
