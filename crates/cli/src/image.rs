@@ -253,6 +253,7 @@ async fn verify(
     report.signers = evidence.signers.iter().copied().collect();
     report.rejected = evidence.not_counted;
     report.stores = evidence.stores;
+    report.notary = evidence.notary;
     report.stage = "decision";
     report.decision = Some(decision);
     Ok(report.finish(json, gate.key_file_map()))
@@ -268,6 +269,8 @@ struct Report {
     signers: Vec<KeyId>,
     rejected: Vec<String>,
     stores: Vec<warden_node::stores::Checked>,
+    /// Notary Project signatures found, verified by the node's code or refused.
+    notary: Vec<warden_node::admission::NotaryEvidence>,
     stage: &'static str,
     decision: Option<Decision>,
 }
@@ -295,6 +298,22 @@ impl Report {
                 })).collect::<Vec<_>>(),
                 "candidates": self.candidates,
                 "rejected": self.rejected,
+                "notary": self.notary.iter().map(|n| match &n.outcome {
+                    Ok(v) => serde_json::json!({
+                        "digest": n.digest.to_string(),
+                        "origin": n.origin,
+                        "verified": true,
+                        "subject": v.subject_text,
+                        "leaf_sha256": v.leaf_hex(),
+                        "alg": v.alg.name(),
+                    }),
+                    Err(why) => serde_json::json!({
+                        "digest": n.digest.to_string(),
+                        "origin": n.origin,
+                        "verified": false,
+                        "reason": why,
+                    }),
+                }).collect::<Vec<_>>(),
                 "stores": self.stores.iter().map(|c| serde_json::json!({
                     "store": c.store,
                     "checkpoint": c.checkpoint,
@@ -333,6 +352,22 @@ impl Report {
         }
         for r in &self.rejected {
             out.push_str(&format!("not counted: {r}\n"));
+        }
+        for n in &self.notary {
+            match &n.outcome {
+                Ok(v) => out.push_str(&format!(
+                    "notary:     verified {} signed by {} (leaf sha256:{}) at {}\n",
+                    v.alg.name(),
+                    warden_api::display::safe(&v.subject_text),
+                    v.leaf_hex(),
+                    warden_api::display::safe(&n.origin)
+                )),
+                Err(why) => out.push_str(&format!(
+                    "notary:     refused at {}: {}\n",
+                    warden_api::display::safe(&n.origin),
+                    warden_api::display::safe(why)
+                )),
+            }
         }
         for c in &self.stores {
             let size = c

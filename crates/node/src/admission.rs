@@ -27,6 +27,7 @@ use warden_policy::{
 use warden_reference::{Digest, Reference};
 use warden_registry::ImageSource;
 use warden_runtime::{Engine, PinError, PinnedImage, pull_pinned};
+use warden_trust::notary::{TargetDescriptor, TrustStore, VerifiedSignature};
 use warden_trust::{KeyId, PublicKey, SignatureCandidate, cosign};
 
 /// Largest policy file and key file read.
@@ -87,6 +88,55 @@ pub struct Evidence {
     pub not_counted: Vec<String>,
     /// What each store named by an `approved_by` rule showed, as this node verified it.
     pub stores: Vec<crate::stores::Checked>,
+    /// Every Notary Project signature found (only when a rule naming the repository counts
+    /// them), each verified by this node against its own trust stores or refused, and why.
+    pub notary: Vec<NotaryEvidence>,
+}
+
+/// One Notary Project envelope found for a digest and what this node made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotaryEvidence {
+    /// The digest whose referrers held it.
+    pub digest: Digest,
+    /// Where it was found (`referrers tag sha256-... referrer sha256:...`).
+    pub origin: String,
+    /// Verified (envelope, payload naming this digest, chain), or why not.
+    pub outcome: Result<VerifiedSignature, String>,
+}
+
+impl Evidence {
+    /// The Notary signatures that verified.
+    pub fn notary_verified(&self) -> Vec<VerifiedSignature> {
+        self.notary
+            .iter()
+            .filter_map(|n| n.outcome.as_ref().ok().cloned())
+            .collect()
+    }
+
+    /// What the Notary signatures found were, for a denial: "found 1 signature: refused (the
+    /// signature is for sha256:..., not sha256:...)".
+    pub fn notary_summary(&self) -> String {
+        if self.notary.is_empty() {
+            return "no Notary signature from an identity the rule trusts: found no Notary signature".into();
+        }
+        let items: Vec<String> = self
+            .notary
+            .iter()
+            .map(|n| match &n.outcome {
+                Ok(v) => format!(
+                    "verified, signed by {} (not trusted by the rule's trust store and identities)",
+                    v.subject_text
+                ),
+                Err(why) => format!("refused ({why})"),
+            })
+            .collect();
+        let count = self.notary.len();
+        let plural = if count == 1 { "" } else { "s" };
+        format!(
+            "no Notary signature from an identity the rule trusts: found {count} signature{plural}: {}",
+            items.join("; ")
+        )
+    }
 }
 
 impl Evidence {
@@ -194,6 +244,9 @@ pub struct Gate {
     keys: Vec<PublicKey>,
     key_files: BTreeMap<KeyId, Vec<String>>,
     stores: Option<Arc<crate::stores::Stores>>,
+    /// The union of the trust stores of the policy's `signed_by.notary` conditions: every
+    /// envelope is verified once against it, then each rule asks its own store.
+    notary_store: Option<TrustStore>,
 }
 
 impl fmt::Debug for Gate {
@@ -278,12 +331,15 @@ impl Gate {
             },
             load_schema,
         )?;
+        let stores = policy.notary_trust_stores();
+        let notary_store = (!stores.is_empty()).then(|| TrustStore::union(stores));
         Ok(Gate {
             policy,
             sha256,
             keys: keys.into_values().collect(),
             key_files,
             stores: None,
+            notary_store,
         })
     }
 
@@ -442,6 +498,14 @@ impl Gate {
             );
             evidence.candidates += set.candidates.len();
         }
+        // Notary Project signatures, when a rule naming the repository counts them: fetched
+        // for each digest a signature may name, verified here against the node's own trust
+        // stores (never the server's word). A registry that cannot list them stops the walk.
+        let uses_notary = self.policy.uses_notary(repository);
+        if uses_notary {
+            self.notary_evidence(source, &resolved, &mut evidence)
+                .await?;
+        }
         // Store approvals, fetched and verified by this node for the stores the rules name.
         let mut approvals = Approvals::none();
         let names = self.policy.stores_for(repository);
@@ -453,7 +517,8 @@ impl Gate {
                 approvals.stores.insert(c.store.clone(), c.facts.clone());
             }
         }
-        let decision = warden_policy::decide_with(
+        let notary = evidence.notary_verified();
+        let decision = warden_policy::decide_with_notary(
             &self.policy,
             &Request {
                 reference: &reference,
@@ -462,6 +527,7 @@ impl Gate {
                 requester: &requester,
             },
             &approvals,
+            &notary,
         );
         match decision {
             Decision::Permit { rule } => Ok(Admitted {
@@ -471,12 +537,82 @@ impl Gate {
                 evidence,
             }),
             deny => {
-                let mut r = Rejection::new(Stage::Decision, decision_text(&deny), evidence);
+                let mut text = decision_text(&deny);
+                if uses_notary {
+                    text = format!("{text}; {}", evidence.notary_summary());
+                }
+                let mut r = Rejection::new(Stage::Decision, text, evidence);
                 r.rule = deny.rule();
                 r.decision = Some(deny);
                 Err(r)
             }
         }
+    }
+
+    /// Fetches and verifies the Notary signatures of the resolved manifest (and, for an index,
+    /// of the platform manifest), each against the descriptor of the digest it was found for.
+    async fn notary_evidence<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        resolved: &warden_registry::ResolvedImage,
+        evidence: &mut Evidence,
+    ) -> Result<(), Rejection> {
+        let repository = &resolved.repository;
+        let mut targets = vec![TargetDescriptor {
+            media_type: resolved.media_type.clone(),
+            digest: resolved.digest.to_string(),
+            size: resolved.size,
+        }];
+        if let Some(p) = &resolved.platform {
+            targets.push(TargetDescriptor {
+                media_type: p.media_type.clone(),
+                digest: p.digest.to_string(),
+                size: p.size,
+            });
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let (resolved_digest, platform_digest) = (
+            resolved.digest.clone(),
+            resolved.platform.as_ref().map(|p| p.digest.clone()),
+        );
+        for (target, digest) in targets
+            .iter()
+            .zip(std::iter::once(resolved_digest).chain(platform_digest))
+        {
+            let set = match source.fetch_notary_signatures(repository, &digest).await {
+                Ok(set) => set,
+                Err(e) => {
+                    return Err(Rejection::new(
+                        Stage::Signatures,
+                        format!("cannot fetch the Notary signatures of {repository}@{digest}: {e}"),
+                        std::mem::take(evidence),
+                    ));
+                }
+            };
+            for e in &set.envelopes {
+                let outcome = match &self.notary_store {
+                    _ if e.media_type != warden_registry::notary::NOTARY_JWS => Err(format!(
+                        "envelope type {} is not verified by this node (JWS only)",
+                        e.media_type
+                    )),
+                    Some(store) => store
+                        .verify_envelope(&e.envelope, target, now)
+                        .map_err(|err| err.0),
+                    None => Err("the policy pins no Notary trust store".into()),
+                };
+                evidence.notary.push(NotaryEvidence {
+                    digest: digest.clone(),
+                    origin: e.origin.clone(),
+                    outcome,
+                });
+            }
+            evidence.not_counted.extend(
+                set.skipped
+                    .iter()
+                    .map(|s| format!("{digest}: Notary {}: {}", s.origin, s.reason)),
+            );
+        }
+        Ok(())
     }
 
     /// The whole walk: [`Gate::precheck`] then [`Gate::admit`].

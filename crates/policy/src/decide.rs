@@ -6,6 +6,7 @@ use std::fmt;
 
 use warden_reference::{Digest, Reference};
 use warden_trust::KeyId;
+use warden_trust::notary::VerifiedSignature;
 
 use crate::rule::{ApprovedBy, Policy, Rule, RuleId};
 
@@ -369,6 +370,8 @@ impl fmt::Display for Decision {
 struct Facts<'a> {
     digest: Option<&'a Digest>,
     signers: Option<&'a BTreeSet<KeyId>>,
+    /// Notary Project signatures verified over the digest (empty when none were gathered).
+    notary: &'a [VerifiedSignature],
     /// `None` in the precheck (not gathered yet).
     approvals: Option<&'a Approvals>,
     requester: &'a Requester,
@@ -400,7 +403,7 @@ fn evaluate(rule: &Rule, facts: &Facts<'_>, out: &mut Vec<Outcome>) {
                 },
             ),
             Some(signers) => {
-                let verified = signed_by.count(signers);
+                let verified = signed_by.count_with(signers, facts.notary);
                 if verified >= signed_by.threshold {
                     Outcome::Holds
                 } else {
@@ -509,6 +512,18 @@ pub fn decide(policy: &Policy, request: &Request<'_>) -> Decision {
 
 /// [`decide`] with the store facts the node verified, for `approved_by` conditions. Pure.
 pub fn decide_with(policy: &Policy, request: &Request<'_>, approvals: &Approvals) -> Decision {
+    decide_with_notary(policy, request, approvals, &[])
+}
+
+/// [`decide_with`] with the Notary Project signatures the node verified over the resolved
+/// digest (envelope, payload and chain: `warden_trust::notary`); each rule's `signed_by.notary`
+/// then asks its own trust store and identities ([`crate::SignedBy::count_with`]). Pure.
+pub fn decide_with_notary(
+    policy: &Policy,
+    request: &Request<'_>,
+    approvals: &Approvals,
+    notary: &[VerifiedSignature],
+) -> Decision {
     if policy.is_empty() {
         return Decision::Deny {
             reasons: vec![DenyReason::NoRules],
@@ -528,6 +543,7 @@ pub fn decide_with(policy: &Policy, request: &Request<'_>, approvals: &Approvals
     let facts = Facts {
         digest,
         signers: Some(request.signers),
+        notary,
         approvals: Some(approvals),
         requester: request.requester,
     };
@@ -571,6 +587,7 @@ pub fn precheck(policy: &Policy, reference: &Reference, requester: &Requester) -
     let facts = Facts {
         digest: None,
         signers: None,
+        notary: &[],
         approvals: None,
         requester,
     };

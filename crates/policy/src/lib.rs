@@ -29,7 +29,7 @@ mod rule;
 
 pub use decide::{
     Approvals, Condition, Decision, DenyReason, Failure, Precheck, Request, Requester,
-    RequesterField, StoreFacts, decide, decide_with, precheck,
+    RequesterField, StoreFacts, decide, decide_with, decide_with_notary, precheck,
 };
 pub use load::{
     FileLoadError, KeyLoadError, MAX_APPROVALS, PolicyError, SUPPORTED_VERSION, expand_glob,
@@ -39,10 +39,14 @@ pub use output::{
     MAX_SCHEMA_BYTES, MAX_SUBTASKS, MIN_K, MinCount, OutputRules, OutputViolation, PathPattern,
     Release, Schema, Sourced,
 };
-pub use rule::{ApprovedBy, Contract, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
+pub use rule::{
+    ApprovedBy, Contract, NotarySigners, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy,
+};
 
 #[cfg(test)]
 mod approved_tests;
+#[cfg(test)]
+mod notary_tests;
 #[cfg(test)]
 mod output_tests;
 #[cfg(test)]

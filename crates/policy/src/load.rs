@@ -9,6 +9,7 @@ use regex::RegexSetBuilder;
 use serde::Deserialize;
 use toml::Spanned;
 use warden_reference::{Digest, Repository};
+use warden_trust::notary::{Identity, TrustStore};
 use warden_trust::{KeyId, PublicKey};
 
 use crate::output::{
@@ -16,7 +17,8 @@ use crate::output::{
     MAX_SUBTASKS, MIN_K, MinCount, OutputRules, PathPattern, Release, Schema, Sourced,
 };
 use crate::rule::{
-    ApprovedBy, Contract, Index, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy,
+    ApprovedBy, Contract, Index, NotarySigners, Policy, RepositoryMatch, Rule, RuleId, RuleKind,
+    SignedBy,
 };
 
 /// The policy file format version this crate reads.
@@ -113,8 +115,19 @@ struct RawMinCount {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSignedBy {
-    keys: SpannedList,
+    #[serde(default)]
+    keys: Option<SpannedList>,
+    #[serde(default)]
+    notary: Option<Spanned<RawNotary>>,
     threshold: Spanned<i64>,
+}
+
+/// `signed_by.notary`: a trust store file and the identities it is trusted for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotary {
+    trust_store: Spanned<String>,
+    identities: SpannedList,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1046,7 +1059,21 @@ where
         let raw = raw.into_inner();
         let threshold_span = raw.threshold.span();
         let threshold = *raw.threshold.get_ref();
-        let files = self.non_empty(raw.keys, &format!("{key}.keys"))?;
+        let notary = match raw.notary {
+            Some(n) => Some(self.notary_signers(&key, n)?),
+            None => None,
+        };
+        let files = match raw.keys {
+            Some(list) => self.non_empty(list, &format!("{key}.keys"))?,
+            None if notary.is_some() => Vec::new(),
+            None => {
+                return Err(self.loc.error(
+                    threshold_span,
+                    key.clone(),
+                    "signed_by names neither `keys` (cosign keys) nor `notary` (Notary Project identities), so it could never hold",
+                ));
+            }
+        };
         let mut keys: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
         let mut in_order: Vec<String> = Vec::new();
         for (i, file) in files.into_iter().enumerate() {
@@ -1075,8 +1102,19 @@ where
                 format!("threshold {threshold} would accept unsigned images; set it to at least 1"),
             ));
         }
-        let distinct = keys.len();
+        let identities = notary.as_ref().map_or(0, |n| n.identities.len());
+        let distinct = keys.len() + identities;
         let threshold = usize::try_from(threshold).unwrap_or(usize::MAX);
+        if threshold > distinct && notary.is_some() {
+            return Err(self.loc.error(
+                threshold_span,
+                format!("{key}.threshold"),
+                format!(
+                    "threshold {threshold} is above the {distinct} distinct signers listed ({} keys, {identities} Notary identities), so the rule could never hold; lower it or list more",
+                    keys.len()
+                ),
+            ));
+        }
         if threshold > distinct {
             let same: Vec<String> = keys
                 .values()
@@ -1102,7 +1140,69 @@ where
         Ok(SignedBy {
             keys,
             files: in_order,
+            notary,
             threshold,
+        })
+    }
+
+    /// `signed_by.notary`: the trust store read through `load_file` (relative to the policy
+    /// file) and parsed, the identities parsed; `*` only alone, no identity twice.
+    fn notary_signers(
+        &mut self,
+        key: &str,
+        raw: Spanned<RawNotary>,
+    ) -> Result<NotarySigners, PolicyError> {
+        let raw = raw.into_inner();
+        let store_key = format!("{key}.notary.trust_store");
+        let file = raw.trust_store;
+        let text = (self.load_file)(file.get_ref()).map_err(|e| {
+            let why = e.0.replace("schema file", "trust store file");
+            self.loc.error(file.span(), store_key.clone(), why)
+        })?;
+        let trust_store = TrustStore::from_pem(&text).map_err(|e| {
+            self.loc.error(
+                file.span(),
+                store_key.clone(),
+                format!("trust store {}: {e}", file.get_ref()),
+            )
+        })?;
+        let ids_key = format!("{key}.notary.identities");
+        let items = self.non_empty(raw.identities, &ids_key)?;
+        let many = items.len() > 1;
+        let mut identities: Vec<Identity> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let at = format!("{ids_key}[{}]", i + 1);
+            let id = Identity::parse(item.get_ref())
+                .map_err(|e| self.loc.error(item.span(), at.clone(), e.0))?;
+            if id == Identity::Any && many {
+                return Err(self.loc.error(
+                    item.span(),
+                    at,
+                    "`*` trusts every identity the trust store anchors; it cannot be listed with others",
+                ));
+            }
+            // The same attributes in another order are the same identity (a set comparison).
+            let sorted = |i: &Identity| match i {
+                Identity::Any => None,
+                Identity::Subject(a) => {
+                    let mut a = a.clone();
+                    a.sort();
+                    Some(a)
+                }
+            };
+            if identities.iter().any(|known| sorted(known) == sorted(&id)) {
+                return Err(self.loc.error(
+                    item.span(),
+                    at,
+                    format!("identity `{id}` is listed twice; it would count once"),
+                ));
+            }
+            identities.push(id);
+        }
+        Ok(NotarySigners {
+            trust_store_file: file.into_inner(),
+            trust_store,
+            identities,
         })
     }
 

@@ -7,6 +7,7 @@ use std::fmt;
 use regex::RegexSet;
 use warden_reference::{Digest, Repository};
 use warden_trust::KeyId;
+use warden_trust::notary::{Identity, TrustStore, VerifiedSignature};
 
 use crate::output::OutputRules;
 
@@ -75,14 +76,96 @@ impl fmt::Display for RepositoryMatch {
     }
 }
 
-/// The `signed_by` condition: at least `threshold` distinct keys among `keys` signed.
+/// The `signed_by` condition: at least `threshold` distinct signers among the pinned cosign
+/// `keys` and the `notary` identities signed (see [`SignedBy::count_with`] for how they count).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedBy {
-    /// Distinct keys by identity, each with the file names that held it.
+    /// Distinct keys by identity, each with the file names that held it (empty when the
+    /// condition names only Notary identities).
     pub keys: BTreeMap<KeyId, Vec<String>>,
     /// The key files as listed, without repeats.
     pub files: Vec<String>,
+    /// Notary Project signers: `signed_by.notary`.
+    pub notary: Option<NotarySigners>,
     pub threshold: usize,
+}
+
+/// `signed_by.notary`: Notary Project signatures whose chain reaches a certificate of
+/// `trust_store` and whose signing certificate's subject matches one of `identities`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotarySigners {
+    /// The trust store file as written (relative to the policy file).
+    pub trust_store_file: String,
+    pub trust_store: TrustStore,
+    /// Distinct identities, in file order; `*` only alone.
+    pub identities: Vec<Identity>,
+}
+
+impl NotarySigners {
+    /// The number of identities that distinct signing keys account for: a maximum matching
+    /// between the identities and the distinct leaf keys of the signatures anchored in the
+    /// trust store (each identity counts once, each signing key counts once, so one
+    /// certificate matching two overlapping identities is one signer). Keys in `exclude`
+    /// (cosign keys already counted) are left out.
+    pub fn count(&self, verified: &[VerifiedSignature], exclude: &BTreeSet<KeyId>) -> usize {
+        let mut leaves: Vec<([u8; 32], Vec<usize>)> = Vec::new();
+        for sig in verified {
+            if !self.trust_store.anchors(sig) {
+                continue;
+            }
+            if exclude.iter().any(|k| k.as_bytes() == &sig.leaf_key_id) {
+                continue;
+            }
+            let ids: Vec<usize> = (0..self.identities.len())
+                .filter(|&i| self.identities[i].matches(&sig.subject))
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            match leaves.iter_mut().find(|(k, _)| *k == sig.leaf_key_id) {
+                Some((_, known)) => {
+                    for i in ids {
+                        if !known.contains(&i) {
+                            known.push(i);
+                        }
+                    }
+                }
+                None => leaves.push((sig.leaf_key_id, ids)),
+            }
+        }
+        // Augmenting paths (Kuhn): identities and keys are a handful.
+        let mut owner: Vec<Option<usize>> = vec![None; self.identities.len()];
+        fn augment(
+            leaf: usize,
+            leaves: &[([u8; 32], Vec<usize>)],
+            owner: &mut [Option<usize>],
+            seen: &mut [bool],
+        ) -> bool {
+            for &id in &leaves[leaf].1 {
+                if seen[id] {
+                    continue;
+                }
+                seen[id] = true;
+                let free = match owner[id] {
+                    None => true,
+                    Some(other) => augment(other, leaves, owner, seen),
+                };
+                if free {
+                    owner[id] = Some(leaf);
+                    return true;
+                }
+            }
+            false
+        }
+        let mut matched = 0;
+        for leaf in 0..leaves.len() {
+            let mut seen = vec![false; self.identities.len()];
+            if augment(leaf, &leaves, &mut owner, &mut seen) {
+                matched += 1;
+            }
+        }
+        matched
+    }
 }
 
 impl SignedBy {
@@ -93,6 +176,25 @@ impl SignedBy {
         } else {
             signers.iter().filter(|k| self.keys.contains_key(k)).count()
         }
+    }
+
+    /// Distinct signers of this condition: each pinned cosign key among `signers` once, plus
+    /// the Notary identities matched by signing keys not already counted as cosign keys
+    /// ([`NotarySigners::count`]).
+    pub fn count_with(&self, signers: &BTreeSet<KeyId>, notary: &[VerifiedSignature]) -> usize {
+        let cosign: BTreeSet<KeyId> = self
+            .keys
+            .keys()
+            .filter(|k| signers.contains(k))
+            .copied()
+            .collect();
+        let from_notary = self.notary.as_ref().map_or(0, |n| n.count(notary, &cosign));
+        cosign.len() + from_notary
+    }
+
+    /// The number of distinct signers the condition lists (keys plus identities).
+    pub fn distinct(&self) -> usize {
+        self.keys.len() + self.notary.as_ref().map_or(0, |n| n.identities.len())
     }
 }
 
@@ -194,13 +296,35 @@ impl fmt::Display for Rule {
             write!(f, "; digests: {}", items.join(", "))?;
         }
         if let Some(s) = &self.signed_by {
-            write!(
-                f,
-                "; signed_by: {} of {} distinct keys ({})",
-                s.threshold,
-                s.keys.len(),
-                s.files.join(", ")
-            )?;
+            if s.notary.is_none() {
+                write!(
+                    f,
+                    "; signed_by: {} of {} distinct keys ({})",
+                    s.threshold,
+                    s.keys.len(),
+                    s.files.join(", ")
+                )?;
+            } else {
+                write!(
+                    f,
+                    "; signed_by: {} of {} distinct",
+                    s.threshold,
+                    s.distinct()
+                )?;
+                if !s.keys.is_empty() {
+                    write!(f, " keys ({})", s.files.join(", "))?;
+                }
+                if let Some(n) = &s.notary {
+                    let ids: Vec<String> = n.identities.iter().map(|i| i.to_string()).collect();
+                    let and = if s.keys.is_empty() { "" } else { " and" };
+                    write!(
+                        f,
+                        "{and} Notary identities ({}; trust store {})",
+                        ids.join("; "),
+                        n.trust_store_file
+                    )?;
+                }
+            }
         }
         if let Some(a) = &self.approved_by {
             write!(
@@ -338,6 +462,23 @@ impl Policy {
         self.allow
             .iter()
             .filter_map(|r| r.approved_by.as_ref().map(|a| a.store.clone()))
+            .collect()
+    }
+
+    /// Whether an allow rule naming `repository` counts Notary Project signatures: the
+    /// evidence a node must fetch before [`crate::decide_with_notary`].
+    pub fn uses_notary(&self, repository: &Repository) -> bool {
+        self.rules_naming(RuleKind::Allow, repository)
+            .into_iter()
+            .any(|r| r.signed_by.as_ref().is_some_and(|s| s.notary.is_some()))
+    }
+
+    /// The trust stores of every allow rule's `signed_by.notary`, in file order.
+    pub fn notary_trust_stores(&self) -> Vec<&TrustStore> {
+        self.allow
+            .iter()
+            .filter_map(|r| r.signed_by.as_ref()?.notary.as_ref())
+            .map(|n| &n.trust_store)
             .collect()
     }
 

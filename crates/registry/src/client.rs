@@ -123,6 +123,8 @@ pub struct PlatformManifest {
     pub platform: Platform,
     pub digest: Digest,
     pub media_type: String,
+    /// Length in bytes of the platform manifest.
+    pub size: u64,
 }
 
 /// The outcome of resolving a reference, done once.
@@ -132,6 +134,8 @@ pub struct ResolvedImage {
     /// Digest of the manifest the reference names (an image manifest or an image index).
     pub digest: Digest,
     pub media_type: String,
+    /// Length in bytes of that manifest (a Notary Project payload names it).
+    pub size: u64,
     /// For an index: the manifest of the chosen platform.
     pub platform: Option<PlatformManifest>,
 }
@@ -202,6 +206,20 @@ pub trait ImageSource: Send + Sync {
         repository: &Repository,
         digest: &Digest,
     ) -> Result<SignatureSet, RegistryError>;
+    /// Gathers Notary Project signature envelopes for `digest` (OCI referrers). A source that
+    /// cannot answers with an error, never an empty set.
+    async fn fetch_notary_signatures(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<crate::NotarySignatureSet, RegistryError> {
+        let _ = digest;
+        Err(RegistryError::Malformed {
+            registry: repository.registry().to_owned(),
+            what: "Notary signatures".into(),
+            why: "this image source does not fetch Notary Project signatures".into(),
+        })
+    }
 }
 
 /// An OCI distribution client with caps. Cheap to share: hold one per process; it keeps
@@ -538,6 +556,7 @@ impl Client {
             Manifest::Image(_) => {
                 return Ok(ResolvedImage {
                     repository: repository.clone(),
+                    size: raw.bytes.len() as u64,
                     digest: raw.digest,
                     media_type,
                     platform: None,
@@ -604,10 +623,12 @@ impl Client {
         }
         Ok(ResolvedImage {
             repository: repository.clone(),
+            size: raw.bytes.len() as u64,
             digest: raw.digest,
             media_type,
             platform: Some(PlatformManifest {
                 platform: want.clone(),
+                size: platform_raw.bytes.len() as u64,
                 digest: platform_digest,
                 media_type: platform_raw
                     .media_type
@@ -796,7 +817,7 @@ impl Client {
 
     /// The referrers of `digest`: from the endpoint, or from the tag schema fallback when the
     /// endpoint is missing. Returns the descriptors and where they came from.
-    async fn referrers(
+    pub(crate) async fn referrers(
         &self,
         repository: &Repository,
         digest: &Digest,
@@ -881,6 +902,26 @@ impl Client {
         subject: &Digest,
         desc: &Descriptor,
     ) -> Result<ImageManifest, String> {
+        self.fetch_referrer_of_type(
+            repository,
+            subject,
+            desc,
+            COSIGN_SIGNATURE_ARTIFACT,
+            "a cosign signature",
+        )
+        .await
+    }
+
+    /// Fetches one referrer manifest (capped at the signature manifest size) and checks that
+    /// its subject is `subject` and its artifact type `artifact` (`kind` names it for people).
+    pub(crate) async fn fetch_referrer_of_type(
+        &self,
+        repository: &Repository,
+        subject: &Digest,
+        desc: &Descriptor,
+        artifact: &str,
+        kind: &str,
+    ) -> Result<ImageManifest, String> {
         let limits = &self.opts.limits;
         let d = desc.parsed_digest()?;
         if desc.size > limits.signature_manifest_max_bytes {
@@ -916,14 +957,12 @@ impl Client {
                     .unwrap_or("missing")
             ));
         }
-        let artifact = m
+        let found = m
             .artifact_type
             .as_deref()
             .unwrap_or(m.config.media_type.as_str());
-        if artifact != COSIGN_SIGNATURE_ARTIFACT {
-            return Err(format!(
-                "artifact type `{artifact}` is not a cosign signature"
-            ));
+        if found != artifact {
+            return Err(format!("artifact type `{found}` is not {kind}"));
         }
         Ok(*m)
     }
@@ -1069,7 +1108,7 @@ impl Client {
         )
     }
 
-    async fn deadline<T>(
+    pub(crate) async fn deadline<T>(
         &self,
         registry: &str,
         what: &str,
@@ -1315,6 +1354,14 @@ impl ImageSource for Client {
         digest: &Digest,
     ) -> Result<SignatureSet, RegistryError> {
         Client::fetch_signatures(self, repository, digest).await
+    }
+
+    async fn fetch_notary_signatures(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<crate::NotarySignatureSet, RegistryError> {
+        Client::fetch_notary_signatures(self, repository, digest).await
     }
 }
 

@@ -46,6 +46,13 @@
 //! in order. A registry whose referrers endpoint answered 404 is remembered and not asked again
 //! (the distribution spec forbids that answer from a registry that has the endpoint).
 //!
+//! # Notary Project signatures
+//! [`Client::fetch_notary_signatures`] finds the signature manifests of artifact type
+//! `application/vnd.cncf.notary.signature` among the same referrers (endpoint, or tag schema
+//! fallback), checks each one's subject, and returns its one envelope blob (at most 256 KiB,
+//! checked against its descriptor); see [`notary`]. [`Client::push_notary_signature`] pushes
+//! one and adds it to the referrers tag index.
+//!
 //! [`ImageSource`] is the narrow async trait the node's trust chain uses, so that the chain can
 //! be tested without a registry; [`Client`] implements it.
 //!
@@ -65,6 +72,7 @@ mod auth;
 mod client;
 mod error;
 pub mod manifest;
+pub mod notary;
 mod transport;
 
 pub use auth::{DockerConfig, RegistryCredentials};
@@ -73,6 +81,7 @@ pub use client::{
     PushedSignature, RawManifest, ResolvedImage, SignatureSet, SkippedSignature,
 };
 pub use error::RegistryError;
+pub use notary::{FetchedNotarySignature, NotarySignatureSet};
 
 /// Parser entry points for the fuzz targets in `fuzz/`: not part of the crate's API, may change
 /// without notice.

@@ -390,3 +390,62 @@ mod tests {
         Ok(out)
     }
 }
+
+/// One case of the independent Notary Project signer (`crates/trust/tests/notary_peer.py`):
+/// the envelope text and the trust store PEM it was made for.
+#[derive(Debug, Clone)]
+pub struct NotaryCase {
+    pub envelope: String,
+    pub trust_store: String,
+}
+
+/// Runs the independent Notary signer (Python, `cryptography`) for the manifest
+/// `(media_type, digest, size)` and returns its cases by name ("es256-two", "other-digest",
+/// "tampered-chain", "expired-leaf", "wrong-key-usage", ...).
+pub fn notary_peer_cases(
+    media_type: &str,
+    digest: &str,
+    size: u64,
+) -> Result<std::collections::BTreeMap<String, NotaryCase>> {
+    let dir = tempfile_dir()?;
+    let script = workspace_root().join("crates/trust/tests/notary_peer.py");
+    run(Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .arg(media_type)
+        .arg(digest)
+        .arg(size.to_string()))
+    .map_err(|e| format!("the Notary peer (python3 with `cryptography`) failed: {e}"))?;
+    let text = std::fs::read_to_string(dir.join("cases.json")).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let mut out = std::collections::BTreeMap::new();
+    for c in cases {
+        let field = |k: &str| {
+            c[k].as_str()
+                .map(str::to_owned)
+                .ok_or(format!("case without {k}"))
+        };
+        out.insert(
+            field("name")?,
+            NotaryCase {
+                envelope: field("envelope")?,
+                trust_store: field("trust_store")?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "warden-notary-peer-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(dir)
+}

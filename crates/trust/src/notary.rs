@@ -39,7 +39,7 @@
 //! leaf's subject matches one of the condition's identities ([`Identity::matches`]). Each
 //! distinct leaf certificate counts once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use base64::Engine as _;
@@ -53,6 +53,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
+
+use crate::P256Key;
 
 /// `artifactType` of a Notary Project signature manifest.
 pub const ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
@@ -158,6 +160,9 @@ pub struct VerifiedSignature {
     pub subject: Vec<Attribute>,
     /// The leaf subject as RFC 4514 text (for people).
     pub subject_text: String,
+    /// SHA-256 of the leaf's DER SubjectPublicKeyInfo: Warden's key id of the signing key
+    /// (the same as a cosign key's [`crate::KeyId`]), so one key counts once however it signs.
+    pub leaf_key_id: [u8; 32],
     /// SHA-256 of every certificate in the chain, leaf first.
     pub chain_sha256: Vec<[u8; 32]>,
     pub alg: Alg,
@@ -200,11 +205,50 @@ struct PayloadTarget {
     size: u64,
 }
 
-/// Verifies one JWS envelope against `target` at time `now` (see the module documentation).
+/// A certificate of `x5c`, decoded once: its DER, the DER of its `tbsCertificate` (a slice
+/// of the received bytes, which the signature covers: never re-encoded), its key and digest.
+struct ChainCert {
+    der: Vec<u8>,
+    cert: Certificate,
+    key: KeyInfo,
+    sha256: [u8; 32],
+}
+
+impl ChainCert {
+    fn tbs(&self) -> Result<&[u8], NotaryError> {
+        tbs_slice(&self.der).map_err(|e| NotaryError(format!("tbsCertificate: {e}")))
+    }
+}
+
+/// The encoded `tbsCertificate`, the first element of the certificate's outer SEQUENCE.
+fn tbs_slice(der: &[u8]) -> der::Result<&[u8]> {
+    use der::Reader as _;
+    let mut r = der::SliceReader::new(der)?;
+    let _outer = der::Header::decode(&mut r)?;
+    let start = usize::try_from(r.position())?;
+    let inner = r.peek_header()?;
+    let len = usize::try_from((inner.encoded_len()? + inner.length)?)?;
+    der.get(start..start.saturating_add(len))
+        .ok_or_else(|| der::Tag::Sequence.value_error())
+}
+
+/// Verifies one JWS envelope against `target` at time `now` (see the module documentation),
+/// every certificate's signature included. A node holding a [`TrustStore`] uses
+/// [`TrustStore::verify_envelope`], which does the same checks but skips what a pinned root
+/// makes redundant.
 pub fn verify_envelope(
     envelope: &[u8],
     target: &TargetDescriptor,
     now: OffsetDateTime,
+) -> Result<VerifiedSignature, NotaryError> {
+    verify_inner(envelope, target, now, None)
+}
+
+fn verify_inner(
+    envelope: &[u8],
+    target: &TargetDescriptor,
+    now: OffsetDateTime,
+    pinned: Option<&TrustStore>,
 ) -> Result<VerifiedSignature, NotaryError> {
     if envelope.len() > MAX_ENVELOPE_LEN {
         return err(format!(
@@ -288,18 +332,25 @@ pub fn verify_envelope(
             env.header.x5c.len()
         ));
     }
-    let mut ders = Vec::with_capacity(env.header.x5c.len());
-    let mut certs = Vec::with_capacity(env.header.x5c.len());
+    let n = env.header.x5c.len();
+    let mut certs = Vec::with_capacity(n);
     for (i, b64) in env.header.x5c.iter().enumerate() {
         let der = STANDARD
             .decode(b64)
             .map_err(|e| NotaryError(format!("x5c[{i}] is not base64: {e}")))?;
         let cert = Certificate::from_der(&der)
             .map_err(|e| NotaryError(format!("x5c[{i}] is not a DER certificate: {e}")))?;
-        ders.push(der);
-        certs.push(cert);
+        let key = KeyInfo::of(&cert)
+            .map_err(|e| NotaryError(format!("x5c[{i}] ({}): {}", role(i, n), e.0)))?;
+        let sha256 = Sha256::digest(&der).into();
+        certs.push(ChainCert {
+            der,
+            cert,
+            key,
+            sha256,
+        });
     }
-    let leaf_key = KeyInfo::of(&certs[0]).map_err(|e| NotaryError(format!("x5c[0]: {}", e.0)))?;
+    let leaf_key = &certs[0].key;
     let expected = leaf_key.jws_alg()?;
     if expected != alg {
         return err(format!(
@@ -317,7 +368,7 @@ pub fn verify_envelope(
     input.push(b'.');
     input.extend_from_slice(env.payload.as_bytes());
     leaf_key
-        .verify_jws(alg, &input, &signature)
+        .verify_jws(alg, &input, &signature, pinned_p256(pinned, &certs[0]))
         .map_err(|e| NotaryError(format!("the signature does not verify: {}", e.0)))?;
 
     // The payload names exactly the resolved manifest.
@@ -346,27 +397,47 @@ pub fn verify_envelope(
         ));
     }
 
-    validate_chain(&certs, now, signing_time)?;
+    validate_chain(&certs, now, signing_time, pinned)?;
 
+    let leaf = &certs[0];
+    let spki = leaf
+        .cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| NotaryError(format!("x5c[0]: public key re-encoding: {e}")))?;
     Ok(VerifiedSignature {
-        leaf_sha256: Sha256::digest(&ders[0]).into(),
-        subject: subject_attributes(&certs[0]),
-        subject_text: certs[0].tbs_certificate.subject.to_string(),
-        chain_sha256: ders.iter().map(|d| Sha256::digest(d).into()).collect(),
+        leaf_sha256: leaf.sha256,
+        leaf_key_id: Sha256::digest(&spki).into(),
+        subject: subject_attributes(&leaf.cert),
+        subject_text: leaf.cert.tbs_certificate.subject.to_string(),
+        chain_sha256: certs.iter().map(|c| c.sha256).collect(),
         alg,
         signing_time,
     })
 }
 
+/// The precomputed P-256 key of a certificate byte-equal to one in the trust store.
+fn pinned_p256<'a>(pinned: Option<&'a TrustStore>, cert: &ChainCert) -> Option<&'a P256Key> {
+    pinned.and_then(|s| s.p256.get(&cert.sha256))
+}
+
 /// The certificate requirements and chain validation of the module documentation (step 6–7).
+///
+/// With `pinned`, the last certificate's self-signature is not checked when that certificate
+/// is byte-equal to one in the store: the store pins it by its bytes, so its signature over
+/// itself proves nothing more (its name chaining, validity and CA requirements are checked all
+/// the same).
 fn validate_chain(
-    certs: &[Certificate],
+    certs: &[ChainCert],
     now: OffsetDateTime,
     signing_time: OffsetDateTime,
+    pinned: Option<&TrustStore>,
 ) -> Result<(), NotaryError> {
     let n = certs.len();
-    for (i, cert) in certs.iter().enumerate() {
+    for (i, chain_cert) in certs.iter().enumerate() {
         let at = |msg: String| NotaryError(format!("x5c[{i}] ({}): {msg}", role(i, n)));
+        let cert = &chain_cert.cert;
         let tbs = &cert.tbs_certificate;
         let not_before = unix(tbs.validity.not_before.to_unix_duration());
         let not_after = unix(tbs.validity.not_after.to_unix_duration());
@@ -377,8 +448,7 @@ fn validate_chain(
                 )));
             }
         }
-        let key = KeyInfo::of(cert).map_err(|e| at(e.0))?;
-        key.check_strength().map_err(at)?;
+        chain_cert.key.check_strength().map_err(at)?;
         let ext = Extensions::of(cert).map_err(at)?;
         // A chain of one certificate: the root meets the leaf requirements only.
         let is_leaf = i == 0;
@@ -460,23 +530,30 @@ fn validate_chain(
             }
         }
         // Signed by the next one, or self-signed for the last.
-        let issuer = certs.get(i + 1).unwrap_or(cert);
-        if tbs.issuer != issuer.tbs_certificate.subject {
+        let issuer = certs.get(i + 1).unwrap_or(chain_cert);
+        if tbs.issuer != issuer.cert.tbs_certificate.subject {
             return Err(at(format!(
                 "its issuer {} is not the subject of the next certificate ({})",
-                tbs.issuer, issuer.tbs_certificate.subject
+                tbs.issuer, issuer.cert.tbs_certificate.subject
             )));
         }
-        let issuer_key = KeyInfo::of(issuer).map_err(at_err(&at))?;
-        let tbs_der = tbs
-            .to_der()
-            .map_err(|e| at(format!("cannot re-encode: {e}")))?;
+        let is_root = i + 1 == n;
+        if is_root && pinned.is_some_and(|s| s.certificates.contains(&chain_cert.sha256)) {
+            continue;
+        }
+        let tbs_der = chain_cert.tbs().map_err(|e| at(e.0))?;
         let sig = cert
             .signature
             .as_bytes()
             .ok_or_else(|| at("the signature bit string is not whole bytes".into()))?;
-        issuer_key
-            .verify_cert(&cert.signature_algorithm.oid, &tbs_der, sig)
+        issuer
+            .key
+            .verify_cert(
+                &cert.signature_algorithm.oid,
+                tbs_der,
+                sig,
+                pinned_p256(pinned, issuer),
+            )
             .map_err(|e| {
                 at(if i + 1 == n {
                     format!("not validly self-signed: {}", e.0)
@@ -486,10 +563,6 @@ fn validate_chain(
             })?;
     }
     Ok(())
-}
-
-fn at_err<'a>(at: &'a impl Fn(String) -> NotaryError) -> impl Fn(NotaryError) -> NotaryError + 'a {
-    move |e| at(format!("issuer key: {}", e.0))
 }
 
 fn role(i: usize, n: usize) -> &'static str {
@@ -637,13 +710,20 @@ impl KeyInfo {
     }
 
     /// A JWS signature: ECDSA as fixed-size r || s, RSASSA-PSS with the salt as long as the hash.
-    fn verify_jws(&self, alg: Alg, msg: &[u8], sig: &[u8]) -> Result<(), NotaryError> {
+    /// `table` is the key's precomputed form when its certificate is pinned (P-256 only).
+    fn verify_jws(
+        &self,
+        alg: Alg,
+        msg: &[u8],
+        sig: &[u8],
+        table: Option<&P256Key>,
+    ) -> Result<(), NotaryError> {
         use p256::ecdsa::signature::Verifier as _;
         let bad = |e: p256::ecdsa::signature::Error| NotaryError(e.to_string());
         match (self, alg) {
             (KeyInfo::P256(k), Alg::Es256) => {
                 let s = p256::ecdsa::Signature::from_slice(sig).map_err(bad)?;
-                k.verify(msg, &s).map_err(bad)
+                verify_p256(k, table, &Sha256::digest(msg).into(), &s)
             }
             (KeyInfo::P384(k), Alg::Es384) => {
                 let s = p384::ecdsa::Signature::from_slice(sig).map_err(bad)?;
@@ -672,6 +752,7 @@ impl KeyInfo {
         alg: &ObjectIdentifier,
         msg: &[u8],
         sig: &[u8],
+        table: Option<&P256Key>,
     ) -> Result<(), NotaryError> {
         use p256::ecdsa::signature::Verifier as _;
         let bad = |e: p256::ecdsa::signature::Error| NotaryError(e.to_string());
@@ -695,6 +776,10 @@ impl KeyInfo {
                     ));
                 };
                 use ecdsa_prehash::verify_prehashed;
+                if let (KeyInfo::P256(k), 256) = (self, h) {
+                    let s = p256::ecdsa::Signature::from_der(sig).map_err(bad)?;
+                    return verify_p256(k, table, &Sha256::digest(msg).into(), &s);
+                }
                 let digest = match h {
                     256 => Sha256::digest(msg).to_vec(),
                     384 => Sha384::digest(msg).to_vec(),
@@ -717,6 +802,25 @@ impl KeyInfo {
                 .map_err(bad)
             }
         }
+    }
+}
+
+/// ECDSA P-256 over a SHA-256 digest: with the pinned key's tables when there are, else with
+/// the generator's table only (`p256_fast`, checked against `p256`'s verifier by its tests).
+fn verify_p256(
+    key: &p256::ecdsa::VerifyingKey,
+    table: Option<&P256Key>,
+    digest: &[u8; 32],
+    sig: &p256::ecdsa::Signature,
+) -> Result<(), NotaryError> {
+    let ok = match table {
+        Some(t) if t.verifying_key() == key => t.verify_digest(digest, sig),
+        _ => crate::p256_fast::verify_unpinned(key, digest, sig),
+    };
+    if ok {
+        Ok(())
+    } else {
+        err("signature verification failed")
     }
 }
 
@@ -792,6 +896,9 @@ pub struct TrustStore {
     pub certificates: BTreeSet<[u8; 32]>,
     /// Each certificate's subject, for people.
     pub subjects: Vec<String>,
+    /// The P-256 keys of the store's certificates, by certificate digest, with their
+    /// precomputed multiples (built on first use, shared by clones).
+    p256: BTreeMap<[u8; 32], P256Key>,
 }
 
 impl TrustStore {
@@ -801,6 +908,7 @@ impl TrustStore {
         let mut store = TrustStore {
             certificates: BTreeSet::new(),
             subjects: Vec::new(),
+            p256: BTreeMap::new(),
         };
         const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
         const END: &str = "-----END CERTIFICATE-----";
@@ -816,7 +924,11 @@ impl TrustStore {
             let der = cert
                 .to_der()
                 .map_err(|e| NotaryError(format!("certificate re-encoding: {e}")))?;
-            store.certificates.insert(Sha256::digest(&der).into());
+            let sha256: [u8; 32] = Sha256::digest(&der).into();
+            if let Ok(KeyInfo::P256(k)) = KeyInfo::of(&cert) {
+                store.p256.insert(sha256, P256Key::new(k));
+            }
+            store.certificates.insert(sha256);
             store
                 .subjects
                 .push(cert.tbs_certificate.subject.to_string());
@@ -826,6 +938,37 @@ impl TrustStore {
             return err("no PEM CERTIFICATE block");
         }
         Ok(store)
+    }
+
+    /// [`verify_envelope`] for a node that trusts this store: the same checks, except that a
+    /// root byte-equal to a certificate of this store is not asked for its self-signature (the
+    /// store pins its bytes), and the keys of the store's P-256 certificates verify with
+    /// precomputed tables. Whether the result is anchored is still [`TrustStore::anchors`]'s
+    /// answer.
+    pub fn verify_envelope(
+        &self,
+        envelope: &[u8],
+        target: &TargetDescriptor,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedSignature, NotaryError> {
+        verify_inner(envelope, target, now, Some(self))
+    }
+
+    /// One store holding the certificates of all `stores` (a node verifies each envelope once
+    /// against the union of its policy's stores; each rule then asks its own store
+    /// [`TrustStore::anchors`]).
+    pub fn union<'a>(stores: impl IntoIterator<Item = &'a TrustStore>) -> TrustStore {
+        let mut out = TrustStore {
+            certificates: BTreeSet::new(),
+            subjects: Vec::new(),
+            p256: BTreeMap::new(),
+        };
+        for s in stores {
+            out.certificates.extend(s.certificates.iter().copied());
+            out.subjects.extend(s.subjects.iter().cloned());
+            out.p256.extend(s.p256.iter().map(|(k, v)| (*k, v.clone())));
+        }
+        out
     }
 
     /// Whether a certificate of the signature's chain is in this store.

@@ -96,22 +96,48 @@ impl P256Key {
     /// low-S and high-S signatures verify, as they do in Go; `Signature` already guarantees
     /// `r` and `s` are in `[1, n-1]`.
     pub fn verify(&self, message: &[u8], signature: &p256::ecdsa::Signature) -> bool {
-        let digest = sha2::Sha256::digest(message);
-        let z = <Scalar as Reduce<U256>>::reduce_bytes(&digest);
-        let (r, s) = signature.split_scalars();
-        let s_inv = *s.invert_vartime();
-        let u1 = z * s_inv;
-        let u2 = *r * s_inv;
+        self.verify_digest(&sha2::Sha256::digest(message).into(), signature)
+    }
+
+    /// As [`P256Key::verify`], over a SHA-256 digest already computed.
+    pub fn verify_digest(&self, digest: &[u8; 32], signature: &p256::ecdsa::Signature) -> bool {
         let table = self
             .table
             .get_or_init(|| Table::new(ProjectivePoint::from(*self.key.as_affine())));
-        let point = generator_table().mul(&u1) + table.mul(&u2);
-        if bool::from(point.is_identity()) {
-            return false;
-        }
-        let x = point.to_affine().x();
-        <Scalar as Reduce<U256>>::reduce_bytes(&x) == *r
+        check(digest, signature, |u2| table.mul(u2))
     }
+}
+
+/// ECDSA P-256 verification over a SHA-256 digest under a key met once (a certificate's, not a
+/// pinned one): `u1·G` from the generator's table, `u2·Q` by `p256`'s own multiplication (a
+/// table for `Q` would cost more than it saves on one use). Accepts high S as
+/// [`P256Key::verify`] does.
+pub(crate) fn verify_unpinned(
+    key: &p256::ecdsa::VerifyingKey,
+    digest: &[u8; 32],
+    signature: &p256::ecdsa::Signature,
+) -> bool {
+    let q = ProjectivePoint::from(*key.as_affine());
+    check(digest, signature, |u2| q * u2)
+}
+
+/// FIPS 186-4 §6.4.2 with `u2·Q` supplied by the caller.
+fn check(
+    digest: &[u8; 32],
+    signature: &p256::ecdsa::Signature,
+    mul_q: impl FnOnce(&Scalar) -> ProjectivePoint,
+) -> bool {
+    let z = <Scalar as Reduce<U256>>::reduce_bytes(&FieldBytes::from(*digest));
+    let (r, s) = signature.split_scalars();
+    let s_inv = *s.invert_vartime();
+    let u1 = z * s_inv;
+    let u2 = *r * s_inv;
+    let point = generator_table().mul(&u1) + mul_q(&u2);
+    if bool::from(point.is_identity()) {
+        return false;
+    }
+    let x = point.to_affine().x();
+    <Scalar as Reduce<U256>>::reduce_bytes(&x) == *r
 }
 
 impl std::fmt::Debug for P256Key {
@@ -187,6 +213,24 @@ mod tests {
         assert!(!key.verify(b"payloae", &sig));
         let other = P256Key::new(*signing_key([8; 32]).unwrap().verifying_key());
         assert!(!other.verify(b"payload", &sig));
+    }
+
+    #[test]
+    fn unpinned_verification_agrees_with_pinned_and_p256() {
+        for seed in 1u8..=8 {
+            let sk = signing_key([seed; 32]).unwrap();
+            let vk = *sk.verifying_key();
+            let sig: Signature = sk.sign(b"certificate");
+            let digest: [u8; 32] = sha2::Sha256::digest(b"certificate").into();
+            let wrong: [u8; 32] = sha2::Sha256::digest(b"certificatf").into();
+            assert!(verify_unpinned(&vk, &digest, &sig));
+            assert!(verify_unpinned(&vk, &digest, &high_s(&sig)));
+            assert!(reference(&vk, b"certificate", &sig));
+            assert!(!verify_unpinned(&vk, &wrong, &sig));
+            let other = *signing_key([seed + 100; 32]).unwrap().verifying_key();
+            assert!(!verify_unpinned(&other, &digest, &sig));
+            assert!(P256Key::new(vk).verify_digest(&digest, &sig));
+        }
     }
 
     proptest! {

@@ -2,10 +2,11 @@
 """An independent Notary Project signer (notary.x509 scheme, JWS envelope), written from the
 specification (signature-specification.md, signature-envelope-jws.md) with `cryptography`.
 
-Usage: notary_peer.py OUT_DIR. Writes OUT_DIR/cases.json: a list of cases, each with a name,
+Usage: notary_peer.py OUT_DIR [MEDIA_TYPE DIGEST SIZE]. Writes OUT_DIR/cases.json: a list of cases, each with a name,
 the envelope (text), the target descriptor it is checked against and the trust store PEM.
 Hostile cases are made here too, by the signer, so the Rust verifier is judged on bytes it did
-not make.
+not make. The target defaults to a made-up manifest; the registry and node tests name the
+manifest they pushed.
 """
 import base64
 import datetime
@@ -125,6 +126,14 @@ def main(out):
     # Two certificates, ECDSA (the benchmark's chain).
     eleaf = cert(name(CN="Reviewers", O="Hospital A"), leaf_key, root_name, root_key, ca=False)
     case("es256-two", envelope(leaf_key, [eleaf, root], "ES256"))
+    # Two certificates, all P-256 (the benchmark's target chain).
+    p256_root_key = ec.generate_private_key(ec.SECP256R1())
+    p256_root_name = name(CN="Warden P-256 Root", O="Hospital A")
+    p256_root = cert(p256_root_name, p256_root_key, p256_root_name, p256_root_key, ca=True)
+    p256_leaf = cert(name(CN="Reviewers", O="Hospital A"), leaf_key, p256_root_name,
+                     p256_root_key, ca=False)
+    case("es256-two-p256", envelope(leaf_key, [p256_leaf, p256_root], "ES256"),
+         store=pem(p256_root))
 
     # Hostile.
     other_int_key = ec.generate_private_key(ec.SECP256R1())
@@ -175,4 +184,7 @@ def main(out):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5:
+        # notary_peer.py OUT_DIR MEDIA_TYPE DIGEST SIZE: sign that manifest instead.
+        MANIFEST, DIGEST, SIZE = sys.argv[2], sys.argv[3], int(sys.argv[4])
     main(sys.argv[1])

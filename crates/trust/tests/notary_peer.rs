@@ -167,3 +167,67 @@ fn independent_signatures_verify_and_hostile_ones_are_refused() {
     let e = notary::verify_envelope(extra.to_string().as_bytes(), &manifest(), now).unwrap_err();
     assert!(e.0.contains("not a flattened JWS"), "{e}");
 }
+
+/// The node's path (`TrustStore::verify_envelope`: a pinned root's self-signature skipped,
+/// pinned P-256 keys with tables) judges every case as the full verification does.
+#[test]
+fn the_trust_store_path_agrees_with_the_full_verification() {
+    let cases = cases();
+    let now = OffsetDateTime::now_utc();
+    for (name, c) in &cases {
+        let full = notary::verify_envelope(c.envelope.as_bytes(), &manifest(), now);
+        let pinned = c
+            .trust_store
+            .verify_envelope(c.envelope.as_bytes(), &manifest(), now);
+        assert_eq!(full, pinned, "{name}");
+    }
+    let p256 = &cases["es256-two-p256"];
+    let v = p256
+        .trust_store
+        .verify_envelope(p256.envelope.as_bytes(), &manifest(), now)
+        .unwrap();
+    assert!(p256.trust_store.anchors(&v));
+    assert_ne!(v.leaf_key_id, v.leaf_sha256);
+
+    // A root whose self-signature is broken: refused by the full check and by a store that does
+    // not pin it; a store that pins those very bytes does not ask for the self-signature.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut env: serde_json::Value = serde_json::from_str(&p256.envelope).unwrap();
+    let mut root = b64
+        .decode(env["header"]["x5c"][1].as_str().unwrap())
+        .unwrap();
+    let last = root.len() - 3;
+    root[last] ^= 0x01;
+    env["header"]["x5c"][1] = b64.encode(&root).into();
+    let bent = env.to_string();
+    let e = notary::verify_envelope(bent.as_bytes(), &manifest(), now).unwrap_err();
+    assert!(e.0.contains("not validly self-signed"), "{e}");
+    let e = p256
+        .trust_store
+        .verify_envelope(bent.as_bytes(), &manifest(), now)
+        .unwrap_err();
+    assert!(e.0.contains("not validly self-signed"), "{e}");
+    let body = b64.encode(&root);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    );
+    let pins_bent = TrustStore::from_pem(&pem).unwrap();
+    let v = pins_bent
+        .verify_envelope(bent.as_bytes(), &manifest(), now)
+        .unwrap();
+    assert!(pins_bent.anchors(&v));
+    // The union of stores pins what each pins.
+    let both = TrustStore::union([&pins_bent, &cases["es256-two"].trust_store]);
+    assert!(both.anchors(&v));
+    assert!(
+        both.verify_envelope(cases["es256-two"].envelope.as_bytes(), &manifest(), now)
+            .is_ok()
+    );
+}
