@@ -21,6 +21,17 @@ pub enum AlgorithmCommand {
         #[command(subcommand)]
         command: crate::base_image::BaseCommand,
     },
+    /// Build a reproducible image from one source commit (no Docker): the same commit gives
+    /// the same digest anywhere. Prints the digest; with --push the image (and, with --key, its
+    /// signed SLSA provenance) goes to the registry.
+    ///
+    /// Example: warden algorithm build --source https://git.example.org/warden --commit 3f2a9c1 --path algorithms/mean --image registry.example.org/warden/mean:1.0 --push --key builder.key
+    Build(crate::build::BuildArgs),
+    /// Rebuild a published image from its source commit and compare: exit 0 when the digests
+    /// match, 1 when they differ (naming the first layer and file that differ), 2 bad input.
+    ///
+    /// Example: warden algorithm rebuild --image registry.example.org/warden/mean@sha256:4f1c... --source https://git.example.org/warden --commit 3f2a9c1 --path algorithms/mean
+    Rebuild(crate::build::RebuildArgs),
     /// Submit a version: the image (a tag is resolved once by the store), the source commit and
     /// the functions (`NAME:central|partial[:ARG=TYPE[?],...]`, `?` marks an optional argument).
     ///
@@ -230,9 +241,12 @@ fn key_password(file: Option<&std::path::Path>) -> Result<Vec<u8>, StoreClientEr
 }
 
 pub fn run_algorithm(command: AlgorithmCommand) -> u8 {
-    if let AlgorithmCommand::Base { command } = command {
-        return crate::base_image::run(command);
-    }
+    let command = match command {
+        AlgorithmCommand::Base { command } => return crate::base_image::run(command),
+        AlgorithmCommand::Build(a) => return crate::build::run_build(a),
+        AlgorithmCommand::Rebuild(a) => return crate::build::run_rebuild(a),
+        other => other,
+    };
     let r = rt().and_then(|rt| rt.block_on(algorithm(command)));
     match r {
         Ok(s) => out(&s),
@@ -242,7 +256,9 @@ pub fn run_algorithm(command: AlgorithmCommand) -> u8 {
 
 async fn algorithm(command: AlgorithmCommand) -> Result<String, StoreClientError> {
     match command {
-        AlgorithmCommand::Base { .. } => unreachable!("run_algorithm builds base images"),
+        AlgorithmCommand::Base { .. }
+        | AlgorithmCommand::Build(_)
+        | AlgorithmCommand::Rebuild(_) => unreachable!("run_algorithm builds images"),
         AlgorithmCommand::Submit {
             store,
             name,

@@ -132,7 +132,7 @@ pub fn run(command: ImageCommand) -> anyhow::Result<Outcome> {
     }
 }
 
-fn client(args: &RegistryArgs) -> anyhow::Result<Client> {
+pub(crate) fn client(args: &RegistryArgs) -> anyhow::Result<Client> {
     let credentials = DockerConfig::load_default()?;
     let mut parts = args.platform.split('/');
     let platform = match (parts.next(), parts.next(), parts.next(), parts.next()) {
