@@ -253,6 +253,7 @@ async fn verify(
     report.signers = evidence.signers.iter().copied().collect();
     report.rejected = evidence.not_counted;
     report.stores = evidence.stores;
+    report.builds = evidence.builds;
     report.stage = "decision";
     report.decision = Some(decision);
     Ok(report.finish(json, gate.key_file_map()))
@@ -268,6 +269,8 @@ struct Report {
     signers: Vec<KeyId>,
     rejected: Vec<String>,
     stores: Vec<warden_node::stores::Checked>,
+    /// Verified build provenance (`reproduced_by`).
+    builds: Vec<warden_node::admission::BuiltBy>,
     stage: &'static str,
     decision: Option<Decision>,
 }
@@ -292,6 +295,13 @@ impl Report {
                 "signers": self.signers.iter().map(|k| serde_json::json!({
                     "key_id": k.to_string(),
                     "files": signer_files(k),
+                })).collect::<Vec<_>>(),
+                "builders": self.builds.iter().map(|b| serde_json::json!({
+                    "key_id": b.key.to_string(),
+                    "files": signer_files(&b.key),
+                    "commit": b.commit,
+                    "path": b.path,
+                    "builder_id": b.builder_id,
                 })).collect::<Vec<_>>(),
                 "candidates": self.candidates,
                 "rejected": self.rejected,
@@ -329,6 +339,16 @@ impl Report {
             out.push_str(&format!(
                 "signer:     {k} ({})\n",
                 signer_files(k).join(", ")
+            ));
+        }
+        for b in &self.builds {
+            out.push_str(&format!(
+                "builder:    {} ({}) built commit {} path {} ({})\n",
+                b.key,
+                signer_files(&b.key).join(", "),
+                warden_api::display::safe(&b.commit),
+                warden_api::display::safe(&b.path),
+                warden_api::display::safe(&b.builder_id),
             ));
         }
         for r in &self.rejected {

@@ -87,6 +87,17 @@ pub struct Evidence {
     pub not_counted: Vec<String>,
     /// What each store named by an `approved_by` rule showed, as this node verified it.
     pub stores: Vec<crate::stores::Checked>,
+    /// Build provenance of the digest that verified against a pinned key (`reproduced_by`).
+    pub builds: Vec<BuiltBy>,
+}
+
+/// One verified build attestation: who (a pinned key) built the digest from what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltBy {
+    pub key: KeyId,
+    pub commit: String,
+    pub path: String,
+    pub builder_id: String,
 }
 
 impl Evidence {
@@ -453,6 +464,11 @@ impl Gate {
                 approvals.stores.insert(c.store.clone(), c.facts.clone());
             }
         }
+        if self.policy.wants_reproduction(repository) {
+            approvals.builds = self
+                .check_builds(source, repository, &resolved.digest, &mut evidence)
+                .await;
+        }
         let decision = warden_policy::decide_with(
             &self.policy,
             &Request {
@@ -477,6 +493,55 @@ impl Gate {
                 Err(r)
             }
         }
+    }
+
+    /// `reproduced_by` evidence: the digest's attestations from the registry, each verified here
+    /// against the keys this node's policy pins (never a server's word). A registry that cannot
+    /// show them leaves the facts unavailable (the rule fails closed).
+    async fn check_builds<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        repository: &warden_reference::Repository,
+        digest: &Digest,
+        evidence: &mut Evidence,
+    ) -> warden_policy::BuildFacts {
+        let mut facts = warden_policy::BuildFacts {
+            checked: true,
+            ..Default::default()
+        };
+        let envelopes = match source.fetch_attestations(repository, digest).await {
+            Ok(e) => e,
+            Err(e) => {
+                facts.unavailable = Some(format!("cannot fetch the attestations: {e}"));
+                return facts;
+            }
+        };
+        for (i, env) in envelopes.iter().enumerate() {
+            match warden_build::provenance::verify(env, &self.keys, digest) {
+                Ok(a) => {
+                    for key in &a.signers {
+                        evidence.builds.push(BuiltBy {
+                            key: *key,
+                            commit: a.commit.clone(),
+                            path: a.path.clone(),
+                            builder_id: a.builder_id.clone(),
+                        });
+                    }
+                    facts.attested.push(warden_policy::BuildAttestation {
+                        signers: a.signers,
+                        commit: a.commit,
+                        path: a.path,
+                    });
+                }
+                Err(e) => {
+                    facts.rejected += 1;
+                    evidence
+                        .not_counted
+                        .push(format!("{digest}: build attestation {}: {e}", i + 1));
+                }
+            }
+        }
+        facts
     }
 
     /// The whole walk: [`Gate::precheck`] then [`Gate::admit`].

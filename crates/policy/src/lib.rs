@@ -25,6 +25,7 @@
 mod decide;
 mod load;
 mod output;
+mod reproduced;
 mod rule;
 
 pub use decide::{
@@ -39,11 +40,14 @@ pub use output::{
     MAX_SCHEMA_BYTES, MAX_SUBTASKS, MIN_K, MinCount, OutputRules, OutputViolation, PathPattern,
     Release, Schema, Sourced,
 };
+pub use reproduced::{BuildAttestation, BuildFacts, Counted, ReproducedBy, TooFewBuilders};
 pub use rule::{ApprovedBy, Contract, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy};
 
 #[cfg(test)]
 mod approved_tests;
 #[cfg(test)]
 mod output_tests;
+#[cfg(test)]
+mod reproduced_tests;
 #[cfg(test)]
 mod tests;
