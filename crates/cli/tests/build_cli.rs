@@ -352,3 +352,230 @@ async fn build_push_rebuild_and_a_patched_image_under_the_same_tag() {
     ]);
     assert_eq!(code(&o), 2, "--key without --push: {:?}", text(&o));
 }
+
+fn verify(policy: &Path, image: &str) -> Output {
+    warden(&[
+        "image",
+        "verify",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--json",
+        image,
+    ])
+}
+
+fn reasons(o: &Output) -> String {
+    let v = json(o);
+    v["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn signing_key(path: &Path) -> warden_trust::SigningKey {
+    warden_trust::SigningKey::from_encrypted_pem(
+        &std::fs::read_to_string(path).unwrap(),
+        PASSWORD.as_bytes(),
+    )
+    .unwrap()
+}
+
+/// `reproduced_by` as the node checks it (`warden image verify` walks the node's admission),
+/// attacked through the registry: the same key twice, a forged envelope, a key not pinned,
+/// provenance of another digest, another commit; then a second pinned builder admits it.
+#[tokio::test]
+async fn reproduced_by_counts_distinct_pinned_builders_of_this_digest_and_commit() {
+    let registry = Registry::start().unwrap();
+    let image_ref = format!("{}/team/hello:v1", registry.host());
+    let repository = Repository::parse(&format!("{}/team/hello", registry.host())).unwrap();
+    let client = Client::new(ClientOptions::default()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let commit = c_repo(&src, HELLO);
+    let policy_dir = work.path().join("policy");
+    std::fs::create_dir_all(policy_dir.join("builders")).unwrap();
+    let (a_key, _) = keygen(&policy_dir.join("builders"), "a");
+    let (b_key, _) = keygen(&policy_dir.join("builders"), "b");
+    let (c_key, _) = keygen(work.path(), "stranger");
+    for k in [&a_key, &b_key] {
+        // Private keys do not belong in a policy folder; only the .pub files are globbed.
+        std::fs::rename(k, work.path().join(k.file_name().unwrap())).unwrap();
+    }
+    let a_key = work.path().join("a.key");
+    let b_key = work.path().join("b.key");
+    let policy = policy_dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n[[allow]]\nrepository = \"{}/team/hello\"\nreproduced_by = {{ keys = [\"builders/*.pub\"], min = 2 }}\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let lint = warden(&["policy", "lint", policy.to_str().unwrap()]);
+    assert_eq!(code(&lint), 0, "{:?}", text(&lint));
+    assert!(
+        text(&lint)
+            .0
+            .contains("reproduced_by: 2 of 2 distinct builder keys (builders/*.pub)"),
+        "{:?}",
+        text(&lint)
+    );
+
+    // Nothing attested yet.
+    let pushed = build(&src, &commit, &image_ref, &["--push", "--json"]);
+    assert_eq!(code(&pushed), 0, "{:?}", text(&pushed));
+    let digest = Digest::parse(json(&pushed)["digest"].as_str().unwrap()).unwrap();
+    let v = verify(&policy, &image_ref);
+    assert_eq!(code(&v), 1);
+    assert!(
+        reasons(&v).contains("reproduced_by needs 2 distinct builders; 0 attest this digest"),
+        "{}",
+        reasons(&v)
+    );
+
+    // Builder a, twice (two envelopes, one key): one builder.
+    for id in ["urn:builder:a", "urn:builder:a-again"] {
+        let o = build(
+            &src,
+            &commit,
+            &image_ref,
+            &[
+                "--push",
+                "--key",
+                a_key.to_str().unwrap(),
+                "--builder-id",
+                id,
+            ],
+        );
+        assert_eq!(code(&o), 0, "{:?}", text(&o));
+    }
+    assert_eq!(
+        publish::fetch_attestations(&client, &repository, &digest)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let v = verify(&policy, &image_ref);
+    assert_eq!(code(&v), 1);
+    assert!(
+        reasons(&v).contains(
+            "reproduced_by needs 2 distinct builders; 1 attests this digest (builders/a.pub)"
+        ),
+        "{}",
+        reasons(&v)
+    );
+
+    // Attacks, each attached to this digest's .att tag.
+    let request = warden_build::BuildRequest {
+        source: src.display().to_string(),
+        source_uri: Some(URI.into()),
+        commit: commit.clone(),
+        path: "algo/hello".into(),
+        cache_dir: None,
+    };
+    let built = warden_build::build(&request).unwrap();
+    assert_eq!(built.image.digest, digest);
+    let b = signing_key(&b_key);
+    // A forged envelope: b's signature over a payload changed afterwards.
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&provenance::sign(&built, &repository, "b", &b)).unwrap();
+    let mut other_commit = built.clone();
+    other_commit.commit = "f".repeat(40);
+    use base64::Engine as _;
+    forged["payload"] = base64::engine::general_purpose::STANDARD
+        .encode(
+            serde_json::to_vec(&provenance::statement(&other_commit, &repository, "b")).unwrap(),
+        )
+        .into();
+    // A key not pinned.
+    let stranger = provenance::sign(&built, &repository, "stranger", &signing_key(&c_key));
+    // Provenance of another digest (a one-byte change), by pinned b.
+    std::fs::write(
+        src.join("algo/hello/hello.c"),
+        HELLO.replace("warden", "wardeN"),
+    )
+    .unwrap();
+    git(&src, &["commit", "-q", "-am", "one byte"]);
+    let changed = git(&src, &["rev-parse", "HEAD"]);
+    let other = warden_build::build(&warden_build::BuildRequest {
+        commit: changed,
+        ..request.clone()
+    })
+    .unwrap();
+    assert_ne!(other.image.digest, digest);
+    let another_digest = provenance::sign(&other, &repository, "b", &b);
+    for env in [
+        serde_json::to_vec(&forged).unwrap(),
+        stranger,
+        another_digest,
+    ] {
+        publish::attach(&client, &repository, &digest, &env)
+            .await
+            .unwrap();
+    }
+    let v = verify(&policy, &image_ref);
+    assert_eq!(code(&v), 1);
+    let r = reasons(&v);
+    assert!(
+        r.contains("1 attests this digest (builders/a.pub), 3 attestations did not verify"),
+        "{r}"
+    );
+    let not_counted = json(&v)["rejected"].to_string();
+    assert!(not_counted.contains("build attestation"), "{not_counted}");
+
+    // Pinned b attests this digest from another commit: does not add up.
+    let wrong_commit = provenance::sign(&other_commit, &repository, "b", &b);
+    publish::attach(&client, &repository, &digest, &wrong_commit)
+        .await
+        .unwrap();
+    let v = verify(&policy, &image_ref);
+    assert_eq!(code(&v), 1);
+    assert!(
+        reasons(&v)
+            .contains("1 attests this digest (builders/a.pub), 1 attestation names another commit"),
+        "{}",
+        reasons(&v)
+    );
+
+    // b rebuilds the real commit in its own directory and attests: admitted.
+    let b_src = work.path().join("b-src");
+    let o = Command::new("git")
+        .args([
+            "clone",
+            "-q",
+            src.to_str().unwrap(),
+            b_src.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = build(
+        &b_src,
+        &commit,
+        &image_ref,
+        &["--push", "--key", b_key.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(code(&o), 0, "{:?}", text(&o));
+    assert_eq!(json(&o)["digest"], digest.to_string().as_str());
+    let v = verify(&policy, &image_ref);
+    assert_eq!(code(&v), 0, "{}", reasons(&v));
+    let builders = json(&v)["builders"].to_string();
+    assert!(
+        builders.contains("builders/a.pub") && builders.contains("builders/b.pub"),
+        "{builders}"
+    );
+    let t = warden(&[
+        "image",
+        "verify",
+        "--policy",
+        policy.to_str().unwrap(),
+        &image_ref,
+    ]);
+    assert_eq!(code(&t), 0);
+    assert!(text(&t).0.contains("builder:"), "{:?}", text(&t));
+}
