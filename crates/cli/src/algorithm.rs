@@ -129,14 +129,39 @@ pub enum ReviewCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Approve a version: sign the review with your key file here and upload the envelope.
+    /// Approve a version: sign the review with your key file here and upload the envelope. With
+    /// --rebuild, first rebuild the version's source commit yourself and refuse to sign unless it
+    /// reproduces the version's digest; the approval then records the rebuild.
     ///
-    /// Example: warden review approve --store https://store.example.org 7 --key rev.key --comment "read the source"
-    Approve(Decide),
+    /// Example: warden review approve --store https://store.example.org 7 --key rev.key --comment "read the source" --rebuild --path algorithms/mean
+    Approve(Approve),
     /// Reject a version (one rejection rejects it).
     ///
     /// Example: warden review reject --store https://store.example.org 7 --key rev.key --comment "prints raw rows"
     Reject(Decide),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Approve {
+    #[command(flatten)]
+    decide: Decide,
+    /// Rebuild the version's source commit (the one the approval names) and approve only if
+    /// the rebuild has exactly the version's digest (`warden algorithm rebuild`); the signed
+    /// approval records it (`rebuilt`).
+    #[arg(long, requires = "path")]
+    rebuild: bool,
+    /// With --rebuild: the algorithm's directory in the source repository.
+    #[arg(long, value_name = "SUBDIR", requires = "rebuild")]
+    path: Option<String>,
+    /// With --rebuild: a local clone or another URL of the source (only the commit is read).
+    /// Default: the source URL the version names.
+    #[arg(long, value_name = "DIR|GIT_URL", requires = "rebuild")]
+    source: Option<String>,
+    /// With --rebuild: keep compiled targets here between builds.
+    #[arg(long, value_name = "DIR", requires = "rebuild")]
+    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: crate::image::RegistryArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -425,12 +450,67 @@ async fn review(command: ReviewCommand) -> Result<String, StoreClientError> {
                 .await?;
             Ok(version_out(&v, as_json))
         }
-        ReviewCommand::Approve(d) => decide(d, Decision::Approve).await,
-        ReviewCommand::Reject(d) => decide(d, Decision::Reject).await,
+        ReviewCommand::Approve(a) => {
+            let rebuild = a
+                .rebuild
+                .then_some((a.path, a.source, a.cache_dir, a.registry));
+            decide(a.decide, Decision::Approve, rebuild).await
+        }
+        ReviewCommand::Reject(d) => decide(d, Decision::Reject, None).await,
     }
 }
 
-async fn decide(d: Decide, decision: Decision) -> Result<String, StoreClientError> {
+type RebuildArgs = (
+    Option<String>,
+    Option<String>,
+    Option<PathBuf>,
+    crate::image::RegistryArgs,
+);
+
+/// `--rebuild`: the reviewer's own rebuild of the version's commit must give its digest.
+async fn rebuild_version(
+    v: &wire::Version,
+    (path, source, cache_dir, registry): RebuildArgs,
+) -> Result<warden_trust::review::Rebuilt, StoreClientError> {
+    let path = path.ok_or_else(|| StoreClientError::Input("--rebuild needs --path".into()))?;
+    let (repository, digest) = crate::build::pinned(&format!("{}@{}", v.repository, v.digest))
+        .map_err(|e| StoreClientError::Verify(format!("the store shows a bad image: {e:#}")))?;
+    let client =
+        crate::image::client(&registry).map_err(|e| StoreClientError::Input(format!("{e:#}")))?;
+    let args = crate::build::SourceArgs {
+        source: source.unwrap_or_else(|| v.source.clone()),
+        commit: v.commit.clone(),
+        path: path.clone(),
+        source_uri: None,
+        cache_dir,
+    };
+    let r = crate::build::rebuild(&client, &repository, &digest, &args)
+        .await
+        .map_err(|e| StoreClientError::Input(format!("the rebuild failed: {e:#}")))?;
+    if let Some(d) = &r.diff {
+        return Err(StoreClientError::Verify(format!(
+            "not approving: your rebuild of commit {} at {} gives {}, not the version's {} ({})",
+            r.build.commit,
+            safe(&path),
+            r.build.image.digest,
+            digest,
+            crate::build::describe(d)
+        )));
+    }
+    eprintln!(
+        "rebuilt {} from commit {} ({}): the digest matches",
+        digest,
+        r.build.commit,
+        safe(&path)
+    );
+    Ok(warden_trust::review::Rebuilt { path: r.build.path })
+}
+
+async fn decide(
+    d: Decide,
+    decision: Decision,
+    rebuild: Option<RebuildArgs>,
+) -> Result<String, StoreClientError> {
     let pw = key_password(d.key_password_file.as_deref())?;
     let key = client::read_signing_key(&d.key, &pw)?;
     let (c, profile) = StoreClient::from_store_arg(&d.store)?;
@@ -440,7 +520,11 @@ async fn decide(d: Decide, decision: Decision) -> Result<String, StoreClientErro
     };
     let v = c.version(d.id).await?;
     let me: wire::Account = c.get("/api/me", "reading your account").await?;
-    let bytes = client::sign_review(&v, &name, &me, decision, d.comment, &key)?;
+    let rebuilt = match rebuild {
+        Some(args) => Some(rebuild_version(&v, args).await?),
+        None => None,
+    };
+    let bytes = client::sign_review_rebuilt(&v, &name, &me, decision, d.comment, rebuilt, &key)?;
     let v: wire::Version = c
         .post(
             &format!("/api/versions/{}/reviews", d.id),
