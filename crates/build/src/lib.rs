@@ -100,6 +100,12 @@ pub fn build(request: &BuildRequest) -> Result<Build, BuildError> {
     };
     std::fs::create_dir_all(&target).map_err(|e| BuildError::io(target.display(), e))?;
     let dir = src.join(&path);
+    if !dir.is_dir() {
+        return Err(BuildError::Input(format!(
+            "commit {} has no directory {path}",
+            exported.commit
+        )));
+    }
     let kind = compile::detect(&dir)?;
     let compiled = compile::compile(&kind, &src, &dir, &target, exported.epoch)?;
     let lock_digest = find_lock(&src, &dir);

@@ -11,17 +11,7 @@ use warden_registry::manifest::{
 use crate::BuildError;
 use crate::image::{self, Image, LayerDiff};
 
-/// Media type of a DSSE envelope layer (cosign's attestation layers).
-pub const DSSE_LAYER: &str = "application/vnd.dsse.envelope.v1+json";
-/// Largest attestation manifest and envelope read.
-const MAX_ATTESTATION: u64 = 1024 * 1024;
-/// Most attestation layers read for one digest.
-const MAX_ATTESTATIONS: usize = 64;
-
-/// The cosign attestation tag of `digest`: `sha256-<hex>.att`.
-pub fn attestation_tag(digest: &Digest) -> String {
-    format!("{}-{}.att", digest.algorithm().name(), digest.hex())
-}
+pub use warden_registry::{DSSE_LAYER, attestation_tag};
 
 /// Uploads the blobs and puts the manifest under `tag`; returns the digest the registry holds.
 pub async fn push(
@@ -44,19 +34,7 @@ async fn attestation_manifest(
     repository: &Repository,
     digest: &Digest,
 ) -> Result<Option<ImageManifest>, BuildError> {
-    let Some(raw) = client
-        .fetch_manifest(repository, &attestation_tag(digest), MAX_ATTESTATION, None)
-        .await?
-    else {
-        return Ok(None);
-    };
-    match manifest::parse(&raw.bytes, raw.media_type.as_deref()) {
-        Ok(Manifest::Image(m)) => Ok(Some(*m)),
-        _ => Err(BuildError::Io(format!(
-            "the manifest at {} is not an image manifest",
-            attestation_tag(digest)
-        ))),
-    }
+    Ok(client.attestation_manifest(repository, digest).await?)
 }
 
 /// Appends `envelope` to the attestations of `digest` (creating the `.att` manifest when
@@ -118,24 +96,9 @@ pub async fn fetch_attestations(
     repository: &Repository,
     digest: &Digest,
 ) -> Result<Vec<Vec<u8>>, BuildError> {
-    let Some(m) = attestation_manifest(client, repository, digest).await? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for l in m
-        .layers
-        .iter()
-        .filter(|l| l.media_type == DSSE_LAYER)
-        .take(MAX_ATTESTATIONS)
-    {
-        let Ok(d) = l.parsed_digest() else { continue };
-        out.push(
-            client
-                .fetch_blob(repository, &d, Some(l.size), MAX_ATTESTATION)
-                .await?,
-        );
-    }
-    Ok(out)
+    Ok(client
+        .fetch_attestation_envelopes(repository, digest)
+        .await?)
 }
 
 /// Compares the published image `digest` with `rebuilt`: `None` when the digests match, else

@@ -21,6 +21,17 @@ pub enum AlgorithmCommand {
         #[command(subcommand)]
         command: crate::base_image::BaseCommand,
     },
+    /// Build a reproducible image from one source commit (no Docker): the same commit gives
+    /// the same digest anywhere. Prints the digest; with --push the image (and, with --key, its
+    /// signed SLSA provenance) goes to the registry.
+    ///
+    /// Example: warden algorithm build --source https://git.example.org/warden --commit 3f2a9c1 --path algorithms/mean --image registry.example.org/warden/mean:1.0 --push --key builder.key
+    Build(crate::build::BuildArgs),
+    /// Rebuild a published image from its source commit and compare: exit 0 when the digests
+    /// match, 1 when they differ (naming the first layer and file that differ), 2 bad input.
+    ///
+    /// Example: warden algorithm rebuild --image registry.example.org/warden/mean@sha256:4f1c... --source https://git.example.org/warden --commit 3f2a9c1 --path algorithms/mean
+    Rebuild(crate::build::RebuildArgs),
     /// Submit a version: the image (a tag is resolved once by the store), the source commit and
     /// the functions (`NAME:central|partial[:ARG=TYPE[?],...]`, `?` marks an optional argument).
     ///
@@ -118,14 +129,39 @@ pub enum ReviewCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Approve a version: sign the review with your key file here and upload the envelope.
+    /// Approve a version: sign the review with your key file here and upload the envelope. With
+    /// --rebuild, first rebuild the version's source commit yourself and refuse to sign unless it
+    /// reproduces the version's digest; the approval then records the rebuild.
     ///
-    /// Example: warden review approve --store https://store.example.org 7 --key rev.key --comment "read the source"
-    Approve(Decide),
+    /// Example: warden review approve --store https://store.example.org 7 --key rev.key --comment "read the source" --rebuild --path algorithms/mean
+    Approve(Approve),
     /// Reject a version (one rejection rejects it).
     ///
     /// Example: warden review reject --store https://store.example.org 7 --key rev.key --comment "prints raw rows"
     Reject(Decide),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Approve {
+    #[command(flatten)]
+    decide: Decide,
+    /// Rebuild the version's source commit (the one the approval names) and approve only if
+    /// the rebuild has exactly the version's digest (`warden algorithm rebuild`); the signed
+    /// approval records it (`rebuilt`).
+    #[arg(long, requires = "path")]
+    rebuild: bool,
+    /// With --rebuild: the algorithm's directory in the source repository.
+    #[arg(long, value_name = "SUBDIR", requires = "rebuild")]
+    path: Option<String>,
+    /// With --rebuild: a local clone or another URL of the source (only the commit is read).
+    /// Default: the source URL the version names.
+    #[arg(long, value_name = "DIR|GIT_URL", requires = "rebuild")]
+    source: Option<String>,
+    /// With --rebuild: keep compiled targets here between builds.
+    #[arg(long, value_name = "DIR", requires = "rebuild")]
+    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: crate::image::RegistryArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -230,9 +266,12 @@ fn key_password(file: Option<&std::path::Path>) -> Result<Vec<u8>, StoreClientEr
 }
 
 pub fn run_algorithm(command: AlgorithmCommand) -> u8 {
-    if let AlgorithmCommand::Base { command } = command {
-        return crate::base_image::run(command);
-    }
+    let command = match command {
+        AlgorithmCommand::Base { command } => return crate::base_image::run(command),
+        AlgorithmCommand::Build(a) => return crate::build::run_build(a),
+        AlgorithmCommand::Rebuild(a) => return crate::build::run_rebuild(a),
+        other => other,
+    };
     let r = rt().and_then(|rt| rt.block_on(algorithm(command)));
     match r {
         Ok(s) => out(&s),
@@ -242,7 +281,9 @@ pub fn run_algorithm(command: AlgorithmCommand) -> u8 {
 
 async fn algorithm(command: AlgorithmCommand) -> Result<String, StoreClientError> {
     match command {
-        AlgorithmCommand::Base { .. } => unreachable!("run_algorithm builds base images"),
+        AlgorithmCommand::Base { .. }
+        | AlgorithmCommand::Build(_)
+        | AlgorithmCommand::Rebuild(_) => unreachable!("run_algorithm builds images"),
         AlgorithmCommand::Submit {
             store,
             name,
@@ -409,12 +450,67 @@ async fn review(command: ReviewCommand) -> Result<String, StoreClientError> {
                 .await?;
             Ok(version_out(&v, as_json))
         }
-        ReviewCommand::Approve(d) => decide(d, Decision::Approve).await,
-        ReviewCommand::Reject(d) => decide(d, Decision::Reject).await,
+        ReviewCommand::Approve(a) => {
+            let rebuild = a
+                .rebuild
+                .then_some((a.path, a.source, a.cache_dir, a.registry));
+            decide(a.decide, Decision::Approve, rebuild).await
+        }
+        ReviewCommand::Reject(d) => decide(d, Decision::Reject, None).await,
     }
 }
 
-async fn decide(d: Decide, decision: Decision) -> Result<String, StoreClientError> {
+type RebuildArgs = (
+    Option<String>,
+    Option<String>,
+    Option<PathBuf>,
+    crate::image::RegistryArgs,
+);
+
+/// `--rebuild`: the reviewer's own rebuild of the version's commit must give its digest.
+async fn rebuild_version(
+    v: &wire::Version,
+    (path, source, cache_dir, registry): RebuildArgs,
+) -> Result<warden_trust::review::Rebuilt, StoreClientError> {
+    let path = path.ok_or_else(|| StoreClientError::Input("--rebuild needs --path".into()))?;
+    let (repository, digest) = crate::build::pinned(&format!("{}@{}", v.repository, v.digest))
+        .map_err(|e| StoreClientError::Verify(format!("the store shows a bad image: {e:#}")))?;
+    let client =
+        crate::image::client(&registry).map_err(|e| StoreClientError::Input(format!("{e:#}")))?;
+    let args = crate::build::SourceArgs {
+        source: source.unwrap_or_else(|| v.source.clone()),
+        commit: v.commit.clone(),
+        path: path.clone(),
+        source_uri: None,
+        cache_dir,
+    };
+    let r = crate::build::rebuild(&client, &repository, &digest, &args)
+        .await
+        .map_err(|e| StoreClientError::Input(format!("the rebuild failed: {e:#}")))?;
+    if let Some(d) = &r.diff {
+        return Err(StoreClientError::Verify(format!(
+            "not approving: your rebuild of commit {} at {} gives {}, not the version's {} ({})",
+            r.build.commit,
+            safe(&path),
+            r.build.image.digest,
+            digest,
+            crate::build::describe(d)
+        )));
+    }
+    eprintln!(
+        "rebuilt {} from commit {} ({}): the digest matches",
+        digest,
+        r.build.commit,
+        safe(&path)
+    );
+    Ok(warden_trust::review::Rebuilt { path: r.build.path })
+}
+
+async fn decide(
+    d: Decide,
+    decision: Decision,
+    rebuild: Option<RebuildArgs>,
+) -> Result<String, StoreClientError> {
     let pw = key_password(d.key_password_file.as_deref())?;
     let key = client::read_signing_key(&d.key, &pw)?;
     let (c, profile) = StoreClient::from_store_arg(&d.store)?;
@@ -424,7 +520,11 @@ async fn decide(d: Decide, decision: Decision) -> Result<String, StoreClientErro
     };
     let v = c.version(d.id).await?;
     let me: wire::Account = c.get("/api/me", "reading your account").await?;
-    let bytes = client::sign_review(&v, &name, &me, decision, d.comment, &key)?;
+    let rebuilt = match rebuild {
+        Some(args) => Some(rebuild_version(&v, args).await?),
+        None => None,
+    };
+    let bytes = client::sign_review_rebuilt(&v, &name, &me, decision, d.comment, rebuilt, &key)?;
     let v: wire::Version = c
         .post(
             &format!("/api/versions/{}/reviews", d.id),

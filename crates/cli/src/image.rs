@@ -132,7 +132,7 @@ pub fn run(command: ImageCommand) -> anyhow::Result<Outcome> {
     }
 }
 
-fn client(args: &RegistryArgs) -> anyhow::Result<Client> {
+pub(crate) fn client(args: &RegistryArgs) -> anyhow::Result<Client> {
     let credentials = DockerConfig::load_default()?;
     let mut parts = args.platform.split('/');
     let platform = match (parts.next(), parts.next(), parts.next(), parts.next()) {
@@ -254,6 +254,7 @@ async fn verify(
     report.rejected = evidence.not_counted;
     report.stores = evidence.stores;
     report.notary = evidence.notary;
+    report.builds = evidence.builds;
     report.stage = "decision";
     report.decision = Some(decision);
     Ok(report.finish(json, gate.key_file_map()))
@@ -271,6 +272,8 @@ struct Report {
     stores: Vec<warden_node::stores::Checked>,
     /// Notary Project signatures found, verified by the node's code or refused.
     notary: Vec<warden_node::admission::NotaryEvidence>,
+    /// Verified build provenance (`reproduced_by`).
+    builds: Vec<warden_node::admission::BuiltBy>,
     stage: &'static str,
     decision: Option<Decision>,
 }
@@ -295,6 +298,13 @@ impl Report {
                 "signers": self.signers.iter().map(|k| serde_json::json!({
                     "key_id": k.to_string(),
                     "files": signer_files(k),
+                })).collect::<Vec<_>>(),
+                "builders": self.builds.iter().map(|b| serde_json::json!({
+                    "key_id": b.key.to_string(),
+                    "files": signer_files(&b.key),
+                    "commit": b.commit,
+                    "path": b.path,
+                    "builder_id": b.builder_id,
                 })).collect::<Vec<_>>(),
                 "candidates": self.candidates,
                 "rejected": self.rejected,
@@ -348,6 +358,16 @@ impl Report {
             out.push_str(&format!(
                 "signer:     {k} ({})\n",
                 signer_files(k).join(", ")
+            ));
+        }
+        for b in &self.builds {
+            out.push_str(&format!(
+                "builder:    {} ({}) built commit {} path {} ({})\n",
+                b.key,
+                signer_files(&b.key).join(", "),
+                warden_api::display::safe(&b.commit),
+                warden_api::display::safe(&b.path),
+                warden_api::display::safe(&b.builder_id),
             ));
         }
         for r in &self.rejected {

@@ -11,6 +11,7 @@ mod admin;
 mod algorithm;
 mod audit;
 mod base_image;
+mod build;
 mod common;
 mod demo;
 mod image;

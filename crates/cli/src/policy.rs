@@ -78,8 +78,9 @@ pub enum PolicyCommand {
         /// Print one JSON document: `policy`, `version`, `denies_everything`, and `allow` and
         /// `deny`, the rules in file order (`rule`, `line`, `repository` or
         /// `repository_regex`, `digests`, `signed_by`, `approved_by`, `organizations`,
-        /// `users`, `collaborations`, `functions`, and for allow rules `output` and `contract`
-        /// (`warden` or `vantage6`); null when the rule does not state it).
+        /// `users`, `collaborations`, `functions`, and for allow rules `reproduced_by`,
+        /// `output` and `contract` (`warden` or `vantage6`); null when the rule does not state
+        /// it).
         #[arg(long)]
         json: bool,
     },
@@ -463,6 +464,11 @@ fn rule_json(rule: &warden_policy::Rule) -> serde_json::Value {
         "functions": rule.functions,
     });
     if rule.id.kind == warden_policy::RuleKind::Allow {
+        v["reproduced_by"] = json!(rule.reproduced_by.as_ref().map(|r| json!({
+            "min": r.min,
+            "builder_key_ids": strings(r.keys.keys()),
+            "keys": r.patterns,
+        })));
         v["output"] = output_json(&rule.output);
         v["contract"] = json!(rule.contract.name());
     }

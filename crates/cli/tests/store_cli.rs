@@ -926,3 +926,185 @@ organization = "c"
         "{v}"
     );
 }
+
+/// `warden review approve --rebuild`: the reviewer's own rebuild of the version's commit must
+/// give the version's digest; the signed approval then records it (`rebuilt` in the log leaf).
+/// A version whose image was made from a patched binary (naming the same commit) is refused,
+/// naming the layer and file, and no review is signed.
+#[tokio::test]
+async fn approve_with_rebuild_signs_only_a_reproduced_digest_and_records_it() {
+    use warden_build::image::{self, File, ImageSpec};
+    let registry = warden_testkit::Registry::start().unwrap();
+    let s = setup().await;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("algo/hello")).unwrap();
+    std::fs::write(
+        src.join("algo/hello/hello.c"),
+        "#include <stdio.h>\nint main(void) { puts(\"hello\"); return 0; }\n",
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(&src)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "a")
+            .env("GIT_AUTHOR_EMAIL", "a@example.org")
+            .env("GIT_COMMITTER_NAME", "a")
+            .env("GIT_COMMITTER_EMAIL", "a@example.org")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "hello"]);
+    let commit = git(&["rev-parse", "HEAD"]);
+    let uri = "https://git.example/team/hello";
+    let cache = work.path().join("cache");
+    let image_ref = format!("{}/team/hello:1.0", registry.host());
+    ok(&s.as_user(
+        "dev",
+        &[
+            "algorithm",
+            "build",
+            "--source",
+            src.to_str().unwrap(),
+            "--commit",
+            &commit,
+            "--path",
+            "algo/hello",
+            "--image",
+            &image_ref,
+            "--source-uri",
+            uri,
+            "--push",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    ));
+    let submit = |image: &str, version: &str| -> i64 {
+        let v: Value = serde_json::from_str(&ok(&s.as_user(
+            "dev",
+            &[
+                "algorithm",
+                "submit",
+                "--store",
+                "community",
+                "--name",
+                "hello",
+                "--image",
+                image,
+                "--source",
+                uri,
+                "--commit",
+                &commit,
+                "--version",
+                version,
+                "--function",
+                "main:central",
+                "--json",
+            ],
+        )))
+        .unwrap();
+        v["id"].as_i64().unwrap()
+    };
+    let approve = |user: &str, id: i64| {
+        s.version_json(
+            user,
+            &["review", "take", "--store", "community", &id.to_string()],
+        );
+        s.as_user(
+            user,
+            &[
+                "review",
+                "approve",
+                "--store",
+                "community",
+                &id.to_string(),
+                "--key",
+                &s.key(user),
+                "--rebuild",
+                "--path",
+                "algo/hello",
+                "--source",
+                src.to_str().unwrap(),
+                "--json",
+            ],
+        )
+    };
+
+    let id = submit(&image_ref, "1.0");
+    let o = approve("rev-b", id);
+    let v: Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert!(stderr(&o).contains("the digest matches"), "{}", stderr(&o));
+    let leaf = v["reviews"][0]["leaf_index"].as_u64().unwrap();
+    let entries: Value = reqwest::get(format!(
+        "{}/api/log/entries?start={leaf}&end={}",
+        s.store.base,
+        leaf + 1
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let envelope = STANDARD
+        .decode(entries["entries"][0]["leaf"].as_str().unwrap())
+        .unwrap();
+    let (_, review) = warden_trust::review::parse_review_envelope(&envelope).unwrap();
+    assert_eq!(
+        review.predicate.rebuilt,
+        Some(warden_trust::review::Rebuilt {
+            path: "algo/hello".into()
+        })
+    );
+    assert_eq!(review.predicate.source_commit, commit);
+
+    // A patched binary, pushed as 1.1 and submitted naming the same commit: refused.
+    let mut patched = std::fs::read(cache.join("target/c/hello")).unwrap();
+    let at = patched.len() / 2;
+    patched[at] ^= 1;
+    let epoch: i64 = git(&["show", "-s", "--format=%ct", &commit])
+        .parse()
+        .unwrap();
+    let evil = image::assemble(&ImageSpec {
+        files: vec![File {
+            path: "hello".into(),
+            bytes: patched,
+            mode: 0o755,
+        }],
+        entrypoint: vec!["/hello".into()],
+        epoch,
+        source_uri: uri.into(),
+        revision: commit.clone(),
+        path: "algo/hello".into(),
+    });
+    let repository =
+        warden_reference::Repository::parse(&format!("{}/team/hello", registry.host())).unwrap();
+    let client = warden_registry::Client::new(warden_registry::ClientOptions::default()).unwrap();
+    warden_build::publish::push(&client, &repository, "1.1", &evil)
+        .await
+        .unwrap();
+    let id2 = submit(&format!("{}/team/hello:1.1", registry.host()), "1.1");
+    let o = approve("rev-c", id2);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("not approving: your rebuild of commit") && e.contains("layer 0, file hello"),
+        "{e}"
+    );
+    let v = s.version_json(
+        "dev",
+        &[
+            "algorithm",
+            "show",
+            "--store",
+            "community",
+            &id2.to_string(),
+        ],
+    );
+    assert_eq!(v["reviews"].as_array().unwrap().len(), 0, "{v}");
+}

@@ -357,6 +357,20 @@ pub fn sign_review(
     comment: Option<String>,
     key: &SigningKey,
 ) -> Result<Vec<u8>> {
+    sign_review_rebuilt(v, store, me, decision, comment, None, key)
+}
+
+/// [`sign_review`] recording the reviewer's own rebuild (`warden review approve --rebuild`):
+/// the version's source commit at `rebuilt.path` gave exactly the version's digest.
+pub fn sign_review_rebuilt(
+    v: &wire::Version,
+    store: &str,
+    me: &wire::Account,
+    decision: Decision,
+    comment: Option<String>,
+    rebuilt: Option<warden_trust::review::Rebuilt>,
+    key: &SigningKey,
+) -> Result<Vec<u8>> {
     let repository: Repository = v
         .repository
         .parse()
@@ -386,6 +400,7 @@ pub fn sign_review(
             functions,
             time: now.replace_nanosecond(0).unwrap_or(now),
             comment,
+            rebuilt,
         },
     };
     let env = review

@@ -91,6 +91,8 @@ pub struct Evidence {
     /// Every Notary Project signature found (only when a rule naming the repository counts
     /// them), each verified by this node against its own trust stores or refused, and why.
     pub notary: Vec<NotaryEvidence>,
+    /// Build provenance of the digest that verified against a pinned key (`reproduced_by`).
+    pub builds: Vec<BuiltBy>,
 }
 
 /// One Notary Project envelope found for a digest and what this node made of it.
@@ -137,6 +139,15 @@ impl Evidence {
             items.join("; ")
         )
     }
+}
+
+/// One verified build attestation: who (a pinned key) built the digest from what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltBy {
+    pub key: KeyId,
+    pub commit: String,
+    pub path: String,
+    pub builder_id: String,
 }
 
 impl Evidence {
@@ -517,6 +528,11 @@ impl Gate {
                 approvals.stores.insert(c.store.clone(), c.facts.clone());
             }
         }
+        if self.policy.wants_reproduction(repository) {
+            approvals.builds = self
+                .check_builds(source, repository, &resolved.digest, &mut evidence)
+                .await;
+        }
         let notary = evidence.notary_verified();
         let decision = warden_policy::decide_with_notary(
             &self.policy,
@@ -613,6 +629,55 @@ impl Gate {
             );
         }
         Ok(())
+    }
+
+    /// `reproduced_by` evidence: the digest's attestations from the registry, each verified here
+    /// against the keys this node's policy pins (never a server's word). A registry that cannot
+    /// show them leaves the facts unavailable (the rule fails closed).
+    async fn check_builds<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        repository: &warden_reference::Repository,
+        digest: &Digest,
+        evidence: &mut Evidence,
+    ) -> warden_policy::BuildFacts {
+        let mut facts = warden_policy::BuildFacts {
+            checked: true,
+            ..Default::default()
+        };
+        let envelopes = match source.fetch_attestations(repository, digest).await {
+            Ok(e) => e,
+            Err(e) => {
+                facts.unavailable = Some(format!("cannot fetch the attestations: {e}"));
+                return facts;
+            }
+        };
+        for (i, env) in envelopes.iter().enumerate() {
+            match warden_build::provenance::verify(env, &self.keys, digest) {
+                Ok(a) => {
+                    for key in &a.signers {
+                        evidence.builds.push(BuiltBy {
+                            key: *key,
+                            commit: a.commit.clone(),
+                            path: a.path.clone(),
+                            builder_id: a.builder_id.clone(),
+                        });
+                    }
+                    facts.attested.push(warden_policy::BuildAttestation {
+                        signers: a.signers,
+                        commit: a.commit,
+                        path: a.path,
+                    });
+                }
+                Err(e) => {
+                    facts.rejected += 1;
+                    evidence
+                        .not_counted
+                        .push(format!("{digest}: build attestation {}: {e}", i + 1));
+                }
+            }
+        }
+        facts
     }
 
     /// The whole walk: [`Gate::precheck`] then [`Gate::admit`].

@@ -234,6 +234,7 @@ impl Store {
                 functions,
                 time: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
                 comment: None,
+                rebuilt: None,
             },
         };
         let env = STANDARD.encode(review.sign(&who.key).unwrap().to_json());

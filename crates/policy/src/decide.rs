@@ -32,6 +32,8 @@ pub struct StoreFacts {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Approvals {
     pub stores: BTreeMap<String, StoreFacts>,
+    /// The digest's build attestations as the node verified them, for `reproduced_by`.
+    pub builds: crate::reproduced::BuildFacts,
 }
 
 impl Approvals {
@@ -151,6 +153,7 @@ pub enum Condition {
     Digests,
     SignedBy,
     ApprovedBy,
+    ReproducedBy,
     Requester(RequesterField),
 }
 
@@ -161,6 +164,9 @@ impl fmt::Display for Condition {
             Condition::SignedBy => f.write_str("`signed_by` (signatures are not verified yet)"),
             Condition::ApprovedBy => {
                 f.write_str("`approved_by` (store approvals are not verified yet)")
+            }
+            Condition::ReproducedBy => {
+                f.write_str("`reproduced_by` (build attestations are not verified yet)")
             }
             Condition::Requester(field) => {
                 write!(
@@ -195,6 +201,8 @@ pub enum Failure {
         organizations: usize,
         min_organizations: usize,
     },
+    /// Too few distinct pinned builders attest this digest from one commit.
+    TooFewBuilders(crate::reproduced::TooFewBuilders),
     /// The rule restricts this requester field and the request does not give it.
     Missing(RequesterField),
     /// The requester's value is not in the rule's list.
@@ -210,6 +218,7 @@ impl Failure {
             Failure::ApprovalsUnavailable { .. }
             | Failure::Revoked { .. }
             | Failure::TooFewApprovals { .. } => Condition::ApprovedBy,
+            Failure::TooFewBuilders(_) => Condition::ReproducedBy,
             Failure::Missing(f) | Failure::NotListed(f, _) => Condition::Requester(*f),
         }
     }
@@ -246,6 +255,7 @@ impl fmt::Display for Failure {
                 f,
                 "store `{store}`: {approvals} distinct pinned reviewer(s) from {organizations} organization(s) approved this digest; the rule needs {min_approvals} from {min_organizations}"
             ),
+            Failure::TooFewBuilders(t) => write!(f, "{t}"),
             Failure::Missing(field) => write!(
                 f,
                 "the request names no {} and the rule lists {}s",
@@ -427,6 +437,9 @@ fn evaluate(rule: &Rule, facts: &Facts<'_>, out: &mut Vec<Outcome>) {
             Some(approvals) => approval_outcome(approved_by, approvals),
         });
     }
+    if let Some(reproduced_by) = &rule.reproduced_by {
+        out.push(reproduction_outcome(reproduced_by, facts.approvals));
+    }
     for field in RequesterField::ALL {
         if let Some(allowed) = field.of(rule) {
             out.push(match facts.requester.get(field) {
@@ -435,6 +448,22 @@ fn evaluate(rule: &Rule, facts: &Facts<'_>, out: &mut Vec<Outcome>) {
                 Some(v) => Outcome::Fails(Failure::NotListed(field, v.to_owned())),
             });
         }
+    }
+}
+
+/// `reproduced_by` over the build attestations the node verified (`None` in the precheck).
+fn reproduction_outcome(
+    reproduced_by: &crate::reproduced::ReproducedBy,
+    approvals: Option<&Approvals>,
+) -> Outcome {
+    let unchecked = crate::reproduced::BuildFacts::default();
+    let facts = approvals.map_or(&unchecked, |a| &a.builds);
+    match reproduced_by.judge(facts) {
+        Ok(_) => Outcome::Holds,
+        Err(t) if approvals.is_none() => {
+            Outcome::Unknown(Condition::ReproducedBy, Failure::TooFewBuilders(t))
+        }
+        Err(t) => Outcome::Fails(Failure::TooFewBuilders(t)),
     }
 }
 
@@ -603,7 +632,10 @@ pub fn precheck(policy: &Policy, reference: &Reference, requester: &Requester) -
                     allow_rule_failures(rule, &facts).iter().all(|f| {
                         matches!(
                             f.condition(),
-                            Condition::Digests | Condition::SignedBy | Condition::ApprovedBy
+                            Condition::Digests
+                                | Condition::SignedBy
+                                | Condition::ApprovedBy
+                                | Condition::ReproducedBy
                         )
                     })
                 })
@@ -653,7 +685,10 @@ fn judge(policy: &Policy, repository: &str, facts: &Facts<'_>, early: bool) -> D
             failed.retain(|f| {
                 !matches!(
                     f.condition(),
-                    Condition::Digests | Condition::SignedBy | Condition::ApprovedBy
+                    Condition::Digests
+                        | Condition::SignedBy
+                        | Condition::ApprovedBy
+                        | Condition::ReproducedBy
                 )
             });
         }

@@ -25,6 +25,7 @@
 mod decide;
 mod load;
 mod output;
+mod reproduced;
 mod rule;
 
 pub use decide::{
@@ -39,6 +40,7 @@ pub use output::{
     MAX_SCHEMA_BYTES, MAX_SUBTASKS, MIN_K, MinCount, OutputRules, OutputViolation, PathPattern,
     Release, Schema, Sourced,
 };
+pub use reproduced::{BuildAttestation, BuildFacts, Counted, ReproducedBy, TooFewBuilders};
 pub use rule::{
     ApprovedBy, Contract, NotarySigners, Policy, RepositoryMatch, Rule, RuleId, RuleKind, SignedBy,
 };
@@ -49,5 +51,7 @@ mod approved_tests;
 mod notary_tests;
 #[cfg(test)]
 mod output_tests;
+#[cfg(test)]
+mod reproduced_tests;
 #[cfg(test)]
 mod tests;

@@ -83,6 +83,7 @@ struct RawRule {
     digests: Option<SpannedList>,
     signed_by: Option<Spanned<RawSignedBy>>,
     approved_by: Option<Spanned<RawApprovedBy>>,
+    reproduced_by: Option<Spanned<RawReproducedBy>>,
     organizations: Option<SpannedList>,
     users: Option<SpannedList>,
     collaborations: Option<SpannedList>,
@@ -137,6 +138,13 @@ struct RawApprovedBy {
     reviewers: SpannedList,
     min_approvals: Spanned<i64>,
     min_organizations: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReproducedBy {
+    keys: SpannedList,
+    min: Spanned<i64>,
 }
 
 /// Most approvals or organizations an `approved_by` may ask for.
@@ -950,6 +958,17 @@ where
             }
             (Some(a), RuleKind::Allow) => Some(self.approved_by(&name, a)?),
         };
+        let reproduced_by = match (raw.reproduced_by, kind) {
+            (None, _) => None,
+            (Some(r), RuleKind::Deny) => {
+                return Err(self.loc.error(
+                    r.span(),
+                    format!("{name}.reproduced_by"),
+                    "reproduced_by applies to allow rules only; to refuse an image, name it in a deny rule by repository or digests",
+                ));
+            }
+            (Some(r), RuleKind::Allow) => Some(self.reproduced_by(&name, r)?),
+        };
         let organizations = self.names(raw.organizations, &format!("{name}.organizations"))?;
         let users = self.names(raw.users, &format!("{name}.users"))?;
         let collaborations = self.names(raw.collaborations, &format!("{name}.collaborations"))?;
@@ -999,6 +1018,7 @@ where
             digests,
             signed_by,
             approved_by,
+            reproduced_by,
             organizations,
             users,
             collaborations,
@@ -1220,6 +1240,61 @@ where
         let id = public.id();
         self.key_cache.insert(file.to_owned(), id);
         Ok(id)
+    }
+
+    /// `reproduced_by = { keys = ["builders/*.pub"], min = 2 }`: key files (or globs) relative
+    /// to the policy file, as `approved_by.reviewers` are.
+    fn reproduced_by(
+        &mut self,
+        name: &str,
+        raw: Spanned<RawReproducedBy>,
+    ) -> Result<crate::reproduced::ReproducedBy, PolicyError> {
+        let key = format!("{name}.reproduced_by");
+        let raw = raw.into_inner();
+        let entries = self.non_empty(raw.keys, &format!("{key}.keys"))?;
+        let mut keys: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
+        let mut patterns = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let entry_key = format!("{key}.keys[{}]", i + 1);
+            let files = if is_glob(entry.get_ref()) {
+                (self.expand)(entry.get_ref())
+                    .map_err(|e| self.loc.error(entry.span(), entry_key.clone(), e.0))?
+            } else {
+                vec![entry.get_ref().clone()]
+            };
+            for file in files {
+                let id = self.key_id(&file, entry.span(), entry_key.clone())?;
+                let names = keys.entry(id).or_default();
+                if !names.contains(&file) {
+                    names.push(file);
+                }
+            }
+            if !patterns.contains(entry.get_ref()) {
+                patterns.push(entry.into_inner());
+            }
+        }
+        let min: usize = int_in(
+            self.loc,
+            &raw.min,
+            &format!("{key}.min"),
+            (1, MAX_APPROVALS),
+            "min",
+        )?;
+        if min > keys.len() {
+            return Err(self.loc.error(
+                raw.min.span(),
+                format!("{key}.min"),
+                format!(
+                    "min {min} is above the {} distinct builder keys listed (files holding the same key count once), so the rule could never hold; lower it or list more keys",
+                    keys.len()
+                ),
+            ));
+        }
+        Ok(crate::reproduced::ReproducedBy {
+            keys,
+            patterns,
+            min,
+        })
     }
 
     fn approved_by(

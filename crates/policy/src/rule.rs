@@ -262,6 +262,8 @@ pub struct Rule {
     pub signed_by: Option<SignedBy>,
     /// `approved_by` (allow rules only).
     pub approved_by: Option<ApprovedBy>,
+    /// `reproduced_by` (allow rules only).
+    pub reproduced_by: Option<crate::reproduced::ReproducedBy>,
     pub organizations: Option<BTreeSet<String>>,
     pub users: Option<BTreeSet<String>>,
     pub collaborations: Option<BTreeSet<String>>,
@@ -276,7 +278,10 @@ impl Rule {
     /// Whether every condition besides the repository is about the requester (organization,
     /// user, collaboration, function), so the rule can be judged before any evidence exists.
     pub fn names_and_requester_only(&self) -> bool {
-        self.digests.is_none() && self.signed_by.is_none() && self.approved_by.is_none()
+        self.digests.is_none()
+            && self.signed_by.is_none()
+            && self.approved_by.is_none()
+            && self.reproduced_by.is_none()
     }
 }
 
@@ -336,6 +341,9 @@ impl fmt::Display for Rule {
                 a.reviewers.len(),
                 a.patterns.join(", ")
             )?;
+        }
+        if let Some(r) = &self.reproduced_by {
+            write!(f, "; {r}")?;
         }
         list(f, "organizations", &self.organizations)?;
         list(f, "users", &self.users)?;
@@ -455,6 +463,14 @@ impl Policy {
             .into_iter()
             .filter_map(|r| r.approved_by.as_ref().map(|a| a.store.clone()))
             .collect()
+    }
+
+    /// Whether an allow rule naming `repository` asks for `reproduced_by`: the node must then
+    /// fetch and verify the digest's build attestations before [`crate::decide_with`].
+    pub fn wants_reproduction(&self, repository: &Repository) -> bool {
+        self.rules_naming(RuleKind::Allow, repository)
+            .iter()
+            .any(|r| r.reproduced_by.is_some())
     }
 
     /// Every store any allow rule names in `approved_by`.

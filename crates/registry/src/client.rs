@@ -220,6 +220,83 @@ pub trait ImageSource: Send + Sync {
             why: "this image source does not fetch Notary Project signatures".into(),
         })
     }
+
+    /// The DSSE envelopes attached to `digest` at cosign's attestation tag
+    /// (`sha256-<hex>.att`), unverified. A source that cannot show them fails: a
+    /// `reproduced_by` rule then fails closed.
+    async fn fetch_attestations(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Vec<Vec<u8>>, RegistryError> {
+        let _ = digest;
+        Err(RegistryError::Client(format!(
+            "this image source cannot fetch build attestations of {repository}"
+        )))
+    }
+}
+
+/// Media type of a DSSE envelope layer (cosign's attestation layers).
+pub const DSSE_LAYER: &str = "application/vnd.dsse.envelope.v1+json";
+/// Largest attestation manifest and envelope read.
+pub const MAX_ATTESTATION: u64 = 1024 * 1024;
+/// Most attestation layers read for one digest.
+pub const MAX_ATTESTATIONS: usize = 64;
+
+/// The cosign attestation tag of `digest`: `sha256-<hex>.att`.
+pub fn attestation_tag(digest: &Digest) -> String {
+    format!("{}-{}.att", digest.algorithm().name(), digest.hex())
+}
+
+impl Client {
+    /// The image manifest at `digest`'s attestation tag, if there is one.
+    pub async fn attestation_manifest(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Option<ImageManifest>, RegistryError> {
+        let tag = attestation_tag(digest);
+        let Some(raw) = self
+            .fetch_manifest(repository, &tag, MAX_ATTESTATION, None)
+            .await?
+        else {
+            return Ok(None);
+        };
+        match manifest::parse(&raw.bytes, raw.media_type.as_deref()) {
+            Ok(Manifest::Image(m)) => Ok(Some(*m)),
+            _ => Err(RegistryError::Malformed {
+                registry: repository.registry().to_owned(),
+                what: format!("attestation manifest {repository}:{tag}"),
+                why: "not an image manifest".into(),
+            }),
+        }
+    }
+
+    /// The DSSE envelope layers attached to `digest` (at most [`MAX_ATTESTATIONS`], each at
+    /// most [`MAX_ATTESTATION`] bytes and checked against its descriptor's digest), unverified.
+    pub async fn fetch_attestation_envelopes(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Vec<Vec<u8>>, RegistryError> {
+        let Some(m) = self.attestation_manifest(repository, digest).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for l in m
+            .layers
+            .iter()
+            .filter(|l| l.media_type == DSSE_LAYER)
+            .take(MAX_ATTESTATIONS)
+        {
+            let Ok(d) = l.parsed_digest() else { continue };
+            out.push(
+                self.fetch_blob(repository, &d, Some(l.size), MAX_ATTESTATION)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
 }
 
 /// An OCI distribution client with caps. Cheap to share: hold one per process; it keeps
@@ -1362,6 +1439,14 @@ impl ImageSource for Client {
         digest: &Digest,
     ) -> Result<crate::NotarySignatureSet, RegistryError> {
         Client::fetch_notary_signatures(self, repository, digest).await
+    }
+
+    async fn fetch_attestations(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Vec<Vec<u8>>, RegistryError> {
+        self.fetch_attestation_envelopes(repository, digest).await
     }
 }
 

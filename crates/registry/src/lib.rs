@@ -77,8 +77,9 @@ mod transport;
 
 pub use auth::{DockerConfig, RegistryCredentials};
 pub use client::{
-    Client, ClientOptions, FetchedSignature, ImageSource, Limits, Platform, PlatformManifest,
-    PushedSignature, RawManifest, ResolvedImage, SignatureSet, SkippedSignature,
+    Client, ClientOptions, DSSE_LAYER, FetchedSignature, ImageSource, Limits, MAX_ATTESTATION,
+    MAX_ATTESTATIONS, Platform, PlatformManifest, PushedSignature, RawManifest, ResolvedImage,
+    SignatureSet, SkippedSignature, attestation_tag,
 };
 pub use error::RegistryError;
 pub use notary::{FetchedNotarySignature, NotarySignatureSet};

@@ -1478,6 +1478,7 @@ impl Service {
                     .replace_nanosecond(0)
                     .unwrap_or_else(|_| OffsetDateTime::now_utc()),
                 comment: Some(reason.to_owned()),
+                rebuilt: None,
             },
         };
         let env = review

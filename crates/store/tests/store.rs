@@ -293,6 +293,7 @@ fn signed(who: &User, v: &Value, decision: Decision, edit: impl FnOnce(&mut Revi
             functions,
             time: now,
             comment: None,
+            rebuilt: None,
         },
     };
     edit(&mut r);

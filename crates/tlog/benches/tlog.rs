@@ -73,6 +73,7 @@ fn approval(i: u8) -> Review {
             functions: vec!["central_mean".into(), "partial_mean".into()],
             time: datetime!(2026-12-02 05:00:00 UTC),
             comment: None,
+            rebuilt: None,
         },
     }
 }

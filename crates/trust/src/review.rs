@@ -154,6 +154,18 @@ pub struct ReviewPredicate {
     pub time: OffsetDateTime,
     /// An optional comment (at most [`MAX_COMMENT_LEN`] bytes).
     pub comment: Option<String>,
+    /// Set by `warden review approve --rebuild`: the reviewer rebuilt `source_commit` at this
+    /// path and got exactly the subject digest. Absent from reviews made without it, whose
+    /// payload is unchanged (`rebuilt` is optional on the wire).
+    pub rebuilt: Option<Rebuilt>,
+}
+
+/// What a reviewer's own rebuild showed (the `rebuilt` predicate field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rebuilt {
+    /// The algorithm's directory in the source repository, as built.
+    pub path: String,
 }
 
 /// A review: the image it is about and the predicate.
@@ -222,6 +234,17 @@ struct WirePredicate {
         deserialize_with = "present_string"
     )]
     comment: Option<String>,
+    /// Absent or an object; `null` is refused.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_rebuilt"
+    )]
+    rebuilt: Option<Rebuilt>,
+}
+
+fn present_rebuilt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Rebuilt>, D::Error> {
+    Rebuilt::deserialize(d).map(Some)
 }
 
 fn present_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -316,6 +339,23 @@ impl ReviewPredicate {
             return Err(invalid("time", "must be in UTC"));
         }
         format_time(self.time)?;
+        if let Some(r) = &self.rebuilt {
+            let p = &r.path;
+            let ok = !p.is_empty()
+                && p.len() <= MAX_URL_LEN
+                && !p.starts_with('/')
+                && p.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+                && !p.chars().any(|c| c.is_control() || c.is_whitespace());
+            if !ok {
+                return Err(invalid(
+                    "rebuilt",
+                    "path must be a relative directory without `..`, spaces or control characters",
+                ));
+            }
+            if self.decision != Decision::Approve {
+                return Err(invalid("rebuilt", "only an approval records a rebuild"));
+            }
+        }
         if let Some(c) = &self.comment {
             if c.len() > MAX_COMMENT_LEN {
                 return Err(invalid(
@@ -370,6 +410,7 @@ impl Review {
                 functions: p.functions.clone(),
                 time: format_time(p.time)?,
                 comment: p.comment.clone(),
+                rebuilt: p.rebuilt.clone(),
             },
         };
         serde_json::to_vec(&wire).map_err(|e| ReviewError::NotReview(e.to_string()))
@@ -452,6 +493,7 @@ impl Review {
                 functions: p.functions,
                 time: parse_time(&p.time)?,
                 comment: p.comment,
+                rebuilt: p.rebuilt,
             },
         };
         review.validate()?;

@@ -180,6 +180,7 @@ fn review() -> Review {
             functions: vec!["central_mean".into()],
             time: datetime!(2026-12-02 06:30:15 UTC),
             comment: Some("checked the partial sums — fine".into()),
+            rebuilt: None,
         },
     }
 }

@@ -42,6 +42,7 @@ fn review() -> Review {
             functions: vec!["central_mean".into(), "partial_mean".into()],
             time: datetime!(2026-12-02 05:00:00 UTC),
             comment: Some("read every line\nlooks fine".into()),
+            rebuilt: None,
         },
     }
 }
@@ -449,4 +450,46 @@ proptest! {
     fn arbitrary_bytes_never_verify(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         prop_assert!(review::verify_review(&bytes, &pinned()).is_err());
     }
+}
+
+/// `rebuilt` (`warden review approve --rebuild`): optional, so a review without it has the
+/// payload it always had; present, it round-trips under the signature; `null`, unknown fields,
+/// an escaping path and a rebuild on a rejection are refused.
+#[test]
+fn the_rebuilt_field_is_optional_strict_and_signed() {
+    let plain = review().to_payload().unwrap();
+    assert!(!String::from_utf8_lossy(&plain).contains("rebuilt"));
+    let mut r = review();
+    r.predicate.rebuilt = Some(review::Rebuilt {
+        path: "algorithms/mean".into(),
+    });
+    let env = r.sign(&ed(2)).unwrap().to_json();
+    let v = review::verify_review(&env, &pinned()).unwrap();
+    assert_eq!(v.review, r);
+    let s: Value = serde_json::from_slice(&v.payload).unwrap();
+    assert_eq!(
+        s["predicate"]["rebuilt"],
+        json!({"path": "algorithms/mean"})
+    );
+
+    for (rebuilt, why) in [
+        (Value::Null, "null"),
+        (json!({"path": "a", "digest": "x"}), "unknown field"),
+        (json!({"path": "../etc"}), "relative directory"),
+        (json!({"path": "/abs"}), "relative directory"),
+        (json!({}), "missing field"),
+    ] {
+        let mut st = statement();
+        st["predicate"]["rebuilt"] = rebuilt.clone();
+        let e = refused(&signed_json(&st, &ed(2))).to_string();
+        assert!(
+            e.contains(why) || e.contains("invalid type"),
+            "{rebuilt}: {e}"
+        );
+    }
+    let mut rejection = r.clone();
+    rejection.predicate.decision = Decision::Reject;
+    rejection.predicate.functions.clear();
+    let e = rejection.to_payload().unwrap_err().to_string();
+    assert!(e.contains("only an approval records a rebuild"), "{e}");
 }

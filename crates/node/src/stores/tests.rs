@@ -59,6 +59,7 @@ fn review(
             functions: vec!["partial_mean".into()],
             time: datetime!(2026-12-02 05:00:00 UTC),
             comment: None,
+            rebuilt: None,
         },
     }
 }

@@ -229,6 +229,7 @@ async fn main() -> Result<()> {
                         functions: vec!["central".into(), "partial".into()],
                         time: now,
                         comment: None,
+                        rebuilt: None,
                     },
                 };
                 let env = review.sign(&rkey)?.to_json();
