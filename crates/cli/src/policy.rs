@@ -435,11 +435,20 @@ fn rule_json(rule: &warden_policy::Rule) -> serde_json::Value {
         RepositoryMatch::Regex { source } => (None, Some(source.as_str())),
     };
     let signed_by = rule.signed_by.as_ref().map(|s| {
-        json!({
+        let mut v = json!({
             "threshold": s.threshold,
             "key_ids": strings(s.keys.keys()),
             "files": s.files,
-        })
+        });
+        // Only present for a rule that counts Notary Project signatures.
+        if let Some(n) = &s.notary {
+            v["notary"] = json!({
+                "trust_store": n.trust_store_file,
+                "trust_store_subjects": n.trust_store.subjects,
+                "identities": strings(n.identities.iter()),
+            });
+        }
+        v
     });
     let approved_by = rule.approved_by.as_ref().map(|a| {
         json!({

@@ -509,7 +509,7 @@ impl Gate {
             );
             evidence.candidates += set.candidates.len();
         }
-        // Notary Project signatures, when a rule naming the repository counts them: fetched
+        // Notary Project signatures, when a rule (allow or deny) naming the repository counts them: fetched
         // for each digest a signature may name, verified here against the node's own trust
         // stores (never the server's word). A registry that cannot list them stops the walk.
         let uses_notary = self.policy.uses_notary(repository);

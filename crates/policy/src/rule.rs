@@ -481,18 +481,21 @@ impl Policy {
             .collect()
     }
 
-    /// Whether an allow rule naming `repository` counts Notary Project signatures: the
-    /// evidence a node must fetch before [`crate::decide_with_notary`].
+    /// Whether a rule (allow or deny) naming `repository` counts Notary Project signatures:
+    /// the evidence a node must fetch before [`crate::decide_with_notary`] (a deny rule on
+    /// signers must see them too, or it could never fire).
     pub fn uses_notary(&self, repository: &Repository) -> bool {
         self.rules_naming(RuleKind::Allow, repository)
             .into_iter()
+            .chain(self.rules_naming(RuleKind::Deny, repository))
             .any(|r| r.signed_by.as_ref().is_some_and(|s| s.notary.is_some()))
     }
 
-    /// The trust stores of every allow rule's `signed_by.notary`, in file order.
+    /// The trust stores of every rule's `signed_by.notary`, in file order (allow, then deny).
     pub fn notary_trust_stores(&self) -> Vec<&TrustStore> {
         self.allow
             .iter()
+            .chain(self.deny.iter())
             .filter_map(|r| r.signed_by.as_ref()?.notary.as_ref())
             .map(|n| &n.trust_store)
             .collect()
