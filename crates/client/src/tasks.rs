@@ -36,7 +36,7 @@ impl TaskFilter {
 }
 
 impl Client {
-    /// Every task the account may see that `filter` selects, oldest first, following the
+    /// Every task the account may see that `filter` selects, newest first (the server's order), following the
     /// server's pages; a page whose cursor does not move forward is an error.
     pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, ClientError> {
         let mut out: Vec<Task> = Vec::new();
