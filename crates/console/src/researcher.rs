@@ -111,6 +111,26 @@ pub async fn tasks(State(app): State<Arc<App>>, Query(q): Query<TasksQuery>) -> 
         Ok(p) => p,
         Err(e) => return server_error(&app, "Tasks", &e),
     };
+    // Never more than asked, and a cursor that moves on (down: newest first), as the
+    // administrator's lists.
+    let moved = match (q.after, page.next) {
+        (Some(a), Some(n)) => n < a,
+        _ => true,
+    };
+    if page.items.len() > PAGE as usize || !moved {
+        return pages::error(
+            &app,
+            StatusCode::BAD_GATEWAY,
+            "Tasks",
+            &format!(
+                "the server answered {} tasks for a page of {PAGE}, next {:?} after {:?}; \
+                 nothing is shown",
+                page.items.len(),
+                page.next,
+                q.after
+            ),
+        );
+    }
     frame("Tasks", &app, None, tasks_body(&page, q.collaboration)).into_response()
 }
 
