@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -229,12 +231,18 @@ fn review(homes: &Path, id: i64, decision: &str, comment: &str) {
     );
 }
 
-/// `warden ui ARGS` as the user whose config home is `home`: the process, its base URL and a
-/// logged-in client with its cookie.
+/// `warden ui ARGS` as the user whose config home is `home`: the process, its base URL, a
+/// logged-in client with its cookie, and the launch address (for a browser).
 async fn ui(
     home: &Path,
     args: &[&str],
-) -> (tokio::process::Child, String, reqwest::Client, String) {
+) -> (
+    tokio::process::Child,
+    String,
+    reqwest::Client,
+    String,
+    String,
+) {
     let mut child = tokio::process::Command::new(BIN)
         .arg("ui")
         .args(args)
@@ -266,7 +274,7 @@ async fn ui(
         .next()
         .unwrap()
         .to_owned();
-    (child, base, http, cookie)
+    (child, base, http, cookie, url)
 }
 
 async fn page(http: &reqwest::Client, cookie: &str, url: &str) -> (u16, String) {
@@ -297,7 +305,7 @@ async fn the_administrator_sees_the_stores_algorithms_and_each_versions_review_s
     let waiting = submit(&homes, "1.2", &"8d".repeat(32));
 
     let admin = homes.join("admin");
-    let (_ui, ui_base, http, cookie) = ui(&admin, &["--store", "community"]).await;
+    let (_ui, ui_base, http, cookie, ui_url) = ui(&admin, &["--store", "community"]).await;
     let (status, home) = page(&http, &cookie, &format!("{ui_base}/")).await;
     assert_eq!(status, 200, "{home}");
     assert!(home.contains("href=\"/admin/algorithms\""), "{home}");
@@ -330,16 +338,40 @@ async fn the_administrator_sees_the_stores_algorithms_and_each_versions_review_s
     let r = row(&text, waiting);
     assert!(r.contains(">submitted<") && r.contains("none yet"), "{r}");
 
+    // In Chromium: the comment is text (no element made of it, no script run), the page is a
+    // screenshot of docs/ui.md, and at a phone's 390 px it fits the width.
+    {
+        let b = browser::browser().await;
+        let c = &b.client;
+        c.goto(&ui_url).await.unwrap();
+        c.goto(&format!("{ui_base}/admin/algorithms"))
+            .await
+            .unwrap();
+        let main = browser::main_text(c).await;
+        assert!(main.contains(HTML) && main.contains("approved"), "{main}");
+        assert!(
+            c.find_all(fantoccini::Locator::Css("main b, main script"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        browser::shot(c, "admin-algorithms").await;
+        drop(b);
+        let narrow = browser::browser_sized(390, 844).await;
+        narrow.client.goto(&ui_url).await.unwrap();
+        browser::fits(&narrow.client, &format!("{ui_base}/admin/algorithms")).await;
+    }
+
     // A store that does not answer: 502 and why; no store given: what is missing.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let (_ui2, b2, h2, c2) = ui(&admin, &["--store", &dead_url]).await;
+    let (_ui2, b2, h2, c2, _) = ui(&admin, &["--store", &dead_url]).await;
     let (status, text) = page(&h2, &c2, &format!("{b2}/admin/algorithms")).await;
     assert_eq!(status, 502, "{text}");
     assert!(text.contains("cannot reach the store"), "{text}");
     let socket = tmp.path().join("no.sock").display().to_string();
-    let (_ui3, b3, h3, c3) = ui(&admin, &["--node-socket", &socket]).await;
+    let (_ui3, b3, h3, c3, _) = ui(&admin, &["--node-socket", &socket]).await;
     let (status, text) = page(&h3, &c3, &format!("{b3}/admin/algorithms")).await;
     assert_eq!(status, 404, "{text}");
     assert!(

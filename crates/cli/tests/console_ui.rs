@@ -13,12 +13,14 @@
 // Test helpers: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser;
 mod researcher;
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use browser::{browser, browser_sized, fits, main_text, shot, tab_through};
 use fantoccini::Locator;
 use researcher::{ADMIN_PASSWORD, BIN, PASSWORD, World};
 use serde_json::json;
@@ -266,93 +268,6 @@ async fn the_console_refuses_without_token_from_another_origin_without_csrf_and_
         !page.contains("<script>alert") && !page.contains("<b>study"),
         "{page}"
     );
-}
-
-/// Headless Chromium through Debian's chromedriver. On drop (a failed assertion too) the
-/// WebDriver session is ended, so that chromedriver stops its Chromium, and then chromedriver is
-/// killed; killing chromedriver alone would leave Chromium running.
-struct Browser {
-    _driver: tokio::process::Child,
-    client: fantoccini::Client,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let c = self.client.clone();
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async {
-                let _ = tokio::time::timeout(Duration::from_secs(20), c.close()).await;
-            })
-        });
-    }
-}
-
-async fn browser() -> Browser {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let driver = tokio::process::Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromedriver (Debian's chromium-driver; scripts/prereqs.sh installs it)");
-    let caps: serde_json::Map<String, serde_json::Value> = serde_json::from_value(json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,800", "--hide-scrollbars"]
-        }
-    }))
-    .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = loop {
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match fantoccini::ClientBuilder::new(connector)
-            .capabilities(caps.clone())
-            .connect(&url)
-            .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "cannot start Chromium through chromedriver: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    Browser {
-        _driver: driver,
-        client,
-    }
-}
-
-/// Where the screenshots go.
-fn shots() -> PathBuf {
-    let d = warden_testkit::workspace_root().join("docs/ui");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-async fn shot(c: &fantoccini::Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(shots().join(format!("{name}.png")), png).unwrap();
-}
-
-/// The text of `<main>`.
-async fn main_text(c: &fantoccini::Client) -> String {
-    c.find(Locator::Css("main"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Reloads `url` until the row of run `run` holds `needle`; returns that row's text.
@@ -1749,4 +1664,441 @@ async fn stranger_is_refused(w: &World, socket: &str, secret: &str) {
     for (path, mode) in opened.into_iter().rev() {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
+}
+
+/// The ids of the rows `<tr ATTR="ID">` of a page, in order.
+fn row_ids(page: &str, attr: &str) -> Vec<i64> {
+    let mark = format!("<tr {attr}=\"");
+    page.match_indices(&mark)
+        .map(|(at, _)| {
+            let rest = &page[at + mark.len()..];
+            rest[..rest.find('"').unwrap()].parse().unwrap()
+        })
+        .collect()
+}
+
+/// The `rel="next"` link of a page, if any.
+fn next_link(page: &str) -> Option<String> {
+    let at = page.find("rel=\"next\"")?;
+    let start = page[..at].rfind("href=\"").unwrap() + "href=\"".len();
+    let rest = &page[start..];
+    Some(rest[..rest.find('"').unwrap()].replace("&amp;", "&"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_administrators_lists_page_by_plain_links_fifty_rows_at_most_every_row_once_and_html_names_as_text()
+ {
+    let w = World::new().await;
+    let html_org = "<img src=x onerror=alert(2)><i>org</i>";
+    // 2 + 201 organizations (the newest named with HTML; more than two pages of the client's
+    // 100, which the users' and nodes' pages read for names), a collaboration of 53 of them
+    // with a node each (2 + 53 nodes), 2 + 51 collaborations and 2 + 51 users: more than a
+    // page of each.
+    let mut orgs = Vec::new();
+    for i in 0..201 {
+        let name = if i == 200 {
+            html_org.to_owned()
+        } else {
+            format!("org-{i:02}")
+        };
+        let key = warden_seal::SecretKey::generate();
+        let (s, v) = w
+            .call(
+                reqwest::Method::POST,
+                &w.admin,
+                "/api/organizations",
+                Some(json!({"name": name, "public_key": key.public_key().to_base64()})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        orgs.push(v["id"].as_i64().unwrap());
+    }
+    let (s, v) = w
+        .call(
+            reqwest::Method::POST,
+            &w.admin,
+            "/api/collaborations",
+            Some(json!({"name": "wide", "organizations": orgs[..53], "encrypted": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let wide = v["id"].as_i64().unwrap();
+    for o in &orgs[..53] {
+        let (s, v) = w
+            .call(
+                reqwest::Method::POST,
+                &w.admin,
+                "/api/nodes",
+                Some(json!({"organization_id": o, "collaboration_id": wide})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    for i in 0..51 {
+        let (s, v) = w
+            .call(
+                reqwest::Method::POST,
+                &w.admin,
+                "/api/collaborations",
+                Some(json!({"name": format!("c-{i:02}"), "organizations": [w.a.id], "encrypted": true})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        w.user(&format!("user-{i:02}"), w.a.id).await;
+    }
+    let admin = admin_profile(&w);
+    let ui = ui(&w, &["--profile-file", admin.to_str().unwrap()]).await;
+    let (http, cookie) = http_session(&ui).await;
+
+    // Over plain HTTP (no script runs): each list is walked by its links, at most 50 rows a
+    // page, every row once, in the server's order, and the total is the server's.
+    for (path, attr, api) in [
+        ("/admin/organizations", "data-org", "/api/organizations"),
+        ("/admin/users", "data-user", "/api/users"),
+        ("/admin/nodes", "data-node", "/api/nodes"),
+        (
+            "/admin/collaborations",
+            "data-collaboration",
+            "/api/collaborations",
+        ),
+    ] {
+        let mut all = Vec::new();
+        let mut pages = 0;
+        let mut at = path.to_owned();
+        loop {
+            let r = http
+                .get(format!("{}{at}", ui.base))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{at}");
+            let page = r.text().await.unwrap();
+            let ids = row_ids(&page, attr);
+            assert!(
+                !ids.is_empty() && ids.len() <= 50,
+                "{at}: {} rows",
+                ids.len()
+            );
+            // The first page has no link to itself; every later one links back to it.
+            assert_eq!(
+                page.contains(&format!("<a href=\"{path}\">First page</a>")),
+                pages > 0,
+                "{at}"
+            );
+            if api == "/api/organizations" && ids.contains(orgs.last().unwrap()) {
+                assert!(
+                    page.contains("&lt;img src=x onerror=alert(2)&gt;&lt;i&gt;org&lt;/i&gt;")
+                        && !page.contains("<img src=x")
+                        && !page.contains("<i>org"),
+                    "{at}: {page}"
+                );
+            }
+            all.extend(ids);
+            pages += 1;
+            match next_link(&page) {
+                Some(next) => {
+                    assert!(next.starts_with(&format!("{path}?after=")), "{next}");
+                    at = next;
+                }
+                None => break,
+            }
+        }
+        assert!(pages >= 2, "{path}: {pages} page(s)");
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted.reverse();
+        assert_eq!(sorted, all, "{path}: rows repeated or not newest first");
+        let mut from_api = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (s, v) = w
+                .call(
+                    reqwest::Method::GET,
+                    &w.admin,
+                    &format!("{api}?limit=500{after}"),
+                    None,
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            from_api.extend(
+                v["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x["id"].as_i64().unwrap()),
+            );
+            match v["next"].as_i64() {
+                Some(n) => after = format!("&after={n}"),
+                None => break,
+            }
+        }
+        assert_eq!(all, from_api, "{path}: not the server's list");
+    }
+    // A cursor that is not a number is refused, not read as the first page.
+    let r = http
+        .get(format!("{}/admin/users?after=1%20OR%201=1", ui.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // In the browser: the link to the next page is followed like any link.
+    let b = browser().await;
+    let c = &b.client;
+    c.goto(&ui.url).await.unwrap();
+    c.goto(&format!("{}/admin/organizations", ui.base))
+        .await
+        .unwrap();
+    let first = c
+        .find_all(Locator::Css("tr[data-org]"))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(first, 50);
+    let text = main_text(c).await;
+    assert!(text.contains(html_org), "{text}");
+    assert!(
+        c.find(Locator::Css("main img")).await.is_err(),
+        "an element was made of a name"
+    );
+    c.find(Locator::Css("a[rel=next]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::LinkText("First page"))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.find_all(Locator::Css("tr[data-org]"))
+            .await
+            .unwrap()
+            .len(),
+        50
+    );
+    assert!(
+        c.find(Locator::Css("img")).await.is_err(),
+        "an element was made of a name"
+    );
+    shot(c, "admin-organizations-page-2").await;
+}
+
+/// A task's name of one word wider than a phone: it must wrap, not widen the page.
+const LONG: &str = "sentbyEnterinanarrowwindowwithanameofonelongwordthatmustwrapxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+
+/// Waits for an element of `css` on the page (after a click or Enter).
+async fn until_css(c: &fantoccini::Client, css: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}`: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_390_pixels_wide_every_main_page_reflows_and_every_form_is_labelled_tabbed_in_order_and_sent_by_enter()
+ {
+    let mut w = World::with_registry().await;
+    let (repo, _) = w.push_signed("json_out", "ui-narrow", "v1").await;
+    let policy = format!(
+        "{}[allow.output]\nrelease = \"manual\"\n",
+        w.signed_policy(&repo)
+    );
+    w.start_node("hospital-b", &policy);
+    let socket = w
+        .dir
+        .path()
+        .join("node-hospital-b/spool/local.sock")
+        .display()
+        .to_string();
+    let profile = w.profile(&w.dir.path().join("p"), &[&w.a, &w.b], PASSWORD);
+    let p = profile.to_str().unwrap();
+    let ui = ui(&w, &["--profile-file", p, "--node-socket", &socket]).await;
+    let b = browser_sized(390, 844).await;
+    let c = &b.client;
+    c.goto(&ui.url).await.unwrap();
+    let at = |path: &str| format!("{}{path}", ui.base);
+    for path in ["/", "/collaborations", "/tasks", "/tasks/new"] {
+        fits(c, &at(path)).await;
+    }
+    // The check sees a page that would scroll sideways: an element wider than the window.
+    c.execute(
+        "const d = document.createElement('div'); d.id = 'wide'; d.style.width = '600px';
+         d.textContent = 'x'; document.querySelector('main').append(d);",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let (page, inner, worst) = browser::widths(c).await;
+    assert!(
+        page > inner && worst.starts_with("DIV#wide"),
+        "{page} {inner} {worst}"
+    );
+
+    // The task form: labelled, tabbed in order to its button, and sent by Enter in a field.
+    let order = tab_through(c, "form[action='/tasks/new']").await;
+    assert_eq!(
+        order,
+        [
+            "image",
+            "org=hospital-a",
+            "org=hospital-b",
+            "input",
+            "name",
+            "create"
+        ],
+        "{order:?}"
+    );
+    c.find(Locator::Id("image"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{repo}:v1"))
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=org][value=hospital-b]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let input = c.find(Locator::Id("input")).await.unwrap();
+    input.clear().await.unwrap();
+    input
+        .send_keys(r#"{"function":"f","args":{"n":3}}"#)
+        .await
+        .unwrap();
+    c.find(Locator::Id("name"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{LONG}{}", fantoccini::key::Key::Enter))
+        .await
+        .unwrap();
+    until_css(c, "tr[data-run], p.error").await;
+    let row = c
+        .find(Locator::Css("tr[data-run]"))
+        .await
+        .unwrap_or_else(|_| panic!("Enter did not create the task"));
+    let run: i64 = row
+        .attr("data-run")
+        .await
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let task_url = c.current_url().await.unwrap().to_string();
+    assert!(main_text(c).await.contains(LONG));
+    until_row(c, &w, &task_url, run, "awaiting_release").await;
+    fits(c, &task_url).await;
+
+    // The data owner's pages, the held result and its forms.
+    let airlock = at("/node");
+    until_row(c, &w, &airlock, run, &format!("run {run}")).await;
+    fits(c, &airlock).await;
+    let held = at(&format!("/node/runs/{run}"));
+    fits(c, &held).await;
+    let order = tab_through(c, &format!("form[action='/node/runs/{run}/refuse']")).await;
+    assert_eq!(order, ["reason", "refuse"]);
+    tab_through(c, &format!("form[action='/node/runs/{run}/release']")).await;
+    c.find(Locator::Id("release"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_css(c, "p.answer, p.error").await;
+    assert!(main_text(c).await.contains("released by"));
+    until_row(c, &w, &task_url, run, "completed").await;
+    fits(c, &format!("{task_url}/results")).await;
+    until_css(c, "section.run").await;
+    assert!(c.find(Locator::Css("figure.chart svg")).await.is_ok());
+    shot(c, "narrow-results").await;
+    for path in [
+        "/node/policy",
+        "/node/decisions",
+        "/node/audit",
+        "/node/audit/verify",
+    ] {
+        fits(c, &at(path)).await;
+    }
+    c.goto(&at("/node/audit")).await.unwrap();
+    let order = tab_through(c, "form.filters").await;
+    assert_eq!(
+        order,
+        [
+            "kind", "run", "outcome", "after", "before", "since", "until", "filter"
+        ],
+        "{order:?}"
+    );
+
+    // The administrator's pages (a profile with only [server]).
+    let admin = admin_profile(&w);
+    let admin_ui = self::ui(&w, &["--profile-file", admin.to_str().unwrap()]).await;
+    c.goto(&admin_ui.url).await.unwrap();
+    let rita = w.query("SELECT id FROM users WHERE username = 'rita'")[0].clone();
+    let admin_at = |path: &str| format!("{}{path}", admin_ui.base);
+    for (path, form, first) in [
+        (
+            "/admin/organizations",
+            "form[action='/admin/organizations']",
+            "org-name",
+        ),
+        (
+            "/admin/collaborations",
+            "form[action='/admin/collaborations']",
+            "collab-name",
+        ),
+        ("/admin/users", "form[action='/admin/users']", "user-name"),
+        ("/admin/nodes", "form[action='/admin/nodes']", "node-org"),
+    ] {
+        fits(c, &admin_at(path)).await;
+        let order = tab_through(c, form).await;
+        assert_eq!(order[0], first, "{path}: {order:?}");
+    }
+    fits(c, &admin_at("/")).await;
+    fits(c, &admin_at(&format!("/admin/users/{rita}"))).await;
+    let order = tab_through(c, &format!("form[action='/admin/users/{rita}/password']")).await;
+    assert_eq!(order, ["new-password", "new-password-again", "reset"]);
+    // A node's rotation form: its box is labelled, then its button.
+    c.goto(&admin_at("/admin/nodes")).await.unwrap();
+    let order = tab_through(c, "tr[data-node] form").await;
+    assert_eq!(order, ["confirm=1", "BUTTON"]);
+
+    // The login form of a console with a password: labelled, tabbed, sent by Enter.
+    let file = w.dir.path().join("ui-password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let locked = self::ui(
+        &w,
+        &[
+            "--node-socket",
+            &socket,
+            "--password-file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    fits(c, &locked.url).await;
+    let order = tab_through(c, "form[action='/login']").await;
+    assert_eq!(order.len(), 2, "{order:?}");
+    assert_eq!(order[0], "password");
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{PASSWORD}{}", fantoccini::key::Key::Enter))
+        .await
+        .unwrap();
+    until_css(c, "section[aria-labelledby=owner], p.error").await;
+    assert!(main_text(c).await.contains("Data owner"));
+
+    // The login form is a screenshot of docs/ui.md, at the others' 1280×800.
+    drop(b);
+    let wide = browser().await;
+    wide.client.goto(&locked.url).await.unwrap();
+    until_css(&wide.client, "form[action='/login']").await;
+    shot(&wide.client, "login").await;
 }

@@ -495,7 +495,8 @@ impl Client {
             out.extend(page.items);
             match page.next {
                 None => return Ok(out),
-                Some(next) if after.is_some_and(|a| next <= a) => {
+                // Pages are newest first: each cursor is an id below the last one.
+                Some(next) if after.is_some_and(|a| next >= a) => {
                     return Err(ClientError::Unexpected {
                         what: what.to_owned(),
                         message: format!("the page cursor went back from {after:?} to {next}"),

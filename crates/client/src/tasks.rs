@@ -36,7 +36,7 @@ impl TaskFilter {
 }
 
 impl Client {
-    /// Every task the account may see that `filter` selects, oldest first, following the
+    /// Every task the account may see that `filter` selects, newest first (the server's order), following the
     /// server's pages; a page whose cursor does not move forward is an error.
     pub async fn tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, ClientError> {
         let mut out: Vec<Task> = Vec::new();
@@ -46,7 +46,8 @@ impl Client {
             out.extend(page.items);
             match page.next {
                 None => return Ok(out),
-                Some(next) if after.is_some_and(|a| next <= a) => {
+                // Pages are newest first: each cursor is an id below the last one.
+                Some(next) if after.is_some_and(|a| next >= a) => {
                     return Err(ClientError::Unexpected {
                         what: "listing tasks".to_owned(),
                         message: format!("the page cursor went back from {after:?} to {next}"),

@@ -1,8 +1,10 @@
 //! The console's server-side rendering (maud) of its largest page, the task list: one page of 100
 //! tasks (what `/tasks` shows, whatever the number stored), and all 10,000 tasks in one page (what
 //! a list without pages would cost); and a result's charts (plotters' SVG backend): an object of 40
-//! numbers, an object of 8 arrays of 2,000 numbers, and 8 organizations side by side. The figures
-//! are in BENCHMARKS.md.
+//! numbers, an object of 8 arrays of 2,000 numbers, and 8 organizations side by side; the
+//! administrator's `/admin/algorithms` of a store listing 20 algorithms of 5 versions with 3
+//! reviews each (comments holding HTML), and the login form of a console with a password. The
+//! figures are in BENCHMARKS.md.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,9 +12,10 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use time::OffsetDateTime;
+use warden_api::store::{Algorithm, ReviewRecord, Version, VersionState};
 use warden_api::{Page, Task};
 use warden_console::security::Gate;
-use warden_console::{App, Sources, pages, researcher};
+use warden_console::{App, Sources, pages, researcher, store};
 
 fn task(id: i64) -> Task {
     Task {
@@ -29,6 +32,50 @@ fn task(id: i64) -> Task {
         created_at: OffsetDateTime::UNIX_EPOCH,
         cancelled_at: None,
         cancelled_by: None,
+    }
+}
+
+fn algorithm(a: usize) -> Algorithm {
+    let states = [
+        VersionState::Approved,
+        VersionState::Rejected,
+        VersionState::Submitted,
+        VersionState::UnderReview,
+        VersionState::Replaced,
+    ];
+    Algorithm {
+        name: format!("mean-{a}"),
+        description: format!("The mean of a column <{a}> & its standard deviation."),
+        source: format!("https://git.example.org/algorithms/mean-{a}"),
+        organization: "hospital-a".to_owned(),
+        versions: (0..5)
+            .map(|v| Version {
+                id: (a * 5 + v) as i64,
+                algorithm: format!("mean-{a}"),
+                version: format!("1.{v}"),
+                repository: format!("registry.example.org/warden/mean-{a}"),
+                digest: format!("sha256:{:064x}", a * 5 + v),
+                tag: Some(format!("1.{v}")),
+                commit: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+                source: format!("https://git.example.org/algorithms/mean-{a}"),
+                functions: Vec::new(),
+                state: states[v],
+                submitter: "dev".to_owned(),
+                organization: "hospital-a".to_owned(),
+                assigned: vec!["rev-a".to_owned(), "rev-b".to_owned(), "rev-c".to_owned()],
+                reviews: (0..3)
+                    .map(|r| ReviewRecord {
+                        reviewer: format!("rev-{r}"),
+                        organization: format!("org-{r}"),
+                        decision: if r == 1 { "reject" } else { "approve" }.to_owned(),
+                        comment: Some(format!("<script>alert({r})</script> read line {v}")),
+                        leaf_index: (a * 15 + v * 3 + r) as u64,
+                    })
+                    .collect(),
+                reason: (v == 4).then(|| "replaced by 1.5".to_owned()),
+                leaf_index: (a * 5 + v) as u64,
+            })
+            .collect(),
     }
 }
 
@@ -105,6 +152,27 @@ fn bench(c: &mut Criterion) {
         .collect();
     g.bench_function("by_organization_8x3", |b| {
         b.iter(|| black_box(pages::chart_by_organization(black_box(&orgs)).map(|s| s.len())))
+    });
+    let algorithms: Vec<Algorithm> = (0..20).map(algorithm).collect();
+    g.bench_function("admin_algorithms_20x5", |b| {
+        b.iter(|| {
+            let html = pages::frame(
+                "Algorithms",
+                &app,
+                None,
+                store::body("community", black_box(&algorithms)),
+            );
+            black_box(html.into_string().len())
+        })
+    });
+    g.bench_function("login_form", |b| {
+        b.iter(|| {
+            black_box(
+                pages::password_form(black_box(&"ab".repeat(32)), Some("wrong password"))
+                    .into_string()
+                    .len(),
+            )
+        })
     });
     g.finish();
 }

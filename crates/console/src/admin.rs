@@ -12,12 +12,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use maud::{Markup, html};
+use serde::de::DeserializeOwned;
 use warden_api::{
-    CreateCollaboration, CreateNode, CreateOrganization, CreateUser, CreatedNode, Role,
+    Collaboration, CreateCollaboration, CreateNode, CreateOrganization, CreateUser, CreatedNode,
+    Node, Organization, Page, Role, User,
 };
 use warden_client::{Client, ClientError};
 
@@ -109,25 +111,92 @@ fn done(notice: Option<&str>) -> Markup {
     }
 }
 
+// ----------------------------------------------------------------------------- paging
+
+/// Rows of a list shown per page: one page of the server's list (its cursor), never more.
+pub const PAGE: u32 = 50;
+
+/// `?after=`: where the page starts (the server's cursor, the `next` of the page before).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct After {
+    pub(crate) after: Option<i64>,
+}
+
+/// One page of the server's list at `path` (newest first), from `after`. A page longer than
+/// asked, or a cursor that does not move on (down), is refused (the console never shows what it did not
+/// ask for, nor loops).
+pub(crate) async fn page<T: DeserializeOwned>(
+    c: &Client,
+    path: &str,
+    after: Option<i64>,
+    what: &str,
+) -> Result<Page<T>, ClientError> {
+    let mut q = format!("{path}?limit={PAGE}");
+    if let Some(a) = after {
+        q.push_str(&format!("&after={a}"));
+    }
+    let p: Page<T> = c.get(&q, what).await?;
+    let unexpected = |message: String| ClientError::Unexpected {
+        what: what.to_owned(),
+        message,
+    };
+    if p.items.len() > PAGE as usize {
+        return Err(unexpected(format!(
+            "the server answered {} items for a page of {PAGE}",
+            p.items.len()
+        )));
+    }
+    // Newest first: the next page starts below this one's cursor.
+    if let (Some(a), Some(n)) = (after, p.next) {
+        if n >= a {
+            return Err(unexpected(format!(
+                "the page cursor did not move on from {a} (it is {n})"
+            )));
+        }
+    }
+    Ok(p)
+}
+
+/// The links between pages: to the first when this is not it, to the next when there is one.
+/// Plain links, so paging works without JavaScript.
+pub fn pager(path: &str, after: Option<i64>, next: Option<i64>, what: &str) -> Markup {
+    html! {
+        @if after.is_some() || next.is_some() {
+            nav class="pages" aria-label={ "pages of " (what) } {
+                @if after.is_some() { a href=(path) { "First page" } }
+                @if let Some(n) = next { a href={ (path) "?after=" (n) } rel="next" { "Next " (PAGE) " " (what) } }
+            }
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------- organizations
 
 pub async fn organizations(
     State(app): State<Arc<App>>,
     Extension(session): Extension<Session>,
+    Query(q): Query<After>,
 ) -> Response {
-    organizations_page(&app, &session, None).await
+    organizations_page(&app, &session, q.after, None).await
 }
 
-async fn organizations_page(app: &App, session: &Session, notice: Option<&str>) -> Response {
+async fn organizations_page(
+    app: &App,
+    session: &Session,
+    after: Option<i64>,
+    notice: Option<&str>,
+) -> Response {
     let title = "Organizations";
     let c = match client(app) {
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let list = match c.organizations().await {
-        Ok(l) => l,
-        Err(e) => return server_error(app, title, &e),
-    };
+    let list: Page<Organization> =
+        match page(c, "/api/organizations", after, "listing organizations").await {
+            Ok(l) => l,
+            Err(e) => return server_error(app, title, &e),
+        };
+    let (next, list) = (list.next, list.items);
     let body = html! {
         (done(notice))
         @if list.is_empty() { p { "This account sees no organization." } }
@@ -146,6 +215,7 @@ async fn organizations_page(app: &App, session: &Session, notice: Option<&str>) 
                 }
             }
         }
+        (pager("/admin/organizations", after, next, "organizations"))
         h2 { "Create an organization" }
         form method="post" action="/admin/organizations" class="create" {
             (csrf(session))
@@ -202,7 +272,7 @@ pub async fn create_organization(
                 o.id,
                 warden_client::admin::fingerprint(&o)
             );
-            organizations_page(&app, &session, Some(&notice)).await
+            organizations_page(&app, &session, None, Some(&notice)).await
         }
         Err(e) => server_error(&app, what, &e),
     }
@@ -213,20 +283,30 @@ pub async fn create_organization(
 pub async fn collaborations(
     State(app): State<Arc<App>>,
     Extension(session): Extension<Session>,
+    Query(q): Query<After>,
 ) -> Response {
-    collaborations_page(&app, &session, None).await
+    collaborations_page(&app, &session, q.after, None).await
 }
 
-async fn collaborations_page(app: &App, session: &Session, notice: Option<&str>) -> Response {
+async fn collaborations_page(
+    app: &App,
+    session: &Session,
+    after: Option<i64>,
+    notice: Option<&str>,
+) -> Response {
     let title = "Collaborations";
     let c = match client(app) {
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let (list, orgs) = match tokio::try_join!(c.collaborations(None), c.organization_names()) {
+    let (list, orgs) = match tokio::try_join!(
+        page::<Collaboration>(c, "/api/collaborations", after, "listing collaborations"),
+        c.organization_names()
+    ) {
         Ok(x) => x,
         Err(e) => return server_error(app, title, &e),
     };
+    let (next, list) = (list.next, list.items);
     let body = html! {
         (done(notice))
         @if list.is_empty() { p { "This account sees no collaboration." } }
@@ -246,6 +326,7 @@ async fn collaborations_page(app: &App, session: &Session, notice: Option<&str>)
                 }
             }
         }
+        (pager("/admin/collaborations", after, next, "collaborations"))
         h2 { "Create a collaboration" }
         form method="post" action="/admin/collaborations" class="create" {
             (csrf(session))
@@ -301,7 +382,7 @@ pub async fn create_collaboration(
     match c.create_collaboration(&req).await {
         Ok(x) => {
             let notice = format!("created collaboration {} (id {})", x.name, x.id);
-            collaborations_page(&app, &session, Some(&notice)).await
+            collaborations_page(&app, &session, None, Some(&notice)).await
         }
         Err(e) => server_error(&app, what, &e),
     }
@@ -312,20 +393,30 @@ pub async fn create_collaboration(
 pub async fn users(
     State(app): State<Arc<App>>,
     Extension(session): Extension<Session>,
+    Query(q): Query<After>,
 ) -> Response {
-    users_page(&app, &session, None).await
+    users_page(&app, &session, q.after, None).await
 }
 
-async fn users_page(app: &App, session: &Session, notice: Option<&str>) -> Response {
+async fn users_page(
+    app: &App,
+    session: &Session,
+    after: Option<i64>,
+    notice: Option<&str>,
+) -> Response {
     let title = "Users";
     let c = match client(app) {
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let (list, orgs) = match tokio::try_join!(c.users(None), c.organization_names()) {
+    let (list, orgs) = match tokio::try_join!(
+        page::<User>(c, "/api/users", after, "listing users"),
+        c.organization_names()
+    ) {
         Ok(x) => x,
         Err(e) => return server_error(app, title, &e),
     };
+    let (next, list) = (list.next, list.items);
     let body = html! {
         (done(notice))
         table {
@@ -343,6 +434,7 @@ async fn users_page(app: &App, session: &Session, notice: Option<&str>) -> Respo
                 }
             }
         }
+        (pager("/admin/users", after, next, "users"))
         h2 { "Create a user" }
         form method="post" action="/admin/users" class="create" {
             (csrf(session))
@@ -432,7 +524,7 @@ pub async fn create_user(
     match c.create_user(&req).await {
         Ok(u) => {
             let notice = format!("created user {} (id {}, {})", u.username, u.id, u.role);
-            users_page(&app, &session, Some(&notice)).await
+            users_page(&app, &session, None, Some(&notice)).await
         }
         Err(e) => server_error(&app, what, &e),
     }
@@ -563,6 +655,7 @@ pub async fn reset_password(
 pub async fn nodes(
     State(app): State<Arc<App>>,
     Extension(session): Extension<Session>,
+    Query(q): Query<After>,
 ) -> Response {
     let title = "Nodes";
     let c = match client(&app) {
@@ -570,13 +663,14 @@ pub async fn nodes(
         Err(r) => return *r,
     };
     let (list, orgs, collabs) = match tokio::try_join!(
-        c.nodes(None),
+        page::<Node>(c, "/api/nodes", q.after, "listing nodes"),
         c.organization_names(),
         c.collaboration_names()
     ) {
         Ok(x) => x,
         Err(e) => return server_error(&app, title, &e),
     };
+    let (next, list) = (list.next, list.items);
     let body = html! {
         @if list.is_empty() { p { "This account sees no node." } }
         @else {
@@ -602,6 +696,7 @@ pub async fn nodes(
                 }
             }
         }
+        (pager("/admin/nodes", q.after, next, "nodes"))
         h2 { "Create a node" }
         p { "One node per organization and collaboration. Its API key is shown once, on the next page, and never again." }
         form method="post" action="/admin/nodes" class="create" {

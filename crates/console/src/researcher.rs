@@ -46,15 +46,26 @@ fn server_error(app: &App, what: &str, e: &warden_client::ClientError) -> Respon
     pages::error(app, status, what, &e.to_string())
 }
 
-pub async fn collaborations(State(app): State<Arc<App>>) -> Response {
+pub async fn collaborations(
+    State(app): State<Arc<App>>,
+    Query(q): Query<crate::admin::After>,
+) -> Response {
     let r = match side(&app) {
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    let list = match r.client.collaborations(None).await {
+    let list: Page<warden_api::Collaboration> = match crate::admin::page(
+        &r.client,
+        "/api/collaborations",
+        q.after,
+        "listing collaborations",
+    )
+    .await
+    {
         Ok(l) => l,
         Err(e) => return server_error(&app, "Collaborations", &e),
     };
+    let (next, list) = (list.next, list.items);
     let body = html! {
         @if list.is_empty() { p { "This account sees no collaboration." } }
         @else {
@@ -73,6 +84,7 @@ pub async fn collaborations(State(app): State<Arc<App>>) -> Response {
                 }
             }
         }
+        (crate::admin::pager("/collaborations", q.after, next, "collaborations"))
     };
     frame("Collaborations", &app, None, body).into_response()
 }
@@ -99,6 +111,26 @@ pub async fn tasks(State(app): State<Arc<App>>, Query(q): Query<TasksQuery>) -> 
         Ok(p) => p,
         Err(e) => return server_error(&app, "Tasks", &e),
     };
+    // Never more than asked, and a cursor that moves on (down: newest first), as the
+    // administrator's lists.
+    let moved = match (q.after, page.next) {
+        (Some(a), Some(n)) => n < a,
+        _ => true,
+    };
+    if page.items.len() > PAGE as usize || !moved {
+        return pages::error(
+            &app,
+            StatusCode::BAD_GATEWAY,
+            "Tasks",
+            &format!(
+                "the server answered {} tasks for a page of {PAGE}, next {:?} after {:?}; \
+                 nothing is shown",
+                page.items.len(),
+                page.next,
+                q.after
+            ),
+        );
+    }
     frame("Tasks", &app, None, tasks_body(&page, q.collaboration)).into_response()
 }
 
