@@ -24,6 +24,7 @@ pub mod server;
 pub mod slots;
 pub mod spool;
 pub mod stores;
+pub mod vantage6;
 
 pub use node::{Node, StartError};
 

@@ -172,6 +172,17 @@ impl Proxy {
     /// Binds `dir/proxy.sock` (the directory must exist and be private to the node until it is
     /// mounted) and serves the run.
     pub async fn start(dir: &Path, scope: RunScope, deps: ProxyDeps) -> Result<Proxy, ProxyError> {
+        Proxy::start_with_token(dir, scope, deps, new_token()).await
+    }
+
+    /// [`Proxy::start`] accepting exactly `token` (fresh and random, made by the node: e.g.
+    /// the vantage6 contract's JWT-shaped token around [`new_token`]).
+    pub async fn start_with_token(
+        dir: &Path,
+        scope: RunScope,
+        deps: ProxyDeps,
+        token: zeroize::Zeroizing<String>,
+    ) -> Result<Proxy, ProxyError> {
         let socket = dir.join(warden_runtime::PROXY_SOCKET);
         let sock_err = |source| ProxyError::Socket {
             path: socket.clone(),
@@ -183,7 +194,6 @@ impl Proxy {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
             .map_err(sock_err)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(sock_err)?;
-        let token = new_token();
         let rate = f64::from(deps.limits.requests_per_second);
         let inner = Arc::new(Inner {
             scope,
