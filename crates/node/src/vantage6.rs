@@ -196,7 +196,8 @@ pub fn token(claims: &Claims, secret: &str) -> String {
     let databases: Vec<Value> = claims
         .databases
         .iter()
-        .map(|(label, kind)| json!({"label": label, "type": kind}))
+        // Labels only: `AlgorithmClient` sends these back with each subtask it creates.
+        .map(|(label, _)| json!({"label": label}))
         .collect();
     let payload = json!({"sub": {
         "client_type": "container",

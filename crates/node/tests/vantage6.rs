@@ -82,6 +82,27 @@ async fn a_vantage6_run_sees_the_4x_environment_and_its_output_is_the_result() {
     for (k, v) in want {
         assert_eq!(out.get(k).map(String::as_str), Some(v), "{k}: {out:?}");
     }
+    // The vantage6 server-API subset, translated and checked by the node's proxy.
+    let status = |k: &str| out[k].split(' ').next().unwrap().to_owned();
+    assert_eq!(status("v6_organizations"), "200", "{out:?}");
+    assert!(
+        out["v6_organizations"].contains(&format!("\"id\":{}", w.a.id))
+            && out["v6_organizations"].contains(&format!("\"id\":{}", w.b.id))
+            && out["v6_organizations"].contains("\"links\":{}"),
+        "{out:?}"
+    );
+    assert_eq!(out["v6_other_collaboration"], "403", "{out:?}");
+    assert_eq!(status("v6_blobstream"), "200");
+    assert!(out["v6_blobstream"].contains("\"blob_store_enabled\":false"));
+    assert_eq!(status("v6_task_other_image"), "400", "{out:?}");
+    assert!(
+        out["v6_task_other_image"].contains("runs the admitted image")
+            && out["v6_task_other_image"].contains("\"msg\""),
+        "{out:?}"
+    );
+    assert_eq!(out["v6_result_not_mine"], "403", "{out:?}");
+    assert_eq!(out["v6_unknown_path"], "404", "{out:?}");
+    assert_eq!(out["v6_without_token"], "401", "{out:?}");
     let input: Value = serde_json::from_str(&out["input"]).unwrap();
     assert_eq!(
         input,

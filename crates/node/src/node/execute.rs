@@ -310,6 +310,7 @@ impl Node {
                 .as_ref()
                 .and_then(|b| b.via.as_ref())
                 .map(|v| v.task_id),
+            vantage6: v6.is_some(),
         };
         // The smallest of the node's cap, the default output section's and the admitting
         // rule's; the refusal names whichever set it (the rule on a tie).

@@ -47,8 +47,11 @@ static size_t slurp(const char *path, char *buf, size_t cap) {
     return n;
 }
 
-/* The status code of GET /v1/organizations over the proxy socket with `token`. */
-static int ask(const char *token) {
+static char resp[1 << 14];
+
+/* `METHOD PATH` over the proxy socket with `token` (and a JSON `body` when not NULL): the
+ * status code; the response is left in `resp`. */
+static int call(const char *token, const char *method, const char *path, const char *body) {
     int s = socket(AF_UNIX, SOCK_STREAM, 0);
     if (s < 0) return -1;
     struct sockaddr_un a = {0};
@@ -57,14 +60,33 @@ static int ask(const char *token) {
     if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) { close(s); return -2; }
     char req[8192];
     int n = snprintf(req, sizeof req,
-                     "GET /v1/organizations HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer %s\r\n"
-                     "Connection: close\r\n\r\n", token);
+                     "%s %s HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer %s\r\n"
+                     "Connection: close\r\n", method, path, token);
+    if (body)
+        n += snprintf(req + n, sizeof req - (size_t)n,
+                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                      strlen(body), body);
+    else
+        n += snprintf(req + n, sizeof req - (size_t)n, "\r\n");
     if (write(s, req, (size_t)n) != n) { close(s); return -3; }
-    char resp[64] = {0};
-    ssize_t r = read(s, resp, sizeof resp - 1);
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof resp - 1 && (r = read(s, resp + got, sizeof resp - 1 - got)) > 0) got += (size_t)r;
+    resp[got] = 0;
     close(s);
-    if (r < 12) return -4;
+    if (got < 12) return -4;
     return atoi(resp + 9);
+}
+
+static int ask(const char *token) { return call(token, "GET", "/v1/organizations", NULL); }
+
+/* The body of the last response, newlines flattened. */
+static const char *body_of(void) {
+    char *b = strstr(resp, "\r\n\r\n");
+    if (!b) return "";
+    b += 4;
+    for (char *p = b; *p; p++) if (*p == '\n' || *p == '\r') *p = ' ';
+    return b;
 }
 
 int main(void) {
@@ -87,6 +109,20 @@ int main(void) {
     PUT("other_mounted=%d\n", access("/mnt/data/other", F_OK) == 0);
     PUT("proxy_with_token=%d\n", ask(token));
     PUT("proxy_with_other=%d\n", ask("0123456789abcdef"));
+    /* The vantage6 server-API subset, served by the node's proxy under this contract. */
+    PUT("v6_organizations=%d ", call(token, "GET", "/api/organization?page=1", NULL));
+    PUT("%s\n", body_of());
+    PUT("v6_other_collaboration=%d\n",
+        call(token, "GET", "/api/organization?collaboration_id=999999", NULL));
+    PUT("v6_blobstream=%d ", call(token, "GET", "/api/blobstream/status", NULL));
+    PUT("%s\n", body_of());
+    PUT("v6_task_other_image=%d ",
+        call(token, "POST", "/api/task",
+             "{\"image\":\"evil.example/x:1\",\"collaboration_id\":1,\"organizations\":[]}"));
+    PUT("%s\n", body_of());
+    PUT("v6_result_not_mine=%d\n", call(token, "GET", "/api/result?task_id=1", NULL));
+    PUT("v6_unknown_path=%d\n", call(token, "GET", "/api/user", NULL));
+    PUT("v6_without_token=%d\n", call("x", "GET", "/api/organization", NULL));
     FILE *f = fopen(dec("OUTPUT_FILE"), "wb");
     if (!f) { perror("output"); return 5; }
     fwrite(out, 1, o, f);
