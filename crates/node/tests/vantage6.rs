@@ -44,13 +44,32 @@ async fn a_vantage6_run_sees_the_4x_environment_and_its_output_is_the_result() {
         dir.join("other.csv").display()
     );
     let config = w.node_config(&w.a, &policy, &extra);
+    let shim = warden_testkit::build_static_binary("warden-v6shim", "warden-v6-shim").unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "probe = \"probe\"\n",
+        &format!(
+            "probe = \"probe\"\nvantage6_shim = \"{}\"\n",
+            shim.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
     let node = w.start_node(&config).await;
     let image = format!("{repo}:v6");
+    // The ports of the server and the registry on the host, for the program to try.
+    let port = |url: &str| -> u16 {
+        url.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .parse()
+            .unwrap()
+    };
+    let (server_port, registry_port) = (port(&w.base), port(&w.registry.host()));
 
     let task = w
         .create_task(
             &image,
-            &json!({"function": "partial", "args": {"kwargs": {"column": "age"}, "databases": ["records"]}}),
+            &json!({"function": "partial", "args": {"args": [server_port, registry_port], "kwargs": {"column": "age"}, "databases": ["records"]}}),
             &[&w.a],
         )
         .await;
@@ -78,6 +97,19 @@ async fn a_vantage6_run_sees_the_4x_environment_and_its_output_is_the_result() {
         // The token file's content is the proxy's token of this run; nothing else is.
         ("proxy_with_token", "200"),
         ("proxy_with_other", "401"),
+        // Through the shim on 127.0.0.1:7601 in the run's namespace: the vantage6 subset only.
+        ("shim_organizations", "200"),
+        ("shim_without_token", "401"),
+        ("shim_warden_path", "404"),
+        ("shim_delete", "405"),
+        // And nothing else: only `lo`; the host's server and registry ports are not on this
+        // loopback; no gateway, no outside, no DNS.
+        ("interfaces", "1 only_lo=1"),
+        ("loopback_server", "refused"),
+        ("loopback_registry", "refused"),
+        ("gateway_server", "unreachable"),
+        ("outside", "unreachable"),
+        ("dns", "unreachable dns_docker=refused"),
     ];
     for (k, v) in want {
         assert_eq!(out.get(k).map(String::as_str), Some(v), "{k}: {out:?}");
@@ -106,7 +138,11 @@ async fn a_vantage6_run_sees_the_4x_environment_and_its_output_is_the_result() {
     let input: Value = serde_json::from_str(&out["input"]).unwrap();
     assert_eq!(
         input,
-        json!({"method": "partial", "args": [], "kwargs": {"column": "age"}})
+        json!({"method": "partial", "args": [server_port, registry_port], "kwargs": {"column": "age"}})
+    );
+    assert!(
+        out["shim_user"].starts_with("404") && out["shim_user"].contains("warden-v6-shim"),
+        "the shim itself refuses other paths: {out:?}"
     );
     // The token is a JWT the tools can read their claims from.
     let parts: Vec<&str> = out["token"].split('.').collect();
@@ -171,5 +207,27 @@ async fn a_vantage6_run_sees_the_4x_environment_and_its_output_is_the_result() {
             "{args}: {reason}"
         );
     }
-    assert!(containers(&node.label).is_empty());
+    assert!(
+        containers(&node.label).is_empty(),
+        "the shims go with their runs"
+    );
+
+    // A node without a shim runs no vantage6 image: the run fails before any container.
+    let config_b = w.node_config(&w.b, &policy, "");
+    let node_b = w.start_node(&config_b).await;
+    let task = w
+        .create_task(
+            &image,
+            &json!({"function": "partial", "args": null}),
+            &[&w.b],
+        )
+        .await;
+    let run = w.wait_final(task.runs[0].id, WAIT).await;
+    assert_eq!(run.state, RunState::Failed);
+    let reason = run.reason.unwrap_or_default();
+    assert!(
+        reason.contains("has no vantage6 shim ([node] vantage6_shim)"),
+        "{reason}"
+    );
+    assert!(containers(&node_b.label).is_empty());
 }

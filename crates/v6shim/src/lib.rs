@@ -236,8 +236,8 @@ pub fn handle(mut client: TcpStream, socket: &Path) {
         if copied + (early.len() as u64) < length {
             return Err(refused(400, "the body is shorter than its Content-Length"));
         }
-        // The proxy answers and closes (Connection: close): its answer goes back as it is.
-        let _ = proxy.shutdown(Shutdown::Write);
+        // The proxy answers and closes (Connection: close): its answer goes back as it is. The
+        // write side stays open: a server may take a half-closed connection for a client gone.
         let _ = io::copy(&mut proxy, &mut client);
         Ok(())
     })();

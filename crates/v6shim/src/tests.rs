@@ -93,8 +93,21 @@ fn start() -> (String, mpsc::Receiver<Vec<u8>>, tempfile_dir::Dir) {
     std::thread::spawn(move || {
         for conn in proxy.incoming() {
             let mut c = conn.unwrap();
+            // The head, then its Content-Length's bytes (the shim keeps its side open).
             let mut got = Vec::new();
-            c.read_to_end(&mut got).unwrap();
+            let mut byte = [0u8; 1];
+            while !got.ends_with(b"\r\n\r\n") {
+                c.read_exact(&mut byte).unwrap();
+                got.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&got).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            let mut body = vec![0u8; length];
+            c.read_exact(&mut body).unwrap();
+            got.extend_from_slice(&body);
             tx.send(got).unwrap();
             c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
                 .unwrap();

@@ -199,7 +199,7 @@ impl Node {
             s.server.update(run_id, &running),
             self.prepare(record, admitted, established, collab, slot)
         );
-        let (proxy, spec) = match prepared {
+        let (proxy, spec, sidecar) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 s.spool.remove_work(run_id);
@@ -207,6 +207,9 @@ impl Node {
             }
         };
         if let Err(e) = reported {
+            if let Some(sidecar) = &sidecar {
+                sidecar.remove(&s.engine).await;
+            }
             proxy.stop().await;
             s.spool.remove_work(run_id);
             return Err(format!("cannot report the start to the server: {e}"));
@@ -231,6 +234,16 @@ impl Node {
         let report = self
             .killable(run_id, warden_runtime::run_pinned(&s.engine, pinned, &spec))
             .await;
+        // The sidecar goes with the run.
+        if let Some(sidecar) = &sidecar
+            && !sidecar.remove(&s.engine).await
+        {
+            tracing::error!(
+                run = run_id,
+                container = sidecar.id(),
+                "cannot remove the run's sidecar; the next start's reconciliation will"
+            );
+        }
         proxy.stop().await;
         s.spool.remove_work(run_id);
         self.keep_logs(run_id, &report);
@@ -255,7 +268,7 @@ impl Node {
         established: &Established,
         collab: &Collab,
         slot: &RunSlot,
-    ) -> Result<(Proxy, RunSpec), String> {
+    ) -> Result<(Proxy, RunSpec, Option<warden_runtime::Sidecar>), String> {
         let s = &self.inner;
         let run_id = record.run_id;
         // The admitting rule's container contract: Warden's own, or vantage6 4.x's (its input,
@@ -275,6 +288,13 @@ impl Node {
                         admitted.rule().name()
                     )
                 };
+                if s.vantage6_shim.is_none() {
+                    return Err(why(
+                        "this node has no vantage6 shim ([node] vantage6_shim), so it cannot \
+                         serve the vantage6 API in the container and runs no such image"
+                            .into(),
+                    ));
+                }
                 let input = crate::vantage6::input(&established.input).map_err(why)?;
                 let dbs = crate::vantage6::databases(input.databases.as_deref(), &s.config.data)
                     .map_err(why)?;
@@ -418,7 +438,24 @@ impl Node {
                 spec.env = crate::vantage6::environment(dbs);
             }
         }
-        Ok((proxy, spec))
+        // Under the vantage6 contract the algorithm joins the network namespace of the run's
+        // shim (only `lo`, where the shim listens on HOST:PORT), itself without network.
+        let sidecar = match (&v6, &s.vantage6_shim) {
+            (Some(_), Some(image)) => {
+                let sidecar = warden_runtime::Sidecar::start(
+                    &s.engine,
+                    image,
+                    &s.label,
+                    &spec.run_id,
+                    &work.proxy,
+                )
+                .await?;
+                spec.network_of = Some(sidecar.id().to_owned());
+                Some(sidecar)
+            }
+            _ => None,
+        };
+        Ok((proxy, spec, sidecar))
     }
 
     async fn finish_audited(

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -78,6 +81,60 @@ static int call(const char *token, const char *method, const char *path, const c
     return atoi(resp + 9);
 }
 
+/* `METHOD PATH` over TCP to 127.0.0.1:port (the shim), as AlgorithmClient speaks; the status
+ * code, or -errno when the connection fails. */
+static int tcp_call(int port, const char *token, const char *method, const char *path) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0) return -1000;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) { int e = errno; close(s); return -e; }
+    char req[8192];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n"
+                     "Connection: keep-alive\r\n\r\n", method, path, port, token);
+    if (write(s, req, (size_t)n) != n) { close(s); return -1001; }
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof resp - 1 && (r = read(s, resp + got, sizeof resp - 1 - got)) > 0) got += (size_t)r;
+    resp[got] = 0;
+    close(s);
+    if (got < 12) return -1002;
+    return atoi(resp + 9);
+}
+
+/* A TCP connection to ip:port: "connected", or the error's name. */
+static const char *tcp_to(const char *ip, int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0) return "socket";
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)port);
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    int rc = connect(s, (struct sockaddr *)&a, sizeof a);
+    int e = errno;
+    close(s);
+    if (rc == 0) return "connected";
+    return e == ECONNREFUSED ? "refused" : e == ENETUNREACH ? "unreachable" : "other";
+}
+
+/* A UDP datagram to ip:53 (a DNS server): "sent", or the error's name. */
+static const char *udp_to(const char *ip) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    if (s < 0) return "socket";
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(53);
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    ssize_t rc = sendto(s, "x", 1, 0, (struct sockaddr *)&a, sizeof a);
+    int e = errno;
+    close(s);
+    if (rc == 1) return "sent";
+    return e == ENETUNREACH ? "unreachable" : "other";
+}
+
 static int ask(const char *token) { return call(token, "GET", "/v1/organizations", NULL); }
 
 /* The body of the last response, newlines flattened. */
@@ -123,6 +180,40 @@ int main(void) {
     PUT("v6_result_not_mine=%d\n", call(token, "GET", "/api/result?task_id=1", NULL));
     PUT("v6_unknown_path=%d\n", call(token, "GET", "/api/user", NULL));
     PUT("v6_without_token=%d\n", call("x", "GET", "/api/organization", NULL));
+    /* Through the shim on 127.0.0.1:PORT, as AlgorithmClient reaches the node. */
+    int port = atoi(dec("PORT"));
+    PUT("shim_organizations=%d\n", tcp_call(port, token, "GET", "/api/organization"));
+    PUT("shim_without_token=%d\n", tcp_call(port, "x", "GET", "/api/organization"));
+    PUT("shim_user=%d ", tcp_call(port, token, "GET", "/api/user"));
+    PUT("%s\n", body_of());
+    PUT("shim_warden_path=%d\n", tcp_call(port, token, "GET", "/v1/organizations"));
+    PUT("shim_delete=%d\n", tcp_call(port, token, "DELETE", "/api/task/1"));
+    /* Nothing else: the interfaces, other ports, the host, the gateway, DNS. */
+    FILE *dev = fopen("/proc/net/dev", "r");
+    int ifaces = 0, only_lo = 1;
+    char line[512];
+    while (dev && fgets(line, sizeof line, dev)) {
+        char *colon = strchr(line, ':');
+        if (!colon) continue;
+        ifaces++;
+        *colon = 0;
+        char *name = line;
+        while (*name == ' ') name++;
+        if (strcmp(name, "lo") != 0) only_lo = 0;
+    }
+    if (dev) fclose(dev);
+    PUT("interfaces=%d only_lo=%d\n", ifaces, only_lo);
+    /* The ports the test gives as args: the server's and the registry's, on the host. */
+    snprintf(path, sizeof path, "%s", dec("INPUT_FILE"));
+    slurp(path, buf, sizeof buf);
+    char *a = strstr(buf, "\"args\":[");
+    long p1 = 0, p2 = 0;
+    if (a) { char *e; p1 = strtol(a + 8, &e, 10); if (*e == ',') p2 = strtol(e + 1, NULL, 10); }
+    PUT("loopback_server=%s\n", p1 ? tcp_to("127.0.0.1", (int)p1) : "none");
+    PUT("loopback_registry=%s\n", p2 ? tcp_to("127.0.0.1", (int)p2) : "none");
+    PUT("gateway_server=%s\n", p1 ? tcp_to("172.17.0.1", (int)p1) : "none");
+    PUT("outside=%s\n", tcp_to("1.1.1.1", 443));
+    PUT("dns=%s dns_docker=%s\n", udp_to("8.8.8.8"), tcp_to("127.0.0.11", 53));
     FILE *f = fopen(dec("OUTPUT_FILE"), "wb");
     if (!f) { perror("output"); return 5; }
     fwrite(out, 1, o, f);
