@@ -12,6 +12,7 @@
 //! secret_key = "org.key"               # the organization's X25519 key (warden-seal PEM)
 //! spool_dir = "spool"
 //! # probe = "probe"                    # optional: another static isolation probe binary
+//! # vantage6_shim = "warden-v6-shim"    # optional: runs contract = "vantage6" (docs/vantage6.md)
 //!
 //! [audit]
 //! dir = "audit"
@@ -135,6 +136,11 @@ pub struct NodeSection {
     /// node ([`crate::EMBEDDED_PROBE`], algorithms/hostile/probe.c). Absent: the built-in one.
     #[serde(default)]
     pub probe: Option<PathBuf>,
+    /// The vantage6 contract's loopback shim, a static binary (`warden-v6-shim`,
+    /// crates/v6shim) run in a sidecar of each vantage6-contract run (docs/vantage6.md).
+    /// Absent: runs admitted with `contract = "vantage6"` fail before any container.
+    #[serde(default)]
+    pub vantage6_shim: Option<PathBuf>,
     /// The label value put on this node's containers; `[A-Za-z0-9_.-]`, at most 40. Defaults to
     /// a name derived from the spool directory.
     #[serde(default, deserialize_with = "node_name")]
@@ -785,6 +791,9 @@ impl Config {
         resolve(&mut config.node.secret_key);
         resolve(&mut config.node.spool_dir);
         if let Some(p) = config.node.probe.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = config.node.vantage6_shim.as_mut() {
             resolve(p);
         }
         if let Some(p) = config.local.socket.as_mut() {

@@ -25,6 +25,7 @@ pub mod slots;
 pub mod spool;
 pub mod stores;
 pub mod unix;
+pub mod vantage6;
 
 pub use node::{Node, StartError};
 

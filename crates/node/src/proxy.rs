@@ -38,6 +38,8 @@ use crate::server::{RunClient, ServerClient, ServerError};
 use crate::slots::RunSlot;
 
 use warden_api::proxy::MAX_WAIT_SECS;
+
+pub mod vantage6;
 /// How often a waiting request looks at its subtasks.
 const WAIT_POLL: Duration = Duration::from_millis(200);
 /// Longest function name in a subtask request.
@@ -96,6 +98,9 @@ pub struct RunScope {
     pub members: Vec<i64>,
     /// The parent task the run's sealed input proves (`via`), when it is a subtask.
     pub parent_task_id: Option<i64>,
+    /// The run speaks the vantage6 contract: the proxy also serves the vantage6 4.x server-API
+    /// subset its tools use ([`vantage6`]), translated onto the same operations.
+    pub vantage6: bool,
 }
 
 /// A subtask this run created: its nonce and the organizations its inputs were sealed for.
@@ -132,9 +137,9 @@ struct Bucket {
     last: Instant,
 }
 
-struct Inner {
-    scope: RunScope,
-    deps: ProxyDeps,
+pub(crate) struct Inner {
+    pub(crate) scope: RunScope,
+    pub(crate) deps: ProxyDeps,
     token_hash: [u8; 32],
     alive: AtomicBool,
     subtasks: Mutex<BTreeMap<i64, Subtask>>,
@@ -172,6 +177,17 @@ impl Proxy {
     /// Binds `dir/proxy.sock` (the directory must exist and be private to the node until it is
     /// mounted) and serves the run.
     pub async fn start(dir: &Path, scope: RunScope, deps: ProxyDeps) -> Result<Proxy, ProxyError> {
+        Proxy::start_with_token(dir, scope, deps, new_token()).await
+    }
+
+    /// [`Proxy::start`] accepting exactly `token` (fresh and random, made by the node: e.g.
+    /// the vantage6 contract's JWT-shaped token around [`new_token`]).
+    pub async fn start_with_token(
+        dir: &Path,
+        scope: RunScope,
+        deps: ProxyDeps,
+        token: zeroize::Zeroizing<String>,
+    ) -> Result<Proxy, ProxyError> {
         let socket = dir.join(warden_runtime::PROXY_SOCKET);
         let sock_err = |source| ProxyError::Socket {
             path: socket.clone(),
@@ -183,7 +199,6 @@ impl Proxy {
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
             .map_err(sock_err)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(sock_err)?;
-        let token = new_token();
         let rate = f64::from(deps.limits.requests_per_second);
         let inner = Arc::new(Inner {
             scope,
@@ -198,7 +213,11 @@ impl Proxy {
             deps,
         });
         let body_limit = usize::try_from(inner.deps.limits.request_bytes).unwrap_or(usize::MAX);
-        let app = Router::new()
+        let mut app = Router::new();
+        if inner.scope.vantage6 {
+            app = vantage6::routes(app);
+        }
+        let app = app
             .route(wire::ORGANIZATIONS_PATH, get(organizations))
             .route(wire::SUBTASKS_PATH, post(create_subtask))
             .route(
@@ -283,10 +302,10 @@ impl Inner {
 
 /// A refusal: status and `{"error": {...}}`.
 #[derive(Debug)]
-struct Refusal(StatusCode, ErrorBody);
+pub(crate) struct Refusal(pub(crate) StatusCode, pub(crate) ErrorBody);
 
 impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
         let status =
             StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Refusal(status, ErrorBody::new(code, message))
@@ -379,6 +398,13 @@ async fn not_offered() -> Refusal {
 async fn organizations(
     State(inner): State<Arc<Inner>>,
 ) -> Result<Json<wire::Organizations>, Refusal> {
+    Ok(Json(wire::Organizations {
+        organizations: organization_list(&inner).await?,
+    }))
+}
+
+/// The collaboration's organizations (as the node read its members at the run's start).
+pub(crate) async fn organization_list(inner: &Inner) -> Result<Vec<wire::Organization>, Refusal> {
     let mut out = Vec::with_capacity(inner.scope.members.len());
     for id in &inner.scope.members {
         let org = inner
@@ -392,7 +418,7 @@ async fn organizations(
             name: org.name,
         });
     }
-    Ok(Json(wire::Organizations { organizations: out }))
+    Ok(out)
 }
 
 async fn create_subtask(
@@ -414,6 +440,12 @@ async fn create_subtask(
             format!("the subtask request is not valid: {e}; give function, args, organizations and optionally name"),
         )
     })?;
+    let task_id = new_subtask(&inner, req).await?;
+    Ok(Json(wire::SubtaskCreated { task_id }))
+}
+
+/// Creates a subtask of this run's task (every check of `POST /v1/subtasks`); its task id.
+pub(crate) async fn new_subtask(inner: &Inner, req: wire::NewSubtask) -> Result<i64, Refusal> {
     let scope = &inner.scope;
     if req.function.is_empty() || req.function.len() > MAX_FUNCTION_LEN {
         return Err(Refusal::new(
@@ -454,7 +486,7 @@ async fn create_subtask(
         }
     }
     let cap = inner.deps.limits.max_subtask_depth;
-    let depth = task_depth(&inner).await?;
+    let depth = task_depth(inner).await?;
     if depth >= cap {
         tracing::warn!(
             run = scope.run_id,
@@ -506,7 +538,7 @@ async fn create_subtask(
                     tracing::warn!(run = scope.run_id, organization = o, error = %e, "proxy: no usable key");
                     Refusal::new(ErrorCode::Forbidden, e.to_string())
                 })?;
-            let sealed = seal_subtask_input(&inner, &org, &nonce, &input)?;
+            let sealed = seal_subtask_input(inner, &org, &nonce, &input)?;
             targets.insert(*o, org.name);
             sealed
         } else {
@@ -536,13 +568,11 @@ async fn create_subtask(
         .map_err(|e| upstream("creating the subtask", e))?;
     created.insert(detail.task.id, Subtask { nonce, targets });
     tracing::info!(run = scope.run_id, subtask = detail.task.id, organizations = ?req.organizations, "proxy: subtask created");
-    Ok(Json(wire::SubtaskCreated {
-        task_id: detail.task.id,
-    }))
+    Ok(detail.task.id)
 }
 
 /// Reads a request body in full within [`BODY_TIMEOUT`] and at most `cap` bytes.
-async fn read_body(request: Request, cap: u64) -> Result<Vec<u8>, Refusal> {
+pub(crate) async fn read_body(request: Request, cap: u64) -> Result<Vec<u8>, Refusal> {
     use futures_util::StreamExt as _;
     let too_large = || {
         Refusal::new(
@@ -775,6 +805,16 @@ async fn results(
     let task_id: i64 = task_id
         .parse()
         .map_err(|_| Refusal::new(ErrorCode::InvalidRequest, "the task id must be a number"))?;
+    Ok(Json(subtask_results(&inner, task_id, wait).await?))
+}
+
+/// The runs of a subtask this run created, results opened and checked, waiting up to `wait`
+/// seconds for all of them to end (every check of `GET /v1/subtasks/{id}/results`).
+pub(crate) async fn subtask_results(
+    inner: &Inner,
+    task_id: i64,
+    wait: u64,
+) -> Result<wire::SubtaskResults, Refusal> {
     let Some(subtask) = inner.subtasks.lock().await.get(&task_id).cloned() else {
         tracing::warn!(
             run = inner.scope.run_id,
@@ -829,7 +869,7 @@ async fn results(
                         tracing::warn!(run = inner.scope.run_id, subtask_run = r.id, error = %e, "proxy: no pinned key for a subtask's organization");
                         Refusal::new(ErrorCode::Forbidden, e.to_string())
                     })?;
-                open_subtask_result(&inner, &subtask, task_id, r, &producer, &sealed).map_err(
+                open_subtask_result(inner, &subtask, task_id, r, &producer, &sealed).map_err(
                     |reason| {
                         tracing::warn!(run = inner.scope.run_id, subtask_run = r.id, %reason, "proxy: a subtask result is refused");
                         Refusal::new(ErrorCode::Forbidden, reason)
@@ -858,7 +898,7 @@ async fn results(
             reason: r.reason.clone(),
         });
     }
-    Ok(Json(wire::SubtaskResults { complete, runs }))
+    Ok(wire::SubtaskResults { complete, runs })
 }
 
 #[cfg(test)]

@@ -285,31 +285,3 @@ async fn the_node_wide_default_output_section_applies_with_the_stricter_rule_win
     let result: Value = serde_json::from_slice(&w.result(small_plain).await).unwrap();
     assert_eq!(result, json!({"a": 1}));
 }
-
-/// A rule with `contract = "vantage6"` admits the image, but this node does not run that
-/// contract yet: the run fails before any container exists, with a reason naming the rule and
-/// the contract. It is never run under Warden's contract instead (nothing fails open).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rule_with_the_vantage6_contract_fails_the_run_and_says_why() {
-    let mut w = World::new().await;
-    let (repo, digest) = w.push_program("proxy_script", "script", "v6");
-    w.sign(&repo, &digest).await;
-    let policy = format!("{}contract = \"vantage6\"\n", w.signed_policy(&repo));
-    let config = w.node_config(&w.a, &policy, "");
-    let _node = w.start_node(&config).await;
-    let task = w
-        .create_task(
-            &format!("{repo}:v6"),
-            &json!({"function": "script", "args": "GET /v1/organizations"}),
-            &[&w.a],
-        )
-        .await;
-    let run = w.wait_final(task.runs[0].id, WAIT).await;
-    assert_eq!(run.state, RunState::Failed, "{:?}", run.reason);
-    let reason = run.reason.unwrap_or_default();
-    assert!(
-        reason.contains("allow[1] admits the image with contract = \"vantage6\"")
-            && reason.contains("runs only the warden contract"),
-        "{reason}"
-    );
-}

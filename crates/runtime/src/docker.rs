@@ -98,7 +98,11 @@ pub(crate) fn docker_config(spec: &ContainerSpec) -> ContainerCreateBody {
         hard: Some(value),
     };
     let host_config = HostConfig {
-        network_mode: Some("none".into()),
+        // No network; or the namespace of a sidecar that has none either (only `lo`).
+        network_mode: Some(match &spec.network_of {
+            None => "none".into(),
+            Some(id) => format!("container:{id}"),
+        }),
         readonly_rootfs: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
         cap_add: None,
@@ -143,9 +147,10 @@ pub(crate) fn docker_config(spec: &ContainerSpec) -> ContainerCreateBody {
         env: Some(spec.env.clone()),
         cmd: spec.args.clone(),
         labels: Some(spec.labels.clone().into_iter().collect()),
-        hostname: Some("algorithm".into()),
+        // The engine refuses a hostname for a container that joins another's namespaces.
+        hostname: spec.network_of.is_none().then(|| "algorithm".into()),
         working_dir: Some("/".into()),
-        network_disabled: Some(true),
+        network_disabled: spec.network_of.is_none().then_some(true),
         attach_stdin: Some(false),
         open_stdin: Some(false),
         tty: Some(false),

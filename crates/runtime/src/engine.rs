@@ -123,6 +123,9 @@ pub struct ContainerSpec {
     pub(crate) pids: u64,
     pub(crate) file_size_bytes: u64,
     pub(crate) log_file_bytes: u64,
+    /// The container (an ID the runtime created: a sidecar) whose network namespace this one
+    /// joins instead of a namespace of its own with no network; `None` for `--network none`.
+    pub(crate) network_of: Option<String>,
 }
 
 impl ContainerSpec {
@@ -176,6 +179,9 @@ impl ContainerSpec {
     /// Cap on the engine's stored log of the container.
     pub fn log_file_bytes(&self) -> u64 {
         self.log_file_bytes
+    }
+    pub fn network_of(&self) -> Option<&str> {
+        self.network_of.as_deref()
     }
 }
 

@@ -23,6 +23,7 @@ mod pinned;
 mod probe;
 mod reconcile;
 mod run;
+mod sidecar;
 
 pub use docker::DockerEngine;
 pub use engine::{
@@ -41,6 +42,7 @@ pub use run::{
     OUTPUT_MOUNT, Outcome, PROXY_MOUNT, PROXY_SOCKET, RunReport, RunSpec, SCRATCH_MOUNT,
     container_name, run_pinned,
 };
+pub use sidecar::{LABEL_SIDECAR, SIDECAR_REPOSITORY, Sidecar, SidecarImage, import_sidecar};
 
 #[cfg(test)]
 mod fake;

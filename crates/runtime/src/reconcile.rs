@@ -26,6 +26,16 @@ pub async fn reconcile<E: Engine + ?Sized>(
     let ids = engine.list_containers(LABEL_NODE, node_id).await?;
     let mut reports = Vec::with_capacity(ids.len());
     for id in ids {
+        // A sidecar is removed, never reported as a run.
+        if engine
+            .inspect_container(&id)
+            .await
+            .is_ok_and(|i| i.labels.contains_key(crate::LABEL_SIDECAR))
+        {
+            let removed = remove(engine, &id).await;
+            tracing::info!(container = %id, removed, "reconciled a sidecar");
+            continue;
+        }
         let report = settle(engine, &id, log_tail_bytes).await;
         tracing::info!(container = %id, run = %report.run_id, outcome = ?report.reason().map(ToString::to_string), removed = report.removed, "reconciled");
         reports.push(report);

@@ -118,6 +118,9 @@ pub struct RunSpec {
     pub limits: Limits,
     /// Wall-clock limit from start to exit.
     pub timeout: Duration,
+    /// Join the network namespace of this sidecar ([`crate::Sidecar::id`], itself without
+    /// network) instead of `--network none`.
+    pub network_of: Option<String>,
 }
 
 impl RunSpec {
@@ -142,6 +145,7 @@ impl RunSpec {
             gid: DEFAULT_GID,
             limits: Limits::default(),
             timeout: DEFAULT_TIMEOUT,
+            network_of: None,
         }
     }
 }
@@ -511,7 +515,7 @@ const FORBIDDEN_SOURCES: &[&str] = &[
     "/dev",
 ];
 
-fn check_dir(what: &str, dir: &Path) -> Result<PathBuf, String> {
+pub(crate) fn check_dir(what: &str, dir: &Path) -> Result<PathBuf, String> {
     if !dir.is_absolute() {
         return Err(format!(
             "the {what} directory {} must be an absolute path",
@@ -583,6 +587,11 @@ fn validate(spec: &RunSpec) -> Result<(), String> {
     }
     if spec.uid == 0 || spec.gid == 0 {
         return Err("algorithms never run as root: pick a uid and gid other than 0".into());
+    }
+    if let Some(id) = &spec.network_of
+        && !(id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    {
+        return Err(format!("`{id}` is not a container ID to join"));
     }
     for name in spec.env.keys() {
         let ok = !name.is_empty()
@@ -684,6 +693,7 @@ pub(crate) fn container_spec(image: &ImageId, spec: &RunSpec) -> Result<Containe
         pids: spec.limits.pids,
         file_size_bytes: spec.limits.output_bytes.saturating_add(1),
         log_file_bytes: spec.limits.log_file_bytes,
+        network_of: spec.network_of.clone(),
     })
 }
 

@@ -289,3 +289,39 @@ async fn the_proxy_socket_is_the_one_channel_out() {
     assert_eq!(std::fs::read_dir(&proxy_dir).unwrap().count(), 1);
     w.assert_no_containers_left().await;
 }
+
+/// A sidecar runs as hardened as an algorithm, with no network and only the proxy directory
+/// mounted read-only; one a crashed node left is removed by reconciliation and never reported
+/// as a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_is_hardened_and_reconciliation_removes_it_without_a_run_report() {
+    let mut w = World::new().await;
+    let bin = common::compile("sleeper", &w.dir("bin"));
+    let image = warden_runtime::import_sidecar(&w.engine, "test", &std::fs::read(bin).unwrap())
+        .await
+        .unwrap();
+    w.cleanup.images.push(image.image_id().to_string());
+    let proxy = w.dir("proxy");
+    let sidecar = warden_runtime::Sidecar::start(&w.engine, &image, &w.node, "run-9", &proxy)
+        .await
+        .unwrap();
+    let inspected = common::sh(&[
+        "docker",
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}} {{.HostConfig.ReadonlyRootfs}} {{.Config.User}} \
+         {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} {{len .Mounts}} \
+         {{range .Mounts}}{{.Destination}}:{{.RW}}{{end}} {{.Config.Labels}}",
+        sidecar.id(),
+    ]);
+    assert!(
+        inspected.starts_with(
+            "none true 65534:65534 [ALL] [no-new-privileges:true] 1 /mnt/proxy:false "
+        ) && inspected.contains("org.warden.sidecar:test"),
+        "{inspected}"
+    );
+    // The node "crashed": reconciliation removes the sidecar and reports no run.
+    let reports = reconcile(&w.engine, &w.node, 1024).await.unwrap();
+    assert!(reports.is_empty(), "{reports:?}");
+    w.assert_no_containers_left().await;
+}

@@ -199,7 +199,7 @@ impl Node {
             s.server.update(run_id, &running),
             self.prepare(record, admitted, established, collab, slot)
         );
-        let (proxy, spec) = match prepared {
+        let (proxy, spec, sidecar) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 s.spool.remove_work(run_id);
@@ -207,6 +207,9 @@ impl Node {
             }
         };
         if let Err(e) = reported {
+            if let Some(sidecar) = &sidecar {
+                sidecar.remove(&s.engine).await;
+            }
             proxy.stop().await;
             s.spool.remove_work(run_id);
             return Err(format!("cannot report the start to the server: {e}"));
@@ -231,6 +234,16 @@ impl Node {
         let report = self
             .killable(run_id, warden_runtime::run_pinned(&s.engine, pinned, &spec))
             .await;
+        // The sidecar goes with the run.
+        if let Some(sidecar) = &sidecar
+            && !sidecar.remove(&s.engine).await
+        {
+            tracing::error!(
+                run = run_id,
+                container = sidecar.id(),
+                "cannot remove the run's sidecar; the next start's reconciliation will"
+            );
+        }
         proxy.stop().await;
         s.spool.remove_work(run_id);
         self.keep_logs(run_id, &report);
@@ -255,29 +268,49 @@ impl Node {
         established: &Established,
         collab: &Collab,
         slot: &RunSlot,
-    ) -> Result<(Proxy, RunSpec), String> {
+    ) -> Result<(Proxy, RunSpec, Option<warden_runtime::Sidecar>), String> {
         let s = &self.inner;
         let run_id = record.run_id;
-        // A rule that asks for another container contract than Warden's is never run under
-        // Warden's: this node does not yet run the vantage6 contract, so such a run fails.
-        if let Some(contract) = s.gate.policy().contract(admitted.rule())
-            && contract != warden_policy::Contract::Warden
-        {
-            return Err(format!(
-                "{} admits the image with contract = \"{contract}\", which this node does not run \
-                 yet; it runs only the warden contract (docs/vantage6.md)",
-                admitted.rule().name()
-            ));
-        }
+        // The admitting rule's container contract: Warden's own, or vantage6 4.x's (its input,
+        // token and databases prepared here; an input it cannot express fails the run before
+        // anything is created).
+        let contract = s
+            .gate
+            .policy()
+            .contract(admitted.rule())
+            .unwrap_or_default();
+        let v6 = match contract {
+            warden_policy::Contract::Warden => None,
+            warden_policy::Contract::Vantage6 => {
+                let why = |e: String| {
+                    format!(
+                        "{} runs the image with contract = \"vantage6\": {e} (docs/vantage6.md)",
+                        admitted.rule().name()
+                    )
+                };
+                if s.vantage6_shim.is_none() {
+                    return Err(why(
+                        "this node has no vantage6 shim ([node] vantage6_shim), so it cannot \
+                         serve the vantage6 API in the container and runs no such image"
+                            .into(),
+                    ));
+                }
+                let input = crate::vantage6::input(&established.input).map_err(why)?;
+                let dbs = crate::vantage6::databases(input.databases.as_deref(), &s.config.data)
+                    .map_err(why)?;
+                Some((input, dbs))
+            }
+        };
         let work = s
             .spool
             .work(run_id)
             .map_err(|e| format!("cannot prepare the run's directories: {e}"))?;
         let input_file = work.input.join("input");
-        std::fs::write(&input_file, &established.input)
-            .and_then(|()| {
-                std::fs::set_permissions(&input_file, std::fs::Permissions::from_mode(0o644))
-            })
+        let input_bytes = match &v6 {
+            Some((input, _)) => &input.file[..],
+            None => &established.input[..],
+        };
+        write_readable(&input_file, input_bytes)
             .map_err(|e| format!("cannot write the input: {e}"))?;
         let limits = &s.config.limits;
         let scope = RunScope {
@@ -297,6 +330,7 @@ impl Node {
                 .as_ref()
                 .and_then(|b| b.via.as_ref())
                 .map(|v| v.task_id),
+            vantage6: v6.is_some(),
         };
         // The smallest of the node's cap, the default output section's and the admitting
         // rule's; the refusal names whichever set it (the rule on a tie).
@@ -336,7 +370,30 @@ impl Node {
             },
             slot: slot.clone(),
         };
-        let proxy = Proxy::start(&work.proxy, scope, deps)
+        // The proxy's token: random per run; under the vantage6 contract wrapped as the JWT the
+        // tools read their claims from, and given as `TOKEN_FILE`.
+        let secret = crate::proxy::new_token();
+        let token = match &v6 {
+            None => secret,
+            Some((_, dbs)) => {
+                let claims = crate::vantage6::Claims {
+                    task_id: record.task_id,
+                    node_id: s.me.node_id,
+                    organization_id: s.me.organization_id,
+                    collaboration_id: record.collaboration_id,
+                    image: admitted.pinned_reference(),
+                    databases: dbs.iter().map(|(l, _, t)| (l.clone(), *t)).collect(),
+                };
+                let token = zeroize::Zeroizing::new(crate::vantage6::token(&claims, &secret));
+                write_readable(
+                    &work.input.join(crate::vantage6::TOKEN_NAME),
+                    token.as_bytes(),
+                )
+                .map_err(|e| format!("cannot write the token file: {e}"))?;
+                token
+            }
+        };
+        let proxy = Proxy::start_with_token(&work.proxy, scope, deps, token)
             .await
             .map_err(|e| e.to_string())?;
         let mut spec = RunSpec::new(
@@ -348,26 +405,57 @@ impl Node {
         spec.proxy_socket_dir = Some(work.proxy.clone());
         spec.limits = limits.runtime();
         spec.timeout = limits.timeout();
-        spec.data_sources = s
-            .config
-            .data
-            .iter()
-            .map(|(name, path)| (name.clone(), path.clone()))
-            .collect();
-        spec.env = BTreeMap::from([
-            ("WARDEN_TOKEN".to_owned(), proxy.token().to_owned()),
-            ("WARDEN_RUN_ID".to_owned(), run_id.to_string()),
-            ("WARDEN_TASK_ID".to_owned(), record.task_id.to_string()),
-            (
-                "WARDEN_ORGANIZATION_ID".to_owned(),
-                s.me.organization_id.to_string(),
-            ),
-            (
-                "WARDEN_COLLABORATION_ID".to_owned(),
-                record.collaboration_id.to_string(),
-            ),
-        ]);
-        Ok((proxy, spec))
+        match &v6 {
+            None => {
+                spec.data_sources = s
+                    .config
+                    .data
+                    .iter()
+                    .map(|(name, path)| (name.clone(), path.clone()))
+                    .collect();
+                spec.env = BTreeMap::from([
+                    ("WARDEN_TOKEN".to_owned(), proxy.token().to_owned()),
+                    ("WARDEN_RUN_ID".to_owned(), run_id.to_string()),
+                    ("WARDEN_TASK_ID".to_owned(), record.task_id.to_string()),
+                    (
+                        "WARDEN_ORGANIZATION_ID".to_owned(),
+                        s.me.organization_id.to_string(),
+                    ),
+                    (
+                        "WARDEN_COLLABORATION_ID".to_owned(),
+                        record.collaboration_id.to_string(),
+                    ),
+                ]);
+            }
+            // Only the requested databases are mounted; the environment is vantage6's alone.
+            Some((_, dbs)) => {
+                spec.data_sources = dbs
+                    .iter()
+                    .filter_map(|(label, _, _)| {
+                        s.config.data.get(label).map(|p| (label.clone(), p.clone()))
+                    })
+                    .collect();
+                spec.env = crate::vantage6::environment(dbs);
+            }
+        }
+        // Under the vantage6 contract the algorithm joins the network namespace of the run's
+        // shim (only `lo`, where the shim listens on HOST:PORT), itself without network.
+        let sidecar = match (&v6, &s.vantage6_shim) {
+            (Some(_), Some(image)) => {
+                let sidecar = warden_runtime::Sidecar::start(
+                    &s.engine,
+                    image,
+                    &s.label,
+                    &spec.run_id,
+                    &work.proxy,
+                )
+                .await?;
+                spec.network_of = Some(sidecar.id().to_owned());
+                Some(sidecar)
+            }
+            _ => None,
+        };
+        Ok((proxy, spec, sidecar))
     }
 
     async fn finish_audited(
@@ -499,6 +587,12 @@ impl Node {
         record.outcome = Some(final_);
         self.save_and_deliver(record.clone()).await;
     }
+}
+
+/// Writes a file of the run's input directory, readable by the run's user.
+fn write_readable(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
 }
 
 impl Node {

@@ -147,6 +147,8 @@ struct Shared {
     gate: Gate,
     registry: RegistryClient,
     engine: DockerEngine,
+    /// The vantage6 contract's loopback shim image (`[node] vantage6_shim`).
+    vantage6_shim: Option<warden_runtime::SidecarImage>,
     keys: Arc<OrgKeys>,
     secret: Arc<warden_seal::SecretKey>,
     /// This organization's name: where `[organizations]` pins its own key.
@@ -426,6 +428,23 @@ impl Node {
         .await
         .map_err(probe_failed)?;
 
+        // The vantage6 contract's shim, imported once; without it such runs fail closed.
+        let vantage6_shim = match &config.node.vantage6_shim {
+            None => None,
+            Some(path) => {
+                let bin = read_file("the vantage6 shim ([node] vantage6_shim)", path, 64 << 20)?;
+                Some(
+                    warden_runtime::import_sidecar(&engine, "v6shim", &bin)
+                        .await
+                        .map_err(|message| StartError::File {
+                            what: "the vantage6 shim ([node] vantage6_shim)",
+                            path: path.clone(),
+                            message,
+                        })?,
+                )
+            }
+        };
+
         let self_check_at = OffsetDateTime::now_utc().unix_timestamp();
         let registry = RegistryClient::new(registry_options(&config)?)?;
         let server = ServerClient::new(&config.server.url, api_key).map_err(StartError::Login)?;
@@ -459,6 +478,7 @@ impl Node {
                 gate,
                 registry,
                 engine,
+                vantage6_shim,
                 secret: Arc::new(secret),
                 organization,
                 trusted,
