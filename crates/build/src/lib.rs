@@ -58,8 +58,9 @@ pub struct BuildRequest {
     pub commit: String,
     /// The algorithm's directory inside the repository, e.g. `algorithms/mean`.
     pub path: String,
-    /// Where targets are kept between builds (a warm cache); a fresh temporary directory if
-    /// `None`. The output does not depend on it: every path is remapped.
+    /// Where targets (and the export, at `src/`) are kept between builds (a warm cache); a
+    /// fresh temporary directory if `None`. The output does not depend on it: every path is
+    /// remapped. One build at a time per cache directory.
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -88,7 +89,19 @@ pub fn build(request: &BuildRequest) -> Result<Build, BuildError> {
         .prefix("warden-build-")
         .tempdir()
         .map_err(|e| BuildError::io("creating a build directory", e))?;
-    let src = scratch.path().join("src");
+    // With a cache, the export sits at a fixed place in it: the remapping flags (whose left
+    // sides are these paths) are then the same from build to build, so cargo's fingerprints
+    // hold and a warm build only compiles what changed. One build at a time per cache.
+    let src = match &request.cache_dir {
+        Some(dir) => {
+            let src = dir.join("src");
+            if src.exists() {
+                std::fs::remove_dir_all(&src).map_err(|e| BuildError::io(src.display(), e))?;
+            }
+            src
+        }
+        None => scratch.path().join("src"),
+    };
     let exported = source::export(&request.source, &request.commit, &src, scratch.path())?;
     let source_uri = match &request.source_uri {
         Some(u) => u.clone(),

@@ -139,7 +139,10 @@ pub fn export(
     std::fs::create_dir_all(dest).map_err(|e| BuildError::io(dest.display(), e))?;
     let mut archive = tar::Archive::new(tar.as_slice());
     archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
+    // Files get the time of unpacking, not the commit's: cargo judges path crates by mtime,
+    // and an older commit exported into a warm cache must not look older than the artifacts
+    // of a newer one (stale code). The image's mtimes come from the commit time, not these.
+    archive.set_preserve_mtime(false);
     archive
         .unpack(dest)
         .map_err(|e| BuildError::io("unpacking the commit", e))?;

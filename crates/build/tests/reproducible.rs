@@ -292,3 +292,69 @@ fn the_mean_algorithm_rebuilds_to_the_same_digest_from_another_directory() {
     }
     let _ = Digest::sha256_of(bytes);
 }
+
+/// A warm cache never serves stale code: building a newer commit and then an older one (whose
+/// files would look older than the cached artifacts) in one cache gives the older commit's
+/// digest as a fresh build does.
+#[test]
+fn a_warm_cache_builds_an_older_commit_as_a_fresh_build_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let pkg = root.join("algo/tiny");
+    std::fs::create_dir_all(pkg.join("src")).unwrap();
+    std::fs::write(
+        pkg.join("Cargo.toml"),
+        "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    let commit_at = |msg: &str, date: &str| {
+        for args in [vec!["add", "."], vec!["commit", "-q", "-m", msg]] {
+            let o = Command::new("git")
+                .arg("-C")
+                .arg(root)
+                .args(&args)
+                .env("GIT_AUTHOR_NAME", "a")
+                .env("GIT_AUTHOR_EMAIL", "a@example.org")
+                .env("GIT_COMMITTER_NAME", "a")
+                .env("GIT_COMMITTER_EMAIL", "a@example.org")
+                .env("GIT_AUTHOR_DATE", date)
+                .env("GIT_COMMITTER_DATE", date)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        git(root, &["rev-parse", "HEAD"])
+    };
+    git(root, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        pkg.join("src/main.rs"),
+        "fn main() { println!(\"old\"); }\n",
+    )
+    .unwrap();
+    let o = Command::new("cargo")
+        .args(["generate-lockfile", "--offline", "--manifest-path"])
+        .arg(pkg.join("Cargo.toml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let old = commit_at("old", "2026-01-01T00:00:00Z");
+    std::fs::write(
+        pkg.join("src/main.rs"),
+        "fn main() { println!(\"new\"); }\n",
+    )
+    .unwrap();
+    let new = commit_at("new", "2026-06-01T00:00:00Z");
+    let (warm, fresh) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let newer = warden_build::build(&request(root, &new, "algo/tiny", warm.path())).unwrap();
+    let older_warm = warden_build::build(&request(root, &old, "algo/tiny", warm.path())).unwrap();
+    let older_fresh = warden_build::build(&request(root, &old, "algo/tiny", fresh.path())).unwrap();
+    assert_ne!(newer.image.digest, older_warm.image.digest);
+    assert_eq!(
+        older_warm.image.digest, older_fresh.image.digest,
+        "the warm cache served the newer commit's code"
+    );
+    assert_ne!(
+        newer.image.layers, older_warm.image.layers,
+        "the binary differs, not only the metadata"
+    );
+}
