@@ -160,7 +160,9 @@ async fn an_algorithm_that_abuses_the_proxy_is_refused_each_time_and_the_node_st
     let statuses: Vec<u16> = lines.iter().map(|l| status_and_body(l).0).collect();
     assert_eq!(
         statuses,
-        [401, 401, 401, 404, 404, 404, 403, 400, 403, 400, 413, 400, 200],
+        [
+            401, 401, 401, 404, 404, 404, 403, 400, 403, 400, 413, 400, 200
+        ],
         "{lines:#?}"
     );
     for line in &lines[..12] {
