@@ -1078,8 +1078,14 @@ async fn event_socket(
         }
     };
     let bearer = cred.0;
+    // A node's session carries small JSON events: tungstenite's default 128 KiB read and
+    // write buffers per connection were most of the server's memory with thousands of nodes
+    // connected (BENCHMARKS.md, "Scale: connected nodes"). Events are written at once.
     Ok(ws
         .max_message_size(64 * 1024)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
         .on_upgrade(move |socket| session(svc, socket, node, bearer, after, slot)))
 }
 
