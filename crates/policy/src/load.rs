@@ -21,6 +21,9 @@ use crate::rule::{
     SignedBy,
 };
 
+/// Key files by the key they hold, each key's files as the policy names them.
+type KeyFiles = BTreeMap<KeyId, Vec<String>>;
+
 /// The policy file format version this crate reads.
 pub const SUPPORTED_VERSION: i64 = 1;
 /// Largest policy file accepted, in bytes.
@@ -1028,6 +1031,38 @@ where
         })
     }
 
+    /// The key files of a `keys` or `reviewers` list (each entry a path or a glob, relative to
+    /// the policy file), read and grouped by key id, with the entries as written (deduplicated).
+    /// `list_key` names the list in errors (`allow[1].approved_by.reviewers`).
+    fn pinned_key_files(
+        &mut self,
+        entries: Vec<Spanned<String>>,
+        list_key: &str,
+    ) -> Result<(KeyFiles, Vec<String>), PolicyError> {
+        let mut keys: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
+        let mut patterns = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let entry_key = format!("{list_key}[{}]", i + 1);
+            let files = if is_glob(entry.get_ref()) {
+                (self.expand)(entry.get_ref())
+                    .map_err(|e| self.loc.error(entry.span(), entry_key.clone(), e.0))?
+            } else {
+                vec![entry.get_ref().clone()]
+            };
+            for file in files {
+                let id = self.key_id(&file, entry.span(), entry_key.clone())?;
+                let names = keys.entry(id).or_default();
+                if !names.contains(&file) {
+                    names.push(file);
+                }
+            }
+            if !patterns.contains(entry.get_ref()) {
+                patterns.push(entry.into_inner());
+            }
+        }
+        Ok((keys, patterns))
+    }
+
     fn non_empty(&self, list: SpannedList, key: &str) -> Result<Vec<Spanned<String>>, PolicyError> {
         if list.get_ref().is_empty() {
             return Err(self.loc.error(
@@ -1252,27 +1287,7 @@ where
         let key = format!("{name}.reproduced_by");
         let raw = raw.into_inner();
         let entries = self.non_empty(raw.keys, &format!("{key}.keys"))?;
-        let mut keys: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
-        let mut patterns = Vec::new();
-        for (i, entry) in entries.into_iter().enumerate() {
-            let entry_key = format!("{key}.keys[{}]", i + 1);
-            let files = if is_glob(entry.get_ref()) {
-                (self.expand)(entry.get_ref())
-                    .map_err(|e| self.loc.error(entry.span(), entry_key.clone(), e.0))?
-            } else {
-                vec![entry.get_ref().clone()]
-            };
-            for file in files {
-                let id = self.key_id(&file, entry.span(), entry_key.clone())?;
-                let names = keys.entry(id).or_default();
-                if !names.contains(&file) {
-                    names.push(file);
-                }
-            }
-            if !patterns.contains(entry.get_ref()) {
-                patterns.push(entry.into_inner());
-            }
-        }
+        let (keys, patterns) = self.pinned_key_files(entries, &format!("{key}.keys"))?;
         let min: usize = int_in(
             self.loc,
             &raw.min,
@@ -1318,27 +1333,7 @@ where
             ));
         }
         let entries = self.non_empty(raw.reviewers, &format!("{key}.reviewers"))?;
-        let mut reviewers: BTreeMap<KeyId, Vec<String>> = BTreeMap::new();
-        let mut patterns = Vec::new();
-        for (i, entry) in entries.into_iter().enumerate() {
-            let entry_key = format!("{key}.reviewers[{}]", i + 1);
-            let files = if is_glob(entry.get_ref()) {
-                (self.expand)(entry.get_ref())
-                    .map_err(|e| self.loc.error(entry.span(), entry_key.clone(), e.0))?
-            } else {
-                vec![entry.get_ref().clone()]
-            };
-            for file in files {
-                let id = self.key_id(&file, entry.span(), entry_key.clone())?;
-                let names = reviewers.entry(id).or_default();
-                if !names.contains(&file) {
-                    names.push(file);
-                }
-            }
-            if !patterns.contains(entry.get_ref()) {
-                patterns.push(entry.into_inner());
-            }
-        }
+        let (reviewers, patterns) = self.pinned_key_files(entries, &format!("{key}.reviewers"))?;
         let min_approvals: usize = int_in(
             self.loc,
             &raw.min_approvals,
