@@ -1311,21 +1311,6 @@ async fn concurrent_task_creations_succeed_or_fail_independently() {
 }
 
 /// Admit and start `run` at node `node`, then hand back a run token for it.
-async fn run_token(kit: &Kit, node: &str, run: i64) -> String {
-    let path = format!("/api/runs/{run}");
-    let (s, v) = kit
-        .patch(node, &path, json!({"state": "admitted", "digest": DIGEST}))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = kit.patch(node, &path, json!({"state": "running"})).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = kit
-        .post(node, &format!("/api/runs/{run}/token"), json!(null))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn tasks_name_the_requesting_user_and_subtasks_name_the_root_tasks_creator() {
     let kit = Kit::start().await;
@@ -1349,7 +1334,7 @@ async fn tasks_name_the_requesting_user_and_subtasks_name_the_root_tasks_creator
     assert_eq!(v["task"]["creator_username"], "rita");
 
     // A subtask created by a run carries the root task's creator, and so does a subtask of it.
-    let rt = run_token(&kit, &w.node1, run).await;
+    let rt = kit.run_token(&w.node1, run, DIGEST).await;
     let pinned = format!("registry.example.org/team/avg@{DIGEST}");
     let body = json!({"collaboration_id": w.c12, "image": pinned,
         "inputs": [{"organization_id": w.org1, "input": ""}]});
@@ -1359,7 +1344,7 @@ async fn tasks_name_the_requesting_user_and_subtasks_name_the_root_tasks_creator
     assert_eq!(sub["task"]["creator_username"], "res1");
     let sub_id = sub["task"]["id"].as_i64().unwrap();
     let subrun = sub["runs"][0]["id"].as_i64().unwrap();
-    let rt2 = run_token(&kit, &w.node1, subrun).await;
+    let rt2 = kit.run_token(&w.node1, subrun, DIGEST).await;
     let (s, subsub) = kit.post(&rt2, "/api/tasks", body).await;
     assert_eq!(s, StatusCode::CREATED, "{subsub}");
     assert_eq!(subsub["task"]["parent_task_id"], sub_id);
@@ -1898,7 +1883,7 @@ async fn task_nonces_are_well_formed_unique_per_collaboration_and_echoed() {
         let (_, v) = kit.get(&w.node1, &format!("/api/tasks/{}", ids[0])).await;
         v["runs"][0]["id"].as_i64().unwrap()
     };
-    let rt = run_token(&kit, &w.node1, run).await;
+    let rt = kit.run_token(&w.node1, run, DIGEST).await;
     let pinned = format!("registry.example.org/team/avg@{DIGEST}");
     let sub_nonce = "s".repeat(40);
     let (s, v) = kit

@@ -367,22 +367,6 @@ async fn an_older_database_keeps_its_runs_and_they_can_be_cancelled() {
     kit.stop().await;
 }
 
-/// A run token for `run` at its node: admitted with [`DIGEST`], running.
-async fn run_token(kit: &Kit, node: &str, run: i64) -> String {
-    let path = format!("/api/runs/{run}");
-    let (s, v) = kit
-        .patch(node, &path, json!({"state": "admitted", "digest": DIGEST}))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = kit.patch(node, &path, json!({"state": "running"})).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = kit
-        .post(node, &format!("/api/runs/{run}/token"), json!(null))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["token"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn cancelling_a_task_cancels_its_subtasks_and_theirs_and_nothing_else() {
     let kit = Kit::start().await;
@@ -394,7 +378,7 @@ async fn cancelling_a_task_cancels_its_subtasks_and_theirs_and_nothing_else() {
     let other_id = other["task"]["id"].as_i64().unwrap();
 
     // The central run asks both organizations for a partial; one partial asks again.
-    let rt = run_token(&kit, &w.node1, central).await;
+    let rt = kit.run_token(&w.node1, central, DIGEST).await;
     let pinned = format!("registry.example.org/team/avg@{DIGEST}");
     let body = |orgs: &[i64]| {
         let inputs: Vec<Value> = orgs
@@ -407,7 +391,7 @@ async fn cancelling_a_task_cancels_its_subtasks_and_theirs_and_nothing_else() {
     assert_eq!(s, StatusCode::CREATED, "{sub}");
     let sub_id = sub["task"]["id"].as_i64().unwrap();
     let partial1 = run_of(&sub, w.org1);
-    let rt2 = run_token(&kit, &w.node1, partial1).await;
+    let rt2 = kit.run_token(&w.node1, partial1, DIGEST).await;
     let (s, subsub) = kit.post(&rt2, "/api/tasks", body(&[w.org2])).await;
     assert_eq!(s, StatusCode::CREATED, "{subsub}");
     let subsub_id = subsub["task"]["id"].as_i64().unwrap();

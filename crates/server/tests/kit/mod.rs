@@ -236,6 +236,23 @@ impl Kit {
         self.call(Method::POST, Some(token), path, Some(body)).await
     }
 
+    /// The run token of `run` at its node: the run reported admitted with `digest`, then
+    /// running, then its token asked for.
+    pub async fn run_token(&self, node: &str, run: i64, digest: &str) -> String {
+        let path = format!("/api/runs/{run}");
+        let (s, v) = self
+            .patch(node, &path, json!({"state": "admitted", "digest": digest}))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = self.patch(node, &path, json!({"state": "running"})).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, v) = self
+            .post(node, &format!("/api/runs/{run}/token"), json!(null))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
     pub async fn patch(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::PATCH, Some(token), path, Some(body))
             .await
