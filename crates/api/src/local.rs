@@ -18,6 +18,36 @@ pub const RUNS_PATH: &str = "/v1/runs";
 pub const APPROVE_PATH: &str = "/v1/digests/approve";
 /// `POST` a [`DigestDecision`] with a reason: the runs waiting for that digest fail with it.
 pub const REFUSE_DIGEST_PATH: &str = "/v1/digests/refuse";
+/// `POST` an OCI image layout archive (`warden image export`) to an offline node
+/// (`[registry] offline = true`): it is verified against the node's policy as a run would be,
+/// for the requester named by the query (`organization`, `user`, `collaboration`, `function`,
+/// each optional), loaded into the engine by digest and kept; answers [`Imported`].
+pub const IMPORT_PATH: &str = "/v1/images/import";
+/// Largest image archive the node takes, in bytes.
+pub const MAX_IMPORT_BYTES: u64 = 8 << 30;
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Imported {
+    /// The image as the archive names it (`registry/path:tag`, or `@digest`).
+    pub image: String,
+    /// The manifest digest the node resolved from the archive and will run.
+    pub digest: String,
+    /// The engine's image ID (the config digest of the platform manifest).
+    pub image_id: String,
+    /// The rule that permitted it (`allow[N] name`).
+    pub rule: String,
+    /// Verified cosign signers (key IDs).
+    pub signers: Vec<String>,
+    /// Store approvals that counted, as `store: key (organization) at index N`.
+    pub approvals: Vec<String>,
+    /// Build attestations that verified, as `key built COMMIT PATH`.
+    pub builds: Vec<String>,
+    /// Evidence found that did not count, and why.
+    pub not_counted: Vec<String>,
+}
+
 /// Longest reason a data owner may give, in characters.
 pub const MAX_REASON_CHARS: usize = 1000;
 

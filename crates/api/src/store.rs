@@ -362,6 +362,19 @@ pub struct Evidence {
     pub entries: Vec<EvidenceEntry>,
 }
 
+/// A store's evidence for one digest as `warden image export` fetched it, carried in an image
+/// archive to an air-gapped node (an OCI referrer of the image): the store's answer to
+/// `GET /api/evidence/{digest}`, and consistency proofs from the log sizes the exporter was
+/// told an offline node last verified (`--store-since`). The node verifies it all as if the
+/// store had answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedEvidence {
+    pub evidence: Evidence,
+    #[serde(default)]
+    pub consistency: Vec<ConsistencyProof>,
+}
+
 /// Predicate type of the store-signed submission statement (a `submission` leaf).
 pub const SUBMISSION_PREDICATE_V1: &str = "https://warden.dev/store/submission/v1";
 /// Predicate type of the store-signed reinstatement statement (a `reinstatement` leaf).

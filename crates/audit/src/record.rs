@@ -32,6 +32,10 @@ pub enum Event {
     /// queued run dropped, a held or undelivered result dropped) and nothing of it leaves. The
     /// reason names who cancelled it as the server claims it.
     Cancel,
+    /// An image archive was imported by a local user (an air-gapped node, `[registry] offline`):
+    /// `image`, `digest`, `rule`, `signers` and `approvals` of the decision made on import,
+    /// `done` when the image was loaded, `denied` with the reason otherwise.
+    Import,
 }
 
 /// How it ended: a decision admits or rejects, a run completes or fails, or waits at the

@@ -76,6 +76,56 @@ pub enum ImageCommand {
         /// Image reference, e.g. `registry.example.org/team/avg:1.0`.
         image: String,
     },
+    /// Write an image and all its evidence to an archive for an air-gapped node: an OCI image
+    /// layout (tar) with the image by digest, its cosign signatures and attestations, its
+    /// Notary signatures and other referrers, and each named store's evidence (approvals with
+    /// their inclusion proofs and checkpoint).
+    ///
+    /// Example: warden image export --store hospitals=https://store.example.org --output mean.tar registry.example.org/warden/mean:1.0
+    Export {
+        /// The archive to write (replaced atomically).
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// An algorithm store whose evidence to carry, `NAME=URL` (the name the node's
+        /// `[[stores]]` gives it). Repeat for several.
+        #[arg(long = "store", value_name = "NAME=URL")]
+        stores: Vec<String>,
+        /// The log size at which the node last verified a store, `NAME=SIZE` (its last import
+        /// says it): the archive carries a consistency proof from it. Repeat for several.
+        #[arg(long = "store-since", value_name = "NAME=SIZE")]
+        since: Vec<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Image reference, e.g. `registry.example.org/team/avg:1.0`.
+        image: String,
+    },
+    /// Import an archive made by `warden image export` into an offline node (`[registry]
+    /// offline = true`), over its local socket. The node verifies everything against its own
+    /// policy as a run would be verified (for the requester given here, none by default),
+    /// loads the image into its engine by digest and keeps it; each run decides again.
+    ///
+    /// Example: warden image import --config node.toml mean.tar
+    Import {
+        #[command(flatten)]
+        socket: crate::node::SocketArgs,
+        #[arg(long)]
+        organization: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        collaboration: Option<String>,
+        /// The algorithm entry point to be called.
+        #[arg(long)]
+        function: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The archive.
+        archive: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +178,33 @@ pub fn run(command: ImageCommand) -> anyhow::Result<Outcome> {
                 &registry,
                 &image,
             ))
+        }
+        ImageCommand::Export {
+            output,
+            stores,
+            since,
+            registry,
+            json,
+            image,
+        } => runtime.block_on(crate::image_archive::export(
+            &image, &output, &stores, &since, &registry, json,
+        )),
+        ImageCommand::Import {
+            socket,
+            organization,
+            user,
+            collaboration,
+            function,
+            json,
+            archive,
+        } => {
+            let requester = Requester {
+                organization,
+                user,
+                collaboration,
+                function,
+            };
+            crate::image_archive::import(&socket, &archive, &requester, json)
         }
     }
 }

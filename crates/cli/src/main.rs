@@ -15,6 +15,7 @@ mod build;
 mod common;
 mod demo;
 mod image;
+mod image_archive;
 mod keys;
 mod login;
 mod node;

@@ -159,7 +159,7 @@ pub struct SocketArgs {
 }
 
 impl SocketArgs {
-    fn client(&self) -> anyhow::Result<LocalClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<LocalClient> {
         let path = match (&self.socket, &self.config) {
             (Some(s), _) => s.clone(),
             (None, Some(c)) => {

@@ -258,6 +258,18 @@ pub struct Gate {
     /// The union of the trust stores of the policy's `signed_by.notary` conditions: every
     /// envelope is verified once against it, then each rule asks its own store.
     notary_store: Option<TrustStore>,
+    /// An air-gapped node's gate: store evidence is what the imported archive carried.
+    offline: bool,
+}
+
+/// Where the evidence of `approved_by` rules comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreSource {
+    /// Fetched from each store (with the cache of `max_evidence_age_secs`).
+    Stores,
+    /// Carried by an imported archive and verified here; on import (`importing`) its
+    /// checkpoint must extend the one this node saved, which it then replaces.
+    Carried { importing: bool },
 }
 
 impl fmt::Debug for Gate {
@@ -351,7 +363,19 @@ impl Gate {
             key_files,
             stores: None,
             notary_store,
+            offline: false,
         })
+    }
+
+    /// An air-gapped node's gate (`[registry] offline`): store evidence is read from the
+    /// image source (what an imported archive carried), never fetched.
+    pub fn offline(mut self, offline: bool) -> Gate {
+        self.offline = offline;
+        self
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline
     }
 
     /// The algorithm stores whose approvals `approved_by` rules ask for. Refused when a rule
@@ -460,15 +484,45 @@ impl Gate {
         source: &S,
         checked: Prechecked,
     ) -> Result<Admitted, Rejection> {
+        let stores = if self.offline {
+            StoreSource::Carried { importing: false }
+        } else {
+            StoreSource::Stores
+        };
+        self.admit_from(source, checked, stores).await
+    }
+
+    /// [`Gate::admit`] for an image archive being imported (an air-gapped node): the store
+    /// evidence it carries must extend the checkpoints this node saved.
+    pub async fn admit_import<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        checked: Prechecked,
+    ) -> Result<Admitted, Rejection> {
+        self.admit_from(source, checked, StoreSource::Carried { importing: true })
+            .await
+    }
+
+    async fn admit_from<S: ImageSource + ?Sized>(
+        &self,
+        source: &S,
+        checked: Prechecked,
+        store_source: StoreSource,
+    ) -> Result<Admitted, Rejection> {
         let Prechecked {
             reference,
             requester,
         } = checked;
         let mut evidence = Evidence::default();
         let resolved = source.resolve(&reference).await.map_err(|e| {
+            let hint = if self.offline {
+                "; this node is offline ([registry] offline) and admits only images imported with `warden image import`"
+            } else {
+                ""
+            };
             Rejection::new(
                 Stage::Resolve,
-                format!("cannot resolve {reference}: {e}"),
+                format!("cannot resolve {reference}: {e}{hint}"),
                 Evidence::default(),
             )
         })?;
@@ -522,7 +576,22 @@ impl Gate {
         let names = self.policy.stores_for(repository);
         if !names.is_empty() {
             if let Some(stores) = &self.stores {
-                evidence.stores = stores.check(&names, repository, &resolved.digest).await;
+                evidence.stores = match store_source {
+                    StoreSource::Stores => stores.check(&names, repository, &resolved.digest).await,
+                    StoreSource::Carried { importing } => {
+                        let carried = source
+                            .fetch_store_evidence(repository, &resolved.digest)
+                            .await
+                            .map_err(|e| e.to_string());
+                        stores.check_carried(
+                            &names,
+                            carried,
+                            repository,
+                            &resolved.digest,
+                            importing,
+                        )
+                    }
+                };
             }
             for c in &evidence.stores {
                 approvals.stores.insert(c.store.clone(), c.facts.clone());
@@ -700,6 +769,42 @@ fn decision_text(decision: &Decision) -> String {
     } else {
         format!("denied by policy: {}", reasons.join("; "))
     }
+}
+
+/// Step 7 on an air-gapped node: the admitted image from the node's imported images, by the
+/// config digest of its verified (platform) manifest; loaded into the engine again if it was
+/// removed there.
+pub async fn pin_imported<E: Engine + ?Sized>(
+    engine: &E,
+    admitted: &Admitted,
+    images: &crate::images::Images,
+) -> Result<PinnedImage, PinError> {
+    let source = images.source();
+    let layout_error = |why: String| PinError::Load {
+        reference: admitted.pinned_reference(),
+        why,
+    };
+    let layout = source
+        .layout_source()
+        .ok_or_else(|| layout_error("the node's image source is not its imported images".into()))?;
+    let manifest_digest = admitted
+        .evidence
+        .platform_digest
+        .clone()
+        .unwrap_or_else(|| admitted.digest.clone());
+    let manifest = layout
+        .image_manifest(&manifest_digest)
+        .map_err(|e| layout_error(e.to_string()))?;
+    let config = Digest::parse(&manifest.config.digest)
+        .map_err(|e| layout_error(format!("the config digest: {e}")))?;
+    warden_runtime::load_pinned(
+        engine,
+        admitted.reference.repository(),
+        &admitted.digest,
+        &config,
+        || layout.docker_archive(&manifest).map_err(|e| e.to_string()),
+    )
+    .await
 }
 
 /// Step 7: pull exactly the admitted digest and pin the engine's image ID.

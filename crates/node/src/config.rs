@@ -322,6 +322,11 @@ pub struct RegistryConfig {
     /// Platform picked from an image index, `os/arch[/variant]` (default linux/amd64).
     #[serde(default)]
     pub platform: Option<String>,
+    /// An air-gapped node: no registry is asked; only images imported with `warden image
+    /// import` (kept under `<spool>/images`, an OCI image layout) are admitted, each run
+    /// verified again from what the archive carried.
+    #[serde(default)]
+    pub offline: bool,
 }
 
 /// `[encryption]`: the node, not the server, decides whether a run's input must be sealed.

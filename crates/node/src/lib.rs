@@ -12,6 +12,7 @@ pub mod approvals;
 pub mod binding;
 pub mod budget;
 pub mod config;
+pub mod images;
 pub mod inspect;
 mod jsonl;
 pub mod local;

@@ -267,6 +267,8 @@ pub fn start(
         .route(wire::APPROVE_PATH, post(approve))
         .route(wire::REFUSE_DIGEST_PATH, post(refuse_digest))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The import streams its body to a file under its own cap (wire::MAX_IMPORT_BYTES).
+        .route(wire::IMPORT_PATH, post(import))
         .with_state(desk);
     let task = tokio::spawn(async move {
         let served = axum::serve(
@@ -473,6 +475,42 @@ async fn refuse_digest(
         .map(Json)
 }
 
+/// The requester an import decides for (each optional), as `warden image verify` takes it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportQuery {
+    organization: Option<String>,
+    user: Option<String>,
+    collaboration: Option<String>,
+    function: Option<String>,
+}
+
+async fn import(
+    State(desk): State<Arc<Desk>>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
+    uri: axum::http::Uri,
+    body: axum::body::Body,
+) -> Answer<wire::Imported> {
+    let who = desk.who(&peer, AuditEvent::Import, None)?;
+    let query = axum::extract::Query::<ImportQuery>::try_from_uri(&uri).map_err(|e| {
+        LocalError::bad(format!(
+            "{}; an import takes organization, user, collaboration and function",
+            e.body_text()
+        ))
+    })?;
+    let q = query.0;
+    let requester = warden_policy::Requester {
+        organization: q.organization,
+        user: q.user,
+        collaboration: q.collaboration,
+        function: q.function,
+    };
+    desk.node
+        .local_import(&who, requester, body)
+        .await
+        .map(Json)
+}
+
 /// A digest as the node records them (`sha256:<64 lower-case hex>`).
 pub fn digest(raw: &str) -> Result<String, LocalError> {
     warden_reference::Digest::parse(raw)
@@ -527,6 +565,8 @@ pub struct LocalClient {
 
 /// How long a request to the local socket may take (a release seals and delivers first).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an import may take: unpacking, verifying and loading a large image.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(900);
 
 impl LocalClient {
     pub fn new(socket: impl Into<PathBuf>) -> LocalClient {
@@ -541,11 +581,19 @@ impl LocalClient {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<T, String> {
-        let headers: &[(&str, &str)] = if body.is_some() {
-            &[("content-type", "application/json")]
-        } else {
-            &[]
-        };
+        self.call_with(method, path, body, "application/json", CLIENT_TIMEOUT)
+    }
+
+    fn call_with<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: &str,
+        timeout: Duration,
+    ) -> Result<T, String> {
+        let with_body = [("content-type", content_type)];
+        let headers: &[(&str, &str)] = if body.is_some() { &with_body } else { &[] };
         let socket = self.http.socket().display().to_string();
         let answer = self
             .http
@@ -556,7 +604,7 @@ impl LocalClient {
                     headers,
                     body,
                 },
-                CLIENT_TIMEOUT,
+                timeout,
             )
             .map_err(|e| match e {
                 warden_sdk::http::HttpError::Connect { source, .. } => format!(
@@ -578,6 +626,22 @@ impl LocalClient {
             answer.status,
             warden_api::display::safe(&message)
         ))
+    }
+
+    /// Sends an image archive to an offline node (`query`: the requester, URL-encoded).
+    pub fn import(&self, archive: &[u8], query: &str) -> Result<wire::Imported, String> {
+        let path = if query.is_empty() {
+            wire::IMPORT_PATH.to_owned()
+        } else {
+            format!("{}?{query}", wire::IMPORT_PATH)
+        };
+        self.call_with(
+            "POST",
+            &path,
+            Some(archive),
+            "application/x-tar",
+            IMPORT_TIMEOUT,
+        )
     }
 
     pub fn pending(&self) -> Result<wire::Pending, String> {

@@ -801,6 +801,152 @@ impl Stores {
         checked
     }
 
+    /// Verifies the store evidence an imported archive carried (`carried`: its unverified
+    /// layers, or why there are none) for every store in `names`, as [`Stores::check`] does
+    /// what a store answers. On import (`importing`), the evidence's checkpoint must extend the
+    /// one this node saved (with a consistency proof the archive carries) and replaces it; a
+    /// run verifies the evidence again under its own checkpoint, whose consistency was checked
+    /// on import. A newer archive of the image brings newer evidence (and revocations).
+    pub fn check_carried(
+        &self,
+        names: &std::collections::BTreeSet<String>,
+        carried: Result<Vec<Vec<u8>>, String>,
+        repository: &Repository,
+        digest: &Digest,
+        importing: bool,
+    ) -> Vec<Checked> {
+        let mut parsed = Vec::new();
+        let mut unreadable = Vec::new();
+        match &carried {
+            Ok(layers) => {
+                for (i, l) in layers.iter().enumerate() {
+                    match serde_json::from_slice::<warden_api::store::ExportedEvidence>(l) {
+                        Ok(e) => parsed.push(e),
+                        Err(e) => {
+                            unreadable.push(format!("store evidence {}: not valid ({e})", i + 1))
+                        }
+                    }
+                }
+            }
+            Err(why) => unreadable.push(why.clone()),
+        }
+        names
+            .iter()
+            .map(|name| {
+                let mut checked = Checked {
+                    store: name.clone(),
+                    facts: StoreFacts::default(),
+                    entries: Vec::new(),
+                    checkpoint: None,
+                    cached: None,
+                    inconsistent: None,
+                };
+                let found = parsed.iter().find(|e| e.evidence.store == *name);
+                match self.verify_carried(name, found, &unreadable, repository, digest, importing) {
+                    Ok(v) => {
+                        checked.cached = Some(format!(
+                            "the evidence the imported archive carried, at log size {}",
+                            v.checkpoint.size
+                        ));
+                        checked.facts = v.facts;
+                        checked.entries = v.entries;
+                        checked.checkpoint = Some(v.note);
+                    }
+                    Err(r) => {
+                        if r.is_inconsistent() {
+                            self.refuse(name, &r.to_string());
+                            checked.inconsistent = Some(r.to_string());
+                        }
+                        checked.facts.unavailable = Some(r.to_string());
+                    }
+                }
+                checked
+            })
+            .collect()
+    }
+
+    fn verify_carried(
+        &self,
+        name: &str,
+        found: Option<&warden_api::store::ExportedEvidence>,
+        unreadable: &[String],
+        repository: &Repository,
+        digest: &Digest,
+        importing: bool,
+    ) -> Result<Verified, Refusal> {
+        let unavailable = |why: String| Refusal::Unavailable {
+            store: name.to_owned(),
+            why,
+        };
+        let store = self
+            .stores
+            .get(name)
+            .ok_or_else(|| unavailable("not in the node configuration's [[stores]]".into()))?;
+        if let Ok(why) = std::fs::read_to_string(self.refused_marker(name)) {
+            return Err(unavailable(format!(
+                "it was refused before ({}); the data owner must check it and delete {}",
+                why.trim(),
+                self.refused_marker(name).display()
+            )));
+        }
+        let Some(exported) = found else {
+            let mut why = format!(
+                "the imported archive carries no evidence of store `{name}`; export the image again with `--store {name}=URL`"
+            );
+            if !unreadable.is_empty() {
+                why = format!("{why} ({})", unreadable.join("; "));
+            }
+            return Err(unavailable(why));
+        };
+        let evidence = &exported.evidence;
+        let saved = self.saved_checkpoint(name).map_err(unavailable)?;
+        if !importing {
+            let cp = open_checkpoint(evidence.checkpoint.as_bytes(), &store.verifier)
+                .map_err(|e| unavailable(format!("its checkpoint is refused: {e}")))?;
+            let saved_same = saved.as_ref().map(|s| &s.0).filter(|s| s.size == cp.size);
+            return verify_evidence(store, saved_same, evidence, &[], repository, digest);
+        }
+        let proof = match &saved {
+            Some((s, _)) if s.size > 0 && s.size != evidence.size => {
+                let (from, to) = (s.size.min(evidence.size), s.size.max(evidence.size));
+                let p = exported
+                    .consistency
+                    .iter()
+                    .find(|p| p.from == from && p.to == to)
+                    .ok_or_else(|| {
+                        unavailable(if evidence.size > s.size {
+                            format!(
+                                "this node last verified its log at size {}, and the archive's evidence is at size {} without a consistency proof from {}; export the image again with `--store-since {name}={}`",
+                                s.size, evidence.size, s.size, s.size
+                            )
+                        } else {
+                            format!(
+                                "the archive's evidence is at log size {}, older than the size {} this node verified; its evidence could miss a revocation: export the image again",
+                                evidence.size, s.size
+                            )
+                        })
+                    })?;
+                hashes(&p.hashes)
+                    .ok_or_else(|| unavailable("its consistency proof is not hex hashes".into()))?
+            }
+            _ => Vec::new(),
+        };
+        let v = verify_evidence(
+            store,
+            saved.as_ref().map(|s| &s.0),
+            evidence,
+            &proof,
+            repository,
+            digest,
+        )?;
+        let newer = saved.as_ref().is_none_or(|s| v.checkpoint.size > s.0.size);
+        if newer {
+            write_atomic(&self.store_dir(name).join("checkpoint"), v.note.as_bytes())
+                .map_err(|e| unavailable(format!("cannot save the store's checkpoint: {e}")))?;
+        }
+        Ok(v)
+    }
+
     fn cached_evidence(
         &self,
         store: &PinnedStore,

@@ -234,6 +234,20 @@ pub trait ImageSource: Send + Sync {
             "this image source cannot fetch build attestations of {repository}"
         )))
     }
+
+    /// The algorithm store evidence carried with `digest` (an imported image's, see
+    /// [`crate::layout`]), unverified. A source that carries none fails: an offline node's
+    /// `approved_by` rule then fails closed.
+    async fn fetch_store_evidence(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Vec<Vec<u8>>, RegistryError> {
+        let _ = digest;
+        Err(RegistryError::Client(format!(
+            "this image source carries no store evidence for {repository}"
+        )))
+    }
 }
 
 /// Media type of a DSSE envelope layer (cosign's attestation layers).
@@ -309,6 +323,8 @@ pub struct Client {
     /// forbids a 404 from a registry that has the endpoint, so the client goes straight to the
     /// tag fallback for them from then on (until the process restarts).
     no_referrers_api: Mutex<HashSet<String>>,
+    /// Set for a client that reads an OCI image layout instead of a registry.
+    layout: Option<crate::layout::OciLayout>,
 }
 
 impl fmt::Debug for Client {
@@ -351,7 +367,27 @@ impl Client {
             opts,
             auth_cache: Mutex::new(HashMap::new()),
             no_referrers_api: Mutex::new(HashSet::new()),
+            layout: None,
         })
+    }
+
+    pub(crate) fn set_layout(&mut self, layout: crate::layout::OciLayout) {
+        self.layout = Some(layout);
+    }
+
+    /// The image layout this client reads, when it reads one instead of a registry.
+    pub fn layout_source(&self) -> Option<&crate::layout::OciLayout> {
+        self.layout.as_ref()
+    }
+
+    fn refuse_push_to_layout(&self) -> Result<(), RegistryError> {
+        match &self.layout {
+            Some(l) => Err(RegistryError::Layout {
+                dir: l.dir().display().to_string(),
+                why: "an image layout is read-only here; push to a registry".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -411,6 +447,9 @@ impl Client {
         cap: u64,
         expected: Option<&Digest>,
     ) -> Result<Option<RawManifest>, RegistryError> {
+        if let Some(layout) = &self.layout {
+            return layout.manifest(repository, reference, cap, expected);
+        }
         let registry = repository.registry();
         let what = format!("manifest {}:{reference}", repository);
         let url = format!("{}/manifests/{reference}", self.repo_url(repository));
@@ -468,6 +507,9 @@ impl Client {
         size: Option<u64>,
         cap: u64,
     ) -> Result<Vec<u8>, RegistryError> {
+        if let Some(layout) = &self.layout {
+            return layout.blob(digest, size, cap);
+        }
         let registry = repository.registry();
         let what = format!("blob {digest}");
         if size.is_some_and(|s| s > cap) {
@@ -516,6 +558,7 @@ impl Client {
         repository: &Repository,
         bytes: &[u8],
     ) -> Result<Digest, RegistryError> {
+        self.refuse_push_to_layout()?;
         let registry = repository.registry();
         let digest = Digest::sha256_of(bytes);
         let what = format!("upload of blob {digest}");
@@ -576,6 +619,7 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Digest, RegistryError> {
+        self.refuse_push_to_layout()?;
         let registry = repository.registry();
         let digest = Digest::sha256_of(bytes);
         let what = format!("push of manifest {}:{reference}", repository);
@@ -903,11 +947,13 @@ impl Client {
         let registry = repository.registry();
         let limits = &self.opts.limits;
         let what = format!("referrers of {digest}");
-        let known_missing = self
-            .no_referrers_api
-            .lock()
-            .map(|m| m.contains(registry))
-            .unwrap_or(false);
+        // An image layout holds referrers as a registry without the API does.
+        let known_missing = self.layout.is_some()
+            || self
+                .no_referrers_api
+                .lock()
+                .map(|m| m.contains(registry))
+                .unwrap_or(false);
         if !known_missing {
             let url = format!("{}/referrers/{digest}", self.repo_url(repository));
             let resp = self
@@ -1447,6 +1493,14 @@ impl ImageSource for Client {
         digest: &Digest,
     ) -> Result<Vec<Vec<u8>>, RegistryError> {
         self.fetch_attestation_envelopes(repository, digest).await
+    }
+
+    async fn fetch_store_evidence(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Vec<Vec<u8>>, RegistryError> {
+        Client::fetch_store_evidence(self, repository, digest).await
     }
 }
 

@@ -82,6 +82,9 @@ pub enum RegistryError {
     #[error("docker config {path}: {why}")]
     Config { path: String, why: String },
 
+    #[error("the image layout {dir}: {why}")]
+    Layout { dir: String, why: String },
+
     #[error("building the http client failed: {0}")]
     Client(String),
 }

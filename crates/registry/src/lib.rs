@@ -71,6 +71,7 @@
 mod auth;
 mod client;
 mod error;
+pub mod layout;
 pub mod manifest;
 pub mod notary;
 mod transport;

@@ -223,6 +223,19 @@ impl Engine for DockerEngine {
         })
     }
 
+    async fn load_image(&self, archive: Vec<u8>) -> Result<(), EngineError> {
+        let op = "load image";
+        let options = bollard::query_parameters::ImportImageOptionsBuilder::default()
+            .quiet(true)
+            .build();
+        let body = bollard::body_full(archive.into());
+        let mut stream = self.docker.import_image(options, body, None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| engine_error(op, "image", "the archive", e))?;
+        }
+        Ok(())
+    }
+
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
         let op = "create container";
         let options = CreateContainerOptions {

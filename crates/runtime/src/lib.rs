@@ -31,7 +31,7 @@ pub use engine::{
     ImageInfo,
 };
 pub use output::OUTPUT_MAX_ENTRIES;
-pub use pinned::{PinError, PinnedImage, pull_pinned};
+pub use pinned::{PinError, PinnedImage, load_pinned, pull_pinned};
 pub use probe::{IsolationError, PROBE_REPOSITORY, ProbeImage, import_probe, self_check};
 pub use reconcile::reconcile;
 pub use run::{

@@ -22,6 +22,8 @@ pub enum PinError {
          (it lists [{listed}]); refusing to run it: remove the local image and pull again"
     )]
     DigestNotListed { reference: String, listed: String },
+    #[error("loading the imported image {reference} into the engine failed: {why}")]
+    Load { reference: String, why: String },
     #[error("the engine reported a malformed image ID `{id}` for {reference}; refusing to run it")]
     BadImageId { reference: String, id: String },
 }
@@ -106,6 +108,60 @@ pub async fn pull_pinned<E: Engine + ?Sized>(
         id: info.id.clone(),
     })?;
     tracing::info!(%reference, image_id = %image_id, "image pinned");
+    Ok(PinnedImage {
+        image_id,
+        repository: repository.clone(),
+        digest: digest.clone(),
+    })
+}
+
+/// Pins an image that was imported from an archive (an air-gapped node): the engine's image
+/// whose ID is `config`, the config digest of the verified manifest `repository@digest`. When
+/// the engine does not hold it (removed since), `archive` is loaded (a docker-archive of the
+/// verified blobs) and the ID checked again. The ID is the hash of the config, which names
+/// every layer's `diff_id`: the content is pinned as a pull by digest pins it.
+pub async fn load_pinned<E: Engine + ?Sized>(
+    engine: &E,
+    repository: &Repository,
+    digest: &Digest,
+    config: &Digest,
+    archive: impl FnOnce() -> Result<Vec<u8>, String>,
+) -> Result<PinnedImage, PinError> {
+    let reference = format!("{repository}@{digest}");
+    let id = config.to_string();
+    let held = engine
+        .inspect_image(&id)
+        .await
+        .ok()
+        .filter(|info| info.id == id);
+    if held.is_none() {
+        let bytes = archive().map_err(|why| PinError::Load {
+            reference: reference.clone(),
+            why,
+        })?;
+        engine.load_image(bytes).await.map_err(|e| PinError::Load {
+            reference: reference.clone(),
+            why: e.to_string(),
+        })?;
+        let info = engine
+            .inspect_image(&id)
+            .await
+            .map_err(|source| PinError::Inspect {
+                reference: reference.clone(),
+                source,
+            })?;
+        if info.id != id {
+            return Err(PinError::BadImageId {
+                reference,
+                id: info.id,
+            });
+        }
+    }
+    let image_id = ImageId::parse(&id).ok_or_else(|| PinError::BadImageId {
+        reference: reference.clone(),
+        id: id.clone(),
+    })?;
+    tracing::info!(%reference, image_id = %image_id, "imported image pinned");
     Ok(PinnedImage {
         image_id,
         repository: repository.clone(),

@@ -128,9 +128,12 @@ fn exchange(
     max_body: usize,
 ) -> Result<Response, HttpError> {
     deadline.write_all(&mut stream, head)?;
-    if let Some(body) = body {
-        deadline.write_all(&mut stream, body)?;
-    }
+    // A server may answer before it has read the whole body (a refusal) and close: its answer
+    // is then the one to report, not the broken pipe of the rest of the body.
+    let written = match body {
+        Some(body) => deadline.write_all(&mut stream, body),
+        None => Ok(()),
+    };
     let mut reader = Reader {
         stream,
         buf: Vec::with_capacity(READ_BUF),
@@ -138,7 +141,10 @@ fn exchange(
         eof: false,
         deadline,
     };
-    read_response(&mut reader, max_body)
+    match written {
+        Ok(()) => read_response(&mut reader, max_body),
+        Err(e) => read_response(&mut reader, max_body).map_err(|_| e),
+    }
 }
 
 /// Reads an answer held in memory, handed to the reader `piece` bytes at a time (at least one),

@@ -249,11 +249,11 @@ impl Node {
             .precheck(&task.image, &requester)
             .map_err(|r| rejected(audit, r))?;
         audit.image = checked.reference().to_string();
-        let admitted = s
-            .gate
-            .admit(&s.registry, checked)
-            .await
-            .map_err(|r| rejected(audit, r))?;
+        let admitted = match &s.images {
+            Some(images) => s.gate.admit(&*images.source(), checked).await,
+            None => s.gate.admit(&s.registry, checked).await,
+        }
+        .map_err(|r| rejected(audit, r))?;
         audit.digest = Some(admitted.digest().to_string());
         if let Some(b) = &established.binding {
             binding::check_digest(b, &admitted.digest().to_string()).map_err(Refused::Rejected)?;

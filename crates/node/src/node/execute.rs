@@ -98,7 +98,12 @@ impl Node {
                 }
             },
             async {
-                let p = crate::admission::pin(&s.engine, &admitted).await;
+                let p = match &s.images {
+                    Some(images) => {
+                        crate::admission::pin_imported(&s.engine, &admitted, images).await
+                    }
+                    None => crate::admission::pin(&s.engine, &admitted).await,
+                };
                 (p, pin_started.elapsed())
             }
         );

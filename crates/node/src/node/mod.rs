@@ -8,6 +8,7 @@ mod airlock;
 mod cancel;
 mod deliver;
 mod execute;
+mod import;
 mod inspect;
 mod intake;
 mod logs;
@@ -146,6 +147,8 @@ struct Shared {
     label: String,
     gate: Gate,
     registry: RegistryClient,
+    /// An air-gapped node's imported images (`[registry] offline`), its only image source.
+    images: Option<Arc<crate::images::Images>>,
     engine: DockerEngine,
     /// The vantage6 contract's loopback shim image (`[node] vantage6_shim`).
     vantage6_shim: Option<warden_runtime::SidecarImage>,
@@ -299,7 +302,8 @@ impl Node {
                 crate::stores::Stores::load(&config.stores, &config.node.spool_dir.join("stores"))
                     .map_err(StartError::Config)?,
             )
-            .map_err(StartError::Config)?;
+            .map_err(StartError::Config)?
+            .offline(config.registry.offline);
         let secret_pem = read_file(
             "the organization secret key",
             &config.node.secret_key,
@@ -447,6 +451,14 @@ impl Node {
 
         let self_check_at = OffsetDateTime::now_utc().unix_timestamp();
         let registry = RegistryClient::new(registry_options(&config)?)?;
+        let images = if config.registry.offline {
+            let dir = config.node.spool_dir.join("images");
+            let images = crate::images::Images::open(&dir, registry_options(&config)?)?;
+            tracing::info!(images = %dir.display(), "offline: only imported images are admitted");
+            Some(Arc::new(images))
+        } else {
+            None
+        };
         let server = ServerClient::new(&config.server.url, api_key).map_err(StartError::Login)?;
         let me = login_with_backoff(&server, config.server.max_backoff_secs).await?;
         tracing::info!(node = me.node_id, organization = me.organization_id, collaboration = me.collaboration_id, %label, "node logged in");
@@ -477,6 +489,7 @@ impl Node {
                 label,
                 gate,
                 registry,
+                images,
                 engine,
                 vantage6_shim,
                 secret: Arc::new(secret),
