@@ -22,18 +22,18 @@ use crate::spool::{Final, Phase, RunRecord};
 /// down, a replica restarting): the report is retried, backing off to 5 s, before the run fails.
 /// A run failed at once for a passing outage was lost work (found by the fault harness,
 /// crates/faults `link-cut`).
-const ADMISSION_REPORT_PATIENCE: Duration = Duration::from_secs(600);
+const REPORT_PATIENCE: Duration = Duration::from_secs(600);
 
 impl Node {
-    /// Reports the admission; a transient failure (server unreachable, 5xx, 429) is retried
-    /// within [`ADMISSION_REPORT_PATIENCE`] unless the run is cancelled meanwhile. The update is
-    /// idempotent at the server (a state already reached is accepted).
-    async fn report_admission(
+    /// Reports the admission or the start; a transient failure (server unreachable, 5xx, 429)
+    /// is retried within [`REPORT_PATIENCE`] unless the run is cancelled meanwhile.
+    /// The update is idempotent at the server (a state already reached is accepted).
+    async fn report_patiently(
         &self,
         run_id: i64,
         update: &api::UpdateRun,
     ) -> Result<(), crate::server::ServerError> {
-        let deadline = Instant::now() + ADMISSION_REPORT_PATIENCE;
+        let deadline = Instant::now() + REPORT_PATIENCE;
         let mut pause = Duration::from_millis(250);
         loop {
             match self.inner.server.update(run_id, update).await {
@@ -43,7 +43,7 @@ impl Node {
                         && Instant::now() + pause < deadline
                         && !self.cancelled(run_id) =>
                 {
-                    tracing::warn!(run = run_id, error = %e, "cannot report admitted yet; retrying");
+                    tracing::warn!(run = run_id, state = ?update.state, error = %e, "cannot report the run's state yet; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
@@ -94,7 +94,7 @@ impl Node {
                 if resumed {
                     Ok(())
                 } else {
-                    self.report_admission(run_id, &update).await
+                    self.report_patiently(run_id, &update).await
                 }
             },
             async {
@@ -201,7 +201,7 @@ impl Node {
         };
         // Report the start while the directories and the proxy are prepared.
         let (reported, prepared) = tokio::join!(
-            s.server.update(run_id, &running),
+            self.report_patiently(run_id, &running),
             self.prepare(record, admitted, established, collab, slot)
         );
         let (proxy, spec, sidecar) = match prepared {
