@@ -961,3 +961,198 @@ async fn two_nodes_shown_different_histories_find_the_fork_through_the_relay() {
     node_a.stop().await;
     node_b.stop().await;
 }
+
+/// An image archive as `warden image export` writes it (crates/cli/src/image_archive.rs), as a
+/// layout folder: the image from the registry and the store's evidence for its digest, with a
+/// consistency proof from `since`; `alter` changes the evidence before it is carried.
+async fn exported(
+    dir: &Path,
+    image: &str,
+    store: &Store,
+    since: Option<u64>,
+    alter: impl FnOnce(&mut warden_api::store::ExportedEvidence),
+) -> Client {
+    use warden_registry::layout::{self, LayoutWriter, OciLayout, STORE_EVIDENCE_ARTIFACT};
+    let reference = warden_reference::Reference::parse(image).unwrap();
+    let registry = Client::new(ClientOptions::default()).unwrap();
+    let mut w = LayoutWriter::create(dir).unwrap();
+    let out = layout::export(&registry, &reference, &mut w).await.unwrap();
+    let evidence: warden_api::store::Evidence = serde_json::from_value(
+        store
+            .ok("GET", &format!("/api/evidence/{}", out.digest), None, None)
+            .await,
+    )
+    .unwrap();
+    let mut consistency = Vec::new();
+    if let Some(from) = since.filter(|f| *f != evidence.size) {
+        let p = store
+            .ok(
+                "GET",
+                &format!(
+                    "/api/log/proof/consistency?from={from}&to={}",
+                    evidence.size
+                ),
+                None,
+                None,
+            )
+            .await;
+        consistency.push(serde_json::from_value(p).unwrap());
+    }
+    let mut carried = warden_api::store::ExportedEvidence {
+        evidence,
+        consistency,
+    };
+    alter(&mut carried);
+    w.add_referrer(
+        reference.repository(),
+        &out.descriptor,
+        STORE_EVIDENCE_ARTIFACT,
+        &serde_json::to_vec(&carried).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let dir = w.finish().unwrap();
+    Client::layout(OciLayout::open(&dir).unwrap(), ClientOptions::default()).unwrap()
+}
+
+fn saved_size(config: &Path) -> u64 {
+    let note = std::fs::read_to_string(
+        config
+            .parent()
+            .unwrap()
+            .join("spool/stores/community/checkpoint"),
+    )
+    .unwrap();
+    note.lines().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_node_verifies_the_store_evidence_an_archive_carries() {
+    let mut w = World::new().await;
+    let (repo, digest) = w.push_program_with("identify", "approved", "v1", &[("/id.txt", b"air")]);
+    let image = format!("{repo}:v1");
+    let store = Store::start_with(2).await;
+    let admin = store.admin().await;
+    let dev = store.user(&admin, "dev", "org-dev", "developer").await;
+    let r1 = store.user(&admin, "rev1", "org-b", "reviewer").await;
+    let r2 = store.user(&admin, "rev2", "org-c", "reviewer").await;
+    let info = store.ok("GET", "/api/store", None, None).await;
+    let note_key = info["note_key"].as_str().unwrap().to_owned();
+    let v = store
+        .ok(
+            "POST",
+            "/api/versions",
+            Some(&dev.token),
+            Some(json!({
+                "algorithm": "identify", "source": "https://git.example/team/identify",
+                "image": format!("{repo}@{digest}"),
+                "commit": "0123456789abcdef0123456789abcdef01234567",
+                "functions": [{"name": "hello", "kind": "partial"}],
+            })),
+        )
+        .await;
+    let id = v["id"].as_i64().unwrap();
+    for r in ["rev1", "rev2"] {
+        store
+            .ok(
+                "POST",
+                &format!("/api/versions/{id}/assign"),
+                Some(&admin),
+                Some(json!({"reviewer": r})),
+            )
+            .await;
+    }
+    store.decide(&r1, &v, Decision::Approve).await;
+    store.decide(&r2, &v, Decision::Approve).await;
+    let pins = [("rev1.pub", &r1, "org-b"), ("rev2.pub", &r2, "org-c")];
+    // The node's store URL leads nowhere: an offline node never asks the store.
+    let config = node(&w, "node-offline-store", &store, &note_key, &pins, 3600);
+    let gate = gate(&config, "http://127.0.0.1:9").offline(true);
+    let dir = w.dir.path().to_owned();
+    let import = |c: Client| {
+        let gate = &gate;
+        let image = image.clone();
+        async move {
+            let checked = gate.precheck(&image, &Requester::default()).unwrap();
+            gate.admit_import(&c, checked).await.map_err(|r| r.reason)
+        }
+    };
+
+    // An archive whose checkpoint was altered (the root of another log): refused.
+    let forged = exported(&dir.join("forged"), &image, &store, None, |e| {
+        e.evidence.checkpoint = e.evidence.checkpoint.replacen('\n', "\n\n", 1);
+    })
+    .await;
+    let e = import(forged).await.unwrap_err();
+    assert!(e.contains("checkpoint is refused"), "{e}");
+    // An approval's leaf changed: its inclusion proof fails, it counts for nothing.
+    let changed = exported(&dir.join("changed"), &image, &store, None, |e| {
+        let entry = e
+            .evidence
+            .entries
+            .iter_mut()
+            .find(|x| x.kind.as_str() == "approval")
+            .unwrap();
+        let mut leaf = STANDARD.decode(&entry.leaf).unwrap();
+        let last = leaf.len() - 2;
+        leaf[last] ^= 1;
+        entry.leaf = STANDARD.encode(leaf);
+    })
+    .await;
+    let e = import(changed).await.unwrap_err();
+    assert!(e.contains("1 distinct pinned reviewer(s)"), "{e}");
+
+    // The archive as exported: both approvals verify at the node, which saves the checkpoint.
+    let first = exported(&dir.join("first"), &image, &store, None, |_| {}).await;
+    let admitted = import(first).await.unwrap();
+    assert_eq!(admitted.digest(), &digest);
+    assert_eq!(admitted.evidence().approvals().len(), 2);
+    let size = saved_size(&config);
+    // A run decides again from the same evidence, without a store.
+    let again = exported(&dir.join("again"), &image, &store, None, |_| {}).await;
+    let checked = gate.precheck(&image, &Requester::default()).unwrap();
+    gate.admit(&again, checked).await.unwrap();
+
+    // The store's log grows (a revocation): an archive without a proof from the size the node
+    // saved is refused, and says what to export.
+    store.decide(&r2, &v, Decision::Revoke).await;
+    let unproven = exported(&dir.join("unproven"), &image, &store, None, |_| {}).await;
+    let e = import(unproven).await.unwrap_err();
+    assert!(
+        e.contains(&format!("--store-since community={size}")),
+        "{e}"
+    );
+    // A proof that does not hold: the store is refused as a forked history.
+    let bogus = exported(&dir.join("bogus"), &image, &store, Some(size), |e| {
+        for p in &mut e.consistency {
+            for h in &mut p.hashes {
+                *h = "00".repeat(32);
+            }
+        }
+    })
+    .await;
+    let e = import(bogus).await.unwrap_err();
+    assert!(e.contains("refused"), "{e}");
+    let marker = config
+        .parent()
+        .unwrap()
+        .join("spool/stores/community/refused");
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+    // With the proof: the revocation reaches the offline node, which denies the image.
+    let proven = exported(&dir.join("proven"), &image, &store, Some(size), |_| {}).await;
+    let e = import(proven).await.unwrap_err();
+    assert!(e.contains("store `community` revoked it"), "{e}");
+    assert!(saved_size(&config) > size);
+    // The first archive again, from before the revocation: older than what the node saw.
+    let old_first = {
+        use warden_registry::layout::OciLayout;
+        Client::layout(
+            OciLayout::open(&dir.join("first")).unwrap(),
+            ClientOptions::default(),
+        )
+        .unwrap()
+    };
+    let e = import(old_first).await.unwrap_err();
+    assert!(e.contains("could miss a revocation"), "{e}");
+}
