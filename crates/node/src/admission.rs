@@ -797,12 +797,18 @@ pub async fn pin_imported<E: Engine + ?Sized>(
         .map_err(|e| layout_error(e.to_string()))?;
     let config = Digest::parse(&manifest.config.digest)
         .map_err(|e| layout_error(format!("the config digest: {e}")))?;
+    let layout = layout.clone();
     warden_runtime::load_pinned(
         engine,
         admitted.reference.repository(),
         &admitted.digest,
         &config,
-        || layout.docker_archive(&manifest).map_err(|e| e.to_string()),
+        &images.scratch(),
+        move |path| {
+            layout
+                .docker_archive(&manifest, path)
+                .map_err(|e| e.to_string())
+        },
     )
     .await
 }

@@ -45,6 +45,20 @@ impl std::fmt::Debug for Images {
 impl Images {
     /// Opens (or creates, empty) the layout at `dir`.
     pub fn open(dir: &Path, opts: ClientOptions) -> Result<Images, RegistryError> {
+        // What an import or a load interrupted by a crash left beside the layout.
+        if let Some(parent) = dir.parent()
+            && let Ok(entries) = std::fs::read_dir(parent)
+        {
+            for e in entries.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with("images-staging-")
+                {
+                    let p = e.path();
+                    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+                }
+            }
+        }
         if !dir.join("index.json").exists() {
             let tmp = dir.with_extension("new");
             let _ = std::fs::remove_dir_all(&tmp);
@@ -81,6 +95,11 @@ impl Images {
         use rand_core::RngCore as _;
         let n = rand_core::OsRng.next_u64();
         self.dir.with_file_name(format!("images-staging-{n:016x}"))
+    }
+
+    /// A fresh scratch file for a docker-archive beside the layout.
+    pub fn scratch(&self) -> PathBuf {
+        self.staging().with_extension("docker.tar")
     }
 
     /// Unpacks `archive` into `staging` and opens it: the image it names and a source over it.

@@ -267,10 +267,10 @@ impl OciLayout {
         }
     }
 
-    /// A docker-archive (what `docker load` of engine 20.10 reads) of the image manifest `m`:
-    /// `manifest.json` naming the config and the layers, untagged, and those blobs, each
-    /// hashed again as it is read.
-    pub fn docker_archive(&self, m: &ImageManifest) -> Result<Vec<u8>, RegistryError> {
+    /// Writes to `out` a docker-archive (what `docker load` of engine 20.10 reads) of the image
+    /// manifest `m`: `manifest.json` naming the config and the layers, untagged, and those
+    /// blobs, each hashed again as it is read.
+    pub fn docker_archive(&self, m: &ImageManifest, out: &Path) -> Result<(), RegistryError> {
         let config = m
             .config
             .parsed_digest()
@@ -297,7 +297,9 @@ impl OciLayout {
             "RepoTags": [],
             "Layers": layers.iter().map(name).collect::<Vec<_>>(),
         }]);
-        let mut tar = tar::Builder::new(Vec::new());
+        let file = fs::File::create(out)
+            .map_err(|e| layout_error(&self.dir, format!("{}: {e}", out.display())))?;
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
         let mut add = |path: &str, data: &mut dyn Read, len: u64| {
             let mut header = tar::Header::new_ustar();
             header.set_size(len);
@@ -343,6 +345,8 @@ impl OciLayout {
             add(&name(d), &mut f, len)?;
         }
         tar.into_inner()
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .and_then(|f| f.sync_all())
             .map_err(|e| layout_error(&self.dir, format!("writing the archive: {e}")))
     }
 }

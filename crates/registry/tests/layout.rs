@@ -292,7 +292,10 @@ async fn a_layout_reads_as_a_registry_does_and_an_altered_blob_is_caught_on_read
     let e = layout.verified_blob_path(&layer).unwrap_err().to_string();
     assert!(e.contains("altered"), "{e}");
     let m = layout.image_manifest(&digest).unwrap();
-    let e = layout.docker_archive(&m).unwrap_err().to_string();
+    let e = layout
+        .docker_archive(&m, &dir.path().join("docker.tar"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("altered"), "{e}");
     // So is an altered manifest, by resolution.
     std::fs::write(out.join("blobs/sha256").join(digest.hex()), b"{}").unwrap();

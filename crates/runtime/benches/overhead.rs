@@ -52,7 +52,7 @@ impl Engine for Timed {
     async fn import_image(&self, t: Vec<u8>, r: &str, c: &[String]) -> Result<String, EngineError> {
         self.inner.import_image(t, r, c).await
     }
-    async fn load_image(&self, archive: Vec<u8>) -> Result<(), EngineError> {
+    async fn load_image(&self, archive: &std::path::Path) -> Result<(), EngineError> {
         self.inner.load_image(archive).await
     }
     async fn create_container(&self, s: &ContainerSpec) -> Result<String, EngineError> {

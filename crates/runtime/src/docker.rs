@@ -223,12 +223,31 @@ impl Engine for DockerEngine {
         })
     }
 
-    async fn load_image(&self, archive: Vec<u8>) -> Result<(), EngineError> {
+    async fn load_image(&self, archive: &std::path::Path) -> Result<(), EngineError> {
+        use tokio::io::AsyncReadExt as _;
         let op = "load image";
         let options = bollard::query_parameters::ImportImageOptionsBuilder::default()
             .quiet(true)
             .build();
-        let body = bollard::body_full(archive.into());
+        let file = tokio::fs::File::open(archive)
+            .await
+            .map_err(|e| EngineError::Refused {
+                op,
+                message: format!("cannot read the archive {}: {e}", archive.display()),
+            })?;
+        // Streamed from the file: an image is never held in memory whole.
+        let chunks = futures_util::stream::unfold(file, |mut f| async move {
+            let mut buf = vec![0u8; 256 << 10];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buf)), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        let body = bollard::body_try_stream(chunks);
         let mut stream = self.docker.import_image(options, body, None);
         while let Some(item) = stream.next().await {
             item.map_err(|e| engine_error(op, "image", "the archive", e))?;

@@ -202,7 +202,7 @@ pub trait Engine: Send + Sync {
     ) -> Result<String, EngineError>;
     /// Loads a docker-archive tar (`docker load`: `manifest.json`, the config and the layers);
     /// the engine checks every layer against the config's `diff_ids`.
-    async fn load_image(&self, archive: Vec<u8>) -> Result<(), EngineError>;
+    async fn load_image(&self, archive: &std::path::Path) -> Result<(), EngineError>;
     /// Creates (does not start) a container; returns its ID.
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError>;
     async fn inspect_container(&self, id: &str) -> Result<ContainerInfo, EngineError>;

@@ -62,8 +62,8 @@ impl Engine for FakeEngine {
     async fn import_image(&self, _: Vec<u8>, _: &str, _: &[String]) -> Result<String, EngineError> {
         Ok(IMAGE.into())
     }
-    async fn load_image(&self, archive: Vec<u8>) -> Result<(), EngineError> {
-        self.with(|s| s.calls.push(format!("load {} bytes", archive.len())));
+    async fn load_image(&self, archive: &std::path::Path) -> Result<(), EngineError> {
+        self.with(|s| s.calls.push(format!("load {}", archive.display())));
         Ok(())
     }
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {

@@ -117,16 +117,22 @@ pub async fn pull_pinned<E: Engine + ?Sized>(
 
 /// Pins an image that was imported from an archive (an air-gapped node): the engine's image
 /// whose ID is `config`, the config digest of the verified manifest `repository@digest`. When
-/// the engine does not hold it (removed since), `archive` is loaded (a docker-archive of the
-/// verified blobs) and the ID checked again. The ID is the hash of the config, which names
-/// every layer's `diff_id`: the content is pinned as a pull by digest pins it.
-pub async fn load_pinned<E: Engine + ?Sized>(
+/// the engine does not hold it (removed since), `write_archive` writes a docker-archive of the
+/// verified blobs to `scratch` (on the blocking pool), the engine loads it from there, `scratch`
+/// is removed, and the ID is checked again. The ID is the hash of the config, which names every
+/// layer's `diff_id`: the content is pinned as a pull by digest pins it.
+pub async fn load_pinned<E, W>(
     engine: &E,
     repository: &Repository,
     digest: &Digest,
     config: &Digest,
-    archive: impl FnOnce() -> Result<Vec<u8>, String>,
-) -> Result<PinnedImage, PinError> {
+    scratch: &std::path::Path,
+    write_archive: W,
+) -> Result<PinnedImage, PinError>
+where
+    E: Engine + ?Sized,
+    W: FnOnce(&std::path::Path) -> Result<(), String> + Send + 'static,
+{
     let reference = format!("{repository}@{digest}");
     let id = config.to_string();
     let held = engine
@@ -135,13 +141,19 @@ pub async fn load_pinned<E: Engine + ?Sized>(
         .ok()
         .filter(|info| info.id == id);
     if held.is_none() {
-        let bytes = archive().map_err(|why| PinError::Load {
+        let path = scratch.to_owned();
+        let written = tokio::task::spawn_blocking(move || write_archive(&path))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        let loaded = match written {
+            Ok(()) => engine.load_image(scratch).await.map_err(|e| e.to_string()),
+            Err(why) => Err(why),
+        };
+        let _ = std::fs::remove_file(scratch);
+        loaded.map_err(|why| PinError::Load {
             reference: reference.clone(),
             why,
-        })?;
-        engine.load_image(bytes).await.map_err(|e| PinError::Load {
-            reference: reference.clone(),
-            why: e.to_string(),
         })?;
         let info = engine
             .inspect_image(&id)

@@ -79,6 +79,7 @@ impl Node {
         let s = &self.inner;
         let bad = |why: String| (StatusCode::BAD_REQUEST, why);
         let refused = |why: String| (StatusCode::UNPROCESSABLE_ENTITY, why);
+        let started = std::time::Instant::now();
         let (images2, upload2, staging2) = (images.clone(), upload.to_owned(), staging.to_owned());
         let (layout, client, reference) =
             tokio::task::spawn_blocking(move || images2.stage(&upload2, &staging2))
@@ -86,6 +87,7 @@ impl Node {
                 .map_err(|e| bad(e.to_string()))?
                 .map_err(|e| bad(format!("the archive is refused: {e}")))?;
         audit.image = reference.to_string();
+        let unpacked = started.elapsed();
         let checked = s
             .gate
             .precheck(&reference.to_string(), &requester)
@@ -99,6 +101,7 @@ impl Node {
                 return Err(refused(format!("{} ({})", r.reason, r.stage.as_str())));
             }
         };
+        let admission = started.elapsed() - unpacked;
         audit.digest = Some(admitted.digest().to_string());
         audit.rule = Some(admitted.rule().name());
         audit.signers = admitted
@@ -119,20 +122,35 @@ impl Node {
             .map_err(|e| bad(e.to_string()))?;
         let config = warden_reference::Digest::parse(&manifest.config.digest)
             .map_err(|e| bad(format!("the config digest: {e}")))?;
+        let staged = layout.clone();
         let pinned = warden_runtime::load_pinned(
             &s.engine,
             admitted.reference().repository(),
             admitted.digest(),
             &config,
-            || layout.docker_archive(&manifest).map_err(|e| e.to_string()),
+            &images.scratch(),
+            move |path| {
+                staged
+                    .docker_archive(&manifest, path)
+                    .map_err(|e| e.to_string())
+            },
         )
         .await
         .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
+        let loaded = started.elapsed() - unpacked - admission;
         let images2 = images.clone();
         tokio::task::spawn_blocking(move || images2.merge(&layout))
             .await
             .map_err(|e| bad(e.to_string()))?
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        tracing::info!(
+            digest = %admitted.digest(),
+            unpack_ms = unpacked.as_secs_f64() * 1e3,
+            admission_ms = admission.as_secs_f64() * 1e3,
+            load_ms = loaded.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "import verified and loaded"
+        );
         let evidence = admitted.evidence();
         Ok(wire::Imported {
             image: reference.to_string(),
