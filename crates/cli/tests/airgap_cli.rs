@@ -92,6 +92,7 @@ fn images_dir(config: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_node_runs_only_the_images_it_imported_and_verified() {
+    common::init_tracing();
     let mut w = World::new().await;
     let (repo, digest) = w.push_program("echo", "airgap", "v1");
     w.sign(&repo, &digest).await;
