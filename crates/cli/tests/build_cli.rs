@@ -578,4 +578,41 @@ async fn reproduced_by_counts_distinct_pinned_builders_of_this_digest_and_commit
     ]);
     assert_eq!(code(&t), 0);
     assert!(text(&t).0.contains("builder:"), "{:?}", text(&t));
+
+    // The attestations travel in an image archive: an offline node's gate counts the same
+    // two builders from the archive alone, the registry gone.
+    let archive = work.path().join("hello.tar");
+    let e = warden(&[
+        "image",
+        "export",
+        "--output",
+        archive.to_str().unwrap(),
+        &image_ref,
+    ]);
+    assert_eq!(code(&e), 0, "{:?}", text(&e));
+    drop(registry);
+    use warden_registry::layout::{OciLayout, UnpackLimits, unpack};
+    let unpacked = work.path().join("unpacked");
+    unpack(
+        std::fs::File::open(&archive).unwrap(),
+        &unpacked,
+        UnpackLimits::default(),
+    )
+    .unwrap();
+    let source = Client::layout(
+        OciLayout::open(&unpacked).unwrap(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let gate = warden_node::admission::Gate::load(&policy)
+        .unwrap()
+        .offline(true);
+    let admitted = gate
+        .check(&source, &image_ref, &warden_policy::Requester::default())
+        .await
+        .unwrap_or_else(|r| panic!("refused offline: {r}"));
+    assert_eq!(admitted.digest(), &digest);
+    let keys: std::collections::BTreeSet<_> =
+        admitted.evidence().builds.iter().map(|b| b.key).collect();
+    assert_eq!(keys.len(), 2, "{:?}", admitted.evidence().builds);
 }

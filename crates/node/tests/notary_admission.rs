@@ -248,3 +248,83 @@ async fn notary_signatures_admit_and_refuse_with_reasons() {
     assert!(e.contains("`allow[1].signed_by.notary.trust_store`"), "{e}");
     assert!(e.contains("cannot read trust store file"), "{e}");
 }
+
+/// An image archive of `image` (`warden image export`'s layout, packed and unpacked as it
+/// crosses an air gap), read by the client an offline node uses.
+async fn archived(client: &Client, image: &ResolvedImage, dir: &Path) -> Client {
+    use warden_registry::layout::{self, LayoutWriter, OciLayout, UnpackLimits};
+    let reference = Reference::parse(&format!("{}:v1", image.repository)).unwrap();
+    let mut w = LayoutWriter::create(&dir.join("layout")).unwrap();
+    let out = layout::export(client, &reference, &mut w).await.unwrap();
+    assert!(out.evidence >= 1, "the referrer is carried: {out:?}");
+    let folder = w.finish().unwrap();
+    let mut tar = Vec::new();
+    layout::pack(&folder, &mut tar).unwrap();
+    let unpacked = dir.join("unpacked");
+    layout::unpack(tar.as_slice(), &unpacked, UnpackLimits::default()).unwrap();
+    Client::layout(
+        OciLayout::open(&unpacked).unwrap(),
+        ClientOptions::default(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notary_signatures_travel_in_an_image_archive() {
+    let registry = Registry::start().unwrap();
+    let client = Client::new(ClientOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = push_image(&client, &registry, "airgap/good").await;
+    let cases = notary_peer_cases(&good.media_type, &good.digest.to_string(), good.size).unwrap();
+    let root = cases["es256-two"].trust_store.clone();
+    attach(&client, &good, &cases["es256-two"]).await;
+    let bad = push_image(&client, &registry, "airgap/other-digest").await;
+    attach(&client, &bad, &cases["other-digest"]).await;
+    let good_archive = archived(&client, &good, &dir.path().join("a")).await;
+    let bad_archive = archived(&client, &bad, &dir.path().join("b")).await;
+    drop(registry);
+
+    // Verified at the node from the archive alone (the registry is gone).
+    let gate = Gate::load(&policy(
+        &dir.path().join("good"),
+        &good.repository,
+        Some(&root),
+        TRUSTED,
+    ))
+    .unwrap()
+    .offline(true);
+    let admitted = gate
+        .check(
+            &good_archive,
+            &format!("{}:v1", good.repository),
+            &Requester::default(),
+        )
+        .await
+        .unwrap_or_else(|r| panic!("refused: {r}"));
+    let ev = admitted.evidence();
+    assert_eq!(ev.notary.len(), 1);
+    assert!(ev.notary[0].outcome.is_ok(), "{:?}", ev.notary);
+    // A signature for another digest refuses as it does from the registry.
+    let gate = Gate::load(&policy(
+        &dir.path().join("bad"),
+        &bad.repository,
+        Some(&root),
+        TRUSTED,
+    ))
+    .unwrap()
+    .offline(true);
+    let r = gate
+        .check(
+            &bad_archive,
+            &format!("{}:v1", bad.repository),
+            &Requester::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(r.stage, Stage::Decision, "{r}");
+    assert!(
+        r.reason
+            .contains("found 1 signature: refused (the signature is for sha256:cdcd"),
+        "{r}"
+    );
+}
