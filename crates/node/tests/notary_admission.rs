@@ -327,4 +327,10 @@ async fn notary_signatures_travel_in_an_image_archive() {
             .contains("found 1 signature: refused (the signature is for sha256:cdcd"),
         "{r}"
     );
+    // A rule of Notary identities only says so (not "of the rule's keys").
+    assert!(
+        r.reason
+            .contains("0 Notary signer(s) the rule trusts signed"),
+        "{r}"
+    );
 }

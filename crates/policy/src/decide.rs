@@ -187,8 +187,13 @@ pub enum Failure {
     DigestUnknown,
     /// The digest is not among the rule's digests.
     DigestNotListed(Digest),
-    /// Too few of the rule's keys have verified signatures.
-    TooFewSigners { verified: usize, threshold: usize },
+    /// Too few of the rule's signers (cosign keys, Notary identities, or both: `counts`) have
+    /// verified signatures.
+    TooFewSigners {
+        verified: usize,
+        threshold: usize,
+        counts: SignerKinds,
+    },
     /// The store's approvals were not checked or could not be used.
     ApprovalsUnavailable { store: String, why: String },
     /// A verified revocation of the digest or its version is in the store's log.
@@ -224,6 +229,17 @@ impl Failure {
     }
 }
 
+/// What a `signed_by` condition counts, for its denial's wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerKinds {
+    /// Pinned cosign keys.
+    Keys,
+    /// Notary Project identities under a trust store.
+    Notary,
+    /// Both, counted together.
+    Both,
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -234,10 +250,18 @@ impl fmt::Display for Failure {
             Failure::TooFewSigners {
                 verified,
                 threshold,
-            } => write!(
-                f,
-                "{verified} of the rule's keys signed with a verified signature; it needs {threshold}"
-            ),
+                counts,
+            } => {
+                let whom = match counts {
+                    SignerKinds::Keys => "of the rule's keys",
+                    SignerKinds::Notary => "Notary signer(s) the rule trusts",
+                    SignerKinds::Both => "of the rule's keys and Notary signers",
+                };
+                write!(
+                    f,
+                    "{verified} {whom} signed with a verified signature; it needs {threshold}"
+                )
+            }
             Failure::ApprovalsUnavailable { store, why } => write!(
                 f,
                 "approvals of store `{store}` could not be checked ({why}); approved_by fails closed"
@@ -404,12 +428,18 @@ fn evaluate(rule: &Rule, facts: &Facts<'_>, out: &mut Vec<Outcome>) {
         });
     }
     if let Some(signed_by) = &rule.signed_by {
+        let counts = match (signed_by.keys.is_empty(), signed_by.notary.is_some()) {
+            (false, true) => SignerKinds::Both,
+            (true, true) => SignerKinds::Notary,
+            _ => SignerKinds::Keys,
+        };
         out.push(match facts.signers {
             None => Outcome::Unknown(
                 Condition::SignedBy,
                 Failure::TooFewSigners {
                     verified: 0,
                     threshold: signed_by.threshold,
+                    counts,
                 },
             ),
             Some(signers) => {
@@ -420,6 +450,7 @@ fn evaluate(rule: &Rule, facts: &Facts<'_>, out: &mut Vec<Outcome>) {
                     Outcome::Fails(Failure::TooFewSigners {
                         verified,
                         threshold: signed_by.threshold,
+                        counts,
                     })
                 }
             }

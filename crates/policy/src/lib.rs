@@ -30,7 +30,7 @@ mod rule;
 
 pub use decide::{
     Approvals, Condition, Decision, DenyReason, Failure, Precheck, Request, Requester,
-    RequesterField, StoreFacts, decide, decide_with, decide_with_notary, precheck,
+    RequesterField, SignerKinds, StoreFacts, decide, decide_with, decide_with_notary, precheck,
 };
 pub use load::{
     FileLoadError, KeyLoadError, MAX_APPROVALS, PolicyError, SUPPORTED_VERSION, expand_glob,

@@ -202,7 +202,11 @@ fn cosign_keys_and_notary_identities_count_together_once_each() {
     ));
     // One certificate matching both (overlapping) identities is one signer, not two.
     let d = decide_for(&BTreeSet::new(), std::slice::from_ref(&reviewers));
-    assert!(d.to_string().contains("1 of the rule's keys signed"), "{d}");
+    assert!(
+        d.to_string()
+            .contains("1 of the rule's keys and Notary signers signed"),
+        "{d}"
+    );
     assert!(d.to_string().contains("it needs 2"), "{d}");
     // The same signing key in two certificates is one signer.
     let again = verified(&store, &[("CN", "Reviewers")], [7; 32]);
