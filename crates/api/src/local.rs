@@ -304,6 +304,9 @@ pub struct RuleView {
     pub digests: Option<Vec<String>>,
     pub signed_by: Option<SignedByView>,
     pub approved_by: Option<ApprovedByView>,
+    /// `reproduced_by`: independent builders' provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproduced_by: Option<ReproducedByView>,
     pub organizations: Option<Vec<String>>,
     pub users: Option<Vec<String>>,
     pub collaborations: Option<Vec<String>>,
@@ -327,6 +330,29 @@ pub struct KeyView {
 #[serde(deny_unknown_fields)]
 pub struct SignedByView {
     pub threshold: usize,
+    pub keys: Vec<KeyView>,
+    /// `signed_by.notary`: Notary Project signers the condition counts with the keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notary: Option<NotaryView>,
+}
+
+/// `signed_by.notary`: signatures chained to `trust_store` from a certificate matching one of
+/// `identities` (`x509.subject: ...`, or `*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotaryView {
+    pub trust_store: String,
+    pub identities: Vec<String>,
+}
+
+/// `reproduced_by`: at least `min` of these distinct builder keys attest a build of the digest
+/// from one commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReproducedByView {
+    pub min: usize,
+    /// The `keys` entries as written, and the distinct keys they hold.
+    pub patterns: Vec<String>,
     pub keys: Vec<KeyView>,
 }
 

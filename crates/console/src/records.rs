@@ -74,8 +74,21 @@ fn rule(r: &RuleView) -> Markup {
                 @if let Some(s) = &r.signed_by {
                     dt { "signed by" }
                     dd {
-                        (s.threshold) " of " (s.keys.len()) " distinct keys"
+                        @if let Some(n) = &s.notary {
+                            "at least " (s.threshold) " of " (s.keys.len()) " distinct keys and the Notary signers chained to trust store "
+                            code { (n.trust_store) } " whose certificate matches one of " (n.identities.len()) " identities"
+                            ul { @for i in &n.identities { li { code { (i) } } } }
+                        } @else {
+                            (s.threshold) " of " (s.keys.len()) " distinct keys"
+                        }
                         ul { @for k in &s.keys { li { code { (k.id) } " (" (k.files.join(", ")) ")" } } }
+                    }
+                }
+                @if let Some(b) = &r.reproduced_by {
+                    dt { "reproduced by" }
+                    dd {
+                        (b.min) " of " (b.keys.len()) " distinct builder keys (" (b.patterns.join(", ")) ") attest a build of this digest from one commit"
+                        ul { @for k in &b.keys { li { code { (k.id) } " (" (k.files.join(", ")) ")" } } }
                     }
                 }
                 @if let Some(a) = &r.approved_by {
@@ -396,5 +409,78 @@ pub async fn verify(State(app): State<Arc<App>>) -> Response {
     match blocking(move || c.verify_audit()).await {
         Ok(v) => frame(title, &app, None, verify_body(&v)).into_response(),
         Err(e) => pages::error(&app, StatusCode::BAD_GATEWAY, title, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warden_api::local::{KeyView, NotaryView, ReproducedByView, SignedByView};
+
+    use super::*;
+
+    fn key(id: &str, file: &str) -> KeyView {
+        KeyView {
+            id: id.into(),
+            files: vec![file.into()],
+        }
+    }
+
+    #[test]
+    fn the_policy_page_shows_notary_signers_and_builders_escaped() {
+        let rule = RuleView {
+            name: "allow[1]".into(),
+            line: 3,
+            repository: Some("registry.example.org/team/mean".into()),
+            repository_regex: None,
+            digests: None,
+            signed_by: Some(SignedByView {
+                threshold: 2,
+                keys: vec![key("sha256:aa", "image.pub")],
+                notary: Some(NotaryView {
+                    trust_store: "notary/ca.pem".into(),
+                    identities: vec!["x509.subject: CN=<script>x</script>,O=Hospital A".into()],
+                }),
+            }),
+            approved_by: None,
+            reproduced_by: Some(ReproducedByView {
+                min: 2,
+                patterns: vec!["builders/*.pub".into()],
+                keys: vec![
+                    key("sha256:b1", "builders/a.pub"),
+                    key("sha256:b2", "builders/b.pub"),
+                ],
+            }),
+            organizations: None,
+            users: None,
+            collaborations: None,
+            functions: None,
+            output: "none (release automatic)".into(),
+        };
+        let page = policy_body(&PolicyView {
+            file: "policy.toml".into(),
+            sha256: "sha256:00".into(),
+            version: 1,
+            allow: vec![rule],
+            deny: Vec::new(),
+        })
+        .into_string();
+        assert!(
+            page.contains(
+                "at least 2 of 1 distinct keys and the Notary signers chained to trust store"
+            ),
+            "{page}"
+        );
+        assert!(page.contains("notary/ca.pem"), "{page}");
+        assert!(
+            page.contains("CN=&lt;script&gt;x&lt;/script&gt;,O=Hospital A"),
+            "{page}"
+        );
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("reproduced by"), "{page}");
+        assert!(
+            page.contains("2 of 2 distinct builder keys (builders/*.pub) attest a build of this digest from one commit"),
+            "{page}"
+        );
+        assert!(page.contains("builders/b.pub"), "{page}");
     }
 }

@@ -56,6 +56,15 @@ fn rule_view(r: &Rule) -> wire::RuleView {
         signed_by: r.signed_by.as_ref().map(|s| wire::SignedByView {
             threshold: s.threshold,
             keys: keys(&s.keys),
+            notary: s.notary.as_ref().map(|n| wire::NotaryView {
+                trust_store: n.trust_store_file.clone(),
+                identities: n.identities.iter().map(ToString::to_string).collect(),
+            }),
+        }),
+        reproduced_by: r.reproduced_by.as_ref().map(|b| wire::ReproducedByView {
+            min: b.min,
+            patterns: b.patterns.clone(),
+            keys: keys(&b.keys),
         }),
         approved_by: r.approved_by.as_ref().map(|a| wire::ApprovedByView {
             store: a.store.clone(),
