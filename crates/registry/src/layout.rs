@@ -654,9 +654,10 @@ fn layout_member(name: &str) -> Result<Option<Digest>, String> {
     match parts.as_slice() {
         ["blobs", alg, hex] => Digest::parse(&format!("{alg}:{hex}"))
             .map(Some)
-            .map_err(|e| format!("`{name}` is not a blob name: {e}")),
+            .map_err(|e| format!("`{}` is not a blob name: {e}", name.escape_debug())),
         _ => Err(format!(
-            "`{name}` is not part of an OCI image layout (only oci-layout, index.json and blobs/<alg>/<hex>)"
+            "`{}` is not part of an OCI image layout (only oci-layout, index.json and blobs/<alg>/<hex>)",
+            name.escape_debug()
         )),
     }
 }
@@ -691,13 +692,19 @@ pub fn unpack(archive: impl Read, dir: &Path, limits: UnpackLimits) -> Result<()
             }
             return Err(layout_error(
                 dir,
-                format!("the folder `{name}` is not part of an OCI image layout"),
+                format!(
+                    "the folder `{}` is not part of an OCI image layout",
+                    name.escape_debug()
+                ),
             ));
         }
         if !kind.is_file() {
             return Err(layout_error(
                 dir,
-                format!("`{name}` is a link or special file; an image archive holds files only"),
+                format!(
+                    "`{}` is a link or special file; an image archive holds files only",
+                    name.escape_debug()
+                ),
             ));
         }
         let digest = layout_member(&name).map_err(|why| layout_error(dir, why))?;

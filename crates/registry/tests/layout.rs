@@ -179,6 +179,11 @@ fn unpack_takes_only_the_layout_files_each_hashed_against_its_name() {
             "",
         ),
         (
+            "a name that would forge a log line",
+            raw_tar(&[file("evil\nINFO forged", b"x")]),
+            "`evil\\nINFO forged`",
+        ),
+        (
             "a name that is not UTF-8",
             raw_tar(&[Raw {
                 name: b"blobs/sha256/\xff\xfe",
