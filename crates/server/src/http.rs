@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast::error::RecvError;
 use warden_api as api;
 use warden_api::{ErrorBody, ErrorCode};
 use warden_reference::Reference;
@@ -1117,12 +1116,17 @@ async fn session(
     svc.session_opened();
     let _guard = SessionGuard(svc.clone());
     // Subscribe before the first read so that nothing committed in between is missed.
-    let mut wakes = svc.hub().subscribe();
-    let mut ping = tokio::time::interval(WS_PING_EVERY);
-    ping.tick().await;
-    let mut drain = true;
+    let sub = svc.hub().subscribe(node);
+    // The first ping at a random point of the second half of the period, then every
+    // period: thousands of sessions opened together (a restart of the server) do not all
+    // re-check their token in the same seconds, which held up the deliveries due then.
+    let first = tokio::time::Instant::now() + WS_PING_EVERY.mul_f64(0.5 + 0.5 * random_fraction());
+    let mut ping = tokio::time::interval_at(first, WS_PING_EVERY);
+    let mut read = true;
     loop {
-        while drain {
+        // The database read: what the session was told to read, a lagging mailbox, the
+        // first read and the periodic safety net.
+        while read {
             let events = match svc.events(node, after, WS_BATCH).await {
                 Ok(e) => e,
                 Err(e) => {
@@ -1130,30 +1134,46 @@ async fn session(
                     return;
                 }
             };
-            drain = events.len() == WS_BATCH as usize;
+            read = events.len() == WS_BATCH as usize;
             for e in events {
-                let Ok(text) = serde_json::to_string(&e) else {
-                    return;
-                };
-                if socket.send(Message::Text(text.into())).await.is_err() {
+                if !send_event(&mut socket, &e).await {
                     return;
                 }
                 after = e.id;
             }
         }
-        tokio::select! {
-            w = wakes.recv() => match w {
-                Ok(w) if w.revokes(node.0, node.1) => {
-                    // The node's key was rotated: close now if this token died with it.
-                    if svc.event_subscriber(bearer.as_ref()).await.is_err() {
-                        let _ = socket.send(Message::Close(None)).await;
-                        return;
-                    }
+        let mail = sub.mailbox().take();
+        if mail.recheck {
+            // The node's key was rotated: close now if this token died with it.
+            if svc.event_subscriber(bearer.as_ref()).await.is_err() {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
+        }
+        if mail.read {
+            read = true;
+            continue;
+        }
+        if !mail.events.is_empty() {
+            // Committed events handed over by the hub, in id order, each following every
+            // event of this node before it (crate::events); those a read sent already are
+            // skipped.
+            let mut pushed = 0;
+            for e in &mail.events {
+                if e.id <= after {
+                    continue;
                 }
-                Ok(w) => drain = w.concerns(node.0, node.1),
-                Err(RecvError::Lagged(_)) => drain = true,
-                Err(RecvError::Closed) => return,
-            },
+                if !send_event(&mut socket, e).await {
+                    return;
+                }
+                after = e.id;
+                pushed += 1;
+            }
+            svc.events_pushed(pushed);
+            continue;
+        }
+        tokio::select! {
+            () = sub.mailbox().changed() => {}
             _ = ping.tick() => {
                 if svc.event_subscriber(bearer.as_ref()).await.is_err() {
                     let _ = socket.send(Message::Close(None)).await;
@@ -1162,8 +1182,8 @@ async fn session(
                 if socket.send(Message::Ping(Bytes::new())).await.is_err() {
                     return;
                 }
-                // Also a periodic safety net against a lost wake-up.
-                drain = true;
+                // Also a periodic safety net.
+                read = true;
             }
             m = socket.recv() => match m {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
@@ -1171,4 +1191,21 @@ async fn session(
             },
         }
     }
+}
+
+/// A fraction in [0, 1) from the process's random hash keys (no generator needed for a
+/// spread of ping times).
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Send one event as a JSON text message; false when the session is over.
+async fn send_event(socket: &mut WebSocket, e: &api::Event) -> bool {
+    let Ok(text) = serde_json::to_string(e) else {
+        return false;
+    };
+    socket.send(Message::Text(text.into())).await.is_ok()
 }

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub logins_failed: AtomicU64,
     pub node_logins: AtomicU64,
     pub events_delivered: AtomicU64,
+    pub events_pushed: AtomicU64,
     pub ws_sessions: AtomicI64,
 }
 
@@ -83,6 +84,11 @@ impl Metrics {
                 "warden_events_delivered_total",
                 "Events sent to nodes.",
                 &self.events_delivered,
+            ),
+            (
+                "warden_events_pushed_total",
+                "Events sent to nodes as their commit handed them over, without a database read (counted in warden_events_delivered_total too).",
+                &self.events_pushed,
             ),
         ];
         for (name, help, c) in counters {

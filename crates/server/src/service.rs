@@ -15,7 +15,7 @@ use warden_reference::{Digest, Reference};
 
 use crate::auth::{self, AuthError};
 use crate::config::{AuthConfig, LimitsConfig};
-use crate::events::{EventHub, Wake};
+use crate::events::{Committed, EventHub, Wake};
 use crate::metrics::Metrics;
 use crate::permissions::{self, Actor, Denied, Op};
 use crate::storage::{
@@ -570,8 +570,8 @@ struct Inner {
     session_slots: SessionSlots,
 }
 
-/// A created task and the (collaboration, organization) pairs whose nodes get an event.
-type CreatedTask = (api::TaskDetail, Vec<(i64, i64)>);
+/// A created task and its committed events, to announce to the nodes' sessions.
+type CreatedTask = (api::TaskDetail, Vec<Committed>);
 
 /// One task creation waiting for the next group commit.
 struct TaskJob {
@@ -625,10 +625,13 @@ async fn batcher(inner: Weak<Inner>, mut rx: mpsc::Receiver<TaskJob>) {
         .await;
         match outcome {
             Ok(()) => {
+                // Announced in the order of the commit's ids, before any answer: the hub pushes
+                // them only when they follow every id announced before.
                 for (job, r) in jobs.drain(..).zip(results) {
-                    if let Ok((_, keys)) = &r {
-                        svc.task_committed(keys);
-                    }
+                    let r = r.map(|(detail, events)| {
+                        svc.task_committed(events);
+                        (detail, Vec::new())
+                    });
                     let _ = job.reply.send(r);
                 }
             }
@@ -655,10 +658,16 @@ pub struct Service {
 
 impl Service {
     pub async fn new(db: Db, auth: AuthConfig, limits: LimitsConfig) -> Result<Service> {
-        let hub = EventHub::default();
-        if let Some(pool) = db.pg_pool() {
-            hub.spawn_pg_listener(pool.clone());
-        }
+        let hub = match db.pg_pool() {
+            Some(pool) => {
+                let hub = EventHub::default();
+                hub.spawn_pg_listener(pool.clone());
+                hub
+            }
+            // One writer, AUTOINCREMENT ids: committed events may be pushed to the sessions
+            // (crate::events). Nothing is in flight before the service exists.
+            None => EventHub::ordered(db.read().await?.last_event_id().await?),
+        };
         let dummy_hash = auth::dummy_hash().await?;
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         // SQLite has one writer, so without batching every creation waits for its own fsync
@@ -1959,9 +1968,9 @@ impl Service {
             return Ok(detail);
         }
         let mut tx = self.inner.db.write().await?;
-        let (detail, keys) = self.create_task_in(&mut tx, bearer, &req).await?;
+        let (detail, events) = self.create_task_in(&mut tx, bearer, &req).await?;
         tx.commit().await?;
-        self.task_committed(&keys);
+        self.task_committed(events);
         Ok(detail)
     }
 
@@ -1983,12 +1992,12 @@ impl Service {
         Ok(())
     }
 
-    /// Metrics and node wake-ups after a task's transaction committed.
-    fn task_committed(&self, keys: &[(i64, i64)]) {
+    /// Metrics and the announcement of its events after a task's transaction committed.
+    fn task_committed(&self, events: Vec<Committed>) {
         let m = &self.inner.metrics;
         Metrics::inc(&m.tasks_created);
-        Metrics::add(&m.runs_created, keys.len() as u64);
-        self.inner.hub.wake(Wake::nodes(keys.iter().copied()));
+        Metrics::add(&m.runs_created, events.len() as u64);
+        self.inner.hub.announce(events);
     }
 
     /// Everything of a task creation inside `tx`; returns the task and the (collaboration,
@@ -2033,8 +2042,13 @@ impl Service {
                 )));
             }
         };
-        let members = tx.members(collab.id).await?;
-        if let Some((o, _)) = req.inputs.iter().find(|(o, _)| !members.contains(o)) {
+        let targets: Vec<i64> = req.inputs.iter().map(|(o, _)| *o).collect();
+        let members = tx.members_among(collab.id, &targets).await?;
+        if let Some((o, _)) = req
+            .inputs
+            .iter()
+            .find(|(o, _)| members.binary_search(o).is_err())
+        {
             if tx.organization(*o).await?.is_none() {
                 return Err(missing(
                     "inputs",
@@ -2113,7 +2127,25 @@ impl Service {
             });
             keys.push((run_id, collab.id, *org));
         }
-        tx.insert_run_events(&keys, now).await?;
+        let ids = tx.insert_run_events(&keys, now).await?;
+        // The events exactly as a read returns them (Service::events), for the sessions.
+        let events = keys
+            .iter()
+            .zip(ids)
+            .map(|(&(run_id, c, o), id)| Committed {
+                node: (c, o),
+                id,
+                event: Some(api::Event {
+                    id,
+                    kind: api::EventKind::RunCreated,
+                    run_id,
+                    task_id,
+                    image: image.clone(),
+                    created_at: time_of(now),
+                    cancelled_by: None,
+                }),
+            })
+            .collect();
         tracing::info!(task = task_id, collaboration = collab.id, image = %image, runs = runs.len(), "task created");
         let detail = api::TaskDetail {
             task: api::Task {
@@ -2133,7 +2165,7 @@ impl Service {
             },
             runs: runs.into_iter().map(run_view).collect(),
         };
-        Ok((detail, keys.iter().map(|(_, c, o)| (*c, *o)).collect()))
+        Ok((detail, events))
     }
 
     pub async fn task(&self, bearer: Option<&Bearer>, id: i64) -> Result<api::TaskDetail> {
@@ -2198,6 +2230,7 @@ impl Service {
         };
         let now = now_micros();
         let mut moved = Vec::new();
+        let mut ids = Vec::new();
         if t.cancelled_at.is_none() {
             let runs = tx.runs_of_task(id).await?;
             if runs.iter().all(|r| r.state.is_final()) {
@@ -2217,7 +2250,7 @@ impl Service {
             tx.cancel_task(id, user_id, username.as_deref(), now)
                 .await?;
             moved = tx.cancel_runs(id, now).await?;
-            tx.insert_events("run_cancelled", &moved, now).await?;
+            ids = tx.insert_events("run_cancelled", &moved, now).await?;
             // Its subtasks, and theirs, go with it: a central run cancelled would otherwise
             // leave the partial runs it asked for running at their nodes, for a result no
             // one reads. Cancelled by the same person, in the same transaction.
@@ -2227,7 +2260,7 @@ impl Service {
                     tx.cancel_task(sub, user_id, username.as_deref(), now)
                         .await?;
                     let m = tx.cancel_runs(sub, now).await?;
-                    tx.insert_events("run_cancelled", &m, now).await?;
+                    ids.extend(tx.insert_events("run_cancelled", &m, now).await?);
                     moved.extend(m);
                     parents.push(sub);
                 }
@@ -2238,12 +2271,32 @@ impl Service {
             .await?
             .ok_or(ServiceError::NotFound("no such task"))?;
         let runs = tx.runs_of_task(id).await?;
-        tx.commit().await?;
+        // The sessions read these events (the cancellation's name and images are not at hand).
+        let events: Vec<Committed> = moved
+            .iter()
+            .zip(&ids)
+            .map(|(&(_, c, o), &id)| Committed {
+                node: (c, o),
+                id,
+                event: None,
+            })
+            .collect();
+        // The commit and its announcement in a task of their own, so that a request dropped
+        // in between cannot commit events that are never announced.
+        let hub = self.inner.hub.clone();
+        tokio::spawn(async move {
+            tx.commit().await?;
+            hub.announce(events);
+            Ok::<_, StorageError>(())
+        })
+        .await
+        .map_err(|e| {
+            ServiceError::Storage(StorageError::Database(sqlx::Error::Protocol(format!(
+                "the commit of the cancellation did not finish: {e}"
+            ))))
+        })??;
         if !moved.is_empty() {
             Metrics::add(&self.inner.metrics.run_transitions, moved.len() as u64);
-            self.inner
-                .hub
-                .wake(Wake::nodes(moved.iter().map(|(_, c, o)| (*c, *o))));
         }
         tracing::info!(task = id, by = ?user_id, runs = ?moved.iter().map(|(r, ..)| *r).collect::<Vec<_>>(), "task cancelled");
         Ok(api::TaskDetail {
@@ -2613,6 +2666,13 @@ impl Service {
             } => Ok((collaboration_id, organization_id)),
             _ => Err(ServiceError::Forbidden(Denied("only nodes receive events"))),
         }
+    }
+
+    /// Counts events a session sent as the hub handed them over (no read).
+    pub fn events_pushed(&self, n: u64) {
+        let m = &self.inner.metrics;
+        Metrics::add(&m.events_delivered, n);
+        Metrics::add(&m.events_pushed, n);
     }
 
     /// Events for the node after `after`, oldest first.

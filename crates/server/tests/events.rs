@@ -135,3 +135,164 @@ async fn only_nodes_may_open_the_event_stream() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     kit.stop().await;
 }
+
+/// Every event of the node, as the poll fallback reads it from the database.
+async fn polled(kit: &Kit, token: &str) -> Vec<Value> {
+    let (s, v) = kit.get(token, "/api/events?after=0&limit=500").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v.as_array().unwrap().clone()
+}
+
+/// `warden_events_pushed_total` of the server's metrics.
+async fn pushed(kit: &Kit) -> u64 {
+    let text = kit
+        .client
+        .get(kit.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("warden_events_pushed_total "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pushed_events_are_the_read_ones_each_once_in_order_whatever_else_commits() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    let mut ws1 = connect(&kit, &w.node1, 0).await;
+    let before = pushed(&kit).await;
+
+    // Tasks created together (group-committed several per transaction), some for both
+    // nodes, and cancellations in between (their events are read, not pushed).
+    let mut tasks = Vec::new();
+    let mut got = Vec::new();
+    for round in 0..3 {
+        let created = futures_util::future::join_all((0..12).map(|i| {
+            let orgs = if i % 3 == 0 {
+                vec![w.org1, w.org2]
+            } else {
+                vec![w.org1]
+            };
+            let (kit, token) = (&kit, &w.researcher1);
+            async move { kit.task(token, w.c12, &orgs).await }
+        }))
+        .await;
+        tasks.extend(created.iter().map(|d| d["task"]["id"].as_i64().unwrap()));
+        let cancel = format!("/api/tasks/{}/cancel", tasks[round * 12 + 1]);
+        let (s, v) = kit.post(&w.researcher1, &cancel, Value::Null).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        // The node has everything so far, and nothing twice, before anything else commits.
+        let so_far = polled(&kit, &w.node1).await.len();
+        while got.len() < so_far {
+            got.push(next_event(&mut ws1).await);
+        }
+        no_event(&mut ws1).await;
+        if round == 1 && kit.pg.is_none() {
+            // An event that another writer commits behind the server's back (another
+            // process on the SQLite file): never announced, so what follows must not be
+            // pushed past it, and the session still sends it.
+            let run = created[0]["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["organization_id"] == w.org1)
+                .unwrap()["id"]
+                .as_i64()
+                .unwrap();
+            let pool = sqlx::SqlitePool::connect(&format!(
+                "sqlite://{}",
+                kit.dir.path().join("server.db").display()
+            ))
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO events (collaboration_id, organization_id, kind, run_id, created_at) \
+                 VALUES ($1, $2, 'run_created', $3, 0)",
+            )
+            .bind(w.c12)
+            .bind(w.org1)
+            .bind(run)
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+            // The next task alone, so that its announcement is the one after the hole: the
+            // session sends the hidden event first, then the task's.
+            kit.task(&w.researcher1, w.c12, &[w.org1]).await;
+            let so_far = polled(&kit, &w.node1).await.len();
+            while got.len() < so_far {
+                got.push(next_event(&mut ws1).await);
+            }
+        }
+    }
+    // One more task alone, after everything settled.
+    kit.task(&w.researcher1, w.c12, &[w.org1]).await;
+
+    let expected = polled(&kit, &w.node1).await;
+    // 37 tasks for org1, 3 cancellations, and on SQLite the event written behind the
+    // server's back and the task after it.
+    let extra = 2 * usize::from(kit.pg.is_none());
+    assert_eq!(expected.len(), 37 + 3 + extra);
+    while got.len() < expected.len() {
+        got.push(next_event(&mut ws1).await);
+    }
+    no_event(&mut ws1).await;
+    // The same events, field for field, in the order of their ids.
+    assert_eq!(got, expected);
+    assert!(
+        got.windows(2)
+            .all(|p| p[0]["id"].as_i64() < p[1]["id"].as_i64())
+    );
+    if kit.pg.is_none() {
+        // On SQLite most of them came straight from their commit, with no read.
+        assert!(pushed(&kit).await > before, "nothing was pushed");
+    }
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_more_events_than_a_mailbox_holds_arrives_once_and_in_order() {
+    let kit = Kit::start().await;
+    let w = World::build(&kit).await;
+    // The socket is not read while the events are committed, fifty tasks at a time.
+    let mut ws1 = connect(&kit, &w.node1, 0).await;
+    let n = warden_server::events::MAILBOX_EVENTS + 50;
+    let org1 = [w.org1];
+    for chunk in 0..n.div_ceil(50) {
+        let left = (n - chunk * 50).min(50);
+        futures_util::future::join_all((0..left).map(|_| kit.task(&w.researcher1, w.c12, &org1)))
+            .await;
+    }
+    let expected = polled_all(&kit, &w.node1).await;
+    assert_eq!(expected.len(), n);
+    let mut got = Vec::new();
+    while got.len() < n {
+        got.push(next_event(&mut ws1).await);
+    }
+    no_event(&mut ws1).await;
+    assert_eq!(got, expected);
+    kit.stop().await;
+}
+
+/// Every event of the node through the poll fallback, page by page.
+async fn polled_all(kit: &Kit, token: &str) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e| e["id"].as_i64().unwrap());
+        let (s, v) = kit
+            .get(token, &format!("/api/events?after={after}&limit=500"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let page = v.as_array().unwrap().clone();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
