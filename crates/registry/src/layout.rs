@@ -351,31 +351,23 @@ impl OciLayout {
     }
 }
 
-fn hash_reader(mut r: impl Read, digest: &Digest) -> std::io::Result<String> {
-    let mut buf = vec![0u8; 64 << 10];
+fn hash_reader(r: impl Read, digest: &Digest) -> std::io::Result<String> {
     match digest.algorithm().name() {
-        "sha512" => {
-            let mut h = sha2::Sha512::new();
-            loop {
-                let n = r.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(hex::encode(h.finalize()))
+        "sha512" => hash_with::<sha2::Sha512>(r),
+        _ => hash_with::<sha2::Sha256>(r),
+    }
+}
+
+/// The hex digest of everything `r` holds, read in 64 KiB pieces.
+fn hash_with<H: sha2::Digest>(mut r: impl Read) -> std::io::Result<String> {
+    let mut h = H::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
         }
-        _ => {
-            let mut h = sha2::Sha256::new();
-            loop {
-                let n = r.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(hex::encode(h.finalize()))
-        }
+        h.update(&buf[..n]);
     }
 }
 
