@@ -562,6 +562,20 @@ pub struct Checked {
     pub inconsistent: Option<String>,
 }
 
+impl Checked {
+    /// Nothing known yet of store `name`.
+    fn of(name: &str) -> Checked {
+        Checked {
+            store: name.to_owned(),
+            facts: StoreFacts::default(),
+            entries: Vec::new(),
+            checkpoint: None,
+            cached: None,
+            inconsistent: None,
+        }
+    }
+}
+
 impl Stores {
     /// Loads every `[[stores]]` table's keys; state lives under `dir` (`<spool>/stores`).
     pub fn load(configs: &[StoreConfig], dir: &Path) -> Result<Stores, String> {
@@ -705,14 +719,7 @@ impl Stores {
     }
 
     async fn check_one(&self, name: &str, repository: &Repository, digest: &Digest) -> Checked {
-        let mut checked = Checked {
-            store: name.to_owned(),
-            facts: StoreFacts::default(),
-            entries: Vec::new(),
-            checkpoint: None,
-            cached: None,
-            inconsistent: None,
-        };
+        let mut checked = Checked::of(name);
         let Some(store) = self.stores.get(name) else {
             checked.facts.unavailable = Some(format!(
                 "store `{name}` is not in the node configuration's [[stores]]"
@@ -784,6 +791,13 @@ impl Stores {
                 &mut checked,
             ),
         };
+        self.settle(name, &mut checked, result);
+        checked
+    }
+
+    /// Records the outcome of verifying `name`'s evidence in `checked`; an inconsistent log
+    /// refuses the store.
+    fn settle(&self, name: &str, checked: &mut Checked, result: Result<Verified, Refusal>) {
         match result {
             Ok(v) => {
                 checked.facts = v.facts;
@@ -798,7 +812,6 @@ impl Stores {
                 checked.facts.unavailable = Some(r.to_string());
             }
         }
-        checked
     }
 
     /// Verifies the store evidence an imported archive carried (`carried`: its unverified
@@ -833,33 +846,17 @@ impl Stores {
         names
             .iter()
             .map(|name| {
-                let mut checked = Checked {
-                    store: name.clone(),
-                    facts: StoreFacts::default(),
-                    entries: Vec::new(),
-                    checkpoint: None,
-                    cached: None,
-                    inconsistent: None,
-                };
+                let mut checked = Checked::of(name);
                 let found = parsed.iter().find(|e| e.evidence.store == *name);
-                match self.verify_carried(name, found, &unreadable, repository, digest, importing) {
-                    Ok(v) => {
-                        checked.cached = Some(format!(
-                            "the evidence the imported archive carried, at log size {}",
-                            v.checkpoint.size
-                        ));
-                        checked.facts = v.facts;
-                        checked.entries = v.entries;
-                        checked.checkpoint = Some(v.note);
-                    }
-                    Err(r) => {
-                        if r.is_inconsistent() {
-                            self.refuse(name, &r.to_string());
-                            checked.inconsistent = Some(r.to_string());
-                        }
-                        checked.facts.unavailable = Some(r.to_string());
-                    }
+                let result =
+                    self.verify_carried(name, found, &unreadable, repository, digest, importing);
+                if let Ok(v) = &result {
+                    checked.cached = Some(format!(
+                        "the evidence the imported archive carried, at log size {}",
+                        v.checkpoint.size
+                    ));
                 }
+                self.settle(name, &mut checked, result);
                 checked
             })
             .collect()
