@@ -780,13 +780,26 @@ pub async fn pin_imported<E: Engine + ?Sized>(
     images: &crate::images::Images,
 ) -> Result<PinnedImage, PinError> {
     let source = images.source();
+    let layout = source.layout_source().ok_or_else(|| PinError::Load {
+        reference: admitted.pinned_reference(),
+        why: "the node's image source is not its imported images".into(),
+    })?;
+    pin_from_layout(engine, admitted, layout, &images.scratch()).await
+}
+
+/// The admitted image from `layout` (the node's kept images, or an import's staged ones): the
+/// engine's image whose ID is the config digest of the verified (platform) manifest, loaded
+/// through a docker-archive at `scratch` when the engine does not hold it.
+pub async fn pin_from_layout<E: Engine + ?Sized>(
+    engine: &E,
+    admitted: &Admitted,
+    layout: &warden_registry::layout::OciLayout,
+    scratch: &Path,
+) -> Result<PinnedImage, PinError> {
     let layout_error = |why: String| PinError::Load {
         reference: admitted.pinned_reference(),
         why,
     };
-    let layout = source
-        .layout_source()
-        .ok_or_else(|| layout_error("the node's image source is not its imported images".into()))?;
     let manifest_digest = admitted
         .evidence
         .platform_digest
@@ -803,7 +816,7 @@ pub async fn pin_imported<E: Engine + ?Sized>(
         admitted.reference.repository(),
         &admitted.digest,
         &config,
-        &images.scratch(),
+        scratch,
         move |path| {
             layout
                 .docker_archive(&manifest, path)

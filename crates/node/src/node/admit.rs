@@ -258,14 +258,7 @@ impl Node {
         if let Some(b) = &established.binding {
             binding::check_digest(b, &admitted.digest().to_string()).map_err(Refused::Rejected)?;
         }
-        audit.rule = Some(admitted.rule().name());
-        audit.signers = admitted
-            .evidence()
-            .signers
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        audit.approvals = s.gate.admitting_approvals(&admitted);
+        note_admission(audit, &s.gate, &admitted);
         self.spend_budget(record.run_id, &admitted, audit.organization.as_deref())?;
         audit.outcome = AuditOutcome::Admitted;
         audit.reason = None;
@@ -475,10 +468,27 @@ pub(crate) const SPOOL_FULL: &str = "refused: no space left on the node's spool 
      takes new runs again when its spool has space";
 
 fn rejected(audit: &mut Record, r: Rejection) -> Refused {
+    Refused::Rejected(note_rejection(audit, &r))
+}
+
+/// What a refused admission learnt, into its audit record; returns the reason with its stage.
+pub(super) fn note_rejection(audit: &mut Record, r: &Rejection) -> String {
     audit.digest = r.evidence.digest.as_ref().map(ToString::to_string);
     audit.rule = r.rule.map(|id| id.name());
     audit.signers = r.evidence.signers.iter().map(ToString::to_string).collect();
-    Refused::Rejected(format!("{} ({})", r.reason, r.stage.as_str()))
+    format!("{} ({})", r.reason, r.stage.as_str())
+}
+
+/// The rule, signers and counted approvals of an admission, into its audit record.
+pub(super) fn note_admission(audit: &mut Record, gate: &crate::admission::Gate, a: &Admitted) {
+    audit.rule = Some(a.rule().name());
+    audit.signers = a
+        .evidence()
+        .signers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    audit.approvals = gate.admitting_approvals(a);
 }
 
 /// The server must name one image for a run: the event's and the task's must agree.

@@ -94,49 +94,16 @@ impl Node {
             .map_err(|r| refused(format!("{} ({})", r.reason, r.stage.as_str())))?;
         let admitted = match s.gate.admit_import(&client, checked).await {
             Ok(a) => a,
-            Err(r) => {
-                audit.digest = r.evidence.digest.as_ref().map(ToString::to_string);
-                audit.rule = r.rule.map(|id| id.name());
-                audit.signers = r.evidence.signers.iter().map(ToString::to_string).collect();
-                return Err(refused(format!("{} ({})", r.reason, r.stage.as_str())));
-            }
+            Err(r) => return Err(refused(super::admit::note_rejection(audit, &r))),
         };
         let admission = started.elapsed() - unpacked;
         audit.digest = Some(admitted.digest().to_string());
-        audit.rule = Some(admitted.rule().name());
-        audit.signers = admitted
-            .evidence()
-            .signers
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        audit.approvals = s.gate.admitting_approvals(&admitted);
+        super::admit::note_admission(audit, &s.gate, &admitted);
         // Load from the staged layout, then keep it: a run pins from the kept one.
-        let manifest_digest = admitted
-            .evidence()
-            .platform_digest
-            .clone()
-            .unwrap_or_else(|| admitted.digest().clone());
-        let manifest = layout
-            .image_manifest(&manifest_digest)
-            .map_err(|e| bad(e.to_string()))?;
-        let config = warden_reference::Digest::parse(&manifest.config.digest)
-            .map_err(|e| bad(format!("the config digest: {e}")))?;
-        let staged = layout.clone();
-        let pinned = warden_runtime::load_pinned(
-            &s.engine,
-            admitted.reference().repository(),
-            admitted.digest(),
-            &config,
-            &images.scratch(),
-            move |path| {
-                staged
-                    .docker_archive(&manifest, path)
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .await
-        .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
+        let pinned =
+            crate::admission::pin_from_layout(&s.engine, &admitted, &layout, &images.scratch())
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()))?;
         let loaded = started.elapsed() - unpacked - admission;
         let images2 = images.clone();
         tokio::task::spawn_blocking(move || images2.merge(&layout))
