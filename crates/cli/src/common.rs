@@ -84,3 +84,32 @@ pub struct Outcome {
 pub fn json_document<T: serde::Serialize + ?Sized>(value: &T) -> String {
     crate::admin::json_safe(&serde_json::to_string_pretty(value).unwrap_or_default())
 }
+
+/// Who asks, as a node's policy sees a run's requester (each optional; a rule restricting a
+/// field the request does not give does not hold).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RequesterArgs {
+    /// The requesting organization.
+    #[arg(long)]
+    pub organization: Option<String>,
+    /// The requesting user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The collaboration the run belongs to.
+    #[arg(long)]
+    pub collaboration: Option<String>,
+    /// The algorithm function (entry point) to be called.
+    #[arg(long)]
+    pub function: Option<String>,
+}
+
+impl RequesterArgs {
+    pub fn requester(self) -> warden_policy::Requester {
+        warden_policy::Requester {
+            organization: self.organization,
+            user: self.user,
+            collaboration: self.collaboration,
+            function: self.function,
+        }
+    }
+}

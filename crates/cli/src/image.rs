@@ -55,15 +55,8 @@ pub enum ImageCommand {
         /// The node policy file.
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
-        #[arg(long)]
-        organization: Option<String>,
-        #[arg(long)]
-        user: Option<String>,
-        #[arg(long)]
-        collaboration: Option<String>,
-        /// The algorithm entry point to be called.
-        #[arg(long)]
-        function: Option<String>,
+        #[command(flatten)]
+        requester: common::RequesterArgs,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -111,15 +104,8 @@ pub enum ImageCommand {
     Import {
         #[command(flatten)]
         socket: crate::node::SocketArgs,
-        #[arg(long)]
-        organization: Option<String>,
-        #[arg(long)]
-        user: Option<String>,
-        #[arg(long)]
-        collaboration: Option<String>,
-        /// The algorithm entry point to be called.
-        #[arg(long)]
-        function: Option<String>,
+        #[command(flatten)]
+        requester: common::RequesterArgs,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -155,30 +141,19 @@ pub fn run(command: ImageCommand) -> anyhow::Result<Outcome> {
         } => runtime.block_on(sign(&key, password_file.as_deref(), &registry, &image)),
         ImageCommand::Verify {
             policy,
-            organization,
-            user,
-            collaboration,
-            function,
+            requester,
             json,
             node_config,
             registry,
             image,
-        } => {
-            let requester = Requester {
-                organization,
-                user,
-                collaboration,
-                function,
-            };
-            runtime.block_on(verify(
-                &policy,
-                node_config.as_deref(),
-                requester,
-                json,
-                &registry,
-                &image,
-            ))
-        }
+        } => runtime.block_on(verify(
+            &policy,
+            node_config.as_deref(),
+            requester.requester(),
+            json,
+            &registry,
+            &image,
+        )),
         ImageCommand::Export {
             output,
             stores,
@@ -191,21 +166,10 @@ pub fn run(command: ImageCommand) -> anyhow::Result<Outcome> {
         )),
         ImageCommand::Import {
             socket,
-            organization,
-            user,
-            collaboration,
-            function,
+            requester,
             json,
             archive,
-        } => {
-            let requester = Requester {
-                organization,
-                user,
-                collaboration,
-                function,
-            };
-            crate::image_archive::import(&socket, &archive, &requester, json)
-        }
+        } => crate::image_archive::import(&socket, &archive, &requester.requester(), json),
     }
 }
 

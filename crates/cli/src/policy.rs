@@ -40,18 +40,8 @@ pub enum PolicyCommand {
         /// The node policy file.
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
-        /// The requesting organization.
-        #[arg(long)]
-        organization: Option<String>,
-        /// The requesting user.
-        #[arg(long)]
-        user: Option<String>,
-        /// The collaboration the run belongs to.
-        #[arg(long)]
-        collaboration: Option<String>,
-        /// The algorithm function (entry point) to be called.
-        #[arg(long)]
-        function: Option<String>,
+        #[command(flatten)]
+        requester: crate::common::RequesterArgs,
         /// The manifest digest, as a node would resolve it (`sha256:<64 hex>` or `sha512:<128 hex>`).
         #[arg(long)]
         digest: Option<String>,
@@ -91,32 +81,21 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Outcome> {
     match command {
         PolicyCommand::Check {
             policy,
-            organization,
-            user,
-            collaboration,
-            function,
+            requester,
             digest,
             signers,
             node_config,
             json,
             image,
-        } => {
-            let requester = Requester {
-                organization,
-                user,
-                collaboration,
-                function,
-            };
-            check(
-                &policy,
-                requester,
-                digest.as_deref(),
-                &signers,
-                node_config.as_deref(),
-                json,
-                &image,
-            )
-        }
+        } => check(
+            &policy,
+            requester.requester(),
+            digest.as_deref(),
+            &signers,
+            node_config.as_deref(),
+            json,
+            &image,
+        ),
         PolicyCommand::Lint { file, json } => lint(&file, json),
     }
 }
