@@ -390,10 +390,9 @@ pub(crate) enum Ended {
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// How long a SIGKILLed container's `OOMKilled` flag may take to be set after its exit. Half a
 /// second was seen too short on a loaded machine (two cores, load 4): the run was then reported
-/// as "exited with code 137" instead of out of memory, and 3 s once under a full CI run on the
-/// same two cores (load 6 to 8). Only a container killed by someone else than the node waits
-/// this long, and it stops waiting as soon as the flag is set.
-const OOM_SETTLE: Duration = Duration::from_secs(10);
+/// as "exited with code 137" instead of out of memory. Only a container killed by someone else
+/// than the node waits this long.
+const OOM_SETTLE: Duration = Duration::from_secs(3);
 
 /// Reads the state, the logs and judges the outcome of a container that is no longer running
 /// (before its output is read).
