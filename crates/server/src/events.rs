@@ -18,8 +18,10 @@
 //! once across reconnects.
 //!
 //! SQLite (one process): the service announces each commit. PostgreSQL (many replicas):
-//! every replica also LISTENs on [`crate::storage::EVENT_CHANNEL`], which the inserting
-//! transaction NOTIFYs at commit, and forwards it to its own hub as a read for everyone.
+//! every replica also LISTENs on its schema's event channel, which the inserting
+//! transaction NOTIFYs at commit, naming the nodes it wrote events for, and forwards it to its
+//! own hub as a read for those nodes' sessions (for everyone's when the commit concerned more
+//! nodes than a payload holds, or the payload is not understood).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -29,7 +31,7 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::Notify;
 use warden_api as api;
 
-use crate::storage::{EVENT_CHANNEL, REVOKED_PREFIX};
+use crate::storage::{EVENT_CHANNEL_QUERY, NODES_PREFIX, REVOKED_PREFIX};
 
 /// A node: (collaboration, organization).
 pub type NodeKey = (i64, i64);
@@ -54,14 +56,24 @@ pub enum Wake {
 }
 
 impl Wake {
-    /// The wake-up a PostgreSQL notification payload stands for: `revoked:<c>:<o>` or a new
-    /// event id (anything else).
+    /// The wake-up a PostgreSQL notification payload stands for: `revoked:<c>:<o>`, the
+    /// nodes `nodes:<c>:<o>;...` got events, or anything else (a new event id, a payload of
+    /// a newer or older replica) some node got events: everyone reads.
     pub fn from_notification(payload: &str) -> Wake {
-        payload
-            .strip_prefix(REVOKED_PREFIX)
-            .and_then(|rest| rest.split_once(':'))
-            .and_then(|(c, o)| Some(Wake::Revoked(c.parse().ok()?, o.parse().ok()?)))
-            .unwrap_or(Wake::All)
+        fn pair(s: &str) -> Option<NodeKey> {
+            let (c, o) = s.split_once(':')?;
+            Some((c.parse().ok()?, o.parse().ok()?))
+        }
+        if let Some(rest) = payload.strip_prefix(REVOKED_PREFIX) {
+            return pair(rest).map_or(Wake::All, |(c, o)| Wake::Revoked(c, o));
+        }
+        if let Some(rest) = payload.strip_prefix(NODES_PREFIX) {
+            let nodes: Option<Vec<NodeKey>> = rest.split(';').map(pair).collect();
+            return nodes
+                .filter(|n| !n.is_empty())
+                .map_or(Wake::All, Wake::Nodes);
+        }
+        Wake::All
     }
 }
 
@@ -408,7 +420,15 @@ impl EventHub {
                 }
                 match PgListener::connect_with(&pool).await {
                     Ok(mut l) => {
-                        if let Err(e) = l.listen(EVENT_CHANNEL).await {
+                        // The channel of the schema this connection uses (the pool's).
+                        let listening = match sqlx::query_scalar::<_, String>(EVENT_CHANNEL_QUERY)
+                            .fetch_one(&mut l)
+                            .await
+                        {
+                            Ok(channel) => l.listen(&channel).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = listening {
                             tracing::warn!(error = %e, "cannot LISTEN for events; retrying");
                         } else {
                             hub.wake(Wake::All);
@@ -618,6 +638,20 @@ mod tests {
                 revoked
             );
         }
+        // A commit's nodes wake those nodes' sessions only.
+        assert!(
+            matches!(Wake::from_notification("nodes:1:2;1:3;4:5"), Wake::Nodes(n) if n == [(1, 2), (1, 3), (4, 5)])
+        );
+        let many = crate::storage::nodes_payload((0..3).map(|o| (9, o))).unwrap();
+        assert!(
+            matches!(Wake::from_notification(&many), Wake::Nodes(n) if n == [(9, 0), (9, 1), (9, 2)])
+        );
+        // Too many nodes for one payload: none, and the last id is sent (everyone reads).
+        assert_eq!(
+            crate::storage::nodes_payload((0..2_000).map(|o| (1, o))),
+            None
+        );
+        // Anything not understood wakes everyone: a wake-up too many, never one too few.
         for other in [
             "42",
             "",
@@ -625,6 +659,11 @@ mod tests {
             "revoked:3",
             "revoked:x:7",
             "revoked:3:7:1",
+            "nodes:",
+            "nodes:1:2;",
+            "nodes:1:2;x:3",
+            "nodes:1",
+            "nodes:1:2:3",
         ] {
             assert!(
                 matches!(Wake::from_notification(other), Wake::All),

@@ -1127,6 +1127,7 @@ async fn session(
         // The database read: what the session was told to read, a lagging mailbox, the
         // first read and the periodic safety net.
         while read {
+            svc.event_read();
             let events = match svc.events(node, after, WS_BATCH).await {
                 Ok(e) => e,
                 Err(e) => {

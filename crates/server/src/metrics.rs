@@ -17,6 +17,7 @@ pub struct Metrics {
     pub node_logins: AtomicU64,
     pub events_delivered: AtomicU64,
     pub events_pushed: AtomicU64,
+    pub event_reads: AtomicU64,
     pub ws_sessions: AtomicI64,
 }
 
@@ -89,6 +90,11 @@ impl Metrics {
                 "warden_events_pushed_total",
                 "Events sent to nodes as their commit handed them over, without a database read (counted in warden_events_delivered_total too).",
                 &self.events_pushed,
+            ),
+            (
+                "warden_event_reads_total",
+                "Database reads of the nodes' event sessions: the first of each session, each wake-up that did not hand the events over, a mailbox that filled up, the periodic safety net.",
+                &self.event_reads,
             ),
         ];
         for (name, help, c) in counters {

@@ -2106,10 +2106,10 @@ impl Service {
             ),
             e => e.into(),
         })?;
+        let run_ids = tx.insert_runs(task_id, collab.id, &req.inputs, now).await?;
         let mut runs = Vec::with_capacity(req.inputs.len());
         let mut keys = Vec::with_capacity(req.inputs.len());
-        for (org, input) in &req.inputs {
-            let run_id = tx.insert_run(task_id, collab.id, *org, input, now).await?;
+        for (&run_id, (org, _)) in run_ids.iter().zip(&req.inputs) {
             runs.push(RunRow {
                 id: run_id,
                 task_id,
@@ -2669,6 +2669,11 @@ impl Service {
     }
 
     /// Counts events a session sent as the hub handed them over (no read).
+    /// One database read of a node's event session.
+    pub fn event_read(&self) {
+        Metrics::inc(&self.inner.metrics.event_reads);
+    }
+
     pub fn events_pushed(&self, n: u64) {
         let m = &self.inner.metrics;
         Metrics::add(&m.events_delivered, n);

@@ -22,16 +22,35 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, Postgres, Sqlite, Transaction};
 use warden_api::{Role, RunState};
 
-/// PostgreSQL channel on which committed events are announced to every replica.
-pub const EVENT_CHANNEL: &str = "warden_events";
-/// Payload prefix of a notification on [`EVENT_CHANNEL`] that a node's credentials were revoked
-/// (`revoked:<collaboration>:<organization>`); any other payload is a new event id.
+/// The PostgreSQL channel on which committed events are announced to every replica, as SQL
+/// the connection evaluates: one channel per schema (`warden_events_` and 16 hex digits of the
+/// MD5 of the schema's name, a name and not a secret), so that deployments in different
+/// schemas of one database do not wake each other's sessions.
+macro_rules! event_channel {
+    () => {
+        "('warden_events_' || left(md5(current_schema()), 16))"
+    };
+}
+
+/// The query that names this connection's event channel (see [`event_channel`]), for LISTEN.
+pub const EVENT_CHANNEL_QUERY: &str = concat!("SELECT ", event_channel!());
+/// Payload prefix of a notification on the event channel that a node's credentials were
+/// revoked (`revoked:<collaboration>:<organization>`).
 pub const REVOKED_PREFIX: &str = "revoked:";
+/// Payload prefix of a notification on the event channel that names the nodes whose events a
+/// commit added: `nodes:<c>:<o>;<c>:<o>...`. A commit that concerns more nodes than fit in a
+/// payload notifies its last event id instead, which every replica reads as "everyone".
+pub const NODES_PREFIX: &str = "nodes:";
+/// The longest payload of a nodes notification (PostgreSQL's limit is 8,000 bytes).
+const MAX_NODES_PAYLOAD: usize = 7_900;
 /// Advisory lock key that orders event insertion in PostgreSQL so that event ids become
 /// visible in increasing order (a node resuming "after id N" never misses a late commit).
 const EVENT_ORDER_LOCK: i64 = 0x5741_5244_454e; // "WARDEN"
 /// Advisory lock key that serialises disabling accounts on PostgreSQL, so that two roots who
 /// disable each other at the same moment cannot leave no enabled root (SQLite has one writer).
+/// Rows of run inputs per SQLite statement (two bound values each).
+const INPUT_CHUNK: usize = 128;
+
 const ACCOUNT_LOCK: i64 = 0x5741_5244_4143; // "WARDAC"
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -1155,8 +1174,7 @@ impl Tx {
         organization_id: i64,
     ) -> Result<()> {
         if let Tx::Postgres(t) = self {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(EVENT_CHANNEL)
+            sqlx::query(concat!("SELECT pg_notify(", event_channel!(), ", $1)"))
                 .bind(format!(
                     "{REVOKED_PREFIX}{collaboration_id}:{organization_id}"
                 ))
@@ -1218,21 +1236,95 @@ impl Tx {
     }
 
     /// Insert a pending run, its input, and the event that announces it to the node.
-    pub async fn insert_run(
+    /// Inserts one pending run per `(organization, input)` of a task, in the order given, and
+    /// returns their ids in that order. A constant number of statements whatever the count (a
+    /// task may target thousands of organizations): the runs in one statement, their inputs in
+    /// a few. Ids are drawn in insertion order within one statement (the rows to insert are
+    /// ordered explicitly), which the organizations read back confirm.
+    pub async fn insert_runs(
         &mut self,
         task_id: i64,
         collaboration_id: i64,
-        organization_id: i64,
-        input: &[u8],
+        inputs: &[(i64, Vec<u8>)], // (organization, sealed input)
         now: i64,
-    ) -> Result<i64> {
-        let sql = "INSERT INTO runs (task_id, collaboration_id, organization_id, state, created_at) \
-                   VALUES ($1, $2, $3, 'pending', $4) RETURNING id";
-        let run_id: i64 = on!(self, c => sqlx::query_scalar(sql).bind(task_id)
-            .bind(collaboration_id).bind(organization_id).bind(now).fetch_one(&mut *c).await)?;
-        let sql = "INSERT INTO run_inputs (run_id, input) VALUES ($1, $2)";
-        on!(self, c => sqlx::query(sql).bind(run_id).bind(input).execute(&mut *c).await.map(|r| r.rows_affected()))?;
-        Ok(run_id)
+    ) -> Result<Vec<i64>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let orgs: Vec<i64> = inputs.iter().map(|(o, _)| *o).collect();
+        let mut rows: Vec<(i64, i64)> = match self {
+            Tx::Postgres(t) => {
+                let sql = "INSERT INTO runs (task_id, collaboration_id, organization_id, state, created_at) \
+                           SELECT $1, $2, u.o, 'pending', $3 \
+                           FROM unnest($4::BIGINT[]) WITH ORDINALITY AS u(o, n) ORDER BY u.n \
+                           RETURNING id, organization_id";
+                sqlx::query_as(sql)
+                    .bind(task_id)
+                    .bind(collaboration_id)
+                    .bind(now)
+                    .bind(&orgs)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+            Tx::Sqlite(t) => {
+                let sql = "INSERT INTO runs (task_id, collaboration_id, organization_id, state, created_at) \
+                           SELECT $1, $2, value, 'pending', $3 FROM json_each($4) ORDER BY key \
+                           RETURNING id, organization_id";
+                let list = serde_json::to_string(&orgs)
+                    .map_err(|e| StorageError::Database(sqlx::Error::Encode(Box::new(e))))?;
+                sqlx::query_as(sql)
+                    .bind(task_id)
+                    .bind(collaboration_id)
+                    .bind(now)
+                    .bind(list)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+        };
+        rows.sort_unstable();
+        if rows.len() != inputs.len() || rows.iter().zip(&orgs).any(|((_, o), want)| o != want) {
+            return Err(StorageError::Database(sqlx::Error::Protocol(format!(
+                "{} runs read back for {} organizations, or out of order",
+                rows.len(),
+                inputs.len()
+            ))));
+        }
+        let ids: Vec<i64> = rows.into_iter().map(|(id, _)| id).collect();
+        match self {
+            Tx::Postgres(t) => {
+                let blobs: Vec<&[u8]> = inputs.iter().map(|(_, i)| i.as_slice()).collect();
+                sqlx::query(
+                    "INSERT INTO run_inputs (run_id, input) \
+                     SELECT * FROM unnest($1::BIGINT[], $2::BYTEA[])",
+                )
+                .bind(&ids)
+                .bind(&blobs)
+                .execute(&mut **t)
+                .await?;
+            }
+            Tx::Sqlite(t) => {
+                // Blobs are bound as blobs, so many rows a statement; chunks of a power of two
+                // rows keep the statements the connection caches to a handful.
+                let mut rest: Vec<(i64, &[u8])> = ids
+                    .iter()
+                    .zip(inputs)
+                    .map(|(id, (_, input))| (*id, input.as_slice()))
+                    .collect();
+                while !rest.is_empty() {
+                    let n = INPUT_CHUNK.min(1 << rest.len().ilog2());
+                    let sql = format!(
+                        "INSERT INTO run_inputs (run_id, input) VALUES {}",
+                        vec!["(?, ?)"; n].join(", ")
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (id, input) in rest.drain(..n) {
+                        q = q.bind(id).bind(input);
+                    }
+                    q.execute(&mut **t).await?;
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// Append the node events for new runs. On PostgreSQL the insertion is serialised by a
@@ -1268,14 +1360,19 @@ impl Tx {
                 let run_ids: Vec<i64> = runs.iter().map(|r| r.0).collect();
                 let collabs: Vec<i64> = runs.iter().map(|r| r.1).collect();
                 let orgs: Vec<i64> = runs.iter().map(|r| r.2).collect();
-                let sql = "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1)), \
-                           new AS (INSERT INTO events \
-                             (collaboration_id, organization_id, kind, run_id, created_at) \
-                             SELECT u.c, u.o, $2, u.r, $3 FROM lock, \
-                             unnest($4::BIGINT[], $5::BIGINT[], $6::BIGINT[]) \
-                             WITH ORDINALITY AS u(r, c, o, n) ORDER BY u.n RETURNING id) \
-                           SELECT array_agg(id ORDER BY id), \
-                             pg_notify($7, max(id)::TEXT)::TEXT IS NULL FROM new";
+                // The notification names the nodes, so that other replicas wake only their
+                // sessions; too many for a payload, it carries the last id (everyone reads).
+                let sql = concat!(
+                    "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1)), \
+                     new AS (INSERT INTO events \
+                       (collaboration_id, organization_id, kind, run_id, created_at) \
+                       SELECT u.c, u.o, $2, u.r, $3 FROM lock, \
+                       unnest($4::BIGINT[], $5::BIGINT[], $6::BIGINT[]) \
+                       WITH ORDINALITY AS u(r, c, o, n) ORDER BY u.n RETURNING id) \
+                     SELECT array_agg(id ORDER BY id), pg_notify(",
+                    event_channel!(),
+                    ", coalesce($7, max(id)::TEXT))::TEXT IS NULL FROM new"
+                );
                 let (ids, _): (Vec<i64>, bool) = sqlx::query_as(sql)
                     .bind(EVENT_ORDER_LOCK)
                     .bind(kind)
@@ -1283,7 +1380,7 @@ impl Tx {
                     .bind(&run_ids)
                     .bind(&collabs)
                     .bind(&orgs)
-                    .bind(EVENT_CHANNEL)
+                    .bind(nodes_payload(runs.iter().map(|r| (r.1, r.2))))
                     .fetch_one(&mut **t)
                     .await?;
                 if ids.len() != runs.len() {
@@ -1296,22 +1393,31 @@ impl Tx {
                 Ok(ids)
             }
             Tx::Sqlite(t) => {
+                // One statement: the rows in the order given (ORDER BY key), each drawing the
+                // next AUTOINCREMENT id as it is inserted.
                 let sql = "INSERT INTO events \
                            (collaboration_id, organization_id, kind, run_id, created_at) \
-                           VALUES ($1, $2, $3, $4, $5) RETURNING id";
-                let mut ids = Vec::with_capacity(runs.len());
-                for (run, collab, org) in runs {
-                    let id: i64 = sqlx::query_scalar(sql)
-                        .bind(collab)
-                        .bind(org)
-                        .bind(kind)
-                        .bind(run)
-                        .bind(now)
-                        .fetch_one(&mut **t)
-                        .await?;
-                    ids.push(id);
+                           SELECT value ->> 1, value ->> 2, $1, value ->> 0, $2 \
+                           FROM json_each($3) ORDER BY key RETURNING id, run_id";
+                let list = serde_json::to_string(runs)
+                    .map_err(|e| StorageError::Database(sqlx::Error::Encode(Box::new(e))))?;
+                let mut rows: Vec<(i64, i64)> = sqlx::query_as(sql)
+                    .bind(kind)
+                    .bind(now)
+                    .bind(list)
+                    .fetch_all(&mut **t)
+                    .await?;
+                rows.sort_unstable();
+                if rows.len() != runs.len()
+                    || rows.iter().zip(runs).any(|((_, r), want)| *r != want.0)
+                {
+                    return Err(StorageError::Database(sqlx::Error::Protocol(format!(
+                        "{} events read back for {} runs, or out of order",
+                        rows.len(),
+                        runs.len()
+                    ))));
                 }
-                Ok(ids)
+                Ok(rows.into_iter().map(|(id, _)| id).collect())
             }
         }
     }
@@ -1650,4 +1756,23 @@ impl Tx {
         let done = on!(self, c => sqlx::query(sql).bind(now).execute(&mut *c).await.map(|r| r.rows_affected()))?;
         Ok(done)
     }
+}
+
+/// The payload of a notification that names `nodes` ([`NODES_PREFIX`]), or `None` when they
+/// do not fit in one.
+pub fn nodes_payload(nodes: impl Iterator<Item = (i64, i64)>) -> Option<String> {
+    let mut nodes: Vec<(i64, i64)> = nodes.collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let mut payload = String::from(NODES_PREFIX);
+    for (i, (c, o)) in nodes.iter().enumerate() {
+        if i > 0 {
+            payload.push(';');
+        }
+        payload.push_str(&format!("{c}:{o}"));
+        if payload.len() > MAX_NODES_PAYLOAD {
+            return None;
+        }
+    }
+    Some(payload)
 }

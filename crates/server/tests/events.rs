@@ -161,6 +161,64 @@ async fn pushed(kit: &Kit) -> u64 {
         .unwrap()
 }
 
+/// `warden_event_reads_total` of the server's metrics: its sessions' database reads.
+async fn reads(kit: &Kit) -> u64 {
+    let text = kit
+        .client
+        .get(kit.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("warden_event_reads_total "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Two replicas over one PostgreSQL database: a run created at the first reaches its node's
+/// session at the second through LISTEN/NOTIFY, and the notification names the node, so the
+/// second replica wakes that session only, not every session it holds.
+#[tokio::test]
+async fn a_commit_at_one_replica_wakes_only_its_nodes_sessions_at_another_on_postgres() {
+    let one = Kit::start().await;
+    assert!(
+        one.pg.is_some(),
+        "WARDEN_TEST_DATABASE_URL must name a PostgreSQL database for this test (scripts/test sets it)"
+    );
+    let two = one.replica().await;
+    let w = World::build(&one).await;
+    let mut target = connect(&two, &w.node1, 0).await;
+    let mut others = Vec::new();
+    for token in [&w.node2, &w.node2, &w.node2_in_c23, &w.node2_in_c23] {
+        others.push(connect(&two, token, 0).await);
+    }
+    // Every session's first read done (nothing to send yet).
+    no_event(&mut target).await;
+    for ws in &mut others {
+        no_event(ws).await;
+    }
+    let before = reads(&two).await;
+    assert!(
+        before >= 5,
+        "each session reads once when it opens: {before}"
+    );
+
+    let d = one.task(&w.researcher1, w.c12, &[w.org1]).await;
+    let e = next_event(&mut target).await;
+    assert_eq!(e["run_id"], d["runs"][0]["id"]);
+    for ws in &mut others {
+        no_event(ws).await;
+    }
+    // One read: the target's. Woken for everyone, the four other sessions would have read too.
+    assert_eq!(reads(&two).await - before, 1);
+    two.stop().await;
+    one.stop().await;
+}
+
 #[tokio::test]
 async fn pushed_events_are_the_read_ones_each_once_in_order_whatever_else_commits() {
     let kit = Kit::start().await;

@@ -135,8 +135,11 @@ async fn run_transitions_are_conditional_and_results_live_apart() {
     let (db, _dir, url, opts) = db().await;
     let (o1, o2, c, t) = seed(&db).await;
     let mut tx = db.write().await.unwrap();
-    let r1 = tx.insert_run(t, c, o1, b"in1", 3).await.unwrap();
-    let r2 = tx.insert_run(t, c, o2, b"in2", 3).await.unwrap();
+    let runs = tx
+        .insert_runs(t, c, &[(o1, b"in1".to_vec()), (o2, b"in2".to_vec())], 3)
+        .await
+        .unwrap();
+    let (r1, r2) = (runs[0], runs[1]);
     tx.insert_run_events(&[(r1, c, o1), (r2, c, o2)], 3)
         .await
         .unwrap();
@@ -236,7 +239,10 @@ async fn concurrent_writers_produce_events_in_id_order() {
                 })
                 .await
                 .unwrap();
-            let run = tx.insert_run(task, c, o1, b"", i).await.unwrap();
+            let run = tx
+                .insert_runs(task, c, &[(o1, Vec::new())], i)
+                .await
+                .unwrap()[0];
             tx.insert_run_events(&[(run, c, o1)], i).await.unwrap();
             tx.commit().await.unwrap();
         }));
@@ -251,6 +257,90 @@ async fn concurrent_writers_produce_events_in_id_order() {
     let after = tx.events_after(c, o1, events[7].id, 100).await.unwrap();
     assert_eq!(after.len(), 8);
     assert_eq!(tx.events_after(c, 999, 0, 100).await.unwrap().len(), 0);
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+/// A task of many targets is written in a few statements (runs in one, inputs in chunks of a
+/// power of two, events in one): each run still gets its own organization, input and event,
+/// in the order given, for a count that is neither a power of two nor a chunk's multiple.
+#[tokio::test]
+async fn a_task_of_many_targets_keeps_each_target_its_run_input_and_event() {
+    let (db, _dir, url, opts) = db().await;
+    let (_, _, c, t) = seed(&db).await;
+    let mut tx = db.write().await.unwrap();
+    let mut orgs = Vec::new();
+    for i in 0..301 {
+        let o = tx
+            .insert_organization(&format!("org-{i}"), "k", 1)
+            .await
+            .unwrap();
+        tx.add_member(c, o).await.unwrap();
+        orgs.push(o);
+    }
+    // Not in id order, so that the order given is what is kept, not the ids' order.
+    orgs.reverse();
+    orgs.swap(0, 150);
+    let inputs: Vec<(i64, Vec<u8>)> = orgs
+        .iter()
+        .map(|&o| (o, format!("input of {o}").into_bytes()))
+        .collect();
+    let runs = tx.insert_runs(t, c, &inputs, 5).await.unwrap();
+    assert_eq!(runs.len(), orgs.len());
+    assert!(
+        runs.windows(2).all(|w| w[0] < w[1]),
+        "run ids in the order given"
+    );
+    let keys: Vec<(i64, i64, i64)> = runs.iter().zip(&orgs).map(|(&r, &o)| (r, c, o)).collect();
+    let events = tx.insert_run_events(&keys, 5).await.unwrap();
+    assert_eq!(events.len(), runs.len());
+    assert!(
+        events.windows(2).all(|w| w[0] < w[1]),
+        "event ids in the order given"
+    );
+    tx.commit().await.unwrap();
+
+    let mut tx = db.read().await.unwrap();
+    for ((&run, &o), &event) in runs.iter().zip(&orgs).zip(&events) {
+        let row = tx.run(run).await.unwrap().unwrap().run;
+        assert_eq!(
+            (row.task_id, row.organization_id, row.state),
+            (t, o, RunState::Pending)
+        );
+        assert_eq!(
+            tx.run_input(run).await.unwrap().unwrap(),
+            format!("input of {o}").into_bytes()
+        );
+        let got = tx.events_after(c, o, 0, 10).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| (e.id, e.run_id)).collect::<Vec<_>>(),
+            vec![(event, run)]
+        );
+    }
+    drop(tx);
+    // The same organization twice in one task is refused by the schema.
+    let mut tx = db.write().await.unwrap();
+    let t2 = tx
+        .insert_task(&NewTask {
+            collaboration_id: c,
+            name: "t2",
+            image: "docker.io/library/a:1",
+            organization_id: orgs[0],
+            creator_user_id: None,
+            requester_user_id: None,
+            requester_username: None,
+            creator_run_id: None,
+            parent_task_id: None,
+            nonce: None,
+            created_at: 6,
+        })
+        .await
+        .unwrap();
+    let twice = vec![(orgs[1], b"a".to_vec()), (orgs[1], b"b".to_vec())];
+    assert!(matches!(
+        tx.insert_runs(t2, c, &twice, 6).await,
+        Err(StorageError::Conflict)
+    ));
     drop(tx);
     done(&db, &url, &opts).await;
 }

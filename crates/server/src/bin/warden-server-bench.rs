@@ -527,8 +527,10 @@ async fn bench(
                     created_at: 0,
                 })
                 .await?;
-            let r1 = tx.insert_run(id, c, o1, b"x", 0).await?;
-            let r2 = tx.insert_run(id, c, o2, b"x", 0).await?;
+            let runs = tx
+                .insert_runs(id, c, &[(o1, b"x".to_vec()), (o2, b"x".to_vec())], 0)
+                .await?;
+            let (r1, r2) = (runs[0], runs[1]);
             tx.insert_run_events(&[(r1, c, o1), (r2, c, o2)], 0).await?;
         }
         tx.commit().await?;

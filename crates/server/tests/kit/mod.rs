@@ -197,6 +197,48 @@ impl Kit {
         kit
     }
 
+    /// Another replica over this kit's PostgreSQL schema (a second `warden server start`
+    /// over the same database), its admin logged in; stopping it leaves the schema.
+    pub async fn replica(&self) -> Kit {
+        let (url, schema) = self
+            .pg
+            .clone()
+            .expect("replicas share a PostgreSQL database");
+        let dir = tempfile::tempdir().unwrap();
+        let options = ConnectOptions {
+            max_connections: 8,
+            pg_schema: Some(schema),
+            ..Default::default()
+        };
+        let service = warden_server::open(
+            &url,
+            dir.path(),
+            &options,
+            AuthConfig::default(),
+            LimitsConfig::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            warden_server::bootstrap(&service, None).await.unwrap(),
+            Bootstrap::AlreadyDone
+        );
+        let server =
+            warden_server::serve_with("127.0.0.1:0".parse().unwrap(), service, MetricsAccess::Open)
+                .await
+                .unwrap();
+        let mut kit = Kit {
+            base: format!("http://{}", server.addr),
+            server,
+            client: reqwest::Client::new(),
+            admin: String::new(),
+            dir,
+            pg: None,
+        };
+        kit.admin = kit.login("admin", ADMIN_PASSWORD).await;
+        kit
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
