@@ -23,7 +23,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever what the build does changes, so cached images of an older recipe are rebuilt.
-const RECIPE: &str = "warden-python-base/1";
+const RECIPE: &str = "warden-python-base/2";
 const SUITE: &str = "bookworm";
 const SITE: &str = "usr/local/lib/python3.11/dist-packages";
 /// The pure-Python algorithm package, shipped in every base image.
@@ -217,19 +217,24 @@ async fn python(opts: &PythonBase) -> anyhow::Result<BaseImage> {
         root.join(SITE).join("warden_algorithm/__init__.py"),
         WARDEN_ALGORITHM,
     )?;
-    // byte code for the wheels and warden_algorithm (Debian's own modules have theirs), so an
-    // algorithm does not compile its imports at every start on a read-only root
+    // Byte code for everything Python imports, hash-based and never checked against the
+    // source: Debian compiles its modules at install time with timestamps, and the tar's fixed
+    // mtimes (below) would make every one of them stale, so that an algorithm on a read-only
+    // root compiled the standard library it imports at every start. `-f` rewrites Debian's.
     run_checked(
         Command::new("chroot").arg(&root).args([
             "/usr/bin/python3",
             "-m",
             "compileall",
             "-q",
+            "-f",
             "--invalidation-mode",
             "unchecked-hash",
+            "/usr/lib/python3.11",
+            "/usr/lib/python3/dist-packages",
             &format!("/{SITE}"),
         ]),
-        "compiling the wheels' byte code",
+        "compiling the byte code",
     )?;
     // apt is not needed to run an algorithm (dpkg stays: its database lists what is inside)
     run_checked(

@@ -1,7 +1,7 @@
 //! `warden algorithm base python` against the real Docker engine, Debian mirror and PyPI: the
 //! image is built once per machine (the same tag and options as python/tests/pyimage.py, so the
 //! Python tests reuse it by its content key), runs as 65534:65534 with a read-only root and no
-//! network, imports its wheel and `warden_algorithm`, has no apt, and its labels list exactly the
+//! network, imports its wheel and `warden_algorithm` from byte code, has no apt, and its labels list exactly the
 //! Debian packages dpkg knows inside it and the wheels pip installed.
 
 // Helpers outside `#[test]` functions are test code too.
@@ -86,6 +86,35 @@ fn the_python_base_image_is_cached_minimal_non_root_and_lists_exact_versions() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "65534 65534 1.26.4 3.0"
     );
+    // every module an algorithm imports comes from its byte code in the image: none is
+    // stale (Debian's byte code records the sources' mtimes, which the image's fixed mtimes
+    // change) and none is compiled from source at start (which cost about 600 ms a run)
+    let out = run(
+        None,
+        &[
+            "-v",
+            "-c",
+            "import warden_algorithm, numpy, csv, json, math, http.client, socket, statistics",
+        ],
+    );
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{verbose}");
+    let from_pyc = verbose
+        .lines()
+        .filter(|l| l.starts_with("# code object from '") && l.ends_with(".pyc'"))
+        .count();
+    assert!(
+        from_pyc > 50,
+        "only {from_pyc} modules from byte code:\n{verbose}"
+    );
+    let compiled: Vec<&str> = verbose
+        .lines()
+        .filter(|l| {
+            l.contains("bytecode is stale")
+                || (l.starts_with("# code object from '") && l.ends_with(".py'"))
+        })
+        .collect();
+    assert!(compiled.is_empty(), "compiled at start: {compiled:#?}");
     // nothing on the root can be written, not even as the owner of nothing: /tmp neither,
     // unless the runner mounts one (the node does)
     for path in ["/usr/lib/x", "/tmp/x", "/x"] {
