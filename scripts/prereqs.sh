@@ -50,6 +50,10 @@ warden_prereqs() {
     # the fault harness (crates/faults, scripts/soak): HAProxy balances the server replicas and
     # relays each node's link
     [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    # the fault harness's slow and lossy link: a network namespace and a veth pair (ip), a rate
+    # limit (tc tbf) and random drops (iptables' statistic match) in it
+    command -v tc >/dev/null || missing+=(iproute2)
+    command -v iptables >/dev/null || missing+=(iptables)
     if [ ${#missing[@]} -gt 0 ]; then
         warden_need_root "${missing[*]}" || return 1
         echo "installing: ${missing[*]}"

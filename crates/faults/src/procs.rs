@@ -3,7 +3,7 @@
 //! and the small filesystem a node's spool can live on. Each is killed (by its own pid) and
 //! cleaned up when dropped.
 
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -126,15 +126,20 @@ impl Drop for Proc {
 
 /// Waits until `port` on loopback accepts a TCP connection.
 fn wait_port(port: u16, within: Duration, what: &str) -> Result<()> {
+    wait_addr(Ipv4Addr::LOCALHOST, port, within, what)
+}
+
+/// Waits until `ip:port` accepts a TCP connection.
+fn wait_addr(ip: Ipv4Addr, port: u16, within: Duration, what: &str) -> Result<()> {
     let deadline = Instant::now() + within;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = SocketAddr::from((ip, port));
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("{what} did not listen on 127.0.0.1:{port} within {within:?}")
+    bail!("{what} did not listen on {addr} within {within:?}")
 }
 
 /// A PostgreSQL cluster of our own (initdb in the scenario's folder, its own port and socket
@@ -340,13 +345,17 @@ impl Replica {
     }
 }
 
-/// HAProxy, started in the foreground (`-db`) on a configuration we write.
+/// HAProxy, started in the foreground (`-db`) on a configuration we write; in a network
+/// namespace of ours when it has one.
 #[derive(Debug)]
 pub struct Haproxy {
     pub name: String,
+    /// The address its clients connect to (loopback, or the namespace's end of its veth pair).
+    pub ip: Ipv4Addr,
     pub port: u16,
     config: PathBuf,
     log: PathBuf,
+    netns: Option<String>,
     pub proc: Option<Proc>,
 }
 
@@ -362,22 +371,28 @@ fn haproxy_bin() -> Result<PathBuf> {
 
 impl Haproxy {
     /// The balancer: HTTP mode over `replicas` (loopback ports), health-checked on
-    /// `/api/health` every 500 ms (down after 2 failures, up after 1 success), a connection
-    /// that fails retried on another replica (`option redispatch`), WebSockets tunnelled.
-    pub fn balancer(dir: &Path, replicas: &[u16]) -> Result<Haproxy> {
+    /// `/api/health` every 500 ms (down after 2 failures, up after 1 success; a check that gets
+    /// no answer fails after `inter`, so a hung replica is out within about 1.5 s), a connection
+    /// that fails retried on another replica (`option redispatch`), WebSockets tunnelled. It
+    /// listens on loopback and, when given, on `also` (the host's end of a namespace's veth
+    /// pair, for a node link relayed from inside it).
+    pub fn balancer(dir: &Path, replicas: &[u16], also: Option<Ipv4Addr>) -> Result<Haproxy> {
         let servers: String = replicas
             .iter()
             .enumerate()
             .map(|(i, p)| format!("    server r{} 127.0.0.1:{p} check\n", i + 1))
             .collect();
         let port = free_port()?;
+        let also = also
+            .map(|ip| format!("    bind {ip}:{port}\n"))
+            .unwrap_or_default();
         let config = format!(
             "global\n    maxconn 4096\n\
              defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n    timeout tunnel 1h\n    retries 3\n    option redispatch\n\
-             frontend warden\n    bind 127.0.0.1:{port}\n    default_backend replicas\n\
+             frontend warden\n    bind 127.0.0.1:{port}\n{also}    default_backend replicas\n\
              backend replicas\n    balance roundrobin\n    option httpchk GET /api/health\n    http-check expect status 200\n    default-server inter 500ms fall 2 rise 1\n{servers}"
         );
-        Haproxy::write("balancer", dir, port, &config)
+        Haproxy::write("balancer", dir, Ipv4Addr::LOCALHOST, port, &config, None)
     }
 
     /// A node's link: a TCP relay from its own port to the balancer, so the link can be cut
@@ -385,33 +400,69 @@ impl Haproxy {
     /// connections are reset and the node connects again).
     pub fn link(dir: &Path, name: &str, to: u16) -> Result<Haproxy> {
         let port = free_port()?;
-        let config = format!(
-            "global\n    maxconn 1024\n\
-             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n\
-             frontend link\n    bind 127.0.0.1:{port}\n    default_backend up\n\
-             backend up\n    server balancer 127.0.0.1:{to}\n"
-        );
-        Haproxy::write(name, dir, port, &config)
+        let config = Haproxy::relay(Ipv4Addr::LOCALHOST, port, Ipv4Addr::LOCALHOST, to);
+        Haproxy::write(name, dir, Ipv4Addr::LOCALHOST, port, &config, None)
     }
 
-    fn write(name: &str, dir: &Path, port: u16, config: &str) -> Result<Haproxy> {
+    /// A node's link relayed inside the namespace `ns`: it listens on the namespace's end of
+    /// the veth pair and connects to the balancer's port `to` on the host's end, so that every
+    /// byte between the node and the servers crosses the pair twice, each way (and a
+    /// degraded pair, [`Netns::degrade`], slows and drops all of it).
+    pub fn link_in(ns: &Netns, dir: &Path, name: &str, to: u16) -> Result<Haproxy> {
+        let port = free_port()?;
+        let config = Haproxy::relay(ns.ns_ip, port, ns.host_ip, to);
+        Haproxy::write(name, dir, ns.ns_ip, port, &config, Some(ns.name.clone()))
+    }
+
+    fn relay(ip: Ipv4Addr, port: u16, to_ip: Ipv4Addr, to: u16) -> String {
+        format!(
+            "global\n    maxconn 1024\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n\
+             frontend link\n    bind {ip}:{port}\n    default_backend up\n\
+             backend up\n    server balancer {to_ip}:{to}\n"
+        )
+    }
+
+    fn write(
+        name: &str,
+        dir: &Path,
+        ip: Ipv4Addr,
+        port: u16,
+        config: &str,
+        netns: Option<String>,
+    ) -> Result<Haproxy> {
         let path = dir.join(format!("{name}.haproxy.cfg"));
         std::fs::write(&path, config)?;
         Ok(Haproxy {
             name: name.to_owned(),
+            ip,
             port,
             config: path,
             log: dir.join(format!("{name}.haproxy.log")),
+            netns,
             proc: None,
         })
     }
 
-    /// Starts it and waits for its port.
+    /// Starts it (`ip netns exec`, which execs HAProxy in the same process, when it lives in a
+    /// namespace) and waits for its port.
     pub fn start(&mut self) -> Result<()> {
-        let mut cmd = Command::new(haproxy_bin()?);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(haproxy_bin()?);
+                c
+            }
+            None => Command::new(haproxy_bin()?),
+        };
         cmd.arg("-db").arg("-f").arg(&self.config);
         self.proc = Some(Proc::spawn(&self.name, &mut cmd, &self.log)?);
-        wait_port(self.port, Duration::from_secs(10), &self.name)
+        wait_addr(self.ip, self.port, Duration::from_secs(10), &self.name)
+    }
+
+    /// What it wrote so far (in the foreground HAProxy reports each server going down or up).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Cuts the link: SIGSTOP, so that nothing passes and nothing is closed.
@@ -431,7 +482,246 @@ impl Haproxy {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.ip, self.port)
+    }
+}
+
+/// The prefix of every network namespace and veth interface the harness makes: what an earlier
+/// run that crashed left is found by it (and its process id) and removed.
+const NETNS_PREFIX: &str = "wfaults-";
+const VETH_HOST: &str = "wfh";
+const VETH_NS: &str = "wfn";
+/// The private range the veth pairs take their /30s from.
+const NETNS_RANGE: [u8; 2] = [10, 213];
+
+/// A network namespace of the scenario's own, joined to the host by a veth pair with a /30 of
+/// 10.213.0.0/16 (the host's end `.1`, the namespace's `.2`), in which a node's link relay runs
+/// ([`Haproxy::link_in`]). Only that pair leads out of the namespace, and only to the host, so
+/// the degraded link carries nothing but that node's traffic to the balancer. Removed (with its
+/// pair and its netfilter rules) when dropped.
+///
+/// Why not `tc netem` for the delay and the loss: the kernels this runs on (Debian's cloud
+/// kernel among them) are built without `sch_netem` (`tc qdisc add ... netem` answers
+/// "Specified qdisc kind is unknown"). So [`Netns::degrade`] slows the pair with `tbf` (a rate
+/// limit whose queue delays packets up to its `latency`) and drops packets at random with
+/// netfilter's `statistic` match, in the namespace, both ways. Neither adds a fixed delay to
+/// every packet as netem would: the delay here is the queue behind the rate limit and the
+/// retransmissions of what was dropped.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+    host_if: String,
+    ns_if: String,
+    pub host_ip: Ipv4Addr,
+    pub ns_ip: Ipv4Addr,
+    degraded: bool,
+}
+
+fn ip_cmd(args: &[&str]) -> Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// The process id a harness name (`wfaults-123`, `wfh123`) carries.
+fn pid_of(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?.parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the namespaces and veth interfaces of harness processes that are gone (and any of
+/// this process id, which can only be an earlier run's).
+pub fn remove_leftover_netns() -> Result<()> {
+    let me = std::process::id();
+    let stale = |pid: Option<u32>| pid.is_some_and(|p| p == me || !alive(p));
+    for line in ip_cmd(&["netns", "list"])?.lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if stale(pid_of(name, NETNS_PREFIX)) {
+            ip_cmd(&["netns", "delete", name])
+                .with_context(|| format!("removing the leftover namespace {name}"))?;
+        }
+    }
+    for line in ip_cmd(&["-o", "link", "show"])?.lines() {
+        // `7: wfh123@if6: <BROADCAST,...`
+        let Some(name) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) else {
+            continue;
+        };
+        if stale(pid_of(name, VETH_HOST)) {
+            ip_cmd(&["link", "delete", name])
+                .with_context(|| format!("removing the leftover interface {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+impl Netns {
+    /// Creates the namespace, the pair and their addresses (after removing an earlier run's
+    /// leftovers). Needs root.
+    pub fn create() -> Result<Netns> {
+        remove_leftover_netns()?;
+        let pid = std::process::id();
+        let slot = pid % 16_384;
+        let [a, b] = NETNS_RANGE;
+        let (c, d) = ((slot / 64) as u8, ((slot % 64) * 4) as u8);
+        let host_ip = Ipv4Addr::new(a, b, c, d + 1);
+        let ns_ip = Ipv4Addr::new(a, b, c, d + 2);
+        let taken = ip_cmd(&["-o", "-4", "addr", "show"])?;
+        for ip in [host_ip, ns_ip] {
+            if taken.contains(&format!(" {ip}/")) {
+                bail!(
+                    "{ip} is already an address of this host; the harness takes its veth pairs from {a}.{b}.0.0/16"
+                );
+            }
+        }
+        let name = format!("{NETNS_PREFIX}{pid}");
+        ip_cmd(&["netns", "add", &name])
+            .context("creating a network namespace (needs root and iproute2)")?;
+        // From here on a failure drops the value, which removes what was made.
+        let ns = Netns {
+            name,
+            host_if: format!("{VETH_HOST}{pid}"),
+            ns_if: format!("{VETH_NS}{pid}"),
+            host_ip,
+            ns_ip,
+            degraded: false,
+        };
+        ip_cmd(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.ns_if,
+            "netns",
+            &ns.name,
+        ])?;
+        ip_cmd(&["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if])?;
+        ip_cmd(&["link", "set", &ns.host_if, "up"])?;
+        ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ns_ip}/30"),
+            "dev",
+            &ns.ns_if,
+        ])?;
+        ns.exec(&["ip", "link", "set", &ns.ns_if, "up"])?;
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs a program inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> Result<String> {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args))
+    }
+
+    /// The random drop rules, in the namespace: what comes in over the pair and what goes out.
+    fn drop_rules(&self, loss: f64) -> [Vec<String>; 2] {
+        let p = format!("{loss}");
+        let rule = |chain: &str, dir: &str| -> Vec<String> {
+            [
+                chain,
+                dir,
+                self.ns_if.as_str(),
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                p.as_str(),
+                "-j",
+                "DROP",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+        };
+        [rule("INPUT", "-i"), rule("OUTPUT", "-o")]
+    }
+
+    /// Slows the pair to `rate` (tbf on both ends: `rate 256kbit burst 16kbit latency 200ms`)
+    /// and drops `loss` (e.g. 0.1) of the packets crossing it, each way.
+    pub fn degrade(&mut self, rate: &str, loss: f64) -> Result<()> {
+        self.degraded = true;
+        let tbf = [
+            "root", "tbf", "rate", rate, "burst", "16kbit", "latency", "200ms",
+        ];
+        let mut host = vec!["qdisc", "replace", "dev", &self.host_if];
+        host.extend(tbf);
+        run(Command::new("tc").args(&host)).context("tbf on the host's end of the veth pair")?;
+        let mut inner = vec!["tc", "qdisc", "replace", "dev", &self.ns_if];
+        inner.extend(tbf);
+        self.exec(&inner)
+            .context("tbf on the namespace's end of the veth pair")?;
+        for rule in self.drop_rules(loss) {
+            let mut args = vec!["iptables", "-w", "-A"];
+            args.extend(rule.iter().map(String::as_str));
+            self.exec(&args)
+                .context("a random drop rule (iptables statistic) in the namespace")?;
+        }
+        Ok(())
+    }
+
+    /// Packets the drop rules dropped so far, and bytes the host end's tbf sent.
+    pub fn degraded_counts(&self) -> Result<(u64, u64)> {
+        let listing = self.exec(&["iptables", "-w", "-L", "-v", "-x", "-n"])?;
+        let dropped = listing
+            .lines()
+            .filter(|l| l.contains("DROP") && l.contains("statistic"))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        let stats = run(Command::new("tc").args(["-s", "qdisc", "show", "dev", &self.host_if]))?;
+        let sent = stats
+            .split_whitespace()
+            .skip_while(|w| *w != "Sent")
+            .nth(1)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0);
+        Ok((dropped, sent))
+    }
+
+    /// Takes the rate limit and the drop rules off again.
+    pub fn restore(&mut self, loss: f64) -> Result<()> {
+        run(Command::new("tc").args(["qdisc", "del", "dev", &self.host_if, "root"]))?;
+        self.exec(&["tc", "qdisc", "del", "dev", &self.ns_if, "root"])?;
+        for rule in self.drop_rules(loss) {
+            let mut args = vec!["iptables", "-w", "-D"];
+            args.extend(rule.iter().map(String::as_str));
+            self.exec(&args)?;
+        }
+        self.degraded = false;
+        Ok(())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if self.degraded {
+            let _ = Command::new("tc")
+                .args(["qdisc", "del", "dev", &self.host_if, "root"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        // The namespace goes with its end of the pair, its rules and (the pair being gone) the
+        // host's end; the host's end is removed by name too, in case the namespace was held.
+        for args in [
+            vec!["netns", "delete", &self.name],
+            vec!["link", "delete", &self.host_if],
+        ] {
+            let _ = Command::new("ip")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

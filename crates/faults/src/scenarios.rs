@@ -1,4 +1,4 @@
-//! The five scenarios. Each starts its own federation, runs a load with its fault, records the
+//! The seven scenarios. Each starts its own federation, runs a load with its fault, records the
 //! final state and checks the history. `Form::Short` is what `scripts/test` runs; `Form::Long`
 //! what `scripts/soak` runs (more tasks, longer faults).
 
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::history::{self, Counts, Entry, History, Violation};
+use crate::history::{self, Answer, Counts, Entry, History, Violation};
 use crate::world::{Federation, Shape};
 
 /// How long a scenario runs.
@@ -29,12 +29,14 @@ impl Form {
 }
 
 /// The scenarios, by name.
-pub const SCENARIOS: [&str; 5] = [
+pub const SCENARIOS: [&str; 7] = [
     "replica-killed",
     "link-cut",
     "postgres-restarted",
     "rolling-restart",
     "spool-full",
+    "replica-stalled",
+    "link-lossy",
 ];
 
 /// What one scenario run gave.
@@ -66,6 +68,8 @@ pub async fn run(name: &str, form: Form, out: &Path) -> Result<Outcome> {
         "postgres-restarted" => postgres_restarted(&dir, form, &history).await,
         "rolling-restart" => rolling_restart(&dir, form, &history).await,
         "spool-full" => spool_full(&dir, form, &history).await,
+        "replica-stalled" => replica_stalled(&dir, form, &history).await,
+        "link-lossy" => link_lossy(&dir, form, &history).await,
         other => bail!("no scenario `{other}`; the scenarios are {SCENARIOS:?}"),
     };
     if let Err(e) = result {
@@ -107,6 +111,7 @@ async fn replica_killed(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> 
     let shape = Shape {
         replicas: 3,
         small_spool: None,
+        link_in_netns: false,
     };
     let fed = Arc::new(Federation::start(dir, shape, Arc::clone(h)).await?);
     let tasks = form.pick(12, 60);
@@ -139,6 +144,7 @@ async fn link_cut(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
     let shape = Shape {
         replicas: 2,
         small_spool: None,
+        link_in_netns: false,
     };
     let mut fed = Federation::start(dir, shape, Arc::clone(h)).await?;
     let cut = Duration::from_secs(form.pick(8, 30));
@@ -168,6 +174,7 @@ async fn postgres_restarted(dir: &Path, form: Form, h: &Arc<History>) -> Result<
     let shape = Shape {
         replicas: 2,
         small_spool: None,
+        link_in_netns: false,
     };
     let fed = Arc::new(Federation::start(dir, shape, Arc::clone(h)).await?);
     let pids: Vec<Option<u32>> = fed.replicas.lock().await.iter().map(|r| r.pid()).collect();
@@ -233,6 +240,7 @@ async fn rolling_restart(dir: &Path, form: Form, h: &Arc<History>) -> Result<()>
     let shape = Shape {
         replicas: 3,
         small_spool: None,
+        link_in_netns: false,
     };
     let fed = Arc::new(Federation::start(dir, shape, Arc::clone(h)).await?);
     let tasks = form.pick(18, 90);
@@ -271,7 +279,7 @@ async fn rolling_restart(dir: &Path, form: Form, h: &Arc<History>) -> Result<()>
         .iter()
         .filter_map(|e| match e {
             Entry::Create {
-                answer: history::Answer::Refused { status, message },
+                answer: Answer::Refused { status, message },
                 ..
             } => Some(format!("{status} {message}")),
             _ => None,
@@ -292,6 +300,7 @@ async fn spool_full(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
     let shape = Shape {
         replicas: 1,
         small_spool: Some(16 * 1024 * 1024),
+        link_in_netns: false,
     };
     h.record(Entry::Expect {
         runs: "refused_while_full".to_owned(),
@@ -332,4 +341,243 @@ async fn spool_full(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
         format!("{refused} run(s) refused for space, {per_phase} created while full"),
     );
     finish(Arc::new(fed), Duration::from_secs(30)).await
+}
+
+/// 6. Three replicas behind HAProxy; the one holding the most of the nodes' event pushes frozen
+///    (SIGSTOP: a hung process whose sockets stay open, not a dead one) during a burst of
+///    creations, then thawed (SIGCONT). The balancer's health check takes it out; the other
+///    replicas serve meanwhile; the nodes whose push was on it take the silent push as dead
+///    (`push_timeout_secs`) and connect again through the balancer; what was sent to it before
+///    it was taken out is answered when it thaws, or retried by its client with the same nonce.
+async fn replica_stalled(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
+    let shape = Shape {
+        replicas: 3,
+        small_spool: None,
+        link_in_netns: false,
+    };
+    let fed = Arc::new(Federation::start(dir, shape, Arc::clone(h)).await?);
+    let stall = Duration::from_secs(form.pick(8, 30));
+    let tasks = form.pick(20, 100);
+    let h2 = Arc::clone(h);
+    fed.load(
+        form.pick(3, 4),
+        tasks,
+        Duration::from_millis(600),
+        |fed, acked| async move {
+            while acked.load(Ordering::SeqCst) < 4 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let n = fed.replicas.lock().await.len();
+            let mut sessions = Vec::new();
+            for i in 0..n {
+                sessions.push(fed.event_sessions(i).await?);
+            }
+            // The replica with the most pushes (the second on a tie): its nodes must notice.
+            let victim = (0..n)
+                .max_by_key(|&i| (sessions[i], i == 1))
+                .unwrap_or(1);
+            let (name, pid) = {
+                let replicas = fed.replicas.lock().await;
+                let r = &replicas[victim];
+                let pid = r
+                    .pid()
+                    .ok_or_else(|| anyhow::anyhow!("{} is not running", r.name))?;
+                (r.name.clone(), pid)
+            };
+            let balancer_from = fed.balancer.log_text().len();
+            let node_from: Vec<usize> = fed.nodes.iter().map(|n| n.log_text().len()).collect();
+            let entries_from = h2.entries().len();
+            let server = format!("replicas/r{}", victim + 1);
+            let down = |fed: &Federation| {
+                fed.balancer
+                    .log_text()
+                    .get(balancer_from..)
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.contains(&server) && l.contains("is DOWN"))
+            };
+            crate::procs::signal(pid, "STOP")?;
+            let thaw_at = Instant::now() + stall;
+            h2.fault(format!(
+                "SIGSTOP {name} (pid {pid}) for {stall:?}; the replicas held {sessions:?} event pushes"
+            ));
+            // A client of its own creates tasks once the balancer has taken the replica out (the
+            // load's clients may all wait on requests sent to it before): each must be served
+            // by the others while it is stopped. It keeps no lock they wait for.
+            let probe = async {
+                while !down(&fed) && Instant::now() < thaw_at {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let (mut sent, mut served) = (0, 0);
+                while Instant::now() + Duration::from_secs(1) < thaw_at {
+                    let acked = fed
+                        .create_task(PROBE_CLIENT, tasks + sent, Duration::from_secs(30))
+                        .await?;
+                    sent += 1;
+                    if acked && Instant::now() < thaw_at {
+                        served += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok::<_, anyhow::Error>((sent, served))
+            };
+            let (probed, ()) = tokio::join!(probe, tokio::time::sleep_until(thaw_at.into()));
+            let entries = h2.entries();
+            let acked_meanwhile = entries[entries_from..]
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e,
+                        Entry::Create {
+                            answer: Answer::Acknowledged { .. },
+                            ..
+                        }
+                    )
+                })
+                .count();
+            let taken_out = down(&fed);
+            let mut reconnected = Vec::new();
+            for (node, from) in fed.nodes.iter().zip(node_from) {
+                let text = node.log_text();
+                let during = text.get(from..).unwrap_or_default();
+                for line in during.lines().filter(|l| l.contains("event push")) {
+                    h2.record(Entry::Node {
+                        at_ms: h2.now_ms(),
+                        node: node.name.clone(),
+                        line: line.to_owned(),
+                    });
+                }
+                // Ended as silent, then connected again, while the replica was still stopped.
+                if let Some(at) = during.find("silent for") {
+                    if during[at..].contains("event push connected") {
+                        reconnected.push(node.name.clone());
+                    }
+                }
+            }
+            crate::procs::signal(pid, "CONT")?;
+            h2.fault(format!("SIGCONT {name}"));
+            let (sent, served) = probed?;
+            claim(
+                &h2,
+                "requests served while a replica was stopped",
+                sent > 0 && served == sent,
+                format!(
+                    "{served} of {sent} creation(s) sent after the balancer took {name} out were acknowledged while it was stopped; {acked_meanwhile} creation(s) in all were acknowledged during the {stall:?}"
+                ),
+            );
+            claim(
+                &h2,
+                "the balancer took the stopped replica out",
+                taken_out,
+                format!("the balancer's log says `{server} is DOWN` during the stall: {taken_out}"),
+            );
+            let pushes = usize::try_from(sessions[victim]).unwrap_or(0);
+            claim(
+                &h2,
+                "nodes reconnected",
+                reconnected.len() >= pushes,
+                format!(
+                    "{pushes} push(es) were on {name}; {reconnected:?} ended a silent push and connected again while it was stopped"
+                ),
+            );
+            // Thawed, it answers its health check again as the same process.
+            let back = Instant::now();
+            while !fed.healthy(victim).await && back.elapsed() < Duration::from_secs(30) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let healthy = fed.healthy(victim).await;
+            let same = {
+                let mut replicas = fed.replicas.lock().await;
+                let r = &mut replicas[victim];
+                r.pid() == Some(pid) && r.alive()
+            };
+            claim(
+                &h2,
+                "the thawed replica serves again without a restart",
+                healthy && same,
+                format!(
+                    "{name}: healthy {healthy} after {:?}, same process {same}",
+                    back.elapsed()
+                ),
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    finish(fed, Duration::from_secs(form.pick(90, 300))).await
+}
+
+/// The client number of the creations `replica-stalled` makes itself while the replica is out.
+const PROBE_CLIENT: usize = 99;
+
+/// The share of packets dropped on a degraded link, each way.
+const LOSS: f64 = 0.1;
+
+/// 7. A node's link slowed (256 kbit/s) and lossy (10 % of the packets dropped each way) with
+///    runs in flight and tasks created meanwhile, then restored: TCP carries the exchanges
+///    through (the node's requests retried when they time out), every result is delivered
+///    once and no run executed twice. The link's relay runs in a network namespace of the
+///    scenario's own, over a veth pair (see [`crate::procs::Netns`] for why not netem).
+async fn link_lossy(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
+    let shape = Shape {
+        replicas: 2,
+        small_spool: None,
+        link_in_netns: true,
+    };
+    let mut fed = Federation::start(dir, shape, Arc::clone(h)).await?;
+    let degraded = Duration::from_secs(form.pick(10, 40));
+    let tasks = form.pick(8, 40);
+    // Runs in flight at hospital-a when its link degrades.
+    for seq in 0..tasks / 2 {
+        fed.create_task(0, seq, Duration::from_secs(30)).await?;
+    }
+    let a = fed.orgs[0].id;
+    let in_flight = fed
+        .all_tasks()
+        .await?
+        .iter()
+        .flat_map(|t| t.runs.iter())
+        .filter(|r| r.organization_id == a && !r.state.is_final())
+        .count();
+    fed.netns
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("the federation has no namespace for the link"))?
+        .degrade("256kbit", LOSS)?;
+    h.fault(format!(
+        "link of hospital-a slowed (tbf 256kbit, burst 16kbit, latency 200ms, both ends) and lossy ({:.0} % of packets dropped each way) for {degraded:?}, {in_flight} of its runs not final",
+        LOSS * 100.0
+    ));
+    // More tasks while it is degraded.
+    for seq in tasks / 2..tasks {
+        fed.create_task(0, seq, Duration::from_secs(30)).await?;
+    }
+    tokio::time::sleep(degraded).await;
+    let runs: Vec<bool> = fed
+        .all_tasks()
+        .await?
+        .iter()
+        .flat_map(|t| t.runs.iter())
+        .filter(|r| r.organization_id == a)
+        .map(|r| r.state.is_final())
+        .collect();
+    let ns = fed
+        .netns
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("the federation has no namespace for the link"))?;
+    let (dropped, sent) = ns.degraded_counts()?;
+    ns.restore(LOSS)?;
+    h.fault(format!(
+        "link of hospital-a restored; {} of its {} runs were final by then",
+        runs.iter().filter(|f| **f).count(),
+        runs.len()
+    ));
+    claim(
+        h,
+        "the degraded link carried hospital-a's traffic and dropped some of it",
+        dropped > 0 && sent > 0,
+        format!(
+            "{dropped} packet(s) dropped in the namespace, {sent} bytes through the host end's rate limit"
+        ),
+    );
+    finish(Arc::new(fed), Duration::from_secs(form.pick(90, 300))).await
 }

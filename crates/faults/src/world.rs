@@ -19,7 +19,7 @@ use warden_seal::{Certificate, InputBinding, Requester, SecretKey, Sender};
 use warden_trust::{KeyAlgorithm, SigningKey, cosign};
 
 use crate::history::{Answer, Entry, History};
-use crate::procs::{Haproxy, Postgres, Proc, Replica, SmallDisk, remove_containers};
+use crate::procs::{Haproxy, Netns, Postgres, Proc, Replica, SmallDisk, remove_containers};
 
 const ADMIN_PASSWORD: &str = "admin password of the fault harness";
 const PASSWORD: &str = "a long enough password";
@@ -106,6 +106,9 @@ pub struct Shape {
     pub replicas: usize,
     /// A tmpfs of this many bytes for the first node's spool.
     pub small_spool: Option<u64>,
+    /// The first node's link relayed inside a network namespace of its own, over a veth pair
+    /// that can be slowed and made lossy ([`Netns::degrade`]).
+    pub link_in_netns: bool,
 }
 
 /// The whole federation of one scenario run.
@@ -117,6 +120,9 @@ pub struct Federation {
     pub replicas: tokio::sync::Mutex<Vec<Replica>>,
     pub balancer: Haproxy,
     pub nodes: Vec<Node>,
+    /// The namespace the first node's link runs in, when the shape asks for one (dropped after
+    /// the nodes, whose relays live in it).
+    pub netns: Option<Netns>,
     pub orgs: Vec<Org>,
     pub collaboration: i64,
     researcher: Researcher,
@@ -173,6 +179,12 @@ impl Federation {
         let bin = crate::procs::warden_bin()?;
         // The postgres user must reach its data folder.
         set_mode(dir, 0o755)?;
+        // First: the balancer listens on the host's end of its veth pair.
+        let netns = if shape.link_in_netns {
+            Some(Netns::create()?)
+        } else {
+            None
+        };
         let pg = Postgres::start(dir)?;
         std::fs::write(dir.join("admin.pw"), format!("{ADMIN_PASSWORD}\n"))?;
         let mut replicas = Vec::new();
@@ -183,7 +195,7 @@ impl Federation {
             replicas.push(r);
         }
         let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
-        let mut balancer = Haproxy::balancer(dir, &ports)?;
+        let mut balancer = Haproxy::balancer(dir, &ports, netns.as_ref().map(|n| n.host_ip))?;
         balancer.start()?;
         let registry = warden_testkit::Registry::start().map_err(|e| anyhow!(e))?;
         let http = reqwest::Client::builder()
@@ -274,6 +286,7 @@ impl Federation {
             replicas: tokio::sync::Mutex::new(replicas),
             balancer,
             nodes: Vec::new(),
+            netns,
             orgs,
             collaboration,
             researcher,
@@ -350,13 +363,17 @@ impl Federation {
             .map(|o| format!("{} = \"{}\"\n", o.name, o.certifier.public_key().id()))
             .collect();
         let label = format!("faults{}-{}", std::process::id(), org.name);
-        let link = Haproxy::link(&self.dir, &format!("link-{}", org.name), self.balancer.port)?;
+        let link_name = format!("link-{}", org.name);
+        let link = match (&self.netns, i) {
+            (Some(ns), 0) => Haproxy::link_in(ns, &self.dir, &link_name, self.balancer.port)?,
+            _ => Haproxy::link(&self.dir, &link_name, self.balancer.port)?,
+        };
         let disk = match disk {
             Some(bytes) => Some(SmallDisk::mount(&d.join("spool"), bytes)?),
             None => None,
         };
         let config = format!(
-            "[server]\nurl = \"{url}\"\napi_key_file = \"node.key\"\npoll_secs = 1\nmax_backoff_secs = 2\n\n\
+            "[server]\nurl = \"{url}\"\napi_key_file = \"node.key\"\npoll_secs = 1\nmax_backoff_secs = 2\npush_timeout_secs = 3\n\n\
              [node]\npolicy = \"policy.toml\"\nsecret_key = \"org.key\"\nspool_dir = \"spool\"\nname = \"{label}\"\nshutdown_grace_secs = 15\n\n\
              [audit]\ndir = \"audit\"\nsigning_key = \"audit.key\"\npassword_file = \"audit.pw\"\n\n\
              [organizations]\n{pins}\n[certifiers]\n{certifiers}\n\
@@ -697,6 +714,20 @@ impl Federation {
         };
         let plain = warden_client::open_result(&sealed, &self.researcher, &producer, run, &record)?;
         Ok(String::from_utf8_lossy(&plain).into_owned())
+    }
+
+    /// The event sessions (nodes' WebSocket pushes) a replica holds, from its `/metrics`.
+    pub async fn event_sessions(&self, replica: usize) -> Result<i64> {
+        let url = format!("{}/metrics", self.replicas.lock().await[replica].base());
+        let text = self.http.get(&url).send().await?.text().await?;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("warden_event_sessions ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .ok_or_else(|| anyhow!("{url} has no warden_event_sessions"))
     }
 
     /// Whether `GET /api/health` of a replica answers 200.

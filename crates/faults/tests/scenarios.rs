@@ -1,8 +1,8 @@
 //! The short forms of the fault scenarios (crates/faults/src/scenarios.rs), each against real
 //! processes: `warden server start` replicas over a private PostgreSQL behind HAProxy, two
 //! `warden node start` nodes with Docker, a registry. Each test fails with the violated
-//! invariants and the history file. Needs root, Docker, PostgreSQL and HAProxy
-//! (scripts/prereqs.sh); nothing is skipped when one is missing.
+//! invariants and the history file. Needs root, Docker, PostgreSQL, HAProxy and iproute2
+//! (`ip netns`, `tc`) with iptables (scripts/prereqs.sh); nothing is skipped when one is missing.
 
 // Test helpers: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::panic)]
@@ -43,7 +43,7 @@ async fn holds(name: &str) -> Option<String> {
     ))
 }
 
-/// The five scenarios one after the other (each starts a federation of up to eight processes
+/// The seven scenarios one after the other (each starts a federation of up to eight processes
 /// and Docker containers; run side by side on a small machine they would measure the machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_scenario_holds_every_invariant() {

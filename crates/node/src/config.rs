@@ -111,6 +111,13 @@ pub struct ServerConfig {
     /// Longest wait between reconnection attempts, in seconds.
     #[serde(default = "d_backoff", deserialize_with = "backoff_secs")]
     pub max_backoff_secs: u64,
+    /// Seconds the event push may stay silent (no event, ping or pong) before the node takes
+    /// its connection as dead, ends it and reconnects; also the longest wait for its handshake.
+    /// The node pings the server after half of it. A server whose process hangs, or a path that
+    /// drops everything without a reset, otherwise holds the push open for ever while
+    /// cancellations and new runs wait.
+    #[serde(default = "d_push_timeout", deserialize_with = "push_timeout_secs")]
+    pub push_timeout_secs: u64,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -474,6 +481,10 @@ fn d_poll() -> u64 {
 fn d_backoff() -> u64 {
     30
 }
+/// The server pings every session every 20 s: a live one is never this silent.
+fn d_push_timeout() -> u64 {
+    30
+}
 fn d_checkpoint() -> u64 {
     100
 }
@@ -573,6 +584,9 @@ fn poll_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 fn backoff_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, 1, 3600, "the longest backoff in seconds")
+}
+fn push_timeout_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 2, 3600, "the event push's silence limit in seconds")
 }
 fn checkpoint_every<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, 1, 1_000_000, "the checkpoint interval in entries")
@@ -993,6 +1007,27 @@ records = "data/records"
         // Without the key the node runs the probe built into it.
         let c = parse(&minimal().replace("probe = \"probe\"\n", "")).unwrap();
         assert_eq!(c.node.probe, None);
+    }
+
+    #[test]
+    fn the_push_silence_limit_has_a_default_and_a_range() {
+        assert_eq!(parse(&minimal()).unwrap().server.push_timeout_secs, 30);
+        let with = |v: &str| {
+            minimal().replace(
+                "api_key_file = \"node.key\"\n",
+                &format!("api_key_file = \"node.key\"\npush_timeout_secs = {v}\n"),
+            )
+        };
+        assert_eq!(parse(&with("3")).unwrap().server.push_timeout_secs, 3);
+        for bad in ["1", "3601"] {
+            let (line, key, message) = error_of(&with(bad));
+            assert_eq!(
+                (line, key.as_str()),
+                (5, "server.push_timeout_secs"),
+                "{bad}: {message}"
+            );
+            assert!(message.contains("silence limit"), "{bad}: {message}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use warden_faults::scenarios::{self, Form, SCENARIOS};
 
 const USAGE: &str = "usage: soak [--minutes N] [--short] [--once] [--scenario NAME]... [--out DIR]\n\
   Runs the fault scenarios (replica-killed, link-cut, postgres-restarted, rolling-restart,\n\
-  spool-full) in turn until N minutes (default 10) have passed, and checks every history.\n\
+  spool-full, replica-stalled, link-lossy) in turn until N minutes (default 10) have passed, and checks every history.\n\
   Exit 0: every invariant held; 1: an invariant did not (it and the history file are printed);\n\
   2: bad usage.";
 

@@ -36,6 +36,12 @@ impl Node {
                 by_run.insert(id, r);
             }
         }
+        // Nothing saves yet: the directories a crash left without a record can go.
+        match s.spool.prune_unrecorded() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(directories = n, "removed run directories without a record"),
+            Err(e) => tracing::error!(error = %e, "cannot prune the spool"),
+        }
         let records = match s.spool.records() {
             Ok(r) => r,
             Err(e) => {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite;
 use warden_api as api;
 
@@ -28,6 +28,8 @@ impl Node {
     /// `[server] poll_secs` and retries the push with its own exponential backoff, up to
     /// `max_backoff_secs`: a poll that succeeds does not reset the push backoff. A push that
     /// connected and then ended resets it, and the node catches up before the next session.
+    /// A session silent for `push_timeout_secs` (the node pings after half of it) ends as a
+    /// dead one, as does a handshake unanswered that long.
     pub(super) async fn intake(&self) {
         let s = &self.inner;
         let max = Duration::from_secs(s.config.server.max_backoff_secs).max(PUSH_BACKOFF_MIN);
@@ -123,19 +125,58 @@ impl Node {
             .parse()
             .map_err(|_| "the token is not a valid header".to_owned())?;
         req.headers_mut().insert("authorization", value);
-        let (mut ws, _) = match tokio_tungstenite::connect_async(req).await {
-            Ok(ok) => ok,
-            Err(tungstenite::Error::Http(resp)) if resp.status().as_u16() == 401 => {
-                s.server.forget_token().await;
-                return Err("the server refused the node token; logging in again".into());
-            }
-            Err(e) => return Err(e.to_string()),
-        };
+        // A server that accepts the connection and then hangs (a stopped process behind a
+        // balancer, a path that drops everything) would hold the handshake and then the session
+        // for ever: both are bounded by the silence limit.
+        let limit = Duration::from_secs(s.config.server.push_timeout_secs);
+        let (mut ws, _) =
+            match tokio::time::timeout(limit, tokio_tungstenite::connect_async(req)).await {
+                Err(_) => {
+                    return Err(format!(
+                        "the event push's handshake got no answer within {} s (push_timeout_secs)",
+                        limit.as_secs()
+                    ));
+                }
+                Ok(Ok(ok)) => ok,
+                Ok(Err(tungstenite::Error::Http(resp))) if resp.status().as_u16() == 401 => {
+                    s.server.forget_token().await;
+                    return Err("the server refused the node token; logging in again".into());
+                }
+                Ok(Err(e)) => return Err(e.to_string()),
+            };
         tracing::info!("event push connected");
         *connected = true;
         s.push_connected
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        while let Some(msg) = ws.next().await {
+        let silent = || {
+            format!(
+                "the event push was silent for {} s (no event, ping or pong; push_timeout_secs): \
+                 its connection is taken as dead",
+                limit.as_secs()
+            )
+        };
+        let mut heard = Instant::now();
+        let mut pinged = false;
+        loop {
+            // Quiet for half the limit: ask the server for a pong; quiet for all of it: dead.
+            let wait = if pinged { limit } else { limit / 2 };
+            let msg = match tokio::time::timeout_at((heard + wait).into(), ws.next()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(_) if pinged => return Err(silent()),
+                Err(_) => {
+                    let ping = ws.send(tungstenite::Message::Ping(Default::default()));
+                    match tokio::time::timeout_at((heard + limit).into(), ping).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(e.to_string()),
+                        Err(_) => return Err(silent()),
+                    }
+                    pinged = true;
+                    continue;
+                }
+            };
+            heard = Instant::now();
+            pinged = false;
             match msg.map_err(|e| e.to_string())? {
                 tungstenite::Message::Text(text) => {
                     let event: api::Event = serde_json::from_str(text.as_str())
