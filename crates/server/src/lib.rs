@@ -275,6 +275,7 @@ pub async fn start(config: &Config) -> Result<(RunningServer, Bootstrap), Server
         max_connections: config.database.max_connections,
         sqlite_durability: config.database.sqlite_durability,
         pg_schema: None,
+        ..ConnectOptions::default()
     };
     let service = open(
         &config.database.url,

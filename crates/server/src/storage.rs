@@ -121,7 +121,16 @@ pub struct ConnectOptions {
     pub sqlite_durability: Durability,
     /// PostgreSQL only: a schema to create and use (tests give each run a fresh one).
     pub pg_schema: Option<String>,
+    /// PostgreSQL only: a transaction of this server left idle this long is ended by
+    /// PostgreSQL (`idle_in_transaction_session_timeout`). A replica stopped (SIGSTOP, a hung
+    /// host) between its event insert and its commit would otherwise hold the event-order
+    /// lock, and every replica's task creation would wait for it for as long as it hangs.
+    /// The server's own transactions never wait on anything but the database.
+    pub pg_idle_in_transaction: Duration,
 }
+
+/// [`ConnectOptions::pg_idle_in_transaction`] by default.
+pub const PG_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 
 impl Default for ConnectOptions {
     fn default() -> Self {
@@ -129,6 +138,7 @@ impl Default for ConnectOptions {
             max_connections: 16,
             sqlite_durability: Durability::Full,
             pg_schema: None,
+            pg_idle_in_transaction: PG_IDLE_IN_TRANSACTION,
         }
     }
 }
@@ -239,7 +249,10 @@ impl Db {
                 .await?;
             Ok(Db::Sqlite { write, read })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let mut opts = PgConnectOptions::from_str(url)?;
+            let mut opts = PgConnectOptions::from_str(url)?.options([(
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", options.pg_idle_in_transaction.as_millis().max(1)),
+            )]);
             if let Some(schema) = &options.pg_schema {
                 let admin = PgPoolOptions::new()
                     .max_connections(1)

@@ -345,6 +345,74 @@ async fn a_task_of_many_targets_keeps_each_target_its_run_input_and_event() {
     done(&db, &url, &opts).await;
 }
 
+/// A replica stopped between its event insert and its commit (SIGSTOP, a hung host) holds the
+/// event-order lock. PostgreSQL ends its transaction after `pg_idle_in_transaction`, so the
+/// other replicas' creations wait that long, not for as long as it hangs; its own write is
+/// rolled back, whole.
+#[tokio::test]
+async fn a_transaction_left_idle_releases_the_event_order_lock_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, mut opts) = kit::database_url(dir.path());
+    assert!(
+        opts.pg_schema.is_some(),
+        "WARDEN_TEST_DATABASE_URL must name a PostgreSQL database for this test (scripts/test sets it)"
+    );
+    opts.pg_idle_in_transaction = std::time::Duration::from_millis(500);
+    let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
+    let (o1, _, c, t) = seed(&db).await;
+    let mut hung = db.write().await.unwrap();
+    let runs = hung
+        .insert_runs(t, c, &[(o1, b"a".to_vec())], 3)
+        .await
+        .unwrap();
+    hung.insert_run_events(&[(runs[0], c, o1)], 3)
+        .await
+        .unwrap();
+
+    let other = async {
+        let mut tx = db.write().await.unwrap();
+        let t2 = tx
+            .insert_task(&NewTask {
+                collaboration_id: c,
+                name: "meanwhile",
+                image: "docker.io/library/a:1",
+                organization_id: o1,
+                creator_user_id: None,
+                requester_user_id: None,
+                requester_username: None,
+                creator_run_id: None,
+                parent_task_id: None,
+                nonce: None,
+                created_at: 4,
+            })
+            .await
+            .unwrap();
+        let r = tx
+            .insert_runs(t2, c, &[(o1, b"b".to_vec())], 4)
+            .await
+            .unwrap();
+        tx.insert_run_events(&[(r[0], c, o1)], 4).await.unwrap();
+        tx.commit().await.unwrap();
+        r[0]
+    };
+    let meanwhile = tokio::time::timeout(std::time::Duration::from_secs(60), other)
+        .await
+        .expect("the event-order lock of the idle transaction was never released");
+    assert!(
+        hung.commit().await.is_err(),
+        "the idle transaction was ended"
+    );
+    let mut tx = db.read().await.unwrap();
+    assert!(tx.run(runs[0]).await.unwrap().is_none());
+    let events = tx.events_after(c, o1, 0, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.run_id).collect::<Vec<_>>(),
+        vec![meanwhile]
+    );
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
+
 #[tokio::test]
 async fn refresh_tokens_are_consumed_once() {
     let (db, _dir, url, opts) = db().await;

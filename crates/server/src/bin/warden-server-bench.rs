@@ -114,6 +114,7 @@ fn serve_child(args: &[String]) -> Result<()> {
                 _ => Durability::Full,
             },
             pg_schema: (schema != "-").then(|| schema.clone()),
+            ..ConnectOptions::default()
         };
         let dir = PathBuf::from(dir);
         let service = warden_server::open(
