@@ -193,8 +193,6 @@ pub fn import(
             warden_api::local::MAX_IMPORT_BYTES
         );
     }
-    let bytes =
-        std::fs::read(archive).with_context(|| format!("cannot read {}", archive.display()))?;
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in [
         ("organization", &requester.organization),
@@ -206,7 +204,7 @@ pub fn import(
             query.append_pair(k, v);
         }
     }
-    let imported = match client.import(&bytes, &query.finish()) {
+    let imported = match client.import(archive, &query.finish()) {
         Ok(i) => i,
         Err(why) => {
             return Ok(Outcome {

@@ -594,26 +594,32 @@ impl LocalClient {
     ) -> Result<T, String> {
         let with_body = [("content-type", content_type)];
         let headers: &[(&str, &str)] = if body.is_some() { &with_body } else { &[] };
+        let answer = self.http.send(
+            &warden_sdk::http::Request {
+                method,
+                path,
+                headers,
+                body,
+            },
+            timeout,
+        );
+        self.answer(answer)
+    }
+
+    /// The document of a 2xx answer, or the node's refusal (or the socket's failure) as text.
+    fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        answer: Result<warden_sdk::http::Response, warden_sdk::http::HttpError>,
+    ) -> Result<T, String> {
         let socket = self.http.socket().display().to_string();
-        let answer = self
-            .http
-            .send(
-                &warden_sdk::http::Request {
-                    method,
-                    path,
-                    headers,
-                    body,
-                },
-                timeout,
-            )
-            .map_err(|e| match e {
-                warden_sdk::http::HttpError::Connect { source, .. } => format!(
-                    "cannot reach the node's local socket {socket}: {source}; is the node \
+        let answer = answer.map_err(|e| match e {
+            warden_sdk::http::HttpError::Connect { source, .. } => format!(
+                "cannot reach the node's local socket {socket}: {source}; is the node \
                      running, is this the socket of its configuration, and may you use it \
                      (its user, root or [local] group)?"
-                ),
-                other => format!("the node's local socket {socket}: {other}"),
-            })?;
+            ),
+            other => format!("the node's local socket {socket}: {other}"),
+        })?;
         if answer.status / 100 == 2 {
             return serde_json::from_slice(&answer.body)
                 .map_err(|e| format!("the node's answer is not what was expected: {e}"));
@@ -628,20 +634,32 @@ impl LocalClient {
         ))
     }
 
-    /// Sends an image archive to an offline node (`query`: the requester, URL-encoded).
-    pub fn import(&self, archive: &[u8], query: &str) -> Result<wire::Imported, String> {
+    /// Sends an image archive to an offline node (`query`: the requester, URL-encoded),
+    /// streamed from the file: an image of gigabytes is never held in memory.
+    pub fn import(&self, archive: &Path, query: &str) -> Result<wire::Imported, String> {
         let path = if query.is_empty() {
             wire::IMPORT_PATH.to_owned()
         } else {
             format!("{}?{query}", wire::IMPORT_PATH)
         };
-        self.call_with(
-            "POST",
-            &path,
-            Some(archive),
-            "application/x-tar",
+        let mut file = std::fs::File::open(archive)
+            .map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
+        let len = file
+            .metadata()
+            .map_err(|e| format!("cannot read {}: {e}", archive.display()))?
+            .len();
+        let answer = self.http.send_streamed(
+            &warden_sdk::http::Request {
+                method: "POST",
+                path: &path,
+                headers: &[("content-type", "application/x-tar")],
+                body: None,
+            },
+            &mut file,
+            len,
             IMPORT_TIMEOUT,
-        )
+        );
+        self.answer(answer)
     }
 
     pub fn pending(&self) -> Result<wire::Pending, String> {

@@ -109,13 +109,86 @@ impl Client {
 
     /// Sends `request` on a new connection and reads the whole answer, all within `timeout`.
     pub fn send(&self, request: &Request<'_>, timeout: Duration) -> Result<Response, HttpError> {
-        let head = encode_head(request)?;
+        let head = encode_head(request, request.body.map(|b| b.len() as u64))?;
+        let body = request.body.map(Body::Bytes);
+        self.exchange(&head, body, timeout)
+    }
+
+    /// Sends `request` with a body of `len` bytes read from `body` as it is written (a file
+    /// of any size, never held in memory), and reads the whole answer, all within `timeout`.
+    /// `request.body` must be `None`. A reader that ends before `len` bytes, or has more, is
+    /// [`HttpError::InvalidRequest`] (a file that changed while it was sent).
+    pub fn send_streamed(
+        &self,
+        request: &Request<'_>,
+        body: &mut dyn Read,
+        len: u64,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        if request.body.is_some() {
+            return Err(HttpError::InvalidRequest(
+                "a streamed request has no body of its own".into(),
+            ));
+        }
+        let head = encode_head(request, Some(len))?;
+        self.exchange(&head, Some(Body::Reader(body, len)), timeout)
+    }
+
+    fn exchange(
+        &self,
+        head: &[u8],
+        body: Option<Body<'_>>,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
         let deadline = Deadline::new(timeout);
         let stream = UnixStream::connect(&self.socket).map_err(|source| HttpError::Connect {
             path: self.socket.clone(),
             source,
         })?;
-        exchange(stream, &head, request.body, deadline, self.max_body_bytes)
+        exchange(stream, head, body, deadline, self.max_body_bytes)
+    }
+}
+
+/// A request's body: in memory, or read as it is sent (`len` bytes exactly).
+enum Body<'a> {
+    Bytes(&'a [u8]),
+    Reader(&'a mut dyn Read, u64),
+}
+
+/// Bytes of a streamed body read and written at a time.
+const STREAM_PIECE: usize = 256 << 10;
+
+/// Writes `len` bytes of `body` on the stream, failing when it has fewer or more.
+fn write_streamed(
+    deadline: &Deadline,
+    stream: &mut UnixStream,
+    body: &mut dyn Read,
+    len: u64,
+) -> Result<(), HttpError> {
+    let mut piece = vec![0u8; STREAM_PIECE];
+    let mut left = len;
+    while left > 0 {
+        let want = piece.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match body.read(&mut piece[..want]) {
+            Ok(0) => {
+                return Err(HttpError::InvalidRequest(format!(
+                    "the body ended after {} of its {len} bytes (did the file change?)",
+                    len - left
+                )));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(HttpError::Io(e)),
+        };
+        deadline.write_all(stream, &piece[..n])?;
+        left -= n as u64;
+    }
+    match body.read(&mut piece[..1]) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(HttpError::InvalidRequest(format!(
+            "the body is longer than its {len} bytes (did the file change?)"
+        ))),
+        Err(e) => Err(HttpError::Io(e)),
     }
 }
 
@@ -123,7 +196,7 @@ impl Client {
 fn exchange(
     mut stream: UnixStream,
     head: &[u8],
-    body: Option<&[u8]>,
+    body: Option<Body<'_>>,
     deadline: Deadline,
     max_body: usize,
 ) -> Result<Response, HttpError> {
@@ -131,9 +204,14 @@ fn exchange(
     // A server may answer before it has read the whole body (a refusal) and close: its answer
     // is then the one to report, not the broken pipe of the rest of the body.
     let written = match body {
-        Some(body) => deadline.write_all(&mut stream, body),
+        Some(Body::Bytes(body)) => deadline.write_all(&mut stream, body),
+        Some(Body::Reader(body, len)) => write_streamed(&deadline, &mut stream, body, len),
         None => Ok(()),
     };
+    // A body that did not match its length is the caller's error, whatever the server said.
+    if let Err(e @ HttpError::InvalidRequest(_)) = written {
+        return Err(e);
+    }
     let mut reader = Reader {
         stream,
         buf: Vec::with_capacity(READ_BUF),
@@ -166,7 +244,7 @@ pub fn parse_response(answer: &[u8], piece: usize, max_body: usize) -> Result<Re
 }
 
 /// Serialises the request line and headers.
-fn encode_head(request: &Request<'_>) -> Result<Vec<u8>, HttpError> {
+fn encode_head(request: &Request<'_>, body_len: Option<u64>) -> Result<Vec<u8>, HttpError> {
     if request.method.is_empty() || !request.method.bytes().all(is_token_byte) {
         return Err(HttpError::InvalidRequest(format!(
             "method {:?} is not an HTTP token",
@@ -205,8 +283,8 @@ fn encode_head(request: &Request<'_>) -> Result<Vec<u8>, HttpError> {
         }
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    match request.body {
-        Some(body) => head.push_str(&format!("Content-Length: {}\r\n", body.len())),
+    match body_len {
+        Some(len) => head.push_str(&format!("Content-Length: {len}\r\n")),
         None if request.method != "GET" && request.method != "HEAD" => {
             head.push_str("Content-Length: 0\r\n")
         }

@@ -99,6 +99,86 @@ fn post_sends_its_body_with_content_length() {
     assert_eq!(seen[0].header("content-type"), Some("application/json"));
 }
 
+fn post(path: &str) -> Request<'_> {
+    Request {
+        method: "POST",
+        path,
+        headers: &[("Content-Type", "application/x-tar")],
+        body: None,
+    }
+}
+
+#[test]
+fn a_streamed_body_is_sent_whole_with_its_length_in_pieces() {
+    // Longer than one piece and not a multiple of it, from a reader that hands out a few
+    // bytes at a time.
+    let body: Vec<u8> = (0..(STREAM_PIECE * 2 + 12_345))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    struct Dribble<'a>(&'a [u8]);
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(40_000);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let server = Server::raw(1, json_answer(200, "{}"));
+    let response = Client::new(server.path())
+        .send_streamed(
+            &post("/v1/images/import"),
+            &mut Dribble(&body),
+            body.len() as u64,
+            T,
+        )
+        .unwrap();
+    assert_eq!(response.status, 200);
+    let seen = server.finish();
+    assert_eq!(
+        seen[0].header("content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert_eq!(seen[0].header("content-type"), Some("application/x-tar"));
+    assert!(seen[0].body == body, "the body arrived altered");
+}
+
+#[test]
+fn a_streamed_body_shorter_or_longer_than_said_is_refused() {
+    for (have, said) in [(10usize, 11u64), (12, 11)] {
+        // A peer that takes whatever comes until the client closes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            let _ = s.read_to_end(&mut all);
+        });
+        let bytes = vec![7u8; have];
+        let err = Client::new(&path)
+            .send_streamed(&post("/x"), &mut bytes.as_slice(), said, T)
+            .unwrap_err();
+        assert!(
+            matches!(&err, HttpError::InvalidRequest(m) if m.contains("did the file change")),
+            "{have} bytes said {said}: {err}"
+        );
+        peer.join().unwrap();
+    }
+    // and a streamed request with a body of its own is a mistake, refused before connecting
+    let mut with_body = post("/x");
+    with_body.body = Some(b"x");
+    assert!(matches!(
+        Client::new("/nonexistent/warden.sock").send_streamed(
+            &with_body,
+            &mut b"y".as_slice(),
+            1,
+            T
+        ),
+        Err(HttpError::InvalidRequest(_))
+    ));
+}
+
 #[test]
 fn post_without_body_says_content_length_zero() {
     let server = Server::raw(1, json_answer(200, "{}"));
