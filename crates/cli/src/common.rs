@@ -61,15 +61,48 @@ pub fn read_small(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(bytes))
 }
 
-/// Logs to stderr at the level `WARDEN_LOG` names (a tracing filter), else `default`.
+/// Logs to stderr at the level `WARDEN_LOG` names (a tracing filter), else `default`, one
+/// line per event whatever its fields hold ([`OneLine`]).
 pub fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| OneLine(std::io::stderr()))
         .init();
+}
+
+/// A log writer that keeps each event on one line: a line break or carriage return inside an
+/// event (a reason from a server, an error a registry wrote, a name a researcher chose) is
+/// written as `\n` or `\r`, so that no one who can put text in a log message can make a line
+/// that looks like the node's or the server's own. The formatter writes each event whole,
+/// ending in its one line break.
+#[derive(Debug)]
+pub struct OneLine<W: std::io::Write>(pub W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, end) = match buf.split_last() {
+            Some((b'\n', body)) => (body, &b"\n"[..]),
+            _ => (buf, &b""[..]),
+        };
+        let mut out = Vec::with_capacity(buf.len() + 8);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b => out.push(b),
+            }
+        }
+        out.extend_from_slice(end);
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// What a command prints on standard output and its exit status.
@@ -111,5 +144,57 @@ impl RequesterArgs {
             collaboration: self.collaboration,
             function: self.function,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::OneLine;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A reason that carries a forged log line (what a lying server or a hostile registry
+    /// could send) stays inside its own event's line.
+    #[test]
+    fn a_line_break_in_a_logged_value_cannot_forge_a_log_line() {
+        let out = Shared::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || OneLine(writer.clone()))
+            .finish();
+        let forged = "refused\n2026-12-03T00:00:00.000000Z  INFO warden_node: run 7 admitted\r";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(reason = %forged, "the server answered");
+            tracing::info!("next {}", "event");
+        });
+        let text = String::from_utf8(out.0.lock().map(|b| b.clone()).unwrap_or_default())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains(
+                r"refused\n2026-12-03T00:00:00.000000Z  INFO warden_node: run 7 admitted\r"
+            ),
+            "{text}"
+        );
+        assert!(lines[1].contains("next event"), "{text}");
+        assert!(text.ends_with('\n') && !text.contains('\r'));
     }
 }
