@@ -767,6 +767,7 @@ impl Service {
                 };
                 Ok(Actor::User {
                     id: user.id,
+                    username: user.username,
                     role: user.role,
                     organization_id: user.organization_id,
                     collaborations,
@@ -2024,12 +2025,13 @@ impl Service {
                 parent_task_id: req.parent_task_id,
             },
         )?;
-        let (organization_id, creator_user_id, creator_run_id, parent) = match &actor {
+        let (organization_id, creator, creator_run_id, parent) = match &actor {
             Actor::User {
                 id,
+                username,
                 organization_id: Some(o),
                 ..
-            } => (*o, Some(*id), None, req.parent_task_id),
+            } => (*o, Some((*id, username.clone())), None, req.parent_task_id),
             Actor::Run {
                 run_id,
                 task_id,
@@ -2077,8 +2079,9 @@ impl Service {
         // The requesting user: the creator, or for a subtask created by a run the parent's
         // requester (so, transitively, the user who created the root task). Id and name are
         // copied into the row (user names never change) so that reading them costs nothing.
-        let (requester_user_id, creator_username) = match (creator_user_id, &parent_row) {
-            (Some(u), _) => (Some(u), tx.user(u).await?.map(|u| u.username)),
+        let creator_user_id = creator.as_ref().map(|(id, _)| *id);
+        let (requester_user_id, creator_username) = match (creator, &parent_row) {
+            (Some((u, name)), _) => (Some(u), Some(name)),
             (None, Some(p)) => (p.requester_user_id, p.creator_username.clone()),
             (None, None) => (None, None),
         };

@@ -1251,9 +1251,10 @@ impl Tx {
     /// Insert a pending run, its input, and the event that announces it to the node.
     /// Inserts one pending run per `(organization, input)` of a task, in the order given, and
     /// returns their ids in that order. A constant number of statements whatever the count (a
-    /// task may target thousands of organizations): the runs in one statement, their inputs in
-    /// a few. Ids are drawn in insertion order within one statement (the rows to insert are
-    /// ordered explicitly), which the organizations read back confirm.
+    /// task may target thousands of organizations): on PostgreSQL the runs and their inputs in
+    /// one statement, on SQLite the runs in one and their inputs in a few. Ids are drawn in
+    /// insertion order within one statement (the rows to insert are ordered explicitly), which
+    /// the organizations read back confirm.
     pub async fn insert_runs(
         &mut self,
         task_id: i64,
@@ -1267,15 +1268,25 @@ impl Tx {
         let orgs: Vec<i64> = inputs.iter().map(|(o, _)| *o).collect();
         let mut rows: Vec<(i64, i64)> = match self {
             Tx::Postgres(t) => {
-                let sql = "INSERT INTO runs (task_id, collaboration_id, organization_id, state, created_at) \
-                           SELECT $1, $2, u.o, 'pending', $3 \
-                           FROM unnest($4::BIGINT[]) WITH ORDINALITY AS u(o, n) ORDER BY u.n \
-                           RETURNING id, organization_id";
+                // The runs and their inputs in one statement (one round trip): the inputs
+                // join the new runs on the organization, unique within a task.
+                let sql = "WITH r AS (INSERT INTO runs \
+                             (task_id, collaboration_id, organization_id, state, created_at) \
+                             SELECT $1, $2, u.o, 'pending', $3 \
+                             FROM unnest($4::BIGINT[]) WITH ORDINALITY AS u(o, n) ORDER BY u.n \
+                             RETURNING id, organization_id), \
+                           i AS (INSERT INTO run_inputs (run_id, input) \
+                             SELECT r.id, u.input FROM r \
+                             JOIN unnest($4::BIGINT[], $5::BYTEA[]) AS u(o, input) \
+                             ON u.o = r.organization_id) \
+                           SELECT id, organization_id FROM r";
+                let blobs: Vec<&[u8]> = inputs.iter().map(|(_, i)| i.as_slice()).collect();
                 sqlx::query_as(sql)
                     .bind(task_id)
                     .bind(collaboration_id)
                     .bind(now)
                     .bind(&orgs)
+                    .bind(&blobs)
                     .fetch_all(&mut **t)
                     .await?
             }
@@ -1304,17 +1315,8 @@ impl Tx {
         }
         let ids: Vec<i64> = rows.into_iter().map(|(id, _)| id).collect();
         match self {
-            Tx::Postgres(t) => {
-                let blobs: Vec<&[u8]> = inputs.iter().map(|(_, i)| i.as_slice()).collect();
-                sqlx::query(
-                    "INSERT INTO run_inputs (run_id, input) \
-                     SELECT * FROM unnest($1::BIGINT[], $2::BYTEA[])",
-                )
-                .bind(&ids)
-                .bind(&blobs)
-                .execute(&mut **t)
-                .await?;
-            }
+            // written with the runs
+            Tx::Postgres(_) => {}
             Tx::Sqlite(t) => {
                 // Blobs are bound as blobs, so many rows a statement; chunks of a power of two
                 // rows keep the statements the connection caches to a handful.

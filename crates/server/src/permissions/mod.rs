@@ -14,6 +14,8 @@ use warden_api::Role;
 pub enum Actor {
     User {
         id: i64,
+        /// The user's name (names never change), read with the token.
+        username: String,
         role: Role,
         /// `None` only for root.
         organization_id: Option<i64>,
@@ -241,6 +243,7 @@ fn by_role(actor: &Actor, op: &Op<'_>) -> Result<Permit, Denied> {
             role,
             organization_id,
             collaborations,
+            ..
         } => {
             let own = *organization_id;
             let member = |c: &i64| collaborations.contains(c);

@@ -7,6 +7,7 @@ use super::*;
 fn user(id: i64, role: Role, org: i64, collabs: &[i64]) -> Actor {
     Actor::User {
         id,
+        username: format!("user-{id}"),
         role,
         organization_id: Some(org),
         collaborations: collabs.to_vec(),
@@ -16,6 +17,7 @@ fn user(id: i64, role: Role, org: i64, collabs: &[i64]) -> Actor {
 fn root() -> Actor {
     Actor::User {
         id: 1000,
+        username: "root".into(),
         role: Role::Root,
         organization_id: None,
         collaborations: vec![],
