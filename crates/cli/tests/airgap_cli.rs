@@ -86,6 +86,40 @@ fn tamper_layer(archive: &Path, out: &Path) {
     std::fs::write(out, bytes).unwrap();
 }
 
+/// One layout archive holding both `a`'s and `b`'s files, its index listing the manifests of
+/// both (a blob both hold written once).
+fn merge_archives(a: &Path, b: &Path, out: &Path) {
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut manifests = Vec::new();
+    let mut index = Value::Null;
+    for archive in [a, b] {
+        let mut t = tar::Archive::new(std::fs::File::open(archive).unwrap());
+        for entry in t.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            if name == "index.json" {
+                let v: Value = serde_json::from_slice(&bytes).unwrap();
+                manifests.extend(v["manifests"].as_array().unwrap().iter().cloned());
+                index = v;
+            } else {
+                files.insert(name, bytes);
+            }
+        }
+    }
+    index["manifests"] = Value::Array(manifests);
+    files.insert("index.json".into(), serde_json::to_vec(&index).unwrap());
+    let mut b = tar::Builder::new(std::fs::File::create(out).unwrap());
+    for (name, bytes) in &files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, bytes.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
 fn images_dir(config: &Path) -> PathBuf {
     config.parent().unwrap().join("spool/images")
 }
@@ -348,6 +382,15 @@ async fn an_online_node_imports_nothing_and_bad_archives_lose_nothing() {
     let o = import(&offline, &linked);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("link"), "{}", text(&o));
+    // An archive naming two images (two exports merged into one index): refused whole.
+    let (repo2, _) = w.push_program("echo", "airgap-second", "v1");
+    let second = w.dir.path().join("second.tar");
+    export(&format!("{repo2}:v1"), &second);
+    let two = w.dir.path().join("two.tar");
+    merge_archives(&archive, &second, &two);
+    let o = import(&offline, &two);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("more than one image"), "{}", text(&o));
     // Nothing was left behind beside the layout.
     let spool = offline.parent().unwrap().join("spool");
     let staged: Vec<_> = std::fs::read_dir(&spool)
