@@ -46,11 +46,10 @@ const MAX_NODES_PAYLOAD: usize = 7_900;
 /// Advisory lock key that orders event insertion in PostgreSQL so that event ids become
 /// visible in increasing order (a node resuming "after id N" never misses a late commit).
 const EVENT_ORDER_LOCK: i64 = 0x5741_5244_454e; // "WARDEN"
-/// Advisory lock key that serialises disabling accounts on PostgreSQL, so that two roots who
-/// disable each other at the same moment cannot leave no enabled root (SQLite has one writer).
 /// Rows of run inputs per SQLite statement (two bound values each).
 const INPUT_CHUNK: usize = 128;
-
+/// Advisory lock key that serialises disabling accounts on PostgreSQL, so that two roots who
+/// disable each other at the same moment cannot leave no enabled root (SQLite has one writer).
 const ACCOUNT_LOCK: i64 = 0x5741_5244_4143; // "WARDAC"
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -1248,7 +1247,6 @@ impl Tx {
         )
     }
 
-    /// Insert a pending run, its input, and the event that announces it to the node.
     /// Inserts one pending run per `(organization, input)` of a task, in the order given, and
     /// returns their ids in that order. A constant number of statements whatever the count (a
     /// task may target thousands of organizations): on PostgreSQL the runs and their inputs in
