@@ -143,8 +143,8 @@ async fn polled(kit: &Kit, token: &str) -> Vec<Value> {
     v.as_array().unwrap().clone()
 }
 
-/// `warden_events_pushed_total` of the server's metrics.
-async fn pushed(kit: &Kit) -> u64 {
+/// The counter `name` of the server's metrics.
+async fn counter(kit: &Kit, name: &str) -> u64 {
     let text = kit
         .client
         .get(kit.url("/metrics"))
@@ -155,28 +155,20 @@ async fn pushed(kit: &Kit) -> u64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix("warden_events_pushed_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .unwrap()
         .parse()
         .unwrap()
 }
 
-/// `warden_event_reads_total` of the server's metrics: its sessions' database reads.
+/// `warden_events_pushed_total`: events sent as their commit handed them over.
+async fn pushed(kit: &Kit) -> u64 {
+    counter(kit, "warden_events_pushed_total").await
+}
+
+/// `warden_event_reads_total`: the sessions' database reads.
 async fn reads(kit: &Kit) -> u64 {
-    let text = kit
-        .client
-        .get(kit.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("warden_event_reads_total "))
-        .unwrap()
-        .parse()
-        .unwrap()
+    counter(kit, "warden_event_reads_total").await
 }
 
 /// Two replicas over one PostgreSQL database: a run created at the first reaches its node's
