@@ -289,19 +289,27 @@ impl Spool {
         }
     }
 
-    /// Every run record, by run id.
-    pub fn records(&self) -> Result<Vec<RunRecord>> {
+    /// The run directories (named by their run id; other names are skipped), with their ids.
+    fn run_dirs(&self) -> Result<Vec<(i64, PathBuf)>> {
         let dir = self.root.join("runs");
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io(&dir))? {
             let entry = entry.map_err(io(&dir))?;
-            let Some(id) = entry
+            if let Some(id) = entry
                 .file_name()
                 .to_str()
                 .and_then(|s| s.parse::<i64>().ok())
-            else {
-                continue;
-            };
+            {
+                out.push((id, entry.path()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every run record, by run id.
+    pub fn records(&self) -> Result<Vec<RunRecord>> {
+        let mut out = Vec::new();
+        for (id, _) in self.run_dirs()? {
             match self.load(id) {
                 Ok(Some(r)) => out.push(r),
                 // A directory without a record: a save under way (it makes the directory, then
@@ -319,19 +327,10 @@ impl Spool {
     /// Removes the run directories that hold no record (left by a crash before a run's first
     /// save); returns how many. Only while nothing saves: at start, before the intake.
     pub fn prune_unrecorded(&self) -> Result<usize> {
-        let dir = self.root.join("runs");
         let mut pruned = 0;
-        for entry in fs::read_dir(&dir).map_err(io(&dir))? {
-            let entry = entry.map_err(io(&dir))?;
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i64>().ok())
-            else {
-                continue;
-            };
+        for (id, path) in self.run_dirs()? {
             if self.load(id).is_ok_and(|r| r.is_none()) {
-                fs::remove_dir_all(entry.path()).map_err(io(&entry.path()))?;
+                fs::remove_dir_all(&path).map_err(io(&path))?;
                 pruned += 1;
             }
         }
