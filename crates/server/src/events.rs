@@ -77,12 +77,13 @@ impl Wake {
     }
 }
 
-/// One committed event, as its transaction announces it: the node, the id, and the event as
-/// a read would return it (`None`: the sessions read it).
+/// One committed event, as its transaction announces it: the node, the id (`None`: drawn at
+/// the commit, PostgreSQL), and the event as a read would return it (`None`: the sessions
+/// read it). An announcement with an id or an event missing is never pushed.
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub node: NodeKey,
-    pub id: i64,
+    pub id: Option<i64>,
     pub event: Option<api::Event>,
 }
 
@@ -329,7 +330,7 @@ impl EventHub {
             return false;
         }
         events.sort_unstable_by_key(|e| (e.node, e.id));
-        let mut ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        let mut ids: Vec<i64> = events.iter().filter_map(|e| e.id).collect();
         ids.sort_unstable();
         ids.dedup();
         let mut guard = lock(&self.state);
@@ -355,7 +356,7 @@ impl EventHub {
             None => false,
         } && events
             .iter()
-            .all(|e| e.event.as_ref().is_some_and(|ev| ev.id == e.id));
+            .all(|e| e.event.as_ref().is_some_and(|ev| Some(ev.id) == e.id));
         // A hole that stays: on SQLite an id below an announced one is committed (one
         // writer; only a rolled-back transaction's ids are drawn again, and they are drawn
         // by the next one), so the hole is events committed and not announced yet: one
@@ -475,7 +476,7 @@ mod tests {
     fn committed(node: NodeKey, id: i64) -> Committed {
         Committed {
             node,
-            id,
+            id: Some(id),
             event: Some(event(id)),
         }
     }
@@ -527,7 +528,7 @@ mod tests {
         assert!(!hub.announce(vec![committed((1, 1), 19)]));
         assert!(!hub.announce(vec![Committed {
             node: (1, 1),
-            id: 17,
+            id: Some(17),
             event: None,
         }]));
         assert!(hub.announce(vec![committed((1, 1), 20)]));
@@ -537,7 +538,7 @@ mod tests {
         // A payload that is not the announced id's is never pushed.
         assert!(!hub.announce(vec![Committed {
             node: (1, 1),
-            id: 22,
+            id: Some(22),
             event: Some(event(99)),
         }]));
         assert!(hub.announce(vec![committed((1, 1), 23)]));

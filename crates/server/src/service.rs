@@ -2131,14 +2131,15 @@ impl Service {
             keys.push((run_id, collab.id, *org));
         }
         let ids = tx.insert_run_events(&keys, now).await?;
-        // The events exactly as a read returns them (Service::events), for the sessions.
+        // The events exactly as a read returns them (Service::events), for the sessions,
+        // where their ids are known before the commit (SQLite).
         let events = keys
             .iter()
             .zip(ids)
             .map(|(&(run_id, c, o), id)| Committed {
                 node: (c, o),
                 id,
-                event: Some(api::Event {
+                event: id.map(|id| api::Event {
                     id,
                     kind: api::EventKind::RunCreated,
                     run_id,

@@ -25,7 +25,8 @@ use warden_api::{Role, RunState};
 /// The PostgreSQL channel on which committed events are announced to every replica, as SQL
 /// the connection evaluates: one channel per schema (`warden_events_` and 16 hex digits of the
 /// MD5 of the schema's name, a name and not a secret), so that deployments in different
-/// schemas of one database do not wake each other's sessions.
+/// schemas of one database do not wake each other's sessions. The trigger that writes events
+/// at the commit (migration `0011_events_at_commit`) names it the same way.
 macro_rules! event_channel {
     () => {
         "('warden_events_' || left(md5(current_schema()), 16))"
@@ -43,9 +44,6 @@ pub const REVOKED_PREFIX: &str = "revoked:";
 pub const NODES_PREFIX: &str = "nodes:";
 /// The longest payload of a nodes notification (PostgreSQL's limit is 8,000 bytes).
 const MAX_NODES_PAYLOAD: usize = 7_900;
-/// Advisory lock key that orders event insertion in PostgreSQL so that event ids become
-/// visible in increasing order (a node resuming "after id N" never misses a late commit).
-const EVENT_ORDER_LOCK: i64 = 0x5741_5244_454e; // "WARDEN"
 /// Rows of run inputs per SQLite statement (two bound values each).
 const INPUT_CHUNK: usize = 128;
 /// Advisory lock key that serialises disabling accounts on PostgreSQL, so that two roots who
@@ -1340,31 +1338,32 @@ impl Tx {
         Ok(ids)
     }
 
-    /// Append the node events for new runs. On PostgreSQL the insertion is serialised by a
-    /// transaction-scoped advisory lock (so ids commit in order) and announced with NOTIFY,
-    /// which PostgreSQL delivers only at commit.
+    /// Append the node events for new runs (see [`Tx::insert_events`]).
     pub async fn insert_run_events(
         &mut self,
         runs: &[(i64, i64, i64)], // (run id, collaboration, organization)
         now: i64,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<Vec<Option<i64>>> {
         self.insert_events("run_created", runs, now).await
     }
 
-    /// Append one event of `kind` per run, in the order given; returns their ids.
+    /// Append one event of `kind` per run, in the order given; returns each one's id where
+    /// it is known before the commit.
     ///
-    /// PostgreSQL: the lock, the inserts and the NOTIFY are one statement, so the lock is held
-    /// from here to the commit with no round trip to the server in between (only the COMMIT
-    /// follows). The lock is what makes ids commit in increasing order: it is taken before
-    /// any id is drawn from the sequence (the rows to insert are joined with the lock's one
-    /// row, so none exists before the lock is granted) and released at the commit. SQLite
-    /// has one writer, which orders commits by itself; one statement per event there.
+    /// Event ids must become visible in increasing order (a node resumes "after id N").
+    /// SQLite has one writer, which orders commits by itself: the ids are drawn here, in one
+    /// statement, and returned. PostgreSQL draws them at the commit (migration
+    /// `0011_events_at_commit`): this queues the events in one row of `event_batches`, and a
+    /// deferred trigger, inside the COMMIT, takes the event-order lock, inserts them in the
+    /// order given, NOTIFYs the schema's event channel naming the nodes, and releases the lock
+    /// only once the commit is visible. No lock is held between here and the commit, so a
+    /// slow or stopped replica holds up no one else's creations; the ids are `None`.
     pub async fn insert_events(
         &mut self,
         kind: &str,
         runs: &[(i64, i64, i64)], // (run id, collaboration, organization)
         now: i64,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<Vec<Option<i64>>> {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
@@ -1375,35 +1374,19 @@ impl Tx {
                 let orgs: Vec<i64> = runs.iter().map(|r| r.2).collect();
                 // The notification names the nodes, so that other replicas wake only their
                 // sessions; too many for a payload, it carries the last id (everyone reads).
-                let sql = concat!(
-                    "WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock($1)), \
-                     new AS (INSERT INTO events \
-                       (collaboration_id, organization_id, kind, run_id, created_at) \
-                       SELECT u.c, u.o, $2, u.r, $3 FROM lock, \
-                       unnest($4::BIGINT[], $5::BIGINT[], $6::BIGINT[]) \
-                       WITH ORDINALITY AS u(r, c, o, n) ORDER BY u.n RETURNING id) \
-                     SELECT array_agg(id ORDER BY id), pg_notify(",
-                    event_channel!(),
-                    ", coalesce($7, max(id)::TEXT))::TEXT IS NULL FROM new"
-                );
-                let (ids, _): (Vec<i64>, bool) = sqlx::query_as(sql)
-                    .bind(EVENT_ORDER_LOCK)
+                let sql = "INSERT INTO event_batches \
+                           (kind, created_at, run_ids, collaboration_ids, organization_ids, nodes) \
+                           VALUES ($1, $2, $3, $4, $5, $6)";
+                sqlx::query(sql)
                     .bind(kind)
                     .bind(now)
                     .bind(&run_ids)
                     .bind(&collabs)
                     .bind(&orgs)
                     .bind(nodes_payload(runs.iter().map(|r| (r.1, r.2))))
-                    .fetch_one(&mut **t)
+                    .execute(&mut **t)
                     .await?;
-                if ids.len() != runs.len() {
-                    return Err(StorageError::Database(sqlx::Error::Protocol(format!(
-                        "{} events inserted for {} runs",
-                        ids.len(),
-                        runs.len()
-                    ))));
-                }
-                Ok(ids)
+                Ok(vec![None; runs.len()])
             }
             Tx::Sqlite(t) => {
                 // One statement: the rows in the order given (ORDER BY key), each drawing the
@@ -1430,7 +1413,7 @@ impl Tx {
                         runs.len()
                     ))));
                 }
-                Ok(rows.into_iter().map(|(id, _)| id).collect())
+                Ok(rows.into_iter().map(|(id, _)| Some(id)).collect())
             }
         }
     }

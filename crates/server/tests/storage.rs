@@ -292,15 +292,28 @@ async fn a_task_of_many_targets_keeps_each_target_its_run_input_and_event() {
         "run ids in the order given"
     );
     let keys: Vec<(i64, i64, i64)> = runs.iter().zip(&orgs).map(|(&r, &o)| (r, c, o)).collect();
-    let events = tx.insert_run_events(&keys, 5).await.unwrap();
-    assert_eq!(events.len(), runs.len());
+    let drawn = tx.insert_run_events(&keys, 5).await.unwrap();
+    assert_eq!(drawn.len(), runs.len());
+    tx.commit().await.unwrap();
+
+    let mut tx = db.read().await.unwrap();
+    let mut events = Vec::new();
+    for &o in &orgs {
+        let got = tx.events_after(c, o, 0, 10).await.unwrap();
+        assert_eq!(got.len(), 1, "one event for organization {o}");
+        events.push(got[0].id);
+    }
     assert!(
         events.windows(2).all(|w| w[0] < w[1]),
         "event ids in the order given"
     );
-    tx.commit().await.unwrap();
-
-    let mut tx = db.read().await.unwrap();
+    // Ids known before the commit (SQLite) are the committed ones; PostgreSQL draws them
+    // at the commit.
+    if opts.pg_schema.is_some() {
+        assert!(drawn.iter().all(Option::is_none));
+    } else {
+        assert_eq!(drawn, events.iter().copied().map(Some).collect::<Vec<_>>());
+    }
     for ((&run, &o), &event) in runs.iter().zip(&orgs).zip(&events) {
         let row = tx.run(run).await.unwrap().unwrap().run;
         assert_eq!(
@@ -345,71 +358,158 @@ async fn a_task_of_many_targets_keeps_each_target_its_run_input_and_event() {
     done(&db, &url, &opts).await;
 }
 
-/// A replica stopped between its event insert and its commit (SIGSTOP, a hung host) holds the
-/// event-order lock. PostgreSQL ends its transaction after `pg_idle_in_transaction`, so the
-/// other replicas' creations wait that long, not for as long as it hangs; its own write is
-/// rolled back, whole.
+/// A task of one run for `o` in a transaction of its own, left open after its event is queued.
+async fn open_creation(db: &Db, c: i64, o: i64, at: i64) -> (warden_server::storage::Tx, i64) {
+    let mut tx = db.write().await.unwrap();
+    let t = tx
+        .insert_task(&NewTask {
+            collaboration_id: c,
+            name: "open",
+            image: "docker.io/library/a:1",
+            organization_id: o,
+            creator_user_id: None,
+            requester_user_id: None,
+            requester_username: None,
+            creator_run_id: None,
+            parent_task_id: None,
+            nonce: None,
+            created_at: at,
+        })
+        .await
+        .unwrap();
+    let run = tx
+        .insert_runs(t, c, &[(o, b"a".to_vec())], at)
+        .await
+        .unwrap()[0];
+    tx.insert_run_events(&[(run, c, o)], at).await.unwrap();
+    (tx, run)
+}
+
+/// PostgreSQL draws event ids at the commit, under the event-order lock: a transaction that
+/// queued its events and has not committed (a replica stopped in between, a slow one) holds
+/// no lock, so other creations commit meanwhile; the one that commits last gets the later
+/// id, whichever asked first, so a node resuming "after id N" cannot miss it.
 #[tokio::test]
-async fn a_transaction_left_idle_releases_the_event_order_lock_on_postgres() {
+async fn events_take_their_ids_in_commit_order_and_an_open_transaction_holds_up_no_one_on_postgres()
+{
     let dir = tempfile::tempdir().unwrap();
     let (url, mut opts) = kit::database_url(dir.path());
     assert!(
         opts.pg_schema.is_some(),
         "WARDEN_TEST_DATABASE_URL must name a PostgreSQL database for this test (scripts/test sets it)"
     );
-    opts.pg_idle_in_transaction = std::time::Duration::from_millis(500);
+    // Longer than the guard below: a creation that waited for the open transaction fails.
+    opts.pg_idle_in_transaction = std::time::Duration::from_secs(300);
     let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
-    let (o1, _, c, t) = seed(&db).await;
-    let mut hung = db.write().await.unwrap();
-    let runs = hung
-        .insert_runs(t, c, &[(o1, b"a".to_vec())], 3)
-        .await
-        .unwrap();
-    hung.insert_run_events(&[(runs[0], c, o1)], 3)
-        .await
-        .unwrap();
-
+    let (o1, _, c, _) = seed(&db).await;
+    let (first, asked_first) = open_creation(&db, c, o1, 3).await;
     let other = async {
-        let mut tx = db.write().await.unwrap();
-        let t2 = tx
-            .insert_task(&NewTask {
-                collaboration_id: c,
-                name: "meanwhile",
-                image: "docker.io/library/a:1",
-                organization_id: o1,
-                creator_user_id: None,
-                requester_user_id: None,
-                requester_username: None,
-                creator_run_id: None,
-                parent_task_id: None,
-                nonce: None,
-                created_at: 4,
-            })
-            .await
-            .unwrap();
-        let r = tx
-            .insert_runs(t2, c, &[(o1, b"b".to_vec())], 4)
-            .await
-            .unwrap();
-        tx.insert_run_events(&[(r[0], c, o1)], 4).await.unwrap();
+        let (tx, run) = open_creation(&db, c, o1, 4).await;
         tx.commit().await.unwrap();
-        r[0]
+        run
     };
-    let meanwhile = tokio::time::timeout(std::time::Duration::from_secs(60), other)
+    let asked_second = tokio::time::timeout(std::time::Duration::from_secs(60), other)
         .await
-        .expect("the event-order lock of the idle transaction was never released");
+        .expect("a creation waited for another transaction that had queued its events");
+    first.commit().await.unwrap();
+    let mut tx = db.read().await.unwrap();
+    let events = tx.events_after(c, o1, 0, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.run_id).collect::<Vec<_>>(),
+        vec![asked_second, asked_first],
+        "ids in commit order"
+    );
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+/// A transaction left idle (a replica stopped before its commit) is ended by PostgreSQL after
+/// `pg_idle_in_transaction`, whole: its runs and its queued events are gone, and the
+/// connection and row locks it held are free.
+#[tokio::test]
+async fn a_transaction_left_idle_is_ended_whole_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, mut opts) = kit::database_url(dir.path());
+    assert!(
+        opts.pg_schema.is_some(),
+        "WARDEN_TEST_DATABASE_URL must name a PostgreSQL database for this test (scripts/test sets it)"
+    );
+    opts.pg_idle_in_transaction = std::time::Duration::from_millis(200);
+    let db = Db::connect(&url, dir.path(), &opts).await.unwrap();
+    let (o1, _, c, _) = seed(&db).await;
+    let (hung, run) = open_creation(&db, c, o1, 3).await;
+    // Ten times the timeout: PostgreSQL ends the session meanwhile.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(
         hung.commit().await.is_err(),
         "the idle transaction was ended"
     );
     let mut tx = db.read().await.unwrap();
-    assert!(tx.run(runs[0]).await.unwrap().is_none());
-    let events = tx.events_after(c, o1, 0, 10).await.unwrap();
-    assert_eq!(
-        events.iter().map(|e| e.run_id).collect::<Vec<_>>(),
-        vec![meanwhile]
-    );
+    assert!(tx.run(run).await.unwrap().is_none());
+    assert!(tx.events_after(c, o1, 0, 10).await.unwrap().is_empty());
     drop(tx);
+    done(&db, &url, &opts).await;
+}
+
+/// A node's session reads "after the last id it sent". Writers that commit in another order
+/// than they asked for their events (each waits a while between the two) race a reader that
+/// tails the events that way: the reader misses none, and sees each once, in id order.
+#[tokio::test]
+async fn a_reader_tailing_the_events_misses_none_while_commits_race() {
+    const WRITERS: i64 = 8;
+    const EACH: i64 = 25;
+    let (db, _dir, url, opts) = db().await;
+    let (o1, _, c, _) = seed(&db).await;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let db = db.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let (tx, _) = open_creation(&db, c, o1, w * EACH + i).await;
+                // 0 to 3 ms, a different pattern per writer.
+                let wait = ((w * 7 + i * 3) % 4) as u64;
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    let mut seen = Vec::new();
+    let mut cursor = 0;
+    let mut reads = 0u32;
+    loop {
+        let finished = writers.iter().all(|h| h.is_finished());
+        let mut tx = db.read().await.unwrap();
+        let got = tx.events_after(c, o1, cursor, 1000).await.unwrap();
+        drop(tx);
+        reads += 1;
+        for e in &got {
+            assert!(e.id > cursor, "event {} after cursor {cursor}", e.id);
+            cursor = e.id;
+            seen.push(e.id);
+        }
+        if finished {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for h in writers {
+        h.await.unwrap();
+    }
+    let mut tx = db.read().await.unwrap();
+    let all: Vec<i64> = tx
+        .events_after(c, o1, 0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    drop(tx);
+    assert_eq!(all.len() as i64, WRITERS * EACH);
+    assert!(reads > 1, "the reader tailed while the writers ran");
+    assert_eq!(
+        seen, all,
+        "the tailing reader saw every committed event once"
+    );
     done(&db, &url, &opts).await;
 }
 
