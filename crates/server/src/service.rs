@@ -739,8 +739,9 @@ impl Service {
     async fn actor(&self, tx: &mut Tx, bearer: Option<&Bearer>) -> Result<Actor> {
         const BAD: &str = "the access token is missing, expired or revoked; log in again";
         let bearer = bearer.ok_or(ServiceError::Unauthenticated(BAD))?;
-        let token = tx
-            .token(&auth::token_hash(&bearer.0))
+        // The token, and a user's row and collaborations with it: one statement.
+        let (token, user) = tx
+            .token_and_user(&auth::token_hash(&bearer.0))
             .await?
             .ok_or(ServiceError::Unauthenticated(BAD))?;
         if token.expires_at <= now_micros() {
@@ -748,11 +749,7 @@ impl Service {
         }
         match token.kind {
             TokenKind::Access => {
-                let id = token.user_id.ok_or(ServiceError::Unauthenticated(BAD))?;
-                let user = tx
-                    .user(id)
-                    .await?
-                    .ok_or(ServiceError::Unauthenticated(BAD))?;
+                let (user, collaborations) = user.ok_or(ServiceError::Unauthenticated(BAD))?;
                 // Disabling and password changes delete the user's tokens too; the generation
                 // also catches a token that a concurrent login or refresh was issuing.
                 if user.disabled {
@@ -761,10 +758,6 @@ impl Service {
                 if token.generation != user.token_generation {
                     return Err(ServiceError::Unauthenticated(BAD));
                 }
-                let collaborations = match user.organization_id {
-                    Some(o) => tx.collaborations_of(o).await?,
-                    None => Vec::new(),
-                };
                 Ok(Actor::User {
                     id: user.id,
                     username: user.username,
@@ -2010,8 +2003,10 @@ impl Service {
         req: &TaskRequest,
     ) -> Result<CreatedTask> {
         let actor = self.actor(tx, bearer).await?;
-        let collab = tx
-            .collaboration(req.collaboration_id)
+        // The collaboration, and which of the targets are its members: one statement.
+        let targets: Vec<i64> = req.inputs.iter().map(|(o, _)| *o).collect();
+        let (collab, members) = tx
+            .collaboration_and_members_among(req.collaboration_id, &targets)
             .await?
             .ok_or(ServiceError::NotFound("no such collaboration"))?;
         let digest = req.image.digest().map(|d| d.to_string());
@@ -2044,8 +2039,6 @@ impl Service {
                 )));
             }
         };
-        let targets: Vec<i64> = req.inputs.iter().map(|(o, _)| *o).collect();
-        let members = tx.members_among(collab.id, &targets).await?;
         if let Some((o, _)) = req
             .inputs
             .iter()

@@ -657,6 +657,43 @@ struct RawTokenRow {
     generation: i64,
 }
 
+/// A token row joined with its user's (`u_`: null for a token of a node or a run, or a
+/// user that is gone) and the user's organization's collaborations (a JSON array).
+#[derive(Debug, FromRow)]
+struct RawTokenUserRow {
+    #[sqlx(flatten)]
+    token: RawTokenRow,
+    u_id: Option<i64>,
+    u_username: Option<String>,
+    u_organization_id: Option<i64>,
+    u_role: Option<String>,
+    u_password_hash: Option<String>,
+    u_failed_logins: Option<i64>,
+    u_locked_until: Option<i64>,
+    u_created_at: Option<i64>,
+    u_disabled: Option<bool>,
+    u_token_generation: Option<i64>,
+    u_collaborations: Option<String>,
+}
+
+impl TryFrom<RawTokenRow> for TokenRow {
+    type Error = StorageError;
+    fn try_from(r: RawTokenRow) -> Result<Self> {
+        let kind = TokenKind::parse(&r.kind).ok_or_else(|| StorageError::Corrupt(r.kind))?;
+        Ok(TokenRow {
+            hash: r.hash,
+            kind,
+            user_id: r.user_id,
+            node_id: r.node_id,
+            run_id: r.run_id,
+            family: r.family,
+            consumed: r.consumed,
+            expires_at: r.expires_at,
+            generation: r.generation,
+        })
+    }
+}
+
 /// A stored token: only the sha256 of the secret is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
@@ -896,48 +933,56 @@ impl Tx {
         Ok(on!(self, c => sqlx::query_scalar(sql).bind(collaboration_id).fetch_all(&mut *c).await)?)
     }
 
-    /// Those of `organizations` that are current members of the collaboration, ascending:
-    /// the targets of a task are checked without reading every member.
-    pub async fn members_among(
+    /// A collaboration and those of `organizations` that are its current members
+    /// (ascending), in one statement: what a task creation checks its targets against.
+    pub async fn collaboration_and_members_among(
         &mut self,
-        collaboration_id: i64,
+        id: i64,
         organizations: &[i64],
-    ) -> Result<Vec<i64>> {
-        if organizations.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(match self {
+    ) -> Result<Option<(CollaborationRow, Vec<i64>)>> {
+        let raw: Option<(i64, String, bool, i64, Option<String>)> = match self {
             Tx::Sqlite(t) => {
-                // A JSON array of the ids (numbers only), read by json_each.
-                let list = format!(
-                    "[{}]",
-                    organizations
-                        .iter()
-                        .map(i64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
-                let sql = "SELECT organization_id FROM collaboration_members \
-                           WHERE collaboration_id = $1 AND removed_at IS NULL \
-                           AND organization_id IN (SELECT value FROM json_each($2)) \
-                           ORDER BY organization_id";
-                sqlx::query_scalar(sql)
-                    .bind(collaboration_id)
+                let sql = "SELECT c.id, c.name, c.encrypted, c.created_at, \
+                           (SELECT json_group_array(m.organization_id) \
+                            FROM collaboration_members m WHERE m.collaboration_id = c.id \
+                            AND m.removed_at IS NULL \
+                            AND m.organization_id IN (SELECT value FROM json_each($2))) \
+                           FROM collaborations c WHERE c.id = $1";
+                let list = serde_json::to_string(organizations)
+                    .map_err(|e| StorageError::Database(sqlx::Error::Encode(Box::new(e))))?;
+                sqlx::query_as(sql)
+                    .bind(id)
                     .bind(list)
-                    .fetch_all(&mut **t)
+                    .fetch_optional(&mut **t)
                     .await?
             }
             Tx::Postgres(t) => {
-                let sql = "SELECT organization_id FROM collaboration_members \
-                           WHERE collaboration_id = $1 AND removed_at IS NULL \
-                           AND organization_id = ANY($2) ORDER BY organization_id";
-                sqlx::query_scalar(sql)
-                    .bind(collaboration_id)
+                let sql = "SELECT c.id, c.name, c.encrypted, c.created_at, \
+                           (SELECT coalesce(json_agg(m.organization_id), '[]')::TEXT \
+                            FROM collaboration_members m WHERE m.collaboration_id = c.id \
+                            AND m.removed_at IS NULL AND m.organization_id = ANY($2)) \
+                           FROM collaborations c WHERE c.id = $1";
+                sqlx::query_as(sql)
+                    .bind(id)
                     .bind(organizations)
-                    .fetch_all(&mut **t)
+                    .fetch_optional(&mut **t)
                     .await?
             }
-        })
+        };
+        let Some((id, name, encrypted, created_at, members)) = raw else {
+            return Ok(None);
+        };
+        let text = members.unwrap_or_else(|| "[]".to_owned());
+        let mut members: Vec<i64> =
+            serde_json::from_str(&text).map_err(|_| StorageError::Corrupt(text.clone()))?;
+        members.sort_unstable();
+        let collaboration = CollaborationRow {
+            id,
+            name,
+            encrypted,
+            created_at,
+        };
+        Ok(Some((collaboration, members)))
     }
 
     /// Collaborations an organization is a member of, ascending.
@@ -1716,21 +1761,85 @@ impl Tx {
                    generation FROM tokens WHERE hash = $1";
         let raw: Option<RawTokenRow> =
             on!(self, c => sqlx::query_as(sql).bind(hash).fetch_optional(&mut *c).await)?;
-        raw.map(|r| {
-            let kind = TokenKind::parse(&r.kind).ok_or_else(|| StorageError::Corrupt(r.kind))?;
-            Ok(TokenRow {
-                hash: r.hash,
-                kind,
-                user_id: r.user_id,
-                node_id: r.node_id,
-                run_id: r.run_id,
-                family: r.family,
-                consumed: r.consumed,
-                expires_at: r.expires_at,
-                generation: r.generation,
-            })
-        })
-        .transpose()
+        raw.map(TokenRow::try_from).transpose()
+    }
+
+    /// A token and, when it is a user's, the user and the collaborations of the user's
+    /// organization (ascending; none without one): what every request of a user reads
+    /// before anything else, in one statement.
+    pub async fn token_and_user(
+        &mut self,
+        hash: &str,
+    ) -> Result<Option<(TokenRow, Option<(UserRow, Vec<i64>)>)>> {
+        // The collaborations as a JSON array of numbers (SQLite has no arrays).
+        let collaborations = match self.backend() {
+            Backend::Sqlite => {
+                "(SELECT json_group_array(m.collaboration_id) FROM collaboration_members m \
+                 WHERE m.organization_id = u.organization_id AND m.removed_at IS NULL)"
+            }
+            Backend::Postgres => {
+                "(SELECT coalesce(json_agg(m.collaboration_id), '[]')::TEXT \
+                 FROM collaboration_members m \
+                 WHERE m.organization_id = u.organization_id AND m.removed_at IS NULL)"
+            }
+        };
+        let sql = format!(
+            "SELECT t.hash, t.kind, t.user_id, t.node_id, t.run_id, t.family, t.consumed, \
+             t.expires_at, t.generation, u.id AS u_id, u.username AS u_username, \
+             u.organization_id AS u_organization_id, u.role AS u_role, \
+             u.password_hash AS u_password_hash, u.failed_logins AS u_failed_logins, \
+             u.locked_until AS u_locked_until, u.created_at AS u_created_at, \
+             u.disabled AS u_disabled, u.token_generation AS u_token_generation, \
+             {collaborations} AS u_collaborations \
+             FROM tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.hash = $1"
+        );
+        let raw: Option<RawTokenUserRow> =
+            on!(self, c => sqlx::query_as(&sql).bind(hash).fetch_optional(&mut *c).await)?;
+        let Some(r) = raw else {
+            return Ok(None);
+        };
+        let token = TokenRow::try_from(r.token)?;
+        let user = match (
+            r.u_id,
+            r.u_username,
+            r.u_role,
+            r.u_password_hash,
+            r.u_failed_logins,
+            r.u_created_at,
+            r.u_disabled,
+            r.u_token_generation,
+        ) {
+            (
+                Some(id),
+                Some(username),
+                Some(role),
+                Some(password_hash),
+                Some(failed_logins),
+                Some(created_at),
+                Some(disabled),
+                Some(token_generation),
+            ) => {
+                let user = UserRow::try_from(RawUserRow {
+                    id,
+                    username,
+                    organization_id: r.u_organization_id,
+                    role,
+                    password_hash,
+                    failed_logins,
+                    locked_until: r.u_locked_until,
+                    created_at,
+                    disabled,
+                    token_generation,
+                })?;
+                let text = r.u_collaborations.unwrap_or_else(|| "[]".to_owned());
+                let mut collaborations: Vec<i64> =
+                    serde_json::from_str(&text).map_err(|_| StorageError::Corrupt(text.clone()))?;
+                collaborations.sort_unstable();
+                Some((user, collaborations))
+            }
+            _ => None,
+        };
+        Ok(Some((token, user)))
     }
 
     /// Mark a refresh token used; returns false if it was already used (a replay).

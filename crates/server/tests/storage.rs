@@ -513,6 +513,104 @@ async fn a_reader_tailing_the_events_misses_none_while_commits_race() {
     done(&db, &url, &opts).await;
 }
 
+/// What a request reads first, each in one statement: a token with its user and the user's
+/// organization's current collaborations (none for a root, no user for a node's token), and
+/// a collaboration with which of some organizations are its current members.
+#[tokio::test]
+async fn a_token_comes_with_its_user_and_a_collaboration_with_its_members_among_some() {
+    let (db, _dir, url, opts) = db().await;
+    let (o1, o2, c, _) = seed(&db).await;
+    let mut tx = db.write().await.unwrap();
+    let c2 = tx.insert_collaboration("c2", false, 1).await.unwrap();
+    let c3 = tx.insert_collaboration("c3", false, 1).await.unwrap();
+    tx.add_member(c3, o1).await.unwrap();
+    tx.add_member(c2, o1).await.unwrap();
+    tx.add_member(c2, o2).await.unwrap();
+    assert!(tx.remove_member(c2, o1, 5).await.unwrap());
+    let rita = tx
+        .insert_user("rita", Some(o1), Role::Researcher, "h", 1)
+        .await
+        .unwrap();
+    let root = tx
+        .insert_user("root", None, Role::Root, "h", 1)
+        .await
+        .unwrap();
+    let node = tx.insert_node(o2, c, "k", 1).await.unwrap();
+    let token = |hash: &str, kind, user_id, node_id| TokenRow {
+        hash: hash.repeat(32),
+        kind,
+        user_id,
+        node_id,
+        run_id: None,
+        family: None,
+        consumed: false,
+        expires_at: 10,
+        generation: 3,
+    };
+    let rows = [
+        token("aa", TokenKind::Access, Some(rita), None),
+        token("bb", TokenKind::Access, Some(root), None),
+        token("cc", TokenKind::Node, None, Some(node)),
+    ];
+    for r in &rows {
+        tx.insert_token(r).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut tx = db.read().await.unwrap();
+    let (t, user) = tx.token_and_user(&rows[0].hash).await.unwrap().unwrap();
+    assert_eq!(t, rows[0]);
+    let (user, collaborations) = user.unwrap();
+    assert_eq!(user, tx.user(rita).await.unwrap().unwrap());
+    // c2 no longer (removed), c and c3 ascending.
+    let mut want = vec![c, c3];
+    want.sort_unstable();
+    assert_eq!(collaborations, want);
+    let (_, user) = tx.token_and_user(&rows[1].hash).await.unwrap().unwrap();
+    let (user, collaborations) = user.unwrap();
+    assert_eq!((user.id, collaborations), (root, vec![]));
+    let (t, user) = tx.token_and_user(&rows[2].hash).await.unwrap().unwrap();
+    assert_eq!((t.node_id, user), (Some(node), None));
+    assert_eq!(tx.token_and_user(&"dd".repeat(32)).await.unwrap(), None);
+
+    let (collab, members) = tx
+        .collaboration_and_members_among(c2, &[o2, 999, o1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (collab.id, collab.name.as_str(), collab.encrypted),
+        (c2, "c2", false)
+    );
+    assert_eq!(
+        members,
+        vec![o2],
+        "a removed member and an unknown one are not members"
+    );
+    let (_, members) = tx
+        .collaboration_and_members_among(c, &[o2, o1])
+        .await
+        .unwrap()
+        .unwrap();
+    let mut both = vec![o1, o2];
+    both.sort_unstable();
+    assert_eq!(members, both);
+    let (_, members) = tx
+        .collaboration_and_members_among(c, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(members.is_empty());
+    assert!(
+        tx.collaboration_and_members_among(9999, &[o1])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    drop(tx);
+    done(&db, &url, &opts).await;
+}
+
 #[tokio::test]
 async fn refresh_tokens_are_consumed_once() {
     let (db, _dir, url, opts) = db().await;
