@@ -2102,7 +2102,9 @@ impl Service {
             ),
             e => e.into(),
         })?;
-        let run_ids = tx.insert_runs(task_id, collab.id, &req.inputs, now).await?;
+        let (run_ids, ids) = tx
+            .insert_runs_and_events(task_id, collab.id, &req.inputs, now)
+            .await?;
         let mut runs = Vec::with_capacity(req.inputs.len());
         let mut keys = Vec::with_capacity(req.inputs.len());
         for (&run_id, (org, _)) in run_ids.iter().zip(&req.inputs) {
@@ -2123,7 +2125,6 @@ impl Service {
             });
             keys.push((run_id, collab.id, *org));
         }
-        let ids = tx.insert_run_events(&keys, now).await?;
         // The events exactly as a read returns them (Service::events), for the sessions,
         // where their ids are known before the commit (SQLite).
         let events = keys

@@ -1303,6 +1303,47 @@ impl Tx {
         inputs: &[(i64, Vec<u8>)], // (organization, sealed input)
         now: i64,
     ) -> Result<Vec<i64>> {
+        self.insert_runs_with(task_id, collaboration_id, inputs, now, false)
+            .await
+    }
+
+    /// [`Tx::insert_runs`] and their `run_created` events ([`Tx::insert_events`]): the run
+    /// ids and the event ids (where known before the commit) in the order given. On
+    /// PostgreSQL the runs, their inputs and the queued events are one statement.
+    pub async fn insert_runs_and_events(
+        &mut self,
+        task_id: i64,
+        collaboration_id: i64,
+        inputs: &[(i64, Vec<u8>)], // (organization, sealed input)
+        now: i64,
+    ) -> Result<(Vec<i64>, Vec<Option<i64>>)> {
+        let runs = self
+            .insert_runs_with(task_id, collaboration_id, inputs, now, true)
+            .await?;
+        let events = match self {
+            Tx::Postgres(_) => vec![None; runs.len()],
+            Tx::Sqlite(_) => {
+                let keys: Vec<(i64, i64, i64)> = runs
+                    .iter()
+                    .zip(inputs)
+                    .map(|(&r, (o, _))| (r, collaboration_id, *o))
+                    .collect();
+                self.insert_run_events(&keys, now).await?
+            }
+        };
+        Ok((runs, events))
+    }
+
+    /// `events`: on PostgreSQL, also queue the runs' `run_created` events in the same
+    /// statement (SQLite: the caller inserts them).
+    async fn insert_runs_with(
+        &mut self,
+        task_id: i64,
+        collaboration_id: i64,
+        inputs: &[(i64, Vec<u8>)],
+        now: i64,
+        events: bool,
+    ) -> Result<Vec<i64>> {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
@@ -1310,8 +1351,11 @@ impl Tx {
         let mut rows: Vec<(i64, i64)> = match self {
             Tx::Postgres(t) => {
                 // The runs and their inputs in one statement (one round trip): the inputs
-                // join the new runs on the organization, unique within a task.
-                let sql = "WITH r AS (INSERT INTO runs \
+                // join the new runs on the organization, unique within a task. With the
+                // events, one row of `event_batches` too (see `insert_events`), its runs in
+                // id order, which is the order given (checked below; the statement is rolled
+                // back with the transaction otherwise).
+                const RUNS: &str = "WITH r AS (INSERT INTO runs \
                              (task_id, collaboration_id, organization_id, state, created_at) \
                              SELECT $1, $2, u.o, 'pending', $3 \
                              FROM unnest($4::BIGINT[]) WITH ORDINALITY AS u(o, n) ORDER BY u.n \
@@ -1319,17 +1363,36 @@ impl Tx {
                            i AS (INSERT INTO run_inputs (run_id, input) \
                              SELECT r.id, u.input FROM r \
                              JOIN unnest($4::BIGINT[], $5::BYTEA[]) AS u(o, input) \
-                             ON u.o = r.organization_id) \
-                           SELECT id, organization_id FROM r";
+                             ON u.o = r.organization_id) ";
+                const EVENTS: &str = ", e AS (INSERT INTO event_batches \
+                             (kind, created_at, run_ids, collaboration_ids, organization_ids, nodes) \
+                             SELECT 'run_created', $3, array_agg(id ORDER BY id), \
+                             array_agg($2::BIGINT ORDER BY id), \
+                             array_agg(organization_id ORDER BY id), $6 FROM r) ";
+                const SELECT: &str = "SELECT id, organization_id FROM r";
                 let blobs: Vec<&[u8]> = inputs.iter().map(|(_, i)| i.as_slice()).collect();
-                sqlx::query_as(sql)
-                    .bind(task_id)
-                    .bind(collaboration_id)
-                    .bind(now)
-                    .bind(&orgs)
-                    .bind(&blobs)
-                    .fetch_all(&mut **t)
-                    .await?
+                if events {
+                    let sql = [RUNS, EVENTS, SELECT].concat();
+                    sqlx::query_as(&sql)
+                        .bind(task_id)
+                        .bind(collaboration_id)
+                        .bind(now)
+                        .bind(&orgs)
+                        .bind(&blobs)
+                        .bind(nodes_payload(orgs.iter().map(|&o| (collaboration_id, o))))
+                        .fetch_all(&mut **t)
+                        .await?
+                } else {
+                    let sql = [RUNS, SELECT].concat();
+                    sqlx::query_as(&sql)
+                        .bind(task_id)
+                        .bind(collaboration_id)
+                        .bind(now)
+                        .bind(&orgs)
+                        .bind(&blobs)
+                        .fetch_all(&mut **t)
+                        .await?
+                }
             }
             Tx::Sqlite(t) => {
                 let sql = "INSERT INTO runs (task_id, collaboration_id, organization_id, state, created_at) \

@@ -285,14 +285,13 @@ async fn a_task_of_many_targets_keeps_each_target_its_run_input_and_event() {
         .iter()
         .map(|&o| (o, format!("input of {o}").into_bytes()))
         .collect();
-    let runs = tx.insert_runs(t, c, &inputs, 5).await.unwrap();
+    // As a task creation writes them: the runs, their inputs and their events together.
+    let (runs, drawn) = tx.insert_runs_and_events(t, c, &inputs, 5).await.unwrap();
     assert_eq!(runs.len(), orgs.len());
     assert!(
         runs.windows(2).all(|w| w[0] < w[1]),
         "run ids in the order given"
     );
-    let keys: Vec<(i64, i64, i64)> = runs.iter().zip(&orgs).map(|(&r, &o)| (r, c, o)).collect();
-    let drawn = tx.insert_run_events(&keys, 5).await.unwrap();
     assert_eq!(drawn.len(), runs.len());
     tx.commit().await.unwrap();
 
