@@ -643,15 +643,30 @@ mod tests {
         assert!(
             matches!(Wake::from_notification("nodes:1:2;1:3;4:5"), Wake::Nodes(n) if n == [(1, 2), (1, 3), (4, 5)])
         );
-        let many = crate::storage::nodes_payload((0..3).map(|o| (9, o))).unwrap();
+        let few = crate::storage::nodes_payloads([(9, 2), (9, 0), (9, 1), (9, 0)].into_iter());
+        assert_eq!(few.len(), 1);
         assert!(
-            matches!(Wake::from_notification(&many), Wake::Nodes(n) if n == [(9, 0), (9, 1), (9, 2)])
+            matches!(Wake::from_notification(&few[0]), Wake::Nodes(n) if n == [(9, 0), (9, 1), (9, 2)])
         );
-        // Too many nodes for one payload: none, and the last id is sent (everyone reads).
-        assert_eq!(
-            crate::storage::nodes_payload((0..2_000).map(|o| (1, o))),
-            None
-        );
+        // Too many nodes for one payload: several, each within PostgreSQL's limit, that name
+        // every node once between them.
+        let all: Vec<(i64, i64)> = (0..2_000).map(|o| (1, 100_000 + o)).collect();
+        let many = crate::storage::nodes_payloads(all.iter().copied());
+        assert!(many.len() > 1, "{} payloads", many.len());
+        assert!(many.iter().all(|p| p.len() <= 7_900));
+        let mut named = Vec::new();
+        for p in &many {
+            let wake = Wake::from_notification(p);
+            assert!(
+                matches!(wake, Wake::Nodes(_)),
+                "payload {p} read as {wake:?}"
+            );
+            if let Wake::Nodes(n) = wake {
+                named.extend(n);
+            }
+        }
+        assert_eq!(named, all);
+        assert!(crate::storage::nodes_payloads(std::iter::empty()).is_empty());
         // Anything not understood wakes everyone: a wake-up too many, never one too few.
         for other in [
             "42",

@@ -40,7 +40,7 @@ pub const EVENT_CHANNEL_QUERY: &str = concat!("SELECT ", event_channel!());
 pub const REVOKED_PREFIX: &str = "revoked:";
 /// Payload prefix of a notification on the event channel that names the nodes whose events a
 /// commit added: `nodes:<c>:<o>;<c>:<o>...`. A commit that concerns more nodes than fit in a
-/// payload notifies its last event id instead, which every replica reads as "everyone".
+/// payload sends several.
 pub const NODES_PREFIX: &str = "nodes:";
 /// The longest payload of a nodes notification (PostgreSQL's limit is 8,000 bytes).
 const MAX_NODES_PAYLOAD: usize = 7_900;
@@ -1379,7 +1379,7 @@ impl Tx {
                         .bind(now)
                         .bind(&orgs)
                         .bind(&blobs)
-                        .bind(nodes_payload(orgs.iter().map(|&o| (collaboration_id, o))))
+                        .bind(nodes_payloads(orgs.iter().map(|&o| (collaboration_id, o))))
                         .fetch_all(&mut **t)
                         .await?
                 } else {
@@ -1480,8 +1480,8 @@ impl Tx {
                 let run_ids: Vec<i64> = runs.iter().map(|r| r.0).collect();
                 let collabs: Vec<i64> = runs.iter().map(|r| r.1).collect();
                 let orgs: Vec<i64> = runs.iter().map(|r| r.2).collect();
-                // The notification names the nodes, so that other replicas wake only their
-                // sessions; too many for a payload, it carries the last id (everyone reads).
+                // The notifications name the nodes, so that other replicas wake only their
+                // sessions (several payloads for many nodes).
                 let sql = "INSERT INTO event_batches \
                            (kind, created_at, run_ids, collaboration_ids, organization_ids, nodes) \
                            VALUES ($1, $2, $3, $4, $5, $6)";
@@ -1491,7 +1491,7 @@ impl Tx {
                     .bind(&run_ids)
                     .bind(&collabs)
                     .bind(&orgs)
-                    .bind(nodes_payload(runs.iter().map(|r| (r.1, r.2))))
+                    .bind(nodes_payloads(runs.iter().map(|r| (r.1, r.2))))
                     .execute(&mut **t)
                     .await?;
                 Ok(vec![None; runs.len()])
@@ -1926,21 +1926,27 @@ impl Tx {
     }
 }
 
-/// The payload of a notification that names `nodes` ([`NODES_PREFIX`]), or `None` when they
-/// do not fit in one.
-pub fn nodes_payload(nodes: impl Iterator<Item = (i64, i64)>) -> Option<String> {
+/// The payloads of the notifications that name `nodes` ([`NODES_PREFIX`]), each at most
+/// [`MAX_NODES_PAYLOAD`] bytes: one for a few hundred nodes, more for more, so that a commit
+/// of any size wakes only its nodes' sessions. Sorted, without duplicates.
+pub fn nodes_payloads(nodes: impl Iterator<Item = (i64, i64)>) -> Vec<String> {
     let mut nodes: Vec<(i64, i64)> = nodes.collect();
     nodes.sort_unstable();
     nodes.dedup();
+    let mut payloads = Vec::new();
     let mut payload = String::from(NODES_PREFIX);
-    for (i, (c, o)) in nodes.iter().enumerate() {
-        if i > 0 {
+    for (c, o) in nodes {
+        let pair = format!("{c}:{o}");
+        let first = payload.len() == NODES_PREFIX.len();
+        if !first && payload.len() + 1 + pair.len() > MAX_NODES_PAYLOAD {
+            payloads.push(std::mem::replace(&mut payload, String::from(NODES_PREFIX)));
+        } else if !first {
             payload.push(';');
         }
-        payload.push_str(&format!("{c}:{o}"));
-        if payload.len() > MAX_NODES_PAYLOAD {
-            return None;
-        }
+        payload.push_str(&pair);
     }
-    Some(payload)
+    if payload.len() > NODES_PREFIX.len() {
+        payloads.push(payload);
+    }
+    payloads
 }

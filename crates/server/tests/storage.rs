@@ -422,6 +422,61 @@ async fn events_take_their_ids_in_commit_order_and_an_open_transaction_holds_up_
     done(&db, &url, &opts).await;
 }
 
+/// A commit for more nodes than one notification holds (PostgreSQL's payloads end at 8,000
+/// bytes) sends several, which name every node once between them, so other replicas still
+/// wake only those nodes' sessions rather than everyone's.
+#[tokio::test]
+async fn a_commit_for_more_nodes_than_a_payload_holds_names_them_all_on_postgres() {
+    let (db, _dir, url, opts) = db().await;
+    assert!(
+        opts.pg_schema.is_some(),
+        "WARDEN_TEST_DATABASE_URL must name a PostgreSQL database for this test (scripts/test sets it)"
+    );
+    let (_, _, c, t) = seed(&db).await;
+    let pool = db.pg_pool().unwrap().clone();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    let channel: String = sqlx::query_scalar(warden_server::storage::EVENT_CHANNEL_QUERY)
+        .fetch_one(&mut listener)
+        .await
+        .unwrap();
+    listener.listen(&channel).await.unwrap();
+    let mut tx = db.write().await.unwrap();
+    let mut inputs = Vec::new();
+    for i in 0..2_000 {
+        let o = tx
+            .insert_organization(&format!("member-{i}"), "k", 1)
+            .await
+            .unwrap();
+        tx.add_member(c, o).await.unwrap();
+        inputs.push((o, Vec::new()));
+    }
+    tx.insert_runs_and_events(t, c, &inputs, 5).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut want: Vec<(i64, i64)> = inputs.iter().map(|(o, _)| (c, *o)).collect();
+    want.sort_unstable();
+    let mut named = Vec::new();
+    let mut notifications = 0;
+    while named.len() < want.len() {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), listener.recv())
+            .await
+            .expect("the commit's notifications did not all arrive")
+            .unwrap();
+        assert!(n.payload().len() <= 8_000);
+        match warden_server::events::Wake::from_notification(n.payload()) {
+            warden_server::events::Wake::Nodes(nodes) => named.extend(nodes),
+            other => panic!("notification {:?} read as {other:?}", n.payload()),
+        }
+        notifications += 1;
+    }
+    assert!(notifications > 1, "{notifications} notification(s)");
+    named.sort_unstable();
+    assert_eq!(named, want);
+    drop(listener);
+    done(&db, &url, &opts).await;
+}
+
 /// A transaction left idle (a replica stopped before its commit) is ended by PostgreSQL after
 /// `pg_idle_in_transaction`, whole: its runs and its queued events are gone, and the
 /// connection and row locks it held are free.

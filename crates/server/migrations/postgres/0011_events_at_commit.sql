@@ -21,9 +21,9 @@ CREATE UNLOGGED TABLE event_batches (
     run_ids           BIGINT[] NOT NULL,
     collaboration_ids BIGINT[] NOT NULL,
     organization_ids  BIGINT[] NOT NULL,
-    -- The notification's payload naming the nodes (`nodes:<c>:<o>;...`); null when they do
-    -- not fit in one, and the last event id is sent instead (every replica reads).
-    nodes             TEXT,
+    -- The payloads of the notifications naming the nodes (`nodes:<c>:<o>;...`, several for
+    -- more nodes than one holds); empty, the last event id is sent (every replica reads).
+    nodes             TEXT[] NOT NULL,
     CHECK (cardinality(run_ids) = cardinality(collaboration_ids)
            AND cardinality(run_ids) = cardinality(organization_ids))
 );
@@ -31,6 +31,8 @@ CREATE UNLOGGED TABLE event_batches (
 CREATE FUNCTION warden_write_event_batch() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     last_id BIGINT;
+    channel TEXT;
+    payload TEXT;
 BEGIN
     -- The event-order lock (key 0x5741_5244_454e, "WARDEN"): released with the commit.
     PERFORM pg_advisory_xact_lock(95938064696654);
@@ -43,8 +45,13 @@ BEGIN
         RETURNING id)
     SELECT max(id) INTO last_id FROM new;
     -- The schema's event channel, as the server names it (`storage::event_channel!`).
-    PERFORM pg_notify('warden_events_' || left(md5(current_schema()), 16),
-                      coalesce(NEW.nodes, last_id::TEXT));
+    channel := 'warden_events_' || left(md5(current_schema()), 16);
+    IF cardinality(NEW.nodes) = 0 THEN
+        PERFORM pg_notify(channel, last_id::TEXT);
+    END IF;
+    FOREACH payload IN ARRAY NEW.nodes LOOP
+        PERFORM pg_notify(channel, payload);
+    END LOOP;
     DELETE FROM event_batches WHERE id = NEW.id;
     RETURN NULL;
 END
