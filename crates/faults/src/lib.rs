@@ -10,6 +10,7 @@
 //! namespace with a veth pair, `tc` and `iptables` in it), the Docker engine, PostgreSQL,
 //! HAProxy and iproute2 installed (scripts/prereqs.sh).
 
+pub mod delay;
 pub mod history;
 pub mod procs;
 pub mod scenarios;

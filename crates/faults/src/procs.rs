@@ -506,7 +506,8 @@ const NETNS_RANGE: [u8; 2] = [10, 213];
 /// limit whose queue delays packets up to its `latency`) and drops packets at random with
 /// netfilter's `statistic` match, in the namespace, both ways. Neither adds a fixed delay to
 /// every packet as netem would: the delay here is the queue behind the rate limit and the
-/// retransmissions of what was dropped.
+/// retransmissions of what was dropped; a fixed delay is added above TCP by
+/// [`crate::delay::DelayLink`] in front of the link.
 #[derive(Debug)]
 pub struct Netns {
     pub name: String,

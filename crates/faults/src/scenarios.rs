@@ -512,12 +512,15 @@ const PROBE_CLIENT: usize = 99;
 
 /// The share of packets dropped on a degraded link, each way.
 const LOSS: f64 = 0.1;
+/// The delay a degraded link adds each way (a 300 ms round trip).
+const DELAY: Duration = Duration::from_millis(150);
 
-/// 7. A node's link slowed (256 kbit/s) and lossy (10 % of the packets dropped each way) with
-///    runs in flight and tasks created meanwhile, then restored: TCP carries the exchanges
-///    through (the node's requests retried when they time out), every result is delivered
-///    once and no run executed twice. The link's relay runs in a network namespace of the
-///    scenario's own, over a veth pair (see [`crate::procs::Netns`] for why not netem).
+/// 7. A node's link slowed (256 kbit/s), long (150 ms added each way) and lossy (10 % of the
+///    packets dropped each way) with runs in flight and tasks created meanwhile, then
+///    restored: TCP carries the exchanges through (the node's requests retried when they time
+///    out), every result is delivered once and no run executed twice. The link's relay runs in
+///    a network namespace of the scenario's own, over a veth pair, and the delay is a relay in
+///    front of it (see [`crate::procs::Netns`] and [`crate::delay`] for why not netem).
 async fn link_lossy(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
     let shape = Shape {
         replicas: 2,
@@ -543,10 +546,24 @@ async fn link_lossy(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
         .as_mut()
         .ok_or_else(|| anyhow::anyhow!("the federation has no namespace for the link"))?
         .degrade("256kbit", LOSS)?;
+    let delay = fed.nodes[0]
+        .delay
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the first node has no delayed link"))?;
+    delay.set(DELAY);
     h.fault(format!(
-        "link of hospital-a slowed (tbf 256kbit, burst 16kbit, latency 200ms, both ends) and lossy ({:.0} % of packets dropped each way) for {degraded:?}, {in_flight} of its runs not final",
+        "link of hospital-a slowed (tbf 256kbit, burst 16kbit, latency 200ms, both ends), delayed {DELAY:?} each way and lossy ({:.0} % of packets dropped each way) for {degraded:?}, {in_flight} of its runs not final",
         LOSS * 100.0
     ));
+    // What the node now sees of the servers: a health check through its link.
+    let started = Instant::now();
+    let probe = fed
+        .http()
+        .get(format!("{}/api/health", delay.url()))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await;
+    let round_trip = started.elapsed();
     // More tasks while it is degraded.
     for seq in tasks / 2..tasks {
         fed.create_task(0, seq, Duration::from_secs(30)).await?;
@@ -566,6 +583,9 @@ async fn link_lossy(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("the federation has no namespace for the link"))?;
     let (dropped, sent) = ns.degraded_counts()?;
     ns.restore(LOSS)?;
+    if let Some(d) = &fed.nodes[0].delay {
+        d.set(Duration::ZERO);
+    }
     h.fault(format!(
         "link of hospital-a restored; {} of its {} runs were final by then",
         runs.iter().filter(|f| **f).count(),
@@ -577,6 +597,15 @@ async fn link_lossy(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
         dropped > 0 && sent > 0,
         format!(
             "{dropped} packet(s) dropped in the namespace, {sent} bytes through the host end's rate limit"
+        ),
+    );
+    claim(
+        h,
+        "the degraded link added its delay both ways",
+        probe.as_ref().is_ok_and(|r| r.status().is_success()) && round_trip >= 2 * DELAY,
+        format!(
+            "GET /api/health over hospital-a's link took {round_trip:?} ({})",
+            probe.map_or_else(|e| e.to_string(), |r| r.status().to_string())
         ),
     );
     finish(Arc::new(fed), Duration::from_secs(form.pick(90, 300))).await

@@ -4,6 +4,7 @@
 //! their own link relay, and a researcher who creates tasks, records every attempt and answer,
 //! and opens the results.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ use warden_client::{Researcher, Target, TaskRecord};
 use warden_seal::{Certificate, InputBinding, Requester, SecretKey, Sender};
 use warden_trust::{KeyAlgorithm, SigningKey, cosign};
 
+use crate::delay::DelayLink;
 use crate::history::{Answer, Entry, History};
 use crate::procs::{Haproxy, Netns, Postgres, Proc, Replica, SmallDisk, remove_containers};
 
@@ -44,6 +46,8 @@ pub struct Node {
     pub dir: PathBuf,
     pub label: String,
     pub link: Haproxy,
+    /// The first node's delayed link, when its link runs in the namespace.
+    pub delay: Option<DelayLink>,
     pub disk: Option<SmallDisk>,
     pub proc: Option<Proc>,
     bin: PathBuf,
@@ -302,7 +306,7 @@ impl Federation {
         *fed.token.write().await = token;
         for i in 0..fed.orgs.len() {
             let disk = if i == 0 { shape.small_spool } else { None };
-            let node = fed.write_node(&bin, i, &image_key, disk)?;
+            let node = fed.write_node(&bin, i, &image_key, disk).await?;
             fed.nodes.push(node);
         }
         for n in &mut fed.nodes {
@@ -311,6 +315,11 @@ impl Federation {
         }
         fed.wait_nodes_online().await?;
         Ok(fed)
+    }
+
+    /// The harness's HTTP client (20 s timeout per request unless the request sets one).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The balancer's URL: what clients and node links use.
@@ -322,7 +331,7 @@ impl Federation {
         login(&self.http, &self.base(), "rita", PASSWORD).await
     }
 
-    fn write_node(
+    async fn write_node(
         &self,
         bin: &Path,
         i: usize,
@@ -368,6 +377,15 @@ impl Federation {
             (Some(ns), 0) => Haproxy::link_in(ns, &self.dir, &link_name, self.balancer.port)?,
             _ => Haproxy::link(&self.dir, &link_name, self.balancer.port)?,
         };
+        // The link in the namespace can also be made long: the node talks to it through a
+        // relay that adds a fixed delay (none until the scenario sets one).
+        let delay = match (&self.netns, i) {
+            (Some(_), 0) => {
+                Some(DelayLink::start(SocketAddr::new(link.ip.into(), link.port)).await?)
+            }
+            _ => None,
+        };
+        let url = delay.as_ref().map_or_else(|| link.url(), DelayLink::url);
         let disk = match disk {
             Some(bytes) => Some(SmallDisk::mount(&d.join("spool"), bytes)?),
             None => None,
@@ -378,7 +396,6 @@ impl Federation {
              [audit]\ndir = \"audit\"\nsigning_key = \"audit.key\"\npassword_file = \"audit.pw\"\n\n\
              [organizations]\n{pins}\n[certifiers]\n{certifiers}\n\
              [limits]\ntimeout_secs = 60\nmemory_bytes = 67108864\nconcurrent_runs = 4\n",
-            url = link.url(),
         );
         std::fs::write(d.join("node.toml"), config)?;
         Ok(Node {
@@ -387,6 +404,7 @@ impl Federation {
             dir: d,
             label,
             link,
+            delay,
             disk,
             proc: None,
             bin: bin.to_owned(),

@@ -19,9 +19,9 @@
 //!
 //! SQLite (one process): the service announces each commit. PostgreSQL (many replicas):
 //! every replica also LISTENs on its schema's event channel, which the inserting
-//! transaction NOTIFYs at commit, naming the nodes it wrote events for, and forwards it to its
-//! own hub as a read for those nodes' sessions (for everyone's when the commit concerned more
-//! nodes than a payload holds, or the payload is not understood).
+//! transaction NOTIFYs at commit, naming the nodes it wrote events for (in several
+//! notifications when they do not fit in one), and forwards each to its own hub as a read for
+//! those nodes' sessions (for everyone's when a payload is not understood).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
