@@ -688,6 +688,15 @@ impl Netns {
         Ok((dropped, sent))
     }
 
+    /// Takes the pair's host end down (`ip link set ... down`, a cable pulled: nothing
+    /// crosses, nothing is closed or reset) or brings it up again.
+    pub fn set_link(&self, up: bool) -> Result<()> {
+        let state = if up { "up" } else { "down" };
+        ip_cmd(&["link", "set", &self.host_if, state])
+            .with_context(|| format!("taking the host's end of the veth pair {state}"))?;
+        Ok(())
+    }
+
     /// Takes the rate limit and the drop rules off again.
     pub fn restore(&mut self, loss: f64) -> Result<()> {
         run(Command::new("tc").args(["qdisc", "del", "dev", &self.host_if, "root"]))?;

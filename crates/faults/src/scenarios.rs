@@ -516,8 +516,8 @@ const LOSS: f64 = 0.1;
 const DELAY: Duration = Duration::from_millis(150);
 
 /// 7. A node's link slowed (256 kbit/s), long (150 ms added each way) and lossy (10 % of the
-///    packets dropped each way) with runs in flight and tasks created meanwhile, then
-///    restored: TCP carries the exchanges through (the node's requests retried when they time
+///    packets dropped each way) with runs in flight and tasks created meanwhile, then taken
+///    down altogether for a while (`ip link set down`), brought up, and restored: TCP carries the exchanges through (the node's requests retried when they time
 ///    out), every result is delivered once and no run executed twice. The link's relay runs in
 ///    a network namespace of the scenario's own, over a veth pair, and the delay is a relay in
 ///    front of it (see [`crate::procs::Netns`] and [`crate::delay`] for why not netem).
@@ -569,6 +569,40 @@ async fn link_lossy(dir: &Path, form: Form, h: &Arc<History>) -> Result<()> {
         fed.create_task(0, seq, Duration::from_secs(30)).await?;
     }
     tokio::time::sleep(degraded).await;
+    // Then the link taken down altogether for a while (degraded still when it comes back).
+    let down = Duration::from_secs(form.pick(5, 30));
+    let ns = fed
+        .netns
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the federation has no namespace for the link"))?;
+    ns.set_link(false)?;
+    h.fault(format!(
+        "link of hospital-a taken down (ip link set down) for {down:?}"
+    ));
+    let started = Instant::now();
+    let through = match &fed.nodes[0].delay {
+        Some(d) => fed
+            .http()
+            .get(format!("{}/api/health", d.url()))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map(|r| r.status().to_string()),
+        None => Ok("no delayed link".to_owned()),
+    };
+    claim(
+        h,
+        "nothing crossed the link while it was down",
+        through.is_err(),
+        format!("GET /api/health over hospital-a's link: {through:?}"),
+    );
+    // Runs for it while it is down: they reach it only once it is up.
+    for seq in tasks..tasks + form.pick(2, 10) {
+        fed.create_task(0, seq, Duration::from_secs(30)).await?;
+    }
+    tokio::time::sleep(down.saturating_sub(started.elapsed())).await;
+    ns.set_link(true)?;
+    h.fault("link of hospital-a up again, still degraded".to_owned());
     let runs: Vec<bool> = fed
         .all_tasks()
         .await?
