@@ -1371,28 +1371,21 @@ impl Tx {
                              array_agg(organization_id ORDER BY id), $6 FROM r) ";
                 const SELECT: &str = "SELECT id, organization_id FROM r";
                 let blobs: Vec<&[u8]> = inputs.iter().map(|(_, i)| i.as_slice()).collect();
-                if events {
-                    let sql = [RUNS, EVENTS, SELECT].concat();
-                    sqlx::query_as(&sql)
-                        .bind(task_id)
-                        .bind(collaboration_id)
-                        .bind(now)
-                        .bind(&orgs)
-                        .bind(&blobs)
-                        .bind(nodes_payloads(orgs.iter().map(|&o| (collaboration_id, o))))
-                        .fetch_all(&mut **t)
-                        .await?
+                let sql = if events {
+                    [RUNS, EVENTS, SELECT].concat()
                 } else {
-                    let sql = [RUNS, SELECT].concat();
-                    sqlx::query_as(&sql)
-                        .bind(task_id)
-                        .bind(collaboration_id)
-                        .bind(now)
-                        .bind(&orgs)
-                        .bind(&blobs)
-                        .fetch_all(&mut **t)
-                        .await?
+                    [RUNS, SELECT].concat()
+                };
+                let mut q = sqlx::query_as(&sql)
+                    .bind(task_id)
+                    .bind(collaboration_id)
+                    .bind(now)
+                    .bind(&orgs)
+                    .bind(&blobs);
+                if events {
+                    q = q.bind(nodes_payloads(orgs.iter().map(|&o| (collaboration_id, o))));
                 }
+                q.fetch_all(&mut **t).await?
             }
             Tx::Sqlite(t) => {
                 let sql = "INSERT INTO runs (task_id, collaboration_id, organization_id, state, created_at) \
