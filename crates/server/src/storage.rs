@@ -972,10 +972,7 @@ impl Tx {
         let Some((id, name, encrypted, created_at, members)) = raw else {
             return Ok(None);
         };
-        let text = members.unwrap_or_else(|| "[]".to_owned());
-        let mut members: Vec<i64> =
-            serde_json::from_str(&text).map_err(|_| StorageError::Corrupt(text.clone()))?;
-        members.sort_unstable();
+        let members = id_list(members)?;
         let collaboration = CollaborationRow {
             id,
             name,
@@ -1855,45 +1852,24 @@ impl Tx {
             return Ok(None);
         };
         let token = TokenRow::try_from(r.token)?;
-        let user = match (
-            r.u_id,
-            r.u_username,
-            r.u_role,
-            r.u_password_hash,
-            r.u_failed_logins,
-            r.u_created_at,
-            r.u_disabled,
-            r.u_token_generation,
-        ) {
-            (
-                Some(id),
-                Some(username),
-                Some(role),
-                Some(password_hash),
-                Some(failed_logins),
-                Some(created_at),
-                Some(disabled),
-                Some(token_generation),
-            ) => {
-                let user = UserRow::try_from(RawUserRow {
-                    id,
-                    username,
-                    organization_id: r.u_organization_id,
-                    role,
-                    password_hash,
-                    failed_logins,
-                    locked_until: r.u_locked_until,
-                    created_at,
-                    disabled,
-                    token_generation,
-                })?;
-                let text = r.u_collaborations.unwrap_or_else(|| "[]".to_owned());
-                let mut collaborations: Vec<i64> =
-                    serde_json::from_str(&text).map_err(|_| StorageError::Corrupt(text.clone()))?;
-                collaborations.sort_unstable();
-                Some((user, collaborations))
-            }
-            _ => None,
+        // Every user column is NOT NULL, so all are there or none (no user).
+        let raw_user = (|| {
+            Some(RawUserRow {
+                id: r.u_id?,
+                username: r.u_username?,
+                organization_id: r.u_organization_id,
+                role: r.u_role?,
+                password_hash: r.u_password_hash?,
+                failed_logins: r.u_failed_logins?,
+                locked_until: r.u_locked_until,
+                created_at: r.u_created_at?,
+                disabled: r.u_disabled?,
+                token_generation: r.u_token_generation?,
+            })
+        })();
+        let user = match raw_user {
+            Some(raw) => Some((UserRow::try_from(raw)?, id_list(r.u_collaborations)?)),
+            None => None,
         };
         Ok(Some((token, user)))
     }
@@ -1917,6 +1893,17 @@ impl Tx {
         let done = on!(self, c => sqlx::query(sql).bind(now).execute(&mut *c).await.map(|r| r.rows_affected()))?;
         Ok(done)
     }
+}
+
+/// Ids aggregated by a query as a JSON array of numbers (null: none), ascending.
+fn id_list(json: Option<String>) -> Result<Vec<i64>> {
+    let Some(text) = json else {
+        return Ok(Vec::new());
+    };
+    let mut ids: Vec<i64> =
+        serde_json::from_str(&text).map_err(|_| StorageError::Corrupt(text.clone()))?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// The payloads of the notifications that name `nodes` ([`NODES_PREFIX`]), each at most
